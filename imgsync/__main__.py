@@ -1,0 +1,3 @@
+from imgsync.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""The whole imgsync exception tree.
+
+Every failure imgsync reports is one of these classes. Two class attributes carry the
+classification, so nothing downstream ever matches on message text:
+
+* ``retryable``: may the same request be sent again (after a pause)?
+* ``scope``: how much work the failure spoils -- ``"item"`` (this one image), ``"remote"``
+  (every item of that remote for the rest of the run), or ``"run"`` (stop the run).
+
+::
+
+    ImgsyncError                 retryable=False scope="run"   exit 1
+    ├── UsageError               bad command line                  exit 2
+    ├── ConfigError              bad or missing config             exit 78 (EX_CONFIG)
+    ├── StateError               SQLite open/migrate/lock failure  exit 75 (EX_TEMPFAIL)
+    ├── LocalIOError             scope="item": unreadable file, vanished file, full disk
+    └── ProviderError            .remote .host .status .detail; scope="item"
+        ├── TransientError       retryable: 5xx, reset, truncated body
+        │   ├── RateLimited      .retry_after (429 or the host's own "too fast" code)
+        │   └── ProviderTimeout  also a TimeoutError
+        ├── RemotePaused         scope="remote": the host is paused (daily budget spent) until .until
+        ├── AuthError            scope="remote": bad or missing credentials
+        ├── NotFound             also a LookupError; callers decide if it matters
+        ├── Rejected             the host refused this file (size, type, policy); permanent
+        ├── Duplicate            the host says it already has these bytes
+        ├── Unsupported          capability declared absent was used (a bug if it happens)
+        └── ResponseError        undecodable or unexpected reply; never retried
+
+Exception texts never contain credentials: callers pass already-redacted detail, and
+:func:`imgsync.log.redact` is applied to every message built from host replies.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+Scope = Literal["item", "remote", "run"]
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "Duplicate",
+    "ImgsyncError",
+    "LocalIOError",
+    "NotFound",
+    "ProviderError",
+    "ProviderTimeout",
+    "RateLimited",
+    "Rejected",
+    "RemotePaused",
+    "ResponseError",
+    "Scope",
+    "StateError",
+    "TransientError",
+    "Unsupported",
+    "UsageError",
+]
+
+EXIT_OK = 0
+EXIT_ITEM_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_REMOTE_FAILURE = 3
+EXIT_INTERRUPTED = 130
+EXIT_STATE = 75
+EXIT_CONFIG = 78
+
+
+class ImgsyncError(Exception):
+    """Base of every error imgsync raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+    scope: ClassVar[Scope] = "run"
+    exit_code: ClassVar[int] = EXIT_ITEM_FAILURES
+
+
+class UsageError(ImgsyncError):
+    """The command line does not make sense (unknown remote, missing argument)."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(ImgsyncError):
+    """The configuration is invalid. ``problems`` lists every problem found, one per line."""
+
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class StateError(ImgsyncError):
+    """The state database cannot be opened, migrated, or is locked or corrupt."""
+
+    exit_code = EXIT_STATE
+
+
+class LocalIOError(ImgsyncError):
+    """A local file could not be read or written (permission, vanished, disk full)."""
+
+    scope: ClassVar[Scope] = "item"
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ProviderError(ImgsyncError):
+    """A host answered with an error, or could not be reached."""
+
+    scope: ClassVar[Scope] = "item"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        remote: str = "",
+        host: str = "",
+        status: int | None = None,
+        code: int | str | None = None,
+    ) -> None:
+        self.detail = detail
+        self.remote = remote
+        self.host = host
+        self.status = status
+        self.code = code
+        where = remote or host
+        prefix = f"{where}: " if where else ""
+        suffix = f" (HTTP {status})" if status is not None else ""
+        super().__init__(f"{prefix}{detail}{suffix}")
+
+
+class TransientError(ProviderError):
+    """Worth retrying: server errors, resets, truncated bodies."""
+
+    retryable = True
+
+
+class RateLimited(TransientError):
+    """The host asked us to slow down. ``retry_after`` is in seconds when the host said."""
+
+    def __init__(
+        self,
+        detail: str = "rate limited",
+        *,
+        retry_after: float | None = None,
+        remote: str = "",
+        host: str = "",
+        status: int | None = None,
+        code: int | str | None = None,
+    ) -> None:
+        super().__init__(detail, remote=remote, host=host, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class ProviderTimeout(TransientError, TimeoutError):
+    """The host did not answer in time."""
+
+
+class RemotePaused(ProviderError):
+    """The remote's host is paused (a spent daily budget) until ``until`` (unix seconds)."""
+
+    scope: ClassVar[Scope] = "remote"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        until: float,
+        remote: str = "",
+        host: str = "",
+        status: int | None = None,
+    ) -> None:
+        super().__init__(detail, remote=remote, host=host, status=status)
+        self.until = until
+
+
+class AuthError(ProviderError):
+    """Missing, wrong or revoked credentials; every item of that remote would fail the same."""
+
+    scope: ClassVar[Scope] = "remote"
+
+
+class NotFound(ProviderError, LookupError):
+    """The item does not exist (any more)."""
+
+
+class Rejected(ProviderError):
+    """The host refused this file for good (too big, wrong type, policy)."""
+
+
+class Duplicate(ProviderError):
+    """The host refused the upload because it already holds these bytes."""
+
+
+class Unsupported(ProviderError):
+    """A capability the provider declared absent was used."""
+
+    scope: ClassVar[Scope] = "run"
+
+
+class ResponseError(ProviderError):
+    """The host's reply could not be understood (bad JSON, missing fields)."""

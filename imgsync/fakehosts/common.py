@@ -1,0 +1,276 @@
+"""What every host emulator shares: knobs, counters, rate windows, fault injection, serving.
+
+An emulator is written from the host's side. Nothing here is shared with the providers:
+rate strings and fault specs are parsed here on their own, on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+FAULT_KINDS = ("5xx", "reset", "slow", "truncate", "malformed")
+_UNITS = {
+    "second": 1.0,
+    "sec": 1.0,
+    "s": 1.0,
+    "minute": 60.0,
+    "min": 60.0,
+    "m": 60.0,
+    "hour": 3600.0,
+    "h": 3600.0,
+    "day": 86400.0,
+    "d": 86400.0,
+}
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"60/minute"`` -> ``(60, 60.0)``; ``"5/2s"`` -> ``(5, 2.0)``."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([a-z]+)\s*", text.lower())
+    if not m or m.group(3) not in _UNITS:
+        raise ValueError(f"bad rate {text!r}; write e.g. 60/minute or 5/second")
+    mult = float(m.group(2)) if m.group(2) else 1.0
+    return int(m.group(1)), mult * _UNITS[m.group(3)]
+
+
+def parse_faults(text: str | None) -> dict[str, float]:
+    """``"5xx=0.1,reset=0.05"`` -> probabilities per fault kind (unknown kinds are an error)."""
+    out: dict[str, float] = {}
+    if not text:
+        return out
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        kind, _, prob = part.partition("=")
+        kind = kind.strip()
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}")
+        out[kind] = float(prob) if prob else 1.0
+    return out
+
+
+@dataclass
+class Knobs:
+    """The command-line knobs of every emulator (see DESIGN.md)."""
+
+    token: str = "test-token"
+    seed: int = 0
+    rate: str | None = None
+    faults: dict[str, float] = field(default_factory=dict)
+    max_upload_bytes: int = 20 * 1024 * 1024
+    slow_seconds: float = 2.0
+    random_seed: int = 1234
+
+
+@dataclass
+class Stats:
+    """Counters served at ``/_fakehost/stats``."""
+
+    requests: int = 0
+    uploads: int = 0
+    deletes: int = 0
+    throttled: int = 0
+    faults: int = 0
+
+    def as_json(self, items: int, distinct: int) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "uploads": self.uploads,
+            "deletes": self.deletes,
+            "throttled": self.throttled,
+            "faults": self.faults,
+            "items": items,
+            "distinct_checksums": distinct,
+        }
+
+
+class FixedWindow:
+    """A fixed-window request counter, as Laravel's ``throttle:N,M`` keeps one."""
+
+    def __init__(self, limit: int, period: float, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.period = period
+        self.clock = clock
+        self.window_start = -math.inf
+        self.count = 0
+
+    def hit(self) -> tuple[bool, int, float]:
+        """Count one request: ``(allowed, remaining, seconds until the window resets)``."""
+        now = self.clock()
+        if now - self.window_start >= self.period:
+            self.window_start = now
+            self.count = 0
+        reset_in = self.window_start + self.period - now
+        if self.count >= self.limit:
+            return False, 0, reset_in
+        self.count += 1
+        return True, self.limit - self.count, reset_in
+
+
+class SlidingLog:
+    """A sliding-window limiter: at most ``limit`` requests in any ``period`` seconds."""
+
+    def __init__(self, limit: int, period: float, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.period = period
+        self.clock = clock
+        self.times: list[float] = []
+
+    def hit(self) -> tuple[bool, int, float]:
+        now = self.clock()
+        cutoff = now - self.period
+        while self.times and self.times[0] <= cutoff:
+            self.times.pop(0)
+        if len(self.times) >= self.limit:
+            return False, 0, self.times[0] + self.period - now
+        self.times.append(now)
+        return True, self.limit - len(self.times), self.period
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class FakeHostBase:
+    """Shared plumbing: stats route, fault middleware, serving. Subclasses add routes."""
+
+    kind = "base"
+
+    def __init__(self, knobs: Knobs) -> None:
+        self.knobs = knobs
+        self.stats = Stats()
+        self.rng = random.Random(knobs.random_seed)
+
+    @staticmethod
+    def base(request: web.Request) -> str:
+        """The address the client used, for the absolute URLs in replies."""
+        return f"{request.scheme}://{request.host}"
+
+    # subclasses
+    def add_routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def stored_checksums(self) -> list[str]:
+        """SHA-256 of every image stored now (for the stats route)."""
+        raise NotImplementedError
+
+    def fault_applies(self, request: web.Request) -> bool:
+        """Faults hit the host's API, never the emulator's own paths."""
+        return not request.path.startswith("/_fakehost")
+
+    def malformed_body(self) -> web.Response:
+        return web.Response(status=200, text='{"truncated": ', content_type="application/json")
+
+    # plumbing
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=1024**3)
+        app.router.add_get("/_fakehost/stats", self._stats)
+        self.add_routes(app)
+        return app
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        sums = self.stored_checksums()
+        return web.json_response(self.stats.as_json(len(sums), len(set(sums))))
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if not request.path.startswith("/_fakehost"):
+            self.stats.requests += 1
+        if self.knobs.faults and self.fault_applies(request):
+            fault = self._pick_fault()
+            if fault is not None:
+                self.stats.faults += 1
+                return await self._inject(fault, request, handler)
+        return await handler(request)
+
+    def _pick_fault(self) -> str | None:
+        for kind, prob in self.knobs.faults.items():
+            if self.rng.random() < prob:
+                return kind
+        return None
+
+    async def _inject(
+        self,
+        fault: str,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        if fault == "5xx":
+            return web.Response(
+                status=503,
+                text="<html><body>503 Service Unavailable</body></html>",
+                content_type="text/html",
+            )
+        if fault == "reset":
+            if request.transport is not None:
+                request.transport.close()
+            raise ConnectionResetError("fault injected: reset")
+        if fault == "slow":
+            await asyncio.sleep(self.knobs.slow_seconds)
+            return await handler(request)
+        if fault == "malformed":
+            return self.malformed_body()
+        # truncate: promise more bytes than are sent, then drop the connection
+        resp = await handler(request)
+        body = getattr(resp, "body", None)
+        if not isinstance(body, bytes | bytearray) or len(body) < 2:
+            return resp
+        stream = web.StreamResponse(
+            status=resp.status,
+            headers={
+                "Content-Type": resp.headers.get("Content-Type", "application/octet-stream"),
+                "Content-Length": str(len(body)),
+            },
+        )
+        await stream.prepare(request)
+        await stream.write(bytes(body[: len(body) // 2]))
+        if request.transport is not None:
+            request.transport.close()
+        return stream
+
+
+def json_response(
+    data: Any,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    escape_slashes: bool = False,
+    content_type: str = "application/json",
+) -> web.Response:
+    """JSON as hosts write it (optionally with PHP's escaped slashes)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if escape_slashes:
+        text = text.replace("/", "\\/")
+    resp = web.Response(status=status, text=text, headers=headers)
+    resp.content_type = content_type
+    return resp
+
+
+async def serve(host: FakeHostBase, port: int, bind: str = "127.0.0.1") -> None:
+    """Run ``host`` on ``bind:port`` until cancelled (``imgsync fakehost``)."""
+    app = host.make_app()
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, bind, port)
+    await site.start()
+    print(
+        f"imgsync fakehost {host.kind} listening on http://{bind}:{port} "
+        f"(token {host.knobs.token!r}; stats at /_fakehost/stats)",
+        flush=True,
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,118 @@
+"""Small frozen value types passed between providers, the pipeline and state."""
+
+from __future__ import annotations
+
+import mimetypes
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".avif", ".tif", ".tiff", ".heic", ".svg"}
+)
+
+
+def guess_mime(name: str) -> str:
+    """The MIME type for a file name, ``application/octet-stream`` when unknown."""
+    mime, _ = mimetypes.guess_type(name)
+    return mime or "application/octet-stream"
+
+
+def is_image_name(name: str) -> bool:
+    """True when the name's extension is one of the image types imgsync handles."""
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True, slots=True)
+class ItemMeta:
+    """Descriptive metadata carried between hosts (whatever each host keeps of it)."""
+
+    title: str | None = None
+    description: str | None = None
+    source_url: str | None = None
+    app: str | None = None
+    created_at: float | None = None  # unix seconds, UTC
+    tags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict that :meth:`from_json` reads back."""
+        return {
+            "title": self.title,
+            "description": self.description,
+            "source_url": self.source_url,
+            "app": self.app,
+            "created_at": self.created_at,
+            "tags": list(self.tags),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> ItemMeta:
+        """Read what :meth:`to_json` wrote; unknown keys are ignored."""
+        if not data:
+            return cls()
+        created = data.get("created_at")
+        return cls(
+            title=data.get("title"),
+            description=data.get("description"),
+            source_url=data.get("source_url"),
+            app=data.get("app"),
+            created_at=float(created) if created is not None else None,
+            tags=tuple(data.get("tags") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteItem:
+    """One image as a provider knows it.
+
+    ``remote_id`` is the provider's stable key for the item (a relative path for local
+    folders, an image id for hosts). ``md5`` is only set when the host itself reported
+    it (Chevereto); ``md5_hint`` is a guess such as Gyazo's image id that must be verified.
+    ``delete_url`` is a secret: it is excluded from ``repr``.
+    """
+
+    remote_id: str
+    name: str
+    size: int | None = None
+    url: str | None = None
+    mime: str | None = None
+    md5: str | None = None
+    md5_hint: str | None = None
+    sha256: str | None = None
+    mtime: float | None = None
+    meta: ItemMeta = field(default_factory=ItemMeta)
+    delete_url: str | None = field(default=None, repr=False)
+    is_image: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; ``next_cursor`` is None on the last page."""
+
+    items: list[RemoteItem]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSource:
+    """Bytes to upload, re-readable so a retried request can send them again.
+
+    Exactly one of ``path`` and ``data`` is set.
+    """
+
+    name: str
+    size: int
+    sha256: str
+    md5: str
+    mime: str
+    path: Path | None = None
+    data: bytes | None = field(default=None, repr=False)
+
+    async def read(self) -> bytes:
+        """The whole body. Called once per attempt, so each retry sends complete bytes."""
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return await anyio.Path(self.path).read_bytes()

@@ -1,0 +1,143 @@
+"""The provider interface: a small required core plus declared ``Features``.
+
+A provider turns one host's wire protocol into :class:`~imgsync.models.RemoteItem` values
+and :mod:`imgsync.errors` exceptions. It never sleeps, retries, or touches SQLite: the
+HTTP client (``imgsync.http``) paces and retries, and the pipeline records.
+
+Callers read ``provider.features`` to plan (never ``hasattr``). Using an ability declared
+absent raises :class:`~imgsync.errors.Unsupported`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from imgsync.errors import Unsupported
+from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource
+
+if TYPE_CHECKING:
+    from imgsync.config import RemoteConfig
+    from imgsync.http import ApiClient
+
+__all__ = ["Features", "Provider", "ProviderContext"]
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What a provider can do and what its host reports. Declared, never probed."""
+
+    can_list: bool = False
+    can_delete: bool = False
+    can_get: bool = False
+    checksums: frozenset[str] = frozenset()  # hashes the host reports, e.g. {"md5"}
+    reencodes_uploads: bool = False
+    max_upload_bytes: int | None = None
+    accepted_extensions: frozenset[str] | None = None  # None: anything
+    page_size: tuple[int, int] | None = None  # (min, max) items per listing page
+    default_rate: str | None = None  # for the public host, e.g. "60/minute"
+    keeps_paths: bool = False  # a local folder keeps relative paths
+    is_local: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description for ``imgsync remotes``."""
+        return {
+            "list": self.can_list,
+            "delete": self.can_delete,
+            "get": self.can_get,
+            "checksums": sorted(self.checksums),
+            "reencodes_uploads": self.reencodes_uploads,
+            "max_upload_bytes": self.max_upload_bytes,
+            "accepted_extensions": sorted(self.accepted_extensions)
+            if self.accepted_extensions is not None
+            else None,
+            "page_size": list(self.page_size) if self.page_size else None,
+            "default_rate": self.default_rate,
+        }
+
+
+@dataclass(slots=True)
+class ProviderContext:
+    """What a provider is given at construction: shared, already-open resources."""
+
+    http: ApiClient | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider(ABC):
+    """One configured remote. An async resource: ``async with provider: ...``.
+
+    The constructor does no I/O. ``name`` is the remote's name in the config.
+    """
+
+    kind: ClassVar[str]
+    description: ClassVar[str] = ""
+    default_base_url: ClassVar[str | None] = None
+    features: Features
+
+    def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
+        self.config = config
+        self.name = config.name
+        self.ctx = ctx
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what the provider opened. Idempotent."""
+
+    @property
+    def base_url(self) -> str:
+        """The configured ``base_url`` or the provider's public default."""
+        url = self.config.base_url or self.default_base_url
+        if not url:
+            raise Unsupported("no base_url configured", remote=self.name)
+        return url.rstrip("/")
+
+    # --- the required core -------------------------------------------------------------
+
+    async def list_page(self, cursor: str | None) -> Page:
+        """One page of the listing starting at ``cursor`` (None: the beginning).
+
+        Raises ``Unsupported`` when ``features.can_list`` is False; ``AuthError``,
+        ``TransientError``, ``ResponseError`` on host failures.
+        """
+        raise Unsupported("this remote cannot be listed", remote=self.name)
+
+    async def get(self, remote_id: str) -> RemoteItem:
+        """One item by id. Raises ``NotFound``; ``Unsupported`` if ``can_get`` is False."""
+        raise Unsupported("this remote cannot fetch single items", remote=self.name)
+
+    @abstractmethod
+    def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
+        """Stream the item's bytes. Raises ``NotFound`` if it is gone."""
+
+    @abstractmethod
+    async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
+        """Store ``src``; returns the new item (with ``delete_url`` when the host gives one).
+
+        ``rel_path`` is the item's path relative to its source root (local destinations
+        keep it; hosts use only its base name). Raises ``Rejected``, ``Duplicate``,
+        ``AuthError``, ``TransientError`` (after the client's own retries).
+        """
+
+    async def delete(self, item: RemoteItem) -> None:
+        """Remove the item. ``NotFound`` means already gone. ``Unsupported`` if absent."""
+        raise Unsupported("this remote cannot delete", remote=self.name)
+
+    async def iter_all(self, cursor: str | None = None) -> AsyncIterator[tuple[Page, str | None]]:
+        """Every page from ``cursor`` on, each with the cursor that produced it."""
+        while True:
+            page = await self.list_page(cursor)
+            yield page, cursor
+            if page.next_cursor is None or page.next_cursor == cursor:
+                return
+            cursor = page.next_cursor
