@@ -37,6 +37,11 @@ class Features:
     max_upload_bytes: int | None = None
     accepted_extensions: frozenset[str] | None = None  # None: anything
     page_size: tuple[int, int] | None = None  # (min, max) items per listing page
+    # New items appear at the end of the listing order, so a finished listing can be
+    # resumed from its last cursor to find them (Guizhan by upload_time ASC). When False
+    # (newest first), a finished listing restarts from the beginning; known items are
+    # recognised from state without downloading them.
+    listing_appends: bool = False
     default_rate: str | None = None  # for the public host, e.g. "60/minute"
     keeps_paths: bool = False  # a local folder keeps relative paths
     is_local: bool = False

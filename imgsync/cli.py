@@ -1,0 +1,246 @@
+"""The command line: parse, call one function per verb, map errors to exit codes.
+
+Exit codes: 0 done; 1 finished with item failures (listed); 2 usage; 3 a remote failed
+as a whole (bad credentials, paused host); 66 a source folder is missing or unreadable;
+75 the state database is locked or corrupt; 78 config error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from imgsync import __version__
+from imgsync.config import Config, load_config
+from imgsync.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    ConfigError,
+    ImgsyncError,
+    LocalIOError,
+    UsageError,
+)
+
+EXIT_NOINPUT = 66
+FAKEHOST_KINDS = ("gyazo", "guizhan", "chevereto", "discordimages")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2 (argparse's own code)
+        self.print_usage(sys.stderr)
+        print(f"imgsync: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _transfer_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="show what would be done")
+    p.add_argument("--transfers", type=int, default=None, metavar="N",
+                   help="items in flight at once (default: config 'transfers', 4)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="only items matching GLOB (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip items matching GLOB (repeatable)")
+    p.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show a progress line (default: on a terminal)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="imgsync", description="Mirror, migrate and back up image libraries "
+                "between image hosts and local folders.")
+    p.add_argument("--version", action="version", version=f"imgsync {__version__}")
+    p.add_argument("--config", type=Path, default=None,
+                   help="config file (default: $IMGSYNC_CONFIG or the user config dir)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("copy", help="copy what DST lacks (dedupe by checksum); never deletes")
+    c.add_argument("src", metavar="SRC")
+    c.add_argument("dst", metavar="DST")
+    _transfer_opts(c)
+
+    b = sub.add_parser("backup", help="host -> local folder, with a JSON sidecar per image")
+    b.add_argument("src", metavar="SRC")
+    b.add_argument("dst", metavar="DIR")
+    b.add_argument("--include-non-images", action="store_true",
+                   help="also back up files that are not images")
+    _transfer_opts(b)
+
+    ls = sub.add_parser("ls", help="list a remote's items")
+    ls.add_argument("remote", metavar="REMOTE")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    st = sub.add_parser("status", help="what the state database knows")
+    st.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("remotes", help="configured remotes and their features")
+    r.add_argument("--json", action="store_true")
+
+    cf = sub.add_parser("config", help="config helpers")
+    cf_sub = cf.add_subparsers(dest="config_verb", metavar="check", required=True,
+                               parser_class=_Parser)
+    cf_sub.add_parser("check", help="report every problem in the config, exit 78 if any")
+
+    f = sub.add_parser("fakehost", help="run a host emulator on 127.0.0.1")
+    f.add_argument("kind", choices=FAKEHOST_KINDS)
+    f.add_argument("--port", type=int, default=8080)
+    f.add_argument("--token", default="test-token", help="the credential it accepts")
+    f.add_argument("--seed", type=int, default=0, help="start with N images")
+    f.add_argument("--rate", default=None, help="enforce a limit, e.g. 60/minute")
+    f.add_argument("--faults", default=None, help="e.g. 5xx=0.1,reset=0.05,slow=0.1")
+    f.add_argument("--max-upload-mb", type=float, default=20.0)
+    return p
+
+
+def _load(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.config, explicit=args.config is not None)
+    for w in cfg.warnings:
+        print(f"imgsync: warning: {w}", file=sys.stderr)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``imgsync`` command. Returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"imgsync: config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except LocalIOError as exc:
+        print(f"imgsync: {exc}", file=sys.stderr)
+        return EXIT_NOINPUT
+    except ImgsyncError as exc:
+        print(f"imgsync: {_redacted(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("imgsync: interrupted; what finished is recorded, re-run to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _redacted(text: str) -> str:
+    if "imgsync.log" in sys.modules:
+        from imgsync.log import redact
+
+        return redact(text)
+    return text
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    verb = args.verb
+    if verb == "fakehost":
+        return _fakehost(args)
+    if verb == "config":
+        cfg = load_config(args.config, explicit=args.config is not None)
+        where = cfg.path or "(no config file; embedded defaults)"
+        for w in cfg.warnings:
+            print(f"imgsync: warning: {w}", file=sys.stderr)
+        print(f"config OK: {where}: {len(cfg.remotes)} remotes, {len(cfg.jobs)} jobs, "
+              f"state at {cfg.state_path}")
+        return 0
+    cfg = _load(args)
+    if verb == "status":
+        return _status(cfg, args.json)
+    if verb == "remotes":
+        return _remotes(cfg, args.json)
+    if verb in ("copy", "backup"):
+        from imgsync.commands import run_copy
+
+        return run_copy(cfg, args)
+    if verb == "ls":
+        from imgsync.commands import run_ls
+
+        return run_ls(cfg, args)
+    raise UsageError(f"unknown verb {verb}")
+
+
+def _status(cfg: Config, as_json: bool) -> int:
+    from imgsync.state import queries
+    from imgsync.state.db import open_sync
+
+    conn = open_sync(cfg.state_path, create=False)
+    if conn is None:
+        report: dict[str, Any] = {"state": str(cfg.state_path), "exists": False}
+    else:
+        report = {"state": str(cfg.state_path), "exists": True, **queries.status(conn)}
+        conn.close()
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"state: {cfg.state_path}")
+    if not report["exists"]:
+        print("  nothing recorded yet")
+        return 0
+    print(f"  {report['objects']} distinct images, {report['bytes']} bytes")
+    for name, r in report["remotes"].items():
+        print(f"  {name}: {r['items']} items")
+    for job, stages in report["jobs"].items():
+        print(f"  job {job}: " + ", ".join(f"{n} {s}" for s, n in stages.items()))
+    import time
+
+    for auth, p in report["paused_hosts"].items():
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(p["until"]))
+        print(f"  paused: {auth} until {when} ({p['reason']})")
+    for f in report["recent_failures"]:
+        print(f"  failed: {f['job']} {f['item']} -> {f['dest']}: {f['error']}")
+    return 0
+
+
+def _remotes(cfg: Config, as_json: bool) -> int:
+    from imgsync.providers import provider_class
+
+    out = []
+    for name, r in sorted(cfg.remotes.items()):
+        try:
+            feats = provider_class(r.type).features.describe()
+        except (ImportError, AttributeError):
+            feats = {}
+        out.append({"name": name, "type": r.type, "base_url": r.base_url,
+                    "path": str(r.path) if r.path else None, "features": feats})
+    if as_json:
+        print(json.dumps(out, indent=2))
+    elif not out:
+        print("no remotes configured; folder paths work as remotes without config")
+    else:
+        for o in out:
+            f = o["features"]
+            caps = [k for k in ("list", "delete", "get") if f.get(k)]
+            where = o["path"] or o["base_url"] or "(public host)"
+            print(f"{o['name']}: {o['type']} at {where}; can {', '.join(caps) or 'only upload'}")
+    return 0
+
+
+def _fakehost(args: argparse.Namespace) -> int:
+    import asyncio
+    import importlib
+
+    from imgsync.fakehosts.common import Knobs, parse_faults, parse_rate, serve
+
+    try:
+        if args.rate:
+            parse_rate(args.rate)
+        faults = parse_faults(args.faults)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    knobs = Knobs(token=args.token, seed=args.seed, rate=args.rate, faults=faults,
+                  max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    module = importlib.import_module(f"imgsync.fakehosts.{args.kind}")
+    host = module.create(knobs)
+    try:
+        asyncio.run(serve(host, args.port))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""The verbs that move data: ``copy``, ``backup`` and ``ls``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from imgsync.config import Config, RemoteConfig
+from imgsync.errors import EXIT_OK, UsageError
+from imgsync.pipeline.copy import CopyOptions, Summary
+from imgsync.pipeline.plan import LocalPlan, plan_local
+from imgsync.pipeline.progress import Progress
+from imgsync.providers.local import display
+from imgsync.runtime import resolve_spec
+from imgsync.state.db import open_sync
+
+if TYPE_CHECKING:
+    from imgsync.pipeline.copy import CopyRun
+
+
+def _options(cfg: Config, args: argparse.Namespace) -> CopyOptions:
+    transfers = args.transfers if args.transfers is not None else cfg.transfers
+    if not 1 <= transfers <= 64:
+        raise UsageError("--transfers must be between 1 and 64")
+    return CopyOptions(
+        job=f"{args.verb}:{args.src}->{args.dst}",
+        verb=args.verb,
+        dry_run=args.dry_run,
+        transfers=transfers,
+        include=tuple(args.include),
+        exclude=tuple(args.exclude),
+        sidecars=args.verb == "backup",
+        include_non_images=getattr(args, "include_non_images", False),
+    )
+
+
+def run_copy(cfg: Config, args: argparse.Namespace) -> int:
+    """``imgsync copy SRC DST`` and ``imgsync backup SRC DIR``."""
+    src_cfg, src_key = resolve_spec(cfg, args.src)
+    dst_cfg, dst_key = resolve_spec(cfg, args.dst)
+    if src_key == dst_key:
+        raise UsageError("source and destination are the same")
+    if args.verb == "backup" and dst_cfg.type != "local":
+        raise UsageError("backup writes to a local folder; use copy between hosts")
+    if dst_cfg.type == "local" and src_cfg.type == "local":
+        assert src_cfg.path is not None and dst_cfg.path is not None
+        if dst_cfg.path.is_relative_to(src_cfg.path) or src_cfg.path.is_relative_to(dst_cfg.path):
+            raise UsageError("source and destination folders must not contain each other")
+    opts = _options(cfg, args)
+    progress = Progress(enabled=args.progress if args.progress is not None
+                        else sys.stderr.isatty())
+
+    plan: LocalPlan | None = None
+    if src_cfg.type == "local":
+        assert src_cfg.path is not None
+        conn = open_sync(cfg.state_path)
+        try:
+            plan = plan_local(conn, src_cfg.path, dst_key, opts.include, opts.exclude)
+        finally:
+            if conn is not None:
+                conn.close()
+        if plan.empty and not plan.problems:
+            summary = Summary(opts.verb, src_key, dst_key, dry_run=opts.dry_run,
+                              checked=plan.scanned, present=plan.present,
+                              non_images=plan.non_images)
+            return _report(summary, args.json)
+
+    import asyncio
+
+    summary = asyncio.run(_copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, progress,
+                                      plan))
+    return _report(summary, args.json)
+
+
+async def _copy_async(
+    cfg: Config, src_cfg: RemoteConfig, src_key: str, dst_cfg: RemoteConfig, dst_key: str,
+    opts: CopyOptions, progress: Progress, plan: LocalPlan | None,
+) -> Summary:
+    from imgsync.pipeline.copy import CopyRun
+    from imgsync.runtime import Runtime
+    from imgsync.state import queries
+    from imgsync.state.db import StateStore
+
+    if dst_cfg.type == "local" and dst_cfg.path is not None and not opts.dry_run:
+        try:
+            dst_cfg.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {dst_cfg.path}: {exc.strerror}") from None
+    async with StateStore(cfg.state_path) as store, Runtime(cfg, store) as rt:
+        src = await rt.open(src_cfg)
+        dst = await rt.open(dst_cfg)
+        if plan is None and not src.features.can_list:
+            raise UsageError(f"{src_cfg.name} ({src_cfg.type}) cannot be listed, so it can "
+                             "only be a destination")
+        run: CopyRun = CopyRun(store, src, src_key, dst, dst_key, opts, progress)
+        run_id = await queries.start_run(store, opts.job, opts.verb)
+        try:
+            if plan is not None:
+                summary = await run.run_local(plan)
+            else:
+                conn = open_sync(cfg.state_path)
+                try:
+                    summary = await run.run_remote(conn)
+                finally:
+                    if conn is not None:
+                        conn.close()
+        finally:
+            progress.close()
+            await run.finish()
+        await queries.finish_run(store, run_id, summary.to_json())
+    return summary
+
+
+def _report(summary: Summary, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        print(summary.line())
+        for item, err in summary.failures[:20]:
+            print(f"  failed: {item}: {err}", file=sys.stderr)
+        if len(summary.failures) > 20:
+            print(f"  ... and {summary.failed - 20} more (imgsync status lists them)",
+                  file=sys.stderr)
+    return summary.exit_code
+
+
+def run_ls(cfg: Config, args: argparse.Namespace) -> int:
+    """``imgsync ls REMOTE``: every item, one per line (``--json``: JSON lines)."""
+    import asyncio
+
+    remote, _key = resolve_spec(cfg, args.remote)
+
+    async def go() -> None:
+        from imgsync.runtime import Runtime
+
+        async with Runtime(cfg, None) as rt:
+            provider = await rt.open(remote)
+            if not provider.features.can_list:
+                raise UsageError(f"{remote.name} ({remote.type}) cannot be listed")
+            async for page, _cursor in provider.iter_all(None):
+                for item in page.items:
+                    if args.json:
+                        print(json.dumps({
+                            "id": item.remote_id, "name": item.name, "size": item.size,
+                            "url": item.url, "is_image": item.is_image,
+                            "metadata": item.meta.to_json(),
+                        }, ensure_ascii=False))
+                    else:
+                        size = "-" if item.size is None else str(item.size)
+                        print(f"{size:>10}  {display(item.name)}  {item.url or ''}".rstrip())
+
+    asyncio.run(go())
+    return EXIT_OK

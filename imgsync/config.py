@@ -1,0 +1,479 @@
+"""TOML config -> typed, validated config. Every problem is collected and reported at once.
+
+The format is documented key by key in ``config.example.toml``. Credentials are uniform
+across remotes: ``token`` (inline, warns), ``token_env`` (an environment variable) or
+``token_file`` (a file whose stripped content is the token; works with systemd credentials).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgsync.errors import ConfigError
+
+REMOTE_TYPES = ("local", "gyazo", "guizhan", "chevereto", "discordimages")
+JOB_KINDS = ("watch", "mirror", "migrate", "backup")
+
+_COMMON_REMOTE_KEYS = {"type", "base_url", "token", "token_env", "token_file", "description"}
+# Options each remote type accepts beyond the common keys (checked by `config check`).
+REMOTE_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "local": {"path": str},
+    "gyazo": {
+        "per_page": int,
+        "access_policy": str,
+        "metadata_is_public": bool,
+        "collection_id": str,
+    },
+    "guizhan": {"per_page": int},
+    "chevereto": {"album_id": str, "nsfw": bool, "expiration": (str, int), "category_id": int},
+    "discordimages": {"paging": bool, "delete": bool, "include_non_images": bool},
+}
+_TOKEN_TYPES = {"gyazo", "guizhan", "chevereto", "discordimages"}
+
+_UNITS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+    "days": 86400.0,
+}
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+
+
+def parse_rate(text: str) -> tuple[float, float]:
+    """``"60/minute"`` -> ``(60.0, 60.0)`` (requests, period in seconds).
+
+    Accepts ``N/second|minute|hour|day`` (and short forms ``s m h d``), optionally with a
+    multiplier (``"100/15m"``). Raises ``ValueError`` with a readable message.
+    """
+    m = _RATE_RE.match(text.lower())
+    if not m or m.group(3) not in _UNITS:
+        raise ValueError(f"bad rate {text!r}: write it like 60/minute, 5/second or 12500/day")
+    count = float(m.group(1))
+    period = float(m.group(2) or 1) * _UNITS[m.group(3)]
+    if count <= 0 or period <= 0:
+        raise ValueError(f"bad rate {text!r}: count and period must be positive")
+    return count, period
+
+
+def parse_duration(value: str | float) -> float:
+    """``30``, ``"30s"``, ``"5m"``, ``"1h"`` -> seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", str(value).lower())
+    if not m or (m.group(2) and m.group(2) not in _UNITS):
+        raise ValueError(f"bad duration {value!r}: write it like 30s, 5m or 1h")
+    return float(m.group(1)) * (_UNITS[m.group(2)] if m.group(2) else 1.0)
+
+
+def default_config_path() -> Path:
+    """``$IMGSYNC_CONFIG``, else ``<user config dir>/imgsync/config.toml``."""
+    env = os.environ.get("IMGSYNC_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_config_path
+
+    return user_config_path("imgsync") / "config.toml"
+
+
+def default_state_path() -> Path:
+    """``<user state dir>/imgsync/state.db`` (``~/.local/state/imgsync`` on Linux)."""
+    env = os.environ.get("IMGSYNC_STATE")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_state_path
+
+    return user_state_path("imgsync") / "state.db"
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """One ``[remotes.NAME]`` table. ``token`` is secret and kept out of ``repr``."""
+
+    name: str
+    type: str
+    path: Path | None = None
+    base_url: str | None = None
+    token: str | None = field(default=None, repr=False)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return self.options.get(key, default)
+
+
+@dataclass(frozen=True)
+class LimitConfig:
+    """One ``[limits."<authority>"]`` table."""
+
+    rates: tuple[str, ...] = ()
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """One ``[[jobs]]`` entry."""
+
+    name: str
+    kind: str
+    source: str
+    destinations: tuple[str, ...]
+    map_path: Path | None = None
+    interval: float = 3600.0
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    delete: bool = False
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    debounce: float = 1.6
+    rescan_interval: float = 3600.0
+    shutdown_grace: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated config. ``warnings`` are reported but not fatal."""
+
+    path: Path | None = None
+    state_path: Path = field(default_factory=default_state_path)
+    transfers: int = 4
+    log_level: str = "info"
+    log_format: str = "auto"
+    remotes: dict[str, RemoteConfig] = field(default_factory=dict)
+    limits: dict[str, LimitConfig] = field(default_factory=dict)
+    jobs: tuple[JobConfig, ...] = ()
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    warnings: tuple[str, ...] = ()
+
+
+class _Problems:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def add(self, key: str, msg: str) -> None:
+        self.errors.append(f"{self.source}: {key}: {msg}")
+
+    def warn(self, key: str, msg: str) -> None:
+        self.warnings.append(f"{self.source}: {key}: {msg}")
+
+
+def load_config(path: Path | None, *, explicit: bool = False) -> Config:
+    """Read and validate the config at ``path``.
+
+    A missing file at the default location means "embedded defaults" (an empty config);
+    a missing file the user named (``explicit``) is an error. Raises ``ConfigError``
+    listing every problem.
+    """
+    if path is None:
+        path = default_config_path()
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"{path}: config file not found")
+        return Config(path=None)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(data, source=str(path), base_dir=path.parent)
+
+
+def parse_config(
+    data: dict[str, Any], *, source: str = "<config>", base_dir: Path | None = None
+) -> Config:
+    """Validate a parsed TOML document. Raises ``ConfigError`` with every problem."""
+    p = _Problems(source)
+    known = {"state", "transfers", "log", "remotes", "limits", "jobs", "daemon"}
+    for key in data:
+        if key not in known:
+            p.add(key, f"unknown top-level key (known: {', '.join(sorted(known))})")
+
+    state = _table(p, data, "state")
+    state_path = default_state_path()
+    if "path" in state:
+        if isinstance(state["path"], str) and state["path"]:
+            state_path = _expand(state["path"], base_dir)
+        else:
+            p.add("state.path", "must be a non-empty string")
+    for key in state:
+        if key != "path":
+            p.add(f"state.{key}", "unknown key")
+
+    transfers = data.get("transfers", 4)
+    if not isinstance(transfers, int) or isinstance(transfers, bool) or not 1 <= transfers <= 64:
+        p.add("transfers", "must be an integer from 1 to 64")
+        transfers = 4
+
+    log = _table(p, data, "log")
+    level = log.get("level", "info")
+    if level not in ("debug", "info", "warning", "error"):
+        p.add("log.level", "must be one of debug, info, warning, error")
+    fmt = log.get("format", "auto")
+    if fmt not in ("auto", "console", "json"):
+        p.add("log.format", "must be one of auto, console, json")
+
+    remotes = {
+        name: r
+        for name, tbl in _table(p, data, "remotes").items()
+        if (r := _remote(p, name, tbl, base_dir)) is not None
+    }
+    limits = {
+        auth: lim
+        for auth, tbl in _table(p, data, "limits").items()
+        if (lim := _limit(p, auth, tbl)) is not None
+    }
+    jobs = _jobs(p, data.get("jobs", []), remotes, base_dir)
+    daemon = _daemon(p, _table(p, data, "daemon"))
+
+    if p.errors:
+        raise ConfigError(p.errors)
+    return Config(
+        path=Path(source) if source != "<config>" else None,
+        state_path=state_path,
+        transfers=transfers,
+        log_level=str(level),
+        log_format=str(fmt),
+        remotes=remotes,
+        limits=limits,
+        jobs=tuple(jobs),
+        daemon=daemon,
+        warnings=tuple(p.warnings),
+    )
+
+
+def _table(p: _Problems, data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        p.add(key, "must be a table")
+        return {}
+    return value
+
+
+def _expand(value: str, base_dir: Path | None) -> Path:
+    path = Path(os.path.expandvars(value)).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return path
+
+
+def _remote(p: _Problems, name: str, tbl: Any, base_dir: Path | None) -> RemoteConfig | None:
+    key = f"remotes.{name}"
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        p.add(key, "remote names may hold only letters, digits, '_', '-' and '.'")
+    if not isinstance(tbl, dict):
+        p.add(key, "must be a table")
+        return None
+    rtype = tbl.get("type")
+    if rtype not in REMOTE_TYPES:
+        p.add(f"{key}.type", f"must be one of {', '.join(REMOTE_TYPES)} (got {rtype!r})")
+        return None
+    allowed = REMOTE_OPTIONS[rtype]
+    options: dict[str, Any] = {}
+    for k, v in tbl.items():
+        if k in _COMMON_REMOTE_KEYS:
+            continue
+        if k not in allowed:
+            p.add(f"{key}.{k}", f"unknown key for a {rtype} remote")
+        elif not isinstance(v, allowed[k]) or (isinstance(v, bool) and allowed[k] is int):
+            p.add(f"{key}.{k}", f"has the wrong type ({type(v).__name__})")
+        else:
+            options[k] = v
+    path = None
+    if rtype == "local":
+        raw = tbl.get("path")
+        if not isinstance(raw, str) or not raw:
+            p.add(f"{key}.path", "a local remote needs a path")
+        else:
+            path = _expand(raw, base_dir)
+    base_url = tbl.get("base_url")
+    if base_url is not None and (
+        not isinstance(base_url, str) or not re.match(r"^https?://[^/\s]+", base_url)
+    ):
+        p.add(f"{key}.base_url", "must be an http(s) URL such as https://www.imgz.io")
+        base_url = None
+    if rtype == "chevereto" and not base_url:
+        p.add(f"{key}.base_url", "a chevereto remote needs base_url (every site has its own)")
+    token = _token(p, key, tbl, base_dir) if rtype in _TOKEN_TYPES else None
+    return RemoteConfig(
+        name=name, type=rtype, path=path, base_url=base_url, token=token, options=options
+    )
+
+
+def _token(p: _Problems, key: str, tbl: dict[str, Any], base_dir: Path | None) -> str | None:
+    given = [k for k in ("token", "token_env", "token_file") if k in tbl]
+    if len(given) > 1:
+        p.add(key, f"set only one of token, token_env, token_file (got {', '.join(given)})")
+        return None
+    if not given:
+        p.add(key, 'needs a credential: token_env = "VAR", token_file = "path" or token')
+        return None
+    kind = given[0]
+    value = tbl[kind]
+    if not isinstance(value, str) or not value:
+        p.add(f"{key}.{kind}", "must be a non-empty string")
+        return None
+    if kind == "token":
+        p.warn(f"{key}.token", "inline token in the config file; prefer token_env or token_file")
+        return value
+    if kind == "token_env":
+        env = os.environ.get(value)
+        if not env:
+            p.add(f"{key}.token_env", f"environment variable {value} is not set or empty")
+            return None
+        return env.strip()
+    path = _expand(value, base_dir)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        p.add(f"{key}.token_file", f"cannot read {path}: {exc.strerror or exc}")
+        return None
+    except UnicodeDecodeError:
+        p.add(f"{key}.token_file", f"{path} is not UTF-8 text")
+        return None
+    if not text:
+        p.add(f"{key}.token_file", f"{path} is empty")
+        return None
+    return text
+
+
+def _limit(p: _Problems, auth: str, tbl: Any) -> LimitConfig | None:
+    key = f'limits."{auth}"'
+    if not isinstance(tbl, dict):
+        p.add(key, "must be a table")
+        return None
+    raw = tbl.get("rate", [])
+    rates = (raw,) if isinstance(raw, str) else tuple(raw) if isinstance(raw, list) else None
+    if rates is None or not all(isinstance(r, str) for r in rates):
+        p.add(f"{key}.rate", 'must be a string like "60/minute" or a list of them')
+        rates = ()
+    for r in rates:
+        try:
+            parse_rate(r)
+        except ValueError as exc:
+            p.add(f"{key}.rate", str(exc))
+    conc = tbl.get("concurrency")
+    if conc is not None and (not isinstance(conc, int) or isinstance(conc, bool) or conc < 1):
+        p.add(f"{key}.concurrency", "must be a positive integer")
+        conc = None
+    for k in tbl:
+        if k not in ("rate", "concurrency"):
+            p.add(f"{key}.{k}", "unknown key (known: rate, concurrency)")
+    return LimitConfig(rates=tuple(rates), concurrency=conc)
+
+
+def _jobs(
+    p: _Problems, raw: Any, remotes: dict[str, RemoteConfig], base_dir: Path | None
+) -> list[JobConfig]:
+    if not isinstance(raw, list):
+        p.add("jobs", "must be an array of tables ([[jobs]])")
+        return []
+    jobs: list[JobConfig] = []
+    seen: set[str] = set()
+    for i, tbl in enumerate(raw):
+        key = f"jobs[{i}]"
+        if not isinstance(tbl, dict):
+            p.add(key, "must be a table")
+            continue
+        name = tbl.get("name", f"job{i + 1}")
+        if name in seen:
+            p.add(f"{key}.name", f"duplicate job name {name!r}")
+        seen.add(name)
+        kind = tbl.get("kind")
+        if kind not in JOB_KINDS:
+            p.add(f"{key}.kind", f"must be one of {', '.join(JOB_KINDS)}")
+        source = tbl.get("source")
+        if not isinstance(source, str) or not _remote_known(source, remotes):
+            p.add(f"{key}.source", f"{source!r} is not a configured remote or a folder path")
+        dests = tbl.get("destinations", [])
+        if isinstance(dests, str):
+            dests = [dests]
+        if not dests or not isinstance(dests, list):
+            p.add(f"{key}.destinations", "needs at least one destination")
+            dests = []
+        for d in dests:
+            if not isinstance(d, str) or not _remote_known(d, remotes):
+                p.add(f"{key}.destinations", f"{d!r} is not a configured remote or a folder path")
+        map_path = None
+        if kind == "migrate":
+            if not isinstance(tbl.get("map"), str):
+                p.add(f"{key}.map", 'a migrate job needs map = "path/to/map.csv"')
+            else:
+                map_path = _expand(tbl["map"], base_dir)
+        interval = 3600.0
+        if "interval" in tbl:
+            try:
+                interval = parse_duration(tbl["interval"])
+            except ValueError as exc:
+                p.add(f"{key}.interval", str(exc))
+        globs = {}
+        for gk in ("include", "exclude"):
+            g = tbl.get(gk, [])
+            g = [g] if isinstance(g, str) else g
+            if not isinstance(g, list) or not all(isinstance(x, str) for x in g):
+                p.add(f"{key}.{gk}", "must be a glob string or a list of them")
+                g = []
+            globs[gk] = tuple(g)
+        for k in tbl:
+            if k not in {
+                "name",
+                "kind",
+                "source",
+                "destinations",
+                "map",
+                "interval",
+                "include",
+                "exclude",
+                "delete",
+            }:
+                p.add(f"{key}.{k}", "unknown key")
+        jobs.append(
+            JobConfig(
+                name=str(name),
+                kind=str(kind),
+                source=str(source),
+                destinations=tuple(str(d) for d in dests),
+                map_path=map_path,
+                interval=interval,
+                include=globs["include"],
+                exclude=globs["exclude"],
+                delete=bool(tbl.get("delete")),
+            )
+        )
+    return jobs
+
+
+def _remote_known(spec: str, remotes: dict[str, RemoteConfig]) -> bool:
+    if spec.endswith(":") and ("/" not in spec):
+        return spec[:-1] in remotes
+    return True  # a folder path
+
+
+def _daemon(p: _Problems, tbl: dict[str, Any]) -> DaemonConfig:
+    values: dict[str, float] = {}
+    for k, value in tbl.items():
+        if k not in ("debounce", "rescan_interval", "shutdown_grace"):
+            p.add(f"daemon.{k}", "unknown key")
+            continue
+        try:
+            values[k] = parse_duration(value)
+        except ValueError as exc:
+            p.add(f"daemon.{k}", str(exc))
+    return DaemonConfig(**values)

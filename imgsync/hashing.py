@@ -1,0 +1,50 @@
+"""Content hashing: SHA-256 (the identity imgsync keys on) and MD5 (what some hosts report).
+
+Everything here is synchronous and meant to run in a worker thread; callers batch many
+small files into one call, because a thread hop per file costs more than hashing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+CHUNK = 1 << 20
+
+
+class Digest(NamedTuple):
+    sha256: str
+    md5: str
+    size: int
+
+
+def digest_bytes(data: bytes) -> Digest:
+    """SHA-256, MD5 and size of ``data``."""
+    return Digest(hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest(), len(data))
+
+
+class StreamingDigest:
+    """Feed chunks as they arrive (downloads); read :attr:`result` at the end."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._md5 = hashlib.md5()
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._sha.update(chunk)
+        self._md5.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def result(self) -> Digest:
+        return Digest(self._sha.hexdigest(), self._md5.hexdigest(), self.size)
+
+
+def digest_file(path: str | bytes) -> Digest:
+    """Hash a file in 1 MiB chunks (so a large file never sits whole in memory)."""
+    d = StreamingDigest()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            d.update(chunk)
+    return d.result

@@ -1,0 +1,632 @@
+"""The copy engine behind ``copy``, ``backup`` and ``migrate``.
+
+::
+
+    source ──batches──▶ N workers: fetch+hash ─▶ dedupe+claim ─▶ upload/write ─▶ record
+    (plan or pages)     (bounded anyio stream: a slow destination pushes back on the source)
+
+One task group per run. Files are read and hashed in batches per thread hop; a local
+destination writes a whole batch to temp files, flushes the filesystem once and renames.
+Every checksum is claimed for the destination in SQLite before its upload starts. Item
+failures are recorded and the run goes on; a remote-wide failure (bad credentials, a
+paused host) stops work for that destination only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from imgsync.errors import (
+    EXIT_ITEM_FAILURES,
+    EXIT_OK,
+    EXIT_REMOTE_FAILURE,
+    Duplicate,
+    ImgsyncError,
+    LocalIOError,
+)
+from imgsync.hashing import Digest, digest_bytes
+from imgsync.models import ItemMeta, RemoteItem, UploadSource, guess_mime, is_image_name
+from imgsync.pipeline.plan import LocalPlan
+from imgsync.pipeline.progress import Progress
+from imgsync.providers.base import Provider
+from imgsync.providers.local import (
+    LocalProvider,
+    ScanEntry,
+    display,
+    free_name,
+    key_path,
+    path_key,
+    sync_filesystem,
+    write_temp,
+)
+from imgsync.state import queries
+from imgsync.state.db import StateStore
+from imgsync.state.queries import KnownFile
+
+BATCH_FILES = 256
+BATCH_BYTES = 32 * 1024 * 1024
+
+
+@dataclass
+class CopyOptions:
+    job: str = "copy"
+    verb: str = "copy"
+    dry_run: bool = False
+    transfers: int = 4
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    sidecars: bool = False  # backup: a JSON metadata file beside each image
+    include_non_images: bool = False
+
+
+@dataclass
+class Summary:
+    """The outcome of one run; ``line()`` is the one-line summary, ``to_json()`` the machine one."""
+
+    verb: str
+    source: str
+    dest: str
+    dry_run: bool = False
+    checked: int = 0
+    copied: int = 0
+    present: int = 0
+    failed: int = 0
+    bytes: int = 0
+    non_images: int = 0
+    elapsed: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    remote_failure: str | None = None
+
+    def fail(self, item: str, message: str) -> None:
+        self.failed += 1
+        if len(self.failures) < 1000:
+            self.failures.append((item, message))
+
+    @property
+    def exit_code(self) -> int:
+        if self.remote_failure:
+            return EXIT_REMOTE_FAILURE
+        return EXIT_ITEM_FAILURES if self.failed else EXIT_OK
+
+    def line(self) -> str:
+        verb = "would copy" if self.dry_run else "copied"
+        rate = self.bytes / self.elapsed if self.elapsed > 0 else 0.0
+        from imgsync.pipeline.progress import human_bytes
+
+        text = (
+            f"{self.verb} {self.source} -> {self.dest}: {self.checked} checked, "
+            f"{verb} {self.copied} ({human_bytes(self.bytes)}, {human_bytes(rate)}/s), "
+            f"{self.present} already there, {self.failed} failed"
+        )
+        if self.non_images:
+            text += f", {self.non_images} non-images skipped"
+        text += f" in {self.elapsed:.2f}s"
+        if self.remote_failure:
+            text += f"; stopped: {self.remote_failure}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verb": self.verb,
+            "source": self.source,
+            "dest": self.dest,
+            "dry_run": self.dry_run,
+            "checked": self.checked,
+            "copied": self.copied,
+            "already_present": self.present,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "non_images_skipped": self.non_images,
+            "elapsed": round(self.elapsed, 3),
+            "failures": [{"item": i, "error": e} for i, e in self.failures],
+            "remote_failure": self.remote_failure,
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One source item on its way through the pipeline."""
+
+    source_id: str  # path key (local) or remote id
+    rel: str  # relative path at a local destination; the base name is the upload name
+    scan: ScanEntry | None = None
+    known: KnownFile | None = None
+    remote: RemoteItem | None = None
+    sha256: str | None = None
+    data: bytes | None = None
+    digest: Digest | None = None
+    page: int = -1
+
+
+def safe_name(name: str) -> str:
+    """A host-given file name made safe to write: no folders, no control characters."""
+    name = name.replace("/", "_").replace("\\", "_").strip()
+    name = "".join(ch if ch.isprintable() else "_" for ch in name)
+    name = name.lstrip(".") or "image"
+    return name[:200]
+
+
+class CopyRun:
+    """One run copying ``src`` into ``dst``. Use :meth:`run_local` or :meth:`run_remote`."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        src: Provider,
+        src_key: str,
+        dst: Provider,
+        dst_key: str,
+        opts: CopyOptions,
+        progress: Progress,
+    ) -> None:
+        self.store = store
+        self.src, self.src_key = src, src_key
+        self.dst, self.dst_key = dst, dst_key
+        self.opts = opts
+        self.progress = progress
+        self.summary = Summary(opts.verb, src_key, dst_key, dry_run=opts.dry_run)
+        self.dest_shas: set[str] = set()
+        self.taken: set[str] = set()  # checksums claimed or done in this run
+        self.name_lock = threading.Lock()
+        self.reserved: set[Path] = set()
+        self.pages: list[list[Any]] = []  # [cursor_to_save, remaining items, index]
+        self.known_remote: dict[str, str] = {}  # source remote id -> sha256, from state
+        self.start_cursor: str | None = None
+        self.failed_items: list[tuple[Candidate, str]] = []
+
+    # ---- sources -------------------------------------------------------------------
+
+    async def run_local(self, plan: LocalPlan) -> Summary:
+        """Copy what ``plan`` found missing at the destination."""
+        started = time.monotonic()
+        self.dest_shas = plan.dest_shas
+        s = self.summary
+        s.checked, s.present, s.non_images = plan.scanned, plan.present, plan.non_images
+        for p in plan.problems:
+            s.fail(display(p.rel), p.message)
+        self.progress.total = plan.scanned
+        self.progress.tick(done=plan.present)
+        if plan.vanished and not self.opts.dry_run:
+            await queries.forget_local_files(self.store, str(plan.root), plan.vanished)
+        cands = [Candidate(path_key(e.rel), e.rel, scan=e) for e in plan.to_hash]
+        cands += [
+            Candidate(path_key(e.rel), e.rel, scan=e, known=k, sha256=k.sha256)
+            for e, k in plan.to_send
+        ]
+        batches: list[list[Candidate]] = []
+        cur: list[Candidate] = []
+        size = 0
+        for c in cands:
+            cur.append(c)
+            size += c.scan.size if c.scan else 0
+            if len(cur) >= BATCH_FILES or size >= BATCH_BYTES:
+                batches.append(cur)
+                cur, size = [], 0
+        if cur:
+            batches.append(cur)
+        await self._drive(batches_source=batches)
+        s.elapsed = time.monotonic() - started
+        return s
+
+    async def run_remote(self, conn: sqlite3.Connection | None) -> Summary:
+        """Copy from a listable remote, page by page, resuming from the saved cursor."""
+        started = time.monotonic()
+        saved, done = None, False
+        if conn is not None:
+            self.dest_shas = queries.shas_at(conn, self.dst_key)
+            self.known_remote = {
+                rid: loc.sha256 for rid, loc in queries.locations_at(conn, self.src_key).items()
+            }
+            saved, done = queries.cursor_of(conn, self.src_key, "list")
+        self.start_cursor = saved if (not done or self.src.features.listing_appends) else None
+        await self._drive(batches_source=None)
+        self.summary.elapsed = time.monotonic() - started
+        return self.summary
+
+    async def _list_pages(self, send: Any) -> None:
+        last_cursor: str | None = self.start_cursor
+        index = 0
+        async for page, cursor in self.src.iter_all(self.start_cursor):
+            last_cursor = cursor
+            batch: list[Candidate] = []
+            for item in page.items:
+                self.summary.checked += 1
+                if not item.is_image and not self.opts.include_non_images:
+                    self.summary.non_images += 1
+                    continue
+                sha = self.known_remote.get(item.remote_id)
+                if sha is not None and sha in self.dest_shas:
+                    self.summary.present += 1
+                    self.progress.tick(done=1)
+                    continue
+                batch.append(
+                    Candidate(
+                        item.remote_id, safe_name(item.name), remote=item, sha256=sha, page=index
+                    )
+                )
+            resume = page.next_cursor if page.next_cursor is not None else cursor
+            self.pages.append([resume, len(batch), index])
+            index += 1
+            if batch:
+                await send.send(batch)
+            else:
+                await self._page_progress()
+        if not self.opts.dry_run:
+            await queries.save_cursor(self.store, self.src_key, "list", last_cursor, done=True)
+
+    async def _page_progress(self) -> None:
+        """Save the cursor of every leading page whose items are all done."""
+        resume = None
+        while self.pages and self.pages[0][1] <= 0:
+            resume = self.pages.pop(0)[0]
+        if resume is not None and not self.opts.dry_run:
+            await queries.save_cursor(self.store, self.src_key, "list", resume, done=False)
+
+    # ---- the engine ----------------------------------------------------------------
+
+    async def _drive(self, batches_source: list[list[Candidate]] | None) -> None:
+        send, recv = anyio.create_memory_object_stream[list[Candidate]](
+            max_buffer_size=2 * self.opts.transfers
+        )
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.opts.transfers):
+                tg.start_soon(self._worker, recv.clone())
+            recv.close()
+            async with send:
+                if batches_source is not None:
+                    for b in batches_source:
+                        await send.send(b)
+                else:
+                    try:
+                        await self._list_pages(send)
+                    except ImgsyncError as exc:
+                        self._remote_failed(exc, listing=True)
+
+    async def _worker(self, recv: MemoryObjectReceiveStream[list[Candidate]]) -> None:
+        async with recv:
+            async for batch in recv:
+                if self.summary.remote_failure:
+                    continue
+                await self._process(batch)
+                if batch and batch[0].page >= 0:
+                    for c in batch:
+                        for p in self.pages:
+                            if p[2] == c.page:
+                                p[1] -= 1
+                    await self._page_progress()
+
+    async def _process(self, batch: list[Candidate]) -> None:
+        ready = await self._fetch(batch)
+        if not ready:
+            return
+        await self._record_sources(ready)
+        todo: list[Candidate] = []
+        for c in ready:
+            assert c.digest is not None
+            sha = c.digest.sha256
+            if sha in self.dest_shas or sha in self.taken:
+                self.summary.present += 1
+                self.progress.tick(done=1)
+            else:
+                self.taken.add(sha)
+                todo.append(c)
+        if not todo:
+            return
+        if self.opts.dry_run:
+            for c in todo:
+                self.summary.copied += 1
+                self.summary.bytes += len(c.data or b"")
+                self.progress.tick(done=1, copied=1)
+            return
+        owned = await self.store.claim(self.dst_key, [c.digest.sha256 for c in todo if c.digest])
+        mine = [c for c in todo if c.digest and c.digest.sha256 in owned]
+        self.summary.present += len(todo) - len(mine)  # another worker or job has it
+        if isinstance(self.dst, LocalProvider):
+            await self._write_local(mine)
+        else:
+            for c in mine:
+                if self.summary.remote_failure:
+                    break
+                await self._upload(c)
+
+    async def _fetch(self, batch: list[Candidate]) -> list[Candidate]:
+        """Read/download and hash every item of the batch; failures are recorded."""
+        if batch[0].scan is not None:
+            root = self.src.config.path
+            assert root is not None
+            results = await anyio.to_thread.run_sync(_read_and_hash, root, batch)
+        else:
+            results = [await self._download(c) for c in batch]
+        ready = []
+        for c, err in zip(batch, results, strict=True):
+            if err is None:
+                ready.append(c)
+            else:
+                self._item_failed(c, err)
+        return ready
+
+    async def _download(self, c: Candidate) -> ImgsyncError | None:
+        assert c.remote is not None
+        try:
+            chunks = [chunk async for chunk in self.src.open(c.remote)]
+        except ImgsyncError as exc:
+            if exc.scope == "remote":
+                self._remote_failed(exc)
+            return exc
+        data = b"".join(chunks)
+        c.data = data
+        c.digest = await anyio.to_thread.run_sync(digest_bytes, data)
+        return None
+
+    async def _record_sources(self, ready: list[Candidate]) -> None:
+        if self.opts.dry_run:
+            return
+        rows = []
+        local_rows = []
+        for c in ready:
+            d = c.digest
+            assert d is not None
+            rows.append((d.sha256, d.size, d.md5, guess_mime(c.rel)))
+            if c.scan is not None:
+                local_rows.append(
+                    (
+                        c.source_id,
+                        KnownFile(c.scan.size, c.scan.mtime_ns, c.scan.inode, d.sha256, d.md5),
+                    )
+                )
+        await queries.record_objects(self.store, rows)
+        if local_rows:
+            assert self.src.config.path is not None
+            await queries.record_local_files(self.store, str(self.src.config.path), local_rows)
+        else:
+            await queries.record_locations(
+                self.store,
+                self.src_key,
+                [(c.digest.sha256, c.remote) for c in ready if c.digest and c.remote],
+            )
+
+    async def _write_local(self, items: list[Candidate]) -> None:
+        if not items:
+            return
+        dst = self.dst
+        assert isinstance(dst, LocalProvider)
+        results = await anyio.to_thread.run_sync(
+            _write_batch,
+            dst.root,
+            items,
+            self.opts.sidecars,
+            self.src_key,
+            self.name_lock,
+            self.reserved,
+        )
+        done: list[tuple[str, RemoteItem]] = []
+        for c, res in zip(items, results, strict=True):
+            assert c.digest is not None
+            if isinstance(res, ImgsyncError):
+                self._item_failed(c, res)
+                continue
+            meta = c.remote.meta if c.remote else ItemMeta()
+            done.append(
+                (
+                    c.digest.sha256,
+                    RemoteItem(remote_id=path_key(res), name=res, size=c.digest.size, meta=meta),
+                )
+            )
+            self.summary.copied += 1
+            self.summary.bytes += c.digest.size
+            self.progress.tick(done=1, copied=1, nbytes=c.digest.size)
+        await queries.record_locations(self.store, self.dst_key, done)
+        await self.store.release(self.dst_key, [c.digest.sha256 for c in items if c.digest])
+        for c in items:
+            c.data = None
+
+    async def _upload(self, c: Candidate) -> None:
+        d = c.digest
+        assert d is not None and c.data is not None
+        src = UploadSource(
+            name=c.rel.rsplit("/", 1)[-1],
+            size=d.size,
+            sha256=d.sha256,
+            md5=d.md5,
+            mime=guess_mime(c.rel),
+            data=c.data,
+        )
+        meta = (
+            c.remote.meta
+            if c.remote
+            else ItemMeta(
+                title=Path(c.rel).stem, created_at=c.scan.mtime_ns / 1e9 if c.scan else None
+            )
+        )
+        try:
+            item = await self.dst.upload(src, meta, rel_path=c.rel)
+        except Duplicate:
+            await queries.journal(
+                self.store,
+                self.opts.job,
+                self.src_key,
+                c.source_id,
+                self.dst_key,
+                "skipped",
+                sha256=d.sha256,
+                error="host reports a duplicate upload",
+            )
+            self.summary.present += 1
+            self.progress.tick(done=1)
+            await self.store.release(self.dst_key, [d.sha256])
+            return
+        except ImgsyncError as exc:
+            await self.store.release(self.dst_key, [d.sha256])
+            self.taken.discard(d.sha256)
+            if exc.scope == "remote" or exc.scope == "run":
+                self._remote_failed(exc)
+            self._item_failed(c, exc)
+            return
+        finally:
+            c.data = None
+        await queries.record_locations(self.store, self.dst_key, [(d.sha256, item)])
+        await queries.journal(
+            self.store,
+            self.opts.job,
+            self.src_key,
+            c.source_id,
+            self.dst_key,
+            "verified",
+            sha256=d.sha256,
+            attempt=True,
+        )
+        await self.store.release(self.dst_key, [d.sha256])
+        self.summary.copied += 1
+        self.summary.bytes += d.size
+        self.progress.tick(done=1, copied=1, nbytes=d.size)
+
+    # ---- failures ------------------------------------------------------------------
+
+    def _item_failed(self, c: Candidate, exc: ImgsyncError) -> None:
+        self.summary.fail(display(key_path(c.source_id)), str(exc))
+        self.progress.tick(done=1, failed=1)
+        if not self.opts.dry_run:
+            self.failed_items.append((c, str(exc)))
+
+    def _remote_failed(self, exc: ImgsyncError, *, listing: bool = False) -> None:
+        if self.summary.remote_failure is None:
+            where = "listing the source" if listing else "destination"
+            self.summary.remote_failure = f"{where}: {exc}"
+
+    async def finish(self) -> None:
+        """Write the failures of this run to the journal and flush state."""
+        for c, msg in self.failed_items:
+            await queries.journal(
+                self.store,
+                self.opts.job,
+                self.src_key,
+                c.source_id,
+                self.dst_key,
+                "failed",
+                sha256=c.digest.sha256 if c.digest else None,
+                error=msg,
+                attempt=True,
+            )
+        self.failed_items.clear()
+        await self.store.flush()
+
+
+# ---- thread-side helpers (run in worker threads, one call per batch) -------------------
+
+
+def _read_and_hash(root: Path, batch: Sequence[Candidate]) -> list[ImgsyncError | None]:
+    out: list[ImgsyncError | None] = []
+    for c in batch:
+        path = root / c.rel
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            out.append(LocalIOError("file vanished before it could be read", path=str(path)))
+            continue
+        except OSError as exc:
+            out.append(LocalIOError(f"cannot read: {exc.strerror}", path=str(path)))
+            continue
+        c.data = data
+        c.digest = digest_bytes(data)
+        out.append(None)
+    return out
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def _write_batch(
+    root: Path,
+    items: Sequence[Candidate],
+    sidecars: bool,
+    source: str,
+    lock: threading.Lock,
+    reserved: set[Path],
+) -> list[str | ImgsyncError]:
+    """Write a batch: temp files, one filesystem flush, renames. Returns final rel paths."""
+    staged: list[tuple[Path, Path] | ImgsyncError | str] = []
+    for c in items:
+        assert c.data is not None
+        target = root / c.rel
+        try:
+            with lock:
+                if _same_bytes(target, c.data):
+                    staged.append(c.rel)
+                    continue
+                final = free_name(target, len(c.data))
+                while final in reserved:
+                    final = free_name(final.with_name(final.stem + "_"), 0)
+                reserved.add(final)
+            staged.append((write_temp(final, c.data), final))
+        except LocalIOError as exc:
+            staged.append(exc)
+        except OSError as exc:
+            staged.append(LocalIOError(f"cannot write: {exc.strerror}", path=str(target)))
+    if any(isinstance(s, tuple) for s in staged):
+        sync_filesystem(root)
+    out: list[str | ImgsyncError] = []
+    for c, s in zip(items, staged, strict=True):
+        if not isinstance(s, tuple):
+            out.append(s)
+            continue
+        tmp, final = s
+        try:
+            os.replace(tmp, final)
+            meta = c.remote.meta if c.remote else None
+            if meta is not None and meta.created_at:
+                with contextlib.suppress(OSError):
+                    os.utime(final, (meta.created_at, meta.created_at))
+            if sidecars:
+                _write_sidecar(final, c, source)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            out.append(LocalIOError(f"cannot write: {exc.strerror}", path=str(final)))
+            continue
+        finally:
+            with lock:
+                reserved.discard(final)
+        out.append(final.relative_to(root).as_posix())
+    return out
+
+
+def _write_sidecar(final: Path, c: Candidate, source: str) -> None:
+    assert c.digest is not None
+    item = c.remote
+    doc = {
+        "source": source,
+        "remote_id": item.remote_id if item else c.source_id,
+        "name": item.name if item else c.rel,
+        "url": item.url if item else None,
+        "sha256": c.digest.sha256,
+        "md5": c.digest.md5,
+        "size": c.digest.size,
+        "metadata": (item.meta if item else ItemMeta()).to_json(),
+    }
+    side = final.with_name(final.name + ".json")
+    tmp = write_temp(side, json.dumps(doc, indent=2, ensure_ascii=False).encode())
+    os.replace(tmp, side)
+
+
+__all__ = ["CopyOptions", "CopyRun", "Summary", "is_image_name", "safe_name"]

@@ -1,0 +1,98 @@
+"""Turning REMOTE arguments into open providers, and the shared resources they use.
+
+A REMOTE is ``NAME:`` for a remote in the config, or a folder path. The HTTP stack (one
+``ApiClient`` and one ``LimiterRegistry`` per process) is built only when a host remote
+is used, so local-folder runs never import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imgsync.config import Config, RemoteConfig
+from imgsync.errors import ConfigError, UsageError
+from imgsync.providers import provider_class
+from imgsync.providers.base import Provider, ProviderContext
+
+if TYPE_CHECKING:
+    from imgsync.state.db import StateStore
+
+
+def resolve_spec(cfg: Config, spec: str) -> tuple[RemoteConfig, str]:
+    """``NAME:`` or a path -> (remote config, state key). Raises ``UsageError``."""
+    if spec.endswith(":") and "/" not in spec and len(spec) > 1:
+        name = spec[:-1]
+        remote = cfg.remotes.get(name)
+        if remote is None:
+            known = ", ".join(f"{n}:" for n in sorted(cfg.remotes)) or "none configured"
+            raise UsageError(f"unknown remote {spec!r} (known: {known})")
+        if remote.type == "local":
+            assert remote.path is not None
+            return remote, f"local:{remote.path.resolve()}"
+        return remote, name
+    path = Path(spec).expanduser().resolve()
+    return RemoteConfig(name=str(path), type="local", path=path), f"local:{path}"
+
+
+class Runtime:
+    """Opens providers on demand and closes everything at the end (``async with``)."""
+
+    def __init__(self, cfg: Config, store: StateStore | None) -> None:
+        self.cfg = cfg
+        self.store = store
+        self._http: Any = None
+        self._limiters: Any = None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _http_client(self) -> Any:
+        if self._http is None:
+            from imgsync.http import ApiClient
+            from imgsync.ratelimit import LimiterRegistry
+
+            self._limiters = LimiterRegistry(self.cfg.limits, on_pause=self._record_pause)
+            if self.store is not None:
+                from imgsync.state import queries
+                from imgsync.state.db import open_sync
+
+                conn = open_sync(self.store.path)
+                if conn is not None:
+                    self._limiters.load_pauses(queries.host_pauses(conn))
+                    conn.close()
+            self._http = ApiClient(self._limiters)
+            self._stack.push_async_callback(self._http.aclose)
+        return self._http
+
+    async def _record_pause(self, authority: str, until: float, reason: str) -> None:
+        if self.store is not None:
+            from imgsync.state import queries
+
+            await queries.save_pause(self.store, authority, until, reason)
+            await self.store.flush()
+
+    async def open(self, remote: RemoteConfig) -> Provider:
+        """A ready provider for ``remote``. Raises ``ConfigError`` for an unknown type."""
+        try:
+            cls = provider_class(remote.type)
+        except (KeyError, ImportError) as exc:
+            raise ConfigError(f"remotes.{remote.name}: type {remote.type!r} is not available "
+                              f"({exc})") from None
+        ctx = ProviderContext()
+        if remote.type != "local":
+            ctx.http = await self._http_client()
+            if self._limiters is not None and cls.features.default_rate and cls.default_base_url:
+                from urllib.parse import urlsplit
+
+                self._limiters.set_default(
+                    urlsplit(cls.default_base_url).netloc.lower(), cls.features.default_rate
+                )
+        provider = cls(remote, ctx)
+        await self._stack.enter_async_context(provider)
+        return provider

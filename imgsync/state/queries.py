@@ -1,0 +1,250 @@
+"""Typed queries. Reads take a ``sqlite3`` connection (planner, status) or the store;
+writes are queued through :class:`~imgsync.state.db.StateStore` (the one writer)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from imgsync.models import ItemMeta, RemoteItem
+from imgsync.state.db import StateStore
+
+
+class KnownFile(NamedTuple):
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str
+    md5: str
+
+
+class Location(NamedTuple):
+    remote_id: str
+    sha256: str
+    url: str | None
+    delete_url: str | None
+    meta: ItemMeta
+
+
+# ---- reads (sync) ------------------------------------------------------------------
+
+
+def local_files(conn: sqlite3.Connection, root: str) -> dict[str, KnownFile]:
+    """What was hashed under ``root`` last time, by relative path."""
+    cur = conn.execute(
+        "SELECT rel, size, mtime_ns, inode, sha256, md5 FROM local_files WHERE root = ?", (root,)
+    )
+    return {r[0]: KnownFile(r[1], r[2], r[3], r[4], r[5]) for r in cur}
+
+
+def shas_at(conn: sqlite3.Connection, remote: str) -> set[str]:
+    """Every checksum known to be stored at ``remote``."""
+    cur = conn.execute("SELECT sha256 FROM locations WHERE remote = ?", (remote,))
+    return {r[0] for r in cur}
+
+
+def locations_at(conn: sqlite3.Connection, remote: str) -> dict[str, Location]:
+    """Every known item of ``remote`` by remote id."""
+    cur = conn.execute(
+        "SELECT remote_id, sha256, url, delete_url, meta FROM locations WHERE remote = ?",
+        (remote,),
+    )
+    return {
+        r[0]: Location(r[0], r[1], r[2], r[3], ItemMeta.from_json(json.loads(r[4] or "{}")))
+        for r in cur
+    }
+
+
+def cursor_of(conn: sqlite3.Connection, remote: str, scope: str) -> tuple[str | None, bool]:
+    """The saved listing cursor of (remote, scope) and whether that listing finished."""
+    row = conn.execute(
+        "SELECT cursor, done FROM cursors WHERE remote = ? AND scope = ?", (remote, scope)
+    ).fetchone()
+    return (row[0], bool(row[1])) if row else (None, False)
+
+
+def host_pauses(conn: sqlite3.Connection, now: float | None = None) -> dict[str, tuple[float, str]]:
+    """Pauses still in force: authority -> (until, reason)."""
+    now = time.time() if now is None else now
+    cur = conn.execute("SELECT authority, until, reason FROM host_pauses WHERE until > ?", (now,))
+    return {r[0]: (r[1], r[2]) for r in cur}
+
+
+def status(conn: sqlite3.Connection) -> dict[str, Any]:
+    """What ``imgsync status`` prints: objects, per-remote and per-job counts, failures."""
+    objects, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects").fetchone()
+    remotes = {
+        r[0]: {"items": r[1]}
+        for r in conn.execute("SELECT remote, COUNT(*) FROM locations GROUP BY remote ORDER BY 1")
+    }
+    jobs: dict[str, dict[str, int]] = {}
+    for job, stage, n in conn.execute(
+        "SELECT job, stage, COUNT(*) FROM journal GROUP BY job, stage ORDER BY 1, 2"
+    ):
+        jobs.setdefault(job, {})[stage] = n
+    failures = [
+        {"job": r[0], "source": r[1], "item": r[2], "dest": r[3], "error": r[4], "attempts": r[5]}
+        for r in conn.execute(
+            "SELECT job, source, source_id, dest, error, attempts FROM journal "
+            "WHERE stage = 'failed' ORDER BY updated DESC LIMIT 20"
+        )
+    ]
+    runs = [
+        {
+            "job": r[0],
+            "verb": r[1],
+            "started": r[2],
+            "finished": r[3],
+            "summary": json.loads(r[4]) if r[4] else None,
+        }
+        for r in conn.execute(
+            "SELECT job, verb, started, finished, summary FROM runs ORDER BY id DESC LIMIT 5"
+        )
+    ]
+    pauses = {a: {"until": u, "reason": why} for a, (u, why) in host_pauses(conn).items()}
+    cursors = {
+        f"{r[0]}/{r[1]}": {"cursor": r[2], "done": bool(r[3])}
+        for r in conn.execute("SELECT remote, scope, cursor, done FROM cursors ORDER BY 1, 2")
+    }
+    return {
+        "objects": objects,
+        "bytes": total,
+        "remotes": remotes,
+        "jobs": jobs,
+        "recent_failures": failures,
+        "recent_runs": runs,
+        "paused_hosts": pauses,
+        "cursors": cursors,
+    }
+
+
+# ---- writes (through the writer) ---------------------------------------------------
+
+_UPSERT_LOCAL = (
+    "INSERT INTO local_files (root, rel, size, mtime_ns, inode, sha256, md5) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (root, rel) DO UPDATE SET size = excluded.size, "
+    "mtime_ns = excluded.mtime_ns, inode = excluded.inode, sha256 = excluded.sha256, "
+    "md5 = excluded.md5"
+)
+_INSERT_OBJECT = (
+    "INSERT OR IGNORE INTO objects (sha256, size, md5, mime, first_seen) VALUES (?, ?, ?, ?, ?)"
+)
+_UPSERT_LOCATION = (
+    "INSERT INTO locations (remote, remote_id, sha256, url, delete_url, meta, updated) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (remote, remote_id) DO UPDATE SET "
+    "sha256 = excluded.sha256, url = COALESCE(excluded.url, locations.url), "
+    "delete_url = COALESCE(excluded.delete_url, locations.delete_url), "
+    "meta = excluded.meta, updated = excluded.updated"
+)
+_UPSERT_JOURNAL = (
+    "INSERT INTO journal (job, source, source_id, dest, sha256, stage, error, attempts, updated) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job, source, source_id, dest) DO UPDATE SET "
+    "sha256 = COALESCE(excluded.sha256, journal.sha256), stage = excluded.stage, "
+    "error = excluded.error, attempts = journal.attempts + excluded.attempts, "
+    "updated = excluded.updated"
+)
+
+
+async def record_local_files(
+    store: StateStore, root: str, rows: Iterable[tuple[str, KnownFile]]
+) -> None:
+    await store.write_many(_UPSERT_LOCAL, [(root, rel, *kf) for rel, kf in rows])
+
+
+async def forget_local_files(store: StateStore, root: str, rels: Iterable[str]) -> None:
+    await store.write_many(
+        "DELETE FROM local_files WHERE root = ? AND rel = ?", [(root, r) for r in rels]
+    )
+
+
+async def record_objects(
+    store: StateStore, rows: Iterable[tuple[str, int, str | None, str | None]]
+) -> None:
+    """(sha256, size, md5, mime) per object; existing rows are kept."""
+    now = time.time()
+    await store.write_many(_INSERT_OBJECT, [(*r, now) for r in rows])
+
+
+async def record_locations(
+    store: StateStore, remote: str, rows: Iterable[tuple[str, RemoteItem]]
+) -> None:
+    """(sha256, item) per location of ``remote``."""
+    now = time.time()
+    await store.write_many(
+        _UPSERT_LOCATION,
+        [
+            (
+                remote,
+                item.remote_id,
+                sha,
+                item.url,
+                item.delete_url,
+                json.dumps(item.meta.to_json()),
+                now,
+            )
+            for sha, item in rows
+        ],
+    )
+
+
+async def forget_location(store: StateStore, remote: str, remote_id: str) -> None:
+    await store.write(
+        "DELETE FROM locations WHERE remote = ? AND remote_id = ?", (remote, remote_id)
+    )
+
+
+async def journal(
+    store: StateStore,
+    job: str,
+    source: str,
+    source_id: str,
+    dest: str,
+    stage: str,
+    *,
+    sha256: str | None = None,
+    error: str | None = None,
+    attempt: bool = False,
+) -> None:
+    """Move one item of a job to ``stage`` (listed/fetched/uploaded/verified/failed/skipped)."""
+    await store.write(
+        _UPSERT_JOURNAL,
+        (job, source, source_id, dest, sha256, stage, error, 1 if attempt else 0, time.time()),
+    )
+
+
+async def save_cursor(
+    store: StateStore, remote: str, scope: str, cursor: str | None, *, done: bool = False
+) -> None:
+    await store.write(
+        "INSERT INTO cursors (remote, scope, cursor, done, updated) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (remote, scope) DO UPDATE SET cursor = excluded.cursor, "
+        "done = excluded.done, updated = excluded.updated",
+        (remote, scope, cursor, int(done), time.time()),
+    )
+
+
+async def save_pause(store: StateStore, authority: str, until: float, reason: str) -> None:
+    await store.write(
+        "INSERT INTO host_pauses (authority, until, reason) VALUES (?, ?, ?) "
+        "ON CONFLICT (authority) DO UPDATE SET until = excluded.until, reason = excluded.reason",
+        (authority, until, reason),
+    )
+
+
+async def start_run(store: StateStore, job: str, verb: str) -> int:
+    await store.write(
+        "INSERT INTO runs (job, verb, started) VALUES (?, ?, ?)", (job, verb, time.time())
+    )
+    await store.flush()
+    row = await store.fetchone("SELECT MAX(id) FROM runs WHERE job = ?", (job,))
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+async def finish_run(store: StateStore, run_id: int, summary: dict[str, Any]) -> None:
+    await store.write(
+        "UPDATE runs SET finished = ?, summary = ? WHERE id = ?",
+        (time.time(), json.dumps(summary), run_id),
+    )

@@ -1,0 +1,126 @@
+"""The SQLite schema and its migrations, keyed on ``PRAGMA user_version``.
+
+What the tables guarantee (DESIGN.md "State"):
+
+* ``objects``: one row per content checksum (SHA-256), and ``locations``: every place
+  (remote, remote id) that holds those bytes, with url, delete url (secret) and metadata.
+* ``journal``: one row per (job, source item, destination) with its stage
+  (listed -> fetched -> uploaded -> verified, or failed/skipped) so a run resumes.
+* ``claims``: (checksum, destination) claimed before an upload starts; the primary key
+  makes the claim atomic across workers, jobs and processes.
+* ``local_files``: size/mtime/inode per scanned file, so unchanged files are not re-hashed.
+* ``cursors``: saved listing cursors; ``host_pauses``: host-wide pauses that survive a restart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # version 1
+    """
+    CREATE TABLE objects (
+        sha256     TEXT PRIMARY KEY,
+        size       INTEGER NOT NULL,
+        md5        TEXT,
+        mime       TEXT,
+        first_seen REAL NOT NULL
+    );
+    CREATE TABLE locations (
+        remote     TEXT NOT NULL,
+        remote_id  TEXT NOT NULL,
+        sha256     TEXT NOT NULL,
+        url        TEXT,
+        delete_url TEXT,
+        meta       TEXT,
+        updated    REAL NOT NULL,
+        PRIMARY KEY (remote, remote_id)
+    );
+    CREATE INDEX locations_by_sha ON locations (sha256, remote);
+    CREATE TABLE local_files (
+        root     TEXT NOT NULL,
+        rel      TEXT NOT NULL,
+        size     INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        inode    INTEGER NOT NULL,
+        sha256   TEXT NOT NULL,
+        md5      TEXT NOT NULL,
+        PRIMARY KEY (root, rel)
+    ) WITHOUT ROWID;
+    CREATE TABLE claims (
+        sha256     TEXT NOT NULL,
+        dest       TEXT NOT NULL,
+        owner      TEXT NOT NULL,
+        claimed_at REAL NOT NULL,
+        PRIMARY KEY (sha256, dest)
+    ) WITHOUT ROWID;
+    CREATE TABLE journal (
+        job        TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        source_id  TEXT NOT NULL,
+        dest       TEXT NOT NULL,
+        sha256     TEXT,
+        stage      TEXT NOT NULL,
+        error      TEXT,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        updated    REAL NOT NULL,
+        PRIMARY KEY (job, source, source_id, dest)
+    ) WITHOUT ROWID;
+    CREATE INDEX journal_by_stage ON journal (job, stage);
+    CREATE TABLE cursors (
+        remote  TEXT NOT NULL,
+        scope   TEXT NOT NULL,
+        cursor  TEXT,
+        done    INTEGER NOT NULL DEFAULT 0,
+        updated REAL NOT NULL,
+        PRIMARY KEY (remote, scope)
+    );
+    CREATE TABLE host_pauses (
+        authority TEXT PRIMARY KEY,
+        until     REAL NOT NULL,
+        reason    TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id       INTEGER PRIMARY KEY,
+        job      TEXT NOT NULL,
+        verb     TEXT NOT NULL,
+        started  REAL NOT NULL,
+        finished REAL,
+        summary  TEXT
+    );
+    CREATE TABLE url_map (
+        job     TEXT NOT NULL,
+        old_url TEXT NOT NULL,
+        new_url TEXT,
+        sha256  TEXT NOT NULL,
+        PRIMARY KEY (job, old_url)
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring ``conn`` up to :data:`SCHEMA_VERSION`, one transaction per migration.
+
+    Raises ``sqlite3.DatabaseError`` on a corrupt file and ``RuntimeError`` when the file
+    was written by a newer imgsync.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"state database has schema version {version}; this imgsync knows up to "
+            f"{SCHEMA_VERSION} (upgrade imgsync)"
+        )
+    for number in range(version, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in MIGRATIONS[number].split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
