@@ -1,0 +1,319 @@
+"""Discord Images (discordimages.com) emulator: a lolisafe-style file host behind a ``token`` header.
+
+Sources: ``shared/reference/hosts.md`` §4 and the seed docs page (``shared/seeds/003_*``). The
+service is most likely gone, so there is no recording; this is the spec as written there.
+
+Documented [DOC] and reproduced:
+
+- every API call carries the key in a ``token`` header;
+- ``POST /api/upload``, multipart, file field ``files[]``;
+- ``GET /api/uploads`` -> ``{"success":true,"files":[File,...]}``, with File keys ``id`` (int),
+  ``name`` (5 random characters + extension), ``userid`` (int), ``albumid`` (int or null),
+  ``timestamp`` (unix seconds), ``size`` (human text: ``"508 kB"``, ``"14 B"``, ``"8.12 kB"``),
+  ``file`` (full URL), ``date`` (``"2018-12-4 16:23:22"``: month and day unpadded, server local
+  time), ``album`` (name or ``""``), ``extname`` (``".jpg"``) and ``thumb``
+  (``<base>/thumbs/<stem>.png``, absent for non-image files); any file type may be listed.
+
+Inferred [INF] from lolisafe (the fork these docs describe), on by default because an upload needs
+*some* reply:
+
+- the upload reply ``{"success":true,"files":[{"name","size","url"}]}`` (``size`` in bytes), which
+  is what the ShareX config read (``files[0].url``); the file is served at ``<base>/<name>`` and a
+  PNG thumbnail at ``<base>/thumbs/<stem>.png``;
+- failures as ``{"success":false,"description":...}``: 401 ``No token provided`` / ``Invalid
+  token``; HTTP 200 for upload failures (``No files.``, a blocked extension, ``File too large``
+  above ``knobs.max_upload_bytes``, ``Unexpected field`` for a file part not named ``files[]``);
+- ``knobs.rate`` exceeded on any API call -> HTTP 429 ``{"success":false,"description":"Rate
+  limited"}`` (a fixed window, as express-rate-limit keeps);
+- list order newest first (highest id first); ``size`` text as the ``pretty-bytes`` package writes
+  it (powers of 1000, three significant digits).
+
+Inferred [INF] and off unless asked for (constructor options):
+
+- ``paging=True``: ``GET /api/uploads/{page}``, 0-based, 25 per page (``/api/uploads`` is then
+  page 0); without it ``/api/uploads`` returns everything and the paged path is a 404;
+- ``delete=True``: ``POST /api/upload/delete`` with JSON ``{"id": N}`` -> ``{"success":true}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from imgsync.fakehosts.common import FakeHostBase, FixedWindow, Knobs, json_response, parse_rate
+from imgsync.fakehosts.images import make_png, seed_image
+
+PAGE_SIZE = 25
+USER_ID = 1
+NAME_CHARS = string.ascii_letters + string.digits
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"})
+BLOCKED_EXTENSIONS = frozenset(
+    {".exe", ".bat", ".cmd", ".com", ".msi", ".scr", ".sh", ".jar", ".vbs"}
+)
+SEED_ALBUM = (1, "Screenshots")
+_SEED_BASE_TIME = 1_543_622_400  # 2018-12-01 UTC, when the docs were written
+_SEED_NOTE_INDEXES = (2, 7)  # seeded non-image (.txt) files, when seeding 5 or more
+
+
+@dataclass
+class StoredFile:
+    id: int
+    name: str  # "UGRmm.jpg"
+    data: bytes
+    timestamp: int
+    albumid: int | None = None
+    album: str = ""
+
+    @property
+    def extname(self) -> str:
+        return "." + self.name.rsplit(".", 1)[1] if "." in self.name else ""
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0]
+
+    @property
+    def is_image(self) -> bool:
+        return self.extname in IMAGE_EXTENSIONS
+
+
+def pretty_bytes(size: int) -> str:
+    """``14`` -> ``14 B``, ``8120`` -> ``8.12 kB``, ``508000`` -> ``508 kB`` (pretty-bytes style)."""
+    if size < 1:
+        return f"{size} B"
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    exponent = min((len(str(size)) - 1) // 3, len(units) - 1)
+    value = float(f"{size / 1000**exponent:.3g}")
+    text = str(int(value)) if value.is_integer() else repr(value)
+    return f"{text} {units[exponent]}"
+
+
+def lolisafe_date(ts: int) -> str:
+    """``2018-12-4 16:23:22``: server local time, month and day unpadded, time padded."""
+    t = time.localtime(ts)
+    return f"{t.tm_year}-{t.tm_mon}-{t.tm_mday} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+
+
+class DiscordImagesFake(FakeHostBase):
+    """An in-memory Discord Images host: upload, list, files and thumbnails on one port."""
+
+    kind = "discordimages"
+
+    def __init__(
+        self,
+        knobs: Knobs,
+        *,
+        paging: bool = False,
+        delete: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``paging`` and ``delete`` switch on the inferred lolisafe routes [INF] (see module doc);
+        ``clock`` is the wall clock (unix seconds) used for upload timestamps."""
+        super().__init__(knobs)
+        self.paging = paging
+        self.delete = delete
+        self.clock = clock
+        self.window = FixedWindow(*parse_rate(knobs.rate)) if knobs.rate else None
+        self._files: dict[str, StoredFile] = {}  # by name
+        self._thumbs: dict[str, bytes] = {}  # by stem, made on first request
+        self._next_id = 1
+        for i in range(knobs.seed):
+            self._seed_one(i)
+
+    # ---- FakeHostBase ---------------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/api/upload", self._upload)
+        app.router.add_get("/api/uploads", self._list)
+        if self.paging:
+            app.router.add_get(r"/api/uploads/{page:\d+}", self._list)
+        if self.delete:
+            app.router.add_post("/api/upload/delete", self._delete)
+        app.router.add_get("/thumbs/{thumb}", self._thumb)
+        app.router.add_get("/{name}", self._file)
+
+    def stored_checksums(self) -> list[str]:
+        """Every stored file counts, images or not: the account list shows them all."""
+        return [hashlib.sha256(f.data).hexdigest() for f in self._files.values()]
+
+    # ---- state ----------------------------------------------------------------------------------
+
+    def files(self) -> list[StoredFile]:
+        """Every stored file, newest first (as the list call orders them)."""
+        return sorted(self._files.values(), key=lambda f: f.id, reverse=True)
+
+    def _new_name(self, extname: str) -> str:
+        while True:
+            name = "".join(self.rng.choice(NAME_CHARS) for _ in range(5)) + extname
+            if name not in self._files:
+                return name
+
+    def _add(
+        self, data: bytes, extname: str, timestamp: int, album: tuple[int, str] | None
+    ) -> StoredFile:
+        stored = StoredFile(
+            id=self._next_id, name=self._new_name(extname), data=data, timestamp=timestamp
+        )
+        if album is not None:
+            stored.albumid, stored.album = album
+        self._next_id += 1
+        self._files[stored.name] = stored
+        return stored
+
+    def _seed_one(self, index: int) -> None:
+        when = _SEED_BASE_TIME + index * 40_000
+        if self.knobs.seed >= 5 and index in _SEED_NOTE_INDEXES:
+            note = f"imgsync fakehost seed note {index}\nnot an image\n".encode()
+            self._add(note, ".txt", when, None)
+            return
+        data, ext = seed_image(index)
+        self._add(data, f".{ext}", when, SEED_ALBUM if index % 4 == 1 else None)
+
+    # ---- API ------------------------------------------------------------------------------------
+
+    def _gate(self, request: web.Request) -> web.Response | None:
+        """Rate limit first (a middleware in front of the routes), then the token."""
+        if self.window is not None and not self.window.hit()[0]:
+            self.stats.throttled += 1
+            return _failure("Rate limited", 429)
+        token = request.headers.get("token")
+        if not token:
+            return _failure("No token provided", 401)
+        if token != self.knobs.token:
+            return _failure("Invalid token", 401)
+        return None
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        refused = self._gate(request)
+        if refused is not None:
+            return refused
+        parts: list[tuple[str, bytes]] = []
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            for key, value in form.items():
+                if not isinstance(value, web.FileField):
+                    continue
+                if key != "files[]":
+                    return _failure("Unexpected field")
+                parts.append((value.filename, value.file.read()))
+        if not parts:
+            return _failure("No files.")
+        for filename, data in parts:
+            extname = _extname(filename)
+            if extname in BLOCKED_EXTENSIONS:
+                kind = extname[1:].upper()
+                return _failure(f"{kind} files are not permitted due to security reasons.")
+            if len(data) > self.knobs.max_upload_bytes:
+                return _failure("File too large")
+        base = self.base(request)
+        stored = [self._add(data, _extname(fn), int(self.clock()), None) for fn, data in parts]
+        self.stats.uploads += len(stored)
+        files = [{"name": f.name, "size": len(f.data), "url": f"{base}/{f.name}"} for f in stored]
+        return _json({"success": True, "files": files})
+
+    async def _list(self, request: web.Request) -> web.Response:
+        refused = self._gate(request)
+        if refused is not None:
+            return refused
+        files = self.files()
+        if self.paging:
+            page = int(request.match_info.get("page", "0"))
+            files = files[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+        base = self.base(request)
+        return _json({"success": True, "files": [self._entry(f, base) for f in files]})
+
+    def _entry(self, f: StoredFile, base: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "id": f.id,
+            "name": f.name,
+            "userid": USER_ID,
+            "albumid": f.albumid,
+            "timestamp": f.timestamp,
+            "size": pretty_bytes(len(f.data)),
+            "file": f"{base}/{f.name}",
+            "date": lolisafe_date(f.timestamp),
+            "album": f.album,
+            "extname": f.extname,
+        }
+        if f.is_image:
+            entry["thumb"] = f"{base}/thumbs/{f.stem}.png"
+        return entry
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        refused = self._gate(request)
+        if refused is not None:
+            return refused
+        try:
+            payload = json.loads(await request.read() or b"{}")
+        except ValueError:
+            payload = {}
+        file_id = payload.get("id") if isinstance(payload, dict) else None
+        if file_id is None or file_id == "":
+            return _failure("No file specified")
+        for stored in list(self._files.values()):
+            if str(stored.id) == str(file_id):
+                del self._files[stored.name]
+                self._thumbs.pop(stored.stem, None)
+                self.stats.deletes += 1
+                return _json({"success": True})
+        return _failure("File not found")
+
+    # ---- files ----------------------------------------------------------------------------------
+
+    async def _file(self, request: web.Request) -> web.Response:
+        stored = self._files.get(request.match_info["name"])
+        if stored is None:
+            return _express_404(request)
+        mime = mimetypes.guess_type(stored.name)[0] or "application/octet-stream"
+        return web.Response(body=stored.data, headers={"Content-Type": mime})
+
+    async def _thumb(self, request: web.Request) -> web.Response:
+        thumb = request.match_info["thumb"]
+        stem = thumb[:-4] if thumb.endswith(".png") else None
+        match = next((f for f in self._files.values() if f.stem == stem and f.is_image), None)
+        if match is None:
+            return _express_404(request)
+        data = self._thumbs.get(match.stem)
+        if data is None:
+            data = self._thumbs[match.stem] = make_png(50, 50, match.id)
+        return web.Response(body=data, headers={"Content-Type": "image/png"})
+
+
+def _extname(filename: str) -> str:
+    """Node's ``path.extname`` lower-cased: ``"a.JPG"`` -> ``".jpg"``, ``"README"`` -> ``""``."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    if "." not in base.lstrip("."):
+        return ""
+    return "." + base.rsplit(".", 1)[1].lower()
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    """JSON as Express's ``res.json`` sends it (``application/json; charset=utf-8``)."""
+    resp = json_response(data, status=status)
+    resp.charset = "utf-8"
+    return resp
+
+
+def _failure(description: str, status: int = 200) -> web.Response:
+    return _json({"success": False, "description": description}, status=status)
+
+
+def _express_404(request: web.Request) -> web.Response:
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>Error</title>\n'
+        f"</head>\n<body>\n<pre>Cannot GET {request.path}</pre>\n</body>\n</html>\n"
+    )
+    return web.Response(status=404, text=page, content_type="text/html")
+
+
+def create(knobs: Knobs) -> DiscordImagesFake:
+    """The factory ``imgsync fakehost discordimages`` calls."""
+    return DiscordImagesFake(knobs)
