@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import html
 import json
 import re
 import string
@@ -166,6 +167,7 @@ class CheveretoFake(FakeHostBase):
         self.flood = parse_rate(knobs.rate) if knobs.rate else None
         self._upload_times: deque[float] = deque()
         self._images: dict[str, StoredImage] = {}  # by id_encoded
+        self._expiring: dict[str, StoredImage] = {}  # the ones with an expiration date
         self._files: dict[str, tuple[StoredImage, str]] = {}  # "/images/..." -> (image, variant)
         self._taken: set[tuple[str, str]] = set()  # (folder, filename)
         self._next_id = 1
@@ -219,11 +221,14 @@ class CheveretoFake(FakeHostBase):
 
     def _expire(self) -> None:
         now = self.clock()
-        for img in [i for i in self._images.values() if i.expires is not None and i.expires <= now]:
+        for img in [
+            i for i in self._expiring.values() if i.expires is not None and i.expires <= now
+        ]:
             self._remove(img)
 
     def _remove(self, img: StoredImage) -> None:
         self._images.pop(img.id_encoded, None)
+        self._expiring.pop(img.id_encoded, None)
         self._taken.discard((img.folder, img.filename))
         for variant in ("", "th", "md"):
             self._files.pop(img.path(variant), None)
@@ -277,6 +282,8 @@ class CheveretoFake(FakeHostBase):
             temp = "chvtemp_" + "".join(self.rng.choice(string.ascii_letters) for _ in range(6))
             img.exifdata = jpeg_exifdata(temp, len(data), width, height, when)
         self._images[img.id_encoded] = img
+        if img.expires is not None:
+            self._expiring[img.id_encoded] = img
         self._taken.add((folder, img.filename))
         variants = ("", "th", "md") if img.has_medium else ("", "th")
         for variant in variants:
@@ -460,10 +467,10 @@ class CheveretoFake(FakeHostBase):
             return _not_found_page()
         url = self.base(request) + img.path()
         page = (
-            f"<!DOCTYPE html><html><head><title>{_esc(img.title)}</title>"
+            f"<!DOCTYPE html><html><head><title>{html.escape(img.title)}</title>"
             f'<meta property="og:image" content="{url}"></head>'
-            f'<body><h1>{_esc(img.title)}</h1><img src="{url}" width="{img.width}" '
-            f'height="{img.height}" alt="{_esc(img.title)}"></body></html>'
+            f'<body><h1>{html.escape(img.title)}</h1><img src="{url}" width="{img.width}" '
+            f'height="{img.height}" alt="{html.escape(img.title)}"></body></html>'
         )
         return _reply(200, page.encode(), HTML_TYPE)
 
@@ -494,12 +501,6 @@ class CheveretoFake(FakeHostBase):
             for img in self.images()
         ]
         return web.json_response({"images": items})
-
-
-def _esc(text: str) -> str:
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    )
 
 
 def _php_json(data: Any) -> bytes:

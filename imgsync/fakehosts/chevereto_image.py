@@ -89,10 +89,10 @@ def format_bytes(size: int) -> str:
     if size < 1000:
         return f"{size} B"
     units = ("KB", "MB", "GB", "TB", "PB")
-    for power, unit in enumerate(units, start=1):
-        if size < 1000 ** (power + 1) or unit == units[-1]:
-            return f"{php_number(round(size / 1000**power, 1))} {unit}"
-    raise AssertionError("unreachable")
+    power = 1
+    while power < len(units) and size >= 1000 ** (power + 1):
+        power += 1
+    return f"{php_number(round(size / 1000**power, 1))} {units[power - 1]}"
 
 
 def php_number(value: float) -> str:

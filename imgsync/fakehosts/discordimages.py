@@ -122,7 +122,9 @@ class DiscordImagesFake(FakeHostBase):
         self.delete = delete
         self.clock = clock
         self.window = FixedWindow(*parse_rate(knobs.rate)) if knobs.rate else None
-        self._files: dict[str, StoredFile] = {}  # by name
+        self._files: dict[
+            str, StoredFile
+        ] = {}  # by stem (the 5-character code), so thumbs are unique
         self._thumbs: dict[str, bytes] = {}  # by stem, made on first request
         self._next_id = 1
         for i in range(knobs.seed):
@@ -152,9 +154,9 @@ class DiscordImagesFake(FakeHostBase):
 
     def _new_name(self, extname: str) -> str:
         while True:
-            name = "".join(self.rng.choice(NAME_CHARS) for _ in range(5)) + extname
-            if name not in self._files:
-                return name
+            code = "".join(self.rng.choice(NAME_CHARS) for _ in range(5))
+            if code not in self._files:
+                return code + extname
 
     def _add(
         self, data: bytes, extname: str, timestamp: int, album: tuple[int, str] | None
@@ -165,7 +167,7 @@ class DiscordImagesFake(FakeHostBase):
         if album is not None:
             stored.albumid, stored.album = album
         self._next_id += 1
-        self._files[stored.name] = stored
+        self._files[stored.stem] = stored
         return stored
 
     def _seed_one(self, index: int) -> None:
@@ -260,7 +262,7 @@ class DiscordImagesFake(FakeHostBase):
             return _failure("No file specified")
         for stored in list(self._files.values()):
             if str(stored.id) == str(file_id):
-                del self._files[stored.name]
+                del self._files[stored.stem]
                 self._thumbs.pop(stored.stem, None)
                 self.stats.deletes += 1
                 return _json({"success": True})
@@ -269,17 +271,17 @@ class DiscordImagesFake(FakeHostBase):
     # ---- files ----------------------------------------------------------------------------------
 
     async def _file(self, request: web.Request) -> web.Response:
-        stored = self._files.get(request.match_info["name"])
-        if stored is None:
+        name = request.match_info["name"]
+        stored = self._files.get(name.rsplit(".", 1)[0])
+        if stored is None or stored.name != name:
             return _express_404(request)
         mime = mimetypes.guess_type(stored.name)[0] or "application/octet-stream"
         return web.Response(body=stored.data, headers={"Content-Type": mime})
 
     async def _thumb(self, request: web.Request) -> web.Response:
         thumb = request.match_info["thumb"]
-        stem = thumb[:-4] if thumb.endswith(".png") else None
-        match = next((f for f in self._files.values() if f.stem == stem and f.is_image), None)
-        if match is None:
+        match = self._files.get(thumb[:-4]) if thumb.endswith(".png") else None
+        if match is None or not match.is_image:
             return _express_404(request)
         data = self._thumbs.get(match.stem)
         if data is None:
