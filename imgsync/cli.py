@@ -38,24 +38,51 @@ class _Parser(argparse.ArgumentParser):
 
 def _transfer_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would be done")
-    p.add_argument("--transfers", type=int, default=None, metavar="N",
-                   help="items in flight at once (default: config 'transfers', 4)")
-    p.add_argument("--include", action="append", default=[], metavar="GLOB",
-                   help="only items matching GLOB (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="skip items matching GLOB (repeatable)")
-    p.add_argument("--progress", dest="progress", action="store_true", default=None,
-                   help="show a progress line (default: on a terminal)")
+    p.add_argument(
+        "--transfers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="items in flight at once (default: config 'transfers', 4)",
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="only items matching GLOB (repeatable)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip items matching GLOB (repeatable)",
+    )
+    p.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show a progress line (default: on a terminal)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="imgsync", description="Mirror, migrate and back up image libraries "
-                "between image hosts and local folders.")
+    p = _Parser(
+        prog="imgsync",
+        description="Mirror, migrate and back up image libraries "
+        "between image hosts and local folders.",
+    )
     p.add_argument("--version", action="version", version=f"imgsync {__version__}")
-    p.add_argument("--config", type=Path, default=None,
-                   help="config file (default: $IMGSYNC_CONFIG or the user config dir)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: $IMGSYNC_CONFIG or the user config dir)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
 
@@ -67,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("backup", help="host -> local folder, with a JSON sidecar per image")
     b.add_argument("src", metavar="SRC")
     b.add_argument("dst", metavar="DIR")
-    b.add_argument("--include-non-images", action="store_true",
-                   help="also back up files that are not images")
+    b.add_argument(
+        "--include-non-images", action="store_true", help="also back up files that are not images"
+    )
     _transfer_opts(b)
 
     ls = sub.add_parser("ls", help="list a remote's items")
@@ -82,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
 
     cf = sub.add_parser("config", help="config helpers")
-    cf_sub = cf.add_subparsers(dest="config_verb", metavar="check", required=True,
-                               parser_class=_Parser)
+    cf_sub = cf.add_subparsers(
+        dest="config_verb", metavar="check", required=True, parser_class=_Parser
+    )
     cf_sub.add_parser("check", help="report every problem in the config, exit 78 if any")
 
     f = sub.add_parser("fakehost", help="run a host emulator on 127.0.0.1")
@@ -120,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imgsync: {_redacted(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("imgsync: interrupted; what finished is recorded, re-run to resume",
-              file=sys.stderr)
+        print("imgsync: interrupted; what finished is recorded, re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -142,8 +170,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         where = cfg.path or "(no config file; embedded defaults)"
         for w in cfg.warnings:
             print(f"imgsync: warning: {w}", file=sys.stderr)
-        print(f"config OK: {where}: {len(cfg.remotes)} remotes, {len(cfg.jobs)} jobs, "
-              f"state at {cfg.state_path}")
+        print(
+            f"config OK: {where}: {len(cfg.remotes)} remotes, {len(cfg.jobs)} jobs, "
+            f"state at {cfg.state_path}"
+        )
         return 0
     cfg = _load(args)
     if verb == "status":
@@ -196,14 +226,22 @@ def _status(cfg: Config, as_json: bool) -> int:
 def _remotes(cfg: Config, as_json: bool) -> int:
     from imgsync.providers import provider_class
 
-    out = []
+    out: list[dict[str, Any]] = []
     for name, r in sorted(cfg.remotes.items()):
+        feats: dict[str, Any]
         try:
             feats = provider_class(r.type).features.describe()
         except (ImportError, AttributeError):
             feats = {}
-        out.append({"name": name, "type": r.type, "base_url": r.base_url,
-                    "path": str(r.path) if r.path else None, "features": feats})
+        out.append(
+            {
+                "name": name,
+                "type": r.type,
+                "base_url": r.base_url,
+                "path": str(r.path) if r.path else None,
+                "features": feats,
+            }
+        )
     if as_json:
         print(json.dumps(out, indent=2))
     elif not out:
@@ -229,8 +267,13 @@ def _fakehost(args: argparse.Namespace) -> int:
         faults = parse_faults(args.faults)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    knobs = Knobs(token=args.token, seed=args.seed, rate=args.rate, faults=faults,
-                  max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    knobs = Knobs(
+        token=args.token,
+        seed=args.seed,
+        rate=args.rate,
+        faults=faults,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+    )
     module = importlib.import_module(f"imgsync.fakehosts.{args.kind}")
     host = module.create(knobs)
     try:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from imgsync.config import Config, RemoteConfig
 from imgsync.errors import EXIT_OK, UsageError
-from imgsync.pipeline.copy import CopyOptions, Summary
 from imgsync.pipeline.plan import LocalPlan, plan_local
 from imgsync.pipeline.progress import Progress
+from imgsync.pipeline.summary import CopyOptions, Summary
 from imgsync.providers.local import display
 from imgsync.runtime import resolve_spec
 from imgsync.state.db import open_sync
@@ -49,39 +52,55 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
         if dst_cfg.path.is_relative_to(src_cfg.path) or src_cfg.path.is_relative_to(dst_cfg.path):
             raise UsageError("source and destination folders must not contain each other")
     opts = _options(cfg, args)
-    progress = Progress(enabled=args.progress if args.progress is not None
-                        else sys.stderr.isatty())
+    progress = Progress(enabled=args.progress if args.progress is not None else sys.stderr.isatty())
 
     plan: LocalPlan | None = None
     if src_cfg.type == "local":
         assert src_cfg.path is not None
+        started = time.monotonic()
         conn = open_sync(cfg.state_path)
+        assert conn is not None
         try:
             plan = plan_local(conn, src_cfg.path, dst_key, opts.include, opts.exclude)
+            if plan.empty and not plan.problems:
+                if not opts.dry_run:
+                    _mark_done(conn, plan, dst_key)
+                summary = Summary(
+                    opts.verb,
+                    src_key,
+                    dst_key,
+                    dry_run=opts.dry_run,
+                    checked=plan.scanned,
+                    present=plan.present,
+                    non_images=plan.non_images,
+                    elapsed=time.monotonic() - started,
+                )
+                return _report(summary, args.json)
         finally:
-            if conn is not None:
-                conn.close()
-        if plan.empty and not plan.problems:
-            summary = Summary(opts.verb, src_key, dst_key, dry_run=opts.dry_run,
-                              checked=plan.scanned, present=plan.present,
-                              non_images=plan.non_images)
-            return _report(summary, args.json)
+            conn.close()
 
     import asyncio
 
-    summary = asyncio.run(_copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, progress,
-                                      plan))
+    summary = asyncio.run(
+        _copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, progress, plan)
+    )
     return _report(summary, args.json)
 
 
 async def _copy_async(
-    cfg: Config, src_cfg: RemoteConfig, src_key: str, dst_cfg: RemoteConfig, dst_key: str,
-    opts: CopyOptions, progress: Progress, plan: LocalPlan | None,
+    cfg: Config,
+    src_cfg: RemoteConfig,
+    src_key: str,
+    dst_cfg: RemoteConfig,
+    dst_key: str,
+    opts: CopyOptions,
+    progress: Progress,
+    plan: LocalPlan | None,
 ) -> Summary:
     from imgsync.pipeline.copy import CopyRun
     from imgsync.runtime import Runtime
     from imgsync.state import queries
-    from imgsync.state.db import StateStore
+    from imgsync.state.store import StateStore
 
     if dst_cfg.type == "local" and dst_cfg.path is not None and not opts.dry_run:
         try:
@@ -92,8 +111,9 @@ async def _copy_async(
         src = await rt.open(src_cfg)
         dst = await rt.open(dst_cfg)
         if plan is None and not src.features.can_list:
-            raise UsageError(f"{src_cfg.name} ({src_cfg.type}) cannot be listed, so it can "
-                             "only be a destination")
+            raise UsageError(
+                f"{src_cfg.name} ({src_cfg.type}) cannot be listed, so it can only be a destination"
+            )
         run: CopyRun = CopyRun(store, src, src_key, dst, dst_key, opts, progress)
         run_id = await queries.start_run(store, opts.job, opts.verb)
         try:
@@ -109,8 +129,24 @@ async def _copy_async(
         finally:
             progress.close()
             await run.finish()
+        if (
+            plan is not None
+            and not opts.dry_run
+            and not summary.failed
+            and not summary.remote_failure
+        ):
+            await queries.save_scan_mark(store, str(plan.root), dst_key, plan.fingerprint)
         await queries.finish_run(store, run_id, summary.to_json())
     return summary
+
+
+def _mark_done(conn: sqlite3.Connection, plan: LocalPlan, dst_key: str) -> None:
+    from imgsync.state import queries
+
+    mark, count, latest = queries.scan_mark(conn, str(plan.root), dst_key)
+    if mark != plan.fingerprint or (count, latest) != queries.dest_generation(conn, dst_key):
+        with contextlib.suppress(sqlite3.Error):  # only a speed-up for the next run
+            queries.save_scan_mark_sync(conn, str(plan.root), dst_key, plan.fingerprint)
 
 
 def _report(summary: Summary, as_json: bool) -> int:
@@ -121,8 +157,9 @@ def _report(summary: Summary, as_json: bool) -> int:
         for item, err in summary.failures[:20]:
             print(f"  failed: {item}: {err}", file=sys.stderr)
         if len(summary.failures) > 20:
-            print(f"  ... and {summary.failed - 20} more (imgsync status lists them)",
-                  file=sys.stderr)
+            print(
+                f"  ... and {summary.failed - 20} more (imgsync status lists them)", file=sys.stderr
+            )
     return summary.exit_code
 
 
@@ -142,11 +179,19 @@ def run_ls(cfg: Config, args: argparse.Namespace) -> int:
             async for page, _cursor in provider.iter_all(None):
                 for item in page.items:
                     if args.json:
-                        print(json.dumps({
-                            "id": item.remote_id, "name": item.name, "size": item.size,
-                            "url": item.url, "is_image": item.is_image,
-                            "metadata": item.meta.to_json(),
-                        }, ensure_ascii=False))
+                        print(
+                            json.dumps(
+                                {
+                                    "id": item.remote_id,
+                                    "name": item.name,
+                                    "size": item.size,
+                                    "url": item.url,
+                                    "is_image": item.is_image,
+                                    "metadata": item.meta.to_json(),
+                                },
+                                ensure_ascii=False,
+                            )
+                        )
                     else:
                         size = "-" if item.size is None else str(item.size)
                         print(f"{size:>10}  {display(item.name)}  {item.url or ''}".rstrip())

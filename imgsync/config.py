@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +186,8 @@ def load_config(path: Path | None, *, explicit: bool = False) -> Config:
         if explicit:
             raise ConfigError(f"{path}: config file not found")
         return Config(path=None)
+    import tomllib
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

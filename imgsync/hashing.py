@@ -14,13 +14,18 @@ CHUNK = 1 << 20
 
 class Digest(NamedTuple):
     sha256: str
-    md5: str
+    md5: str | None  # only computed where a host reports or verifies MD5
     size: int
 
 
-def digest_bytes(data: bytes) -> Digest:
-    """SHA-256, MD5 and size of ``data``."""
-    return Digest(hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest(), len(data))
+def digest_bytes(data: bytes, with_md5: bool = True) -> Digest:
+    """SHA-256, size and (unless ``with_md5`` is False) MD5 of ``data``."""
+    md5 = hashlib.md5(data).hexdigest() if with_md5 else None
+    return Digest(hashlib.sha256(data).hexdigest(), md5, len(data))
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
 
 
 class StreamingDigest:

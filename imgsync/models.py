@@ -2,27 +2,44 @@
 
 from __future__ import annotations
 
-import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import anyio
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".avif", ".tif", ".tiff", ".heic", ".svg"}
 )
 
 
+_MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+    ".avif": "image/avif",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".heic": "image/heic",
+    ".svg": "image/svg+xml",
+}
+
+
 def guess_mime(name: str) -> str:
     """The MIME type for a file name, ``application/octet-stream`` when unknown."""
-    mime, _ = mimetypes.guess_type(name)
-    return mime or "application/octet-stream"
+    dot = name.rfind(".")
+    if dot >= 0 and (mime := _MIME.get(name[dot:].lower())):
+        return mime
+    import mimetypes
+
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def is_image_name(name: str) -> bool:
     """True when the name's extension is one of the image types imgsync handles."""
-    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +122,7 @@ class UploadSource:
     name: str
     size: int
     sha256: str
-    md5: str
+    md5: str | None
     mime: str
     path: Path | None = None
     data: bytes | None = field(default=None, repr=False)
@@ -115,4 +132,6 @@ class UploadSource:
         if self.data is not None:
             return self.data
         assert self.path is not None
+        import anyio
+
         return await anyio.Path(self.path).read_bytes()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from imgsync.config import Config, RemoteConfig
 from imgsync.errors import ConfigError, UsageError
@@ -17,7 +17,7 @@ from imgsync.providers import provider_class
 from imgsync.providers.base import Provider, ProviderContext
 
 if TYPE_CHECKING:
-    from imgsync.state.db import StateStore
+    from imgsync.state.store import StateStore
 
 
 def resolve_spec(cfg: Config, spec: str) -> tuple[RemoteConfig, str]:
@@ -46,7 +46,7 @@ class Runtime:
         self._limiters: Any = None
         self._stack = contextlib.AsyncExitStack()
 
-    async def __aenter__(self) -> Runtime:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -82,8 +82,9 @@ class Runtime:
         try:
             cls = provider_class(remote.type)
         except (KeyError, ImportError) as exc:
-            raise ConfigError(f"remotes.{remote.name}: type {remote.type!r} is not available "
-                              f"({exc})") from None
+            raise ConfigError(
+                f"remotes.{remote.name}: type {remote.type!r} is not available ({exc})"
+            ) from None
         ctx = ProviderContext()
         if remote.type != "local":
             ctx.http = await self._http_client()

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,111 +30,33 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from imgsync.errors import (
-    EXIT_ITEM_FAILURES,
-    EXIT_OK,
-    EXIT_REMOTE_FAILURE,
     Duplicate,
     ImgsyncError,
     LocalIOError,
 )
-from imgsync.hashing import Digest, digest_bytes
+from imgsync.hashing import Digest, digest_bytes, md5_hex
 from imgsync.models import ItemMeta, RemoteItem, UploadSource, guess_mime, is_image_name
 from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.progress import Progress
+from imgsync.pipeline.summary import CopyOptions, Summary
 from imgsync.providers.base import Provider
 from imgsync.providers.local import (
+    TMP_PREFIX,
     LocalProvider,
     ScanEntry,
     display,
-    free_name,
+    io_error,
     key_path,
     path_key,
     sync_filesystem,
     write_temp,
 )
 from imgsync.state import queries
-from imgsync.state.db import StateStore
 from imgsync.state.queries import KnownFile
+from imgsync.state.store import StateStore
 
 BATCH_FILES = 256
 BATCH_BYTES = 32 * 1024 * 1024
-
-
-@dataclass
-class CopyOptions:
-    job: str = "copy"
-    verb: str = "copy"
-    dry_run: bool = False
-    transfers: int = 4
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    sidecars: bool = False  # backup: a JSON metadata file beside each image
-    include_non_images: bool = False
-
-
-@dataclass
-class Summary:
-    """The outcome of one run; ``line()`` is the one-line summary, ``to_json()`` the machine one."""
-
-    verb: str
-    source: str
-    dest: str
-    dry_run: bool = False
-    checked: int = 0
-    copied: int = 0
-    present: int = 0
-    failed: int = 0
-    bytes: int = 0
-    non_images: int = 0
-    elapsed: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    remote_failure: str | None = None
-
-    def fail(self, item: str, message: str) -> None:
-        self.failed += 1
-        if len(self.failures) < 1000:
-            self.failures.append((item, message))
-
-    @property
-    def exit_code(self) -> int:
-        if self.remote_failure:
-            return EXIT_REMOTE_FAILURE
-        return EXIT_ITEM_FAILURES if self.failed else EXIT_OK
-
-    def line(self) -> str:
-        verb = "would copy" if self.dry_run else "copied"
-        rate = self.bytes / self.elapsed if self.elapsed > 0 else 0.0
-        from imgsync.pipeline.progress import human_bytes
-
-        text = (
-            f"{self.verb} {self.source} -> {self.dest}: {self.checked} checked, "
-            f"{verb} {self.copied} ({human_bytes(self.bytes)}, {human_bytes(rate)}/s), "
-            f"{self.present} already there, {self.failed} failed"
-        )
-        if self.non_images:
-            text += f", {self.non_images} non-images skipped"
-        text += f" in {self.elapsed:.2f}s"
-        if self.remote_failure:
-            text += f"; stopped: {self.remote_failure}"
-        return text
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "verb": self.verb,
-            "source": self.source,
-            "dest": self.dest,
-            "dry_run": self.dry_run,
-            "checked": self.checked,
-            "copied": self.copied,
-            "already_present": self.present,
-            "failed": self.failed,
-            "bytes": self.bytes,
-            "non_images_skipped": self.non_images,
-            "elapsed": round(self.elapsed, 3),
-            "failures": [{"item": i, "error": e} for i, e in self.failures],
-            "remote_failure": self.remote_failure,
-            "exit_code": self.exit_code,
-        }
 
 
 @dataclass(slots=True)
@@ -182,7 +104,7 @@ class CopyRun:
         self.dest_shas: set[str] = set()
         self.taken: set[str] = set()  # checksums claimed or done in this run
         self.name_lock = threading.Lock()
-        self.reserved: set[Path] = set()
+        self.reserved: set[str] = set()
         self.pages: list[list[Any]] = []  # [cursor_to_save, remaining items, index]
         self.known_remote: dict[str, str] = {}  # source remote id -> sha256, from state
         self.start_cursor: str | None = None
@@ -348,7 +270,9 @@ class CopyRun:
         if batch[0].scan is not None:
             root = self.src.config.path
             assert root is not None
-            results = await anyio.to_thread.run_sync(_read_and_hash, root, batch)
+            results = await anyio.to_thread.run_sync(
+                _read_and_hash, root, batch, not self.dst.features.is_local
+            )
         else:
             results = [await self._download(c) for c in batch]
         ready = []
@@ -441,7 +365,7 @@ class CopyRun:
             name=c.rel.rsplit("/", 1)[-1],
             size=d.size,
             sha256=d.sha256,
-            md5=d.md5,
+            md5=d.md5 or md5_hex(c.data),
             mime=guess_mime(c.rel),
             data=c.data,
         )
@@ -528,7 +452,9 @@ class CopyRun:
 # ---- thread-side helpers (run in worker threads, one call per batch) -------------------
 
 
-def _read_and_hash(root: Path, batch: Sequence[Candidate]) -> list[ImgsyncError | None]:
+def _read_and_hash(
+    root: Path, batch: Sequence[Candidate], with_md5: bool
+) -> list[ImgsyncError | None]:
     out: list[ImgsyncError | None] = []
     for c in batch:
         path = root / c.rel
@@ -542,18 +468,45 @@ def _read_and_hash(root: Path, batch: Sequence[Candidate]) -> list[ImgsyncError 
             out.append(LocalIOError(f"cannot read: {exc.strerror}", path=str(path)))
             continue
         c.data = data
-        c.digest = digest_bytes(data)
+        c.digest = digest_bytes(data, with_md5)
         out.append(None)
     return out
 
 
-def _same_bytes(path: Path, data: bytes) -> bool:
+def _existing_same(path: str, data: bytes) -> bool | None:
+    """None: no file at ``path``; True: it holds exactly ``data``; False: something else."""
     try:
-        if path.stat().st_size != len(data):
-            return False
-        return path.read_bytes() == data
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if st.st_size != len(data):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return fh.read() == data
     except OSError:
         return False
+
+
+def _pick_name(target: str, data: bytes, reserved: set[str]) -> str | None:
+    """The name to write ``data`` under: ``target`` or ``name (N).ext`` if that holds
+    other bytes. None when ``target`` already holds these bytes."""
+    same = _existing_same(target, data)
+    if same is None and target not in reserved:
+        return target
+    if same:
+        return None
+    stem, ext = os.path.splitext(target)
+    for n in range(1, 10_000):
+        candidate = f"{stem} ({n}){ext}"
+        if candidate in reserved:
+            continue
+        same = _existing_same(candidate, data)
+        if same is None:
+            return candidate
+        if same:
+            return None
+    raise LocalIOError(f"no free name for {display(target)}", path=target)
 
 
 def _write_batch(
@@ -562,27 +515,46 @@ def _write_batch(
     sidecars: bool,
     source: str,
     lock: threading.Lock,
-    reserved: set[Path],
+    reserved: set[str],
 ) -> list[str | ImgsyncError]:
-    """Write a batch: temp files, one filesystem flush, renames. Returns final rel paths."""
-    staged: list[tuple[Path, Path] | ImgsyncError | str] = []
+    """Write a batch: temp files, one filesystem flush, renames. Returns final rel paths.
+
+    A name already holding other bytes is never overwritten: the new file gets
+    ``name (1).ext``. A name already holding the same bytes is reused as it is.
+    """
+    base = str(root)
+    made_dirs: set[str] = set()
+    staged: list[tuple[str, str] | ImgsyncError | str] = []
     for c in items:
         assert c.data is not None
-        target = root / c.rel
+        target = os.path.join(base, c.rel)
         try:
+            folder = os.path.dirname(target)
+            if folder not in made_dirs:
+                os.makedirs(folder, exist_ok=True)
+                made_dirs.add(folder)
             with lock:
-                if _same_bytes(target, c.data):
-                    staged.append(c.rel)
-                    continue
-                final = free_name(target, len(c.data))
-                while final in reserved:
-                    final = free_name(final.with_name(final.stem + "_"), 0)
-                reserved.add(final)
-            staged.append((write_temp(final, c.data), final))
+                final = _pick_name(target, c.data, reserved)
+                if final is not None:
+                    reserved.add(final)
+            if final is None:
+                staged.append(c.rel)
+                continue
+            tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{os.path.basename(final)}")
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(c.data)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                with lock:
+                    reserved.discard(final)
+                raise io_error(exc, final) from None
+            staged.append((tmp, final))
         except LocalIOError as exc:
             staged.append(exc)
         except OSError as exc:
-            staged.append(LocalIOError(f"cannot write: {exc.strerror}", path=str(target)))
+            staged.append(io_error(exc, target))
     if any(isinstance(s, tuple) for s in staged):
         sync_filesystem(root)
     out: list[str | ImgsyncError] = []
@@ -598,16 +570,16 @@ def _write_batch(
                 with contextlib.suppress(OSError):
                     os.utime(final, (meta.created_at, meta.created_at))
             if sidecars:
-                _write_sidecar(final, c, source)
+                _write_sidecar(Path(final), c, source)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink()
-            out.append(LocalIOError(f"cannot write: {exc.strerror}", path=str(final)))
+                os.unlink(tmp)
+            out.append(io_error(exc, final))
             continue
         finally:
             with lock:
                 reserved.discard(final)
-        out.append(final.relative_to(root).as_posix())
+        out.append(os.path.relpath(final, base).replace(os.sep, "/"))
     return out
 
 
@@ -620,7 +592,7 @@ def _write_sidecar(final: Path, c: Candidate, source: str) -> None:
         "name": item.name if item else c.rel,
         "url": item.url if item else None,
         "sha256": c.digest.sha256,
-        "md5": c.digest.md5,
+        "md5": c.digest.md5 or md5_hex(c.data or b""),
         "size": c.digest.size,
         "metadata": (item.meta if item else ItemMeta()).to_json(),
     }

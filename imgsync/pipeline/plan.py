@@ -7,6 +7,7 @@ importing the HTTP stack.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +30,24 @@ class LocalPlan:
     non_images: int = 0
     vanished: list[str] = field(default_factory=list)  # known rels no longer on disk
     dest_shas: set[str] = field(default_factory=set)
+    fingerprint: str = ""
 
     @property
     def empty(self) -> bool:
         return not self.to_hash and not self.to_send and not self.vanished
+
+
+def fingerprint(
+    entries: list[ScanEntry], include: tuple[str, ...], exclude: tuple[str, ...]
+) -> str:
+    """A digest of every scanned path, size, mtime and inode (and the filters)."""
+    h = hashlib.sha256(repr((include, exclude)).encode())
+    h.update(
+        "\n".join([f"{e.rel}|{e.size}|{e.mtime_ns}|{e.inode}" for e in entries]).encode(
+            "utf-8", "surrogateescape"
+        )
+    )
+    return h.hexdigest()
 
 
 def plan_local(
@@ -48,23 +63,29 @@ def plan_local(
     """
     entries, problems, non_images = scan_tree(root, include, exclude)
     plan = LocalPlan(root=root, scanned=len(entries), problems=problems, non_images=non_images)
+    plan.fingerprint = fingerprint(entries, include, exclude)
     if conn is None:
         plan.to_hash = entries
         return plan
     root_key = str(root)
-    known = queries.local_files(conn, root_key)
-    plan.dest_shas = queries.shas_at(conn, dest_key)
+    mark, count, latest = queries.scan_mark(conn, root_key, dest_key)
+    if mark == plan.fingerprint and (count, latest) == queries.dest_generation(conn, dest_key):
+        plan.present = len(entries)  # same files, same destination: nothing to do
+        return plan
+    known = queries.local_files(conn, root_key, dest_key)
     seen: set[str] = set()
     for e in entries:
         key = path_key(e.rel)
         seen.add(key)
         k = known.get(key)
-        if k is None or k.size != e.size or k.mtime_ns != e.mtime_ns or k.inode != e.inode:
+        if k is None or k[1] != e.size or k[2] != e.mtime_ns or k[3] != e.inode:
             plan.to_hash.append(e)
-        elif k.sha256 in plan.dest_shas:
+        elif k[6]:
             plan.present += 1
         else:
-            plan.to_send.append((e, k))
+            plan.to_send.append((e, KnownFile(*k[1:6])))
     if not include and not exclude and len(seen) != len(known):
         plan.vanished = [rel for rel in known if rel not in seen]
+    if not plan.empty:
+        plan.dest_shas = queries.shas_at(conn, dest_key)
     return plan

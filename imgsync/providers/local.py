@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
-import ctypes.util
 import errno
-import fnmatch
+import functools
 import os
 import stat
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from stat import S_ISREG
+from typing import Any, ClassVar, NamedTuple
 
 from imgsync.errors import LocalIOError, NotFound, Rejected
 from imgsync.hashing import CHUNK
@@ -37,6 +36,8 @@ def path_key(rel: str) -> str:
     Names that are valid UTF-8 are kept as they are; others are stored as ``b64:`` +
     the base64 of their bytes.
     """
+    if rel.isascii():
+        return rel
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:
@@ -57,8 +58,9 @@ def display(rel: str) -> str:
     return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
 
 
-@dataclass(frozen=True, slots=True)
-class ScanEntry:
+class ScanEntry(NamedTuple):
+    """One scanned file (a tuple: tens of thousands are built per scan)."""
+
     rel: str
     size: int
     mtime_ns: int
@@ -73,6 +75,8 @@ class ScanProblem:
 
 def matches(rel: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
     """Glob filter: a pattern without ``/`` matches the base name, else the whole path."""
+    import fnmatch
+
     base = rel.rsplit("/", 1)[-1]
 
     def hit(pattern: str) -> bool:
@@ -92,6 +96,7 @@ def scan_tree(
     Raises ``LocalIOError`` when ``root`` itself is missing or unreadable.
     """
     include, exclude = list(include), list(exclude)
+    filtered = bool(include or exclude)
     entries: list[ScanEntry] = []
     problems: list[ScanProblem] = []
     skipped = 0
@@ -102,6 +107,7 @@ def scan_tree(
     if not stat.S_ISDIR(top.st_mode):
         raise LocalIOError(f"{root} is not a folder", path=str(root))
     seen_dirs = {(top.st_dev, top.st_ino)}
+    append = entries.append
     stack: list[tuple[str, str]] = [(str(root), "")]
     while stack:
         folder, prefix = stack.pop()
@@ -126,38 +132,45 @@ def scan_tree(
                         seen_dirs.add(ident)
                         stack.append((de.path, rel + "/"))
                         continue
-                    if not de.is_file():
-                        if de.is_symlink():
-                            problems.append(ScanProblem(rel, "broken symlink"))
-                        continue
                     if images_only and not is_image_name(name):
                         skipped += 1
                         continue
-                    if not matches(rel, include, exclude):
+                    if filtered and not matches(rel, include, exclude):
                         continue
                     st = de.stat()
+                except FileNotFoundError:
+                    if de.is_symlink():
+                        problems.append(ScanProblem(rel, "broken symlink"))
+                    continue  # else it vanished during the scan
                 except OSError as exc:
                     problems.append(ScanProblem(rel, f"cannot stat: {exc.strerror}"))
                     continue
-                entries.append(ScanEntry(rel, st.st_size, st.st_mtime_ns, st.st_ino))
+                if S_ISREG(st.st_mode):
+                    append(ScanEntry(rel, st.st_size, st.st_mtime_ns, st.st_ino))
     return entries, problems, skipped
 
 
-_libc_syncfs = None
-_libc_name = ctypes.util.find_library("c")
-if _libc_name:
-    with contextlib.suppress(OSError, AttributeError):
-        _libc_syncfs = ctypes.CDLL(_libc_name, use_errno=True).syncfs
+@functools.cache
+def _syncfs() -> Any:
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):
+            return ctypes.CDLL(name, use_errno=True).syncfs
+    return None
 
 
 def sync_filesystem(folder: Path) -> None:
     """Flush every written file of ``folder``'s filesystem to disk (one call per batch)."""
-    if _libc_syncfs is None:
+    syncfs = _syncfs()
+    if syncfs is None:
         os.sync()
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        _libc_syncfs(fd)
+        syncfs(fd)
     finally:
         os.close(fd)
 
@@ -176,11 +189,11 @@ def write_temp(target: Path, data: bytes) -> Path:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise _io_error(exc, target) from None
+        raise io_error(exc, target) from None
     return tmp
 
 
-def _io_error(exc: OSError, target: Path) -> LocalIOError:
+def io_error(exc: OSError, target: str | Path) -> LocalIOError:
     if exc.errno == errno.ENOSPC:
         return LocalIOError(
             f"destination disk is full writing {display(str(target))}", path=str(target)
@@ -277,7 +290,7 @@ class LocalProvider(Provider):
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
-                raise _io_error(exc, final) from None
+                raise io_error(exc, final) from None
             if meta.created_at:
                 with contextlib.suppress(OSError):
                     os.utime(final, (meta.created_at, meta.created_at))

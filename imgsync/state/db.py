@@ -1,34 +1,22 @@
-"""Opening the state database, and the one writer task every write goes through.
+"""Opening the state database synchronously (planner, ``imgsync status``, migrations).
 
-Reads come in two flavours: :func:`open_sync` gives a plain ``sqlite3`` connection for
-the planner and ``imgsync status`` (no event loop needed, so a no-op run stays cheap),
-and :class:`StateStore` wraps aiosqlite for the async pipeline. Writes are queued to a
-single writer task that groups them into one transaction per batch.
+No event loop and no aiosqlite here, so a no-op re-run stays cheap. The async handle
+with the one writer task is :class:`imgsync.state.store.StateStore`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import socket
 import sqlite3
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
-
-import aiosqlite
 
 from imgsync.errors import StateError
 from imgsync.state.schema import migrate
 
 BUSY_TIMEOUT_MS = 5000
-CLAIM_TTL = 6 * 3600.0
 
 
-def _describe(path: Path, exc: BaseException) -> StateError:
+def describe_error(path: Path, exc: BaseException) -> StateError:
     text = str(exc)
     if "locked" in text or "busy" in text:
         return StateError(f"state database {path} is locked by another process ({text})")
@@ -58,16 +46,20 @@ def open_sync(path: Path, *, create: bool = True) -> sqlite3.Connection | None:
         _pragmas(conn)
         migrate(conn)
     except (sqlite3.Error, OSError, RuntimeError) as exc:
-        raise _describe(path, exc) from None
+        raise describe_error(path, exc) from None
     return conn
 
 
 def owner_id() -> str:
     """Who holds a claim: host and pid, so a dead owner's claims can be taken over."""
+    import socket
+
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def owner_alive(owner: str) -> bool:
+    import socket
+
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname():
         return True  # cannot tell; the TTL decides
@@ -78,202 +70,3 @@ def owner_alive(owner: str) -> bool:
     except PermissionError:
         return True
     return True
-
-
-@dataclass
-class _Op:
-    sql: str
-    rows: list[Sequence[Any]]
-    claim: tuple[str, list[str], str] | None = None  # (dest, shas, owner)
-    future: asyncio.Future[Any] | None = field(default=None, repr=False)
-
-
-class StateStore:
-    """The async state handle: reads through aiosqlite, writes through one writer task."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.owner = owner_id()
-        self._conn: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue(maxsize=10_000)
-        self._writer: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None
-
-    async def open(self) -> Self:
-        """Open, migrate, start the writer. Raises ``StateError``."""
-        conn = open_sync(self.path)  # migrate synchronously once
-        assert conn is not None
-        conn.close()
-        try:
-            self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await self._conn.execute("PRAGMA synchronous = NORMAL")
-        except (sqlite3.Error, OSError) as exc:
-            raise _describe(self.path, exc) from None
-        self._writer = asyncio.create_task(self._write_loop(), name="imgsync-state-writer")
-        return self
-
-    async def close(self) -> None:
-        """Flush every queued write, stop the writer, close. Idempotent."""
-        if self._writer is not None:
-            await self._queue.put(None)
-            await self._writer
-            self._writer = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
-
-    async def __aenter__(self) -> Self:
-        return await self.open()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    # ---- reads ---------------------------------------------------------------------
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        assert self._conn is not None
-        try:
-            async with self._conn.execute(sql, params) as cur:
-                return [tuple(r) for r in await cur.fetchall()]
-        except sqlite3.Error as exc:
-            raise _describe(self.path, exc) from None
-
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
-
-    # ---- writes --------------------------------------------------------------------
-
-    async def write(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Queue one write (applied in order, in the writer's next transaction)."""
-        await self._put(_Op(sql, [params]))
-
-    async def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        rows = list(rows)
-        if rows:
-            await self._put(_Op(sql, rows))
-
-    async def flush(self) -> None:
-        """Wait until everything queued so far is committed. Raises ``StateError``."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._put(_Op("", [], future=fut))
-        await fut
-
-    async def claim(self, dest: str, shas: Sequence[str]) -> set[str]:
-        """Claim each checksum for ``dest``; returns those this process now holds.
-
-        A claim held by a live owner is respected; a dead owner's (same host) or one
-        older than the TTL is taken over. Atomic across processes (one transaction).
-        """
-        if not shas:
-            return set()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._put(_Op("", [], claim=(dest, list(shas), self.owner), future=fut))
-        result: set[str] = await fut
-        return result
-
-    async def release(self, dest: str, shas: Iterable[str]) -> None:
-        await self.write_many(
-            "DELETE FROM claims WHERE sha256 = ? AND dest = ? AND owner = ?",
-            [(s, dest, self.owner) for s in shas],
-        )
-
-    async def _put(self, op: _Op) -> None:
-        if self._failure is not None:
-            raise _describe(self.path, self._failure)
-        if self._writer is None:
-            raise StateError("state database is not open")
-        await self._queue.put(op)
-
-    async def _write_loop(self) -> None:
-        assert self._conn is not None
-        stop = False
-        while not stop:
-            first = await self._queue.get()
-            batch: list[_Op] = []
-            if first is None:
-                stop = True
-            else:
-                batch.append(first)
-            while not stop and len(batch) < 2000 and not self._queue.empty():
-                op = self._queue.get_nowait()
-                if op is None:
-                    stop = True
-                else:
-                    batch.append(op)
-            if batch:
-                await self._apply(batch)
-
-    async def _apply(self, batch: list[_Op]) -> None:
-        assert self._conn is not None
-        conn = self._conn
-        results: list[Any] = []
-        try:
-            await conn.execute("BEGIN IMMEDIATE")
-            i = 0
-            while i < len(batch):
-                op = batch[i]
-                if op.claim is not None:
-                    results.append(await self._claim(conn, *op.claim))
-                    i += 1
-                    continue
-                results.append(None)
-                if not op.sql:
-                    i += 1
-                    continue
-                # group consecutive ops with the same statement into one executemany
-                rows = list(op.rows)
-                j = i + 1
-                while j < len(batch) and batch[j].sql == op.sql and batch[j].claim is None:
-                    rows.extend(batch[j].rows)
-                    results.append(None)
-                    j += 1
-                await conn.executemany(op.sql, rows)
-                i = j
-            await conn.commit()
-        except (sqlite3.Error, OSError) as exc:
-            self._failure = exc
-            with contextlib.suppress(sqlite3.Error):
-                await conn.rollback()
-            err = _describe(self.path, exc)
-            for op in batch:
-                if op.future is not None and not op.future.done():
-                    op.future.set_exception(err)
-            return
-        for op, res in zip(batch, results, strict=True):
-            if op.future is not None and not op.future.done():
-                op.future.set_result(res)
-
-    @staticmethod
-    async def _claim(
-        conn: aiosqlite.Connection, dest: str, shas: list[str], owner: str
-    ) -> set[str]:
-        now = time.time()
-        await conn.executemany(
-            "INSERT OR IGNORE INTO claims (sha256, dest, owner, claimed_at) VALUES (?, ?, ?, ?)",
-            [(s, dest, owner, now) for s in shas],
-        )
-        got: set[str] = set()
-        for start in range(0, len(shas), 500):
-            chunk = shas[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            async with conn.execute(
-                f"SELECT sha256, owner, claimed_at FROM claims WHERE dest = ? "
-                f"AND sha256 IN ({marks})",
-                [dest, *chunk],
-            ) as cur:
-                rows = await cur.fetchall()
-            stale = []
-            for sha, holder, claimed_at in rows:
-                if holder == owner:
-                    got.add(sha)
-                elif now - claimed_at > CLAIM_TTL or not owner_alive(holder):
-                    stale.append(sha)
-            if stale:
-                await conn.executemany(
-                    "UPDATE claims SET owner = ?, claimed_at = ? WHERE sha256 = ? AND dest = ?",
-                    [(owner, now, s, dest) for s in stale],
-                )
-                got.update(stale)
-        return got

@@ -7,10 +7,12 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from imgsync.models import ItemMeta, RemoteItem
-from imgsync.state.db import StateStore
+
+if TYPE_CHECKING:
+    from imgsync.state.store import StateStore
 
 
 class KnownFile(NamedTuple):
@@ -18,7 +20,7 @@ class KnownFile(NamedTuple):
     mtime_ns: int
     inode: int
     sha256: str
-    md5: str
+    md5: str | None
 
 
 class Location(NamedTuple):
@@ -32,12 +34,36 @@ class Location(NamedTuple):
 # ---- reads (sync) ------------------------------------------------------------------
 
 
-def local_files(conn: sqlite3.Connection, root: str) -> dict[str, KnownFile]:
-    """What was hashed under ``root`` last time, by relative path."""
+def local_files(conn: sqlite3.Connection, root: str, dest: str) -> dict[str, tuple[Any, ...]]:
+    """What was hashed under ``root`` last time, and whether ``dest`` has those bytes.
+
+    rel -> (rel, size, mtime_ns, inode, sha256, md5, present_at_dest). Plain row tuples and
+    one query with the lookup done inside SQLite: this runs on every no-op re-run.
+    """
     cur = conn.execute(
-        "SELECT rel, size, mtime_ns, inode, sha256, md5 FROM local_files WHERE root = ?", (root,)
+        "SELECT lf.rel, lf.size, lf.mtime_ns, lf.inode, lf.sha256, lf.md5, EXISTS ("
+        "SELECT 1 FROM locations l WHERE l.sha256 = lf.sha256 AND l.remote = ?) "
+        "FROM local_files lf WHERE lf.root = ?",
+        (dest, root),
     )
-    return {r[0]: KnownFile(r[1], r[2], r[3], r[4], r[5]) for r in cur}
+    return {r[0]: r for r in cur}
+
+
+def dest_generation(conn: sqlite3.Connection, remote: str) -> tuple[int, float | None]:
+    """(count, latest update) of ``remote``'s locations: changes whenever they change."""
+    row = conn.execute(
+        "SELECT COUNT(*), MAX(updated) FROM locations WHERE remote = ?", (remote,)
+    ).fetchone()
+    return int(row[0]), row[1]
+
+
+def scan_mark(conn: sqlite3.Connection, root: str, dest: str) -> tuple[str, int, float | None]:
+    """The saved (fingerprint, dest count, dest latest) of a complete run, or empty values."""
+    row = conn.execute(
+        "SELECT fingerprint, dest_count, dest_latest FROM scan_marks WHERE root = ? AND dest = ?",
+        (root, dest),
+    ).fetchone()
+    return (row[0], row[1], row[2]) if row else ("", -1, None)
 
 
 def shas_at(conn: sqlite3.Connection, remote: str) -> set[str]:
@@ -123,6 +149,7 @@ def status(conn: sqlite3.Connection) -> dict[str, Any]:
 
 # ---- writes (through the writer) ---------------------------------------------------
 
+_NO_META = ItemMeta()
 _UPSERT_LOCAL = (
     "INSERT INTO local_files (root, rel, size, mtime_ns, inode, sha256, md5) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (root, rel) DO UPDATE SET size = excluded.size, "
@@ -182,7 +209,7 @@ async def record_locations(
                 sha,
                 item.url,
                 item.delete_url,
-                json.dumps(item.meta.to_json()),
+                json.dumps(item.meta.to_json()) if item.meta != _NO_META else None,
                 now,
             )
             for sha, item in rows
@@ -232,6 +259,30 @@ async def save_pause(store: StateStore, authority: str, until: float, reason: st
         "ON CONFLICT (authority) DO UPDATE SET until = excluded.until, reason = excluded.reason",
         (authority, until, reason),
     )
+
+
+_SAVE_MARK = (
+    "INSERT INTO scan_marks (root, dest, fingerprint, dest_count, dest_latest) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (root, dest) DO UPDATE SET "
+    "fingerprint = excluded.fingerprint, dest_count = excluded.dest_count, "
+    "dest_latest = excluded.dest_latest"
+)
+
+
+async def save_scan_mark(store: StateStore, root: str, dest: str, fingerprint: str) -> None:
+    """Remember that a run of ``root`` to ``dest`` with this scan left nothing undone."""
+    await store.flush()
+    row = await store.fetchone(
+        "SELECT COUNT(*), MAX(updated) FROM locations WHERE remote = ?", (dest,)
+    )
+    count, latest = (row[0], row[1]) if row else (0, None)
+    await store.write(_SAVE_MARK, (root, dest, fingerprint, count, latest))
+
+
+def save_scan_mark_sync(conn: sqlite3.Connection, root: str, dest: str, fingerprint: str) -> None:
+    """:func:`save_scan_mark` for the planner, which runs before any event loop."""
+    count, latest = dest_generation(conn, dest)
+    conn.execute(_SAVE_MARK, (root, dest, fingerprint, count, latest))
 
 
 async def start_run(store: StateStore, job: str, verb: str) -> int:

@@ -10,6 +10,9 @@ What the tables guarantee (DESIGN.md "State"):
   makes the claim atomic across workers, jobs and processes.
 * ``local_files``: size/mtime/inode per scanned file, so unchanged files are not re-hashed.
 * ``cursors``: saved listing cursors; ``host_pauses``: host-wide pauses that survive a restart.
+* ``scan_marks``: the fingerprint of a folder scan (every path, size, mtime, inode) after a
+  run that left nothing to do for a destination, with that destination's location count and
+  latest update: a re-run whose scan and destination both match has nothing to do.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ MIGRATIONS: list[str] = [
         mtime_ns INTEGER NOT NULL,
         inode    INTEGER NOT NULL,
         sha256   TEXT NOT NULL,
-        md5      TEXT NOT NULL,
+        md5      TEXT,
         PRIMARY KEY (root, rel)
     ) WITHOUT ROWID;
     CREATE TABLE claims (
@@ -87,6 +90,14 @@ MIGRATIONS: list[str] = [
         started  REAL NOT NULL,
         finished REAL,
         summary  TEXT
+    );
+    CREATE TABLE scan_marks (
+        root        TEXT NOT NULL,
+        dest        TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        dest_count  INTEGER NOT NULL,
+        dest_latest REAL,
+        PRIMARY KEY (root, dest)
     );
     CREATE TABLE url_map (
         job     TEXT NOT NULL,

@@ -1,0 +1,84 @@
+"""The options and the outcome of a copy run (importable without the async engine)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from imgsync.errors import EXIT_ITEM_FAILURES, EXIT_OK, EXIT_REMOTE_FAILURE
+from imgsync.pipeline.progress import human_bytes
+
+
+@dataclass
+class CopyOptions:
+    job: str = "copy"
+    verb: str = "copy"
+    dry_run: bool = False
+    transfers: int = 4
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    sidecars: bool = False  # backup: a JSON metadata file beside each image
+    include_non_images: bool = False
+
+
+@dataclass
+class Summary:
+    """The outcome of one run; ``line()`` is the one-line summary, ``to_json()`` the machine one."""
+
+    verb: str
+    source: str
+    dest: str
+    dry_run: bool = False
+    checked: int = 0
+    copied: int = 0
+    present: int = 0
+    failed: int = 0
+    bytes: int = 0
+    non_images: int = 0
+    elapsed: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    remote_failure: str | None = None
+
+    def fail(self, item: str, message: str) -> None:
+        self.failed += 1
+        if len(self.failures) < 1000:
+            self.failures.append((item, message))
+
+    @property
+    def exit_code(self) -> int:
+        if self.remote_failure:
+            return EXIT_REMOTE_FAILURE
+        return EXIT_ITEM_FAILURES if self.failed else EXIT_OK
+
+    def line(self) -> str:
+        verb = "would copy" if self.dry_run else "copied"
+        rate = self.bytes / self.elapsed if self.elapsed > 0 else 0.0
+        text = (
+            f"{self.verb} {self.source} -> {self.dest}: {self.checked} checked, "
+            f"{verb} {self.copied} ({human_bytes(self.bytes)}, {human_bytes(rate)}/s), "
+            f"{self.present} already there, {self.failed} failed"
+        )
+        if self.non_images:
+            text += f", {self.non_images} non-images skipped"
+        text += f" in {self.elapsed:.2f}s"
+        if self.remote_failure:
+            text += f"; stopped: {self.remote_failure}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verb": self.verb,
+            "source": self.source,
+            "dest": self.dest,
+            "dry_run": self.dry_run,
+            "checked": self.checked,
+            "copied": self.copied,
+            "already_present": self.present,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "non_images_skipped": self.non_images,
+            "elapsed": round(self.elapsed, 3),
+            "failures": [{"item": i, "error": e} for i, e in self.failures],
+            "remote_failure": self.remote_failure,
+            "exit_code": self.exit_code,
+        }
