@@ -15,6 +15,7 @@ paused host) stops work for that destination only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -102,6 +103,9 @@ class CopyRun:
         self.progress = progress
         self.summary = Summary(opts.verb, src_key, dst_key, dry_run=opts.dry_run)
         self.dest_shas: set[str] = set()
+        # dest path -> sha256 imgsync wrote there from the same source path; such a file may
+        # be replaced by a newer version (local sources only: host items never change)
+        self.replaceable: dict[str, str] = {}
         self.taken: set[str] = set()  # checksums claimed or done in this run
         self.name_lock = threading.Lock()
         self.reserved: set[str] = set()
@@ -116,6 +120,7 @@ class CopyRun:
         """Copy what ``plan`` found missing at the destination."""
         started = time.monotonic()
         self.dest_shas = plan.dest_shas
+        self.replaceable = plan.dest_items
         s = self.summary
         s.checked, s.present, s.non_images = plan.scanned, plan.present, plan.non_images
         for p in plan.problems:
@@ -336,6 +341,7 @@ class CopyRun:
             self.src_key,
             self.name_lock,
             self.reserved,
+            self.replaceable,
         )
         done: list[tuple[str, RemoteItem]] = []
         for c, res in zip(items, results, strict=True):
@@ -488,14 +494,32 @@ def _existing_same(path: str, data: bytes) -> bool | None:
         return False
 
 
-def _pick_name(target: str, data: bytes, reserved: set[str]) -> str | None:
-    """The name to write ``data`` under: ``target`` or ``name (N).ext`` if that holds
-    other bytes. None when ``target`` already holds these bytes."""
+def _ours_unchanged(path: str, sha: str | None) -> bool:
+    """True when ``path`` still holds exactly the bytes imgsync wrote there (``sha``)."""
+    if sha is None:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest() == sha
+    except OSError:
+        return False
+
+
+def _pick_name(target: str, data: bytes, reserved: set[str], ours: str | None) -> str | None:
+    """The name to write ``data`` under, or None when ``target`` already holds these bytes.
+
+    ``target`` itself when it is free, or when it holds an older version that imgsync
+    wrote from the same source path (``ours``: that version's SHA-256) and nobody has
+    changed since; otherwise ``name (N).ext``: a file imgsync did not write is never
+    overwritten.
+    """
     same = _existing_same(target, data)
     if same is None and target not in reserved:
         return target
     if same:
         return None
+    if target not in reserved and _ours_unchanged(target, ours):
+        return target
     stem, ext = os.path.splitext(target)
     for n in range(1, 10_000):
         candidate = f"{stem} ({n}){ext}"
@@ -516,6 +540,7 @@ def _write_batch(
     source: str,
     lock: threading.Lock,
     reserved: set[str],
+    ours: dict[str, str],
 ) -> list[str | ImgsyncError]:
     """Write a batch: temp files, one filesystem flush, renames. Returns final rel paths.
 
@@ -534,7 +559,7 @@ def _write_batch(
                 os.makedirs(folder, exist_ok=True)
                 made_dirs.add(folder)
             with lock:
-                final = _pick_name(target, c.data, reserved)
+                final = _pick_name(target, c.data, reserved, ours.get(path_key(c.rel)))
                 if final is not None:
                     reserved.add(final)
             if final is None:

@@ -30,6 +30,7 @@ class LocalPlan:
     non_images: int = 0
     vanished: list[str] = field(default_factory=list)  # known rels no longer on disk
     dest_shas: set[str] = field(default_factory=set)
+    dest_items: dict[str, str] = field(default_factory=dict)  # dest remote id -> sha256
     fingerprint: str = ""
 
     @property
@@ -87,5 +88,6 @@ def plan_local(
     if not include and not exclude and len(seen) != len(known):
         plan.vanished = [rel for rel in known if rel not in seen]
     if not plan.empty:
-        plan.dest_shas = queries.shas_at(conn, dest_key)
+        plan.dest_items = queries.items_at(conn, dest_key)
+        plan.dest_shas = set(plan.dest_items.values())
     return plan

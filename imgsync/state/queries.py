@@ -72,6 +72,12 @@ def shas_at(conn: sqlite3.Connection, remote: str) -> set[str]:
     return {r[0] for r in cur}
 
 
+def items_at(conn: sqlite3.Connection, remote: str) -> dict[str, str]:
+    """remote id -> sha256 of every known item of ``remote``."""
+    cur = conn.execute("SELECT remote_id, sha256 FROM locations WHERE remote = ?", (remote,))
+    return {r[0]: r[1] for r in cur}
+
+
 def locations_at(conn: sqlite3.Connection, remote: str) -> dict[str, Location]:
     """Every known item of ``remote`` by remote id."""
     cur = conn.execute(

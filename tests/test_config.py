@@ -1,0 +1,108 @@
+"""Config: the example validates, every problem is reported at once, credentials resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+from imgsync.config import load_config, parse_config, parse_duration, parse_rate
+from imgsync.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
+
+
+def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.example.toml documents a valid config once its credentials exist."""
+    for var in ("GYAZO_TOKEN", "IMGZ_API_KEY", "DISCORDIMAGES_TOKEN"):
+        monkeypatch.setenv(var, "secret-" + var)
+    token = tmp_path / "guizhan.token"
+    token.write_text("  gz-secret\n")
+    text = EXAMPLE.read_text().replace("~/.config/imgsync/guizhan.token", str(token))
+    cfg_file = tmp_path / "config.toml"
+    cfg_file.write_text(text)
+    cfg = load_config(cfg_file, explicit=True)
+    assert set(cfg.remotes) == {"shots", "gyazo", "guizhan", "imgz", "di"}
+    assert cfg.remotes["guizhan"].token == "gz-secret"
+    assert cfg.remotes["gyazo"].token == "secret-GYAZO_TOKEN"
+    assert cfg.limits["api.gzssimg.com"].rates == ("60/minute",)
+    assert [j.kind for j in cfg.jobs] == ["watch", "backup", "migrate"]
+    assert "secret" not in repr(cfg.remotes["gyazo"])
+
+
+def test_every_problem_reported_at_once() -> None:
+    """Several mistakes produce one ConfigError listing each with its key."""
+    data = {
+        "transfers": 0,
+        "remotes": {
+            "a": {"type": "nope"},
+            "b": {"type": "chevereto", "token": "t"},
+            "c": {"type": "gyazo", "token_env": "IMGSYNC_TEST_UNSET_VAR", "colour": "red"},
+        },
+        "limits": {"example.com": {"rate": "fast"}},
+        "jobs": [{"kind": "copy", "source": "missing:"}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, source="cfg.toml")
+    text = "\n".join(info.value.problems)
+    for key in ("transfers", "remotes.a.type", "remotes.b.base_url",
+                "remotes.c.token_env", "remotes.c.colour", 'limits."example.com".rate',
+                "jobs[0].kind", "jobs[0].source", "jobs[0].destinations"):
+        assert key in text, key
+    assert all(p.startswith("cfg.toml: ") for p in info.value.problems)
+
+
+def test_one_credential_only() -> None:
+    """token and token_env together is an error; none at all is an error."""
+    with pytest.raises(ConfigError, match="only one of"):
+        parse_config({"remotes": {"g": {"type": "gyazo", "token": "a", "token_env": "B"}}})
+    with pytest.raises(ConfigError, match="needs a credential"):
+        parse_config({"remotes": {"g": {"type": "gyazo"}}})
+
+
+def test_inline_token_warns() -> None:
+    """An inline token works but produces a warning."""
+    cfg = parse_config({"remotes": {"g": {"type": "gyazo", "token": "abc"}}})
+    assert cfg.remotes["g"].token == "abc"
+    assert any("inline token" in w for w in cfg.warnings)
+
+
+def test_rates_and_durations() -> None:
+    """Rates and durations read the way the docs write them."""
+    assert parse_rate("60/minute") == (60.0, 60.0)
+    assert parse_rate("12500/day") == (12500.0, 86400.0)
+    assert parse_rate("100/15m") == (100.0, 900.0)
+    assert parse_duration("1h") == 3600.0
+    assert parse_duration(30) == 30.0
+    with pytest.raises(ValueError):
+        parse_rate("sixty per minute")
+
+
+def test_missing_default_config_means_embedded_defaults(tmp_path: Path) -> None:
+    """No file at the default place is fine; a named file that is missing is an error."""
+    assert load_config(tmp_path / "absent.toml").remotes == {}
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml", explicit=True)
+
+
+def test_cli_config_check_exit_78_one_line_each(tmp_path: Path) -> None:
+    """`config check` prints one line per problem and exits 78; bad TOML too."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[remotes.x]\ntype = "gyazo"\n[remotes.y]\ntype = "local"\n')
+    proc = run_cli("--config", str(bad), "config", "check")
+    assert proc.returncode == 78
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("imgsync: config error:") for line in lines)
+    bad.write_text("this is = = not toml")
+    proc = run_cli("--config", str(bad), "config", "check")
+    assert proc.returncode == 78 and "not valid TOML" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_any_verb_with_bad_config_exits_78(tmp_path: Path) -> None:
+    """A bad config stops every verb with exit 78, not just `config check`."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("transfers = 'many'\n")
+    proc = run_cli("--config", str(bad), "status")
+    assert proc.returncode == 78

@@ -1,0 +1,83 @@
+"""The copy engine under faults: files vanishing mid-run, a full destination disk."""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import tree_files
+
+from imgsync.config import RemoteConfig, load_config
+from imgsync.pipeline.copy import CopyRun
+from imgsync.pipeline.plan import plan_local
+from imgsync.pipeline.progress import Progress
+from imgsync.pipeline.summary import CopyOptions, Summary
+from imgsync.providers.local import TMP_PREFIX
+from imgsync.runtime import Runtime
+from imgsync.state.db import open_sync
+from imgsync.state.store import StateStore
+
+
+async def _copy(src: Path, dst: Path, mutate: Any = None) -> Summary:
+    cfg = load_config(None)
+    dst_key = f"local:{dst}"
+    conn = open_sync(cfg.state_path)
+    assert conn is not None
+    plan = plan_local(conn, src, dst_key)
+    conn.close()
+    if mutate is not None:
+        mutate()
+    dst.mkdir(parents=True, exist_ok=True)
+    async with StateStore(cfg.state_path) as store, Runtime(cfg, store) as rt:
+        source = await rt.open(RemoteConfig(name=str(src), type="local", path=src))
+        dest = await rt.open(RemoteConfig(name=str(dst), type="local", path=dst))
+        run = CopyRun(store, source, f"local:{src}", dest, dst_key, CopyOptions(), Progress())
+        summary = await run.run_local(plan)
+        await run.finish()
+    return summary
+
+
+async def test_file_vanishing_mid_run_fails_alone(image_tree: Path, tmp_path: Path) -> None:
+    """A file deleted between the scan and the copy is one failure; the rest is copied."""
+    dst = tmp_path / "dst"
+    summary = await _copy(image_tree, dst, mutate=(image_tree / "img01.png").unlink)
+    assert summary.copied == 11
+    assert summary.failed == 1
+    assert "vanished" in summary.failures[0][1]
+    conn = open_sync(load_config(None).state_path)
+    assert conn is not None
+    row = conn.execute("SELECT stage, error FROM journal WHERE source_id = 'img01.png'").fetchone()
+    assert row[0] == "failed" and "vanished" in row[1]
+
+
+async def test_full_disk_loses_nothing(
+    image_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the destination disk fills up, each write fails cleanly: no temp files, no
+    half-written images, nothing recorded as copied; a later run completes the copy."""
+    dst = tmp_path / "dst"
+    real_open = builtins.open
+
+    def full_disk_open(file: Any, mode: str = "r", *args: Any, **kw: Any) -> Any:
+        name = os.fsdecode(file) if isinstance(file, str | bytes | os.PathLike) else ""
+        if "w" in mode and os.path.basename(name).startswith(TMP_PREFIX):
+            fh = real_open(file, mode, *args, **kw)
+            fh.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(file, mode, *args, **kw)
+
+    monkeypatch.setattr("imgsync.pipeline.copy.open", full_disk_open, raising=False)
+    summary = await _copy(image_tree, dst)
+    assert summary.copied == 0
+    assert summary.failed == 12
+    assert all("disk is full" in msg for _, msg in summary.failures)
+    assert tree_files(dst) == {}
+    assert not [p for p in dst.rglob("*") if p.name.startswith(TMP_PREFIX)]
+
+    monkeypatch.undo()
+    summary = await _copy(image_tree, dst)
+    assert summary.copied == 12 and summary.failed == 0
