@@ -1,0 +1,829 @@
+"""The one place imgsync speaks HTTP.
+
+Providers never touch aiohttp's client; they call :class:`ApiClient` and receive an
+:class:`ApiResponse` or an exception from :mod:`imgsync.errors`. This module is the only
+one in imgsync that imports aiohttp's client, so a local-folder run never loads it.
+
+One attempt of :meth:`ApiClient.request`
+----------------------------------------
+1. Build the body afresh (``form()`` is called on every attempt, so a retried upload
+   sends complete bytes; an aiohttp ``FormData`` cannot be sent twice anyway).
+2. Take a slot from the :class:`~imgsync.ratelimit.HostLimiter` of the URL's authority
+   (rate windows, connection cap, penalty; ``RemotePaused`` at once if the host is paused).
+3. Send, read the reply, and mark the slot answered as soon as the status line arrives.
+4. Map the reply to an error, or none: first the provider's ``map_error(resp)`` (hosts
+   have their own envelopes: Chevereto's HTTP 400 + code 130 "Flooding detected",
+   Guizhan's ``code != 0`` inside an HTTP 200), then :func:`default_error` by status.
+5. Tell the limiter: ``RateLimited`` -> ``throttled(retry_after)``; a normal answer ->
+   ``succeeded()``; ``RemotePaused`` -> ``pause_until(...)`` (recorded through the
+   registry's ``on_pause``). A ``Retry-After`` longer than ``max_retry_after`` (120 s)
+   becomes a host pause too, so no worker sleeps for an hour inside a request.
+
+Transport failures map onto the tree: connection errors, resets and truncated bodies ->
+``TransientError``; timeouts -> ``ProviderTimeout``; a success reply that is not the JSON
+that was expected -> ``ResponseError`` (never retried, with a short redacted excerpt).
+:class:`~imgsync.retry.RetryPolicy` retries what is retryable, at most ``attempts`` times,
+and the last error says how many attempts were made. A 401 is never retried.
+
+Downloads use :meth:`ApiClient.stream`: the same slot and error mapping, with the
+connection phase retried; the body arrives in chunks and is never held whole.
+
+Secrets: the client keeps the strings registered with :meth:`ApiClient.add_secret` (and
+registers them process-wide with :func:`imgsync.log.register_secret`). It also picks up
+credentials it is handed -- ``Authorization`` and ``*key*``/``*token*`` header values,
+credential-named query parameters -- without being told. Every URL, error text and log
+field it produces goes through :meth:`ApiClient.redact`; an aiohttp exception whose text
+held a secret is not chained as ``__cause__`` (its redacted text is in the message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json as jsonlib
+import math
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, NoReturn, Self
+
+import aiohttp
+import anyio
+from aiohttp import FormData
+from yarl import URL
+
+from imgsync import __version__
+from imgsync.errors import (
+    AuthError,
+    ImgsyncError,
+    LocalIOError,
+    NotFound,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    Rejected,
+    RemotePaused,
+    ResponseError,
+    TransientError,
+)
+from imgsync.log import get_logger, redact, register_secret
+from imgsync.ratelimit import HostLimiter, LimiterRegistry, Slot, authority_of
+from imgsync.retry import OnRetry, RetryPolicy
+
+__all__ = [
+    "USER_AGENT",
+    "ApiClient",
+    "ApiResponse",
+    "Body",
+    "ByteStream",
+    "Download",
+    "ErrorMapper",
+    "Expect",
+    "FormData",
+    "default_error",
+    "excerpt",
+    "parse_retry_after",
+]
+
+USER_AGENT = f"imgsync/{__version__} (+https://github.com/imgsync/imgsync)"
+
+Expect = Literal["json", "text", "bytes", "none"]
+Body = FormData | bytes | Mapping[str, str]
+FormFactory = Callable[[], Awaitable[Body]]
+ErrorMapper = Callable[["ApiResponse"], ProviderError | None]
+Params = Mapping[str, str | int | float]
+
+_EXCERPT_CHARS = 200
+_ERROR_BODY_LIMIT = 64 * 1024
+_CHUNK = 64 * 1024
+_SECRET_HEADER = re.compile(r"(?i)authorization|token|key|secret|cookie")
+_SECRET_PARAM = re.compile(
+    r"(?i)^(access_token|refresh_token|token|api_?key|apikey|key|auth|password|secret)$"
+)
+_SPACES = re.compile(r"\s+")
+# What a send or a body read can raise that is the network's fault, not ours.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    """A host's reply.
+
+    ``data`` follows ``expect`` for a success reply: parsed JSON (``None`` for an empty
+    body), text, bytes, or ``None``. For an error status it is the parsed JSON when the
+    body was JSON and its text otherwise, so ``map_error`` can read the host's envelope.
+    ``headers`` is case-insensitive. ``url`` is the final URL, unredacted: never log it.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    url: str
+    data: Any
+    method: str = "GET"
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx status."""
+        return 200 <= self.status < 300
+
+
+def excerpt(data: Any, limit: int = _EXCERPT_CHARS) -> str:
+    """A one-line, length-capped rendering of a reply body (not yet redacted)."""
+    if data is None:
+        return ""
+    if isinstance(data, bytes | bytearray):
+        text = bytes(data[: limit * 4]).decode("utf-8", errors="replace")
+    elif isinstance(data, str):
+        text = data
+    else:
+        try:
+            text = jsonlib.dumps(data, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = repr(data)
+    text = _SPACES.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds or an HTTP-date (``None`` if absent/bad)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def default_error(resp: ApiResponse, what: str = "") -> ProviderError | None:
+    """The error a reply means by its status alone (``None`` for 2xx).
+
+    429 (and 503 with ``Retry-After``) -> ``RateLimited``; 401/403 -> ``AuthError``;
+    404/410 -> ``NotFound``; 408, 5xx -> ``TransientError``; other 4xx -> ``Rejected``;
+    3xx (redirects are not followed unless asked) -> ``ResponseError`` naming the target.
+    ``what`` prefixes the detail (``"POST https://host/api"``). Not yet redacted.
+    """
+    status = resp.status
+    if 200 <= status < 300:
+        return None
+    prefix = f"{what}: " if what else ""
+    body = excerpt(resp.data)
+    tail = f": {body}" if body else ""
+    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    if status == 429 or (status == 503 and retry_after is not None):
+        return RateLimited(
+            f"{prefix}too many requests{tail}", retry_after=retry_after, status=status
+        )
+    if status in (401, 403):
+        return AuthError(f"{prefix}credentials refused{tail}", status=status)
+    if status in (404, 410):
+        return NotFound(f"{prefix}not found{tail}", status=status)
+    if status == 408 or status >= 500:
+        return TransientError(f"{prefix}server error{tail}", status=status)
+    if 300 <= status < 400:
+        location = resp.headers.get("Location", "(no Location header)")
+        return ResponseError(
+            f"{prefix}redirected to {location} (not followed; if the host moved, update base_url)",
+            status=status,
+        )
+    if 400 <= status < 500:
+        return Rejected(f"{prefix}request refused{tail}", status=status)
+    return ResponseError(f"{prefix}unexpected status{tail}", status=status)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    url: str
+    remote: str
+    authority: str
+    shown: str  # redacted URL with its query, for logs and errors
+    params: Params | None
+    headers: Mapping[str, str] | None
+    json: Any
+    form: FormFactory | None
+    expect: Expect
+    map_error: ErrorMapper | None
+    allow_redirects: bool
+    timeout: aiohttp.ClientTimeout
+
+    @property
+    def what(self) -> str:
+        return f"{self.method} {self.shown}"
+
+
+class ApiClient:
+    """Paced, retried, error-mapped HTTP for providers. An async resource.
+
+    Args:
+        limiters: the process-wide :class:`LimiterRegistry` (a private unlimited one if
+            omitted).
+        retry: the low-level :class:`RetryPolicy` (5 attempts by default).
+        user_agent: sent with every request.
+        connect_timeout: seconds to open a TCP connection.
+        read_timeout: seconds without a byte before a reply counts as stalled. There is
+            no total timeout by default: big uploads take as long as they take.
+        max_retry_after: a ``Retry-After`` longer than this pauses the host instead.
+        secrets: strings to mask from the start (more via :meth:`add_secret`).
+    """
+
+    def __init__(
+        self,
+        limiters: LimiterRegistry | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        user_agent: str = USER_AGENT,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_retry_after: float = 120.0,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.limiters = limiters if limiters is not None else LimiterRegistry()
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.user_agent = user_agent
+        self.max_retry_after = max_retry_after
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._secrets: set[str] = set()
+        self._log = get_logger("imgsync.http")
+        for s in secrets:
+            self.add_secret(s)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Idempotent; a later request opens a new one."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    # --- secrets -------------------------------------------------------------------------
+
+    def add_secret(self, secret: str | None) -> None:
+        """Never show ``secret`` (a token, a delete URL) in logs or errors."""
+        if secret and len(secret) >= 4:
+            self._secrets.add(secret)
+            register_secret(secret)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """The secrets this client was given or picked up (never log this)."""
+        return frozenset(self._secrets)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every known secret and credential-shaped fragment masked.
+
+        Secrets added here are registered process-wide, so the shared registry covers them.
+        """
+        return redact(text)
+
+    # --- requests ------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        remote: str,
+        params: Params | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        form: FormFactory | None = None,
+        expect: Expect = "json",
+        map_error: ErrorMapper | None = None,
+        allow_redirects: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - per-request aiohttp timeout, not a scope
+    ) -> ApiResponse:
+        """Send one API request, paced and retried; return the reply or raise.
+
+        ``remote`` names the configured remote (for messages and logs). ``form`` builds
+        the body (``FormData`` for multipart, ``bytes``, or a dict for url-encoding) and is
+        called once per attempt; ``json`` is the alternative. ``map_error(resp)`` turns a
+        host-specific reply into an error (or ``None`` to apply :func:`default_error`).
+        ``timeout`` is a total limit in seconds for this request.
+
+        Raises ``RateLimited``/``TransientError``/``ProviderTimeout`` after the retries,
+        ``AuthError``, ``NotFound``, ``Rejected``, ``ResponseError``, ``RemotePaused``,
+        whatever ``map_error`` returns, and ``LocalIOError`` if ``form`` cannot read.
+        """
+        if json is not None and form is not None:
+            raise ValueError("pass either json or form, not both")
+        req = self._prepare(
+            method.upper(),
+            url,
+            remote,
+            params,
+            headers,
+            json,
+            form,
+            expect,
+            map_error,
+            allow_redirects,
+            timeout,
+        )
+        return await self.retry.run(
+            functools.partial(self._attempt, req), on_retry=self._retry_logger(req)
+        )
+
+    def stream(
+        self,
+        url: str,
+        *,
+        remote: str,
+        params: Params | None = None,
+        headers: Mapping[str, str] | None = None,
+        map_error: ErrorMapper | None = None,
+        allow_redirects: bool = True,
+        timeout: float | None = None,
+        chunk_size: int = _CHUNK,
+    ) -> Download:
+        """``async with client.stream(url, remote=r) as body: async for chunk in body``.
+
+        Opening is retried like :meth:`request` (limiter slot, error mapping, ``NotFound``
+        for 404 ...); the body then arrives in chunks of at most ``chunk_size`` bytes and
+        holds its connection slot until the ``async with`` block ends. A body cut short
+        raises ``TransientError`` while iterating; retrying it is the caller's choice
+        (:meth:`download` does). ``map_error`` only sees error replies (a 2xx is the image).
+        """
+        req = self._prepare(
+            "GET",
+            url,
+            remote,
+            params,
+            headers,
+            None,
+            None,
+            "bytes",
+            map_error,
+            allow_redirects,
+            timeout,
+        )
+        return Download(self, req, chunk_size=chunk_size, retry=True)
+
+    async def download(
+        self,
+        url: str,
+        dest: str | os.PathLike[str],
+        *,
+        remote: str,
+        params: Params | None = None,
+        headers: Mapping[str, str] | None = None,
+        map_error: ErrorMapper | None = None,
+    ) -> int:
+        """Save ``url`` to ``dest`` (via ``dest.part``, renamed when complete); return size.
+
+        The whole download is retried on transient failures, starting over each time.
+        Raises as :meth:`stream`, and ``LocalIOError`` when ``dest`` cannot be written.
+        """
+        req = self._prepare(
+            "GET", url, remote, params, headers, None, None, "bytes", map_error, True, None
+        )
+        path = Path(dest)
+        part = anyio.Path(path.with_name(path.name + ".part"))
+
+        async def attempt(n: int) -> int:
+            async with Download(self, req, chunk_size=_CHUNK, retry=False) as body:
+                try:
+                    async with await anyio.open_file(part, "wb") as f:
+                        async for chunk in body:
+                            await f.write(chunk)
+                except OSError as exc:
+                    if isinstance(exc, ImgsyncError):
+                        raise
+                    raise LocalIOError(f"cannot write {part}: {exc}", path=str(part)) from exc
+                return body.received
+
+        try:
+            size = await self.retry.run(attempt, on_retry=self._retry_logger(req))
+            try:
+                await part.replace(path)
+            except OSError as exc:
+                raise LocalIOError(f"cannot write {path}: {exc}", path=str(path)) from exc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                await part.unlink(missing_ok=True)
+            raise
+        return size
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        method: str,
+        url: str,
+        remote: str,
+        params: Params | None,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        form: FormFactory | None,
+        expect: Expect,
+        map_error: ErrorMapper | None,
+        allow_redirects: bool,
+        timeout: float | None,
+    ) -> _Request:
+        for name, value in (headers or {}).items():
+            if _SECRET_HEADER.search(name):
+                self.add_secret(
+                    value.split(" ", 1)[-1] if name.lower() == "authorization" else value
+                )
+        target = URL(url)
+        pairs: list[tuple[str, object]] = [*target.query.items(), *(params or {}).items()]
+        for key, item in pairs:
+            if _SECRET_PARAM.match(key):
+                self.add_secret(str(item))
+        shown = str(target.extend_query(params)) if params else url
+        return _Request(
+            method=method,
+            url=url,
+            remote=remote,
+            authority=authority_of(url),
+            shown=self.redact(shown),
+            params=params,
+            headers=headers,
+            json=json,
+            form=form,
+            expect=expect,
+            map_error=map_error,
+            allow_redirects=allow_redirects,
+            timeout=aiohttp.ClientTimeout(
+                total=timeout, sock_connect=self._connect_timeout, sock_read=self._read_timeout
+            ),
+        )
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is None or session.closed:
+            session = self._session = aiohttp.ClientSession(
+                headers={"User-Agent": self.user_agent},
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout
+                ),
+                trust_env=True,
+            )
+        return session
+
+    async def _enter(self, limiter: HostLimiter, req: _Request) -> Slot:
+        try:
+            return await limiter.acquire()
+        except RemotePaused as exc:
+            raise RemotePaused(
+                exc.detail, until=exc.until, remote=req.remote, host=exc.host
+            ) from None
+
+    async def _body(self, req: _Request) -> Body | None:
+        if req.form is None:
+            return None
+        try:
+            return await req.form()
+        except ImgsyncError:
+            raise
+        except OSError as exc:
+            path = str(exc.filename or "")
+            raise LocalIOError(f"cannot read the upload: {exc.strerror or exc}", path=path) from exc
+
+    async def _attempt(self, req: _Request, attempt: int) -> ApiResponse:
+        body = await self._body(req)
+        limiter = self.limiters.for_authority(req.authority)
+        slot = await self._enter(limiter, req)
+        try:
+            started = time.monotonic()
+            try:
+                async with self._get_session().request(
+                    req.method,
+                    req.url,
+                    params=req.params,
+                    headers=req.headers,
+                    json=req.json,
+                    data=body,
+                    allow_redirects=req.allow_redirects,
+                    timeout=req.timeout,
+                ) as r:
+                    slot.answered()
+                    raw = await r.read()
+                    status, headers, charset, ctype = r.status, r.headers, r.charset, r.content_type
+                    final_url = str(r.url)
+            except _TRANSPORT_ERRORS as exc:
+                self._transport_failed(exc, req, attempt, started)
+            self._log_attempt(req, attempt, started, status=status)
+            ok = 200 <= status < 300
+            data, parsed = _decode(raw, charset, req.expect if ok else "lenient")
+            if ok and not parsed:
+                slot.succeeded()
+                got = f"{ctype}: {excerpt(raw)}" if raw else ctype
+                self._fail_plain(
+                    ResponseError(f"{req.what}: expected JSON, got {got}"), req, status
+                )
+            resp = ApiResponse(status, headers, final_url, data, req.method)
+            await self._check(resp, req, slot, limiter)
+            return resp
+        finally:
+            slot.release()
+
+    async def _check(
+        self, resp: ApiResponse, req: _Request, slot: Slot, limiter: HostLimiter
+    ) -> None:
+        """Raise the error ``resp`` means, after telling the limiter; return if none."""
+        err: ProviderError | None = None
+        if req.map_error is not None:
+            try:
+                err = req.map_error(resp)
+            except (LookupError, TypeError, AttributeError, ValueError) as exc:
+                # The reply did not have the shape the provider knows: an unexpected payload.
+                err = ResponseError(
+                    f"{req.what}: unexpected reply ({type(exc).__name__}: {exc}): "
+                    f"{excerpt(resp.data)}"
+                )
+        if err is None:
+            err = default_error(resp, req.what)
+        if err is None:
+            slot.succeeded()
+            return
+        err = self._finish(err, req, resp.status)
+        if isinstance(err, RateLimited):
+            slot.throttled(err.retry_after)
+            self._log.info(
+                "rate_limited",
+                remote=req.remote,
+                host=req.authority,
+                status=resp.status,
+                retry_after=err.retry_after,
+            )
+            if err.retry_after is not None and err.retry_after > self.max_retry_after:
+                reason = f"the host asked to wait {err.retry_after:.0f} s"
+                until = await limiter.pause_for(err.retry_after, reason)
+                raise RemotePaused(
+                    reason, until=until, remote=req.remote, host=req.authority, status=resp.status
+                ) from err
+        elif isinstance(err, RemotePaused):
+            await limiter.pause_until(err.until, err.detail)
+        elif not isinstance(err, TransientError):
+            slot.succeeded()  # an ordinary refusal: the host is answering normally
+        raise err
+
+    def _finish(self, err: ProviderError, req: _Request, status: int | None) -> ProviderError:
+        """Fill in what the raiser did not know (remote, host, status) and redact."""
+        # Re-running the base initialiser rebuilds the message from the fields; subclass
+        # fields (retry_after, until) are left alone.
+        ProviderError.__init__(
+            err,
+            self.redact(err.detail),
+            remote=err.remote or req.remote,
+            host=err.host or req.authority,
+            status=err.status if err.status is not None else status,
+            code=err.code,
+        )
+        return err
+
+    def _fail_plain(self, err: ProviderError, req: _Request, status: int | None) -> NoReturn:
+        raise self._finish(err, req, status)
+
+    def _transport_error(self, exc: BaseException, req: _Request) -> ProviderError | None:
+        """The tree's name for a transport failure (``None``: not a transport failure)."""
+        text = self.redact(str(exc)) or type(exc).__name__
+        what = req.what
+        err: ProviderError
+        if isinstance(exc, asyncio.TimeoutError):  # also aiohttp's ServerTimeoutError
+            err = ProviderTimeout(f"{what}: no answer in time ({text})")
+        elif isinstance(exc, aiohttp.ClientPayloadError):
+            err = TransientError(f"{what}: reply cut short ({text})")
+        elif isinstance(exc, aiohttp.ClientSSLError):
+            err = ProviderError(f"{what}: TLS failure ({text})")
+        elif isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
+            err = TransientError(f"{what}: connection failed ({text})")
+        elif isinstance(exc, aiohttp.InvalidURL):
+            err = ProviderError(f"{what}: invalid URL")
+        elif isinstance(exc, aiohttp.ClientError):
+            err = ResponseError(f"{what}: {text}")
+        elif isinstance(exc, OSError) and not isinstance(exc, ImgsyncError):
+            err = TransientError(f"{what}: network error ({text})")
+        else:
+            return None
+        return self._finish(err, req, None)
+
+    def _transport_failed(
+        self, exc: BaseException, req: _Request, attempt: int, started: float
+    ) -> NoReturn:
+        err = self._transport_error(exc, req)
+        if err is None:
+            raise exc
+        self._log_attempt(req, attempt, started, error=str(err))
+        cause = exc if self.redact(str(exc)) == str(exc) else None
+        raise err from cause
+
+    def _log_attempt(
+        self,
+        req: _Request,
+        attempt: int,
+        started: float,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        self._log.debug(
+            "http_request",
+            remote=req.remote,
+            method=req.method,
+            url=req.shown,
+            status=status,
+            attempt=attempt,
+            ms=round((time.monotonic() - started) * 1000, 1),
+            error=error,
+        )
+
+    def _retry_logger(self, req: _Request) -> OnRetry:
+        def log_retry(attempt: int, exc: BaseException, delay: float) -> None:
+            self._log.info(
+                "retrying",
+                remote=req.remote,
+                method=req.method,
+                url=req.shown,
+                attempt=attempt,
+                delay=round(delay, 3),
+                error=self.redact(str(exc)),
+            )
+
+        return log_retry
+
+
+def _decode(
+    raw: bytes, charset: str | None, expect: Expect | Literal["lenient"]
+) -> tuple[Any, bool]:
+    """``(data, parsed_as_expected)`` for a reply body."""
+    if expect == "bytes":
+        return raw, True
+    if expect == "none":
+        return None, True
+    if expect in ("json", "lenient") and raw.strip():
+        try:
+            return jsonlib.loads(raw), True
+        except ValueError:
+            if expect == "json":
+                return None, False
+    elif expect == "json":
+        return None, True
+    try:
+        return raw.decode(charset or "utf-8", errors="replace"), True
+    except LookupError:
+        return raw.decode("utf-8", errors="replace"), True
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in resp.content.iter_any():
+        chunks.append(chunk)
+        total += len(chunk)
+        if total >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+class ByteStream:
+    """A download's body: ``async for chunk in body`` (bytes, never the whole image).
+
+    ``size`` is the announced length (``None`` if unknown), ``received`` the bytes so far.
+    A body that ends early raises ``TransientError``; a stall ``ProviderTimeout``.
+    """
+
+    def __init__(
+        self,
+        client: ApiClient,
+        req: _Request,
+        resp: aiohttp.ClientResponse,
+        slot: Slot,
+        chunk_size: int,
+    ) -> None:
+        self._client = client
+        self._req = req
+        self._resp = resp
+        self._slot = slot
+        self._chunk_size = chunk_size
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+        self.url = str(resp.url)
+        self.content_type = resp.content_type
+        # With a Content-Encoding the announced length is not the length we will read.
+        encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
+        self.size: int | None = None if encoded else resp.content_length
+        self.received = 0
+        self._eof = False
+
+    def __aiter__(self) -> ByteStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._eof:
+            raise StopAsyncIteration
+        try:
+            chunk = await self._resp.content.read(self._chunk_size)
+        except _TRANSPORT_ERRORS as exc:
+            self._client._transport_failed(exc, self._req, 0, time.monotonic())
+        if chunk:
+            self.received += len(chunk)
+            return chunk
+        self._eof = True
+        if self.size is not None and self.received < self.size:
+            err = TransientError(
+                f"{self._req.what}: reply cut short ({self.received} of {self.size} bytes)"
+            )
+            raise self._client._finish(err, self._req, self.status)
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        """Drop the connection (unless the body was read to the end) and the slot."""
+        if self._eof:
+            self._resp.release()
+        else:
+            self._resp.close()
+        self._slot.release()
+
+
+class Download:
+    """What :meth:`ApiClient.stream` returns: ``async with`` it to get a :class:`ByteStream`."""
+
+    def __init__(self, client: ApiClient, req: _Request, *, chunk_size: int, retry: bool) -> None:
+        self._client = client
+        self._req = req
+        self._chunk_size = chunk_size
+        self._retry = retry
+        self._body: ByteStream | None = None
+
+    async def __aenter__(self) -> ByteStream:
+        if self._retry:
+            on_retry = self._client._retry_logger(self._req)
+            self._body = await self._client.retry.run(self._open, on_retry=on_retry)
+        else:
+            self._body = await self._open(1)
+        return self._body
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            body.close()
+
+    async def _open(self, attempt: int) -> ByteStream:
+        client, req = self._client, self._req
+        limiter = client.limiters.for_authority(req.authority)
+        slot = await client._enter(limiter, req)
+        try:
+            started = time.monotonic()
+            try:
+                resp = await client._get_session().request(
+                    "GET",
+                    req.url,
+                    params=req.params,
+                    headers=req.headers,
+                    allow_redirects=req.allow_redirects,
+                    timeout=req.timeout,
+                )
+            except _TRANSPORT_ERRORS as exc:
+                client._transport_failed(exc, req, attempt, started)
+            slot.answered()
+            client._log_attempt(req, attempt, started, status=resp.status)
+            if 200 <= resp.status < 300:
+                slot.succeeded()
+                return ByteStream(client, req, resp, slot, self._chunk_size)
+            try:
+                raw = await _read_capped(resp, _ERROR_BODY_LIMIT)
+            except _TRANSPORT_ERRORS:
+                raw = b""
+            finally:
+                resp.close()
+            data, _ = _decode(raw, resp.charset, "lenient")
+            reply = ApiResponse(resp.status, resp.headers, str(resp.url), data, "GET")
+            await client._check(reply, req, slot, limiter)
+            raise client._finish(ResponseError(f"{req.what}: unexpected reply"), req, resp.status)
+        except BaseException:
+            slot.release()
+            raise

@@ -1,0 +1,674 @@
+"""ApiClient against real aiohttp servers on 127.0.0.1.
+
+Retries and limiter penalties run on a fake clock (sleeps are recorded, not waited), so
+only the tests that measure real pacing -- rate against a server that enforces it, the
+shared budget, the connection cap -- take wall time, about three seconds in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import traceback
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from imgsync import __version__
+from imgsync.config import LimitConfig
+from imgsync.errors import (
+    AuthError,
+    LocalIOError,
+    NotFound,
+    ProviderError,
+    ProviderTimeout,
+    RateLimited,
+    Rejected,
+    RemotePaused,
+    ResponseError,
+    TransientError,
+)
+from imgsync.http import ApiClient, ApiResponse, FormData, parse_retry_after
+from imgsync.ratelimit import LimiterRegistry, next_utc_midnight
+from imgsync.retry import RetryPolicy
+
+Serve = Callable[["Counted"], Awaitable[TestServer]]
+
+
+class FakeTime:
+    """A monotonic clock that moves only by (recorded) sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start aiohttp apps on loopback ports; all are closed at the end."""
+    servers: list[TestServer] = []
+
+    async def start(site: Counted) -> TestServer:
+        server = TestServer(site.app)
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+def ft() -> FakeTime:
+    return FakeTime()
+
+
+def fake_client(ft: FakeTime, registry: LimiterRegistry | None = None, **kw: Any) -> ApiClient:
+    """A client whose retries and penalties sleep on ``ft``."""
+    reg = registry or LimiterRegistry(clock=ft.clock, sleep=ft.sleep)
+    retry = RetryPolicy(sleep=ft.sleep, clock=ft.clock, rng=lambda: 0.5)
+    return ApiClient(reg, retry=retry, **kw)
+
+
+class Counted:
+    """An app routing every path to one handler; ``count`` is the requests it received."""
+
+    def __init__(self, handler: Callable[[web.Request, int], Awaitable[web.StreamResponse]]):
+        self.count = 0
+        self.app = web.Application()
+
+        async def route(request: web.Request) -> web.StreamResponse:
+            self.count += 1
+            return await handler(request, self.count)
+
+        self.app.router.add_route("*", "/{tail:.*}", route)
+
+
+def counting_app(handler: Callable[[web.Request, int], Awaitable[web.StreamResponse]]) -> Counted:
+    """``handler(request, n)`` answers every path; n = 1 for the first request."""
+    return Counted(handler)
+
+
+# --- plain requests and status mapping -----------------------------------------------------
+
+
+async def test_json_reply_and_user_agent(serve: Serve, ft: FakeTime) -> None:
+    """A JSON reply is parsed; the request carries imgsync's User-Agent and the params."""
+    seen: dict[str, str] = {}
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        seen["ua"] = request.headers["User-Agent"]
+        seen["q"] = request.query["page"]
+        return web.json_response({"items": [1, 2]}, headers={"X-Total": "2"})
+
+    server = await serve(counting_app(handler))
+    async with fake_client(ft) as client:
+        resp = await client.request(
+            "get", str(server.make_url("/list")), remote="r", params={"page": 3}
+        )
+    assert isinstance(resp, ApiResponse)
+    assert (
+        resp.status,
+        resp.data,
+        resp.headers["x-total"],
+        resp.method,
+    ) == (200, {"items": [1, 2]}, "2", "GET")
+    assert f"imgsync/{__version__} (+https://github.com/imgsync/imgsync)" == seen["ua"]
+    assert seen["q"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "requests"),
+    [
+        (400, Rejected, 1),
+        (401, AuthError, 1),
+        (403, AuthError, 1),
+        (404, NotFound, 1),
+        (410, NotFound, 1),
+        (413, Rejected, 1),
+        (408, TransientError, 5),
+        (500, TransientError, 5),
+        (502, TransientError, 5),
+        (429, RateLimited, 5),
+    ],
+)
+async def test_status_mapping_and_retries(
+    serve: Serve, ft: FakeTime, status: int, error: type[ProviderError], requests: int
+) -> None:
+    """Each status maps to its class; only retryable ones are retried, up to the bound."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        return web.json_response({"error": "nope"}, status=status)
+
+    app = counting_app(handler)
+    server = await serve(app)
+    async with fake_client(ft) as client:
+        with pytest.raises(error) as info:
+            await client.request("POST", str(server.make_url("/x")), remote="myremote")
+    assert type(info.value) is error
+    assert requests == app.count
+    assert status == info.value.status
+    assert info.value.remote == "myremote"
+    assert str(info.value).startswith("myremote: POST http://127.0.0.1:")
+    if requests > 1:
+        assert f"gave up after {requests} attempts" in str(info.value)
+
+
+async def test_401_is_never_retried_even_with_generous_policy(serve: Serve, ft: FakeTime) -> None:
+    """A 401 reaches the server exactly once, whatever the retry budget."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=401, text="unauthorized")
+
+    app = counting_app(handler)
+    server = await serve(app)
+    reg = LimiterRegistry(clock=ft.clock, sleep=ft.sleep)
+    client = ApiClient(reg, retry=RetryPolicy(attempts=20, sleep=ft.sleep))
+    async with client:
+        with pytest.raises(AuthError):
+            await client.request("GET", str(server.make_url("/me")), remote="r")
+    assert app.count == 1
+    assert ft.sleeps == []
+
+
+async def test_redirect_is_reported_not_followed(serve: Serve, ft: FakeTime) -> None:
+    """A 301 is a ResponseError naming the target, unless redirects were allowed."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        if request.path == "/old":
+            raise web.HTTPMovedPermanently(location="/new")
+        return web.json_response({"here": True})
+
+    server = await serve(counting_app(handler))
+    async with fake_client(ft) as client:
+        with pytest.raises(ResponseError, match="redirected to /new") as info:
+            await client.request("POST", str(server.make_url("/old")), remote="r")
+        assert info.value.status == 301
+        resp = await client.request(
+            "GET", str(server.make_url("/old")), remote="r", allow_redirects=True
+        )
+    assert resp.data == {"here": True}
+
+
+async def test_bad_json_is_a_response_error_and_not_retried(serve: Serve, ft: FakeTime) -> None:
+    """Malformed JSON, or HTML where JSON was expected, fails once with an excerpt."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        if request.path == "/broken":
+            return web.Response(text='{"truncated": ', content_type="application/json")
+        return web.Response(text="<html><body>Maintenance</body></html>", content_type="text/html")
+
+    app = counting_app(handler)
+    server = await serve(app)
+    async with fake_client(ft) as client:
+        with pytest.raises(ResponseError, match=r'expected JSON.*"truncated":'):
+            await client.request("GET", str(server.make_url("/broken")), remote="r")
+        with pytest.raises(ResponseError, match="text/html: <html><body>Maintenance"):
+            await client.request("GET", str(server.make_url("/html")), remote="r")
+        text = await client.request("GET", str(server.make_url("/html")), remote="r", expect="text")
+    assert app.count == 3
+    assert "Maintenance" in text.data
+
+
+# --- rate limiting and pauses --------------------------------------------------------------
+
+
+async def test_retry_after_is_honoured(serve: Serve, ft: FakeTime) -> None:
+    """429 + Retry-After: 3 -> wait exactly 3 s (once: the retry and the limiter overlap)."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        if n == 1:
+            return web.Response(status=429, headers={"Retry-After": "3"}, text="slow down")
+        return web.json_response({"ok": True})
+
+    server = await serve(counting_app(handler))
+    async with fake_client(ft) as client:
+        resp = await client.request("GET", str(server.make_url("/x")), remote="r")
+        stats = client.limiters.for_url(str(server.make_url("/"))).statistics()
+    assert resp.data == {"ok": True}
+    assert ft.sleeps == [3.0]
+    assert stats["throttled"] == 1
+
+
+def test_retry_after_formats() -> None:
+    """Retry-After is delta-seconds or an HTTP-date; junk and absence give None."""
+    now = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after("-5") == 0.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:50 GMT", now=now) == 30.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:00:00 GMT", now=now) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("inf") is None
+
+
+async def test_host_error_envelopes_go_through_map_error_first(serve: Serve, ft: FakeTime) -> None:
+    """Chevereto's 400 + code 130 is RateLimited (retried); Guizhan's 200 + code!=0 Rejected."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        if request.path == "/chevereto":
+            if n == 1:
+                body = {"status_code": 400, "error": {"code": 130, "message": "Flooding detected"}}
+                return web.json_response(body, status=400)
+            return web.json_response({"status_code": 200, "image": {"id": "ab"}})
+        return web.json_response({"code": 4001, "msg": "unsupported type", "data": None})
+
+    def chevereto(resp: ApiResponse) -> ProviderError | None:
+        err = resp.data.get("error") if isinstance(resp.data, dict) else None
+        if isinstance(err, dict) and err.get("code") == 130:
+            return RateLimited(err["message"], code=130)
+        return None
+
+    def guizhan(resp: ApiResponse) -> ProviderError | None:
+        if isinstance(resp.data, dict) and resp.data.get("code", 0) != 0:
+            return Rejected(resp.data["msg"], code=resp.data["code"])
+        return None
+
+    app = counting_app(handler)
+    server = await serve(app)
+    async with fake_client(ft) as client:
+        resp = await client.request(
+            "POST", str(server.make_url("/chevereto")), remote="imgz", map_error=chevereto
+        )
+        assert resp.data["image"]["id"] == "ab"
+        with pytest.raises(Rejected, match="unsupported type") as info:
+            await client.request(
+                "POST", str(server.make_url("/guizhan")), remote="gz", map_error=guizhan
+            )
+        stats = client.limiters.for_url(str(server.make_url("/"))).statistics()
+    assert (info.value.code, info.value.status, info.value.remote) == (4001, 200, "gz")
+    assert app.count == 3
+    assert stats["throttled"] == 1
+
+
+async def test_a_map_error_that_chokes_on_the_reply_is_a_response_error(
+    serve: Serve, ft: FakeTime
+) -> None:
+    """A reply shaped unlike what map_error expects becomes ResponseError, not a crash."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=502, text="<html>Bad Gateway</html>", content_type="text/html")
+
+    def expects_dict(resp: ApiResponse) -> ProviderError | None:
+        return Rejected("x") if resp.data["code"] else None
+
+    app = counting_app(handler)
+    server = await serve(app)
+    async with fake_client(ft) as client:
+        with pytest.raises(ResponseError, match=r"unexpected reply.*Bad Gateway"):
+            await client.request(
+                "GET", str(server.make_url("/x")), remote="r", map_error=expects_dict
+            )
+    assert app.count == 1
+
+
+async def test_remote_paused_pauses_the_host_without_retry(serve: Serve, ft: FakeTime) -> None:
+    """map_error -> RemotePaused: raised at once, recorded via on_pause, later calls refused."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        return web.json_response({"code": 429, "msg": "daily quota exhausted"})
+
+    recorded: list[tuple[str, float, str]] = []
+
+    async def on_pause(authority: str, until: float, reason: str) -> None:
+        recorded.append((authority, until, reason))
+
+    until = next_utc_midnight()
+
+    def quota(resp: ApiResponse) -> ProviderError | None:
+        if resp.data.get("code") == 429:
+            return RemotePaused(resp.data["msg"], until=until)
+        return None
+
+    app = counting_app(handler)
+    server = await serve(app)
+    url = str(server.make_url("/upload"))
+    reg = LimiterRegistry(clock=ft.clock, sleep=ft.sleep, on_pause=on_pause)
+    async with fake_client(ft, reg) as client:
+        with pytest.raises(RemotePaused, match="daily quota exhausted"):
+            await client.request("POST", url, remote="gz", map_error=quota)
+        with pytest.raises(RemotePaused) as info:
+            await client.request("GET", url, remote="other")
+    assert app.count == 1
+    assert [(f"127.0.0.1:{server.port}", until, "daily quota exhausted")] == recorded
+    assert ("other", until) == (info.value.remote, info.value.until)
+
+
+async def test_very_long_retry_after_becomes_a_pause(serve: Serve, ft: FakeTime) -> None:
+    """Retry-After: 7200 pauses the host (RemotePaused) instead of sleeping two hours."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=429, headers={"Retry-After": "7200"})
+
+    recorded: list[float] = []
+
+    async def on_pause(authority: str, until: float, reason: str) -> None:
+        recorded.append(until)
+
+    app = counting_app(handler)
+    server = await serve(app)
+    reg = LimiterRegistry(clock=ft.clock, sleep=ft.sleep, on_pause=on_pause)
+    async with fake_client(ft, reg) as client:
+        with pytest.raises(RemotePaused, match="asked to wait 7200 s") as info:
+            await client.request("GET", str(server.make_url("/x")), remote="r")
+    assert app.count == 1
+    assert ft.sleeps == []
+    assert len(recorded) == 1
+    assert recorded[0] == pytest.approx(time.time() + 7200, abs=5)
+    assert isinstance(info.value.__cause__, RateLimited)
+
+
+async def test_rate_holds_against_a_server_that_enforces_it(serve: Serve) -> None:
+    """50 callers at "20/second" against a 20-per-sliding-second server: no 429, full rate."""
+    stamps: list[float] = []
+    recent: deque[float] = deque()
+    refused = 0
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        nonlocal refused
+        now = time.monotonic()
+        while recent and recent[0] <= now - 1.0:
+            recent.popleft()
+        if len(recent) >= 20:
+            refused += 1
+            return web.Response(status=429, headers={"Retry-After": "1"})
+        recent.append(now)
+        stamps.append(now)
+        return web.json_response({"ok": True})
+
+    server = await serve(counting_app(handler))
+    url = str(server.make_url("/api"))
+    reg = LimiterRegistry({f"127.0.0.1:{server.port}": LimitConfig(rates=("20/second",))})
+    async with ApiClient(reg) as client:
+
+        async def caller() -> None:
+            for _ in range(100):
+                await client.request("GET", url, remote="r")
+
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(2.3):  # cancels the callers still waiting
+                await asyncio.gather(*(caller() for _ in range(50)))
+    first = stamps[0]
+    in_two_windows = [s for s in stamps if s < first + 2.0]
+    worst = max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps)
+    assert refused == 0
+    assert worst <= 20
+    assert len(in_two_windows) >= 0.95 * 40
+
+
+async def test_two_remotes_share_a_host_budget_two_hosts_do_not(serve: Serve) -> None:
+    """Remotes a and b on server 1 get 10/second together; c on server 2 gets its own 10."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        return web.json_response({"n": n})
+
+    app1, app2 = counting_app(handler), counting_app(handler)
+    s1, s2 = await serve(app1), await serve(app2)
+    limit = LimitConfig(rates=("10/second",))
+    reg = LimiterRegistry({f"127.0.0.1:{s1.port}": limit, f"127.0.0.1:{s2.port}": limit})
+    async with ApiClient(reg) as client:
+
+        async def remote(name: str, server: TestServer) -> None:
+            for i in range(15):
+                await client.request("GET", str(server.make_url(f"/{name}/{i}")), remote=name)
+
+        tasks = [
+            asyncio.create_task(remote("a", s1)),
+            asyncio.create_task(remote("b", s1)),
+            asyncio.create_task(remote("c", s2)),
+        ]
+        await asyncio.sleep(0.5)
+        seen = (app1.count, app2.count)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert seen == (10, 10)
+
+
+async def test_connection_cap_holds_at_the_server(serve: Serve) -> None:
+    """With concurrency 3 the server never has more than 3 of our requests in flight."""
+    state = {"now": 0, "peak": 0}
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        await asyncio.sleep(0.03)
+        state["now"] -= 1
+        return web.json_response({})
+
+    server = await serve(counting_app(handler))
+    reg = LimiterRegistry({f"127.0.0.1:{server.port}": LimitConfig(concurrency=3)})
+    async with ApiClient(reg) as client:
+        url = str(server.make_url("/slow"))
+        await asyncio.gather(*(client.request("GET", url, remote="r") for _ in range(20)))
+    assert state["peak"] == 3
+
+
+# --- transport failures and uploads --------------------------------------------------------
+
+
+async def test_truncated_body_is_transient(serve: Serve, ft: FakeTime) -> None:
+    """A reply that promises 1000 bytes and hangs up after 10 is retried, then TransientError."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": "1000"})
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        await resp.write(b'{"partial"')
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    app = counting_app(handler)
+    server = await serve(app)
+    async with fake_client(ft) as client:
+        with pytest.raises(TransientError, match="cut short") as info:
+            await client.request("GET", str(server.make_url("/x")), remote="r")
+    assert app.count == 5
+    assert "gave up after 5 attempts" in str(info.value)
+
+
+async def test_connection_reset_is_transient_and_timeout_is_provider_timeout(
+    serve: Serve, ft: FakeTime
+) -> None:
+    """A dropped connection is a TransientError; no answer in time a ProviderTimeout."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        if request.path == "/reset":
+            assert request.transport is not None
+            request.transport.close()
+            raise ConnectionResetError("dropped")
+        await asyncio.sleep(1.0)
+        return web.json_response({})
+
+    server = await serve(counting_app(handler))
+    reg = LimiterRegistry(clock=ft.clock, sleep=ft.sleep)
+    client = ApiClient(reg, retry=RetryPolicy(attempts=2, sleep=ft.sleep))
+    async with client:
+        with pytest.raises(TransientError, match="connection failed"):
+            await client.request("GET", str(server.make_url("/reset")), remote="r")
+        with pytest.raises(ProviderTimeout, match="no answer in time") as info:
+            await client.request("GET", str(server.make_url("/slow")), remote="r", timeout=0.1)
+    assert isinstance(info.value, TimeoutError)
+
+
+@pytest.mark.parametrize("failure", ["503", "reset"])
+async def test_a_resent_upload_body_is_complete(serve: Serve, ft: FakeTime, failure: str) -> None:
+    """The first attempt is read in full and then fails; the second sends the same bytes."""
+    payload = os.urandom(300_000)
+    received: list[tuple[str, bytes]] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        form = await request.post()
+        field = form["imagedata"]
+        assert isinstance(field, web.FileField)
+        received.append((str(form["title"]), field.file.read()))
+        if n == 1:
+            if failure == "503":
+                return web.Response(status=503, text="try again")
+            assert request.transport is not None
+            request.transport.close()
+            raise ConnectionResetError("dropped after reading")
+        return web.json_response({"size": len(received[-1][1])})
+
+    built = 0
+
+    async def form() -> FormData:
+        nonlocal built
+        built += 1
+        data = FormData()
+        data.add_field("title", "cat")
+        data.add_field("imagedata", payload, filename="cat.png", content_type="image/png")
+        return data
+
+    server = await serve(counting_app(handler))
+    async with fake_client(ft) as client:
+        resp = await client.request("POST", str(server.make_url("/up")), remote="r", form=form)
+    assert {"size": len(payload)} == resp.data
+    assert built == 2
+    assert [("cat", payload), ("cat", payload)] == received
+
+
+async def test_unreadable_upload_is_a_local_error(
+    serve: Serve, ft: FakeTime, tmp_path: Path
+) -> None:
+    """A form factory that cannot read its file raises LocalIOError, without sending."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        return web.json_response({})
+
+    async def form() -> bytes:
+        return (tmp_path / "missing.png").read_bytes()
+
+    app = counting_app(handler)
+    server = await serve(app)
+    async with fake_client(ft) as client:
+        with pytest.raises(LocalIOError, match="cannot read the upload"):
+            await client.request("POST", str(server.make_url("/up")), remote="r", form=form)
+        with pytest.raises(ValueError, match="json or form"):
+            await client.request("POST", "http://x/", remote="r", json={}, form=form)
+    assert app.count == 0
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+
+async def test_no_credential_in_logs_or_errors(serve: Serve, ft: FakeTime) -> None:
+    """Tokens in the header, the query and a registered delete URL never leak.
+
+    The server echoes them in 500 bodies (retried, logged) and then in a 401 body.
+    """
+    token = "tok-SECRET-5f1e9a7c2b"
+    header_token = "hdr-SECRET-0c0ffee123"
+    delete_url = "https://imgz.example/image/ab12/delete/SECRETdel9876"
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        echo = f"token={request.query.get('access_token')} auth={request.headers['Authorization']}"
+        if n < 3:
+            return web.Response(status=500, text=f"upstream failed for {echo} {delete_url}")
+        return web.json_response({"error": f"invalid {echo}", "access_token": token}, status=401)
+
+    server = await serve(counting_app(handler))
+    url = str(server.make_url("/api/upload")) + f"?access_token={token}"
+    with structlog.testing.capture_logs() as logs:
+        async with fake_client(ft) as client:
+            client.add_secret(delete_url)
+            with pytest.raises(AuthError) as info:
+                await client.request(
+                    "GET", url, remote="r", headers={"Authorization": f"Bearer {header_token}"}
+                )
+            # a transport failure with the token in the URL, too
+            with pytest.raises(TransientError) as refused:
+                await client.request("GET", f"http://127.0.0.1:1/x?key={token}", remote="r")
+    assert {"http_request", "retrying"} <= {entry["event"] for entry in logs}
+    texts = [
+        repr(logs),
+        str(info.value),
+        "".join(traceback.format_exception(info.value)),
+        str(refused.value),
+        "".join(traceback.format_exception(refused.value)),
+    ]
+    for text in texts:
+        for secret in (token, header_token, "SECRETdel9876"):
+            assert secret not in text
+    assert "/api/upload?access_token=***: credentials refused" in str(info.value)
+
+
+# --- downloads -----------------------------------------------------------------------------
+
+
+async def test_stream_yields_chunks_and_maps_errors(serve: Serve, ft: FakeTime) -> None:
+    """A 1 MB image arrives in several chunks; a 404 is NotFound; a 503 first is retried."""
+    image = os.urandom(1_000_000)
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        if request.path == "/gone.png":
+            return web.Response(status=404, text="no such image")
+        if request.path == "/flaky.png" and n == 3:
+            return web.Response(status=503)
+        return web.Response(body=image, content_type="image/png")
+
+    app = counting_app(handler)
+    server = await serve(app)
+    async with fake_client(ft) as client:
+        async with client.stream(str(server.make_url("/a.png")), remote="r") as body:
+            assert (len(image), "image/png") == (body.size, body.content_type)
+            chunks = [chunk async for chunk in body]
+        with pytest.raises(NotFound, match="no such image"):
+            async with client.stream(str(server.make_url("/gone.png")), remote="r"):
+                pass
+        async with client.stream(str(server.make_url("/flaky.png")), remote="r") as body:
+            again = b"".join([chunk async for chunk in body])
+        stats = client.limiters.for_url(str(server.make_url("/"))).statistics()
+    assert len(chunks) > 1
+    assert max(len(c) for c in chunks) <= 64 * 1024
+    assert image == b"".join(chunks) == again
+    assert stats["in_flight"] == 0
+
+
+async def test_truncated_download_raises_and_download_retries(
+    serve: Serve, ft: FakeTime, tmp_path: Path
+) -> None:
+    """A body cut short raises TransientError mid-stream; download() starts over and succeeds."""
+    image = os.urandom(200_000)
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(len(image))})
+        await resp.prepare(request)
+        if n <= 2:
+            await resp.write(image[:50_000])
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write(image)
+        await resp.write_eof()
+        return resp
+
+    server = await serve(counting_app(handler))
+    url = str(server.make_url("/img.png"))
+    dest = tmp_path / "img.png"
+    async with fake_client(ft) as client:
+        with pytest.raises(TransientError, match="cut short"):
+            async with client.stream(url, remote="r") as body:
+                async for _ in body:
+                    pass
+        size = await client.download(url, dest, remote="r")
+    assert len(image) == size
+    assert image == dest.read_bytes()
+    assert not (tmp_path / "img.png.part").exists()
