@@ -23,6 +23,13 @@ if TYPE_CHECKING:
     from imgsync.pipeline.copy import CopyRun
 
 
+def setup_logging(cfg: Config, args: argparse.Namespace) -> None:
+    """Configure structlog (only on paths that do async work: it costs start-up time)."""
+    from imgsync.log import configure
+
+    configure("debug" if args.verbose else cfg.log_level, cfg.log_format)
+
+
 def _options(cfg: Config, args: argparse.Namespace) -> CopyOptions:
     transfers = args.transfers if args.transfers is not None else cfg.transfers
     if not 1 <= transfers <= 64:
@@ -81,6 +88,7 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
 
     import asyncio
 
+    setup_logging(cfg, args)
     summary = asyncio.run(
         _copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, progress, plan)
     )
@@ -168,6 +176,7 @@ def run_ls(cfg: Config, args: argparse.Namespace) -> int:
     import asyncio
 
     remote, _key = resolve_spec(cfg, args.remote)
+    setup_logging(cfg, args)
 
     async def go() -> None:
         from imgsync.runtime import Runtime

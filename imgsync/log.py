@@ -134,3 +134,38 @@ def get_logger(name: str | None = None) -> FilteringBoundLogger:
     if name is None:
         return cast(FilteringBoundLogger, structlog.get_logger())
     return cast(FilteringBoundLogger, structlog.get_logger(name))
+
+
+# ---- configuration (once per process) ---------------------------------------------------
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    """Set structlog up once: a human console renderer on a TTY, JSON lines otherwise.
+
+    Log lines go to stderr (stdout carries command output such as ``--json`` summaries).
+    Every event passes :func:`redact_event` just before it is rendered.
+    """
+    import sys
+
+    out = stream if stream is not None else sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_event,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, 20)),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=True,
+    )
