@@ -20,6 +20,7 @@ classification, so nothing downstream ever matches on message text:
         │   └── ProviderTimeout  also a TimeoutError
         ├── RemotePaused         scope="remote": the host is paused (daily budget spent) until .until
         ├── AuthError            scope="remote": bad or missing credentials
+        ├── RemoteMisconfigured  scope="remote": e.g. a wrong base_url (a 301 on an upload)
         ├── NotFound             also a LookupError; callers decide if it matters
         ├── Rejected             the host refused this file (size, type, policy); permanent
         ├── Duplicate            the host says it already has these bytes
@@ -47,6 +48,7 @@ __all__ = [
     "ProviderTimeout",
     "RateLimited",
     "Rejected",
+    "RemoteMisconfigured",
     "RemotePaused",
     "ResponseError",
     "Scope",
@@ -177,6 +179,12 @@ class RemotePaused(ProviderError):
 
 class AuthError(ProviderError):
     """Missing, wrong or revoked credentials; every item of that remote would fail the same."""
+
+    scope: ClassVar[Scope] = "remote"
+
+
+class RemoteMisconfigured(ProviderError):
+    """The remote's settings are wrong (a base_url that redirects uploads, say)."""
 
     scope: ClassVar[Scope] = "remote"
 

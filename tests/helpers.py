@@ -18,15 +18,20 @@ def tree_files(root: Path) -> dict[str, bytes]:
     }
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m imgsync ARGS`` as a real process (inherits the test's environment)."""
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "imgsync", *args], capture_output=True, text=True,
-        env=full_env, timeout=timeout, check=False,
+        [sys.executable, "-m", "imgsync", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -35,3 +40,69 @@ def run_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[s
     proc = run_cli(*args, "--json", env=env)
     assert proc.stdout, proc.stderr
     return proc.returncode, json.loads(proc.stdout)
+
+
+async def run_cli_async(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m imgsync ARGS`` as a real process without blocking the event loop
+    (so an emulator served by the test keeps answering)."""
+    import asyncio
+
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "imgsync",
+        *args,
+        env=full_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
+
+
+class RunningFake:
+    """An emulator served on 127.0.0.1 for one test: ``url``, ``host`` (the emulator)."""
+
+    def __init__(self, host: object, runner: object, url: str) -> None:
+        self.host = host
+        self.runner = runner
+        self.url = url
+
+    @property
+    def authority(self) -> str:
+        return self.url.split("://", 1)[1]
+
+    async def stats(self) -> dict[str, int]:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s, s.get(self.url + "/_fakehost/stats") as r:
+            data: dict[str, int] = await r.json()
+            return data
+
+    async def close(self) -> None:
+        await self.runner.cleanup()  # type: ignore[attr-defined]
+
+
+async def start_fake(host: object) -> RunningFake:
+    """Serve an emulator instance (``FakeHostBase``) on a free loopback port."""
+    from aiohttp import web
+
+    app = host.make_app()  # type: ignore[attr-defined]
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return RunningFake(host, runner, f"http://127.0.0.1:{port}")
+
+
+def write_config(path: Path, text: str) -> Path:
+    """Write a config file for a CLI test and return its path."""
+    path.write_text(text)
+    return path
