@@ -114,10 +114,14 @@ def main() -> None:
     print(f"imgsync no-op re-run    {ni:7.3f} s")
     if fresh["rclone"]:
         fr, nr = min(fresh["rclone"]), min(noop["rclone"])
-        print(f"rclone copy --checksum  {fr:7.3f} s   ratio imgsync/rclone = {fi / fr:.2f} "
-              f"(target <= 0.70)")
-        print(f"rclone copy no-op       {nr:7.3f} s   ratio imgsync/rclone = {ni / nr:.2f} "
-              f"(target <= 0.60)")
+        print(
+            f"rclone copy --checksum  {fr:7.3f} s   ratio imgsync/rclone = {fi / fr:.2f} "
+            f"(target <= 0.70)"
+        )
+        print(
+            f"rclone copy no-op       {nr:7.3f} s   ratio imgsync/rclone = {ni / nr:.2f} "
+            f"(target <= 0.60)"
+        )
     else:
         print("rclone not installed (apt-get install rclone): no ratios")
     print(f"imgsync peak RSS        {rss / 1024:7.1f} MB (target <= 100)")
@@ -137,8 +141,10 @@ def main() -> None:
         run([sys.executable, "-c", "pass"], env)
         bare = time.perf_counter() - start
         print(f"\n== {args.big} files no-op ==")
-        print(f"imgsync no-op re-run    {min(times):7.3f} s (python start-up alone {bare:.3f} s; "
-              f"work {min(times) - bare:.3f} s, target <= 0.5)")
+        print(
+            f"imgsync no-op re-run    {min(times):7.3f} s (python start-up alone {bare:.3f} s; "
+            f"work {min(times) - bare:.3f} s, target <= 0.5)"
+        )
     shutil.rmtree(trash, ignore_errors=True)
 
 

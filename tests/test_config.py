@@ -46,9 +46,17 @@ def test_every_problem_reported_at_once() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data, source="cfg.toml")
     text = "\n".join(info.value.problems)
-    for key in ("transfers", "remotes.a.type", "remotes.b.base_url",
-                "remotes.c.token_env", "remotes.c.colour", 'limits."example.com".rate',
-                "jobs[0].kind", "jobs[0].source", "jobs[0].destinations"):
+    for key in (
+        "transfers",
+        "remotes.a.type",
+        "remotes.b.base_url",
+        "remotes.c.token_env",
+        "remotes.c.colour",
+        'limits."example.com".rate',
+        "jobs[0].kind",
+        "jobs[0].source",
+        "jobs[0].destinations",
+    ):
         assert key in text, key
     assert all(p.startswith("cfg.toml: ") for p in info.value.problems)
 

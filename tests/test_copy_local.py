@@ -54,9 +54,7 @@ def test_changed_file_is_rehashed_and_replaces_its_old_copy(
     assert not (dst / "img01 (1).png").exists()
 
 
-def test_foreign_file_at_destination_is_never_overwritten(
-    image_tree: Path, tmp_path: Path
-) -> None:
+def test_foreign_file_at_destination_is_never_overwritten(image_tree: Path, tmp_path: Path) -> None:
     """A file imgsync did not write keeps its name; the copy gets a numbered name."""
     dst = tmp_path / "dst"
     dst.mkdir()
@@ -117,8 +115,9 @@ def test_dry_run_changes_nothing(image_tree: Path, tmp_path: Path) -> None:
 def test_include_and_exclude(image_tree: Path, tmp_path: Path) -> None:
     """--include/--exclude filter by base name (or by path when the glob has a slash)."""
     dst = tmp_path / "dst"
-    code, _ = run_json("copy", str(image_tree), str(dst), "--include", "*.png",
-                       "--exclude", "sub/*")
+    code, _ = run_json(
+        "copy", str(image_tree), str(dst), "--include", "*.png", "--exclude", "sub/*"
+    )
     assert code == 0
     names = set(tree_files(dst))
     assert names and all(n.endswith(".png") and not n.startswith("sub/") for n in names)

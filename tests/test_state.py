@@ -52,7 +52,9 @@ async def test_one_object_row_with_many_locations(tmp_path: Path) -> None:
         await queries.record_objects(store, [(sha, 10, "m" * 32, "image/png")])
         await queries.record_objects(store, [(sha, 10, "m" * 32, "image/png")])
         meta = ItemMeta(title="t")
-        await queries.record_locations(store, "gyazo", [(sha, RemoteItem("id1", "a.png", meta=meta))])
+        await queries.record_locations(
+            store, "gyazo", [(sha, RemoteItem("id1", "a.png", meta=meta))]
+        )
         await queries.record_locations(store, "imgz", [(sha, RemoteItem("x2", "a.png"))])
         await store.flush()
         assert await store.fetchall("SELECT COUNT(*) FROM objects") == [(1,)]
