@@ -115,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cf_sub.add_parser("check", help="report every problem in the config, exit 78 if any")
 
+    d = sub.add_parser("demo", help="try imgsync against a local Gyazo emulator (no account)")
+    d.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("imgsync-demo"),
+        help="working folder for the demo (default: ./imgsync-demo)",
+    )
+
     f = sub.add_parser("fakehost", help="run a host emulator on 127.0.0.1")
     f.add_argument("kind", choices=FAKEHOST_KINDS)
     f.add_argument("--port", type=int, default=8080)
@@ -165,6 +173,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     verb = args.verb
     if verb == "fakehost":
         return _fakehost(args)
+    if verb == "demo":
+        from imgsync.commands import setup_logging
+        from imgsync.demo import run_demo
+
+        setup_logging(Config(), args)
+        return run_demo(args.dir)
     if verb == "config":
         cfg = load_config(args.config, explicit=args.config is not None)
         where = cfg.path or "(no config file; embedded defaults)"

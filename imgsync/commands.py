@@ -89,13 +89,11 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
     import asyncio
 
     setup_logging(cfg, args)
-    summary = asyncio.run(
-        _copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, progress, plan)
-    )
+    summary = asyncio.run(copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, progress, plan))
     return _report(summary, args.json)
 
 
-async def _copy_async(
+async def copy_async(
     cfg: Config,
     src_cfg: RemoteConfig,
     src_key: str,
