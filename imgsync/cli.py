@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 finished with item failures (listed); 2 usage; 3 a remote failed
 as a whole (bad credentials, paused host); 66 a source folder is missing or unreadable;
-75 the state database is locked or corrupt; 78 config error; 130 interrupted.
+70 internal error (a bug); 75 the state database is locked or corrupt; 78 config error;
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from imgsync.errors import (
 )
 
 EXIT_NOINPUT = 66
+EXIT_SOFTWARE = 70
 FAKEHOST_KINDS = ("gyazo", "guizhan", "chevereto", "discordimages")
 
 

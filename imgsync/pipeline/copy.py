@@ -34,9 +34,17 @@ from imgsync.errors import (
     Duplicate,
     ImgsyncError,
     LocalIOError,
+    Rejected,
 )
 from imgsync.hashing import Digest, digest_bytes, md5_hex
-from imgsync.models import ItemMeta, RemoteItem, UploadSource, guess_mime, is_image_name
+from imgsync.models import (
+    ItemMeta,
+    RemoteItem,
+    UploadSource,
+    guess_mime,
+    is_image_name,
+    sniff_image,
+)
 from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.progress import Progress
 from imgsync.pipeline.summary import CopyOptions, Summary
@@ -57,7 +65,7 @@ from imgsync.state.queries import KnownFile
 from imgsync.state.store import StateStore
 
 BATCH_FILES = 256
-BATCH_BYTES = 32 * 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024  # a larger file travels alone
 
 
 @dataclass(slots=True)
@@ -367,6 +375,12 @@ class CopyRun:
     async def _upload(self, c: Candidate) -> None:
         d = c.digest
         assert d is not None and c.data is not None
+        refusal = self._refusal(c.data, c.rel)
+        if refusal is not None:
+            await self.store.release(self.dst_key, [d.sha256])
+            self._item_failed(c, Rejected(refusal, remote=self.dst.name))
+            c.data = None
+            return
         src = UploadSource(
             name=c.rel.rsplit("/", 1)[-1],
             size=d.size,
@@ -423,6 +437,19 @@ class CopyRun:
         self.summary.copied += 1
         self.summary.bytes += d.size
         self.progress.tick(done=1, copied=1, nbytes=d.size)
+
+    def _refusal(self, data: bytes, rel: str) -> str | None:
+        """Why the destination would refuse these bytes, checked before sending them."""
+        limit = self.dst.features.max_upload_bytes
+        if limit is not None and len(data) > limit:
+            return f"{len(data)} bytes is over the host's upload limit of {limit} bytes"
+        if sniff_image(data) is None:
+            return "not an image (the content is not a known image format)"
+        allowed = self.dst.features.accepted_extensions
+        ext = rel.rsplit(".", 1)[-1].lower() if "." in rel else ""
+        if allowed is not None and ext not in allowed and f".{ext}" not in allowed:
+            return f"the host does not accept .{ext} files"
+        return None
 
     # ---- failures ------------------------------------------------------------------
 
