@@ -161,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imgsync: interrupted; what finished is recorded, re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line (the traceback with -v), exit 70
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        what = _redacted(f"{type(exc).__name__}: {exc}")
+        print(f"imgsync: internal error: {what} (run with -v for details)", file=sys.stderr)
+        return EXIT_SOFTWARE
 
 
 def _redacted(text: str) -> str:
