@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imgsync: interrupted; what finished is recorded, re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # a bug: one line (the traceback with -v), exit 70
+    except Exception as exc:  # noqa: BLE001 - a bug: one line (traceback with -v), exit 70
         if args.verbose:
             import traceback
 
