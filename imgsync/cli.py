@@ -101,6 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _transfer_opts(b)
 
+    m = sub.add_parser(
+        "migrate", help="copy everything once, resumably, and write the old-URL -> new-URL map"
+    )
+    m.add_argument("src", metavar="SRC")
+    m.add_argument("dst", metavar="DST")
+    m.add_argument(
+        "--map",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="where to write the map (.csv or .json)",
+    )
+    _transfer_opts(m)
+
+    rw = sub.add_parser("rewrite", help="rewrite image links in Markdown/HTML files")
+    rw.add_argument("--map", type=Path, required=True, metavar="FILE")
+    rw.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    rw.add_argument("--dry-run", action="store_true", help="print a diff, change nothing")
+    rw.add_argument("--json", action="store_true")
+
     ls = sub.add_parser("ls", help="list a remote's items")
     ls.add_argument("remote", metavar="REMOTE")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -204,7 +224,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(cfg, args.json)
     if verb == "remotes":
         return _remotes(cfg, args.json)
-    if verb in ("copy", "backup"):
+    if verb == "rewrite":
+        return _rewrite(args)
+    if verb in ("copy", "backup", "migrate"):
         from imgsync.commands import run_copy
 
         return run_copy(cfg, args)
@@ -213,6 +235,31 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_ls(cfg, args)
     raise UsageError(f"unknown verb {verb}")
+
+
+def _rewrite(args: argparse.Namespace) -> int:
+    from imgsync.urlmap import read_map, rewrite
+
+    result = rewrite(read_map(args.map), args.paths, dry_run=args.dry_run)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "files_changed": result.files_changed,
+                    "links_replaced": result.links_replaced,
+                    "dry_run": args.dry_run,
+                    "failures": [{"file": f, "error": e} for f, e in result.failures],
+                }
+            )
+        )
+    else:
+        for diff in result.diffs:
+            sys.stdout.write(diff)
+        verb = "would rewrite" if args.dry_run else "rewrote"
+        print(f"{verb} {result.links_replaced} links in {result.files_changed} files")
+    for f, e in result.failures:
+        print(f"  failed: {f}: {e}", file=sys.stderr)
+    return 1 if result.failures else 0
 
 
 def _status(cfg: Config, as_json: bool) -> int:

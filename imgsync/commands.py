@@ -8,6 +8,7 @@ import json
 import sqlite3
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgsync.config import Config, RemoteConfig
@@ -52,6 +53,8 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
     dst_cfg, dst_key = resolve_spec(cfg, args.dst)
     if src_key == dst_key:
         raise UsageError("source and destination are the same")
+    if args.verb == "migrate" and src_cfg.type == "local":
+        raise UsageError("migrate needs a host as its source (local files have no URLs to map)")
     if args.verb == "backup" and dst_cfg.type != "local":
         raise UsageError("backup writes to a local folder; use copy between hosts")
     if dst_cfg.type == "local" and src_cfg.type == "local":
@@ -90,7 +93,27 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
 
     setup_logging(cfg, args)
     summary = asyncio.run(copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, progress, plan))
+    if args.verb == "migrate" and not opts.dry_run:
+        _write_url_map(cfg, src_key, dst_key, args.map, summary)
     return _report(summary, args.json)
+
+
+def _write_url_map(cfg: Config, src_key: str, dst_key: str, path: Path, summary: Summary) -> None:
+    """Write the migration's old-URL -> new-URL map from what state knows (all runs)."""
+    from imgsync.urlmap import build_map, write_map
+
+    conn = open_sync(cfg.state_path)
+    assert conn is not None
+    try:
+        rows = build_map(conn, src_key, dst_key)
+    finally:
+        conn.close()
+    try:
+        write_map(path, rows)
+    except OSError as exc:
+        raise UsageError(f"cannot write map {path}: {exc.strerror}") from None
+    summary.map_rows = len(rows)
+    summary.map_path = str(path)
 
 
 async def copy_async(

@@ -38,6 +38,8 @@ class Summary:
     elapsed: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     remote_failure: str | None = None
+    map_rows: int | None = None  # migrate: rows written to the URL map
+    map_path: str | None = None
 
     def fail(self, item: str, message: str) -> None:
         self.failed += 1
@@ -63,6 +65,8 @@ class Summary:
         text += f" in {self.elapsed:.2f}s"
         if self.remote_failure:
             text += f"; stopped: {self.remote_failure}"
+        if self.map_path is not None:
+            text += f"; URL map: {self.map_rows} rows in {self.map_path}"
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -81,4 +85,6 @@ class Summary:
             "failures": [{"item": i, "error": e} for i, e in self.failures],
             "remote_failure": self.remote_failure,
             "exit_code": self.exit_code,
+            "map_rows": self.map_rows,
+            "map_path": self.map_path,
         }

@@ -1,0 +1,147 @@
+"""The old-URL -> new-URL map of a migration, and rewriting documents with it.
+
+The map is built from state: every item of the source with a URL whose bytes (by
+SHA-256) are also at the destination. It is written as CSV (``old_url,new_url,sha256``)
+or JSON (``{"old": "new", ...}``) by the file's extension, atomically.
+
+``rewrite`` replaces old URLs in Markdown/HTML/text files, longest URL first so a URL that
+is a prefix of another is never half-replaced, and writes each changed file atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import os
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgsync.errors import UsageError
+
+REWRITE_SUFFIXES = frozenset({".md", ".markdown", ".html", ".htm", ".txt", ".rst", ".mdx"})
+
+
+def build_map(conn: sqlite3.Connection, source: str, dest: str) -> list[tuple[str, str, str]]:
+    """(old_url, new_url, sha256) for every source item already at ``dest``."""
+    rows = conn.execute(
+        "SELECT s.url, MIN(d.url), s.sha256 FROM locations s "
+        "JOIN locations d ON d.sha256 = s.sha256 AND d.remote = ? "
+        "WHERE s.remote = ? AND s.url IS NOT NULL AND d.url IS NOT NULL "
+        "GROUP BY s.url ORDER BY s.url",
+        (dest, source),
+    ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def write_map(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """Write the map as CSV or JSON (by extension), via a temp file and a rename."""
+    if path.suffix.lower() == ".json":
+        text = json.dumps({old: new for old, new, _ in rows}, indent=2, ensure_ascii=False)
+    else:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["old_url", "new_url", "sha256"])
+        writer.writerows(rows)
+        text = buf.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_map(path: Path) -> dict[str, str]:
+    """Read a map written by :func:`write_map` (or by hand). Raises ``UsageError``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read map {path}: {exc}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"map {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise UsageError(f"map {path} must be a JSON object of old URL -> new URL")
+        return data
+    out: dict[str, str] = {}
+    for i, row in enumerate(csv.reader(io.StringIO(text))):
+        if i == 0 and row[:2] == ["old_url", "new_url"]:
+            continue
+        if len(row) < 2 or not row[0] or not row[1]:
+            raise UsageError(f"map {path} line {i + 1}: expected old_url,new_url")
+        out[row[0]] = row[1]
+    return out
+
+
+@dataclass
+class RewriteResult:
+    files_changed: int = 0
+    links_replaced: int = 0
+    diffs: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _documents(paths: Iterable[Path]) -> Iterable[Path]:
+    for p in paths:
+        if p.is_dir():
+            for sub in sorted(p.rglob("*")):
+                if sub.is_file() and sub.suffix.lower() in REWRITE_SUFFIXES:
+                    yield sub
+        else:
+            yield p
+
+
+def rewrite(mapping: dict[str, str], paths: Iterable[Path], *, dry_run: bool) -> RewriteResult:
+    """Replace every old URL of ``mapping`` in the documents under ``paths``."""
+    result = RewriteResult()
+    if not mapping:
+        return result
+    olds = sorted(mapping, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(o) for o in olds))
+    for doc in _documents(paths):
+        try:
+            text = doc.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            result.failures.append((str(doc), f"cannot read: {exc}"))
+            continue
+        count = 0
+
+        def swap(m: re.Match[str]) -> str:
+            nonlocal count
+            count += 1
+            return mapping[m.group(0)]
+
+        new = pattern.sub(swap, text)
+        if not count:
+            continue
+        result.files_changed += 1
+        result.links_replaced += count
+        if dry_run:
+            result.diffs.append(
+                "".join(
+                    difflib.unified_diff(
+                        text.splitlines(keepends=True),
+                        new.splitlines(keepends=True),
+                        fromfile=str(doc),
+                        tofile=str(doc),
+                    )
+                )
+            )
+            continue
+        tmp = doc.with_name(f".{doc.name}.imgsync-tmp")
+        try:
+            tmp.write_text(new, encoding="utf-8")
+            shutil.copymode(doc, tmp)
+            os.replace(tmp, doc)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            result.failures.append((str(doc), f"cannot write: {exc.strerror}"))
+    return result
