@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("remote", metavar="REMOTE")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    sub.add_parser("run", help="the daemon: run the config's jobs until stopped")
+
     st = sub.add_parser("status", help="what the state database knows")
     st.add_argument("--json", action="store_true")
 
@@ -226,6 +228,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _remotes(cfg, args.json)
     if verb == "rewrite":
         return _rewrite(args)
+    if verb == "run":
+        import asyncio
+
+        from imgsync.commands import setup_logging
+        from imgsync.daemon import run_daemon
+
+        setup_logging(cfg, args)
+        return asyncio.run(run_daemon(cfg))
     if verb in ("copy", "backup", "migrate"):
         from imgsync.commands import run_copy
 

@@ -94,11 +94,11 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
     setup_logging(cfg, args)
     summary = asyncio.run(copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, progress, plan))
     if args.verb == "migrate" and not opts.dry_run:
-        _write_url_map(cfg, src_key, dst_key, args.map, summary)
+        write_url_map(cfg, src_key, dst_key, args.map, summary)
     return _report(summary, args.json)
 
 
-def _write_url_map(cfg: Config, src_key: str, dst_key: str, path: Path, summary: Summary) -> None:
+def write_url_map(cfg: Config, src_key: str, dst_key: str, path: Path, summary: Summary) -> None:
     """Write the migration's old-URL -> new-URL map from what state knows (all runs)."""
     from imgsync.urlmap import build_map, write_map
 

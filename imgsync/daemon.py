@@ -1,0 +1,135 @@
+"""``imgsync run``: the daemon running the jobs of the config until stopped.
+
+* ``watch`` jobs copy a folder to their destinations at start (the reconciliation scan,
+  which also catches what changed while the daemon was down), then again after every burst
+  of file changes (watchfiles, debounced) and on a periodic full rescan, because watchers
+  can drop events. A run whose scan matches the last complete run costs one folder scan.
+* ``mirror``, ``backup`` and ``migrate`` jobs run at start and then every ``interval``.
+
+Jobs run concurrently, one task each; each job's runs are sequential. SIGTERM or SIGINT
+stops new runs, lets a run in progress finish for up to ``shutdown_grace`` seconds, then
+cancels it (what finished is recorded; the next start resumes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+from imgsync.config import Config, JobConfig
+from imgsync.errors import EXIT_OK, ImgsyncError, UsageError
+from imgsync.log import get_logger
+from imgsync.pipeline.plan import LocalPlan, plan_local
+from imgsync.pipeline.progress import Progress
+from imgsync.pipeline.summary import CopyOptions, Summary
+from imgsync.runtime import resolve_spec
+from imgsync.state.db import open_sync
+
+log = get_logger("imgsync.daemon")
+
+
+async def run_job_once(cfg: Config, job: JobConfig) -> list[Summary]:
+    """One run of ``job``: copy its source to each destination."""
+    from imgsync.commands import copy_async, write_url_map
+
+    summaries = []
+    for dest in job.destinations:
+        src_cfg, src_key = resolve_spec(cfg, job.source)
+        dst_cfg, dst_key = resolve_spec(cfg, dest)
+        verb = "backup" if job.kind == "backup" else "migrate" if job.kind == "migrate" else "copy"
+        opts = CopyOptions(
+            job=job.name,
+            verb=verb,
+            include=job.include,
+            exclude=job.exclude,
+            transfers=cfg.transfers,
+            sidecars=job.kind == "backup",
+        )
+        plan = None
+        if src_cfg.type == "local":
+            assert src_cfg.path is not None
+            plan = await asyncio.to_thread(_plan, cfg, src_cfg.path, dst_key, opts)
+        summary = await copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, Progress(), plan)
+        if job.kind == "migrate" and job.map_path is not None:
+            await asyncio.to_thread(write_url_map, cfg, src_key, dst_key, job.map_path, summary)
+        log.info("job_run", job=job.name, dest=dest, summary=summary.line())
+        summaries.append(summary)
+    return summaries
+
+
+def _plan(cfg: Config, root: Path, dst_key: str, opts: CopyOptions) -> LocalPlan:
+    conn = open_sync(cfg.state_path)
+    try:
+        return plan_local(conn, root, dst_key, opts.include, opts.exclude)
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+async def _guarded(cfg: Config, job: JobConfig) -> None:
+    try:
+        await run_job_once(cfg, job)
+    except ImgsyncError as exc:
+        log.error("job_failed", job=job.name, error=str(exc))
+
+
+async def _watch_job(cfg: Config, job: JobConfig, stop: asyncio.Event) -> None:
+    import watchfiles
+
+    src_cfg, _ = resolve_spec(cfg, job.source)
+    assert src_cfg.path is not None
+    await _guarded(cfg, job)  # reconciliation scan
+    debounce_ms = int(cfg.daemon.debounce * 1000)
+    watcher = watchfiles.awatch(
+        src_cfg.path,
+        stop_event=stop,
+        debounce=debounce_ms,
+        rust_timeout=int(cfg.daemon.rescan_interval * 1000),
+        yield_on_timeout=True,
+        watch_filter=lambda _change, path: not Path(path).name.startswith(".imgsync-tmp-"),
+    )
+    async for changes in watcher:
+        if stop.is_set():
+            break
+        log.info("watch_changes", job=job.name, changes=len(changes) or "rescan")
+        await _guarded(cfg, job)
+
+
+async def _interval_job(cfg: Config, job: JobConfig, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await _guarded(cfg, job)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=job.interval)
+
+
+async def run_daemon(cfg: Config) -> int:
+    """Run every configured job until SIGTERM/SIGINT; returns the exit code."""
+    if not cfg.jobs:
+        raise UsageError("no [[jobs]] in the config: nothing to run (see config.example.toml)")
+    for job in cfg.jobs:
+        if job.kind == "watch":
+            src_cfg, _ = resolve_spec(cfg, job.source)
+            if src_cfg.type != "local":
+                raise UsageError(f"job {job.name}: a watch job's source must be a folder")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [
+        asyncio.create_task(
+            (_watch_job if job.kind == "watch" else _interval_job)(cfg, job, stop),
+            name=f"job-{job.name}",
+        )
+        for job in cfg.jobs
+    ]
+    log.info("daemon_started", jobs=[j.name for j in cfg.jobs])
+    await stop.wait()
+    log.info("daemon_stopping", grace=cfg.daemon.shutdown_grace)
+    _done, pending = await asyncio.wait(tasks, timeout=cfg.daemon.shutdown_grace)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    log.info("daemon_stopped")
+    return EXIT_OK
