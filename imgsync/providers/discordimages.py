@@ -1,0 +1,274 @@
+"""Discord Images (discordimages.com): a lolisafe fork with a ``token`` header.
+
+Evidence is in ``shared/reference/hosts.md`` §4. The service is most likely gone, so
+nothing here was checked against a live host; the tags say where each rule comes from.
+
+Documented [DOC]:
+
+* every API call sends the key in a ``token`` header (not ``Authorization``);
+* ``POST /api/upload``: multipart, one file part named ``files[]``;
+* ``GET /api/uploads`` -> ``{"success": true, "files": [File, ...]}``, File keys ``id``,
+  ``name`` ("UGRmm.jpg"), ``userid``, ``albumid``, ``timestamp`` (unix seconds), ``size``
+  as human text ("508 kB", "14 B", "8.12 kB"), ``file`` (full URL), ``date`` (server
+  local time, ignored here), ``album`` (name or ""), ``extname`` and ``thumb`` (missing
+  for files that are not images). Any file type may be listed.
+
+Inferred [INF], always on (an upload needs *some* reply to be read):
+
+* the upload reply is lolisafe's ``{"success", "files": [{"name", "size", "url"}]}``
+  (the ShareX config read ``files[0].url``); the docs' placeholder ``{"success", "code",
+  "url"}`` is read too;
+* failures are ``{"success": false, "description": ...}``, at HTTP 200 for uploads
+  (blocked type, too large) and 401 for a bad token.
+
+Inferred [INF], off unless the remote sets them (the docs never mention them):
+
+* ``paging = true``: ``GET /api/uploads/<page>``, 0-based, 25 per page, newest first, no
+  total; the listing stops at a short or empty page. Without it one call returns the
+  whole account. A host without the route answers 404 -> ``RemoteMisconfigured``.
+* ``delete = true``: ``POST /api/upload/delete`` with JSON ``{"id": N}``. Without it
+  ``features.can_delete`` is False and ``delete`` raises ``Unsupported``.
+
+Choices made here:
+
+* ``remote_id`` is the numeric ``id`` as text when listed; an upload reply carries no
+  id, so an uploaded item's ``remote_id`` is its file name. ``delete`` accepts either (a
+  name is looked up in the listing to find its id).
+* ``size`` from the listing is parsed into bytes but is only a hint (three significant
+  digits); the pipeline hashes the downloaded bytes. No checksum is reported.
+* ``is_image`` follows the file extension (lolisafe also makes thumbnails for videos,
+  so ``thumb`` alone proves nothing); ``thumb`` decides only when there is no extension.
+  The remote option ``include_non_images = true`` marks every listed file as an item to
+  copy (``is_image`` True), so ``copy``/``backup`` take them without the CLI flag.
+* a non-empty ``album`` becomes the one tag of ``meta.tags``; ``timestamp`` becomes
+  ``meta.created_at``. The host keeps no title or description.
+* downloads go to the ``file`` URL without the token (it may be another host's URL).
+* the host reports no rate limit; 429 is mapped to ``RateLimited`` if it ever comes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from imgsync.errors import (
+    AuthError,
+    NotFound,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    RemoteMisconfigured,
+    ResponseError,
+    TransientError,
+)
+from imgsync.http import ApiClient, ApiResponse, FormData, parse_retry_after
+from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, is_image_name
+from imgsync.providers.base import Features, Provider, ProviderContext
+
+if TYPE_CHECKING:
+    from imgsync.config import RemoteConfig
+
+PAGE_SIZE = 25  # lolisafe's page length [INF]
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgtpezy])(i)?)?(b|bytes?)?\s*$", re.IGNORECASE)
+_SIZE_POWERS = "kmgtpezy"
+
+
+def parse_size(text: object) -> int | None:
+    """The byte count a listed ``size`` stands for (a hint), or None if unreadable.
+
+    ``"14 B"`` -> 14, ``"8.12 kB"`` -> 8120, ``"508 kB"`` -> 508000 (powers of 1000, as
+    pretty-bytes writes them), ``"1.5 MiB"`` -> 1572864; a plain number (stock lolisafe
+    sends bytes) is taken as it is.
+    """
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, int | float):
+        return int(text) if 0 <= text < 1e18 else None  # NaN and infinity fail too
+    if not isinstance(text, str):
+        return None
+    m = _SIZE_RE.match(text)
+    if m is None:
+        return None
+    number, prefix, binary, _unit = m.groups()
+    power = _SIZE_POWERS.index(prefix.lower()) + 1 if prefix else 0
+    unit: int = (1024 if binary else 1000) ** power
+    return round(float(number) * unit)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+class DiscordImagesProvider(Provider):
+    """A Discord Images account: list, upload, and (``delete = true``) delete."""
+
+    kind: ClassVar[str] = "discordimages"
+    description: ClassVar[str] = "discordimages.com (lolisafe fork); paging/delete are inferred"
+    default_base_url: ClassVar[str | None] = "https://discordimages.com"
+    features = Features(can_list=True, can_get=False, can_delete=False, listing_appends=False)
+
+    def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
+        super().__init__(config, ctx)
+        self.paging = bool(config.option("paging", False))
+        self.all_files = bool(config.option("include_non_images", False))
+        can_delete = bool(config.option("delete", False))
+        self.features = dataclasses.replace(type(self).features, can_delete=can_delete)
+        self._headers = {"token": config.token} if config.token else {}
+        if ctx.http is not None and config.token:
+            ctx.http.add_secret(config.token)
+
+    @property
+    def _http(self) -> ApiClient:
+        if self.ctx.http is None:
+            raise RemoteMisconfigured("no HTTP client was given", remote=self.name)
+        return self.ctx.http
+
+    # ---- errors ------------------------------------------------------------------------
+
+    def _map_error(self, resp: ApiResponse) -> ProviderError | None:
+        """The host's failure as an imgsync error; None lets the default mapping decide."""
+        data = resp.data if isinstance(resp.data, dict) else {}
+        said = data.get("description") or data.get("message")
+        detail = str(said) if said else f"HTTP {resp.status}"
+        status = resp.status
+        if status in (401, 403):
+            return AuthError(f"token refused: {detail}", status=status)
+        if status == 429:
+            retry = parse_retry_after(resp.headers.get("Retry-After"))
+            return RateLimited(f"too many requests: {detail}", retry_after=retry, status=status)
+        if status >= 500:
+            return TransientError(f"server error: {detail}", status=status)
+        if status == 404:
+            path = resp.url.split("://", 1)[-1].partition("/")[2]
+            if path.startswith("api/"):
+                return RemoteMisconfigured(
+                    f"the host has no /{path.split('?')[0]} route; the paging and delete"
+                    " options are guesses (lolisafe), turn them off for this host",
+                    status=status,
+                )
+            return NotFound("file not found", status=status)
+        if data.get("success") is False:
+            if "not found" in detail.lower():
+                return NotFound(detail, status=status)
+            return Rejected(detail, status=status)
+        return None
+
+    # ---- listing -----------------------------------------------------------------------
+
+    async def list_page(self, cursor: str | None) -> Page:
+        page = int(cursor) if self.paging and cursor and cursor.isdigit() else 0
+        path = f"/api/uploads/{page}" if self.paging else "/api/uploads"
+        resp = await self._http.request(
+            "GET",
+            self.base_url + path,
+            remote=self.name,
+            headers=self._headers,
+            map_error=self._map_error,
+        )
+        files = resp.data.get("files") if isinstance(resp.data, dict) else None
+        if not isinstance(files, list):
+            raise ResponseError(f"GET {path}: no files list in the reply", remote=self.name)
+        items = [self._item(entry) for entry in files if isinstance(entry, dict)]
+        more = self.paging and len(files) >= PAGE_SIZE
+        return Page(items=items, next_cursor=str(page + 1) if more else None)
+
+    def _item(self, entry: dict[str, Any]) -> RemoteItem:
+        name = str(entry.get("name") or "")
+        file_id = entry.get("id")
+        if not name and not file_id:
+            raise ResponseError(
+                f"a listed file has no id or name: {entry!r:.120}", remote=self.name
+            )
+        url = entry.get("file")
+        ext = str(entry.get("extname") or "") or (name[name.rfind(".") :] if "." in name else "")
+        # the extension decides; ``thumb`` (videos get one too) only when there is none
+        image = is_image_name("x" + ext) if ext else bool(entry.get("thumb"))
+        album = str(entry.get("album") or "").strip()
+        return RemoteItem(
+            remote_id=str(file_id) if file_id not in (None, "") else name,
+            name=name or str(file_id),
+            size=parse_size(entry.get("size")),
+            url=str(url) if url else f"{self.base_url}/{name}",
+            mime=guess_mime(name),
+            mtime=_number(entry.get("timestamp")),
+            meta=ItemMeta(
+                created_at=_number(entry.get("timestamp")), tags=(album,) if album else ()
+            ),
+            is_image=image or self.all_files,
+        )
+
+    # ---- transfer ----------------------------------------------------------------------
+
+    async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
+        url = item.url or f"{self.base_url}/{item.name}"
+        async with self._http.stream(url, remote=self.name, map_error=self._map_error) as body:
+            async for chunk in body:
+                yield chunk
+
+    async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
+        filename = rel_path.rsplit("/", 1)[-1] or src.name
+
+        async def form() -> FormData:
+            fd = FormData()
+            fd.add_field("files[]", await src.read(), filename=filename, content_type=src.mime)
+            return fd
+
+        resp = await self._http.request(
+            "POST",
+            self.base_url + "/api/upload",
+            remote=self.name,
+            headers=self._headers,
+            form=form,
+            map_error=self._map_error,
+        )
+        data = resp.data if isinstance(resp.data, dict) else {}
+        files = data.get("files")
+        first = files[0] if isinstance(files, list) and files else None
+        got: dict[str, Any] = first if isinstance(first, dict) else data
+        url = got.get("url")
+        name = got.get("name") or got.get("code")
+        if not name and isinstance(url, str):
+            name = url.rstrip("/").rsplit("/", 1)[-1]
+        if not name or not isinstance(name, str):
+            raise ResponseError(
+                f"POST /api/upload: no file name in the reply ({sorted(data)})", remote=self.name
+            )
+        size = got.get("size")
+        return RemoteItem(
+            remote_id=str(got["id"]) if got.get("id") not in (None, "") else name,
+            name=name,
+            size=size if isinstance(size, int) and not isinstance(size, bool) else src.size,
+            url=str(url) if url else f"{self.base_url}/{name}",
+            mime=src.mime,
+            meta=meta,
+        )
+
+    async def delete(self, item: RemoteItem) -> None:
+        if not self.features.can_delete:
+            await super().delete(item)
+            return
+        file_id = item.remote_id if item.remote_id.isdigit() else await self._id_of(item)
+        await self._http.request(
+            "POST",
+            self.base_url + "/api/upload/delete",
+            remote=self.name,
+            headers=self._headers,
+            json={"id": int(file_id)},
+            map_error=self._map_error,
+        )
+
+    async def _id_of(self, item: RemoteItem) -> str:
+        """The numeric id of an item known by its file name (as an upload returns it)."""
+        async for page, _cursor in self.iter_all():
+            for listed in page.items:
+                if listed.name == item.remote_id and listed.remote_id.isdigit():
+                    return listed.remote_id
+        raise NotFound(f"{item.remote_id} is not in the listing", remote=self.name)
