@@ -155,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--rate", default=None, help="enforce a limit, e.g. 60/minute")
     f.add_argument("--faults", default=None, help="e.g. 5xx=0.1,reset=0.05,slow=0.1")
     f.add_argument("--max-upload-mb", type=float, default=20.0)
+    f.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an emulator option, e.g. paging=true (discordimages), "
+        "checksum_field=checksum (chevereto), mixed_dates=true (gyazo)",
+    )
     return p
 
 
@@ -310,8 +318,10 @@ def _remotes(cfg: Config, as_json: bool) -> int:
     out: list[dict[str, Any]] = []
     for name, r in sorted(cfg.remotes.items()):
         feats: dict[str, Any]
-        try:
-            feats = provider_class(r.type).features.describe()
+        try:  # constructing a provider does no I/O; per-remote options can change features
+            from imgsync.providers.base import ProviderContext
+
+            feats = provider_class(r.type)(r, ProviderContext()).features.describe()
         except (ImportError, AttributeError):
             feats = {}
         out.append(
@@ -356,7 +366,23 @@ def _fakehost(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
     )
     module = importlib.import_module(f"imgsync.fakehosts.{args.kind}")
-    host = module.create(knobs)
+    options: dict[str, Any] = {}
+    for item in args.option:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier() or name in ("clock", "wall_clock"):
+            raise UsageError(f"--option wants NAME=VALUE, got {item!r}")
+        low = value.lower()
+        options[name] = (
+            low in ("true", "yes", "1")
+            if low in ("true", "false", "yes", "no", "1", "0")
+            else int(value)
+            if value.isdigit()
+            else value
+        )
+    try:
+        host = module.create(knobs, **options)
+    except TypeError as exc:
+        raise UsageError(f"{args.kind} emulator: {exc}") from None
     try:
         asyncio.run(serve(host, args.port))
     except OSError as exc:

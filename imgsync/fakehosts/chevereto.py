@@ -526,6 +526,6 @@ def _not_found_page() -> web.Response:
     return _reply(404, page.encode(), HTML_TYPE)
 
 
-def create(knobs: Knobs) -> CheveretoFake:
+def create(knobs: Knobs, **options: Any) -> CheveretoFake:
     """The factory ``imgsync fakehost chevereto`` calls."""
-    return CheveretoFake(knobs)
+    return CheveretoFake(knobs, **options)

@@ -316,6 +316,6 @@ def _express_404(request: web.Request) -> web.Response:
     return web.Response(status=404, text=page, content_type="text/html")
 
 
-def create(knobs: Knobs) -> DiscordImagesFake:
+def create(knobs: Knobs, **options: Any) -> DiscordImagesFake:
     """The factory ``imgsync fakehost discordimages`` calls."""
-    return DiscordImagesFake(knobs)
+    return DiscordImagesFake(knobs, **options)

@@ -348,6 +348,6 @@ class GuizhanFake(FakeHostBase):
         return web.Response(body=image.data, content_type=image.mime)
 
 
-def create(knobs: Knobs) -> GuizhanFake:
+def create(knobs: Knobs, **options: Any) -> GuizhanFake:
     """The emulator as ``imgsync fakehost guizhan`` runs it."""
-    return GuizhanFake(knobs)
+    return GuizhanFake(knobs, **options)

@@ -462,6 +462,6 @@ class GyazoFake(FakeHostBase):
         return web.Response(text=html, content_type="text/html")
 
 
-def create(knobs: Knobs) -> GyazoFake:
+def create(knobs: Knobs, **options: Any) -> GyazoFake:
     """The emulator as ``imgsync fakehost gyazo`` runs it."""
-    return GyazoFake(knobs)
+    return GyazoFake(knobs, **options)

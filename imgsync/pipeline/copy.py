@@ -121,6 +121,9 @@ class CopyRun:
         self.known_remote: dict[str, str] = {}  # source remote id -> sha256, from state
         self.start_cursor: str | None = None
         self.failed_items: list[tuple[Candidate, str]] = []
+        self.include_non_images = opts.include_non_images or bool(
+            src.config.option("include_non_images", False)
+        )
 
     # ---- sources -------------------------------------------------------------------
 
@@ -180,7 +183,7 @@ class CopyRun:
             batch: list[Candidate] = []
             for item in page.items:
                 self.summary.checked += 1
-                if not item.is_image and not self.opts.include_non_images:
+                if not item.is_image and not self.include_non_images:
                     self.summary.non_images += 1
                     continue
                 sha = self.known_remote.get(item.remote_id)

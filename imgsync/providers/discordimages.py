@@ -38,8 +38,8 @@ Choices made here:
   digits); the pipeline hashes the downloaded bytes. No checksum is reported.
 * ``is_image`` follows the file extension (lolisafe also makes thumbnails for videos,
   so ``thumb`` alone proves nothing); ``thumb`` decides only when there is no extension.
-  The remote option ``include_non_images = true`` marks every listed file as an item to
-  copy (``is_image`` True), so ``copy``/``backup`` take them without the CLI flag.
+  The remote option ``include_non_images = true`` makes ``copy``/``backup`` take the
+  non-image files too (the engine reads it, as it reads ``--include-non-images``).
 * a non-empty ``album`` becomes the one tag of ``meta.tags``; ``timestamp`` becomes
   ``meta.created_at``. The host keeps no title or description.
 * downloads go to the ``file`` URL without the token (it may be another host's URL).
@@ -118,7 +118,6 @@ class DiscordImagesProvider(Provider):
     def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
         super().__init__(config, ctx)
         self.paging = bool(config.option("paging", False))
-        self.all_files = bool(config.option("include_non_images", False))
         can_delete = bool(config.option("delete", False))
         self.features = dataclasses.replace(type(self).features, can_delete=can_delete)
         self._headers = {"token": config.token} if config.token else {}
@@ -202,7 +201,7 @@ class DiscordImagesProvider(Provider):
             meta=ItemMeta(
                 created_at=_number(entry.get("timestamp")), tags=(album,) if album else ()
             ),
-            is_image=image or self.all_files,
+            is_image=image,
         )
 
     # ---- transfer ----------------------------------------------------------------------

@@ -118,11 +118,28 @@ async def test_list_seeded_account(client: ApiClient) -> None:
     assert any(i.meta.tags == ("Screenshots",) for i in items)
 
 
-async def test_include_non_images_option_marks_every_file(client: ApiClient) -> None:
-    """With include_non_images = true every listed file is an item to copy."""
+async def test_include_non_images_option_keeps_is_image_accurate(client: ApiClient) -> None:
+    """With include_non_images = true the listing still says which files are images (the
+    engine reads the option and takes the others too)."""
     async with served(DiscordImagesFake(Knobs(token=TOKEN, seed=6))) as fake:
         page = await provider(fake.url, client, include_non_images=True).list_page(None)
-    assert len(page.items) == 6 and all(i.is_image for i in page.items)
+    assert len(page.items) == 6
+    assert sorted(i.is_image for i in page.items) == [False, True, True, True, True, True]
+
+
+async def test_cli_backup_with_include_non_images_option(tmp_path: Path) -> None:
+    """The remote option include_non_images = true makes backup take the .txt files."""
+    host = DiscordImagesFake(Knobs(token=TOKEN, seed=6))
+    out = tmp_path / "backup"
+    async with served(host) as fake:
+        cfg = di_config(tmp_path, fake.url)
+        cfg.write_text(cfg.read_text() + "include_non_images = true\n")
+        proc = await run_cli_async(
+            "--config", str(cfg), "backup", "di:", str(out), "--json", env={"DI_TOKEN": TOKEN}
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["copied"] == 6
+    assert len(list(out.glob("*.txt"))) == 1
 
 
 @pytest.mark.parametrize(("seed", "sizes"), [(60, [25, 25, 10]), (50, [25, 25, 0])])
