@@ -1,0 +1,300 @@
+"""Guizhan Image Hosting (鬼斩图床): list and upload; no delete, no single-image get.
+
+Wire facts (hosts.md §1) and how this module treats them. Tags: [DOC] the host's own API
+page, [INF] inferred (the host looks like a Laravel app), [OBS] seen in recordings of
+Lsky Pro 2, a similar Laravel host (fixtures/lsky-2, flavour only).
+
+* Two endpoints exist [DOC]: ``GET /v1/images`` and ``POST /v1/images``. Nothing to get
+  one image by name, delete, rename or report a quota, so ``features`` declares them
+  absent. A ``base_url`` written as the docs print it (``…/v1/``) is accepted too.
+* Auth is ``Authorization: Bearer <token>`` only [DOC]. ``Accept: application/json`` is
+  sent because Laravel answers a refused token from a client that does not ask for JSON
+  with a 302 to ``/login`` [OBS]; such a redirect is still read as ``AuthError``.
+* Every reply is ``{code, message, result}`` [DOC]; ``code != 0`` is an error. Which HTTP
+  status goes with it is not documented [INF], so the envelope decides at 200 and at 4xx
+  alike. Only ``1002`` "Image size exceeds the limit." is documented: ``Rejected``,
+  permanent, never retried. ``1001``/401/403/"Unauthenticated." -> ``AuthError`` [INF];
+  any other code -> ``Rejected`` carrying the host's message; an envelope at 5xx ->
+  ``TransientError``. A success reply that is not the envelope -> ``ResponseError``.
+* 60 requests a minute [DOC]: ``features.default_rate``; the runtime installs it for
+  ``api.gzssimg.com`` and ``[limits."<authority>"]`` overrides it. The shared limiter
+  paces us, so nothing is done here. Over the limit Laravel's ``throttle`` answers 429
+  ``{"message":"Too Many Attempts."}`` with ``Retry-After`` and ``X-RateLimit-*`` [INF]
+  (Lsky sent the 429 without ``Retry-After`` [OBS]): ``RateLimited``, with the wait taken
+  from ``Retry-After``, else from ``X-RateLimit-Reset``; the headers are hints only.
+* Listing [DOC]: ``page`` (min 1), ``per_page`` (5-20; clamped here, since Laravel
+  ``min``/``max`` rules reject rather than clamp [INF]), ``order=upload_time`` and
+  ``direction=ASC``: the constraint row spells it in capitals and only the cURL example
+  shows lower case, so capitals satisfy both readings. No total is returned: a page
+  shorter than ``per_page`` (or empty) is the last. The cursor is the page number. Oldest
+  first means new uploads land on the last page, hence ``listing_appends``.
+* Image objects [DOC] have ``name`` (the stable key, used as ``remote_id``),
+  ``fullname`` (``name`` + extension; the file name), ``size``, ``upload_time`` (UTC,
+  ``2021-01-09T17:52:03.000000Z``; parsed leniently) and ``url`` on ``gzimg.cc``. No
+  checksum: dedup hashes downloaded bytes.
+* Upload [DOC]: multipart ``image`` with a file name; the result is one image object.
+  No title or album field exists, so metadata is not sent. The host has no de-dup
+  (every upload is a new image) [INF], so a retried upload whose first attempt did reach
+  the host can leave a duplicate there.
+* Downloads fetch ``url`` without the token: images are public and live on another host.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from imgsync.errors import (
+    AuthError,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    RemoteMisconfigured,
+    ResponseError,
+    TransientError,
+    Unsupported,
+)
+from imgsync.http import ApiClient, ApiResponse, FormData, parse_retry_after
+from imgsync.log import get_logger, redact
+from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime
+from imgsync.providers.base import Features, Provider, ProviderContext
+
+if TYPE_CHECKING:
+    from imgsync.config import RemoteConfig
+
+__all__ = ["GuizhanProvider"]
+
+PER_PAGE_MIN, PER_PAGE_MAX = 5, 20
+CODE_UNAUTHENTICATED = 1001  # [INF] the emulator's choice; 401/403 are recognised as well
+CODE_TOO_LARGE = 1002  # [DOC] "Image size exceeds the limit."
+
+_log = get_logger("imgsync.providers.guizhan")
+
+
+def _as_int(value: Any) -> int | None:
+    """An integer from an int or a numeric string (``None`` otherwise)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def parse_time(value: Any) -> float | None:
+    """Unix seconds from ``upload_time``: ISO-8601 with any fraction, ``Z``, an offset or
+    none (read as UTC), a space for ``T``, or unix seconds/milliseconds. ``None`` if unreadable.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.replace(".", "", 1).isdigit():
+            seconds = float(text)
+        else:
+            try:
+                stamp = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=UTC)
+            return stamp.timestamp()
+    else:
+        return None
+    if not math.isfinite(seconds):
+        return None
+    return seconds / 1000 if seconds > 1e11 else seconds  # milliseconds
+
+
+def _page_number(cursor: str | None) -> int:
+    """The page a cursor names (1 for none). A cursor we cannot read restarts the listing:
+    relisting is harmless (known items are skipped), skipping pages is not."""
+    if cursor is None:
+        return 1
+    page = _as_int(cursor)
+    if page is None or page < 1:
+        _log.warning("guizhan_bad_cursor", cursor=cursor[:40])
+        return 1
+    return page
+
+
+class GuizhanProvider(Provider):
+    """Guizhan Image Hosting through its ``/v1`` API."""
+
+    kind: ClassVar[str] = "guizhan"
+    description: ClassVar[str] = "Guizhan Image Hosting (鬼斩图床): list and upload, no delete"
+    default_base_url: ClassVar[str | None] = "https://api.gzssimg.com"
+    features = Features(
+        can_list=True,
+        can_get=False,
+        can_delete=False,
+        checksums=frozenset(),
+        page_size=(PER_PAGE_MIN, PER_PAGE_MAX),
+        default_rate="60/minute",
+        listing_appends=True,
+    )
+
+    def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
+        super().__init__(config, ctx)
+        wanted = _as_int(config.option("per_page", PER_PAGE_MAX))
+        self.per_page = min(max(wanted or PER_PAGE_MAX, PER_PAGE_MIN), PER_PAGE_MAX)
+        if ctx.http is not None and config.token:
+            ctx.http.add_secret(config.token)
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @property
+    def http(self) -> ApiClient:
+        if self.ctx.http is None:
+            raise Unsupported("no HTTP client was given to this remote", remote=self.name)
+        return self.ctx.http
+
+    @property
+    def api_url(self) -> str:
+        """``<base>/v1/images`` (a base that already ends in ``/v1`` is not doubled)."""
+        return f"{self.base_url.removesuffix('/v1')}/v1/images"
+
+    def _headers(self) -> dict[str, str]:
+        token = self.config.token
+        if not token:
+            raise AuthError("no API token configured", remote=self.name)
+        return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    def _map_error(self, resp: ApiResponse) -> ProviderError | None:
+        """The error a Guizhan reply means, or ``None`` (success, or leave it to the status).
+
+        Raising ``LookupError``/``TypeError``/``ValueError`` here is read by the client as
+        an unexpected reply (``ResponseError``).
+        """
+        status, data = resp.status, resp.data
+        envelope = isinstance(data, dict) and "code" in data
+        message = str(data.get("message") or "").strip() if isinstance(data, dict) else ""
+        if status == 429 or message.lower().startswith("too many attempts"):
+            return RateLimited(
+                f"too many requests: {message or status}",
+                retry_after=self._retry_after(resp),
+                status=status,
+            )
+        if 300 <= status < 400:
+            location = resp.headers.get("Location", "")
+            if urlsplit(location).path.rstrip("/").endswith("/login"):
+                return AuthError("token refused (redirected to the login page)", status=status)
+            return None  # the default names the redirect target
+        if not envelope:
+            if resp.ok:
+                body = redact(str(data))[:200]
+                return ResponseError(f"reply is not a {{code, message, result}} envelope: {body}")
+            if status == 404:
+                return RemoteMisconfigured(
+                    f"no Guizhan API at {self.api_url}; check base_url", status=status
+                )
+            return None  # by status: 401 -> AuthError, 5xx -> TransientError ...
+        code = _as_int(data["code"])
+        if code == 0:
+            return None  # a success (or, at an error status, the status decides)
+        what = f"{message or 'error'} (code {data['code']})"
+        if status >= 500:
+            return TransientError(f"host error: {what}", status=status, code=code)
+        if code == CODE_TOO_LARGE:
+            return Rejected(f"image too large for the host: {what}", status=status, code=code)
+        if code == CODE_UNAUTHENTICATED or status in (401, 403) or message == "Unauthenticated.":
+            return AuthError(f"token refused: {what}", status=status, code=code)
+        return Rejected(f"refused: {what}", status=status, code=code)
+
+    @staticmethod
+    def _retry_after(resp: ApiResponse) -> float | None:
+        wait = parse_retry_after(resp.headers.get("Retry-After"))
+        if wait is None and (reset := _as_int(resp.headers.get("X-RateLimit-Reset"))):
+            wait = max(0.0, reset - time.time())
+        return wait
+
+    def _result(self, resp: ApiResponse, kind: type[Any]) -> Any:
+        result = resp.data.get("result") if isinstance(resp.data, dict) else None
+        if not isinstance(result, kind):
+            raise ResponseError(
+                f"expected a {kind.__name__} in result: {redact(str(resp.data))[:200]}",
+                remote=self.name,
+                status=resp.status,
+            )
+        return result
+
+    def _item(self, row: Any) -> RemoteItem:
+        """A ``RemoteItem`` from one image object (``ResponseError`` if it has no name)."""
+        if not isinstance(row, dict):
+            raise ResponseError(f"image entry is not an object: {row!r:.100}", remote=self.name)
+        name, fullname = row.get("name"), row.get("fullname")
+        key = name if isinstance(name, str) and name else fullname
+        if not isinstance(key, str) or not key:
+            raise ResponseError(f"image entry without a name: {row!r:.200}", remote=self.name)
+        filename = fullname if isinstance(fullname, str) and fullname else key
+        url = row.get("url")
+        size = _as_int(row.get("size"))
+        return RemoteItem(
+            remote_id=key,
+            name=filename,
+            size=size if size is not None and size >= 0 else None,
+            url=url if isinstance(url, str) and url else None,
+            mime=guess_mime(filename),
+            meta=ItemMeta(created_at=parse_time(row.get("upload_time"))),
+            is_image=True,
+        )
+
+    # --- the provider interface ----------------------------------------------------------
+
+    async def list_page(self, cursor: str | None) -> Page:
+        """One page, oldest first; ``next_cursor`` is the next page number, or ``None``
+        after a short or empty page."""
+        page = _page_number(cursor)
+        resp = await self.http.request(
+            "GET",
+            self.api_url,
+            remote=self.name,
+            params={
+                "page": page,
+                "per_page": self.per_page,
+                "order": "upload_time",
+                "direction": "ASC",
+            },
+            headers=self._headers(),
+            map_error=self._map_error,
+        )
+        rows = self._result(resp, list)
+        items = [self._item(row) for row in rows]
+        return Page(items=items, next_cursor=str(page + 1) if len(rows) >= self.per_page else None)
+
+    async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
+        if not item.url:
+            raise ResponseError(f"{item.name}: the host gave no URL", remote=self.name)
+        async with self.http.stream(item.url, remote=self.name) as body:
+            async for chunk in body:
+                yield chunk
+
+    async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
+        async def form() -> FormData:
+            body = FormData()
+            body.add_field("image", await src.read(), filename=src.name, content_type=src.mime)
+            return body
+
+        resp = await self.http.request(
+            "POST",
+            self.api_url,
+            remote=self.name,
+            headers=self._headers(),
+            form=form,
+            map_error=self._map_error,
+        )
+        item = self._item(self._result(resp, dict))
+        if item.size is not None and item.size != src.size:
+            _log.info(
+                "guizhan_size_differs",
+                remote=self.name,
+                name=item.name,
+                sent=src.size,
+                stored=item.size,
+            )
+        return item

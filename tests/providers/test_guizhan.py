@@ -1,0 +1,360 @@
+"""GuizhanProvider against the Guizhan emulator, over real loopback HTTP.
+
+The contract tests drive the provider directly through an ApiClient whose retries do not
+sleep; the CLI tests run ``python -m imgsync`` against an emulator served by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from helpers import RunningFake, run_cli_async, start_fake, tree_files, write_config
+from multidict import CIMultiDict
+from structlog.testing import capture_logs
+
+from imgsync.config import LimitConfig, RemoteConfig
+from imgsync.errors import (
+    AuthError,
+    RateLimited,
+    Rejected,
+    RemoteMisconfigured,
+    ResponseError,
+    TransientError,
+)
+from imgsync.fakehosts.common import Knobs, sha256_hex
+from imgsync.fakehosts.guizhan import GuizhanFake
+from imgsync.fakehosts.images import make_png
+from imgsync.hashing import digest_bytes
+from imgsync.http import ApiClient, ApiResponse
+from imgsync.models import ItemMeta, UploadSource
+from imgsync.providers.base import ProviderContext
+from imgsync.providers.guizhan import GuizhanProvider, parse_time
+from imgsync.ratelimit import LimiterRegistry
+from imgsync.retry import RetryPolicy
+
+TOKEN = "gz-token-7c1f0e9a5b"
+SEED_EPOCH = 1_610_214_723  # the emulator's first seeded upload_time (the docs' example)
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
+
+
+class RecordingGuizhan(GuizhanFake):
+    """The emulator, also logging each API request as it arrives (monotonic time, method,
+    ``page``) and counting file downloads. ``refuse_after_page = N`` makes listings of
+    pages past N answer as if the token had been revoked (1001, HTTP 401)."""
+
+    def __init__(self, knobs: Knobs, **kw: Any) -> None:
+        super().__init__(knobs, **kw)
+        self.log: list[tuple[float, str, str | None]] = []
+        self.downloads = 0
+        self.refuse_after_page: int | None = None
+
+    def admit(self, request: web.Request) -> web.Response | dict[str, str]:
+        self.log.append((time.monotonic(), request.method, request.query.get("page")))
+        page = request.query.get("page", "1")
+        limit = self.refuse_after_page
+        if request.method == "GET" and limit is not None and int(page) > limit:
+            return self.fail(1001, "Unauthenticated.", 401)
+        return super().admit(request)
+
+    async def serve_file(self, request: web.Request) -> web.Response:
+        self.downloads += 1
+        return await super().serve_file(request)
+
+    def pages_listed(self) -> list[str | None]:
+        return [page for _t, method, page in self.log if method == "GET"]
+
+
+@asynccontextmanager
+async def emulator(**kw: Any) -> AsyncIterator[tuple[RunningFake, RecordingGuizhan]]:
+    opts = {k: kw.pop(k) for k in ("clamp_paging", "errors_http_200") if k in kw}
+    kw.setdefault("token", TOKEN)
+    kw.setdefault("rate", "none")
+    fake = RecordingGuizhan(Knobs(**kw), **opts)
+    running = await start_fake(fake)
+    try:
+        yield running, fake
+    finally:
+        await running.close()
+
+
+@asynccontextmanager
+async def provider(
+    url: str,
+    *,
+    token: str = TOKEN,
+    per_page: int = 20,
+    attempts: int = 5,
+    limiters: LimiterRegistry | None = None,
+) -> AsyncIterator[GuizhanProvider]:
+    retry = RetryPolicy(attempts=attempts, sleep=_no_sleep)
+    cfg = RemoteConfig(
+        name="gz", type="guizhan", base_url=url, token=token, options={"per_page": per_page}
+    )
+    async with (
+        ApiClient(limiters, retry=retry) as http,
+        GuizhanProvider(cfg, ProviderContext(http=http)) as gz,
+    ):
+        yield gz
+
+
+def source(data: bytes, name: str = "pic.png") -> UploadSource:
+    d = digest_bytes(data, True)
+    return UploadSource(
+        name=name, size=len(data), sha256=d.sha256, md5=d.md5, mime="image/png", data=data
+    )
+
+
+# --- contract ---------------------------------------------------------------------------
+
+
+async def test_lists_every_page_oldest_first_and_stops_on_the_short_page() -> None:
+    """45 images at 20 a page: pages 1-3 (20, 20, 5), cursors "2", "3", None, oldest first."""
+    async with emulator(seed=45) as (_run, fake), provider(_run.url) as gz:
+        pages = [(cursor, page) async for page, cursor in gz.iter_all()]
+        assert [c for c, _p in pages] == [None, "2", "3"]
+        assert [len(p.items) for _c, p in pages] == [20, 20, 5]
+        assert pages[-1][1].next_cursor is None
+        items = [i for _c, p in pages for i in p.items]
+        assert len({i.remote_id for i in items}) == 45
+        times = [i.meta.created_at for i in items]
+        assert times[0] == SEED_EPOCH and times == sorted(times)  # type: ignore[type-var]
+        first = items[0]
+        assert first.name.startswith(first.remote_id + ".") and first.size and first.url
+        assert first.is_image and first.mime == "image/png"
+        assert fake.pages_listed() == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize(("asked", "sent"), [(100, "20"), (1, "5")])
+async def test_per_page_is_clamped_to_the_documented_range(asked: int, sent: str) -> None:
+    """per_page outside 5-20 is clamped client-side (the strict emulator would refuse it)."""
+    async with emulator(seed=7) as (run, fake), provider(run.url, per_page=asked) as gz:
+        page = await gz.list_page(None)
+        assert len(page.items) == min(7, int(sent))
+        assert gz.per_page == int(sent)
+        assert fake.stats.throttled == 0 and fake.stats.requests == 1
+
+
+async def test_empty_account_is_one_empty_page() -> None:
+    """No images: one request, an empty page, no next cursor."""
+    async with emulator(seed=0) as (run, fake), provider(run.url) as gz:
+        pages = [page async for page, _cursor in gz.iter_all()]
+        assert len(pages) == 1 and pages[0].items == [] and pages[0].next_cursor is None
+        assert fake.stats.requests == 1
+
+
+async def test_upload_then_listed_last_and_downloaded_byte_for_byte() -> None:
+    """A multipart upload returns the image; it is the last listed; its URL gives the bytes."""
+    data = make_png(24, 24, 77)
+    async with emulator(seed=3) as (run, fake), provider(run.url) as gz:
+        item = await gz.upload(source(data), ItemMeta(title="x"), rel_path="a/pic.png")
+        assert fake.stats.uploads == 1
+        assert item.size == len(data) and item.url and item.name.endswith(".png")
+        assert item.meta.created_at is not None
+        listed = [i async for p, _c in gz.iter_all() for i in p.items]
+        assert [i.remote_id for i in listed][-1] == item.remote_id
+        body = b"".join([chunk async for chunk in gz.open(listed[-1])])
+        assert body == data and sha256_hex(body) == sha256_hex(data)
+
+
+@pytest.mark.parametrize("http_200", [False, True], ids=["http-4xx", "http-200"])
+async def test_envelope_errors_at_http_200_and_4xx(http_200: bool) -> None:
+    """code != 0 is an error at either status: 1002 -> Rejected once (no retry); 1000 ->
+    Rejected with the host's message; 1001 -> AuthError."""
+    async with emulator(max_upload_bytes=100, errors_http_200=http_200) as (run, _fake):
+        async with provider(run.url) as gz:
+            with pytest.raises(Rejected) as big:
+                await gz.upload(source(make_png(40, 40, 1)), ItemMeta(), rel_path="big.png")
+            assert big.value.code == 1002 and "exceeds the limit" in str(big.value)
+            assert big.value.status == (200 if http_200 else 422)
+            assert (await run.stats())["requests"] == 1  # one attempt, never retried
+
+            with pytest.raises(Rejected, match="must be an image") as bad:
+                await gz.upload(source(b"plain text, not a picture"), ItemMeta(), rel_path="a.png")
+            assert bad.value.code == 1000
+        async with provider(run.url, token="wrong-token-123") as gz:
+            with pytest.raises(AuthError) as auth:
+                await gz.list_page(None)
+            assert auth.value.code == 1001
+        assert (await run.stats())["requests"] == 3
+
+
+async def test_bad_token_is_auth_error_and_never_shown() -> None:
+    """A refused token raises AuthError (scope remote) after one request; the token
+    appears neither in the exception text nor in any captured log event."""
+    secret = "gz-WRONG-token-5f3a9d"
+    async with emulator(seed=2) as (run, fake):
+        with capture_logs() as logs:
+            async with provider(run.url, token=secret) as gz:
+                with pytest.raises(AuthError) as exc:
+                    await gz.list_page(None)
+                with pytest.raises(AuthError):
+                    await gz.upload(source(make_png(8, 8, 2)), ItemMeta(), rel_path="p.png")
+        assert exc.value.scope == "remote"
+        assert secret not in str(exc.value) and secret not in repr(exc.value)
+        assert logs and secret not in json.dumps(logs, default=str)
+        assert fake.stats.requests == 2
+
+
+async def test_malformed_reply_is_a_response_error() -> None:
+    """A cut-off JSON body is a ResponseError (and not retried)."""
+    async with emulator(seed=2, faults={"malformed": 1.0}) as (run, fake), provider(run.url) as gz:
+        with pytest.raises(ResponseError):
+            await gz.list_page(None)
+        assert fake.stats.requests == 1
+
+
+async def test_non_envelope_429_is_rate_limited_with_its_retry_after() -> None:
+    """Over the host's limit: Laravel's bare 429 + Retry-After -> RateLimited(retry_after)."""
+    async with emulator(seed=2, rate="2/minute") as (run, fake):
+        async with provider(run.url, attempts=1) as gz:
+            await gz.list_page(None)
+            await gz.list_page(None)
+            with pytest.raises(RateLimited) as exc:
+                await gz.list_page(None)
+        assert exc.value.status == 429 and exc.value.retry_after is not None
+        assert 1 <= exc.value.retry_after <= 60
+        assert fake.stats.throttled == 1
+
+
+def _reply(status: int, data: Any, **headers: str) -> ApiResponse:
+    return ApiResponse(status, CIMultiDict(headers), "https://api.gzssimg.com/v1/images", data)
+
+
+async def test_map_error_table() -> None:
+    """Replies the emulator does not produce: 429 with only X-RateLimit-Reset, a 302 to the
+    login page, a bare 404 (wrong base_url), an envelope at 5xx, a non-envelope 200."""
+    gz = GuizhanProvider(
+        RemoteConfig(name="gz", type="guizhan", token=TOKEN), ProviderContext(http=None)
+    )
+    assert gz.api_url == "https://api.gzssimg.com/v1/images"
+    reset = str(int(time.time()) + 30)
+    err = gz._map_error(
+        _reply(429, {"message": "Too Many Attempts."}, **{"X-RateLimit-Reset": reset})
+    )
+    assert isinstance(err, RateLimited) and err.retry_after is not None
+    assert 25 <= err.retry_after <= 30
+    login = _reply(302, "", Location="https://www.gzssimg.com/login")
+    assert isinstance(gz._map_error(login), AuthError)
+    assert isinstance(gz._map_error(_reply(404, "Not Found")), RemoteMisconfigured)
+    boom = _reply(500, {"code": 9, "message": "Server Error", "result": []})
+    assert isinstance(gz._map_error(boom), TransientError)
+    assert isinstance(gz._map_error(_reply(200, {"data": []})), ResponseError)
+    assert gz._map_error(_reply(200, {"code": 0, "message": None, "result": []})) is None
+
+
+def test_upload_time_is_parsed_leniently() -> None:
+    """The documented format, other ISO forms, unix seconds and milliseconds; junk -> None."""
+    assert parse_time("2021-01-09T17:52:03.000000Z") == SEED_EPOCH
+    assert parse_time("2021-01-09 17:52:03") == SEED_EPOCH
+    assert parse_time("2021-01-10T01:52:03+08:00") == SEED_EPOCH
+    assert parse_time(SEED_EPOCH) == parse_time(SEED_EPOCH * 1000) == SEED_EPOCH
+    assert parse_time("yesterday") is None and parse_time(None) is None
+
+
+def test_features_and_default_rate_for_the_public_host() -> None:
+    """Declared abilities; the runtime's default "60/minute" for api.gzssimg.com, which a
+    [limits] table overrides."""
+    f = GuizhanProvider.features
+    assert (f.can_list, f.can_get, f.can_delete, f.checksums) == (True, False, False, frozenset())
+    assert f.page_size == (5, 20) and f.listing_appends and f.default_rate == "60/minute"
+    assert GuizhanProvider.default_base_url == "https://api.gzssimg.com"
+    reg = LimiterRegistry()
+    reg.set_default("api.gzssimg.com", f.default_rate)
+    assert reg.for_authority("api.gzssimg.com").rates == ("60/minute",)
+    reg = LimiterRegistry({"api.gzssimg.com": LimitConfig(rates=("30/minute",))})
+    reg.set_default("api.gzssimg.com", f.default_rate)
+    assert reg.for_authority("api.gzssimg.com").rates == ("30/minute",)
+
+
+# --- through the CLI --------------------------------------------------------------------
+
+
+def _config(tmp_path: Path, url: str, authority: str, rate: str | None = None) -> Path:
+    limits = f'\n[limits."{authority}"]\nrate = "{rate}"\n' if rate else ""
+    text = f'[remotes.gz]\ntype = "guizhan"\nbase_url = "{url}"\ntoken_env = "GZ_TOKEN"\n{limits}'
+    return write_config(tmp_path / "imgsync.toml", text)
+
+
+async def test_cli_copy_into_guizhan_keeps_under_the_rate_limit(
+    image_tree: Path, tmp_path: Path
+) -> None:
+    """12 uploads with host and config both at 4/second: no 429 at all, and the host sees
+    requests at 90-100 % of the limit (each request starts just over a second after the
+    one four places earlier). ``ls`` then lists all 12, again without a 429."""
+    env = {"GZ_TOKEN": TOKEN}
+    async with emulator(rate="4/second") as (run, fake):
+        cfg = _config(tmp_path, run.url, run.authority, rate="4/second")
+        proc = await run_cli_async(
+            "--config", str(cfg), "copy", str(image_tree), "gz:", "--json", env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["copied"] == 12
+        posts = [t for t, method, _p in fake.log if method == "POST"]
+        assert len(posts) == 12
+        assert (await run.stats())["throttled"] == 0, fake.log
+
+        # Each process has its own limiter: let the copy's last window pass first, as the
+        # host would otherwise count the listing together with the last four uploads.
+        await asyncio.sleep(1.0)
+        proc = await run_cli_async("--config", str(cfg), "ls", "gz:", "--json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        listed = [json.loads(line) for line in proc.stdout.splitlines()]
+        sizes = sorted(p.stat().st_size for p in image_tree.rglob("*.*") if p.suffix != ".txt")
+        assert sorted(i["size"] for i in listed) == sizes
+
+        assert (await run.stats())["throttled"] == 0, fake.log
+    limit, period = 4, 1.0
+    gaps = [posts[i + limit] - posts[i] for i in range(len(posts) - limit)]
+    assert min(gaps) >= period  # never more than 4 in any one-second interval
+    steady = limit / (sum(gaps) / len(gaps))
+    overall = (len(posts) - limit) / (posts[-1] - posts[0])
+    print(f"guizhan rate: steady {steady:.3f}/s, overall {overall:.3f}/s, limit {limit}/s")
+    assert 0.9 * limit <= steady <= limit
+    assert 0.9 * limit <= overall <= limit
+
+
+async def test_cli_backup_resumes_an_interrupted_listing_from_its_cursor(tmp_path: Path) -> None:
+    """60 images, 20 a page. The token is refused from page 2 on: page 1 is backed up and
+    its cursor kept. The re-run starts at page 2 (page 1 is not listed again) and ends with
+    all 60 images once; a third run lists only the last page and downloads nothing."""
+    env = {"GZ_TOKEN": TOKEN}
+    dest = tmp_path / "backup"
+    async with emulator(seed=60) as (run, fake):
+        cfg = _config(tmp_path, run.url, run.authority)
+        args = ("--config", str(cfg), "backup", "gz:", str(dest), "--json")
+
+        fake.refuse_after_page = 1
+        first = await run_cli_async(*args, env=env)
+        assert first.returncode != 0
+        summary = json.loads(first.stdout)
+        assert summary["copied"] == 20 and "listing the source" in summary["remote_failure"]
+        assert fake.pages_listed() == ["1", "2"] and fake.downloads == 20
+
+        fake.refuse_after_page = None
+        fake.log.clear()
+        second = await run_cli_async(*args, env=env)
+        assert second.returncode == 0, second.stderr
+        assert json.loads(second.stdout)["copied"] == 40
+        assert fake.pages_listed() == ["2", "3", "4"] and fake.downloads == 60
+
+        fake.log.clear()
+        third = await run_cli_async(*args, env=env)
+        assert third.returncode == 0, third.stderr
+        assert json.loads(third.stdout)["copied"] == 0
+        assert fake.pages_listed() == ["4"] and fake.downloads == 60
+        stored = sorted(image.sha256 for image in fake.images.values())
+
+    images = {k: v for k, v in tree_files(dest).items() if not k.endswith(".json")}
+    assert len(images) == 60
+    assert sorted(sha256_hex(v) for v in images.values()) == stored
