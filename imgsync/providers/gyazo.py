@@ -278,7 +278,7 @@ class GyazoProvider(Provider):
             if retry_after is not None:
                 return RateLimited(f"{what}: {message}", retry_after=retry_after, status=429)
             return RemotePaused(
-                f"Gyazo's daily budget ({DAILY_RATE}) is spent ({message}); "
+                f"Gyazo's daily request budget is spent ({message}); "
                 "paused until the next UTC midnight",
                 until=next_utc_midnight(),
                 status=429,
