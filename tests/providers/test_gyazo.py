@@ -344,7 +344,7 @@ async def test_daily_budget_spent_pauses_the_remote(gyazo: Start) -> None:
         (422, {}, {"message": "Unprocessable image"}, Rejected, "Unprocessable"),
         (402, {}, {"message": "Upgrade to Pro"}, Rejected, "paid plan"),
         (429, {"Retry-After": "30"}, {"message": "slow down"}, RateLimited, "slow down"),
-        (429, {}, {"message": "Too many requests"}, RemotePaused, "daily budget"),
+        (429, {}, {"message": "Too many requests"}, RemotePaused, "daily request budget"),
         (500, {}, "<html>oops</html>", TransientError, "oops"),
         (503, {}, None, TransientError, "server error"),
     ],
