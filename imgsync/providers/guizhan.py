@@ -26,7 +26,7 @@ Lsky Pro 2, a similar Laravel host (fixtures/lsky-2, flavour only).
   ``min``/``max`` rules reject rather than clamp [INF]), ``order=upload_time`` and
   ``direction=ASC``: the constraint row spells it in capitals and only the cURL example
   shows lower case, so capitals satisfy both readings. No total is returned: a page
-  shorter than ``per_page`` (or empty) is the last. The cursor is the page number. Oldest
+  shorter than ``per_page`` (or empty) is the last. The cursor is ``<page>@<per_page>``. Oldest
   first means new uploads land on the last page, hence ``listing_appends``.
 * Image objects [DOC] have ``name`` (the stable key, used as ``remote_id``),
   ``fullname`` (``name`` + extension; the file name), ``size``, ``upload_time`` (UTC,
@@ -111,14 +111,20 @@ def parse_time(value: Any) -> float | None:
     return seconds / 1000 if seconds > 1e11 else seconds  # milliseconds
 
 
-def _page_number(cursor: str | None) -> int:
-    """The page a cursor names (1 for none). A cursor we cannot read restarts the listing:
-    relisting is harmless (known items are skipped), skipping pages is not."""
+def _page_number(cursor: str | None, per_page: int) -> int:
+    """The page a cursor (``"<page>@<per_page>"``) names, 1 for none. A cursor we cannot
+    read, or one saved with another page size (its page number would point elsewhere),
+    restarts the listing: relisting is harmless (known items are skipped), skipping pages
+    is not."""
     if cursor is None:
         return 1
-    page = _as_int(cursor)
+    number, _, size = cursor.partition("@")
+    page = _as_int(number)
     if page is None or page < 1:
         _log.warning("guizhan_bad_cursor", cursor=cursor[:40])
+        return 1
+    if size and _as_int(size) != per_page:
+        _log.info("guizhan_page_size_changed", saved=size, now=per_page)
         return 1
     return page
 
@@ -249,7 +255,7 @@ class GuizhanProvider(Provider):
     async def list_page(self, cursor: str | None) -> Page:
         """One page, oldest first; ``next_cursor`` is the next page number, or ``None``
         after a short or empty page."""
-        page = _page_number(cursor)
+        page = _page_number(cursor, self.per_page)
         resp = await self.http.request(
             "GET",
             self.api_url,
@@ -265,7 +271,8 @@ class GuizhanProvider(Provider):
         )
         rows = self._result(resp, list)
         items = [self._item(row) for row in rows]
-        return Page(items=items, next_cursor=str(page + 1) if len(rows) >= self.per_page else None)
+        more = len(rows) >= self.per_page
+        return Page(items=items, next_cursor=f"{page + 1}@{self.per_page}" if more else None)
 
     async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
         if not item.url:

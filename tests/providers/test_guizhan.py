@@ -119,10 +119,11 @@ def source(data: bytes, name: str = "pic.png") -> UploadSource:
 
 
 async def test_lists_every_page_oldest_first_and_stops_on_the_short_page() -> None:
-    """45 images at 20 a page: pages 1-3 (20, 20, 5), cursors "2", "3", None, oldest first."""
+    """45 images at 20 a page: pages 1-3 (20, 20, 5), cursors "2@20", "3@20", None, oldest
+    first."""
     async with emulator(seed=45) as (_run, fake), provider(_run.url) as gz:
         pages = [(cursor, page) async for page, cursor in gz.iter_all()]
-        assert [c for c, _p in pages] == [None, "2", "3"]
+        assert [c for c, _p in pages] == [None, "2@20", "3@20"]
         assert [len(p.items) for _c, p in pages] == [20, 20, 5]
         assert pages[-1][1].next_cursor is None
         items = [i for _c, p in pages for i in p.items]
@@ -322,6 +323,17 @@ async def test_cli_copy_into_guizhan_keeps_under_the_rate_limit(
     print(f"guizhan rate: steady {steady:.3f}/s, overall {overall:.3f}/s, limit {limit}/s")
     assert 0.9 * limit <= steady <= limit
     assert 0.9 * limit <= overall <= limit
+
+
+async def test_cursor_saved_with_another_page_size_restarts() -> None:
+    """A cursor saved with per_page 20 is not reused with per_page 10 (its page number
+    would point at other images): the listing restarts at page 1."""
+    async with emulator(seed=30) as (run, fake), provider(run.url, per_page=10) as gz:
+        page = await gz.list_page("2@20")
+        assert page.next_cursor == "2@10"
+        page = await gz.list_page("3@10")
+        assert page.next_cursor == "4@10"
+        assert fake.pages_listed() == ["1", "3"]
 
 
 async def test_cli_backup_resumes_an_interrupted_listing_from_its_cursor(tmp_path: Path) -> None:
