@@ -33,6 +33,28 @@ REMOTE_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "discordimages": {"paging": bool, "delete": bool, "include_non_images": bool},
 }
 _TOKEN_TYPES = {"gyazo", "guizhan", "chevereto", "discordimages"}
+_ISO_DURATION = re.compile(
+    r"P(?=\d|T\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?"
+)
+
+
+def option_problem(rtype: str, key: str, value: Any) -> str | None:
+    """What is wrong with a remote option's value (beyond its type), or None."""
+    if key == "per_page":
+        low, high = (1, 100) if rtype == "gyazo" else (5, 20)
+        if not low <= value <= high:
+            return f"must be from {low} to {high}"
+    elif key == "access_policy" and value not in ("anyone", "only_me"):
+        return "must be anyone or only_me"
+    elif key == "expiration":
+        text = str(value).strip()
+        if not (text.isdigit() or _ISO_DURATION.fullmatch(text)):
+            return (
+                "must be seconds or an ISO-8601 duration such as PT5M or P3D "
+                "(the site would silently read anything else as 5 minutes)"
+            )
+    return None
+
 
 _UNITS = {
     "s": 1.0,
@@ -295,6 +317,8 @@ def _remote(p: _Problems, name: str, tbl: Any, base_dir: Path | None) -> RemoteC
             p.add(f"{key}.{k}", f"unknown key for a {rtype} remote")
         elif not isinstance(v, allowed[k]) or (isinstance(v, bool) and allowed[k] is int):
             p.add(f"{key}.{k}", f"has the wrong type ({type(v).__name__})")
+        elif (problem := option_problem(rtype, k, v)) is not None:
+            p.add(f"{key}.{k}", problem)
         else:
             options[k] = v
     path = None

@@ -61,6 +61,35 @@ def test_every_problem_reported_at_once() -> None:
     assert all(p.startswith("cfg.toml: ") for p in info.value.problems)
 
 
+def test_option_values_are_checked() -> None:
+    """Out-of-range page sizes, unknown access policies and bad expirations are caught by
+    `config check`, before any run."""
+    data = {
+        "remotes": {
+            "g": {"type": "gyazo", "token": "t", "per_page": 500, "access_policy": "all"},
+            "z": {"type": "guizhan", "token": "t", "per_page": 4},
+            "c": {
+                "type": "chevereto",
+                "token": "t",
+                "base_url": "https://x.io",
+                "expiration": "3 days",
+            },
+        }
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    text = "\n".join(info.value.problems)
+    for key in (
+        "remotes.g.per_page",
+        "remotes.g.access_policy",
+        "remotes.z.per_page",
+        "remotes.c.expiration",
+    ):
+        assert key in text, key
+    ok = {"type": "chevereto", "token": "t", "base_url": "https://x.io", "expiration": "P3D"}
+    assert parse_config({"remotes": {"c": ok}}).remotes["c"].option("expiration") == "P3D"
+
+
 def test_one_credential_only() -> None:
     """token and token_env together is an error; none at all is an error."""
     with pytest.raises(ConfigError, match="only one of"):
