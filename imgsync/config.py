@@ -33,9 +33,8 @@ REMOTE_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "discordimages": {"paging": bool, "delete": bool, "include_non_images": bool},
 }
 _TOKEN_TYPES = {"gyazo", "guizhan", "chevereto", "discordimages"}
-_ISO_DURATION = re.compile(
-    r"P(?=\d|T\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?"
-)
+# Patterns are compiled on first use (re caches them): importing config stays cheap.
+_ISO_DURATION = r"P(?=\d|T\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?"
 
 
 def option_problem(rtype: str, key: str, value: Any) -> str | None:
@@ -48,7 +47,7 @@ def option_problem(rtype: str, key: str, value: Any) -> str | None:
         return "must be anyone or only_me"
     elif key == "expiration":
         text = str(value).strip()
-        if not (text.isdigit() or _ISO_DURATION.fullmatch(text)):
+        if not (text.isdigit() or re.fullmatch(_ISO_DURATION, text)):
             return (
                 "must be seconds or an ISO-8601 duration such as PT5M or P3D "
                 "(the site would silently read anything else as 5 minutes)"
@@ -72,7 +71,7 @@ _UNITS = {
     "day": 86400.0,
     "days": 86400.0,
 }
-_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$")
+_RATE_RE = r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$"
 
 
 def parse_rate(text: str) -> tuple[float, float]:
@@ -81,7 +80,7 @@ def parse_rate(text: str) -> tuple[float, float]:
     Accepts ``N/second|minute|hour|day`` (and short forms ``s m h d``), optionally with a
     multiplier (``"100/15m"``). Raises ``ValueError`` with a readable message.
     """
-    m = _RATE_RE.match(text.lower())
+    m = re.match(_RATE_RE, text.lower())
     if not m or m.group(3) not in _UNITS:
         raise ValueError(f"bad rate {text!r}: write it like 60/minute, 5/second or 12500/day")
     count = float(m.group(1))

@@ -64,13 +64,14 @@ async def test_full_disk_loses_nothing(
 
     def full_disk_open(file: Any, mode: str = "r", *args: Any, **kw: Any) -> Any:
         name = os.fsdecode(file) if isinstance(file, str | bytes | os.PathLike) else ""
-        if "w" in mode and os.path.basename(name).startswith(TMP_PREFIX):
+        staging = any(part.startswith(TMP_PREFIX) for part in name.split(os.sep))
+        if "w" in mode and staging:
             fh = real_open(file, mode, *args, **kw)
             fh.close()
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(file, mode, *args, **kw)
 
-    monkeypatch.setattr("imgsync.pipeline.copy.open", full_disk_open, raising=False)
+    monkeypatch.setattr("imgsync.pipeline.folders.open", full_disk_open, raising=False)
     summary = await _copy(image_tree, dst)
     assert summary.copied == 0
     assert summary.failed == 12

@@ -145,6 +145,12 @@ class CopyRun:
             Candidate(path_key(e.rel), e.rel, scan=e, known=k, sha256=k.sha256)
             for e, k in plan.to_send
         ]
+        if isinstance(self.dst, LocalProvider) and not self.opts.dry_run:
+            from imgsync.pipeline.folders import copy_folders
+
+            await copy_folders(self, [c.scan for c in cands if c.scan])
+            s.elapsed = time.monotonic() - started
+            return s
         batches: list[list[Candidate]] = []
         cur: list[Candidate] = []
         size = 0
@@ -453,6 +459,45 @@ class CopyRun:
         if allowed is not None and ext not in allowed and f".{ext}" not in allowed:
             return f"the host does not accept .{ext} files"
         return None
+
+    # ---- used by the folder-to-folder path (pipeline/folders.py) -----------------
+
+    def file_failed(self, rel: str, err: ImgsyncError, sha256: str | None) -> None:
+        """Record a per-file failure of a local source file."""
+        c = Candidate(path_key(rel), rel)
+        if sha256 is not None:
+            c.digest = Digest(sha256, None, 0)
+        self._item_failed(c, err)
+
+    async def record_hashed(self, files: Sequence[Any]) -> None:
+        """Objects and ``local_files`` rows for source files just hashed."""
+        root = self.src.config.path
+        assert root is not None
+        rows, local_rows = [], []
+        for f in files:
+            d = f.digest
+            rows.append((d.sha256, d.size, d.md5, guess_mime(f.rel)))
+            scan = f.scan
+            local_rows.append(
+                (path_key(f.rel), KnownFile(scan.size, scan.mtime_ns, scan.inode, d.sha256, d.md5))
+            )
+        await queries.record_objects(self.store, rows)
+        await queries.record_local_files(self.store, str(root), local_rows)
+
+    async def record_written(self, done: Sequence[tuple[str, str, int]]) -> None:
+        """Locations for (sha256, final rel, size) just committed at a local destination."""
+        await queries.record_locations(
+            self.store,
+            self.dst_key,
+            [
+                (sha, RemoteItem(remote_id=path_key(rel), name=rel, size=size))
+                for sha, rel, size in done
+            ],
+        )
+        for _sha, _rel, size in done:
+            self.summary.copied += 1
+            self.summary.bytes += size
+            self.progress.tick(done=1, copied=1, nbytes=size)
 
     # ---- failures ------------------------------------------------------------------
 

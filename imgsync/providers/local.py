@@ -24,7 +24,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from imgsync.errors import LocalIOError, NotFound, Rejected
 from imgsync.hashing import CHUNK
-from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, is_image_name
+from imgsync.models import IMAGE_EXTENSIONS, ItemMeta, Page, RemoteItem, UploadSource
 from imgsync.providers.base import Features, Provider
 
 TMP_PREFIX = ".imgsync-tmp-"
@@ -107,7 +107,10 @@ def scan_tree(
     if not stat.S_ISDIR(top.st_mode):
         raise LocalIOError(f"{root} is not a folder", path=str(root))
     seen_dirs = {(top.st_dev, top.st_ino)}
+    # this loop runs once per file on every re-run: local names, no helper calls
     append = entries.append
+    make = ScanEntry._make
+    exts = IMAGE_EXTENSIONS
     stack: list[tuple[str, str]] = [(str(root), "")]
     while stack:
         folder, prefix = stack.pop()
@@ -119,9 +122,9 @@ def scan_tree(
         with it:
             for de in it:
                 name = de.name
-                rel = prefix + name
-                if name.startswith(TMP_PREFIX):
+                if name[0] == "." and name.startswith(TMP_PREFIX):
                     continue
+                rel = prefix + name
                 try:
                     if de.is_dir():  # follows symlinks
                         st = de.stat()
@@ -132,9 +135,11 @@ def scan_tree(
                         seen_dirs.add(ident)
                         stack.append((de.path, rel + "/"))
                         continue
-                    if images_only and not is_image_name(name):
-                        skipped += 1
-                        continue
+                    if images_only:
+                        dot = name.rfind(".")
+                        if dot <= 0 or name[dot:].lower() not in exts:
+                            skipped += 1
+                            continue
                     if filtered and not matches(rel, include, exclude):
                         continue
                     st = de.stat()
@@ -146,7 +151,7 @@ def scan_tree(
                     problems.append(ScanProblem(rel, f"cannot stat: {exc.strerror}"))
                     continue
                 if S_ISREG(st.st_mode):
-                    append(ScanEntry(rel, st.st_size, st.st_mtime_ns, st.st_ino))
+                    append(make((rel, st.st_size, st.st_mtime_ns, st.st_ino)))
     return entries, problems, skipped
 
 
@@ -162,7 +167,7 @@ def _syncfs() -> Any:
     return None
 
 
-def sync_filesystem(folder: Path) -> None:
+def sync_filesystem(folder: str | Path) -> None:
     """Flush every written file of ``folder``'s filesystem to disk (one call per batch)."""
     syncfs = _syncfs()
     if syncfs is None:

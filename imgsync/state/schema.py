@@ -40,6 +40,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (remote, remote_id)
     );
     CREATE INDEX locations_by_sha ON locations (sha256, remote);
+    CREATE INDEX locations_by_update ON locations (remote, updated);
     CREATE TABLE local_files (
         root     TEXT NOT NULL,
         rel      TEXT NOT NULL,

@@ -1,0 +1,312 @@
+"""Folder-to-folder copies: the thread-side work, one source folder per call.
+
+Staging (``stage_unit``, run in a worker thread per source folder, so concurrent workers
+touch different destination folders and do not queue on one folder's lock): each file is
+read once, hashed, and written under its final name into a hidden staging folder beside
+its destination folder, keeping the source's modification time.
+
+Commit (``commit_units``, one call at a time): one filesystem flush for everything staged
+so far, then each staging folder is renamed to its destination folder when that folder
+does not exist yet (one rename for the whole folder), or its files are renamed into the
+existing folder one by one. Nothing appears under a real name before its bytes are on
+disk, and a file imgsync did not write is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from imgsync.errors import ImgsyncError, LocalIOError
+from imgsync.hashing import Digest
+from imgsync.providers.local import (
+    TMP_PREFIX,
+    ScanEntry,
+    display,
+    io_error,
+    path_key,
+    sync_filesystem,
+)
+
+if TYPE_CHECKING:
+    from imgsync.pipeline.copy import CopyRun
+
+UNIT_FILES = 512
+_counter = itertools.count()
+
+
+@dataclass(slots=True)
+class StagedFile:
+    rel: str  # relative path at the source (and the destination)
+    scan: ScanEntry
+    digest: Digest | None = None
+    error: ImgsyncError | None = None
+    approved: bool = False  # set by the engine after dedupe and claim
+    ours: str | None = None  # sha256 imgsync wrote at this destination path before
+    final: str | None = None  # relative path it was committed under
+
+
+@dataclass(slots=True)
+class Unit:
+    """Files of one source folder on their way to one destination folder."""
+
+    folder: str  # relative folder ("" for the top)
+    files: list[StagedFile]
+    stage_dir: str = ""
+    final_dir: str = ""
+    staged: list[StagedFile] = field(default_factory=list)
+
+
+def make_units(files: list[ScanEntry]) -> list[Unit]:
+    """Group scanned files by folder, at most ``UNIT_FILES`` per unit."""
+    by_folder: dict[str, list[StagedFile]] = {}
+    for entry in files:
+        folder = entry.rel.rpartition("/")[0]
+        by_folder.setdefault(folder, []).append(StagedFile(entry.rel, entry))
+    return [
+        Unit(folder, staged[start : start + UNIT_FILES])
+        for folder, staged in by_folder.items()
+        for start in range(0, len(staged), UNIT_FILES)
+    ]
+
+
+def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit:
+    """Read, hash and stage every file of ``unit``; per-file errors are kept on the file."""
+    unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
+    parent = os.path.dirname(unit.final_dir) if unit.folder else dst_root
+    unit.stage_dir = os.path.join(parent, f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
+    try:
+        os.makedirs(unit.stage_dir)
+    except OSError as exc:
+        err = io_error(exc, unit.stage_dir)
+        for f in unit.files:
+            f.error = err
+        return unit
+    for f in unit.files:
+        src = os.path.join(src_root, f.rel)
+        try:
+            with open(src, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            f.error = LocalIOError("file vanished before it could be read", path=src)
+            continue
+        except OSError as exc:
+            f.error = LocalIOError(f"cannot read: {exc.strerror}", path=src)
+            continue
+        md5 = hashlib.md5(data).hexdigest() if with_md5 else None
+        f.digest = Digest(hashlib.sha256(data).hexdigest(), md5, len(data))
+        tmp = os.path.join(unit.stage_dir, f.rel.rpartition("/")[2])
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.utime(tmp, ns=(f.scan.mtime_ns, f.scan.mtime_ns))
+        except OSError as exc:
+            f.error = io_error(exc, os.path.join(dst_root, f.rel))
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            continue
+        unit.staged.append(f)
+    return unit
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        if os.lstat(a).st_size != os.lstat(b).st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            return fa.read() == fb.read()
+    except OSError:
+        return False
+
+
+def _holds(path: str, sha: str | None) -> bool:
+    if sha is None:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest() == sha
+    except OSError:
+        return False
+
+
+def _target_for(tmp: str, target: str, ours: str | None) -> str | None:
+    """Where to move ``tmp``: ``target`` if free or holding an unchanged older version
+    imgsync wrote; None if it already holds these bytes; else ``name (N).ext``."""
+    if not os.path.lexists(target):
+        return target
+    if _same_file(tmp, target):
+        return None
+    if _holds(target, ours):
+        return target
+    stem, ext = os.path.splitext(target)
+    for n in range(1, 10_000):
+        candidate = f"{stem} ({n}){ext}"
+        if not os.path.lexists(candidate):
+            return candidate
+        if _same_file(tmp, candidate):
+            return None
+    raise LocalIOError(f"no free name for {display(target)}", path=target)
+
+
+def commit_units(dst_root: str, units: list[Unit]) -> None:
+    """Flush once, then make every approved staged file visible under its final name.
+
+    Sets ``final`` (or ``error``) on each approved file; unapproved ones are dropped.
+    """
+    try:
+        sync_filesystem(dst_root)
+    except OSError as exc:
+        err = io_error(exc, dst_root)
+        for unit in units:
+            for f in unit.staged:
+                f.error = err
+            _drop(unit)
+        return
+    for unit in units:
+        for f in unit.staged:
+            if not f.approved:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(unit.stage_dir, f.rel.rpartition("/")[2]))
+        if _rename_whole(unit):
+            continue
+        for f in unit.staged:
+            if f.approved:
+                _commit_file(dst_root, unit, f)
+        _drop(unit)
+
+
+def _rename_whole(unit: Unit) -> bool:
+    if unit.final_dir == os.path.dirname(unit.stage_dir) or os.path.lexists(unit.final_dir):
+        return False
+    try:
+        os.rename(unit.stage_dir, unit.final_dir)
+    except OSError:
+        return False
+    for f in unit.staged:
+        if f.approved:
+            f.final = f.rel
+    return True
+
+
+def _commit_file(dst_root: str, unit: Unit, f: StagedFile) -> None:
+    name = f.rel.rpartition("/")[2]
+    tmp = os.path.join(unit.stage_dir, name)
+    try:
+        os.makedirs(unit.final_dir, exist_ok=True)
+        target = _target_for(tmp, os.path.join(unit.final_dir, name), f.ours)
+        if target is None:
+            os.unlink(tmp)
+            f.final = f.rel
+            return
+        os.replace(tmp, target)
+    except LocalIOError as exc:
+        f.error = exc
+        return
+    except OSError as exc:
+        f.error = io_error(exc, os.path.join(dst_root, f.rel))
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return
+    f.final = os.path.relpath(target, dst_root).replace(os.sep, "/")
+
+
+def _drop(unit: Unit) -> None:
+    with contextlib.suppress(OSError):
+        for name in os.listdir(unit.stage_dir):
+            os.unlink(os.path.join(unit.stage_dir, name))
+        os.rmdir(unit.stage_dir)
+
+
+# ---- the async driver ---------------------------------------------------------------
+
+COMMIT_FILES = 4096  # staged files per commit (bounds what a crash leaves in staging)
+
+
+async def copy_folders(run: CopyRun, entries: list[ScanEntry]) -> None:
+    """Copy the scanned source files ``entries`` into a local folder.
+
+    Workers stage one source folder each (at most one per CPU: more threads only queue on
+    the GIL and on folder locks); the engine dedupes and claims what they hashed; staged
+    files are committed every ``COMMIT_FILES`` and at the end.
+    """
+    import anyio
+    import anyio.to_thread
+
+    assert run.src.config.path is not None and run.dst.config.path is not None
+    src_root, dst_root = str(run.src.config.path), str(run.dst.config.path)
+    with_md5 = bool(run.dst.features.checksums & {"md5"})
+    pending: list[Unit] = []
+    counts = {"staged": 0}
+    commit_lock = anyio.Lock()
+
+    async def commit() -> None:
+        async with commit_lock:
+            units = list(pending)
+            pending.clear()
+            counts["staged"] = 0
+            if not units:
+                return
+            await anyio.to_thread.run_sync(commit_units, dst_root, units)
+            done = []
+            for unit in units:
+                for f in unit.staged:
+                    if not f.approved:
+                        continue
+                    assert f.digest is not None
+                    if f.error is not None:
+                        run.file_failed(f.rel, f.error, f.digest.sha256)
+                        continue
+                    assert f.final is not None
+                    done.append((f.digest.sha256, f.final, f.digest.size))
+            await run.record_written(done)
+            await run.store.release(
+                run.dst_key, [f.digest.sha256 for u in units for f in u.staged if f.digest]
+            )
+
+    async def worker(recv: Any) -> None:
+        async with recv:
+            async for unit in recv:
+                await anyio.to_thread.run_sync(stage_unit, src_root, dst_root, unit, with_md5)
+                for f in unit.files:
+                    if f.error is not None and f not in unit.staged:
+                        run.file_failed(f.rel, f.error, None)
+                await run.record_hashed(unit.staged)
+                wanted = []
+                for f in unit.staged:
+                    assert f.digest is not None
+                    sha = f.digest.sha256
+                    if sha in run.dest_shas or sha in run.taken:
+                        run.summary.present += 1
+                        run.progress.tick(done=1)
+                    else:
+                        run.taken.add(sha)
+                        wanted.append(f)
+                owned = await run.store.claim(
+                    run.dst_key, [f.digest.sha256 for f in wanted if f.digest]
+                )
+                for f in wanted:
+                    assert f.digest is not None
+                    if f.digest.sha256 in owned:
+                        f.approved = True
+                        f.ours = run.replaceable.get(path_key(f.rel))
+                    else:
+                        run.summary.present += 1  # another process is copying these bytes
+                pending.append(unit)
+                counts["staged"] += len(unit.staged)
+                if counts["staged"] >= COMMIT_FILES:
+                    await commit()
+
+    send, recv = anyio.create_memory_object_stream[Unit](max_buffer_size=4)
+    workers = max(1, min(run.opts.transfers, os.cpu_count() or 1))
+    async with anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(worker, recv.clone())
+        recv.close()
+        async with send:
+            for unit in make_units(entries):
+                await send.send(unit)
+    await commit()
