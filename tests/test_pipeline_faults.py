@@ -82,3 +82,19 @@ async def test_full_disk_loses_nothing(
     monkeypatch.undo()
     summary = await _copy(image_tree, dst)
     assert summary.copied == 12 and summary.failed == 0
+
+
+async def test_staging_left_by_a_crashed_run_is_swept(image_tree: Path, tmp_path: Path) -> None:
+    """Staging folders of a dead imgsync process are removed by the next copy; those of a
+    live process are left alone."""
+    dst = tmp_path / "dst"
+    dead = dst / f"{TMP_PREFIX}999999999-3"
+    dead.mkdir(parents=True)
+    (dead / "half.png").write_bytes(b"half written")
+    live = dst / f"{TMP_PREFIX}{os.getpid()}-77"
+    live.mkdir()
+    summary = await _copy(image_tree, dst)
+    assert summary.copied == 12
+    assert not dead.exists()
+    assert live.exists()
+    assert not (dst / "half.png").exists()

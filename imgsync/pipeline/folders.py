@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import itertools
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,46 @@ if TYPE_CHECKING:
 
 UNIT_FILES = 512
 _counter = itertools.count()
+_swept: set[str] = set()
+_sweep_lock = threading.Lock()
+
+
+def sweep_stale(parent: str) -> None:
+    """Remove staging folders and files a crashed imgsync process left in ``parent``.
+
+    Each name carries its process id; only those of processes no longer running are
+    removed. Done once per folder per process.
+    """
+    with _sweep_lock:
+        if parent in _swept:
+            return
+        _swept.add(parent)
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(TMP_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(TMP_PREFIX) :].partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        path = os.path.join(parent, name)
+        with contextlib.suppress(OSError):
+            if os.path.isdir(path) and not os.path.islink(path):
+                for inner in os.listdir(path):
+                    os.unlink(os.path.join(path, inner))
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(slots=True)
@@ -80,6 +121,8 @@ def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit
     parent = os.path.dirname(unit.final_dir) if unit.folder else dst_root
     unit.stage_dir = os.path.join(parent, f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
     try:
+        os.makedirs(parent, exist_ok=True)
+        sweep_stale(parent)
         os.makedirs(unit.stage_dir)
     except OSError as exc:
         err = io_error(exc, unit.stage_dir)
