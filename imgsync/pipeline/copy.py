@@ -5,21 +5,18 @@
     source ──batches──▶ N workers: fetch+hash ─▶ dedupe+claim ─▶ upload/write ─▶ record
     (plan or pages)     (bounded anyio stream: a slow destination pushes back on the source)
 
-One task group per run. Files are read and hashed in batches per thread hop; a local
-destination writes a whole batch to temp files, flushes the filesystem once and renames.
-Every checksum is claimed for the destination in SQLite before its upload starts. Item
-failures are recorded and the run goes on; a remote-wide failure (bad credentials, a
-paused host) stops work for that destination only.
+One task group per run. Files are read and hashed in batches per thread hop (a thread
+hop per file costs more than hashing it). A local destination never sees a half-written
+file: writes are staged in hidden folders, flushed once, then renamed
+(:mod:`imgsync.pipeline.folders`; folder-to-folder copies take that module's faster path
+end to end). Every checksum is claimed for the destination in SQLite before its upload
+starts. Item failures are recorded and the run goes on; a remote-wide failure (bad
+credentials, a paused host) stops work for that destination only.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,15 +47,11 @@ from imgsync.pipeline.progress import Progress
 from imgsync.pipeline.summary import CopyOptions, Summary
 from imgsync.providers.base import Provider
 from imgsync.providers.local import (
-    TMP_PREFIX,
     LocalProvider,
     ScanEntry,
     display,
-    io_error,
     key_path,
     path_key,
-    sync_filesystem,
-    write_temp,
 )
 from imgsync.state import queries
 from imgsync.state.queries import KnownFile
@@ -115,8 +108,6 @@ class CopyRun:
         # be replaced by a newer version (local sources only: host items never change)
         self.replaceable: dict[str, str] = {}
         self.taken: set[str] = set()  # checksums claimed or done in this run
-        self.name_lock = threading.Lock()
-        self.reserved: set[str] = set()
         self.pages: list[list[Any]] = []  # [cursor_to_save, remaining items, index]
         self.known_remote: dict[str, str] = {}  # source remote id -> sha256, from state
         self.start_cursor: str | None = None
@@ -346,40 +337,64 @@ class CopyRun:
             )
 
     async def _write_local(self, items: list[Candidate]) -> None:
+        """Write downloaded items into a local folder (staged, flushed, renamed)."""
+        from imgsync.pipeline.folders import (
+            StagedFile,
+            Unit,
+            commit_units,
+            stage_blobs,
+            write_sidecars,
+        )
+
         if not items:
             return
-        dst = self.dst
-        assert isinstance(dst, LocalProvider)
-        results = await anyio.to_thread.run_sync(
-            _write_batch,
-            dst.root,
-            items,
-            self.opts.sidecars,
-            self.src_key,
-            self.name_lock,
-            self.reserved,
-            self.replaceable,
-        )
+        root = str(self.dst.config.path)
+        files = []
+        for c in items:
+            meta = c.remote.meta if c.remote else ItemMeta()
+            side = self._sidecar(c) if self.opts.sidecars else None
+            files.append(StagedFile(c.rel, mtime=meta.created_at, sidecar=side, approved=True))
+        unit = Unit("", files)
+
+        def write() -> None:
+            stage_blobs(root, unit, [c.data or b"" for c in items])
+            commit_units(root, [unit])
+            if self.opts.sidecars:
+                write_sidecars(root, unit)
+
+        await anyio.to_thread.run_sync(write)
         done: list[tuple[str, RemoteItem]] = []
-        for c, res in zip(items, results, strict=True):
+        for c, f in zip(items, files, strict=True):
+            c.data = None
             assert c.digest is not None
-            if isinstance(res, ImgsyncError):
-                self._item_failed(c, res)
+            if f.error is not None or f.final is None:
+                self._item_failed(c, f.error or LocalIOError("not written", path=c.rel))
                 continue
             meta = c.remote.meta if c.remote else ItemMeta()
-            done.append(
-                (
-                    c.digest.sha256,
-                    RemoteItem(remote_id=path_key(res), name=res, size=c.digest.size, meta=meta),
-                )
+            item = RemoteItem(
+                remote_id=path_key(f.final), name=f.final, size=c.digest.size, meta=meta
             )
+            done.append((c.digest.sha256, item))
             self.summary.copied += 1
             self.summary.bytes += c.digest.size
             self.progress.tick(done=1, copied=1, nbytes=c.digest.size)
         await queries.record_locations(self.store, self.dst_key, done)
         await self.store.release(self.dst_key, [c.digest.sha256 for c in items if c.digest])
-        for c in items:
-            c.data = None
+
+    def _sidecar(self, c: Candidate) -> dict[str, Any]:
+        """The JSON metadata written beside a backed-up image."""
+        assert c.digest is not None
+        item = c.remote
+        return {
+            "source": self.src_key,
+            "remote_id": item.remote_id if item else c.source_id,
+            "name": item.name if item else c.rel,
+            "url": item.url if item else None,
+            "sha256": c.digest.sha256,
+            "md5": c.digest.md5 or md5_hex(c.data or b""),
+            "size": c.digest.size,
+            "metadata": (item.meta if item else ItemMeta()).to_json(),
+        }
 
     async def _upload(self, c: Candidate) -> None:
         d = c.digest
@@ -552,153 +567,6 @@ def _read_and_hash(
         c.digest = digest_bytes(data, with_md5)
         out.append(None)
     return out
-
-
-def _existing_same(path: str, data: bytes) -> bool | None:
-    """None: no file at ``path``; True: it holds exactly ``data``; False: something else."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    if st.st_size != len(data):
-        return False
-    try:
-        with open(path, "rb") as fh:
-            return fh.read() == data
-    except OSError:
-        return False
-
-
-def _ours_unchanged(path: str, sha: str | None) -> bool:
-    """True when ``path`` still holds exactly the bytes imgsync wrote there (``sha``)."""
-    if sha is None:
-        return False
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest() == sha
-    except OSError:
-        return False
-
-
-def _pick_name(target: str, data: bytes, reserved: set[str], ours: str | None) -> str | None:
-    """The name to write ``data`` under, or None when ``target`` already holds these bytes.
-
-    ``target`` itself when it is free, or when it holds an older version that imgsync
-    wrote from the same source path (``ours``: that version's SHA-256) and nobody has
-    changed since; otherwise ``name (N).ext``: a file imgsync did not write is never
-    overwritten.
-    """
-    same = _existing_same(target, data)
-    if same is None and target not in reserved:
-        return target
-    if same:
-        return None
-    if target not in reserved and _ours_unchanged(target, ours):
-        return target
-    stem, ext = os.path.splitext(target)
-    for n in range(1, 10_000):
-        candidate = f"{stem} ({n}){ext}"
-        if candidate in reserved:
-            continue
-        same = _existing_same(candidate, data)
-        if same is None:
-            return candidate
-        if same:
-            return None
-    raise LocalIOError(f"no free name for {display(target)}", path=target)
-
-
-def _write_batch(
-    root: Path,
-    items: Sequence[Candidate],
-    sidecars: bool,
-    source: str,
-    lock: threading.Lock,
-    reserved: set[str],
-    ours: dict[str, str],
-) -> list[str | ImgsyncError]:
-    """Write a batch: temp files, one filesystem flush, renames. Returns final rel paths.
-
-    A name already holding other bytes is never overwritten: the new file gets
-    ``name (1).ext``. A name already holding the same bytes is reused as it is.
-    """
-    base = str(root)
-    made_dirs: set[str] = set()
-    staged: list[tuple[str, str] | ImgsyncError | str] = []
-    for c in items:
-        assert c.data is not None
-        target = os.path.join(base, c.rel)
-        try:
-            folder = os.path.dirname(target)
-            if folder not in made_dirs:
-                os.makedirs(folder, exist_ok=True)
-                made_dirs.add(folder)
-            with lock:
-                final = _pick_name(target, c.data, reserved, ours.get(path_key(c.rel)))
-                if final is not None:
-                    reserved.add(final)
-            if final is None:
-                staged.append(c.rel)
-                continue
-            tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{os.path.basename(final)}")
-            try:
-                with open(tmp, "wb") as fh:
-                    fh.write(c.data)
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                with lock:
-                    reserved.discard(final)
-                raise io_error(exc, final) from None
-            staged.append((tmp, final))
-        except LocalIOError as exc:
-            staged.append(exc)
-        except OSError as exc:
-            staged.append(io_error(exc, target))
-    if any(isinstance(s, tuple) for s in staged):
-        sync_filesystem(root)
-    out: list[str | ImgsyncError] = []
-    for c, s in zip(items, staged, strict=True):
-        if not isinstance(s, tuple):
-            out.append(s)
-            continue
-        tmp, final = s
-        try:
-            os.replace(tmp, final)
-            meta = c.remote.meta if c.remote else None
-            if meta is not None and meta.created_at:
-                with contextlib.suppress(OSError):
-                    os.utime(final, (meta.created_at, meta.created_at))
-            if sidecars:
-                _write_sidecar(Path(final), c, source)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            out.append(io_error(exc, final))
-            continue
-        finally:
-            with lock:
-                reserved.discard(final)
-        out.append(os.path.relpath(final, base).replace(os.sep, "/"))
-    return out
-
-
-def _write_sidecar(final: Path, c: Candidate, source: str) -> None:
-    assert c.digest is not None
-    item = c.remote
-    doc = {
-        "source": source,
-        "remote_id": item.remote_id if item else c.source_id,
-        "name": item.name if item else c.rel,
-        "url": item.url if item else None,
-        "sha256": c.digest.sha256,
-        "md5": c.digest.md5 or md5_hex(c.data or b""),
-        "size": c.digest.size,
-        "metadata": (item.meta if item else ItemMeta()).to_json(),
-    }
-    side = final.with_name(final.name + ".json")
-    tmp = write_temp(side, json.dumps(doc, indent=2, ensure_ascii=False).encode())
-    os.replace(tmp, side)
 
 
 __all__ = ["CopyOptions", "CopyRun", "Summary", "is_image_name", "safe_name"]
