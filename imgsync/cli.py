@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dst", metavar="DST")
     _transfer_opts(c)
 
+    ck = sub.add_parser("check", help="report what DST lacks, changing nothing (exit 1 if any)")
+    ck.add_argument("src", metavar="SRC")
+    ck.add_argument("dst", metavar="DST")
+    _transfer_opts(ck)
+
     b = sub.add_parser("backup", help="host -> local folder, with a JSON sidecar per image")
     b.add_argument("src", metavar="SRC")
     b.add_argument("dst", metavar="DIR")
@@ -244,7 +249,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         setup_logging(cfg, args)
         return asyncio.run(run_daemon(cfg))
-    if verb in ("copy", "backup", "migrate"):
+    if verb in ("copy", "backup", "migrate", "check"):
         from imgsync.commands import run_copy
 
         return run_copy(cfg, args)

@@ -38,7 +38,7 @@ def _options(cfg: Config, args: argparse.Namespace) -> CopyOptions:
     return CopyOptions(
         job=f"{args.verb}:{args.src}->{args.dst}",
         verb=args.verb,
-        dry_run=args.dry_run,
+        dry_run=args.dry_run or args.verb == "check",
         transfers=transfers,
         include=tuple(args.include),
         exclude=tuple(args.exclude),
@@ -179,6 +179,8 @@ def _mark_done(conn: sqlite3.Connection, plan: LocalPlan, dst_key: str) -> None:
 
 
 def _report(summary: Summary, as_json: bool) -> int:
+    if summary.verb == "check":
+        return _report_check(summary, as_json)
     if as_json:
         print(json.dumps(summary.to_json(), indent=2))
     else:
@@ -190,6 +192,27 @@ def _report(summary: Summary, as_json: bool) -> int:
                 f"  ... and {summary.failed - 20} more (imgsync status lists them)", file=sys.stderr
             )
     return summary.exit_code
+
+
+def _report_check(summary: Summary, as_json: bool) -> int:
+    """``check``: what the destination lacks; exit 0 when nothing, 1 when something."""
+    if as_json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        for item in summary.would_copy:
+            print(f"missing: {item}")
+        if summary.copied > len(summary.would_copy):
+            print(f"... and {summary.copied - len(summary.would_copy)} more")
+        print(
+            f"check {summary.source} -> {summary.dest}: {summary.checked} checked, "
+            f"{summary.copied} missing at the destination, {summary.present} present, "
+            f"{summary.failed} could not be checked"
+        )
+    for item, err in summary.failures[:20]:
+        print(f"  failed: {item}: {err}", file=sys.stderr)
+    if summary.remote_failure:
+        return summary.exit_code
+    return 1 if summary.copied or summary.failed else 0
 
 
 def run_ls(cfg: Config, args: argparse.Namespace) -> int:

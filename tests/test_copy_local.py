@@ -196,3 +196,21 @@ def test_nested_folders_refused(image_tree: Path) -> None:
     proc = run_cli("copy", str(image_tree), str(image_tree / "inside"))
     assert proc.returncode == 2
     assert "contain each other" in proc.stderr
+
+
+def test_check_reports_what_is_missing_and_changes_nothing(
+    image_tree: Path, tmp_path: Path
+) -> None:
+    """`check` lists what the destination lacks (exit 1), writes nothing, and exits 0 once
+    the destination is complete."""
+    dst = tmp_path / "dst"
+    assert run_json("copy", str(image_tree), str(dst))[0] == 0
+    new = make_png(12, 12, 777)
+    (image_tree / "late.png").write_bytes(new)
+    proc = run_cli("check", str(image_tree), str(dst))
+    assert proc.returncode == 1
+    assert "missing: late.png" in proc.stdout
+    assert "1 missing at the destination" in proc.stdout
+    assert not (dst / "late.png").exists()
+    assert run_json("copy", str(image_tree), str(dst))[0] == 0
+    assert run_cli("check", str(image_tree), str(dst)).returncode == 0

@@ -265,7 +265,10 @@ class CopyRun:
             for c in todo:
                 self.summary.copied += 1
                 self.summary.bytes += len(c.data or b"")
+                if len(self.summary.would_copy) < 1000:
+                    self.summary.would_copy.append(display(key_path(c.source_id)))
                 self.progress.tick(done=1, copied=1)
+                c.data = None
             return
         owned = await self.store.claim(self.dst_key, [c.digest.sha256 for c in todo if c.digest])
         mine = [c for c in todo if c.digest and c.digest.sha256 in owned]

@@ -38,6 +38,7 @@ class Summary:
     elapsed: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     remote_failure: str | None = None
+    would_copy: list[str] = field(default_factory=list)  # dry runs: what is missing
     map_rows: int | None = None  # migrate: rows written to the URL map
     map_path: str | None = None
 
@@ -85,6 +86,7 @@ class Summary:
             "failures": [{"item": i, "error": e} for i, e in self.failures],
             "remote_failure": self.remote_failure,
             "exit_code": self.exit_code,
+            "missing": self.would_copy if self.dry_run else None,
             "map_rows": self.map_rows,
             "map_path": self.map_path,
         }
