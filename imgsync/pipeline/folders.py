@@ -119,10 +119,8 @@ def make_units(files: list[ScanEntry]) -> list[Unit]:
     ]
 
 
-def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit:
-    """Read, hash and stage every file of ``unit``; per-file errors are kept on the file."""
-    unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
-    parent = os.path.dirname(unit.final_dir) if unit.folder else dst_root
+def _open_stage(unit: Unit, parent: str) -> bool:
+    """Create ``unit``'s staging folder in ``parent``; on failure every file gets the error."""
     unit.stage_dir = os.path.join(parent, f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
     try:
         os.makedirs(parent, exist_ok=True)
@@ -132,6 +130,32 @@ def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit
         err = io_error(exc, unit.stage_dir)
         for f in unit.files:
             f.error = err
+        return False
+    return True
+
+
+def _put(dst_root: str, unit: Unit, f: StagedFile, data: bytes, ns: int | None) -> None:
+    """Write one file into the staging folder, with mtime ``ns`` (or ``f.mtime``)."""
+    tmp = os.path.join(unit.stage_dir, _staged_name(f))
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        if ns is not None:
+            os.utime(tmp, ns=(ns, ns))
+        elif f.mtime:
+            os.utime(tmp, (f.mtime, f.mtime))
+    except OSError as exc:
+        f.error = io_error(exc, os.path.join(dst_root, f.rel))
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return
+    unit.staged.append(f)
+
+
+def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit:
+    """Read, hash and stage every file of ``unit``; per-file errors are kept on the file."""
+    unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
+    if not _open_stage(unit, os.path.dirname(unit.final_dir) if unit.folder else dst_root):
         return unit
     for f in unit.files:
         src = os.path.join(src_root, f.rel)
@@ -146,18 +170,7 @@ def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit
             continue
         md5 = hashlib.md5(data).hexdigest() if with_md5 else None
         f.digest = Digest(hashlib.sha256(data).hexdigest(), md5, len(data))
-        tmp = os.path.join(unit.stage_dir, f.rel.rpartition("/")[2])
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            assert f.scan is not None
-            os.utime(tmp, ns=(f.scan.mtime_ns, f.scan.mtime_ns))
-        except OSError as exc:
-            f.error = io_error(exc, os.path.join(dst_root, f.rel))
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            continue
-        unit.staged.append(f)
+        _put(dst_root, unit, f, data, f.scan.mtime_ns if f.scan else None)
     return unit
 
 
@@ -168,30 +181,11 @@ def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes]) -> Unit:
     (the second one gets ``name (1).ext`` at commit).
     """
     unit.final_dir = dst_root
-    unit.stage_dir = os.path.join(dst_root, f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
-    try:
-        os.makedirs(dst_root, exist_ok=True)
-        sweep_stale(dst_root)
-        os.makedirs(unit.stage_dir)
-    except OSError as exc:
-        err = io_error(exc, unit.stage_dir)
-        for f in unit.files:
-            f.error = err
+    if not _open_stage(unit, dst_root):
         return unit
     for i, (f, data) in enumerate(zip(unit.files, blobs, strict=True)):
         f.staged_name = f"{i}-{f.rel.rpartition('/')[2]}"
-        tmp = os.path.join(unit.stage_dir, f.staged_name)
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            if f.mtime:
-                os.utime(tmp, (f.mtime, f.mtime))
-        except OSError as exc:
-            f.error = io_error(exc, os.path.join(dst_root, f.rel))
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            continue
-        unit.staged.append(f)
+        _put(dst_root, unit, f, data, None)
     return unit
 
 
