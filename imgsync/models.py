@@ -36,6 +36,41 @@ def guess_mime(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
+def parse_timestamp(value: Any) -> float | None:
+    """Unix seconds from a host's date: ISO-8601 with ``Z``, ``+0900`` or ``+09:00``, a
+    space or ``T`` before the time, any fraction, a trailing `` UTC`` (a naive time is
+    UTC), or a number of unix seconds (milliseconds when implausibly large).
+    ``None`` when unreadable -- never an exception: a date is metadata, not a reason to fail.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.replace(".", "", 1).isdigit():
+            seconds = float(text)
+        else:
+            from datetime import UTC, datetime
+
+            if text.endswith(" UTC"):
+                text = text[:-4] + "+00:00"
+            try:
+                when = datetime.fromisoformat(text)
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=UTC)
+                return when.timestamp()
+            except (ValueError, OverflowError, OSError):
+                return None
+    else:
+        return None
+    import math
+
+    if not math.isfinite(seconds):
+        return None
+    return seconds / 1000 if seconds > 1e11 else seconds
+
+
 def is_image_name(name: str) -> bool:
     """True when the name's extension is one of the image types imgsync handles."""
     dot = name.rfind(".")

@@ -195,7 +195,7 @@ def write_sidecars(dst_root: str, unit: Unit) -> None:
         if f.final is None or f.sidecar is None:
             continue
         side = os.path.join(dst_root, f.final + ".json")
-        tmp = os.path.join(os.path.dirname(side), f"{TMP_PREFIX}{os.getpid()}-side")
+        tmp = os.path.join(os.path.dirname(side), f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(f.sidecar, fh, indent=2, ensure_ascii=False)

@@ -86,6 +86,15 @@ class Provider(ABC):
         self.config = config
         self.name = config.name
         self.ctx = ctx
+        if ctx.http is not None and config.token:
+            ctx.http.add_secret(config.token)  # redacted from every log line and error
+
+    @property
+    def http(self) -> ApiClient:
+        """The shared HTTP client. Raises ``Unsupported`` when none was given."""
+        if self.ctx.http is None:
+            raise Unsupported("no HTTP client was given to this remote", remote=self.name)
+        return self.ctx.http
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from aiohttp import FormData
 
     from imgsync.config import RemoteConfig
-    from imgsync.http import ApiClient, ApiResponse
+    from imgsync.http import ApiResponse
 
 __all__ = ["CheveretoProvider", "error_for_code"]
 
@@ -202,8 +202,6 @@ class CheveretoProvider(Provider):
     def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
         super().__init__(config, ctx)
         self._expiration = _check_expiration(self.name, config.option("expiration"))
-        if ctx.http is not None:
-            ctx.http.add_secret(config.token)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -215,15 +213,10 @@ class CheveretoProvider(Provider):
             base = base.removesuffix(suffix)
         return base + _API_PATH
 
-    def _http(self) -> ApiClient:
-        if self.ctx.http is None:
-            raise Unsupported("no HTTP client was given to this provider", remote=self.name)
-        return self.ctx.http
-
     def _hide(self, delete_url: str | None) -> None:
         """Register a delete link (and its token) as secrets before anything can show it."""
         if delete_url:
-            http = self._http()
+            http = self.http
             http.add_secret(delete_url)
             token = delete_url.rstrip("/").rsplit("/", 1)[-1]
             if len(token) >= 16:
@@ -252,7 +245,7 @@ class CheveretoProvider(Provider):
     # --- the provider interface ------------------------------------------------------------
 
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
-        http = self._http()
+        http = self.http
         if not self.config.token:
             raise AuthError("no API key configured (token_env or token_file)", remote=self.name)
         data = await src.read()
@@ -361,7 +354,7 @@ class CheveretoProvider(Provider):
 
     async def _delete_link(self, url: str) -> None:
         """GET the delete link: a redirect to ``?deleted`` is success, 404 ``NotFound``."""
-        http = self._http()
+        http = self.http
         self._hide(url)
         for _ in range(_MAX_DELETE_HOPS):
             try:
@@ -388,7 +381,7 @@ class CheveretoProvider(Provider):
         if not item.url:
             why = "no image URL is known (it awaited moderation when uploaded)"
             raise NotFound(f"{item.remote_id}: {why}", remote=self.name)
-        async with self._http().stream(item.url, remote=self.name) as body:
+        async with self.http.stream(item.url, remote=self.name) as body:
             async for chunk in body:
                 yield chunk
 

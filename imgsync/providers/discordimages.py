@@ -63,7 +63,7 @@ from imgsync.errors import (
     ResponseError,
     TransientError,
 )
-from imgsync.http import ApiClient, ApiResponse, FormData, parse_retry_after
+from imgsync.http import ApiResponse, FormData, parse_retry_after
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, is_image_name
 from imgsync.providers.base import Features, Provider, ProviderContext
 
@@ -121,14 +121,6 @@ class DiscordImagesProvider(Provider):
         can_delete = bool(config.option("delete", False))
         self.features = dataclasses.replace(type(self).features, can_delete=can_delete)
         self._headers = {"token": config.token} if config.token else {}
-        if ctx.http is not None and config.token:
-            ctx.http.add_secret(config.token)
-
-    @property
-    def _http(self) -> ApiClient:
-        if self.ctx.http is None:
-            raise RemoteMisconfigured("no HTTP client was given", remote=self.name)
-        return self.ctx.http
 
     # ---- errors ------------------------------------------------------------------------
 
@@ -165,7 +157,7 @@ class DiscordImagesProvider(Provider):
     async def list_page(self, cursor: str | None) -> Page:
         page = int(cursor) if self.paging and cursor and cursor.isdigit() else 0
         path = f"/api/uploads/{page}" if self.paging else "/api/uploads"
-        resp = await self._http.request(
+        resp = await self.http.request(
             "GET",
             self.base_url + path,
             remote=self.name,
@@ -208,7 +200,7 @@ class DiscordImagesProvider(Provider):
 
     async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
         url = item.url or f"{self.base_url}/{item.name}"
-        async with self._http.stream(url, remote=self.name, map_error=self._map_error) as body:
+        async with self.http.stream(url, remote=self.name, map_error=self._map_error) as body:
             async for chunk in body:
                 yield chunk
 
@@ -220,7 +212,7 @@ class DiscordImagesProvider(Provider):
             fd.add_field("files[]", await src.read(), filename=filename, content_type=src.mime)
             return fd
 
-        resp = await self._http.request(
+        resp = await self.http.request(
             "POST",
             self.base_url + "/api/upload",
             remote=self.name,
@@ -255,7 +247,7 @@ class DiscordImagesProvider(Provider):
             await super().delete(item)
             return
         file_id = item.remote_id if item.remote_id.isdigit() else await self._id_of(item)
-        await self._http.request(
+        await self.http.request(
             "POST",
             self.base_url + "/api/upload/delete",
             remote=self.name,

@@ -41,10 +41,8 @@ Lsky Pro 2, a similar Laravel host (fixtures/lsky-2, flavour only).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -56,11 +54,10 @@ from imgsync.errors import (
     RemoteMisconfigured,
     ResponseError,
     TransientError,
-    Unsupported,
 )
-from imgsync.http import ApiClient, ApiResponse, FormData, parse_retry_after
+from imgsync.http import ApiResponse, FormData, parse_retry_after
 from imgsync.log import get_logger, redact
-from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime
+from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
 from imgsync.providers.base import Features, Provider, ProviderContext
 
 if TYPE_CHECKING:
@@ -86,29 +83,7 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def parse_time(value: Any) -> float | None:
-    """Unix seconds from ``upload_time``: ISO-8601 with any fraction, ``Z``, an offset or
-    none (read as UTC), a space for ``T``, or unix seconds/milliseconds. ``None`` if unreadable.
-    """
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip()
-        if text.replace(".", "", 1).isdigit():
-            seconds = float(text)
-        else:
-            try:
-                stamp = datetime.fromisoformat(text)
-            except ValueError:
-                return None
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-            return stamp.timestamp()
-    else:
-        return None
-    if not math.isfinite(seconds):
-        return None
-    return seconds / 1000 if seconds > 1e11 else seconds  # milliseconds
+parse_time = parse_timestamp  # upload_time: "2021-01-09T17:52:03.000000Z" (hosts.md §1)
 
 
 def _page_number(cursor: str | None, per_page: int) -> int:
@@ -149,16 +124,8 @@ class GuizhanProvider(Provider):
         super().__init__(config, ctx)
         wanted = _as_int(config.option("per_page", PER_PAGE_MAX))
         self.per_page = min(max(wanted or PER_PAGE_MAX, PER_PAGE_MIN), PER_PAGE_MAX)
-        if ctx.http is not None and config.token:
-            ctx.http.add_secret(config.token)
 
     # --- plumbing ------------------------------------------------------------------------
-
-    @property
-    def http(self) -> ApiClient:
-        if self.ctx.http is None:
-            raise Unsupported("no HTTP client was given to this remote", remote=self.name)
-        return self.ctx.http
 
     @property
     def api_url(self) -> str:

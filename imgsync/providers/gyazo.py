@@ -68,7 +68,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import quote, urlsplit
 
@@ -83,9 +82,9 @@ from imgsync.errors import (
     ResponseError,
     TransientError,
 )
-from imgsync.http import ApiClient, ApiResponse, FormData, excerpt, parse_retry_after
+from imgsync.http import ApiResponse, FormData, excerpt, parse_retry_after
 from imgsync.log import get_logger
-from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime
+from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
 from imgsync.providers.base import Features, Provider
 from imgsync.ratelimit import authority_of, next_utc_midnight
 
@@ -108,33 +107,7 @@ _log = get_logger("imgsync.providers.gyazo")
 # ---- reading the host's image objects ---------------------------------------------------
 
 
-def parse_created_at(value: Any) -> float | None:
-    """Unix seconds from any ``created_at`` Gyazo is known to send; ``None`` if unreadable.
-
-    Accepts ISO 8601 with ``Z``, ``+0900`` or ``+09:00`` offsets, a space or ``T``
-    between date and time, optional fractions, a trailing ``UTC``; a naive time is taken
-    as UTC. A number is taken as unix seconds already.
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        seconds = float(value)
-        return seconds if math.isfinite(seconds) else None
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if text.endswith(" UTC"):
-        text = text[:-4] + "+00:00"
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    try:
-        return when.timestamp()
-    except (OverflowError, OSError, ValueError):
-        return None
+parse_created_at = parse_timestamp  # every format Gyazo is known to send (hosts.md §2)
 
 
 def _text(value: Any) -> str | None:
@@ -227,8 +200,6 @@ class GyazoProvider(Provider):
         # base_url unset, or set to the public API host itself: the two public hosts
         self.public = authority_of(self.base_url) == authority_of(PUBLIC_API)
         self.upload_url = PUBLIC_UPLOAD if self.public else f"{self.base_url}/api/upload"
-        if ctx.http is not None:
-            ctx.http.add_secret(config.token)
 
     async def __aenter__(self) -> Self:
         http = self.ctx.http
@@ -238,12 +209,6 @@ class GyazoProvider(Provider):
         return self
 
     # ---- plumbing ---------------------------------------------------------------------
-
-    @property
-    def _http(self) -> ApiClient:
-        if self.ctx.http is None:
-            raise RuntimeError("GyazoProvider needs ProviderContext.http (an ApiClient)")
-        return self.ctx.http
 
     def _headers(self) -> dict[str, str]:
         token = self.config.token
@@ -297,7 +262,7 @@ class GyazoProvider(Provider):
         return self._map_error(resp)
 
     async def _call(self, method: str, url: str, **kw: Any) -> ApiResponse:
-        return await self._http.request(
+        return await self.http.request(
             method,
             url,
             remote=self.name,
@@ -307,7 +272,7 @@ class GyazoProvider(Provider):
         )
 
     def _bad_reply(self, what: str, wanted: str, data: Any) -> ResponseError:
-        shown = self._http.redact(excerpt(data)) or "an empty body"
+        shown = self.http.redact(excerpt(data)) or "an empty body"
         return ResponseError(f"{what}: expected {wanted}, got {shown}", remote=self.name)
 
     # ---- the provider interface -------------------------------------------------------
@@ -355,7 +320,7 @@ class GyazoProvider(Provider):
                 "get both lack 'url'), so it cannot be downloaded",
                 remote=self.name,
             )
-        async with self._http.stream(url, remote=self.name, map_error=self._map_file_error) as body:
+        async with self.http.stream(url, remote=self.name, map_error=self._map_file_error) as body:
             async for chunk in body:
                 yield chunk
 

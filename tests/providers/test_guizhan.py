@@ -356,7 +356,7 @@ async def test_cli_backup_resumes_an_interrupted_listing_from_its_cursor(tmp_pat
         fake.refuse_after_page = None
         fake.log.clear()
         second = await run_cli_async(*args, env=env)
-        assert second.returncode == 0, second.stderr
+        assert second.returncode == 0, second.stdout + second.stderr
         assert json.loads(second.stdout)["copied"] == 40
         assert fake.pages_listed() == ["2", "3", "4"] and fake.downloads == 60
 
