@@ -249,16 +249,7 @@ class CopyRun:
         if not ready:
             return
         await self._record_sources(ready)
-        todo: list[Candidate] = []
-        for c in ready:
-            assert c.digest is not None
-            sha = c.digest.sha256
-            if sha in self.dest_shas or sha in self.taken:
-                self.summary.present += 1
-                self.progress.tick(done=1)
-            else:
-                self.taken.add(sha)
-                todo.append(c)
+        todo = [c for c in ready if c.digest and self.first_missing(c.digest.sha256)]
         if not todo:
             return
         if self.opts.dry_run:
@@ -426,16 +417,7 @@ class CopyRun:
         try:
             item = await self.dst.upload(src, meta, rel_path=c.rel)
         except Duplicate:
-            await queries.journal(
-                self.store,
-                self.opts.job,
-                self.src_key,
-                c.source_id,
-                self.dst_key,
-                "skipped",
-                sha256=d.sha256,
-                error="host reports a duplicate upload",
-            )
+            await self._journal(c, "skipped", error="host reports a duplicate upload")
             self.summary.present += 1
             self.progress.tick(done=1)
             await self.store.release(self.dst_key, [d.sha256])
@@ -450,16 +432,7 @@ class CopyRun:
         finally:
             c.data = None
         await queries.record_locations(self.store, self.dst_key, [(d.sha256, item)])
-        await queries.journal(
-            self.store,
-            self.opts.job,
-            self.src_key,
-            c.source_id,
-            self.dst_key,
-            "verified",
-            sha256=d.sha256,
-            attempt=True,
-        )
+        await self._journal(c, "verified", attempt=True)
         await self.store.release(self.dst_key, [d.sha256])
         self.summary.copied += 1
         self.summary.bytes += d.size
@@ -479,6 +452,16 @@ class CopyRun:
         return None
 
     # ---- used by the folder-to-folder path (pipeline/folders.py) -----------------
+
+    def first_missing(self, sha256: str) -> bool:
+        """True the first time these bytes turn up missing at the destination in this run;
+        otherwise they are counted as already there."""
+        if sha256 in self.dest_shas or sha256 in self.taken:
+            self.summary.present += 1
+            self.progress.tick(done=1)
+            return False
+        self.taken.add(sha256)
+        return True
 
     def file_failed(self, rel: str, err: ImgsyncError, sha256: str | None) -> None:
         """Record a per-file failure of a local source file."""
@@ -517,6 +500,21 @@ class CopyRun:
             self.summary.bytes += size
             self.progress.tick(done=1, copied=1, nbytes=size)
 
+    async def _journal(
+        self, c: Candidate, stage: str, *, error: str | None = None, attempt: bool = False
+    ) -> None:
+        await queries.journal(
+            self.store,
+            self.opts.job,
+            self.src_key,
+            c.source_id,
+            self.dst_key,
+            stage,
+            sha256=c.digest.sha256 if c.digest else None,
+            error=error,
+            attempt=attempt,
+        )
+
     # ---- failures ------------------------------------------------------------------
 
     def _item_failed(self, c: Candidate, exc: ImgsyncError) -> None:
@@ -533,17 +531,7 @@ class CopyRun:
     async def finish(self) -> None:
         """Write the failures of this run to the journal and flush state."""
         for c, msg in self.failed_items:
-            await queries.journal(
-                self.store,
-                self.opts.job,
-                self.src_key,
-                c.source_id,
-                self.dst_key,
-                "failed",
-                sha256=c.digest.sha256 if c.digest else None,
-                error=msg,
-                attempt=True,
-            )
+            await self._journal(c, "failed", error=msg, attempt=True)
         self.failed_items.clear()
         await self.store.flush()
 

@@ -367,16 +367,7 @@ async def copy_folders(run: CopyRun, entries: list[ScanEntry]) -> None:
                     if f.error is not None and f not in unit.staged:
                         run.file_failed(f.rel, f.error, None)
                 await run.record_hashed(unit.staged)
-                wanted = []
-                for f in unit.staged:
-                    assert f.digest is not None
-                    sha = f.digest.sha256
-                    if sha in run.dest_shas or sha in run.taken:
-                        run.summary.present += 1
-                        run.progress.tick(done=1)
-                    else:
-                        run.taken.add(sha)
-                        wanted.append(f)
+                wanted = [f for f in unit.staged if f.digest and run.first_missing(f.digest.sha256)]
                 # No SQLite claim here: a folder destination needs none. A file only becomes
                 # visible by an atomic rename, and a commit that finds the same bytes at
                 # the target drops its copy, so two processes copying the same files
