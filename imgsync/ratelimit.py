@@ -531,12 +531,14 @@ class LimiterRegistry:
         self._min_penalty = min_penalty
         self._max_penalty = max_penalty
         self._limiters: dict[str, HostLimiter] = {}
+        self._shared: dict[str, str] = {}  # authority -> the authority whose budget it uses
         for authority, rates in defaults.items():
             self.set_default(authority, rates)
 
     def for_authority(self, authority: str) -> HostLimiter:
         """The limiter for ``authority`` (``host[:port]``, any case), created on first use."""
         key = authority.lower()
+        key = self._shared.get(key, key)
         limiter = self._limiters.get(key)
         if limiter is None:
             rates, concurrency, burst = self._settings(key)
@@ -581,6 +583,11 @@ class LimiterRegistry:
         if limiter is not None:
             new_rates, new_conc, new_burst = self._settings(key)
             limiter.configure(new_rates, concurrency=new_conc, burst=new_burst)
+
+    def share(self, authority: str, with_authority: str) -> None:
+        """Make ``authority`` use ``with_authority``'s limiter: one budget for two hosts that
+        count requests together (Gyazo's API and upload hosts share one daily budget)."""
+        self._shared[authority.lower()] = with_authority.lower()
 
     def _settings(self, key: str) -> tuple[tuple[str, ...], int, int | None]:
         cfg = self._limits.get(key)

@@ -239,6 +239,27 @@ def test_two_hosts_do_not_share() -> None:
     assert run_virtual(main) == 20
 
 
+def test_shared_authorities_use_one_budget() -> None:
+    """After share(), two authorities draw from one 10/second budget: 20 requests take
+    two seconds of virtual time instead of one."""
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        reg = registry(limits={"api.example": LimitConfig(rates=("10/second",))})
+        reg.share("upload.example", "api.example")
+
+        async def remote(url: str) -> None:
+            for _ in range(10):
+                async with reg.for_url(url).slot():
+                    pass
+
+        t0 = loop.time()
+        await asyncio.gather(remote("https://api.example/x"), remote("https://upload.example/y"))
+        return loop.time() - t0
+
+    assert run_virtual(main) >= 1.0
+
+
 def test_config_overrides_provider_default() -> None:
     """The config's rate and concurrency win over set_default; other hosts keep defaults."""
     reg = LimiterRegistry(

@@ -204,8 +204,9 @@ class GyazoProvider(Provider):
     async def __aenter__(self) -> Self:
         http = self.ctx.http
         if self.public and http is not None:
-            for url in (PUBLIC_API, PUBLIC_UPLOAD):
-                http.limiters.set_default(authority_of(url), DAILY_RATE)
+            # one daily budget for the API and the upload host
+            http.limiters.set_default(authority_of(PUBLIC_API), DAILY_RATE)
+            http.limiters.share(authority_of(PUBLIC_UPLOAD), authority_of(PUBLIC_API))
         return self
 
     # ---- plumbing ---------------------------------------------------------------------

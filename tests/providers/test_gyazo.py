@@ -387,7 +387,7 @@ async def test_broken_replies_are_clear_errors(gyazo: Start, fault: str) -> None
 
 async def test_public_hosts_and_options() -> None:
     """Without base_url (or with the public API's): uploads go to upload.gyazo.com, both
-    public authorities get the daily rate; bad options are config errors."""
+    public authorities share one daily budget; bad options are config errors."""
     assert provider_class("gyazo") is GyazoProvider
     registry = LimiterRegistry()
     async with ApiClient(registry) as http:
@@ -397,6 +397,8 @@ async def test_public_hosts_and_options() -> None:
                 assert provider.upload_url == "https://upload.gyazo.com/api/upload"
         for authority in ("api.gyazo.com", "upload.gyazo.com"):
             assert registry.for_authority(authority).rates == ("12500/day",)
+        # one budget: the upload host uses the API host's limiter
+        assert registry.for_authority("upload.gyazo.com") is registry.for_authority("api.gyazo.com")
         own = RemoteConfig(name="gy", type="gyazo", base_url="http://127.0.0.1:9/", token=TOKEN)
         assert GyazoProvider(own, ProviderContext(http=http)).upload_url == (
             "http://127.0.0.1:9/api/upload"
