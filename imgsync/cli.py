@@ -313,7 +313,7 @@ def _status(cfg: Config, as_json: bool) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(p["until"]))
         print(f"  paused: {auth} until {when} ({p['reason']})")
     for f in report["recent_failures"]:
-        print(f"  failed: {f['job']} {f['item']} -> {f['dest']}: {f['error']}")
+        print(f"  failed: {f['job']}: {f['item']}: {f['error']}")
     return 0
 
 

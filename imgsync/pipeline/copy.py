@@ -235,6 +235,7 @@ class CopyRun:
         async with recv:
             async for batch in recv:
                 if self.summary.remote_failure:
+                    self.summary.not_attempted += len(batch)
                     continue
                 await self._process(batch)
                 if batch and batch[0].page >= 0:
@@ -267,8 +268,12 @@ class CopyRun:
         if isinstance(self.dst, LocalProvider):
             await self._write_local(mine)
         else:
-            for c in mine:
+            for i, c in enumerate(mine):
                 if self.summary.remote_failure:
+                    self.summary.not_attempted += len(mine) - i
+                    await self.store.release(
+                        self.dst_key, [m.digest.sha256 for m in mine[i:] if m.digest]
+                    )
                     break
                 await self._upload(c)
 

@@ -35,6 +35,7 @@ class Summary:
     failed: int = 0
     bytes: int = 0
     non_images: int = 0
+    not_attempted: int = 0  # left alone after the remote failed as a whole
     elapsed: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     remote_failure: str | None = None
@@ -63,6 +64,8 @@ class Summary:
         )
         if self.non_images:
             text += f", {self.non_images} non-images skipped"
+        if self.not_attempted:
+            text += f", {self.not_attempted} not attempted"
         text += f" in {self.elapsed:.2f}s"
         if self.remote_failure:
             text += f"; stopped: {self.remote_failure}"
@@ -82,6 +85,7 @@ class Summary:
             "failed": self.failed,
             "bytes": self.bytes,
             "non_images_skipped": self.non_images,
+            "not_attempted": self.not_attempted,
             "elapsed": round(self.elapsed, 3),
             "failures": [{"item": i, "error": e} for i, e in self.failures],
             "remote_failure": self.remote_failure,
