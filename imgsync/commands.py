@@ -136,7 +136,7 @@ async def copy_async(
             dst_cfg.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create {dst_cfg.path}: {exc.strerror}") from None
-    async with StateStore(cfg.state_path) as store, Runtime(cfg, store) as rt:
+    async with StateStore(cfg.state_path) as store, Runtime(cfg) as rt:
         src = await rt.open(src_cfg)
         dst = await rt.open(dst_cfg)
         if plan is None and not src.features.can_list:
@@ -225,7 +225,7 @@ def run_ls(cfg: Config, args: argparse.Namespace) -> int:
     async def go() -> None:
         from imgsync.runtime import Runtime
 
-        async with Runtime(cfg, None) as rt:
+        async with Runtime(cfg) as rt:
             provider = await rt.open(remote)
             if not provider.features.can_list:
                 raise UsageError(f"{remote.name} ({remote.type}) cannot be listed")

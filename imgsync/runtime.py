@@ -8,16 +8,14 @@ is used, so local-folder runs never import it.
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from imgsync.config import Config, RemoteConfig
 from imgsync.errors import ConfigError, UsageError
 from imgsync.providers import provider_class
 from imgsync.providers.base import Provider, ProviderContext
-
-if TYPE_CHECKING:
-    from imgsync.state.store import StateStore
 
 
 def resolve_spec(cfg: Config, spec: str) -> tuple[RemoteConfig, str]:
@@ -36,12 +34,53 @@ def resolve_spec(cfg: Config, spec: str) -> tuple[RemoteConfig, str]:
     return RemoteConfig(name=str(path), type="local", path=path), f"local:{path}"
 
 
+_REGISTRIES: dict[Path, Any] = {}
+
+
+def shared_limiters(cfg: Config) -> Any:
+    """The process's one ``LimiterRegistry`` (per state database): every job, remote and
+    run of this process draws from the same per-host budgets. Pauses saved in state are
+    loaded once; new ones are written back as they happen."""
+    registry = _REGISTRIES.get(cfg.state_path)
+    if registry is None:
+        from imgsync.ratelimit import LimiterRegistry
+        from imgsync.state import queries
+        from imgsync.state.db import open_sync
+
+        registry = LimiterRegistry(
+            cfg.limits, on_pause=functools.partial(_record_pause, cfg.state_path)
+        )
+        conn = open_sync(cfg.state_path, create=False)
+        if conn is not None:
+            registry.load_pauses(queries.host_pauses(conn))
+            conn.close()
+        _REGISTRIES[cfg.state_path] = registry
+    return registry
+
+
+async def _record_pause(state_path: Path, authority: str, until: float, reason: str) -> None:
+    """Store a host pause (its own short connection: it may come from any run)."""
+    import asyncio
+
+    from imgsync.state import queries
+    from imgsync.state.db import open_sync
+
+    def write() -> None:
+        conn = open_sync(state_path)
+        assert conn is not None
+        try:
+            queries.save_pause_sync(conn, authority, until, reason)
+        finally:
+            conn.close()
+
+    await asyncio.to_thread(write)
+
+
 class Runtime:
     """Opens providers on demand and closes everything at the end (``async with``)."""
 
-    def __init__(self, cfg: Config, store: StateStore | None) -> None:
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.store = store
         self._http: Any = None
         self._limiters: Any = None
         self._stack = contextlib.AsyncExitStack()
@@ -55,27 +94,11 @@ class Runtime:
     async def _http_client(self) -> Any:
         if self._http is None:
             from imgsync.http import ApiClient
-            from imgsync.ratelimit import LimiterRegistry
 
-            self._limiters = LimiterRegistry(self.cfg.limits, on_pause=self._record_pause)
-            if self.store is not None:
-                from imgsync.state import queries
-                from imgsync.state.db import open_sync
-
-                conn = open_sync(self.store.path)
-                if conn is not None:
-                    self._limiters.load_pauses(queries.host_pauses(conn))
-                    conn.close()
+            self._limiters = shared_limiters(self.cfg)
             self._http = ApiClient(self._limiters)
             self._stack.push_async_callback(self._http.aclose)
         return self._http
-
-    async def _record_pause(self, authority: str, until: float, reason: str) -> None:
-        if self.store is not None:
-            from imgsync.state import queries
-
-            await queries.save_pause(self.store, authority, until, reason)
-            await self.store.flush()
 
     async def open(self, remote: RemoteConfig) -> Provider:
         """A ready provider for ``remote``. Raises ``ConfigError`` for an unknown type."""

@@ -32,7 +32,7 @@ async def _copy(src: Path, dst: Path, mutate: Any = None) -> Summary:
     if mutate is not None:
         mutate()
     dst.mkdir(parents=True, exist_ok=True)
-    async with StateStore(cfg.state_path) as store, Runtime(cfg, store) as rt:
+    async with StateStore(cfg.state_path) as store, Runtime(cfg) as rt:
         source = await rt.open(RemoteConfig(name=str(src), type="local", path=src))
         dest = await rt.open(RemoteConfig(name=str(dst), type="local", path=dst))
         run = CopyRun(store, source, f"local:{src}", dest, dst_key, CopyOptions(), Progress())

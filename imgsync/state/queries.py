@@ -259,12 +259,14 @@ async def save_cursor(
     )
 
 
-async def save_pause(store: StateStore, authority: str, until: float, reason: str) -> None:
-    await store.write(
-        "INSERT INTO host_pauses (authority, until, reason) VALUES (?, ?, ?) "
-        "ON CONFLICT (authority) DO UPDATE SET until = excluded.until, reason = excluded.reason",
-        (authority, until, reason),
-    )
+_SAVE_PAUSE = (
+    "INSERT INTO host_pauses (authority, until, reason) VALUES (?, ?, ?) "
+    "ON CONFLICT (authority) DO UPDATE SET until = excluded.until, reason = excluded.reason"
+)
+
+
+def save_pause_sync(conn: sqlite3.Connection, authority: str, until: float, reason: str) -> None:
+    conn.execute(_SAVE_PAUSE, (authority, until, reason))
 
 
 _SAVE_MARK = (

@@ -1,0 +1,56 @@
+"""The runtime: one limiter registry per process, pauses written to and read from state."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from imgsync import runtime
+from imgsync.config import Config, parse_config
+from imgsync.errors import RemotePaused
+from imgsync.runtime import Runtime
+
+
+def _cfg(tmp_path: Path) -> Config:
+    host = "http://127.0.0.1:9"
+    return parse_config(
+        {
+            "state": {"path": str(tmp_path / "state.db")},
+            "remotes": {
+                "a": {"type": "gyazo", "base_url": host, "token": "token-aaaa"},
+                "b": {"type": "gyazo", "base_url": host, "token": "token-bbbb"},
+            },
+        }
+    )
+
+
+async def test_two_runs_and_two_remotes_share_one_budget(tmp_path: Path) -> None:
+    """Two runtimes (two jobs of a daemon) and two remotes on one host get the same
+    limiter for that host."""
+    cfg = _cfg(tmp_path)
+    async with Runtime(cfg) as one, Runtime(cfg) as two:
+        a = await one.open(cfg.remotes["a"])
+        b = await two.open(cfg.remotes["b"])
+        assert a.http.limiters is b.http.limiters
+        assert a.http.limiters.for_url("http://127.0.0.1:9/x") is b.http.limiters.for_url(
+            "http://127.0.0.1:9/y"
+        )
+
+
+async def test_a_pause_survives_a_new_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pause reported by the limiter is written to state; a fresh process (a new
+    registry) refuses the host at once."""
+    cfg = _cfg(tmp_path)
+    until = time.time() + 3600
+    async with Runtime(cfg) as rt:
+        provider = await rt.open(cfg.remotes["a"])
+        await provider.http.limiters.for_authority("127.0.0.1:9").pause_until(until, "budget")
+    monkeypatch.setattr(runtime, "_REGISTRIES", {})  # as in a new process
+    async with Runtime(cfg) as rt:
+        provider = await rt.open(cfg.remotes["b"])
+        with pytest.raises(RemotePaused):
+            await provider.http.limiters.for_authority("127.0.0.1:9").acquire()
