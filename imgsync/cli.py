@@ -93,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dst", metavar="DST")
     _transfer_opts(c)
 
+    sy = sub.add_parser(
+        "sync", help="copy, then delete from DST what the folder SRC no longer has (guarded)"
+    )
+    sy.add_argument("src", metavar="SRC")
+    sy.add_argument("dst", metavar="DST")
+    sy.add_argument(
+        "--max-delete",
+        type=int,
+        default=100,
+        metavar="N",
+        help="delete nothing if more than N items would go (default 100)",
+    )
+    _transfer_opts(sy)
+
     ck = sub.add_parser("check", help="report what DST lacks, changing nothing (exit 1 if any)")
     ck.add_argument("src", metavar="SRC")
     ck.add_argument("dst", metavar="DST")
@@ -249,7 +263,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         setup_logging(cfg, args)
         return asyncio.run(run_daemon(cfg))
-    if verb in ("copy", "backup", "migrate", "check"):
+    if verb in ("copy", "backup", "migrate", "check", "sync"):
         from imgsync.commands import run_copy
 
         return run_copy(cfg, args)

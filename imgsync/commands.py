@@ -22,6 +22,8 @@ from imgsync.state.db import open_sync
 
 if TYPE_CHECKING:
     from imgsync.pipeline.copy import CopyRun
+    from imgsync.providers.base import Provider
+    from imgsync.state.store import StateStore
 
 
 def setup_logging(cfg: Config, args: argparse.Namespace) -> None:
@@ -43,6 +45,7 @@ def _options(cfg: Config, args: argparse.Namespace) -> CopyOptions:
         include=tuple(args.include),
         exclude=tuple(args.exclude),
         sidecars=args.verb == "backup",
+        max_delete=getattr(args, "max_delete", 100),
         include_non_images=getattr(args, "include_non_images", False),
     )
 
@@ -55,6 +58,8 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
         raise UsageError("source and destination are the same")
     if args.verb == "migrate" and src_cfg.type == "local":
         raise UsageError("migrate needs a host as its source (local files have no URLs to map)")
+    if args.verb == "sync" and src_cfg.type != "local":
+        raise UsageError("sync needs a folder as its source for now; use copy from a host")
     if args.verb == "backup" and dst_cfg.type != "local":
         raise UsageError("backup writes to a local folder; use copy between hosts")
     if dst_cfg.type == "local" and src_cfg.type == "local":
@@ -72,7 +77,11 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
         assert conn is not None
         try:
             plan = plan_local(conn, src_cfg.path, dst_key, opts.include, opts.exclude)
-            if plan.empty and not plan.problems:
+            if (
+                plan.empty
+                and not plan.problems
+                and not _sync_pending(conn, plan, opts, dst_cfg, src_key, dst_key)
+            ):
                 if not opts.dry_run:
                     _mark_done(conn, plan, dst_key)
                 summary = Summary(
@@ -158,15 +167,68 @@ async def copy_async(
         finally:
             progress.close()
             await run.finish()
-        if (
-            plan is not None
-            and not opts.dry_run
-            and not summary.failed
-            and not summary.remote_failure
-        ):
+        clean = not opts.dry_run and not summary.failed and not summary.remote_failure
+        if opts.verb == "sync" and plan is not None:
+            await _sync_deletes(cfg, store, dst, src_key, dst_key, str(plan.root), opts, summary)
+        if plan is not None and clean and not summary.deleted:
             await queries.save_scan_mark(store, str(plan.root), dst_key, plan.fingerprint)
         await queries.finish_run(store, run_id, summary.to_json())
     return summary
+
+
+async def _sync_deletes(
+    cfg: Config,
+    store: StateStore,
+    dst: Provider,
+    src_key: str,
+    dst_key: str,
+    root: str,
+    opts: CopyOptions,
+    summary: Summary,
+) -> None:
+    """``sync``: after a clean copy, delete what the source dropped (guarded)."""
+    from imgsync.state import queries
+    from imgsync.syncdelete import plan_deletes, run_deletes
+
+    if opts.dry_run or summary.failed or summary.remote_failure:
+        summary.delete_note = "nothing deleted: " + (
+            "dry run" if opts.dry_run else "the copy had errors"
+        )
+        return
+    await store.flush()
+    conn = open_sync(cfg.state_path)
+    assert conn is not None
+    try:
+        plan = plan_deletes(conn, root, src_key, dst_key, dst.features.is_local, opts.max_delete)
+    finally:
+        conn.close()
+    if plan.refused:
+        summary.delete_note = plan.refused
+        summary.fail("sync", plan.refused)
+        return
+    deleted, failures = await run_deletes(dst, plan)
+    for remote_id, _sha in deleted:
+        await queries.forget_location(store, dst_key, remote_id)
+    for item, message in failures:
+        summary.fail(item, message)
+    summary.deleted = len(deleted)
+
+
+def _sync_pending(
+    conn: sqlite3.Connection,
+    plan: LocalPlan,
+    opts: CopyOptions,
+    dst_cfg: RemoteConfig,
+    src_key: str,
+    dst_key: str,
+) -> bool:
+    """``sync`` with nothing to copy may still have something to delete."""
+    if opts.verb != "sync":
+        return False
+    from imgsync.syncdelete import plan_deletes
+
+    found = plan_deletes(conn, str(plan.root), src_key, dst_key, dst_cfg.type == "local", 0)
+    return bool(found.candidates)
 
 
 def _mark_done(conn: sqlite3.Connection, plan: LocalPlan, dst_key: str) -> None:

@@ -19,6 +19,7 @@ class CopyOptions:
     exclude: tuple[str, ...] = ()
     sidecars: bool = False  # backup: a JSON metadata file beside each image
     include_non_images: bool = False
+    max_delete: int = 100  # sync: refuse to delete more than this in one run
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Summary:
     bytes: int = 0
     non_images: int = 0
     not_attempted: int = 0  # left alone after the remote failed as a whole
+    deleted: int = 0  # sync: removed from the destination
+    delete_note: str | None = None  # sync: why nothing was deleted
     elapsed: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     remote_failure: str | None = None
@@ -66,6 +69,10 @@ class Summary:
             text += f", {self.non_images} non-images skipped"
         if self.not_attempted:
             text += f", {self.not_attempted} not attempted"
+        if self.verb == "sync":
+            text += f", {self.deleted} deleted"
+            if self.delete_note:
+                text += f" ({self.delete_note})"
         text += f" in {self.elapsed:.2f}s"
         if self.remote_failure:
             text += f"; stopped: {self.remote_failure}"
@@ -86,6 +93,8 @@ class Summary:
             "bytes": self.bytes,
             "non_images_skipped": self.non_images,
             "not_attempted": self.not_attempted,
+            "deleted": self.deleted,
+            "delete_note": self.delete_note,
             "elapsed": round(self.elapsed, 3),
             "failures": [{"item": i, "error": e} for i, e in self.failures],
             "remote_failure": self.remote_failure,
