@@ -38,7 +38,9 @@ async def run_job_once(cfg: Config, job: JobConfig) -> list[Summary]:
     for dest in job.destinations:
         src_cfg, src_key = resolve_spec(cfg, job.source)
         dst_cfg, dst_key = resolve_spec(cfg, dest)
-        verb = "backup" if job.kind == "backup" else "migrate" if job.kind == "migrate" else "copy"
+        verb = {"backup": "backup", "migrate": "migrate"}.get(job.kind, "copy")
+        if job.delete and src_cfg.type == "local" and verb == "copy":
+            verb = "sync"  # delete = true: the destination follows the folder's deletions
         opts = CopyOptions(
             job=job.name,
             verb=verb,
