@@ -73,3 +73,70 @@ def test_run_without_jobs_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "no [[jobs]]" in proc.stderr
+
+
+async def test_interval_backup_job_picks_up_new_images(tmp_path: Path) -> None:
+    """A backup job runs at start and again every interval: an image uploaded to the host
+    while the daemon runs appears in the backup folder."""
+    import asyncio
+
+    import aiohttp
+    from helpers import start_fake, write_config
+
+    from imgsync.fakehosts.common import Knobs
+    from imgsync.fakehosts.gyazo import GyazoFake
+
+    token = "daemon-token-5678"
+    fake = await start_fake(GyazoFake(Knobs(token=token, seed=3)))
+    out = tmp_path / "backup"
+    cfg = write_config(
+        tmp_path / "cfg.toml",
+        f"""
+[remotes.gy]
+type = "gyazo"
+base_url = "{fake.url}"
+token_env = "GY"
+
+[[jobs]]
+name = "gyazo-backup"
+kind = "backup"
+source = "gy:"
+destinations = ["{out}"]
+interval = "1s"
+""",
+    )
+
+    async def images() -> int:
+        return len(list(out.glob("*.json"))) if out.exists() else 0
+
+    async def wait_for(count: int) -> bool:
+        for _ in range(150):
+            if await images() >= count:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "imgsync",
+        "--config",
+        str(cfg),
+        "run",
+        env={**os.environ, "GY": token},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert await wait_for(3)
+        form = aiohttp.FormData()
+        form.add_field("access_token", token)
+        form.add_field("imagedata", make_png(20, 20, 31337), filename="new.png")
+        async with aiohttp.ClientSession() as s, s.post(f"{fake.url}/api/upload", data=form) as r:
+            assert r.status == 200
+        assert await wait_for(4)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+        await fake.close()
+    assert proc.returncode == 0, err.decode()
