@@ -188,20 +188,27 @@ async def _sync_deletes(
 ) -> None:
     """``sync``: after a clean copy, delete what the source dropped (guarded)."""
     from imgsync.state import queries
-    from imgsync.syncdelete import plan_deletes, run_deletes
+    from imgsync.syncdelete import DeletePlan, plan_deletes, run_deletes
 
     if opts.dry_run or summary.failed or summary.remote_failure:
         summary.delete_note = "nothing deleted: " + (
             "dry run" if opts.dry_run else "the copy had errors"
         )
         return
+    import anyio.to_thread
+
+    def plan_now() -> DeletePlan:
+        conn = open_sync(cfg.state_path)
+        assert conn is not None
+        try:
+            return plan_deletes(
+                conn, root, src_key, dst_key, dst.features.is_local, opts.max_delete
+            )
+        finally:
+            conn.close()
+
     await store.flush()
-    conn = open_sync(cfg.state_path)
-    assert conn is not None
-    try:
-        plan = plan_deletes(conn, root, src_key, dst_key, dst.features.is_local, opts.max_delete)
-    finally:
-        conn.close()
+    plan = await anyio.to_thread.run_sync(plan_now)
     if plan.refused:
         summary.delete_note = plan.refused
         summary.fail("sync", plan.refused)

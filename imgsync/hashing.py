@@ -26,30 +26,3 @@ def digest_bytes(data: bytes, with_md5: bool = True) -> Digest:
 
 def md5_hex(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
-
-
-class StreamingDigest:
-    """Feed chunks as they arrive (downloads); read :attr:`result` at the end."""
-
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256()
-        self._md5 = hashlib.md5()
-        self.size = 0
-
-    def update(self, chunk: bytes) -> None:
-        self._sha.update(chunk)
-        self._md5.update(chunk)
-        self.size += len(chunk)
-
-    @property
-    def result(self) -> Digest:
-        return Digest(self._sha.hexdigest(), self._md5.hexdigest(), self.size)
-
-
-def digest_file(path: str | bytes) -> Digest:
-    """Hash a file in 1 MiB chunks (so a large file never sits whole in memory)."""
-    d = StreamingDigest()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            d.update(chunk)
-    return d.result

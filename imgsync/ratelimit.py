@@ -461,11 +461,6 @@ class HostLimiter:
             self._pause_reason = reason
             self._changed.set()
 
-    def clear_pause(self) -> None:
-        """Lift a pause early."""
-        self._paused_until = None
-        self._pause_reason = ""
-
     def _check_pause(self) -> None:
         until = self.paused_until
         if until is not None:

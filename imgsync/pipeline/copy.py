@@ -162,11 +162,13 @@ class CopyRun:
         started = time.monotonic()
         saved, done = None, False
         if conn is not None:
-            self.dest_shas = queries.shas_at(conn, self.dst_key)
-            self.known_remote = {
-                rid: loc.sha256 for rid, loc in queries.locations_at(conn, self.src_key).items()
-            }
-            saved, done = queries.cursor_of(conn, self.src_key, "list")
+
+            def load() -> tuple[str | None, bool]:  # big reads: off the event loop
+                self.dest_shas = queries.shas_at(conn, self.dst_key)
+                self.known_remote = queries.items_at(conn, self.src_key)
+                return queries.cursor_of(conn, self.src_key, "list")
+
+            saved, done = await anyio.to_thread.run_sync(load)
         self.start_cursor = saved if (not done or self.src.features.listing_appends) else None
         await self._drive(batches_source=None)
         self.summary.elapsed = time.monotonic() - started

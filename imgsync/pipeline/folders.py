@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from imgsync.errors import ImgsyncError, LocalIOError
-from imgsync.hashing import Digest
+from imgsync.hashing import Digest, digest_bytes
 from imgsync.providers.local import (
     TMP_PREFIX,
     ScanEntry,
@@ -168,8 +168,7 @@ def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit
         except OSError as exc:
             f.error = LocalIOError(f"cannot read: {exc.strerror}", path=src)
             continue
-        md5 = hashlib.md5(data).hexdigest() if with_md5 else None
-        f.digest = Digest(hashlib.sha256(data).hexdigest(), md5, len(data))
+        f.digest = digest_bytes(data, with_md5)
         _put(dst_root, unit, f, data, f.scan.mtime_ns if f.scan else None)
     return unit
 

@@ -23,14 +23,6 @@ class KnownFile(NamedTuple):
     md5: str | None
 
 
-class Location(NamedTuple):
-    remote_id: str
-    sha256: str
-    url: str | None
-    delete_url: str | None
-    meta: ItemMeta
-
-
 # ---- reads (sync) ------------------------------------------------------------------
 
 
@@ -76,18 +68,6 @@ def items_at(conn: sqlite3.Connection, remote: str) -> dict[str, str]:
     """remote id -> sha256 of every known item of ``remote``."""
     cur = conn.execute("SELECT remote_id, sha256 FROM locations WHERE remote = ?", (remote,))
     return {r[0]: r[1] for r in cur}
-
-
-def locations_at(conn: sqlite3.Connection, remote: str) -> dict[str, Location]:
-    """Every known item of ``remote`` by remote id."""
-    cur = conn.execute(
-        "SELECT remote_id, sha256, url, delete_url, meta FROM locations WHERE remote = ?",
-        (remote,),
-    )
-    return {
-        r[0]: Location(r[0], r[1], r[2], r[3], ItemMeta.from_json(json.loads(r[4] or "{}")))
-        for r in cur
-    }
 
 
 def cursor_of(conn: sqlite3.Connection, remote: str, scope: str) -> tuple[str | None, bool]:
