@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="imgsync",
         description="Mirror, migrate and back up image libraries "
-        "between image hosts and local folders.",
+        "between image hosts and local folders. A REMOTE is NAME: for a remote in the "
+        "config, or a folder path.",
+        epilog="exit codes: 0 done, 1 item failures, 2 usage, 3 a remote failed as a whole, "
+        "66 missing source folder, 70 internal error, 75 state database locked or corrupt, "
+        "78 config error, 130 interrupted",
     )
     p.add_argument("--version", action="version", version=f"imgsync {__version__}")
     p.add_argument(
