@@ -109,11 +109,12 @@ async def test_locked_database_is_a_state_error(
     open_sync(path)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
+    store = StateStore(path)
     try:
-        store = StateStore(path)
         with pytest.raises(StateError, match="locked"):
             await store.open()
             await queries.record_objects(store, [("d" * 64, 1, None, None)])
             await store.flush()
     finally:
         holder.execute("ROLLBACK")
+        await store.close()

@@ -38,6 +38,7 @@ summarised in ``shared/reference/hosts.md`` §3; [INF] inference.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -259,7 +260,7 @@ class CheveretoProvider(Provider):
             body = FormData()
             for name, value in fields:
                 body.add_field(name, value)
-            body.add_field("source", data, filename=filename, content_type=src.mime)
+            body.add_field("source", io.BytesIO(data), filename=filename, content_type=src.mime)
             return body
 
         resp = await http.request(

@@ -49,6 +49,7 @@ Choices made here:
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -209,7 +210,9 @@ class DiscordImagesProvider(Provider):
 
         async def form() -> FormData:
             fd = FormData()
-            fd.add_field("files[]", await src.read(), filename=filename, content_type=src.mime)
+            fd.add_field(
+                "files[]", io.BytesIO(await src.read()), filename=filename, content_type=src.mime
+            )
             return fd
 
         resp = await self.http.request(

@@ -41,6 +41,7 @@ Lsky Pro 2, a similar Laravel host (fixtures/lsky-2, flavour only).
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -251,7 +252,9 @@ class GuizhanProvider(Provider):
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
         async def form() -> FormData:
             body = FormData()
-            body.add_field("image", await src.read(), filename=src.name, content_type=src.mime)
+            body.add_field(
+                "image", io.BytesIO(await src.read()), filename=src.name, content_type=src.mime
+            )
             return body
 
         resp = await self.http.request(

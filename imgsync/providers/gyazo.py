@@ -65,6 +65,7 @@ Choices made here [INF]:
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -347,7 +348,7 @@ class GyazoProvider(Provider):
             fd = FormData()
             for key, value in fields.items():
                 fd.add_field(key, value)
-            fd.add_field("imagedata", data, filename=filename, content_type=src.mime)
+            fd.add_field("imagedata", io.BytesIO(data), filename=filename, content_type=src.mime)
             return fd
 
         resp = await self._call("POST", self.upload_url, form=form)

@@ -52,6 +52,9 @@ class StateStore:
             await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await self._conn.execute("PRAGMA synchronous = NORMAL")
         except (sqlite3.Error, OSError) as exc:
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
             raise describe_error(self.path, exc) from None
         self._writer = asyncio.create_task(self._write_loop(), name="imgsync-state-writer")
         return self
