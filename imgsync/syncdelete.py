@@ -59,7 +59,7 @@ def plan_deletes(
         rows = conn.execute(
             "SELECT l.remote_id, l.sha256, l.delete_url FROM locations l "
             "WHERE l.remote = ? AND l.sha256 IN (SELECT j.sha256 FROM journal j "
-            "WHERE j.source = ? AND j.dest = ? AND j.stage = 'verified')",
+            "WHERE j.source = ? AND j.dest = ? AND j.stage IN ('uploaded', 'verified'))",
             (dst_key, src_key, dst_key),
         ).fetchall()
         plan.candidates = [(rid, sha, d) for rid, sha, d in rows if sha not in source_shas]

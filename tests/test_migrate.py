@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import sqlite3
 from pathlib import Path
 
 import aiohttp
@@ -58,6 +60,11 @@ token_env = "CHV_TOKEN"
         assert one["copied"] + one["failed"] == 15
         assert one["map_rows"] == one["copied"]
 
+        conn = sqlite3.connect(os.environ["IMGSYNC_STATE"])
+        stages = dict(conn.execute("SELECT stage, COUNT(*) FROM journal GROUP BY stage"))
+        conn.close()
+        assert stages == {"verified": one["copied"], "failed": one["failed"]}
+
         chv_host.knobs.max_upload_bytes = 50 * 1024 * 1024
         second = await run_cli_async(*args, env=env)
         assert second.returncode == 0, second.stderr
@@ -83,6 +90,12 @@ token_env = "CHV_TOKEN"
         proc = await run_cli_async("rewrite", "--map", str(map_path), str(doc))
         assert proc.returncode == 0, proc.stderr
         assert doc.read_text() == "".join(f"![shot]({row['new_url']})\n" for row in rows)
+
+        # the journal: every item listed, fetched, then verified against Chevereto's md5
+        conn = sqlite3.connect(os.environ["IMGSYNC_STATE"])
+        stages = dict(conn.execute("SELECT stage, COUNT(*) FROM journal GROUP BY stage"))
+        conn.close()
+        assert stages == {"verified": 15}
 
         proc = await run_cli_async("--config", str(cfg), "status", env=env)
         assert "chv: 15 items" in proc.stdout

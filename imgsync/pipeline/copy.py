@@ -195,6 +195,8 @@ class CopyRun:
                         item.remote_id, safe_name(item.name), remote=item, sha256=sha, page=index
                     )
                 )
+            if batch and not self.opts.dry_run:
+                await self._journal_batch("listed", [(c.source_id, c.sha256) for c in batch])
             resume = page.next_cursor if page.next_cursor is not None else cursor
             self.pages.append([resume, len(batch), index])
             index += 1
@@ -252,6 +254,10 @@ class CopyRun:
         if not ready:
             return
         await self._record_sources(ready)
+        if not self.opts.dry_run and not isinstance(self.dst, LocalProvider):
+            await self._journal_batch(
+                "fetched", [(c.source_id, c.digest.sha256) for c in ready if c.digest]
+            )
         todo = [c for c in ready if c.digest and self.first_missing(c.digest.sha256)]
         if not todo:
             return
@@ -439,7 +445,10 @@ class CopyRun:
         finally:
             c.data = None
         await queries.record_locations(self.store, self.dst_key, [(d.sha256, item)])
-        await self._journal(c, "verified", attempt=True)
+        # "verified" when the host reported a checksum the provider compared (Chevereto's
+        # md5); otherwise the upload was accepted but cannot be checked
+        stage = "verified" if self.dst.features.checksums else "uploaded"
+        await self._journal(c, stage, attempt=True)
         await self.store.release(self.dst_key, [d.sha256])
         self.summary.copied += 1
         self.summary.bytes += d.size
@@ -506,6 +515,11 @@ class CopyRun:
             self.summary.copied += 1
             self.summary.bytes += size
             self.progress.tick(done=1, copied=1, nbytes=size)
+
+    async def _journal_batch(self, stage: str, items: list[tuple[str, str | None]]) -> None:
+        await queries.journal_many(
+            self.store, self.opts.job, self.src_key, self.dst_key, stage, items
+        )
 
     async def _journal(
         self, c: Candidate, stage: str, *, error: str | None = None, attempt: bool = False

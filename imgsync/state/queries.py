@@ -228,6 +228,22 @@ async def journal(
     )
 
 
+async def journal_many(
+    store: StateStore,
+    job: str,
+    source: str,
+    dest: str,
+    stage: str,
+    items: Iterable[tuple[str, str | None]],
+) -> None:
+    """Move many items ((source_id, sha256)) of a job to ``stage`` in one write."""
+    now = time.time()
+    await store.write_many(
+        _UPSERT_JOURNAL,
+        [(job, source, sid, dest, sha, stage, None, 0, now) for sid, sha in items],
+    )
+
+
 async def save_cursor(
     store: StateStore, remote: str, scope: str, cursor: str | None, *, done: bool = False
 ) -> None:
