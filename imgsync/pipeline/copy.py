@@ -539,15 +539,20 @@ class CopyRun:
     # ---- failures ------------------------------------------------------------------
 
     def _item_failed(self, c: Candidate, exc: ImgsyncError) -> None:
-        self.summary.fail(display(key_path(c.source_id)), str(exc))
+        from imgsync.log import redact
+
+        message = redact(str(exc))  # it is printed, stored and shown by `status`
+        self.summary.fail(display(key_path(c.source_id)), message)
         self.progress.tick(done=1, failed=1)
         if not self.opts.dry_run:
-            self.failed_items.append((c, str(exc)))
+            self.failed_items.append((c, message))
 
     def _remote_failed(self, exc: ImgsyncError, *, listing: bool = False) -> None:
         if self.summary.remote_failure is None:
+            from imgsync.log import redact
+
             where = "listing the source" if listing else "destination"
-            self.summary.remote_failure = f"{where}: {exc}"
+            self.summary.remote_failure = redact(f"{where}: {exc}")
 
     async def finish(self) -> None:
         """Write the failures of this run to the journal and flush state."""
