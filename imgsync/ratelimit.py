@@ -229,10 +229,12 @@ class HostLimiter:
         min_penalty: float = 1.0,
         max_penalty: float = 300.0,
         on_pause: OnPause | None = None,
+        max_wait: float = 600.0,
     ) -> None:
         if not 0 < min_penalty <= max_penalty:
             raise ValueError("need 0 < min_penalty <= max_penalty")
         self.authority = authority
+        self.max_wait = max_wait
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -347,6 +349,12 @@ class HostLimiter:
                 self._check_pause()
             now = self._clock()
             while (wait := self._wait_time(now)) > 0:
+                if wait > self.max_wait and not math.isinf(wait):
+                    # a budget used up for hours (12500/day): pause the host, recorded in
+                    # state, instead of a run that sits silent until tomorrow
+                    limits = ", ".join(self._rates)
+                    await self.pause_for(wait, f"imgsync's own limit ({limits}) is used up")
+                    self._check_pause()
                 await self._nap(wait)
                 self._check_pause()
                 now = self._clock()

@@ -540,3 +540,33 @@ def test_statistics_shape() -> None:
         stats.items()
     )
     assert pytest.approx(stats["wait"]) == 2.0
+
+
+def test_a_budget_used_up_for_hours_becomes_a_recorded_pause() -> None:
+    """With a daily budget spent, the next caller does not sleep until tomorrow: the host
+    is paused (reported through on_pause, so it is stored) and RemotePaused is raised."""
+    paused: list[tuple[str, float, str]] = []
+
+    async def record(authority: str, until: float, reason: str) -> None:
+        paused.append((authority, until, reason))
+
+    async def main() -> None:
+        reg = LimiterRegistry(
+            {"api.example": LimitConfig(rates=("3/day",))},
+            clock=asyncio.get_running_loop().time,
+            wall=lambda: 1_000_000.0,
+            on_pause=record,
+        )
+        limiter = reg.for_authority("api.example")
+        for _ in range(3):
+            async with limiter.slot():
+                pass
+        with pytest.raises(RemotePaused):
+            async with limiter.slot():
+                pass
+
+    run_virtual(main)
+    assert len(paused) == 1
+    authority, until, reason = paused[0]
+    assert authority == "api.example" and "3/day" in reason
+    assert until == pytest.approx(1_000_000.0 + 86_400, abs=5)
