@@ -71,7 +71,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
@@ -462,6 +462,27 @@ class HostLimiter:
         await self.pause_until(until, reason)
         return until
 
+    def usage(self) -> list[float]:
+        """Unix times of the answers the longest window still counts: what a next process
+        must know so that two runs in a row do not each spend the whole budget."""
+        if not self._windows:
+            return []
+        window = max(self._windows, key=lambda w: w.period)
+        now = self._clock()
+        offset = self._wall() - now
+        return [t + offset for t in window.done if t > now - window.period]
+
+    def restore_usage(self, times: Iterable[float]) -> None:
+        """Count answers a previous process saw (unix times) against this host's windows."""
+        now = self._clock()
+        offset = self._wall() - now
+        mono = sorted(t - offset for t in times)
+        for w in self._windows:
+            for t in mono:
+                if now - w.period < t <= now:
+                    w.done.append(t)
+        self._changed.set()
+
     def restore_pause(self, until: float, reason: str) -> None:
         """Set a pause without reporting it (it came from saved state)."""
         if until > self._wall():
@@ -535,6 +556,7 @@ class LimiterRegistry:
         self._max_penalty = max_penalty
         self._limiters: dict[str, HostLimiter] = {}
         self._shared: dict[str, str] = {}  # authority -> the authority whose budget it uses
+        self._usage: dict[str, list[float]] = {}  # saved usage not yet applied
         for authority, rates in defaults.items():
             self.set_default(authority, rates)
 
@@ -558,6 +580,7 @@ class LimiterRegistry:
                 on_pause=self._on_pause,
             )
             self._limiters[key] = limiter
+            self._apply_usage(key)
         return limiter
 
     def for_url(self, url: str) -> HostLimiter:
@@ -586,6 +609,7 @@ class LimiterRegistry:
         if limiter is not None:
             new_rates, new_conc, new_burst = self._settings(key)
             limiter.configure(new_rates, concurrency=new_conc, burst=new_burst)
+            self._apply_usage(key)
 
     def share(self, authority: str, with_authority: str) -> None:
         """Make ``authority`` use ``with_authority``'s limiter: one budget for two hosts that
@@ -608,6 +632,27 @@ class LimiterRegistry:
         for authority, (until, reason) in pauses.items():
             if until > now:
                 self.for_authority(authority).restore_pause(until, reason)
+
+    def load_usage(self, usage: Mapping[str, Sequence[float]]) -> None:
+        """Saved answer times per authority (from :meth:`usage` of an earlier process).
+
+        Applied when the host's limiter exists with its rates (a provider may declare them
+        later), so the budget a previous run spent still counts.
+        """
+        for authority, times in usage.items():
+            self._usage[authority.lower()] = list(times)
+            if authority.lower() in self._limiters:
+                self._apply_usage(authority.lower())
+
+    def usage(self) -> dict[str, list[float]]:
+        """Answer times still counted, per authority, to save for the next process."""
+        out = {key: lim.usage() for key, lim in self._limiters.items()}
+        return {key: times for key, times in out.items() if times}
+
+    def _apply_usage(self, key: str) -> None:
+        limiter = self._limiters.get(key)
+        if limiter is not None and limiter.rates and key in self._usage:
+            limiter.restore_usage(self._usage.pop(key))
 
     def pauses(self) -> dict[str, tuple[float, str]]:
         """Pauses in force now: ``authority -> (until_unix, reason)``."""

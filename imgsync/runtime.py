@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from imgsync.config import Config, RemoteConfig
-from imgsync.errors import ConfigError, UsageError
+from imgsync.errors import ConfigError, ImgsyncError, UsageError
 from imgsync.providers import provider_class
 from imgsync.providers.base import Provider, ProviderContext
 
@@ -53,6 +53,7 @@ def shared_limiters(cfg: Config) -> Any:
         conn = open_sync(cfg.state_path, create=False)
         if conn is not None:
             registry.load_pauses(queries.host_pauses(conn))
+            registry.load_usage(queries.host_usage(conn))
             conn.close()
         _REGISTRIES[cfg.state_path] = registry
     return registry
@@ -76,6 +77,26 @@ async def _record_pause(state_path: Path, authority: str, until: float, reason: 
     await asyncio.to_thread(write)
 
 
+async def _save_usage(state_path: Path, usage: dict[str, list[float]]) -> None:
+    """Store what this process spent of each host's budget, for the next process."""
+    if not usage:
+        return
+    import asyncio
+
+    from imgsync.state import queries
+    from imgsync.state.db import open_sync
+
+    def write() -> None:
+        conn = open_sync(state_path)
+        assert conn is not None
+        try:
+            queries.save_host_usage(conn, usage)
+        finally:
+            conn.close()
+
+    await asyncio.to_thread(write)
+
+
 class Runtime:
     """Opens providers on demand and closes everything at the end (``async with``)."""
 
@@ -90,6 +111,10 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+        if self._limiters is not None:
+            # best effort: a locked or full state database must not mask the run's outcome
+            with contextlib.suppress(ImgsyncError, OSError):
+                await _save_usage(self.cfg.state_path, self._limiters.usage())
 
     async def _http_client(self) -> Any:
         if self._http is None:

@@ -570,3 +570,49 @@ def test_a_budget_used_up_for_hours_becomes_a_recorded_pause() -> None:
     authority, until, reason = paused[0]
     assert authority == "api.example" and "3/day" in reason
     assert until == pytest.approx(1_000_000.0 + 86_400, abs=5)
+
+
+def test_budget_spent_by_an_earlier_process_still_counts() -> None:
+    """usage() saved at the end of one process and load_usage() in the next: the second
+    process waits for the first one's requests to leave the window."""
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        wall_base = 2_000_000.0
+
+        def wall() -> float:
+            return wall_base + loop.time()
+
+        limits = {"api.example": LimitConfig(rates=("3/minute",))}
+        first = LimiterRegistry(limits, clock=loop.time, wall=wall)
+        for _ in range(3):
+            async with first.for_authority("api.example").slot():
+                pass
+        saved = first.usage()
+        assert len(saved["api.example"]) == 3
+        second = LimiterRegistry(limits, clock=loop.time, wall=wall)  # "the next process"
+        second.load_usage(saved)
+        t0 = loop.time()
+        async with second.for_authority("api.example").slot():
+            pass
+        return loop.time() - t0
+
+    assert run_virtual(main) == pytest.approx(60.0, abs=1.0)
+
+
+def test_saved_usage_waits_for_the_providers_default_rate() -> None:
+    """Usage loaded before a provider declares the host's rate is applied once it does."""
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        reg = LimiterRegistry(clock=loop.time, wall=lambda: 5_000.0 + loop.time())
+        now = 5_000.0 + loop.time()
+        reg.load_usage({"api.example": [now - 1, now - 1]})
+        reg.for_authority("api.example")  # created before the default is known
+        reg.set_default("api.example", "2/minute")
+        t0 = loop.time()
+        async with reg.for_authority("api.example").slot():
+            pass
+        return loop.time() - t0
+
+    assert run_virtual(main) == pytest.approx(59.0, abs=1.0)

@@ -54,3 +54,36 @@ async def test_a_pause_survives_a_new_process(
         provider = await rt.open(cfg.remotes["b"])
         with pytest.raises(RemotePaused):
             await provider.http.limiters.for_authority("127.0.0.1:9").acquire()
+
+
+async def test_back_to_back_runs_stay_inside_the_hosts_limit(
+    image_tree: Path, tmp_path: Path
+) -> None:
+    """`copy` then an immediate `ls` (two processes) against a host enforcing 3/second:
+    the second process knows what the first spent, and the host refuses nothing."""
+    from helpers import run_cli_async, start_fake, write_config
+
+    from imgsync.fakehosts.common import Knobs
+    from imgsync.fakehosts.guizhan import GuizhanFake
+
+    fake = await start_fake(GuizhanFake(Knobs(token="gz-token-123456", rate="3/second")))
+    try:
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f"""
+[remotes.gz]
+type = "guizhan"
+base_url = "{fake.url}"
+token_env = "GZ"
+
+[limits."{fake.authority}"]
+rate = "3/second"
+""",
+        )
+        env = {"GZ": "gz-token-123456"}
+        for verb in (("copy", str(image_tree), "gz:"), ("ls", "gz:"), ("ls", "gz:")):
+            proc = await run_cli_async("--config", str(cfg), *verb, env=env)
+            assert proc.returncode == 0, proc.stderr
+        assert (await fake.stats())["throttled"] == 0
+    finally:
+        await fake.close()

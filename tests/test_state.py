@@ -118,3 +118,21 @@ async def test_locked_database_is_a_state_error(
     finally:
         holder.execute("ROLLBACK")
         await store.close()
+
+
+def test_version_1_database_is_migrated(tmp_path: Path) -> None:
+    """A database at schema version 1 gains the version-2 table and keeps its rows."""
+    from imgsync.state.schema import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    raw = sqlite3.connect(path)
+    raw.executescript(MIGRATIONS[0])
+    raw.execute("INSERT INTO objects VALUES ('a', 1, NULL, NULL, 0)")
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    conn = open_sync(path)
+    assert conn is not None
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("SELECT COUNT(*) FROM host_usage").fetchone()[0] == 0
+    assert conn.execute("SELECT sha256 FROM objects").fetchall() == [("a",)]

@@ -85,6 +85,26 @@ def host_pauses(conn: sqlite3.Connection, now: float | None = None) -> dict[str,
     return {r[0]: (r[1], r[2]) for r in cur}
 
 
+def host_usage(conn: sqlite3.Connection) -> dict[str, list[float]]:
+    """Saved answer times per host authority (see ``LimiterRegistry.load_usage``)."""
+    out: dict[str, list[float]] = {}
+    for authority, times in conn.execute("SELECT authority, times FROM host_usage"):
+        try:
+            out[authority] = [float(t) for t in json.loads(times)]
+        except (ValueError, TypeError):
+            continue  # a damaged row only costs the carried-over budget
+    return out
+
+
+def save_host_usage(conn: sqlite3.Connection, usage: dict[str, list[float]]) -> None:
+    """Replace the saved usage of every host in ``usage``."""
+    conn.executemany(
+        "INSERT INTO host_usage (authority, times) VALUES (?, ?) "
+        "ON CONFLICT (authority) DO UPDATE SET times = excluded.times",
+        [(a, json.dumps([round(t, 3) for t in times])) for a, times in usage.items()],
+    )
+
+
 def status(conn: sqlite3.Connection) -> dict[str, Any]:
     """What ``imgsync status`` prints: objects, per-remote and per-job counts, failures."""
     objects, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects").fetchone()

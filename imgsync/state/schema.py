@@ -9,7 +9,9 @@ What the tables guarantee (DESIGN.md "State"):
 * ``claims``: (checksum, destination) claimed before an upload starts; the primary key
   makes the claim atomic across workers, jobs and processes.
 * ``local_files``: size/mtime/inode per scanned file, so unchanged files are not re-hashed.
-* ``cursors``: saved listing cursors; ``host_pauses``: host-wide pauses that survive a restart.
+* ``cursors``: saved listing cursors; ``host_pauses``: host-wide pauses that survive a restart;
+  ``host_usage``: the requests recent runs made to each host, so the next process's limiter
+  counts them (two runs in a row do not each spend a whole daily budget).
 * ``scan_marks``: the fingerprint of a folder scan (every path, size, mtime, inode) after a
   run that left nothing to do for a destination, with that destination's location count and
   latest update: a re-run whose scan and destination both match has nothing to do.
@@ -106,6 +108,13 @@ MIGRATIONS: list[str] = [
         new_url TEXT,
         sha256  TEXT NOT NULL,
         PRIMARY KEY (job, old_url)
+    );
+    """,
+    # version 2: how much of each host's budget recent runs spent (answer times, unix)
+    """
+    CREATE TABLE host_usage (
+        authority TEXT PRIMARY KEY,
+        times     TEXT NOT NULL
     );
     """,
 ]
