@@ -154,7 +154,8 @@ class RemoteItem:
     remote_id: str
     name: str
     size: int | None = None
-    url: str | None = None
+    url: str | None = None  # the image file itself
+    page_url: str | None = None  # the host's page for it (Gyazo permalink, Chevereto viewer)
     mime: str | None = None
     md5: str | None = None
     md5_hint: str | None = None

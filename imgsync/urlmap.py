@@ -1,11 +1,12 @@
 """The old-URL -> new-URL map of a migration, and rewriting documents with it.
 
 The map is built from state: every item of the source with a URL whose bytes (by
-SHA-256) are also at the destination. It is written as CSV (``old_url,new_url,sha256``)
+SHA-256) are also at the destination, with its file URL and its page URL (permalink). It is written as CSV (``old_url,new_url,sha256``)
 or JSON (``{"old": "new", ...}``) by the file's extension, atomically.
 
-``rewrite`` replaces old URLs in Markdown/HTML/text files, longest URL first so a URL that
-is a prefix of another is never half-replaced, and writes each changed file atomically.
+``rewrite`` replaces old URLs in Markdown/HTML/text files: whole URLs only (a mapped URL
+followed by more URL characters is left alone), longest first, and writes each changed
+file atomically.
 """
 
 from __future__ import annotations
@@ -28,15 +29,25 @@ REWRITE_SUFFIXES = frozenset({".md", ".markdown", ".html", ".htm", ".txt", ".rst
 
 
 def build_map(conn: sqlite3.Connection, source: str, dest: str) -> list[tuple[str, str, str]]:
-    """(old_url, new_url, sha256) for every source item already at ``dest``."""
+    """(old_url, new_url, sha256) for every source item already at ``dest``.
+
+    Both the image file's URL and the host's page for it (Gyazo's permalink) are mapped:
+    a file URL to the new file URL, a page to the new page (or the new file when the
+    destination has no pages).
+    """
     rows = conn.execute(
-        "SELECT s.url, MIN(d.url), s.sha256 FROM locations s "
+        "SELECT s.url, s.page_url, MIN(d.url), MIN(d.page_url), s.sha256 FROM locations s "
         "JOIN locations d ON d.sha256 = s.sha256 AND d.remote = ? "
-        "WHERE s.remote = ? AND s.url IS NOT NULL AND d.url IS NOT NULL "
-        "GROUP BY s.url ORDER BY s.url",
+        "WHERE s.remote = ? AND d.url IS NOT NULL GROUP BY s.remote_id",
         (dest, source),
     ).fetchall()
-    return [(r[0], r[1], r[2]) for r in rows]
+    out: dict[str, tuple[str, str, str]] = {}
+    for old_file, old_page, new_file, new_page, sha in rows:
+        if old_file:
+            out.setdefault(old_file, (old_file, new_file, sha))
+        if old_page:
+            out.setdefault(old_page, (old_page, new_page or new_file, sha))
+    return [out[k] for k in sorted(out)]
 
 
 def write_map(path: Path, rows: list[tuple[str, str, str]]) -> None:
@@ -105,7 +116,10 @@ def rewrite(mapping: dict[str, str], paths: Iterable[Path], *, dry_run: bool) ->
     if not mapping:
         return result
     olds = sorted(mapping, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(o) for o in olds))
+    # whole URLs only: a mapped URL followed by more URL characters is another URL
+    pattern = re.compile(
+        "(?:" + "|".join(re.escape(o) for o in olds) + r")(?![\w.~/?#%=&+:@!$*,;'-])"
+    )
     for doc in _documents(paths):
         try:
             text = doc.read_text(encoding="utf-8")

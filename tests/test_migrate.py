@@ -58,7 +58,7 @@ token_env = "CHV_TOKEN"
         one = json.loads(first.stdout)
         assert one["failed"] > 0 and one["copied"] > 0
         assert one["copied"] + one["failed"] == 15
-        assert one["map_rows"] == one["copied"]
+        assert one["map_rows"] == 2 * one["copied"]  # file URL and permalink each
 
         conn = sqlite3.connect(os.environ["IMGSYNC_STATE"])
         stages = dict(conn.execute("SELECT stage, COUNT(*) FROM journal GROUP BY stage"))
@@ -70,7 +70,7 @@ token_env = "CHV_TOKEN"
         assert second.returncode == 0, second.stderr
         two = json.loads(second.stdout)
         assert two["copied"] == one["failed"]  # only what was missing
-        assert two["map_rows"] == 15
+        assert two["map_rows"] == 30
         assert (await chv.stats())["uploads"] == 15
 
         third = await run_cli_async(*args, env=env)
@@ -78,12 +78,17 @@ token_env = "CHV_TOKEN"
         assert (await chv.stats())["uploads"] == 15
 
         with map_path.open() as fh:
-            rows = list(csv.DictReader(fh))
-        assert len(rows) == 15
+            every = list(csv.DictReader(fh))
+        rows = [r for r in every if r["old_url"].rpartition(".")[2] in ("png", "jpg", "gif")]
+        pages = [r for r in every if r not in rows]
+        assert len(rows) == 15 and len(pages) == 15
         for row in rows:
             old, new = await _get(row["old_url"]), await _get(row["new_url"])
             assert old == new
             assert hashlib.sha256(new).hexdigest() == row["sha256"]
+        for page in pages:  # Gyazo permalink -> Chevereto viewer page
+            assert page["old_url"].startswith(gyazo.url) and "/image/" in page["new_url"]
+            await _get(page["new_url"])
 
         doc = tmp_path / "notes.md"
         doc.write_text("".join(f"![shot]({row['old_url']})\n" for row in rows))

@@ -22,14 +22,16 @@ def test_map_round_trips_as_csv_and_json(tmp_path: Path) -> None:
         assert read_map(tmp_path / name) == {old: new for old, new, _ in ROWS}
 
 
-def test_rewrite_replaces_longest_first_and_keeps_other_text(tmp_path: Path) -> None:
-    """A URL that is a prefix of another is never half-replaced; other text is untouched."""
+def test_rewrite_replaces_whole_urls_only(tmp_path: Path) -> None:
+    """A URL that is a prefix of another (mapped or not) is never half-replaced; other text
+    is untouched."""
     write_map(tmp_path / "map.csv", ROWS)
     docs = tmp_path / "docs"
     docs.mkdir()
     md = docs / "post.md"
     md.write_text(
         "![a](https://i.gyazo.com/abc.png)\n![b](https://i.gyazo.com/abc.png?x=1)\nplain\n"
+        "[other](https://i.gyazo.com/abc.png/raw) https://i.gyazo.com/abc.png?y=2\n"
     )
     html = docs / "page.html"
     html.write_text('<img src="https://i.gyazo.com/abc.png">')
@@ -46,6 +48,7 @@ def test_rewrite_replaces_longest_first_and_keeps_other_text(tmp_path: Path) -> 
     assert json.loads(proc.stdout)["links_replaced"] == 3
     assert md.read_text() == (
         "![a](https://www.imgz.io/images/a.png)\n![b](https://www.imgz.io/images/b.png)\nplain\n"
+        "[other](https://i.gyazo.com/abc.png/raw) https://i.gyazo.com/abc.png?y=2\n"
     )
     assert html.read_text() == '<img src="https://www.imgz.io/images/a.png">'
     assert other.read_bytes() == b"https://i.gyazo.com/abc.png"  # not a document type

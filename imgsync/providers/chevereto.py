@@ -323,6 +323,7 @@ class CheveretoProvider(Provider):
             name=_text(image.get("filename")) or filename,
             size=size if isinstance(size, int) else src.size,
             url=url,
+            page_url=_text(image.get("url_viewer")),
             mime=_text(image.get("mime")) or src.mime,
             md5=got.lower(),
             sha256=src.sha256,

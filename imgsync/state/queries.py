@@ -166,11 +166,12 @@ _INSERT_OBJECT = (
     "INSERT OR IGNORE INTO objects (sha256, size, md5, mime, first_seen) VALUES (?, ?, ?, ?, ?)"
 )
 _UPSERT_LOCATION = (
-    "INSERT INTO locations (remote, remote_id, sha256, url, delete_url, meta, updated) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (remote, remote_id) DO UPDATE SET "
+    "INSERT INTO locations (remote, remote_id, sha256, url, delete_url, meta, updated, "
+    "page_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (remote, remote_id) DO UPDATE SET "
     "sha256 = excluded.sha256, url = COALESCE(excluded.url, locations.url), "
     "delete_url = COALESCE(excluded.delete_url, locations.delete_url), "
-    "meta = excluded.meta, updated = excluded.updated"
+    "meta = excluded.meta, updated = excluded.updated, "
+    "page_url = COALESCE(excluded.page_url, locations.page_url)"
 )
 _UPSERT_JOURNAL = (
     "INSERT INTO journal (job, source, source_id, dest, sha256, stage, error, attempts, updated) "
@@ -217,6 +218,7 @@ async def record_locations(
                 item.delete_url,
                 json.dumps(item.meta.to_json()) if item.meta != _NO_META else None,
                 now,
+                item.page_url,
             )
             for sha, item in rows
         ],

@@ -117,6 +117,10 @@ MIGRATIONS: list[str] = [
         times     TEXT NOT NULL
     );
     """,
+    # version 3: the host's page for an item (documents link to it as well as to the file)
+    """
+    ALTER TABLE locations ADD COLUMN page_url TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
