@@ -76,7 +76,10 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
         conn = open_sync(cfg.state_path)
         assert conn is not None
         try:
-            plan = plan_local(conn, src_cfg.path, dst_key, opts.include, opts.exclude)
+            dest_root = dst_cfg.path if dst_cfg.type == "local" else None
+            plan = plan_local(
+                conn, src_cfg.path, dst_key, opts.include, opts.exclude, dest_root=dest_root
+            )
             if (
                 plan.empty
                 and not plan.problems
@@ -171,7 +174,9 @@ async def copy_async(
         if opts.verb == "sync" and plan is not None:
             await _sync_deletes(cfg, store, dst, src_key, dst_key, str(plan.root), opts, summary)
         if plan is not None and clean and not summary.deleted:
-            await queries.save_scan_mark(store, str(plan.root), dst_key, plan.fingerprint)
+            await queries.save_scan_mark(
+                store, str(plan.root), dst_key, plan.fingerprint, plan.dest_state()
+            )
         await queries.finish_run(store, run_id, summary.to_json())
     return summary
 
@@ -241,10 +246,13 @@ def _sync_pending(
 def _mark_done(conn: sqlite3.Connection, plan: LocalPlan, dst_key: str) -> None:
     from imgsync.state import queries
 
-    mark, count, latest = queries.scan_mark(conn, str(plan.root), dst_key)
-    if mark != plan.fingerprint or (count, latest) != queries.dest_generation(conn, dst_key):
+    mark, count, latest, saved_state = queries.scan_mark(conn, str(plan.root), dst_key)
+    generation = queries.dest_generation(conn, dst_key)
+    if mark != plan.fingerprint or (count, latest) != generation or saved_state == "":
         with contextlib.suppress(sqlite3.Error):  # only a speed-up for the next run
-            queries.save_scan_mark_sync(conn, str(plan.root), dst_key, plan.fingerprint)
+            queries.save_scan_mark_sync(
+                conn, str(plan.root), dst_key, plan.fingerprint, plan.dest_state()
+            )
 
 
 def _report(summary: Summary, as_json: bool) -> int:

@@ -52,7 +52,8 @@ async def run_job_once(cfg: Config, job: JobConfig) -> list[Summary]:
         plan = None
         if src_cfg.type == "local":
             assert src_cfg.path is not None
-            plan = await asyncio.to_thread(_plan, cfg, src_cfg.path, dst_key, opts)
+            dest_root = dst_cfg.path if dst_cfg.type == "local" else None
+            plan = await asyncio.to_thread(_plan, cfg, src_cfg.path, dst_key, opts, dest_root)
         summary = await copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, Progress(), plan)
         if job.kind == "migrate" and job.map_path is not None:
             await asyncio.to_thread(write_url_map, cfg, src_key, dst_key, job.map_path, summary)
@@ -61,10 +62,12 @@ async def run_job_once(cfg: Config, job: JobConfig) -> list[Summary]:
     return summaries
 
 
-def _plan(cfg: Config, root: Path, dst_key: str, opts: CopyOptions) -> LocalPlan:
+def _plan(
+    cfg: Config, root: Path, dst_key: str, opts: CopyOptions, dest_root: Path | None
+) -> LocalPlan:
     conn = open_sync(cfg.state_path)
     try:
-        return plan_local(conn, root, dst_key, opts.include, opts.exclude)
+        return plan_local(conn, root, dst_key, opts.include, opts.exclude, dest_root=dest_root)
     finally:
         if conn is not None:
             conn.close()

@@ -68,7 +68,7 @@ async def _run(base: Path) -> list[Summary]:
             if src_cfg.path is not None:
                 conn = open_sync(cfg.state_path)
                 assert conn is not None
-                plan = plan_local(conn, src_cfg.path, dst_key)
+                plan = plan_local(conn, src_cfg.path, dst_key, dest_root=dst_cfg.path)
                 conn.close()
             summary = await copy_async(
                 cfg, src_cfg, src_key, dst_cfg, dst_key, opts, Progress(), plan

@@ -74,7 +74,7 @@ def test_unchanged_files_are_not_rehashed(image_tree: Path, tmp_path: Path) -> N
     # re-hashed, the poison would be replaced
     conn.execute("UPDATE local_files SET sha256 = 'feed' WHERE rel = 'img01.png'")
     conn.execute(
-        "INSERT INTO locations (remote, remote_id, sha256, updated) VALUES (?, 'x', 'feed', 0)",
+        "UPDATE locations SET sha256 = 'feed' WHERE remote = ? AND remote_id = 'img01.png'",
         (f"local:{dst.resolve()}",),
     )
     conn.execute("DELETE FROM scan_marks")
@@ -214,3 +214,19 @@ def test_check_reports_what_is_missing_and_changes_nothing(
     assert not (dst / "late.png").exists()
     assert run_json("copy", str(image_tree), str(dst))[0] == 0
     assert run_cli("check", str(image_tree), str(dst)).returncode == 0
+
+
+def test_file_deleted_by_hand_at_the_destination_is_copied_again(
+    image_tree: Path, tmp_path: Path
+) -> None:
+    """State says the bytes are there, but the user deleted the file: the next copy
+    notices (its folder changed) and puts it back."""
+    dst = tmp_path / "dst"
+    assert run_json("copy", str(image_tree), str(dst))[0] == 0
+    assert run_json("copy", str(image_tree), str(dst))[1]["copied"] == 0  # the no-op mark
+    (dst / "img01.png").unlink()
+    (dst / "sub" / "deep" / "img00.png").unlink()
+    code, summary = run_json("copy", str(image_tree), str(dst))
+    assert code == 0 and summary["copied"] == 2
+    assert (dst / "img01.png").read_bytes() == (image_tree / "img01.png").read_bytes()
+    assert (dst / "sub" / "deep" / "img00.png").exists()

@@ -27,7 +27,7 @@ async def _copy(src: Path, dst: Path, mutate: Any = None) -> Summary:
     dst_key = f"local:{dst}"
     conn = open_sync(cfg.state_path)
     assert conn is not None
-    plan = plan_local(conn, src, dst_key)
+    plan = plan_local(conn, src, dst_key, dest_root=dst)
     conn.close()
     if mutate is not None:
         mutate()

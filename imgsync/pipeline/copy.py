@@ -164,6 +164,8 @@ class CopyRun:
         if conn is not None:
 
             def load() -> tuple[str | None, bool]:  # big reads: off the event loop
+                if isinstance(self.dst, LocalProvider):  # files deleted there by hand
+                    queries.forget_missing_files(conn, self.dst_key, str(self.dst.root))
                 self.dest_shas = queries.shas_at(conn, self.dst_key)
                 self.known_remote = queries.items_at(conn, self.src_key)
                 return queries.cursor_of(conn, self.src_key, "list")

@@ -8,7 +8,10 @@ importing the HTTP stack.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +35,36 @@ class LocalPlan:
     dest_shas: set[str] = field(default_factory=set)
     dest_items: dict[str, str] = field(default_factory=dict)  # dest remote id -> sha256
     fingerprint: str = ""
+    folders: set[str] = field(default_factory=set)  # relative folders holding the files
+    dest_root: Path | None = None  # a folder destination (keeps the same relative paths)
+
+    def dest_state(self) -> str:
+        """The destination folders' state to save with a scan mark ("" for a host)."""
+        return folder_state(self.dest_root, self.folders) if self.dest_root else ""
 
     @property
     def empty(self) -> bool:
         return not self.to_hash and not self.to_send and not self.vanished
+
+
+def folder_state(dest_root: Path, folders: Iterable[str]) -> str:
+    """mtime of every destination folder the files go to: adding or removing a file by hand
+    changes its folder's mtime, so a re-run notices without looking at each file."""
+    state = {}
+    for rel in sorted(folders):
+        try:
+            state[rel] = os.stat(os.path.join(dest_root, rel) if rel else dest_root).st_mtime_ns
+        except OSError:
+            state[rel] = -1
+    return json.dumps(state, separators=(",", ":"))
+
+
+def _folders_unchanged(dest_root: Path, saved: str) -> bool:
+    try:
+        folders = json.loads(saved)
+    except ValueError:
+        return False
+    return isinstance(folders, dict) and folder_state(dest_root, folders) == saved
 
 
 def fingerprint(
@@ -57,22 +86,33 @@ def plan_local(
     dest_key: str,
     include: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
+    dest_root: Path | None = None,
 ) -> LocalPlan:
     """Scan ``root`` and sort its files by what a copy to ``dest_key`` must do with them.
 
+    ``dest_root`` is given for a folder destination: files deleted there by hand are then
+    noticed (their locations are dropped, so they are copied again).
     Raises ``LocalIOError`` when ``root`` is missing or unreadable.
     """
     entries, problems, non_images = scan_tree(root, include, exclude)
     plan = LocalPlan(root=root, scanned=len(entries), problems=problems, non_images=non_images)
     plan.fingerprint = fingerprint(entries, include, exclude)
+    plan.dest_root = dest_root
+    plan.folders = {e.rel.rpartition("/")[0] for e in entries}
     if conn is None:
         plan.to_hash = entries
         return plan
     root_key = str(root)
-    mark, count, latest = queries.scan_mark(conn, root_key, dest_key)
-    if mark == plan.fingerprint and (count, latest) == queries.dest_generation(conn, dest_key):
+    mark, count, latest, saved_state = queries.scan_mark(conn, root_key, dest_key)
+    if (
+        mark == plan.fingerprint
+        and (count, latest) == queries.dest_generation(conn, dest_key)
+        and (dest_root is None or _folders_unchanged(dest_root, saved_state))
+    ):
         plan.present = len(entries)  # same files, same destination: nothing to do
         return plan
+    if dest_root is not None:
+        queries.forget_missing_files(conn, dest_key, str(dest_root))
     known = queries.local_files(conn, root_key, dest_key)
     seen: set[str] = set()
     for e in entries:

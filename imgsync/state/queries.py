@@ -49,13 +49,32 @@ def dest_generation(conn: sqlite3.Connection, remote: str) -> tuple[int, float |
     return int(row[0]), row[1]
 
 
-def scan_mark(conn: sqlite3.Connection, root: str, dest: str) -> tuple[str, int, float | None]:
-    """The saved (fingerprint, dest count, dest latest) of a complete run, or empty values."""
+def scan_mark(conn: sqlite3.Connection, root: str, dest: str) -> tuple[str, int, float | None, str]:
+    """The saved (fingerprint, dest count, dest latest, dest folder state) of a complete
+    run, or empty values."""
     row = conn.execute(
-        "SELECT fingerprint, dest_count, dest_latest FROM scan_marks WHERE root = ? AND dest = ?",
+        "SELECT fingerprint, dest_count, dest_latest, dest_state FROM scan_marks "
+        "WHERE root = ? AND dest = ?",
         (root, dest),
     ).fetchone()
-    return (row[0], row[1], row[2]) if row else ("", -1, None)
+    return (row[0], row[1], row[2], row[3]) if row else ("", -1, None, "")
+
+
+def forget_missing_files(conn: sqlite3.Connection, dest: str, root: str) -> int:
+    """Drop the locations of a folder destination whose file is gone (deleted by hand),
+    so the next copy puts them back. Returns how many were dropped."""
+    import os
+
+    from imgsync.providers.local import key_path
+
+    gone = [
+        (dest, rid)
+        for (rid,) in conn.execute("SELECT remote_id FROM locations WHERE remote = ?", (dest,))
+        if not os.path.lexists(os.path.join(root, key_path(rid)))
+    ]
+    if gone:
+        conn.executemany("DELETE FROM locations WHERE remote = ? AND remote_id = ?", gone)
+    return len(gone)
 
 
 def shas_at(conn: sqlite3.Connection, remote: str) -> set[str]:
@@ -288,27 +307,31 @@ def save_pause_sync(conn: sqlite3.Connection, authority: str, until: float, reas
 
 
 _SAVE_MARK = (
-    "INSERT INTO scan_marks (root, dest, fingerprint, dest_count, dest_latest) "
-    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (root, dest) DO UPDATE SET "
+    "INSERT INTO scan_marks (root, dest, fingerprint, dest_count, dest_latest, dest_state) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (root, dest) DO UPDATE SET "
     "fingerprint = excluded.fingerprint, dest_count = excluded.dest_count, "
-    "dest_latest = excluded.dest_latest"
+    "dest_latest = excluded.dest_latest, dest_state = excluded.dest_state"
 )
 
 
-async def save_scan_mark(store: StateStore, root: str, dest: str, fingerprint: str) -> None:
+async def save_scan_mark(
+    store: StateStore, root: str, dest: str, fingerprint: str, dest_state: str
+) -> None:
     """Remember that a run of ``root`` to ``dest`` with this scan left nothing undone."""
     await store.flush()
     row = await store.fetchone(
         "SELECT COUNT(*), MAX(updated) FROM locations WHERE remote = ?", (dest,)
     )
     count, latest = (row[0], row[1]) if row else (0, None)
-    await store.write(_SAVE_MARK, (root, dest, fingerprint, count, latest))
+    await store.write(_SAVE_MARK, (root, dest, fingerprint, count, latest, dest_state))
 
 
-def save_scan_mark_sync(conn: sqlite3.Connection, root: str, dest: str, fingerprint: str) -> None:
+def save_scan_mark_sync(
+    conn: sqlite3.Connection, root: str, dest: str, fingerprint: str, dest_state: str
+) -> None:
     """:func:`save_scan_mark` for the planner, which runs before any event loop."""
     count, latest = dest_generation(conn, dest)
-    conn.execute(_SAVE_MARK, (root, dest, fingerprint, count, latest))
+    conn.execute(_SAVE_MARK, (root, dest, fingerprint, count, latest, dest_state))
 
 
 async def start_run(store: StateStore, job: str, verb: str) -> int:

@@ -121,6 +121,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE locations ADD COLUMN page_url TEXT;
     """,
+    # version 4: the destination folders' mtimes at a scan mark (files removed by hand)
+    """
+    ALTER TABLE scan_marks ADD COLUMN dest_state TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
