@@ -345,6 +345,9 @@ async def copy_folders(run: CopyRun, entries: list[ScanEntry]) -> None:
             if not units:
                 return
             await anyio.to_thread.run_sync(commit_units, dst_root, units)
+            # the source files hashed since the last commit, recorded in one go: per-folder
+            # writes while staging runs cost about 15% of a big copy (GIL and thread hops)
+            await run.record_hashed([f for unit in units for f in unit.staged])
             done = []
             for unit in units:
                 for f in unit.staged:
@@ -365,7 +368,6 @@ async def copy_folders(run: CopyRun, entries: list[ScanEntry]) -> None:
                 for f in unit.files:
                     if f.error is not None and f not in unit.staged:
                         run.file_failed(f.rel, f.error, None)
-                await run.record_hashed(unit.staged)
                 wanted = [f for f in unit.staged if f.digest and run.first_missing(f.digest.sha256)]
                 # No SQLite claim here: a folder destination needs none. A file only becomes
                 # visible by an atomic rename, and a commit that finds the same bytes at
