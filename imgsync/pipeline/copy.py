@@ -112,6 +112,9 @@ class CopyRun:
         self.known_remote: dict[str, str] = {}  # source remote id -> sha256, from state
         self.start_cursor: str | None = None
         self.failed_items: list[tuple[Candidate, str]] = []
+        self.failed_ids: set[str] = set()
+        self.listing_complete = False  # the listing reached its end
+        self.last_cursor: str | None = None  # the cursor of the listing's last page
         self.include_non_images = opts.include_non_images or bool(
             src.config.option("include_non_images", False)
         )
@@ -206,8 +209,7 @@ class CopyRun:
                 await send.send(batch)
             else:
                 await self._page_progress()
-        if not self.opts.dry_run:
-            await queries.save_cursor(self.store, self.src_key, "list", last_cursor, done=True)
+        self.listing_complete, self.last_cursor = True, last_cursor
 
     async def _page_progress(self) -> None:
         """Save the cursor of every leading page whose items are all done."""
@@ -236,6 +238,14 @@ class CopyRun:
                         await self._list_pages(send)
                     except ImgsyncError as exc:
                         self._remote_failed(exc, listing=True)
+        if (
+            batches_source is None
+            and self.listing_complete
+            and not self.pages  # every page's items are done (failed ones keep their page)
+            and not self.summary.remote_failure
+            and not self.opts.dry_run
+        ):
+            await queries.save_cursor(self.store, self.src_key, "list", self.last_cursor, done=True)
 
     async def _worker(self, recv: MemoryObjectReceiveStream[list[Candidate]]) -> None:
         async with recv:
@@ -246,6 +256,8 @@ class CopyRun:
                 await self._process(batch)
                 if batch and batch[0].page >= 0:
                     for c in batch:
+                        if c.source_id in self.failed_ids:
+                            continue  # its page stays unfinished: the next run lists it again
                         for p in self.pages:
                             if p[2] == c.page:
                                 p[1] -= 1
@@ -544,6 +556,7 @@ class CopyRun:
         from imgsync.log import redact
 
         message = redact(str(exc))  # it is printed, stored and shown by `status`
+        self.failed_ids.add(c.source_id)
         self.summary.fail(display(key_path(c.source_id)), message)
         self.progress.tick(done=1, failed=1)
         if not self.opts.dry_run:

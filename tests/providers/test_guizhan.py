@@ -58,6 +58,7 @@ class RecordingGuizhan(GuizhanFake):
         self.log: list[tuple[float, str, str | None]] = []
         self.downloads = 0
         self.refuse_after_page: int | None = None
+        self.missing_files: set[str] = set()  # file names answered 404
 
     def admit(self, request: web.Request) -> web.Response | dict[str, str]:
         self.log.append((time.monotonic(), request.method, request.query.get("page")))
@@ -69,6 +70,8 @@ class RecordingGuizhan(GuizhanFake):
 
     async def serve_file(self, request: web.Request) -> web.Response:
         self.downloads += 1
+        if request.path.rpartition("/")[2] in self.missing_files:
+            raise web.HTTPNotFound()
         return await super().serve_file(request)
 
     def pages_listed(self) -> list[str | None]:
@@ -370,3 +373,27 @@ async def test_cli_backup_resumes_an_interrupted_listing_from_its_cursor(tmp_pat
     images = {k: v for k, v in tree_files(dest).items() if not k.endswith(".json")}
     assert len(images) == 60
     assert sorted(sha256_hex(v) for v in images.values()) == stored
+
+
+async def test_a_failed_item_keeps_its_page_for_the_next_run(tmp_path: Path) -> None:
+    """An image that fails on page 1 of an ascending listing is not skipped forever: the
+    cursor stays on its page, and the next run lists that page again and fetches it."""
+    env = {"GZ_TOKEN": TOKEN}
+    dest = tmp_path / "backup"
+    async with emulator(seed=45) as (run, fake):
+        cfg = _config(tmp_path, run.url, run.authority)
+        args = ("--config", str(cfg), "backup", "gz:", str(dest), "--json")
+        first_page = sorted(fake.images.values(), key=lambda i: (i.upload_time, i.seq))[:20]
+        victim = first_page[3].fullname
+        fake.missing_files.add(victim)
+        first = await run_cli_async(*args, env=env)
+        assert first.returncode == 1, first.stderr
+        assert json.loads(first.stdout)["copied"] == 44
+
+        fake.missing_files.clear()
+        fake.log.clear()
+        second = await run_cli_async(*args, env=env)
+        assert second.returncode == 0, second.stderr
+        assert json.loads(second.stdout)["copied"] == 1
+        assert fake.pages_listed()[0] == "1"
+        assert (dest / victim).exists()
