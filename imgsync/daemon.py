@@ -81,23 +81,37 @@ async def _guarded(cfg: Config, job: JobConfig) -> None:
 
 
 async def _watch_job(cfg: Config, job: JobConfig, stop: asyncio.Event) -> None:
-    import watchfiles
+    """Copy at start, then after every burst of changes and on each periodic rescan.
 
+    A folder that is missing or unwatchable (an unmounted drive) is logged and tried again
+    every ``rescan_interval``; the daemon and its other jobs go on.
+    """
     src_cfg, _ = resolve_spec(cfg, job.source)
     assert src_cfg.path is not None
-    await _guarded(cfg, job)  # reconciliation scan
-    debounce_ms = int(cfg.daemon.debounce * 1000)
+    while not stop.is_set():
+        await _guarded(cfg, job)  # reconciliation scan (at start and after a watch failure)
+        try:
+            await _watch(cfg, job, src_cfg.path, stop)
+        except OSError as exc:
+            log.error("watch_failed", job=job.name, folder=str(src_cfg.path), error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=cfg.daemon.rescan_interval)
+
+
+async def _watch(cfg: Config, job: JobConfig, folder: Path, stop: asyncio.Event) -> None:
+    import watchfiles
+
     watcher = watchfiles.awatch(
-        src_cfg.path,
+        folder,
         stop_event=stop,
-        debounce=debounce_ms,
+        debounce=int(cfg.daemon.debounce * 1000),
         rust_timeout=int(cfg.daemon.rescan_interval * 1000),
         yield_on_timeout=True,
         watch_filter=lambda _change, path: not Path(path).name.startswith(".imgsync-tmp-"),
     )
     async for changes in watcher:
         if stop.is_set():
-            break
+            return
         log.info("watch_changes", job=job.name, changes=len(changes) or "rescan")
         await _guarded(cfg, job)
 

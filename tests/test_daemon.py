@@ -140,3 +140,41 @@ interval = "1s"
         _out, err = await asyncio.wait_for(proc.communicate(), 30)
         await fake.close()
     assert proc.returncode == 0, err.decode()
+
+
+def test_watch_job_waits_for_a_missing_folder(tmp_path: Path) -> None:
+    """A watched folder that does not exist yet (an unmounted drive) does not stop the
+    daemon: once the folder appears, its images are mirrored."""
+    src, dst = tmp_path / "later", tmp_path / "mirror"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f"""
+[daemon]
+debounce = "0.2s"
+rescan_interval = "1s"
+
+[[jobs]]
+name = "later"
+kind = "watch"
+source = "{src}"
+destinations = ["{dst}"]
+"""
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgsync", "--config", str(cfg), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+        text=True,
+    )
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None  # still running
+        src.mkdir()
+        (src / "shot.png").write_bytes(make_png(10, 10, 5))
+        assert _wait_for(lambda: (dst / "shot.png").exists())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "watch_failed" in err or "job_failed" in err
