@@ -214,9 +214,10 @@ class FakeHostBase:
                 content_type="text/html",
             )
         if fault == "reset":
+            # drop the connection without an answer (abort: no FIN handshake, like a reset)
             if request.transport is not None:
-                request.transport.close()
-            raise ConnectionResetError("fault injected: reset")
+                request.transport.abort()
+            return web.Response(status=500)  # never sent: the connection is gone
         if fault == "slow":
             await asyncio.sleep(self.knobs.slow_seconds)
             return await handler(request)
