@@ -322,7 +322,15 @@ class GyazoFake(FakeHostBase):
         if image is None:
             return self.error(404, "image not found.")
         self.stats.deletes += 1
-        return json_response({"image_id": image.image_id, "type": image.type})
+        # documented: {image_id, type}. created_at is added because python-gyazo's
+        # delete_image() reads it (an extra key breaks no client that follows the docs)
+        return json_response(
+            {
+                "image_id": image.image_id,
+                "type": image.type,
+                "created_at": format_created_at(image.created_at, 2),
+            }
+        )
 
     async def read_upload(self, request: web.Request) -> tuple[dict[str, str], bytes | None, bool]:
         """Multipart fields, the ``imagedata`` file bytes (if sent with a filename), oversize."""
