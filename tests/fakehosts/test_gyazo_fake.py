@@ -237,13 +237,19 @@ async def test_upload_refusals() -> None:
 
 
 async def test_delete_then_404_everywhere() -> None:
-    """DELETE answers {image_id, type}; afterwards API, file and second delete are 404."""
+    """DELETE answers {image_id, type} (plus created_at, as python-gyazo reads it);
+    afterwards API, file and second delete are 404."""
     async with running(GyazoFake(knobs(seed=3))) as client:
         items = await (await client.get("/api/images", headers=AUTH)).json()
         target = items[0]
         resp = await client.delete(f"/api/images/{target['image_id']}", headers=AUTH)
         assert resp.status == 200
-        assert await resp.json() == {"image_id": target["image_id"], "type": target["type"]}
+        body = await resp.json()
+        assert {k: body[k] for k in ("image_id", "type")} == {
+            "image_id": target["image_id"],
+            "type": target["type"],
+        }
+        assert body["created_at"].endswith("+0000")
 
         resp = await client.get(f"/api/images/{target['image_id']}", headers=AUTH)
         assert resp.status == 404
