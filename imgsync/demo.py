@@ -84,6 +84,10 @@ def run_demo(folder: Path) -> int:
     """Run the demo in ``folder``; returns the worst exit code of its steps."""
     base = folder.expanduser().resolve()
     make_samples(base / "screenshots")
+    # the emulator starts empty every time, so the demo's state starts empty too (state
+    # from an earlier demo would say the images are already on a host that is gone)
+    for suffix in ("", "-wal", "-shm"):
+        (base / f"state.db{suffix}").unlink(missing_ok=True)
     summaries = asyncio.run(_run(base))
     print(
         f"demo: done. Look at {base / 'backup'} (images + .json sidecars); "
