@@ -230,3 +230,22 @@ def test_file_deleted_by_hand_at_the_destination_is_copied_again(
     assert code == 0 and summary["copied"] == 2
     assert (dst / "img01.png").read_bytes() == (image_tree / "img01.png").read_bytes()
     assert (dst / "sub" / "deep" / "img00.png").exists()
+
+
+def test_an_existing_identical_copy_is_adopted_not_rewritten(
+    image_tree: Path, tmp_path: Path
+) -> None:
+    """A destination that already holds the same files (made by another tool) is adopted:
+    nothing is counted as copied, nothing is renamed, and the next run is a no-op."""
+    import shutil
+
+    dst = tmp_path / "dst"
+    shutil.copytree(image_tree, dst)
+    (dst / "notes.txt").unlink()
+    before = {p: p.stat().st_ino for p in dst.rglob("*.png")}
+    code, summary = run_json("copy", str(image_tree), str(dst))
+    assert code == 0
+    assert summary["copied"] == 0 and summary["already_present"] == 12
+    assert {p: p.stat().st_ino for p in dst.rglob("*.png")} == before
+    assert not list(dst.rglob("* (1).*"))
+    assert run_json("copy", str(image_tree), str(dst))[1]["already_present"] == 12

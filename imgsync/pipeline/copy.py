@@ -396,6 +396,10 @@ class CopyRun:
                 remote_id=path_key(f.final), name=f.final, size=c.digest.size, meta=meta
             )
             done.append((c.digest.sha256, item))
+            if f.already_there:  # the folder held these bytes under that name already
+                self.summary.present += 1
+                self.progress.tick(done=1)
+                continue
             self.summary.copied += 1
             self.summary.bytes += c.digest.size
             self.progress.tick(done=1, copied=1, nbytes=c.digest.size)
@@ -515,17 +519,22 @@ class CopyRun:
         await queries.record_objects(self.store, rows)
         await queries.record_local_files(self.store, str(root), local_rows)
 
-    async def record_written(self, done: Sequence[tuple[str, str, int]]) -> None:
-        """Locations for (sha256, final rel, size) just committed at a local destination."""
+    async def record_written(self, done: Sequence[tuple[str, str, int, bool]]) -> None:
+        """Locations for (sha256, final rel, size, already there) just committed at a local
+        destination."""
         await queries.record_locations(
             self.store,
             self.dst_key,
             [
                 (sha, RemoteItem(remote_id=path_key(rel), name=rel, size=size))
-                for sha, rel, size in done
+                for sha, rel, size, _already in done
             ],
         )
-        for _sha, _rel, size in done:
+        for _sha, _rel, size, already in done:
+            if already:
+                self.summary.present += 1
+                self.progress.tick(done=1)
+                continue
             self.summary.copied += 1
             self.summary.bytes += size
             self.progress.tick(done=1, copied=1, nbytes=size)

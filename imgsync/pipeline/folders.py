@@ -88,6 +88,7 @@ class StagedFile:
     mtime: float | None = None  # modification time to give bytes from memory
     sidecar: dict[str, Any] | None = None  # JSON written beside the committed file
     staged_name: str = ""  # name inside the staging folder (default: the base name)
+    already_there: bool = False  # the destination held these bytes under that name already
     digest: Digest | None = None
     error: ImgsyncError | None = None
     approved: bool = False  # set by the engine after dedupe and claim
@@ -223,22 +224,25 @@ def _holds(path: str, sha: str | None) -> bool:
         return False
 
 
-def _target_for(tmp: str, target: str, ours: str | None) -> str | None:
-    """Where to move ``tmp``: ``target`` if free or holding an unchanged older version
-    imgsync wrote; None if it already holds these bytes; else ``name (N).ext``."""
+def _target_for(tmp: str, target: str, ours: str | None) -> tuple[str, bool]:
+    """Where ``tmp`` goes, and whether that file already holds these bytes.
+
+    ``target`` if free, or holding an unchanged older version imgsync wrote there;
+    a name that already holds the same bytes (kept as it is); else ``name (N).ext``.
+    """
     if not os.path.lexists(target):
-        return target
+        return target, False
     if _same_file(tmp, target):
-        return None
+        return target, True
     if _holds(target, ours):
-        return target
+        return target, False
     stem, ext = os.path.splitext(target)
     for n in range(1, 10_000):
         candidate = f"{stem} ({n}){ext}"
         if not os.path.lexists(candidate):
-            return candidate
+            return candidate, False
         if _same_file(tmp, candidate):
-            return None
+            return candidate, True
     raise LocalIOError(f"no free name for {display(target)}", path=target)
 
 
@@ -291,12 +295,12 @@ def _commit_file(dst_root: str, unit: Unit, f: StagedFile) -> None:
     tmp = os.path.join(unit.stage_dir, _staged_name(f))
     try:
         os.makedirs(unit.final_dir, exist_ok=True)
-        target = _target_for(tmp, os.path.join(unit.final_dir, name), f.ours)
-        if target is None:
+        target, already = _target_for(tmp, os.path.join(unit.final_dir, name), f.ours)
+        if already:
             os.unlink(tmp)
-            f.final = f.rel
-            return
-        os.replace(tmp, target)
+            f.already_there = True
+        else:
+            os.replace(tmp, target)
     except LocalIOError as exc:
         f.error = exc
         return
@@ -358,7 +362,7 @@ async def copy_folders(run: CopyRun, entries: list[ScanEntry]) -> None:
                         run.file_failed(f.rel, f.error, f.digest.sha256)
                         continue
                     assert f.final is not None
-                    done.append((f.digest.sha256, f.final, f.digest.size))
+                    done.append((f.digest.sha256, f.final, f.digest.size, f.already_there))
             await run.record_written(done)
 
     async def worker(recv: Any) -> None:
