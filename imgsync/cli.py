@@ -70,6 +70,12 @@ def _transfer_opts(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument(
+        "--verify-dest",
+        action="store_true",
+        help="list a host destination first and copy again what was deleted there "
+        "(folder destinations are checked on every run)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,6 +68,17 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
             raise UsageError("source and destination folders must not contain each other")
     opts = _options(cfg, args)
     progress = Progress(enabled=args.progress if args.progress is not None else sys.stderr.isatty())
+    if getattr(args, "verify_dest", False) and dst_cfg.type != "local":
+        import asyncio
+
+        setup_logging(cfg, args)
+        gone = asyncio.run(forget_gone_from_host(cfg, dst_cfg, dst_key))
+        if gone:
+            print(
+                f"imgsync: {gone} items recorded at {args.dst} are gone from it; "
+                "they will be copied again",
+                file=sys.stderr,
+            )
 
     plan: LocalPlan | None = None
     if src_cfg.type == "local":
@@ -241,6 +252,42 @@ def _sync_pending(
 
     found = plan_deletes(conn, str(plan.root), src_key, dst_key, dst_cfg.type == "local", 0)
     return bool(found.candidates)
+
+
+async def forget_gone_from_host(cfg: Config, dst_cfg: RemoteConfig, dst_key: str) -> int:
+    """``--verify-dest``: list a host destination and drop what state records there but
+    the host no longer has (deleted on its website), so the copy uploads it again."""
+    import anyio.to_thread
+
+    from imgsync.runtime import Runtime
+    from imgsync.state import queries
+
+    seen: set[str] = set()
+    async with Runtime(cfg) as rt:
+        dst = await rt.open(dst_cfg)
+        if not dst.features.can_list:
+            raise UsageError(
+                f"{dst_cfg.name} ({dst_cfg.type}) cannot be listed, so --verify-dest cannot "
+                "check it"
+            )
+        async for page, _cursor in dst.iter_all(None):
+            for item in page.items:  # ids and names: some hosts id uploads by name
+                seen.update((item.remote_id, item.name))
+
+    def forget() -> int:
+        conn = open_sync(cfg.state_path)
+        assert conn is not None
+        try:
+            gone = [rid for rid in queries.items_at(conn, dst_key) if rid not in seen]
+            conn.executemany(
+                "DELETE FROM locations WHERE remote = ? AND remote_id = ?",
+                [(dst_key, rid) for rid in gone],
+            )
+            return len(gone)
+        finally:
+            conn.close()
+
+    return await anyio.to_thread.run_sync(forget)
 
 
 def _mark_done(conn: sqlite3.Connection, plan: LocalPlan, dst_key: str) -> None:
