@@ -23,30 +23,36 @@ def _wait_for(predicate: object, timeout: float = 15.0) -> bool:
     return False
 
 
-def test_watch_job_copies_new_files_and_stops_on_sigterm(image_tree: Path, tmp_path: Path) -> None:
-    """Existing files are copied at start, a new file shortly after it appears, and
-    SIGTERM ends the daemon with exit code 0."""
-    dst = tmp_path / "mirror"
+def _start_watch_daemon(tmp_path: Path, src: Path, dst: Path) -> subprocess.Popen[str]:
+    """`imgsync run` with one watch job from ``src`` to ``dst`` (short debounce/rescan)."""
     cfg = tmp_path / "config.toml"
     cfg.write_text(
         f"""
 [daemon]
 debounce = "0.2s"
+rescan_interval = "1s"
 
 [[jobs]]
-name = "shots"
+name = "watched"
 kind = "watch"
-source = "{image_tree}"
+source = "{src}"
 destinations = ["{dst}"]
 """
     )
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "imgsync", "--config", str(cfg), "run"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=dict(os.environ),
         text=True,
     )
+
+
+def test_watch_job_copies_new_files_and_stops_on_sigterm(image_tree: Path, tmp_path: Path) -> None:
+    """Existing files are copied at start, a new file shortly after it appears, and
+    SIGTERM ends the daemon with exit code 0."""
+    dst = tmp_path / "mirror"
+    proc = _start_watch_daemon(tmp_path, image_tree, dst)
     try:
         assert _wait_for(lambda: len(tree_files(dst)) == 12 if dst.exists() else False)
         new = make_png(30, 30, 4242)
@@ -146,27 +152,7 @@ def test_watch_job_waits_for_a_missing_folder(tmp_path: Path) -> None:
     """A watched folder that does not exist yet (an unmounted drive) does not stop the
     daemon: once the folder appears, its images are mirrored."""
     src, dst = tmp_path / "later", tmp_path / "mirror"
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(
-        f"""
-[daemon]
-debounce = "0.2s"
-rescan_interval = "1s"
-
-[[jobs]]
-name = "later"
-kind = "watch"
-source = "{src}"
-destinations = ["{dst}"]
-"""
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imgsync", "--config", str(cfg), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ),
-        text=True,
-    )
+    proc = _start_watch_daemon(tmp_path, src, dst)
     try:
         time.sleep(1.5)
         assert proc.poll() is None  # still running
