@@ -175,12 +175,12 @@ def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit
 
 
 def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes]) -> Unit:
-    """Stage bytes already in memory (downloads) for the top of ``dst_root``.
+    """Stage bytes already in memory (downloads, uploads to a folder) for ``unit.folder``.
 
     Staged names carry an index, so two items that want the same name can share a unit
     (the second one gets ``name (1).ext`` at commit).
     """
-    unit.final_dir = dst_root
+    unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
     if not _open_stage(unit, dst_root):
         return unit
     for i, (f, data) in enumerate(zip(unit.files, blobs, strict=True)):
@@ -274,7 +274,11 @@ def commit_units(dst_root: str, units: list[Unit]) -> None:
 
 
 def _rename_whole(unit: Unit) -> bool:
-    if unit.final_dir == os.path.dirname(unit.stage_dir) or os.path.lexists(unit.final_dir):
+    if (
+        unit.final_dir == os.path.dirname(unit.stage_dir)
+        or os.path.lexists(unit.final_dir)
+        or any(f.staged_name for f in unit.staged)  # staged under other names
+    ):
         return False
     try:
         os.rename(unit.stage_dir, unit.final_dir)

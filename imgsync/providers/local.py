@@ -180,42 +180,12 @@ def sync_filesystem(folder: str | Path) -> None:
         os.close(fd)
 
 
-def _temp_for(target: Path) -> Path:
-    return target.with_name(f"{TMP_PREFIX}{os.getpid()}-{target.name}")
-
-
-def write_temp(target: Path, data: bytes) -> Path:
-    """Write ``data`` next to ``target`` under a temp name; returns the temp path."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_for(target)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise io_error(exc, target) from None
-    return tmp
-
-
 def io_error(exc: OSError, target: str | Path) -> LocalIOError:
     if exc.errno == errno.ENOSPC:
         return LocalIOError(
             f"destination disk is full writing {display(str(target))}", path=str(target)
         )
     return LocalIOError(f"cannot write {display(str(target))}: {exc.strerror}", path=str(target))
-
-
-def free_name(target: Path, data_size: int) -> Path:
-    """``target`` if free, else ``name (1).ext``, ``name (2).ext``, ... ."""
-    if not target.exists():
-        return target
-    stem, suffix = target.stem, target.suffix
-    for n in range(1, 10_000):
-        candidate = target.with_name(f"{stem} ({n}){suffix}")
-        if not candidate.exists():
-            return candidate
-    raise LocalIOError(f"no free name for {display(str(target))}", path=str(target))
 
 
 class LocalProvider(Provider):
@@ -280,32 +250,30 @@ class LocalProvider(Provider):
             ) from None
 
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
+        """Write ``src`` at ``rel_path`` the way every local write goes (staged, flushed,
+        renamed; never over a file imgsync did not write): :mod:`imgsync.pipeline.folders`.
+        """
         import anyio.to_thread
 
+        from imgsync.pipeline.folders import StagedFile, Unit, commit_units, stage_blobs
+
+        self.full(rel_path)  # refuses paths that leave the folder
         data = await src.read()
-        target = self.full(rel_path)
+        rel = key_path(rel_path)
+        staged = StagedFile(rel, mtime=meta.created_at, approved=True)
+        unit = Unit(rel.rpartition("/")[0], [staged])
 
-        def write() -> Path:
-            final = free_name(target, len(data))
-            tmp = write_temp(final, data)
-            try:
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, final)
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise io_error(exc, final) from None
-            if meta.created_at:
-                with contextlib.suppress(OSError):
-                    os.utime(final, (meta.created_at, meta.created_at))
-            return final
+        def write() -> None:
+            stage_blobs(str(self.root), unit, [data])
+            commit_units(str(self.root), [unit])
 
-        final = await anyio.to_thread.run_sync(write)
-        rel = final.relative_to(self.root).as_posix()
+        await anyio.to_thread.run_sync(write)
+        if staged.error is not None:
+            raise staged.error
+        assert staged.final is not None
         return RemoteItem(
-            remote_id=path_key(rel),
-            name=final.name,
+            remote_id=path_key(staged.final),
+            name=staged.final.rpartition("/")[2],
             size=len(data),
             sha256=src.sha256,
             md5=src.md5,
