@@ -38,6 +38,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _transfer_verb(
+    sub: Any, name: str, help_text: str, dst: str = "DST"
+) -> argparse.ArgumentParser:
+    """A verb taking SRC and DST plus the common transfer options."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    p.add_argument("src", metavar="SRC", help="NAME: for a configured remote, or a folder")
+    p.add_argument("dst", metavar=dst, help="NAME: for a configured remote, or a folder")
+    _transfer_opts(p)
+    return p
+
+
 def _transfer_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would be done")
     p.add_argument(
@@ -98,16 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
 
-    c = sub.add_parser("copy", help="copy what DST lacks (dedupe by checksum); never deletes")
-    c.add_argument("src", metavar="SRC")
-    c.add_argument("dst", metavar="DST")
-    _transfer_opts(c)
-
-    sy = sub.add_parser(
-        "sync", help="copy, then delete from DST what the folder SRC no longer has (guarded)"
+    _transfer_verb(sub, "copy", "copy what DST lacks (dedupe by checksum); never deletes")
+    sy = _transfer_verb(
+        sub, "sync", "copy, then delete from DST what the folder SRC no longer has (guarded)"
     )
-    sy.add_argument("src", metavar="SRC")
-    sy.add_argument("dst", metavar="DST")
     sy.add_argument(
         "--max-delete",
         type=int,
@@ -115,26 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="delete nothing if more than N items would go (default 100)",
     )
-    _transfer_opts(sy)
-
-    ck = sub.add_parser("check", help="report what DST lacks, changing nothing (exit 1 if any)")
-    ck.add_argument("src", metavar="SRC")
-    ck.add_argument("dst", metavar="DST")
-    _transfer_opts(ck)
-
-    b = sub.add_parser("backup", help="host -> local folder, with a JSON sidecar per image")
-    b.add_argument("src", metavar="SRC")
-    b.add_argument("dst", metavar="DIR")
+    _transfer_verb(sub, "check", "report what DST lacks, changing nothing (exit 1 if any)")
+    b = _transfer_verb(
+        sub, "backup", "host -> local folder, with a JSON sidecar per image", dst="DIR"
+    )
     b.add_argument(
         "--include-non-images", action="store_true", help="also back up files that are not images"
     )
-    _transfer_opts(b)
-
-    m = sub.add_parser(
-        "migrate", help="copy everything once, resumably, and write the old-URL -> new-URL map"
+    m = _transfer_verb(
+        sub, "migrate", "copy everything once, resumably, and write the old-URL -> new-URL map"
     )
-    m.add_argument("src", metavar="SRC")
-    m.add_argument("dst", metavar="DST")
     m.add_argument(
         "--map",
         type=Path,
@@ -142,7 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where to write the map (.csv or .json)",
     )
-    _transfer_opts(m)
 
     rw = sub.add_parser("rewrite", help="rewrite image links in Markdown/HTML files")
     rw.add_argument("--map", type=Path, required=True, metavar="FILE")
