@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from imgsync.config import Config, RemoteConfig
 from imgsync.errors import EXIT_OK, UsageError
+from imgsync.localfs import display
 from imgsync.pipeline.plan import LocalPlan, plan_local
 from imgsync.pipeline.progress import Progress
 from imgsync.pipeline.summary import CopyOptions, Summary
-from imgsync.providers.local import display
 from imgsync.runtime import resolve_spec
 from imgsync.state.db import open_sync
 

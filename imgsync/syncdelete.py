@@ -14,14 +14,13 @@ Guarded, because deleting is the one thing imgsync can get irreversibly wrong:
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from dataclasses import dataclass, field
 
-from imgsync.errors import ImgsyncError, NotFound, UsageError
+from imgsync.errors import ImgsyncError, NotFound, Rejected, UsageError
+from imgsync.localfs import display, key_path
 from imgsync.models import RemoteItem
 from imgsync.providers.base import Provider
-from imgsync.providers.local import display, key_path
 
 
 @dataclass
@@ -71,36 +70,22 @@ def plan_deletes(
     return plan
 
 
-def _still_ours(provider: Provider, remote_id: str, sha: str) -> bool:
-    root = provider.config.path
-    if root is None:
-        return True
-    try:
-        data = (root / key_path(remote_id)).read_bytes()
-    except OSError:
-        return False
-    return hashlib.sha256(data).hexdigest() == sha
-
-
 async def run_deletes(
     dst: Provider, plan: DeletePlan
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Delete the planned items. Returns (deleted (id, sha), failures (item, message))."""
-    import anyio.to_thread
-
     if not dst.features.can_delete:
         raise UsageError(f"{dst.name} cannot delete items, so it cannot be a sync destination")
     deleted: list[tuple[str, str]] = []
     failures: list[tuple[str, str]] = []
-    folder = dst.features.is_local
     for remote_id, sha, delete_url in plan.candidates:
-        if folder and not await anyio.to_thread.run_sync(_still_ours, dst, remote_id, sha):
-            continue  # changed or gone since imgsync wrote it: not ours to delete
-        item = RemoteItem(remote_id=remote_id, name=remote_id, delete_url=delete_url)
+        item = RemoteItem(remote_id=remote_id, name=remote_id, delete_url=delete_url, sha256=sha)
         try:
             await dst.delete(item)
         except NotFound:
             pass
+        except Rejected:
+            continue  # the destination keeps it (a file changed since imgsync wrote it)
         except ImgsyncError as exc:
             failures.append((display(key_path(remote_id)), str(exc)))
             continue

@@ -12,11 +12,11 @@ import pytest
 from helpers import tree_files
 
 from imgsync.config import RemoteConfig, load_config
+from imgsync.localfs import TMP_PREFIX
 from imgsync.pipeline.copy import CopyRun
 from imgsync.pipeline.plan import plan_local
 from imgsync.pipeline.progress import Progress
 from imgsync.pipeline.summary import CopyOptions, Summary
-from imgsync.providers.local import TMP_PREFIX
 from imgsync.runtime import Runtime
 from imgsync.state.db import open_sync
 from imgsync.state.store import StateStore
@@ -71,7 +71,7 @@ async def test_full_disk_loses_nothing(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(file, mode, *args, **kw)
 
-    monkeypatch.setattr("imgsync.pipeline.folders.open", full_disk_open, raising=False)
+    monkeypatch.setattr("imgsync.localfs.stage.open", full_disk_open, raising=False)
     summary = await _copy(image_tree, dst)
     assert summary.copied == 0
     assert summary.failed == 12

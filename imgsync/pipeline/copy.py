@@ -34,6 +34,7 @@ from imgsync.errors import (
     Rejected,
 )
 from imgsync.hashing import Digest, digest_bytes, md5_hex
+from imgsync.localfs import ScanEntry, StagedFile, Unit, display, key_path, path_key, safe_name
 from imgsync.models import (
     ItemMeta,
     RemoteItem,
@@ -46,13 +47,6 @@ from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.progress import Progress
 from imgsync.pipeline.summary import CopyOptions, Summary
 from imgsync.providers.base import Provider
-from imgsync.providers.local import (
-    LocalProvider,
-    ScanEntry,
-    display,
-    key_path,
-    path_key,
-)
 from imgsync.state import queries
 from imgsync.state.queries import KnownFile
 from imgsync.state.store import StateStore
@@ -74,14 +68,6 @@ class Candidate:
     data: bytes | None = None
     digest: Digest | None = None
     page: int = -1
-
-
-def safe_name(name: str) -> str:
-    """A host-given file name made safe to write: no folders, no control characters."""
-    name = name.replace("/", "_").replace("\\", "_").strip()
-    name = "".join(ch if ch.isprintable() else "_" for ch in name)
-    name = name.lstrip(".") or "image"
-    return name[:200]
 
 
 class CopyRun:
@@ -139,7 +125,7 @@ class CopyRun:
             Candidate(path_key(e.rel), e.rel, scan=e, known=k, sha256=k.sha256)
             for e, k in plan.to_send
         ]
-        if isinstance(self.dst, LocalProvider) and not self.opts.dry_run:
+        if self.dst.features.batch_writes and not self.opts.dry_run:
             from imgsync.pipeline.folders import copy_folders
 
             await copy_folders(self, [c.scan for c in cands if c.scan])
@@ -165,10 +151,14 @@ class CopyRun:
         started = time.monotonic()
         saved, done = None, False
         if conn is not None:
+            if self.dst.features.batch_writes:  # files deleted there by hand
+                known = await anyio.to_thread.run_sync(queries.items_at, conn, self.dst_key)
+                gone = await self.dst.missing(known)
+                if gone:
+                    await queries.forget_locations(self.store, self.dst_key, gone)
+                    await self.store.flush()
 
             def load() -> tuple[str | None, bool]:  # big reads: off the event loop
-                if isinstance(self.dst, LocalProvider):  # files deleted there by hand
-                    queries.forget_missing_files(conn, self.dst_key, str(self.dst.root))
                 self.dest_shas = queries.shas_at(conn, self.dst_key)
                 self.known_remote = queries.items_at(conn, self.src_key)
                 return queries.cursor_of(conn, self.src_key, "list")
@@ -268,7 +258,7 @@ class CopyRun:
         if not ready:
             return
         await self._record_sources(ready)
-        if not self.opts.dry_run and not isinstance(self.dst, LocalProvider):
+        if not self.opts.dry_run and not self.dst.features.batch_writes:
             await self._journal_batch(
                 "fetched", [(c.source_id, c.digest.sha256) for c in ready if c.digest]
             )
@@ -287,7 +277,7 @@ class CopyRun:
         owned = await self.store.claim(self.dst_key, [c.digest.sha256 for c in todo if c.digest])
         mine = [c for c in todo if c.digest and c.digest.sha256 in owned]
         self.summary.present += len(todo) - len(mine)  # another worker or job has it
-        if isinstance(self.dst, LocalProvider):
+        if self.dst.features.batch_writes:
             await self._write_local(mine)
         else:
             for i, c in enumerate(mine):
@@ -302,7 +292,7 @@ class CopyRun:
     async def _fetch(self, batch: list[Candidate]) -> list[Candidate]:
         """Read/download and hash every item of the batch; failures are recorded."""
         if batch[0].scan is not None:
-            root = self.src.config.path
+            root = self.src.folder
             assert root is not None
             results = await anyio.to_thread.run_sync(
                 _read_and_hash, root, batch, not self.dst.features.is_local
@@ -348,8 +338,8 @@ class CopyRun:
                 )
         await queries.record_objects(self.store, rows)
         if local_rows:
-            assert self.src.config.path is not None
-            await queries.record_local_files(self.store, str(self.src.config.path), local_rows)
+            assert self.src.folder is not None
+            await queries.record_local_files(self.store, str(self.src.folder), local_rows)
         else:
             await queries.record_locations(
                 self.store,
@@ -359,31 +349,15 @@ class CopyRun:
 
     async def _write_local(self, items: list[Candidate]) -> None:
         """Write downloaded items into a local folder (staged, flushed, renamed)."""
-        from imgsync.pipeline.folders import (
-            StagedFile,
-            Unit,
-            commit_units,
-            stage_blobs,
-            write_sidecars,
-        )
-
         if not items:
             return
-        root = str(self.dst.config.path)
         files = []
         for c in items:
             meta = c.remote.meta if c.remote else ItemMeta()
             side = self._sidecar(c) if self.opts.sidecars else None
             files.append(StagedFile(c.rel, mtime=meta.created_at, sidecar=side, approved=True))
         unit = Unit("", files)
-
-        def write() -> None:
-            stage_blobs(root, unit, [c.data or b"" for c in items])
-            commit_units(root, [unit])
-            if self.opts.sidecars:
-                write_sidecars(root, unit)
-
-        await anyio.to_thread.run_sync(write)
+        await self.dst.write_batch(unit, [c.data or b"" for c in items])
         done: list[tuple[str, RemoteItem]] = []
         for c, f in zip(items, files, strict=True):
             c.data = None
@@ -506,7 +480,7 @@ class CopyRun:
 
     async def record_hashed(self, files: Sequence[Any]) -> None:
         """Objects and ``local_files`` rows for source files just hashed."""
-        root = self.src.config.path
+        root = self.src.folder
         assert root is not None
         rows, local_rows = [], []
         for f in files:

@@ -1,327 +1,20 @@
-"""Folder-to-folder copies: the thread-side work, one source folder per call.
+"""Folder-to-folder copies: the async driver over :mod:`imgsync.localfs.stage`.
 
-Staging (``stage_unit``, run in a worker thread per source folder, so concurrent workers
-touch different destination folders and do not queue on one folder's lock): each file is
-read once, hashed, and written under its final name into a hidden staging folder beside
-its destination folder, keeping the source's modification time.
-
-Commit (``commit_units``, one call at a time): one filesystem flush for everything staged
-so far, then each staging folder is renamed to its destination folder when that folder
-does not exist yet (one rename for the whole folder), or its files are renamed into the
-existing folder one by one. Nothing appears under a real name before its bytes are on
-disk, and a file imgsync did not write is never overwritten.
+Workers stage one source folder each in a thread; the engine dedupes what they hashed;
+staged files are committed (one flush, then renames) every ``COMMIT_FILES`` and at the end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import itertools
-import json
 import os
-import threading
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from imgsync.errors import ImgsyncError, LocalIOError
-from imgsync.hashing import Digest, digest_bytes
-from imgsync.providers.local import (
-    TMP_PREFIX,
-    ScanEntry,
-    display,
-    io_error,
-    path_key,
-    sync_filesystem,
-)
+from imgsync.localfs import ScanEntry, Unit, make_units, path_key
 
 if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream
+
     from imgsync.pipeline.copy import CopyRun
-
-UNIT_FILES = 512
-_counter = itertools.count()
-_swept: set[str] = set()
-_sweep_lock = threading.Lock()
-
-
-def sweep_stale(parent: str) -> None:
-    """Remove staging folders and files a crashed imgsync process left in ``parent``.
-
-    Each name carries its process id; only those of processes no longer running are
-    removed. Done once per folder per process.
-    """
-    with _sweep_lock:
-        if parent in _swept:
-            return
-        _swept.add(parent)
-    try:
-        names = [n for n in os.listdir(parent) if n.startswith(TMP_PREFIX)]
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(TMP_PREFIX) :].partition("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        path = os.path.join(parent, name)
-        with contextlib.suppress(OSError):
-            if os.path.isdir(path) and not os.path.islink(path):
-                for inner in os.listdir(path):
-                    os.unlink(os.path.join(path, inner))
-                os.rmdir(path)
-            else:
-                os.unlink(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@dataclass(slots=True)
-class StagedFile:
-    rel: str  # relative path at the destination (the source's, for a folder)
-    scan: ScanEntry | None = None  # a source file to read; None for bytes in memory
-    mtime: float | None = None  # modification time to give bytes from memory
-    sidecar: dict[str, Any] | None = None  # JSON written beside the committed file
-    staged_name: str = ""  # name inside the staging folder (default: the base name)
-    already_there: bool = False  # the destination held these bytes under that name already
-    digest: Digest | None = None
-    error: ImgsyncError | None = None
-    approved: bool = False  # set by the engine after dedupe and claim
-    ours: str | None = None  # sha256 imgsync wrote at this destination path before
-    final: str | None = None  # relative path it was committed under
-
-
-@dataclass(slots=True)
-class Unit:
-    """Files of one source folder on their way to one destination folder."""
-
-    folder: str  # relative folder ("" for the top)
-    files: list[StagedFile]
-    stage_dir: str = ""
-    final_dir: str = ""
-    staged: list[StagedFile] = field(default_factory=list)
-
-
-def make_units(files: list[ScanEntry]) -> list[Unit]:
-    """Group scanned files by folder, at most ``UNIT_FILES`` per unit."""
-    by_folder: dict[str, list[StagedFile]] = {}
-    for entry in files:
-        folder = entry.rel.rpartition("/")[0]
-        by_folder.setdefault(folder, []).append(StagedFile(entry.rel, entry))
-    return [
-        Unit(folder, staged[start : start + UNIT_FILES])
-        for folder, staged in by_folder.items()
-        for start in range(0, len(staged), UNIT_FILES)
-    ]
-
-
-def _open_stage(unit: Unit, parent: str) -> bool:
-    """Create ``unit``'s staging folder in ``parent``; on failure every file gets the error."""
-    unit.stage_dir = os.path.join(parent, f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
-    try:
-        os.makedirs(parent, exist_ok=True)
-        sweep_stale(parent)
-        os.makedirs(unit.stage_dir)
-    except OSError as exc:
-        err = io_error(exc, unit.stage_dir)
-        for f in unit.files:
-            f.error = err
-        return False
-    return True
-
-
-def _put(dst_root: str, unit: Unit, f: StagedFile, data: bytes, ns: int | None) -> None:
-    """Write one file into the staging folder, with mtime ``ns`` (or ``f.mtime``)."""
-    tmp = os.path.join(unit.stage_dir, _staged_name(f))
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        if ns is not None:
-            os.utime(tmp, ns=(ns, ns))
-        elif f.mtime:
-            os.utime(tmp, (f.mtime, f.mtime))
-    except OSError as exc:
-        f.error = io_error(exc, os.path.join(dst_root, f.rel))
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        return
-    unit.staged.append(f)
-
-
-def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit:
-    """Read, hash and stage every file of ``unit``; per-file errors are kept on the file."""
-    unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
-    if not _open_stage(unit, os.path.dirname(unit.final_dir) if unit.folder else dst_root):
-        return unit
-    for f in unit.files:
-        src = os.path.join(src_root, f.rel)
-        try:
-            with open(src, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            f.error = LocalIOError("file vanished before it could be read", path=src)
-            continue
-        except OSError as exc:
-            f.error = LocalIOError(f"cannot read: {exc.strerror}", path=src)
-            continue
-        f.digest = digest_bytes(data, with_md5)
-        _put(dst_root, unit, f, data, f.scan.mtime_ns if f.scan else None)
-    return unit
-
-
-def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes]) -> Unit:
-    """Stage bytes already in memory (downloads, uploads to a folder) for ``unit.folder``.
-
-    Staged names carry an index, so two items that want the same name can share a unit
-    (the second one gets ``name (1).ext`` at commit).
-    """
-    unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
-    if not _open_stage(unit, dst_root):
-        return unit
-    for i, (f, data) in enumerate(zip(unit.files, blobs, strict=True)):
-        f.staged_name = f"{i}-{f.rel.rpartition('/')[2]}"
-        _put(dst_root, unit, f, data, None)
-    return unit
-
-
-def write_sidecars(dst_root: str, unit: Unit) -> None:
-    """``<file>.json`` beside every committed file that has sidecar metadata."""
-    for f in unit.staged:
-        if f.final is None or f.sidecar is None:
-            continue
-        side = os.path.join(dst_root, f.final + ".json")
-        tmp = os.path.join(os.path.dirname(side), f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(f.sidecar, fh, indent=2, ensure_ascii=False)
-            os.replace(tmp, side)
-        except OSError as exc:
-            f.error = io_error(exc, side)
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        if os.lstat(a).st_size != os.lstat(b).st_size:
-            return False
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            return fa.read() == fb.read()
-    except OSError:
-        return False
-
-
-def _holds(path: str, sha: str | None) -> bool:
-    if sha is None:
-        return False
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest() == sha
-    except OSError:
-        return False
-
-
-def _target_for(tmp: str, target: str, ours: str | None) -> tuple[str, bool]:
-    """Where ``tmp`` goes, and whether that file already holds these bytes.
-
-    ``target`` if free, or holding an unchanged older version imgsync wrote there;
-    a name that already holds the same bytes (kept as it is); else ``name (N).ext``.
-    """
-    if not os.path.lexists(target):
-        return target, False
-    if _same_file(tmp, target):
-        return target, True
-    if _holds(target, ours):
-        return target, False
-    stem, ext = os.path.splitext(target)
-    for n in range(1, 10_000):
-        candidate = f"{stem} ({n}){ext}"
-        if not os.path.lexists(candidate):
-            return candidate, False
-        if _same_file(tmp, candidate):
-            return candidate, True
-    raise LocalIOError(f"no free name for {display(target)}", path=target)
-
-
-def commit_units(dst_root: str, units: list[Unit]) -> None:
-    """Flush once, then make every approved staged file visible under its final name.
-
-    Sets ``final`` (or ``error``) on each approved file; unapproved ones are dropped.
-    """
-    try:
-        sync_filesystem(dst_root)
-    except OSError as exc:
-        err = io_error(exc, dst_root)
-        for unit in units:
-            for f in unit.staged:
-                f.error = err
-            _drop(unit)
-        return
-    for unit in units:
-        for f in unit.staged:
-            if not f.approved:
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(unit.stage_dir, _staged_name(f)))
-        if _rename_whole(unit):
-            continue
-        for f in unit.staged:
-            if f.approved:
-                _commit_file(dst_root, unit, f)
-        _drop(unit)
-
-
-def _rename_whole(unit: Unit) -> bool:
-    if (
-        unit.final_dir == os.path.dirname(unit.stage_dir)
-        or os.path.lexists(unit.final_dir)
-        or any(f.staged_name for f in unit.staged)  # staged under other names
-    ):
-        return False
-    try:
-        os.rename(unit.stage_dir, unit.final_dir)
-    except OSError:
-        return False
-    for f in unit.staged:
-        if f.approved:
-            f.final = f.rel
-    return True
-
-
-def _staged_name(f: StagedFile) -> str:
-    return f.staged_name or f.rel.rpartition("/")[2]
-
-
-def _commit_file(dst_root: str, unit: Unit, f: StagedFile) -> None:
-    name = f.rel.rpartition("/")[2]
-    tmp = os.path.join(unit.stage_dir, _staged_name(f))
-    try:
-        os.makedirs(unit.final_dir, exist_ok=True)
-        target, already = _target_for(tmp, os.path.join(unit.final_dir, name), f.ours)
-        if already:
-            os.unlink(tmp)
-            f.already_there = True
-        else:
-            os.replace(tmp, target)
-    except LocalIOError as exc:
-        f.error = exc
-        return
-    except OSError as exc:
-        f.error = io_error(exc, os.path.join(dst_root, f.rel))
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        return
-    f.final = os.path.relpath(target, dst_root).replace(os.sep, "/")
-
-
-def _drop(unit: Unit) -> None:
-    with contextlib.suppress(OSError):
-        for name in os.listdir(unit.stage_dir):
-            os.unlink(os.path.join(unit.stage_dir, name))
-        os.rmdir(unit.stage_dir)
-
 
 # ---- the async driver ---------------------------------------------------------------
 
@@ -336,10 +29,9 @@ async def copy_folders(run: CopyRun, entries: list[ScanEntry]) -> None:
     files are committed every ``COMMIT_FILES`` and at the end.
     """
     import anyio
-    import anyio.to_thread
 
-    assert run.src.config.path is not None and run.dst.config.path is not None
-    src_root, dst_root = str(run.src.config.path), str(run.dst.config.path)
+    src_root = run.src.folder
+    assert src_root is not None
     with_md5 = bool(run.dst.features.checksums & {"md5"})
     pending: list[Unit] = []
     counts = {"staged": 0}
@@ -352,7 +44,7 @@ async def copy_folders(run: CopyRun, entries: list[ScanEntry]) -> None:
             counts["staged"] = 0
             if not units:
                 return
-            await anyio.to_thread.run_sync(commit_units, dst_root, units)
+            await run.dst.commit(units)
             # the source files hashed since the last commit, recorded in one go: per-folder
             # writes while staging runs cost about 15% of a big copy (GIL and thread hops)
             await run.record_hashed([f for unit in units for f in unit.staged])
@@ -369,10 +61,10 @@ async def copy_folders(run: CopyRun, entries: list[ScanEntry]) -> None:
                     done.append((f.digest.sha256, f.final, f.digest.size, f.already_there))
             await run.record_written(done)
 
-    async def worker(recv: Any) -> None:
+    async def worker(recv: MemoryObjectReceiveStream[Unit]) -> None:
         async with recv:
             async for unit in recv:
-                await anyio.to_thread.run_sync(stage_unit, src_root, dst_root, unit, with_md5)
+                await run.dst.stage_copy(src_root, unit, with_md5)
                 for f in unit.files:
                     if f.error is not None and f not in unit.staged:
                         run.file_failed(f.rel, f.error, None)

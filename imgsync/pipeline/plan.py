@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgsync.providers.local import ScanEntry, ScanProblem, path_key, scan_tree
+from imgsync.localfs import ScanEntry, ScanProblem, missing, path_key, scan_tree
 from imgsync.state import queries
 from imgsync.state.queries import KnownFile
 
@@ -112,7 +112,8 @@ def plan_local(
         plan.present = len(entries)  # same files, same destination: nothing to do
         return plan
     if dest_root is not None:
-        queries.forget_missing_files(conn, dest_key, str(dest_root))
+        gone = missing(dest_root, queries.items_at(conn, dest_key))
+        queries.forget_locations_sync(conn, dest_key, gone)
     known = queries.local_files(conn, root_key, dest_key)
     seen: set[str] = set()
     for e in entries:

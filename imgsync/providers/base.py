@@ -13,14 +13,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from imgsync.errors import Unsupported
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from imgsync.config import RemoteConfig
     from imgsync.http import ApiClient
+    from imgsync.localfs import Unit
 
 __all__ = ["Features", "Provider", "ProviderContext"]
 
@@ -45,6 +49,9 @@ class Features:
     default_rate: str | None = None  # for the public host, e.g. "60/minute"
     keeps_paths: bool = False  # a local folder keeps relative paths
     is_local: bool = False
+    # The batch-write capability: ``write_batch``/``stage_copy``/``commit``/``missing``
+    # (a folder: one flush per batch, sources staged straight from disk).
+    batch_writes: bool = False
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description for ``imgsync remotes``."""
@@ -60,6 +67,7 @@ class Features:
             else None,
             "page_size": list(self.page_size) if self.page_size else None,
             "default_rate": self.default_rate,
+            "batch_writes": self.batch_writes,
         }
 
 
@@ -109,6 +117,11 @@ class Provider(ABC):
         """Release what the provider opened. Idempotent."""
 
     @property
+    def folder(self) -> Path | None:
+        """The folder this remote is, for a local one (``None`` for a host)."""
+        return None
+
+    @property
     def base_url(self) -> str:
         """The configured ``base_url`` or the provider's public default."""
         url = self.config.base_url or self.default_base_url
@@ -146,6 +159,25 @@ class Provider(ABC):
     async def delete(self, item: RemoteItem) -> None:
         """Remove the item. ``NotFound`` means already gone. ``Unsupported`` if absent."""
         raise Unsupported("this remote cannot delete", remote=self.name)
+
+    # --- the batch-write capability (``features.batch_writes``) ------------------------
+
+    async def write_batch(self, unit: Unit, bodies: list[bytes | Path]) -> None:
+        """Write a batch of files at once (staged, one flush, renamed; sidecars after).
+        Per-file outcomes are set on ``unit.files``. ``Unsupported`` if not declared."""
+        raise Unsupported("this remote has no batch writes", remote=self.name)
+
+    async def stage_copy(self, src_root: Path, unit: Unit, with_md5: bool) -> None:
+        """Read, hash and stage ``unit``'s files from the folder ``src_root``."""
+        raise Unsupported("this remote has no batch writes", remote=self.name)
+
+    async def commit(self, units: list[Unit]) -> None:
+        """Make every approved staged file of ``units`` visible (one flush first)."""
+        raise Unsupported("this remote has no batch writes", remote=self.name)
+
+    async def missing(self, remote_ids: Iterable[str]) -> list[str]:
+        """Which of ``remote_ids`` are gone (cheap for a folder; hosts do not say)."""
+        raise Unsupported("this remote cannot cheaply tell what is missing", remote=self.name)
 
     async def iter_all(self, cursor: str | None = None) -> AsyncIterator[tuple[Page, str | None]]:
         """Every page from ``cursor`` on, each with the cursor that produced it."""

@@ -1,191 +1,42 @@
-"""A local folder tree as a provider.
+"""A local folder tree as a provider, over :mod:`imgsync.localfs`.
 
-* Scanning follows symlinked directories once (a loop is reported, not followed again),
-  keeps names that are not valid UTF-8 (as surrogate escapes; see :func:`path_key`), and
-  skips imgsync's own temp files.
-* A local destination keeps relative paths. Every write goes to a hidden temp file in the
-  target folder, is flushed to disk, then renamed: a crash never leaves a half-written
-  image under its real name. Batches share one ``syncfs`` instead of one fsync per file.
+* Listing is a scan (symlinked folders once, temp files skipped, names that are not
+  valid UTF-8 kept as path keys).
+* Writes keep relative paths and go the one way every local write goes: staged in a hidden
+  folder, flushed once, renamed; never over a file imgsync did not write.
+* Batch writes are a declared capability (``features.batch_writes``): the engine hands a
+  whole batch to :meth:`LocalProvider.write_batch` (one flush for the batch), and a folder
+  source's files are staged straight from disk with :meth:`LocalProvider.stage_copy`.
+* ``delete`` removes a file only while it still holds the bytes imgsync wrote there
+  (``item.sha256``); a file changed since is kept (``Rejected``).
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import errno
-import functools
-import os
-import stat
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from stat import S_ISREG
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar
+
+import anyio.to_thread
 
 from imgsync.errors import LocalIOError, NotFound, Rejected
 from imgsync.hashing import CHUNK
-from imgsync.models import IMAGE_EXTENSIONS, ItemMeta, Page, RemoteItem, UploadSource
+from imgsync.localfs import (
+    StagedFile,
+    Unit,
+    commit_units,
+    display,
+    file_sha256,
+    key_path,
+    missing,
+    path_key,
+    scan_tree,
+    stage_blobs,
+    stage_unit,
+    write_sidecars,
+)
+from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource
 from imgsync.providers.base import Features, Provider
-
-TMP_PREFIX = ".imgsync-tmp-"
-
-
-def path_key(rel: str) -> str:
-    """A text key for a relative path that SQLite and JSON can hold, reversibly.
-
-    Names that are valid UTF-8 are kept as they are; others are stored as ``b64:`` +
-    the base64 of their bytes.
-    """
-    if rel.isascii():
-        return rel
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        return "b64:" + base64.b64encode(os.fsencode(rel)).decode("ascii")
-    return rel
-
-
-def key_path(key: str) -> str:
-    """The inverse of :func:`path_key`."""
-    if key.startswith("b64:"):
-        return os.fsdecode(base64.b64decode(key[4:]))
-    return key
-
-
-def display(rel: str) -> str:
-    """A one-line, printable form of a file name (newlines and bad bytes escaped)."""
-    text = os.fsencode(rel).decode("utf-8", "backslashreplace")
-    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
-
-
-class ScanEntry(NamedTuple):
-    """One scanned file (a tuple: tens of thousands are built per scan)."""
-
-    rel: str
-    size: int
-    mtime_ns: int
-    inode: int
-
-
-@dataclass(frozen=True, slots=True)
-class ScanProblem:
-    rel: str
-    message: str
-
-
-def matches(rel: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
-    """Glob filter: a pattern without ``/`` matches the base name, else the whole path."""
-    import fnmatch
-
-    base = rel.rsplit("/", 1)[-1]
-
-    def hit(pattern: str) -> bool:
-        return fnmatch.fnmatchcase(rel if "/" in pattern else base, pattern)
-
-    inc = list(include)
-    if inc and not any(hit(p) for p in inc):
-        return False
-    return not any(hit(p) for p in exclude)
-
-
-def scan_tree(
-    root: Path, include: Iterable[str] = (), exclude: Iterable[str] = (), images_only: bool = True
-) -> tuple[list[ScanEntry], list[ScanProblem], int]:
-    """Walk ``root``: (files, problems, files skipped as non-images).
-
-    Raises ``LocalIOError`` when ``root`` itself is missing or unreadable.
-    """
-    include, exclude = list(include), list(exclude)
-    filtered = bool(include or exclude)
-    entries: list[ScanEntry] = []
-    problems: list[ScanProblem] = []
-    skipped = 0
-    try:
-        top = os.stat(root)
-    except OSError as exc:
-        raise LocalIOError(f"cannot read folder {root}: {exc.strerror}", path=str(root)) from None
-    if not stat.S_ISDIR(top.st_mode):
-        raise LocalIOError(f"{root} is not a folder", path=str(root))
-    seen_dirs = {(top.st_dev, top.st_ino)}
-    # this loop runs once per file on every re-run: local names, no helper calls
-    append = entries.append
-    make = ScanEntry._make
-    exts = IMAGE_EXTENSIONS
-    stack: list[tuple[str, str]] = [(str(root), "")]
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            it = os.scandir(folder)
-        except OSError as exc:
-            problems.append(ScanProblem(prefix.rstrip("/") or ".", f"cannot read: {exc.strerror}"))
-            continue
-        with it:
-            for de in it:
-                name = de.name
-                if name[0] == "." and name.startswith(TMP_PREFIX):
-                    continue
-                rel = prefix + name
-                try:
-                    if de.is_dir():  # follows symlinks
-                        st = de.stat()
-                        ident = (st.st_dev, st.st_ino)
-                        if ident in seen_dirs:
-                            problems.append(ScanProblem(rel, "symlink loop; not followed again"))
-                            continue
-                        seen_dirs.add(ident)
-                        stack.append((de.path, rel + "/"))
-                        continue
-                    if images_only:
-                        dot = name.rfind(".")
-                        if dot <= 0 or name[dot:].lower() not in exts:
-                            skipped += 1
-                            continue
-                    if filtered and not matches(rel, include, exclude):
-                        continue
-                    st = de.stat()
-                except FileNotFoundError:
-                    if de.is_symlink():
-                        problems.append(ScanProblem(rel, "broken symlink"))
-                    continue  # else it vanished during the scan
-                except OSError as exc:
-                    problems.append(ScanProblem(rel, f"cannot stat: {exc.strerror}"))
-                    continue
-                if S_ISREG(st.st_mode):
-                    append(make((rel, st.st_size, st.st_mtime_ns, st.st_ino)))
-    return entries, problems, skipped
-
-
-@functools.cache
-def _syncfs() -> Any:
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):
-            return ctypes.CDLL(name, use_errno=True).syncfs
-    return None
-
-
-def sync_filesystem(folder: str | Path) -> None:
-    """Flush every written file of ``folder``'s filesystem to disk (one call per batch)."""
-    syncfs = _syncfs()
-    if syncfs is None:
-        os.sync()
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        syncfs(fd)
-    finally:
-        os.close(fd)
-
-
-def io_error(exc: OSError, target: str | Path) -> LocalIOError:
-    if exc.errno == errno.ENOSPC:
-        return LocalIOError(
-            f"destination disk is full writing {display(str(target))}", path=str(target)
-        )
-    return LocalIOError(f"cannot write {display(str(target))}: {exc.strerror}", path=str(target))
 
 
 class LocalProvider(Provider):
@@ -194,13 +45,22 @@ class LocalProvider(Provider):
     kind: ClassVar[str] = "local"
     description: ClassVar[str] = "a local folder tree (keeps relative paths)"
     features = Features(
-        can_list=True, can_delete=True, can_get=True, keeps_paths=True, is_local=True
+        can_list=True,
+        can_delete=True,
+        can_get=True,
+        keeps_paths=True,
+        is_local=True,
+        batch_writes=True,
     )
 
     @property
     def root(self) -> Path:
         assert self.config.path is not None
         return self.config.path
+
+    @property
+    def folder(self) -> Path | None:
+        return self.root
 
     def full(self, rel: str) -> Path:
         """The path of an item; refuses keys that would leave the folder."""
@@ -210,8 +70,6 @@ class LocalProvider(Provider):
         return self.root / rel
 
     async def list_page(self, cursor: str | None) -> Page:
-        import anyio.to_thread
-
         entries, _problems, _skipped = await anyio.to_thread.run_sync(scan_tree, self.root)
         items = [
             RemoteItem(
@@ -250,38 +108,79 @@ class LocalProvider(Provider):
             ) from None
 
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
-        """Write ``src`` at ``rel_path`` the way every local write goes (staged, flushed,
-        renamed; never over a file imgsync did not write): :mod:`imgsync.pipeline.folders`.
-        """
-        import anyio.to_thread
-
-        from imgsync.pipeline.folders import StagedFile, Unit, commit_units, stage_blobs
-
+        """Write ``src`` at ``rel_path`` (staged, flushed, renamed)."""
         self.full(rel_path)  # refuses paths that leave the folder
-        data = await src.read()
         rel = key_path(rel_path)
         staged = StagedFile(rel, mtime=meta.created_at, approved=True)
         unit = Unit(rel.rpartition("/")[0], [staged])
-
-        def write() -> None:
-            stage_blobs(str(self.root), unit, [data])
-            commit_units(str(self.root), [unit])
-
-        await anyio.to_thread.run_sync(write)
+        body: bytes | Path = await src.read() if src.path is None else Path(src.path)
+        if isinstance(body, Path):  # never move the caller's file: copy it
+            body = await anyio.to_thread.run_sync(_copy_aside, self.root, body)
+        await self.write_batch(unit, [body])
         if staged.error is not None:
             raise staged.error
         assert staged.final is not None
         return RemoteItem(
             remote_id=path_key(staged.final),
             name=staged.final.rpartition("/")[2],
-            size=len(data),
+            size=src.size,
             sha256=src.sha256,
             md5=src.md5,
             meta=meta,
         )
 
+    # ---- the batch-write capability ------------------------------------------------
+
+    async def write_batch(self, unit: Unit, bodies: list[bytes | Path]) -> None:
+        """Stage ``bodies`` (bytes, or spooled files that are moved in) for ``unit``'s files,
+        flush once, rename, then write sidecars. Sets ``final``/``error`` per file."""
+        root = str(self.root)
+
+        def write() -> None:
+            stage_blobs(root, unit, bodies)
+            commit_units(root, [unit])
+            write_sidecars(root, unit)
+
+        await anyio.to_thread.run_sync(write)
+
+    async def stage_copy(self, src_root: Path, unit: Unit, with_md5: bool) -> None:
+        """Read, hash and stage the files of ``unit`` from the folder ``src_root``."""
+        await anyio.to_thread.run_sync(stage_unit, str(src_root), str(self.root), unit, with_md5)
+
+    async def commit(self, units: list[Unit]) -> None:
+        """One flush, then every approved staged file of ``units`` under its final name."""
+        await anyio.to_thread.run_sync(commit_units, str(self.root), units)
+
+    async def missing(self, remote_ids: Iterable[str]) -> list[str]:
+        """Which of ``remote_ids`` are gone from the folder (deleted by hand)."""
+        ids = list(remote_ids)
+        return await anyio.to_thread.run_sync(missing, self.root, ids)
+
     async def delete(self, item: RemoteItem) -> None:
+        path = self.full(item.remote_id)
+        if item.sha256 is not None:
+            held = await anyio.to_thread.run_sync(file_sha256, path)
+            if held is None:
+                raise NotFound(f"{display(item.remote_id)} already gone", remote=self.name)
+            if held != item.sha256:
+                raise Rejected(
+                    f"{display(item.remote_id)} changed since imgsync wrote it; kept",
+                    remote=self.name,
+                )
         try:
-            self.full(item.remote_id).unlink()
+            path.unlink()
         except FileNotFoundError:
             raise NotFound(f"{display(item.remote_id)} already gone", remote=self.name) from None
+
+
+def _copy_aside(root: Path, path: Path) -> Path:
+    """A private copy of ``path`` beside the destination, to be moved into staging."""
+    import os
+    import shutil
+
+    from imgsync.localfs import TMP_PREFIX
+
+    target = root / f"{TMP_PREFIX}{os.getpid()}-upload-{path.name}"
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, target)
+    return target

@@ -60,21 +60,13 @@ def scan_mark(conn: sqlite3.Connection, root: str, dest: str) -> tuple[str, int,
     return (row[0], row[1], row[2], row[3]) if row else ("", -1, None, "")
 
 
-def forget_missing_files(conn: sqlite3.Connection, dest: str, root: str) -> int:
-    """Drop the locations of a folder destination whose file is gone (deleted by hand),
-    so the next copy puts them back. Returns how many were dropped."""
-    import os
-
-    from imgsync.providers.local import key_path
-
-    gone = [
-        (dest, rid)
-        for (rid,) in conn.execute("SELECT remote_id FROM locations WHERE remote = ?", (dest,))
-        if not os.path.lexists(os.path.join(root, key_path(rid)))
-    ]
-    if gone:
-        conn.executemany("DELETE FROM locations WHERE remote = ? AND remote_id = ?", gone)
-    return len(gone)
+def forget_locations_sync(conn: sqlite3.Connection, remote: str, remote_ids: list[str]) -> None:
+    """Drop these locations of ``remote`` (files deleted there by hand, say)."""
+    if remote_ids:
+        conn.executemany(
+            "DELETE FROM locations WHERE remote = ? AND remote_id = ?",
+            [(remote, rid) for rid in remote_ids],
+        )
 
 
 def shas_at(conn: sqlite3.Connection, remote: str) -> set[str]:
@@ -241,6 +233,13 @@ async def record_locations(
             )
             for sha, item in rows
         ],
+    )
+
+
+async def forget_locations(store: StateStore, remote: str, remote_ids: Iterable[str]) -> None:
+    await store.write_many(
+        "DELETE FROM locations WHERE remote = ? AND remote_id = ?",
+        [(remote, rid) for rid in remote_ids],
     )
 
 
