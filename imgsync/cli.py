@@ -177,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0, help="start with N images")
     f.add_argument("--rate", default=None, help="enforce a limit, e.g. 60/minute")
     f.add_argument("--faults", default=None, help="e.g. 5xx=0.1,reset=0.05,slow=0.1")
-    f.add_argument("--max-upload-mb", type=float, default=20.0)
+    f.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=None,
+        help="largest upload accepted, in decimal MB (default: the host's own; chevereto: 2)",
+    )
     f.add_argument(
         "--option",
         action="append",
@@ -386,7 +391,7 @@ def _fakehost(args: argparse.Namespace) -> int:
         seed=args.seed,
         rate=args.rate,
         faults=faults,
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_upload_bytes=None if args.max_upload_mb is None else int(args.max_upload_mb * 1e6),
     )
     module = importlib.import_module(f"imgsync.fakehosts.{args.kind}")
     options: dict[str, Any] = {}

@@ -1,6 +1,6 @@
 """Chevereto V4 (imgz.io) API V1.1 emulator: ``POST|GET /api/1/upload`` and the web routes it implies.
 
-Sources: ``shared/reference/hosts.md`` §3 and the 36 recorded exchanges in
+Sources: ``shared/reference/hosts.md`` §3 and the 53 recorded exchanges in
 ``shared/fixtures/chevereto-4.2.0`` (the truth where they speak).
 
 Recorded [OBS] and reproduced:
@@ -13,22 +13,39 @@ Recorded [OBS] and reproduced:
   string`` (120), non-image bytes ``Can't get target upload source info`` (610);
 - ``format=txt`` (the URL as ``text/html``), ``format=redirect`` (302 to the relative viewer path),
   and in both formats errors as the bare message with HTTP 200;
-- ``POST /api/1/upload/`` -> 301 to the no-slash path; ``GET /api/1/upload`` -> 301 to the slash form
-  with the query re-encoded; neither is processed;
+- the canonical path depends on the query string, not the method (fixtures 09, 24, 40-44): with a
+  query it is ``/api/1/upload/?...``, without one ``/api/1/upload``; the other form answers 301
+  (empty ``text/html`` body, the query re-encoded) and nothing is processed;
+- any other method is processed too: PUT's body is never read ("Empty upload source", 49), HEAD
+  answers 400 with the JSON type and no body (50); a path outside the routes (a wrong
+  ``base_url`` such as ``/chevereto/api/1/upload``) gets the HTML 404 page whatever the method (45);
 - the key in ``X-API-Key`` or the ``key`` field (the header wins); base64 sources get a random
-  12-hex stem; ImgBB mode (``image`` field) adds ``status`` and renames ``image`` to ``data`` with
-  ``data.id``; ``name`` is an alias of ``title``;
+  12-hex stem; ImgBB mode (``image`` *text* field) adds ``status`` and renames ``image`` to
+  ``data`` with ``data.id``; an ``image`` *file part* is not read ("Empty upload source", 46);
+  ``name`` is an alias of ``title``;
 - duplicates are accepted and a taken file name gets a 16-hex suffix; the stored file is served
   byte for byte at ``/images/YYYY/MM/DD/<filename>``;
+- file names are taken as sent (47, 48): the stored name is a slug of the stem (accents folded
+  to ASCII, spaces to ``-``, anything else outside ``[A-Za-z0-9_-]`` dropped, so a
+  percent-encoded name keeps its ``C3B1`` letters), ``original_filename`` and the default title
+  keep the text as received;
+- BMP is stored converted to PNG (35, 36): extension, mime, size and ``md5`` describe the PNG,
+  ``source_md5`` is null, and the PNG carries its conversion time (a new md5 each second);
+- a JPEG cut off before its image data: 400 code 425 with ImageMagick's message naming the
+  server path (37); the size limit is decimal and inclusive, checked after the type is known
+  (38, 39; ``knobs.max_upload_bytes``, default the stock 2 MB = 2,000,000 bytes);
+- flood protection (51): HTTP 400 code 130 ``Flooding detected. You can only upload N images
+  per <unit>`` once the trailing period holds N *stored* uploads (a deleted one no longer
+  counts, a refused attempt never does), driven by ``knobs.rate``;
+- ``date`` is the site's local time (``utc_offset``, default the recordings' UTC-3), beside
+  ``date_gmt``;
 - ``delete_url`` deletes on a plain GET and 301s to ``<viewer>?deleted``; afterwards the file, the
   viewer and the delete URL all 404 (HTML);
 - ``expiration``: ISO-8601 durations or all-digit seconds, anything unparsable counts as 0, and
   everything is clamped to the 5-minute minimum.
 
 Documented/source-derived [DOC/SRC] and reproduced: ``URL uploading is disabled`` (403) for URL
-sources; flood protection as HTTP 400 code 130 ``Flooding detected. You can only upload N images
-per <unit>`` (driven by ``knobs.rate``); ``File too big - max <N MB>`` (code 400) above
-``knobs.max_upload_bytes``; ``Duplicated upload`` (101) for the same MD5 within a day when
+sources; ``Duplicated upload`` (101) for the same MD5 within a day when
 ``reject_duplicates=True``; the moderation queue (``moderation=True``: ``is_approved`` 0 and no URL
 fields); ``checksum_field="checksum"`` for imgz.io's renamed ``checksum``/``source_checksum``.
 
@@ -48,6 +65,7 @@ import json
 import re
 import string
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -56,20 +74,30 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from imgsync.fakehosts.chevereto_image import (
+    SITE_UTC_OFFSET,
     StoredImage,
     datefolder,
     format_bytes,
     image_object,
     is_animated,
     jpeg_exifdata,
+    variant_bytes,
 )
 from imgsync.fakehosts.common import FakeHostBase, Knobs, parse_rate
-from imgsync.fakehosts.images import seed_image, sniff
+from imgsync.fakehosts.images import (
+    bmp_to_png,
+    derived_file,
+    jpeg_is_complete,
+    seed_image,
+    sniff,
+)
 
 JSON_TYPE = "application/json; charset=UTF-8"
 HTML_TYPE = "text/html; charset=UTF-8"
 EXPIRATION_MIN = 300
 DUPLICATE_WINDOW = 86400.0
+STOCK_MAX_UPLOAD = 2_000_000  # upload_max_filesize_mb = 2, a decimal MB (fixtures 38, 39)
+SERVER_ROOT = "/var/www/html"  # [INF] where the site's files live, for ImageMagick's messages
 
 _DURATION = re.compile(
     r"P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?"
@@ -129,8 +157,12 @@ def flood_unit(period: float) -> str:
     return f"{period:g} seconds"
 
 
-def _safe_stem(stem: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:100]
+def slug(stem: str) -> str:
+    """The stored name of a file stem: ``ñandú é`` -> ``nandu-e``, ``%C3%B1and`` -> ``C3B1and``."""
+    folded = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    dashed = re.sub(r"\s+", "-", folded.strip())
+    kept = re.sub(r"[^A-Za-z0-9_-]", "", dashed)
+    return re.sub(r"-{2,}", "-", kept).strip("-")[:100]
 
 
 class CheveretoFake(FakeHostBase):
@@ -146,6 +178,7 @@ class CheveretoFake(FakeHostBase):
         moderation: bool = False,
         request_denied: bool = False,
         reject_duplicates: bool = False,
+        utc_offset: float | str = SITE_UTC_OFFSET / 3600,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Options beyond the knobs:
@@ -154,6 +187,8 @@ class CheveretoFake(FakeHostBase):
         - ``moderation``: uploads go to the moderation queue (``is_approved`` 0, no URL fields);
         - ``request_denied``: the stock free edition, refusing every key upload (fixtures 00/00b);
         - ``reject_duplicates``: error 101 for an MD5 already uploaded within a day;
+        - ``utc_offset``: the site's zone in hours east of UTC, for ``date`` and the date
+          folders (default -3, the recordings' zone);
         - ``clock``: the wall clock (unix seconds), for dates, expiry and the flood window.
         """
         super().__init__(knobs)
@@ -164,8 +199,9 @@ class CheveretoFake(FakeHostBase):
         self.request_denied = request_denied
         self.reject_duplicates = reject_duplicates
         self.clock = clock
+        self.utc_offset = float(utc_offset) * 3600
         self.flood = parse_rate(knobs.rate) if knobs.rate else None
-        self._upload_times: deque[float] = deque()
+        self._upload_times: deque[tuple[float, str]] = deque()  # (time, id_encoded)
         self._images: dict[str, StoredImage] = {}  # by id_encoded
         self._expiring: dict[str, StoredImage] = {}  # the ones with an expiration date
         self._files: dict[str, tuple[StoredImage, str]] = {}  # "/images/..." -> (image, variant)
@@ -177,6 +213,11 @@ class CheveretoFake(FakeHostBase):
         for i in range(knobs.seed):
             self._seed_one(i)
 
+    @property
+    def max_upload_bytes(self) -> int:
+        """The size limit in force (the knob, read live; else the stock 2 MB)."""
+        return self.knobs.upload_limit(STOCK_MAX_UPLOAD)
+
     # ---- FakeHostBase ---------------------------------------------------------------------------
 
     def add_routes(self, app: web.Application) -> None:
@@ -187,15 +228,13 @@ class CheveretoFake(FakeHostBase):
             "/api/{version}",
             "/api/{version}/",
             "/api/{version}/{action}",
+            "/api/{version}/{action}/",
         ):
-            app.router.add_route("GET", path, self._api)
-            app.router.add_route("POST", path, self._api)
-        app.router.add_route("GET", "/api/{version}/{action}/", self._api)
-        app.router.add_route("POST", "/api/{version}/{action}/", self._api)
+            app.router.add_route("*", path, self._api)
         app.router.add_get("/image/{ident}/delete/{token}", self._delete, allow_head=False)
         app.router.add_get("/image/{ident}", self._viewer)
         app.router.add_get("/images/{y}/{m}/{d}/{filename}", self._file)
-        app.router.add_get("/{tail:.*}", self._not_found)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)  # any method: the HTML 404
 
     def stored_checksums(self) -> list[str]:
         self._expire()
@@ -229,7 +268,7 @@ class CheveretoFake(FakeHostBase):
     def _remove(self, img: StoredImage) -> None:
         self._images.pop(img.id_encoded, None)
         self._expiring.pop(img.id_encoded, None)
-        self._taken.discard((img.folder, img.filename))
+        self._taken.discard((img.folder, img.filename))  # its flood entry stops counting too
         for variant in ("", "th", "md"):
             self._files.pop(img.path(variant), None)
 
@@ -243,8 +282,8 @@ class CheveretoFake(FakeHostBase):
         when: float,
     ) -> StoredImage:
         mime, ext, width, height = info
-        folder = datefolder(when)
-        name = _safe_stem(stem) or self._hex(12)
+        folder = datefolder(when, self.utc_offset)
+        name = slug(stem) or self._hex(12)
         if (folder, f"{name}.{ext}") in self._taken:
             name += self._hex(16)
         number = self._next_id
@@ -277,7 +316,11 @@ class CheveretoFake(FakeHostBase):
             is_animated=is_animated(data, mime),
             expires=when + expiration_seconds(expiration) if expiration else None,
             is_approved=not self.moderation,
+            utc_offset=self.utc_offset,
         )
+        img.thumb = derived_file(mime, f"thumbnail of {img.md5}")
+        if img.has_medium:
+            img.medium = derived_file(mime, f"medium copy of {img.md5}", side=500)
         if mime == "image/jpeg":
             temp = "chvtemp_" + "".join(self.rng.choice(string.ascii_letters) for _ in range(6))
             img.exifdata = jpeg_exifdata(temp, len(data), width, height, when)
@@ -303,19 +346,17 @@ class CheveretoFake(FakeHostBase):
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        # the recorded slash dance (fixtures 09 and 24): neither request is processed
-        if request.method == "POST" and path.endswith("/"):
-            target = self.base(request) + path.rstrip("/")
-            if request.query_string:
-                target += "?" + request.query_string
+        # the canonical form: "/api/1/upload/?query" with a query, "/api/1/upload" without one,
+        # whatever the method (fixtures 09, 24, 40-44); the other form is redirected unprocessed
+        if request.query_string and not path.endswith("/"):
+            target = f"{self.base(request)}{path}/?{urlencode(list(request.query.items()))}"
             return _reply(301, b"", HTML_TYPE, {"Location": target})
-        if request.method == "GET" and not path.endswith("/"):
-            target = self.base(request) + path + "/"
-            if request.query:
-                target += "?" + urlencode(list(request.query.items()))
+        if not request.query_string and path.endswith("/") and path != "/":
+            target = self.base(request) + path.rstrip("/")
             return _reply(301, b"", HTML_TYPE, {"Location": target})
 
-        form = await request.post()
+        # PHP fills the form only for POST: a PUT's upload is never seen (fixture 49)
+        form = await request.post() if request.method == "POST" else {}
         params: dict[str, str] = dict(request.query)
         files: dict[str, tuple[str, bytes]] = {}
         for key, value in form.items():
@@ -362,24 +403,26 @@ class CheveretoFake(FakeHostBase):
         if segments[1] != "upload" or len(segments) > 2:
             raise ApiError("Invalid API action", 120)
 
+        # only ``source`` may be a file part; ImgBB's ``image`` is read as text (fixture 46)
         imgbb = "source" not in files and "source" not in params
-        field = "image" if imgbb else "source"
-        if field in files:
-            client_name, data = files[field]
+        original: str | None = None
+        if "source" in files:
+            client_name, data = files["source"]
             stem = client_name.rsplit(".", 1)[0] if "." in client_name else client_name
-            original: str | None = client_name
-        elif field in params:
-            data, stem, original = self._string_source(request, params[field]), "", None
+            original = client_name
+        elif "source" in params or (imgbb and "image" in params):
+            text = params["image" if imgbb else "source"]
+            data, stem = self._string_source(request, text), ""
         else:
             raise ApiError("Empty upload source", 130)
 
         now = self.clock()
         self._check_flood(now)
-        if len(data) > self.knobs.max_upload_bytes:
-            raise ApiError(f"File too big - max {format_bytes(self.knobs.max_upload_bytes)}", 400)
         info = sniff(data)
         if info is None:
             raise ApiError("Can't get target upload source info", 610)
+        if len(data) > self.max_upload_bytes:  # decimal and inclusive, after the type check
+            raise ApiError(f"File too big - max {format_bytes(self.max_upload_bytes)}", 400)
         md5 = hashlib.md5(data).hexdigest()
         self._expire()
         if self.reject_duplicates and any(
@@ -390,10 +433,30 @@ class CheveretoFake(FakeHostBase):
         if original is None:  # base64: a random stem and the extension of the detected type
             stem = self._hex(12)
             original = f"{stem}.{info[1]}"
+        data, info = self._process(data, info, stem, now)
         img = self._store(data, info, stem, original, params, now)
-        self._upload_times.append(now)
+        self._upload_times.append((now, img.id_encoded))
         self.stats.uploads += 1
         return self._success(request, img, fmt, imgbb)
+
+    def _process(
+        self, data: bytes, info: tuple[str, str, int, int], stem: str, now: float
+    ) -> tuple[bytes, tuple[str, str, int, int]]:
+        """What the image library does before storing: BMP -> PNG, cut-off JPEGs refused."""
+        mime, ext, width, height = info
+        target = f"{SERVER_ROOT}/images/{datefolder(now, self.utc_offset)}/{slug(stem)}.{ext}"
+        if mime == "image/jpeg" and not jpeg_is_complete(data):
+            raise ApiError(
+                f"negative or zero image size `{target}' @ error/image.c/CloneImage/794", 425
+            )
+        if mime == "image/bmp":
+            png = bmp_to_png(data, now)
+            if png is None:  # [INF] a BMP the emulator cannot decode (RLE, 16-bit)
+                raise ApiError(
+                    f"improper image header `{target}' @ error/bmp.c/ReadBMPImage/1", 425
+                )
+            return png, ("image/png", "png", width, height)
+        return data, info
 
     def _string_source(self, request: web.Request, source: str) -> bytes:
         if source == "":
@@ -415,9 +478,11 @@ class CheveretoFake(FakeHostBase):
         if self.flood is None:
             return
         limit, period = self.flood
-        while self._upload_times and self._upload_times[0] <= now - period:
+        while self._upload_times and self._upload_times[0][0] <= now - period:
             self._upload_times.popleft()
-        if len(self._upload_times) >= limit:
+        # the server counts the rows of its images table: a deleted upload no longer counts
+        stored = sum(1 for _, ident in self._upload_times if ident in self._images)
+        if stored >= limit:
             self.stats.throttled += 1
             raise ApiError(
                 f"Flooding detected. You can only upload {limit} images per {flood_unit(period)}",
@@ -479,8 +544,8 @@ class CheveretoFake(FakeHostBase):
         found = self._files.get(request.path)
         if found is None:
             return _not_found_page()
-        img, _variant = found
-        return web.Response(body=img.data, headers={"Content-Type": img.mime})
+        img, variant = found
+        return web.Response(body=variant_bytes(img, variant), headers={"Content-Type": img.mime})
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return _not_found_page()
@@ -519,9 +584,9 @@ def _reply(
 
 def _not_found_page() -> web.Response:
     page = (
-        "<!DOCTYPE html><html><head><title>That page doesn't exist</title></head>"
-        "<body><h1>That page doesn't exist</h1><p>The requested page was not found.</p>"
-        "</body></html>"
+        "<!DOCTYPE html><html><head><title>That page doesn&apos;t exist (404) - Chevereto</title>"
+        '</head><body id="404" data-route="404"><h1>That page doesn&apos;t exist</h1>'
+        "<p>The requested page was not found.</p></body></html>"
     )
     return _reply(404, page.encode(), HTML_TYPE)
 

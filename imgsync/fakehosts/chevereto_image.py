@@ -13,8 +13,18 @@ What is recorded (``shared/fixtures/chevereto-4.2.0``) and copied here on purpos
 - tags become ``{name, name_safe_html, url_key, url}`` objects and ``tags_string`` joins with ", ";
 - ``title_truncated`` cuts titles over 28 characters to 25 plus ``...`` (vendor docs example).
 
-Inferred [INF]: the thumbnail and medium files are served as copies of the original bytes (the real
-server writes re-encoded 160px / 500px versions); their ``*_size`` fields are the sizes served here.
+- ``date`` is the site's local time and ``date_gmt`` UTC (the recordings' site ran at UTC-3), the
+  date folder follows the local date;
+- ``thumb_size``/``thumb.size`` (and ``medium_size``) are the sizes of the derived files, not of
+  the original (fixtures 35, 39, 43: a 342-byte image has a 2,097-byte thumbnail);
+- an image too big to show inline without a medium copy is displayed by its thumbnail:
+  ``display_url`` is the ``.th.`` file and ``display_width``/``display_height`` are the
+  *strings* of the thumbnail setting, ``"320"`` (fixture 39, 2,000,000 bytes).
+
+Inferred [INF]: the thumbnail and medium files are small pictures of the image's type drawn by
+the emulator (the real server writes re-encoded 320px / 500px versions of the image); where
+between 1.6 KB (fixture 05, shown inline) and 2 MB (39, shown by its thumbnail) the
+display switch lies: taken here as 1 MB.
 """
 
 from __future__ import annotations
@@ -28,6 +38,9 @@ from urllib.parse import quote
 
 TITLE_TRUNCATE = 28
 MEDIUM_WIDTH = "500"  # the site setting, echoed as a string in display_width (fixture 23)
+THUMB_SIDE = "320"  # the thumbnail setting, echoed as strings in display_* (fixture 39)
+DISPLAY_BY_THUMB_OVER = 1_000_000  # [INF] bytes; see the module docstring
+SITE_UTC_OFFSET = -3 * 3600.0  # the recordings' site zone (date vs date_gmt)
 
 CHAIN_IMAGE = 1
 CHAIN_MEDIUM = 2
@@ -60,6 +73,9 @@ class StoredImage:
     is_animated: bool = False
     expires: float | None = None
     is_approved: bool = True
+    thumb: bytes = b""  # the derived files served beside the image
+    medium: bytes | None = None
+    utc_offset: float = SITE_UTC_OFFSET  # seconds east of UTC of the site's local time
 
     @property
     def filename(self) -> str:
@@ -107,16 +123,18 @@ def php_ratio(width: int, height: int) -> int | float:
     return width // height if width % height == 0 else width / height
 
 
-def local_datetime(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+def local_datetime(ts: float, utc_offset: float = SITE_UTC_OFFSET) -> str:
+    """The site's local time (``utc_offset`` seconds east of UTC), as ``date`` shows it."""
+    return datetime.fromtimestamp(ts + utc_offset, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def gmt_datetime(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def datefolder(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y/%m/%d")
+def datefolder(ts: float, utc_offset: float = SITE_UTC_OFFSET) -> str:
+    """``YYYY/MM/DD`` of the site's local date (the ``datefolder`` storage mode)."""
+    return datetime.fromtimestamp(ts + utc_offset, UTC).strftime("%Y/%m/%d")
 
 
 def is_animated(data: bytes, mime: str) -> bool:
@@ -201,6 +219,15 @@ def _tag_objects(tags: list[str]) -> list[dict[str, str]]:
     return out
 
 
+def variant_bytes(img: StoredImage, variant: str) -> bytes:
+    """The stored bytes of ``""`` (the image), ``"th"`` or ``"md"``."""
+    if variant == "th":
+        return img.thumb
+    if variant == "md" and img.medium is not None:
+        return img.medium
+    return img.data
+
+
 def _file_entry(img: StoredImage, base: str, variant: str) -> dict[str, Any]:
     filename = img.variant_filename(variant)
     return {
@@ -209,7 +236,7 @@ def _file_entry(img: StoredImage, base: str, variant: str) -> dict[str, Any]:
         "mime": img.mime,
         "extension": img.extension,
         "url": base + img.path(variant),
-        "size": len(img.data),
+        "size": len(variant_bytes(img, variant)),
     }
 
 
@@ -236,7 +263,7 @@ def image_object(img: StoredImage, base: str, checksum_field: str = "md5") -> di
         "size": size,
         "width": img.width,
         "height": img.height,
-        "date": local_datetime(img.uploaded),
+        "date": local_datetime(img.uploaded, img.utc_offset),
         "date_gmt": gmt_datetime(img.uploaded),
         "title": title,
         "description": img.description,
@@ -250,7 +277,7 @@ def image_object(img: StoredImage, base: str, checksum_field: str = "md5") -> di
         "category_id": None,
         "chain": chain,
         "thumb_size": thumb["size"],
-        "medium_size": size if img.has_medium else 0,
+        "medium_size": len(variant_bytes(img, "md")) if img.has_medium else 0,
         "frame_size": 0,
         "expiration_date_gmt": gmt_datetime(img.expires) if img.expires is not None else None,
         "likes": 0,
@@ -277,12 +304,14 @@ def image_object(img: StoredImage, base: str, checksum_field: str = "md5") -> di
         display_url = base + img.path("md")
         display_w: int | str = MEDIUM_WIDTH
         ratio = php_ratio(img.width, img.height) or 1
-        display_h = round(int(MEDIUM_WIDTH) / ratio)
+        display_h: int | str = round(int(MEDIUM_WIDTH) / ratio)
     else:
         out["thumb"] = thumb
         out["url_frame"] = ""
         out["medium"] = dict(_NO_MEDIUM)
         display_url, display_w, display_h = url, img.width, img.height
+        if size > DISPLAY_BY_THUMB_OVER:
+            display_url, display_w, display_h = thumb["url"], THUMB_SIDE, THUMB_SIDE
     out.update(
         {
             "duration_time": "",

@@ -67,9 +67,13 @@ class Knobs:
     seed: int = 0
     rate: str | None = None
     faults: dict[str, float] = field(default_factory=dict)
-    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_bytes: int | None = None  # None: the host's own default (upload_limit)
     slow_seconds: float = 2.0
     random_seed: int = 1234
+
+    def upload_limit(self, default: int = 20 * 1024 * 1024) -> int:
+        """The largest upload accepted: the knob when set, else the host's ``default``."""
+        return self.max_upload_bytes if self.max_upload_bytes is not None else default
 
 
 @dataclass

@@ -213,7 +213,7 @@ class DiscordImagesFake(FakeHostBase):
             if extname in BLOCKED_EXTENSIONS:
                 kind = extname[1:].upper()
                 return _failure(f"{kind} files are not permitted due to security reasons.")
-            if len(data) > self.knobs.max_upload_bytes:
+            if len(data) > self.knobs.upload_limit():
                 return _failure("File too large")
         base = self.base(request)
         stored = [self._add(data, _extname(fn), int(self.clock()), None) for fn, data in parts]

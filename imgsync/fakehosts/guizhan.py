@@ -287,7 +287,7 @@ class GuizhanFake(FakeHostBase):
                 total = 0
                 while chunk := await part.read_chunk(65536):
                     total += len(chunk)
-                    if total <= self.knobs.max_upload_bytes:
+                    if total <= self.knobs.upload_limit():
                         chunks.append(chunk)
                 raw = b"".join(chunks)
                 if part.name == "image" and part.filename:
@@ -320,7 +320,7 @@ class GuizhanFake(FakeHostBase):
             label = "image base64"
         else:
             label = "image"
-        if size > self.knobs.max_upload_bytes:
+        if size > self.knobs.upload_limit():
             raise Invalid("Image size exceeds the limit.", CODE_TOO_LARGE)
         if sniff(data) is None:
             raise Invalid(f"The {label} must be an image.")

@@ -347,11 +347,11 @@ class GyazoFake(FakeHostBase):
             size = 0
             while chunk := await part.read_chunk(65536):
                 size += len(chunk)
-                if size <= self.knobs.max_upload_bytes:
+                if size <= self.knobs.upload_limit():
                     chunks.append(chunk)
             raw = b"".join(chunks)
             if part.name == "imagedata" and part.filename:
-                data, too_big = raw, size > self.knobs.max_upload_bytes
+                data, too_big = raw, size > self.knobs.upload_limit()
             elif part.name:
                 fields[part.name] = raw.decode("utf-8", "replace")
         return fields, data, too_big

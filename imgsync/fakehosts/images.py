@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import time
 import zlib
 
 _JPEG = base64.b64decode(
@@ -127,3 +128,123 @@ def _sniff_jpeg(data: bytes) -> tuple[str, str, int, int] | None:
             return "image/jpeg", "jpg", w, h
         pos += 2 + length
     return "image/jpeg", "jpg", 0, 0
+
+
+# ---- what an image host does to stored files (Chevereto: BMP -> PNG, thumbnails) ---------
+
+
+def _bmp_pixels(data: bytes) -> tuple[int, int, list[bytes]] | None:
+    """``(width, height, RGBA rows top-down)`` of an uncompressed 1/4/8/24/32-bit BMP."""
+    if data[:2] != b"BM" or len(data) < 54:
+        return None
+    offset = struct.unpack("<I", data[10:14])[0]
+    header = struct.unpack("<I", data[14:18])[0]
+    width, height = struct.unpack("<ii", data[18:26])
+    bpp, compression = struct.unpack("<HI", data[28:34])
+    if width <= 0 or height == 0 or compression not in (0, 3) or bpp not in (1, 4, 8, 24, 32):
+        return None
+    if compression == 3 and bpp != 32:
+        return None
+    top_down, height = height < 0, abs(height)
+    palette: list[bytes] = []
+    if bpp <= 8:
+        start = 14 + header
+        count = struct.unpack("<I", data[46:50])[0] or 2**bpp
+        for i in range(count):
+            b, g, r = data[start + 4 * i : start + 4 * i + 3]
+            palette.append(bytes((r, g, b, 255)))
+    stride = (width * bpp + 31) // 32 * 4
+    if offset + stride * height > len(data):
+        return None
+    rows: list[bytes] = []
+    for y in range(height):
+        raw = data[offset + y * stride : offset + (y + 1) * stride]
+        out = bytearray()
+        if bpp == 24:
+            for x in range(width):
+                b, g, r = raw[3 * x : 3 * x + 3]
+                out += bytes((r, g, b, 255))
+        elif bpp == 32:
+            for x in range(width):
+                b, g, r = raw[4 * x : 4 * x + 3]
+                out += bytes((r, g, b, 255))
+        else:
+            per_byte = 8 // bpp
+            for x in range(width):
+                byte = raw[x // per_byte]
+                shift = 8 - bpp * (x % per_byte + 1)
+                index = (byte >> shift) & (2**bpp - 1)
+                out += palette[index] if index < len(palette) else b"\0\0\0\xff"
+        rows.append(bytes(out))
+    if not top_down:
+        rows.reverse()
+    return width, height, rows
+
+
+def bmp_to_png(data: bytes, when: float) -> bytes | None:
+    """The PNG an ImageMagick-backed host stores for a BMP upload (``None``: undecodable).
+
+    8-bit RGBA, with the conversion time in a ``tIME`` chunk and ``date:create`` /
+    ``date:modify`` text chunks, as ImageMagick writes them: converting the same BMP at
+    another second gives different bytes (fixture 36).
+    """
+    decoded = _bmp_pixels(data)
+    if decoded is None:
+        return None
+    width, height, rows = decoded
+    stamp = time.gmtime(when)
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", stamp).encode()
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    when_chunk = struct.pack(">HBBBBB", *stamp[:6])
+    pixels = b"".join(b"\0" + row for row in rows)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"tIME", when_chunk)
+        + _png_chunk(b"tEXt", b"date:create\0" + iso)
+        + _png_chunk(b"tEXt", b"date:modify\0" + iso)
+        + _png_chunk(b"IDAT", zlib.compress(pixels, 9))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether a JPEG reaches its image data and an end marker (a cut-off file does not).
+
+    Bytes after the end marker are allowed: the recorded 2,000,000-byte upload is a JPEG
+    followed by zeros, and the host took it (fixture 39).
+    """
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xDA:  # start of scan: the entropy-coded data follows
+            return data.find(b"\xff\xd9", pos + 2) != -1
+        pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+    return False
+
+
+def derived_file(mime: str, label: str, side: int = 160) -> bytes:
+    """A small, valid file of type ``mime`` standing for a host's thumbnail or medium copy.
+
+    A host writes re-encoded copies; the emulator has no image library, so it serves a
+    picture of its own, named by ``label`` in a comment (a PNG ``tEXt`` chunk, a JPEG
+    ``COM`` segment, a GIF comment extension). Its size is its own, as a real thumbnail's
+    is, and it never equals the original's bytes.
+    """
+    note = f"imgsync fakehost {label}".encode()[:250]
+    if mime == "image/jpeg":
+        return _JPEG[:2] + b"\xff\xfe" + struct.pack(">H", len(note) + 2) + note + _JPEG[2:]
+    if mime == "image/gif":
+        return _GIF[:-1] + b"\x21\xfe" + bytes([len(note)]) + note + b"\x00;"
+    flat = bytes((note[-1], note[-2], note[-3])) * side
+    rows = b"".join(b"\0" + flat for _ in range(side))
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"tEXt", b"Comment\0" + note)
+        + _png_chunk(b"IDAT", zlib.compress(rows, 6))
+        + _png_chunk(b"IEND", b"")
+    )

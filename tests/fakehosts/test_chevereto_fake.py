@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from imgsync.fakehosts.chevereto import CheveretoFake, create, expiration_seconds
+from imgsync.fakehosts.chevereto import CheveretoFake, create, expiration_seconds, slug
 from imgsync.fakehosts.common import Knobs
 
 # A copy of shared/fixtures/chevereto-4.2.0 (recorded from a real Chevereto 4.2.0 server)
@@ -40,6 +41,7 @@ SHAPE_TOKENS = re.compile(
     r"|(?P<token>(?<=/delete/)[0-9a-f]{48})"
     r"|(?P<suffix>[0-9a-f]{16}(?=\.|$))"
     r"|(?P<random>(?:(?<=/)|^)[0-9a-f]{12}(?=\.|$))"
+    r"|(?P<path><PATH>)"
 )
 SHAPE_PATTERNS = {
     "datetime": r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}",
@@ -48,6 +50,7 @@ SHAPE_PATTERNS = {
     "token": r"[0-9a-f]{48}",
     "suffix": r"[0-9a-f]{16}",
     "random": r"[0-9a-f]{12}",
+    "path": r"/[^\s`']+",  # a server path the recording masked
 }
 # keys whose values differ per run: compared by shape, not value
 VOLATILE = {
@@ -66,6 +69,9 @@ VOLATILE = {
     "delete_url",
 }
 SIZE_OF_DERIVED = {("thumb_size",), ("medium_size",), ("thumb", "size"), ("medium", "size")}
+# A converted upload (BMP -> PNG, 35): the encoder's output differs from ImageMagick's, so
+# these are compared by type; 36 checks that they describe the file served.
+CONVERTED = {("size",), ("md5",), ("size_formatted",), ("image", "size")}
 
 
 def shape(recorded: str, base: str) -> str:
@@ -80,7 +86,9 @@ def shape(recorded: str, base: str) -> str:
     return "".join(out)
 
 
-def compare(rec: Any, got: Any, base: str, path: tuple[str, ...] = ()) -> None:
+def compare(
+    rec: Any, got: Any, base: str, path: tuple[str, ...] = (), converted: bool = False
+) -> None:
     """Same keys in the same order, same types; exact values except the volatile ones."""
     where = ".".join(path) or "body"
     key = path[-1] if path else ""
@@ -90,11 +98,11 @@ def compare(rec: Any, got: Any, base: str, path: tuple[str, ...] = ()) -> None:
         assert isinstance(got, dict), where
         assert list(got) == list(rec), f"{where}: keys differ:\n{list(got)}\n{list(rec)}"
         for k in rec:
-            compare(rec[k], got[k], base, (*path, k))
+            compare(rec[k], got[k], base, (*path, k), converted)
     elif isinstance(rec, list):
         assert isinstance(got, list) and len(got) == len(rec), where
         for i, (r, g) in enumerate(zip(rec, got, strict=True)):
-            compare(r, g, base, (*path, str(i)))
+            compare(r, g, base, (*path, str(i)), converted)
     elif key in ("id_encoded", "id") and path[:1] in (("image",), ("data",)):
         assert isinstance(got, str) and re.fullmatch(r"[A-Za-z0-9]{2,}", got), where
     elif key == "how_long_ago":
@@ -107,26 +115,24 @@ def compare(rec: Any, got: Any, base: str, path: tuple[str, ...] = ()) -> None:
         for k in rec_exif:
             if k not in ("FileName", "FileDateTime"):
                 assert got_exif[k] == rec_exif[k], f"{where}.{k}"
-    elif path[1:] in SIZE_OF_DERIVED:
+    elif path[1:] in SIZE_OF_DERIVED or (converted and path[1:] in CONVERTED):
         assert type(got) is type(rec), f"{where}: {got!r} is not like {rec!r}"
-    elif key in VOLATILE and isinstance(rec, str):
+    elif isinstance(rec, str) and (key in VOLATILE or "<PATH>" in rec):
         assert isinstance(got, str), where
         assert re.fullmatch(shape(rec, base), got), f"{where}: {got!r} is not shaped like {rec!r}"
     else:
         assert type(got) is type(rec) and got == rec, f"{where}: got {got!r}, recorded {rec!r}"
 
 
-def _seconds(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").timestamp()
+def utc_seconds(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
 
 
 def check_relations(rec: dict[str, Any], got: dict[str, Any]) -> None:
-    """Relations between fields the recording shows: expiry offset, peer date."""
-    assert got["date_fixed_peer"] == got["date_gmt"]
-    if rec["expiration_date_gmt"] is not None:
-        rec_delta = _seconds(rec["expiration_date_gmt"]) - _seconds(rec["date_gmt"])
-        got_delta = _seconds(got["expiration_date_gmt"]) - _seconds(got["date_gmt"])
-        assert got_delta == rec_delta
+    """The emulator runs on the recorded clock: every date is the recorded one, ``date`` in the
+    site's zone beside ``date_gmt`` in UTC, the date folder the local date."""
+    for key in ("date", "date_gmt", "date_fixed_peer", "expiration_date_gmt"):
+        assert got[key] == rec[key], f"{key}: {got[key]!r}, recorded {rec[key]!r}"
     folder = re.search(r"/images/(\d{4}/\d{2}/\d{2})/", got["url"])
     assert folder and folder.group(1) == got["date"][:10].replace("-", "/")
 
@@ -147,17 +153,34 @@ async def running(host: CheveretoFake) -> AsyncIterator[tuple[str, aiohttp.Clien
 
 
 def multipart(fields: dict[str, str | tuple[str, bytes, str]]) -> aiohttp.MultipartWriter:
-    """A multipart/form-data body: strings are text fields, tuples (name, bytes, type) files."""
+    """A multipart/form-data body: strings are text fields, tuples (name, bytes, type) files.
+
+    File names go out byte for byte, as the recordings sent them (raw UTF-8 in 47, the
+    ``%XX`` text in 48), not percent-quoted by aiohttp.
+    """
     writer = aiohttp.MultipartWriter("form-data")
     for name, value in fields.items():
         if isinstance(value, tuple):
             filename, data, ctype = value
             part = writer.append(data, {"Content-Type": ctype})
-            part.set_content_disposition("form-data", name=name, filename=filename)
+            part.set_content_disposition(
+                "form-data", quote_fields=False, name=name, filename=filename
+            )
         else:
             part = writer.append(value)
             part.set_content_disposition("form-data", name=name)
     return writer
+
+
+# 47 and 48 sent inputs/test4.png under these names
+SENT_AS = {"ñandú é.png": "test4.png", "%C3%B1and%C3%BA%20%C3%A9.png": "test4.png"}
+
+
+def input_bytes(name: str, size: int) -> bytes:
+    """An input file; ``pad<N>.jpg`` (38, 39: too big to keep) is photo1.jpg zero-padded to N."""
+    if re.fullmatch(r"pad\d+\.jpg", name):
+        return (INPUTS / "photo1.jpg").read_bytes().ljust(size, b"\0")
+    return (INPUTS / SENT_AS.get(name, name)).read_bytes()
 
 
 def fixture_body(req: dict[str, Any]) -> Any:
@@ -174,7 +197,7 @@ def fixture_body(req: dict[str, Any]) -> Any:
         if m is None:
             fields[name] = value
             continue
-        data = (INPUTS / m["name"]).read_bytes()
+        data = input_bytes(m["name"], int(m["size"]))
         assert len(data) == int(m["size"]) and hashlib.md5(data).hexdigest() == m["md5"]
         fields[name] = (m["name"], data, m["ctype"])
     return multipart(fields)
@@ -192,9 +215,17 @@ def upload_urls(rec: dict[str, Any], got: dict[str, Any], base: str) -> dict[str
 
 
 async def replay(
-    fx: dict[str, Any], base: str, session: aiohttp.ClientSession, urls: dict[str, str]
+    fx: dict[str, Any],
+    base: str,
+    session: aiohttp.ClientSession,
+    urls: dict[str, str],
+    stored: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Send one recorded request to the emulator and compare its reply with the recorded one."""
+    """Send one recorded request to the emulator and compare its reply with the recorded one.
+
+    ``stored`` collects this run's image objects by their URL, for the later GETs.
+    """
+    stored = {} if stored is None else stored
     req, rec = fx["request"], fx["response"]
     title = fx["title"]
     path = req["path"]
@@ -223,6 +254,8 @@ async def replay(
                 assert got_value == expected, title
             else:
                 assert re.fullmatch(shape(value, base), got_value), f"{title}: {got_value}"
+        elif name.lower() == "content-length" and rec.get("body_md5_matches_upload") is False:
+            assert got_value == str(len(body)), title  # a converted file: its own length
         else:
             assert got_name == name, f"{title}: header spelled {got_name!r}, recorded {name!r}"
             assert got_value == value, f"{title}: {name}: {got_value!r}"
@@ -230,14 +263,19 @@ async def replay(
     recorded = rec["body"]
     if isinstance(recorded, dict):
         got = json.loads(body)
-        compare(recorded, got, base)
+        compare(recorded, got, base, converted="image/bmp" in json.dumps(req["fields"]))
         key = "data" if "data" in recorded else "image" if "image" in recorded else None
         if key is not None:
             check_relations(recorded[key], got[key])
             urls.update(upload_urls(recorded[key], got[key], base))
+            stored[got[key]["url"]] = got[key]
     elif (m := BINARY.fullmatch(recorded)) is not None:
         if rec.get("body_md5_matches_upload"):
             assert len(body) == int(m["size"]) and hashlib.md5(body).hexdigest() == m["md5"]
+        elif rec["status"] == 200:  # a converted upload (36): the file the reply described
+            image = stored[base + path]
+            assert body[:8] == b"\x89PNG\r\n\x1a\n" and resp.content_type == image["mime"]
+            assert len(body) == image["size"] and hashlib.md5(body).hexdigest() == image["md5"]
         else:
             assert body.lstrip().lower().startswith(b"<!doctype html"), title
     else:
@@ -251,44 +289,103 @@ def load_fixtures() -> list[tuple[str, dict[str, Any]]]:
     return [(p.name, json.loads(p.read_text())) for p in sorted(FIXTURES.glob("*.json"))]
 
 
+def recorded_times(fixtures: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
+    """The server's clock at each exchange: the ``date_gmt`` of its reply, else the last one."""
+    times: dict[str, float] = {}
+    last: float | None = None
+    for name, fx in fixtures:
+        body = fx["response"]["body"]
+        image = (body.get("image") or body.get("data")) if isinstance(body, dict) else None
+        if image:
+            last = utc_seconds(image["date_gmt"])
+        if last is not None:
+            times[name] = last
+    first = next(iter(times.values()))
+    return {name: times.get(name, first) for name, _ in fixtures}
+
+
+def stored_one(fx: dict[str, Any]) -> bool:
+    """Whether the recorded exchange stored an image."""
+    req, rec = fx["request"], fx["response"]
+    if req["path"] not in ("/api/1/upload", "/api/1/upload/") or req["method"] != "POST":
+        return False
+    body = rec["body"]
+    return rec["status"] == 302 or (
+        rec["status"] == 200 and (isinstance(body, dict) or body.startswith("http://HOST/images/"))
+    )
+
+
+# Names that were already taken in the day's folder when 47 and 48 were recorded (by uploads
+# outside the recordings), which is why their stored names carry the 16-hex suffix.
+TAKEN_BEFORE = {
+    "47-filename-raw-utf8.json": "ñandú é.png",
+    "48-filename-percent-encoded.json": "%C3%B1and%C3%BA%20%C3%A9.png",
+}
+FLOOD = "51-flood-protection-trips.json"
+
+
 async def test_replay_every_recorded_exchange() -> None:
     """Every recorded exchange, replayed in order over HTTP, gets a reply shaped like the real one.
 
-    The ``00*`` exchanges (stock free edition) go to an emulator built with ``request_denied``;
-    the rest go, in order, to one default emulator, so that the later GETs (image URL, delete URL,
-    after delete) use the URLs this run produced, mapped from the recorded ones.
+    The emulator runs on the recorded clock (so dates, date folders and taken names are the
+    recorded ones). The ``00*`` exchanges (stock free edition) go to an emulator built with
+    ``request_denied``; 51 to one with the recorded flood limit (3 per minute) after the three
+    uploads that preceded it; the rest, in order, to one default emulator, so that the later
+    GETs (image URL, delete URL, after delete) use the URLs this run produced.
     """
     fixtures = load_fixtures()
-    assert len(fixtures) == 36
-    denied = CheveretoFake(Knobs(token=TOKEN), request_denied=True)
+    assert len(fixtures) == 53
+    times = recorded_times(fixtures)
+    now = [0.0]
+    denied = CheveretoFake(Knobs(token=TOKEN), request_denied=True, clock=lambda: now[0])
     async with running(denied) as (base, session):
         for name, fx in fixtures:
             if name.startswith("00"):
+                now[0] = times[name]
                 await replay(fx, base, session, {})
 
-    host = CheveretoFake(Knobs(token=TOKEN))
+    flood = CheveretoFake(Knobs(token=TOKEN, rate="3/minute"), clock=lambda: now[0])
+    async with running(flood) as (base, session):
+        now[0] = times[FLOOD]
+        test1 = (INPUTS / "test1.png").read_bytes()
+        for _ in range(3):
+            assert (await post_upload(session, base, test1, "test1.png"))[0] == 200
+        await replay(dict(fixtures)[FLOOD], base, session, {})
+
+    host = CheveretoFake(Knobs(token=TOKEN), clock=lambda: now[0])
     urls: dict[str, str] = {}
+    stored: dict[str, dict[str, Any]] = {}
+    extra = 0  # requests beyond the recorded ones
+    checked = 0
     async with running(host) as (base, session):
         for name, fx in fixtures:
-            if not name.startswith("00"):
-                await replay(fx, base, session, urls)
+            if name.startswith("00") or name == FLOOD:
+                continue
+            now[0] = times[name]
+            if name in TAKEN_BEFORE:
+                status, _ = await post_upload(session, base, png(99), TAKEN_BEFORE[name])
+                assert status == 200
+                extra += 1
+            await replay(fx, base, session, urls, stored)
+            for url in list(stored)[checked:]:  # the thumbnail: a real file of its own size
+                image = stored[url]
+                async with session.get(image["thumb"]["url"]) as resp:
+                    thumb = await resp.read()
+                extra += 1
+                assert resp.status == 200 and resp.content_type == image["mime"]
+                assert len(thumb) == image["thumb_size"] == image["thumb"]["size"]
+                assert hashlib.md5(thumb).hexdigest() != image["md5"]
+            checked = len(stored)
         async with session.get(base + "/_fakehost/stats") as resp:
             stats = await resp.json()
 
-    def stored_one(fx: dict[str, Any]) -> bool:
-        body = fx["response"]["body"]
-        if fx["request"]["path"] != "/api/1/upload" or fx["request"]["method"] != "POST":
-            return False
-        return fx["response"]["status"] == 302 or (
-            fx["response"]["status"] == 200
-            and (isinstance(body, dict) or body.startswith("http://HOST/images/"))
-        )
-
-    uploads = [fx for name, fx in fixtures if not name.startswith("00") and stored_one(fx)]
-    assert stats["uploads"] == len(uploads) == 13
+    main = [fx for name, fx in fixtures if not name.startswith("00") and name != FLOOD]
+    uploads = [fx for fx in main if stored_one(fx)]
+    assert len(uploads) == 18
+    assert stats["uploads"] == len(uploads) + len(TAKEN_BEFORE)
     assert stats["deletes"] == 1
-    assert stats["items"] == 12
-    assert stats["requests"] == 34
+    assert stats["items"] == stats["uploads"] - 1 - 4  # one deleted; 02, 03, 04, 33 expired
+    assert stats["requests"] == len(main) + extra
 
 
 async def post_upload(
@@ -463,24 +560,33 @@ async def test_delete_url_needs_the_right_token_and_images_are_byte_exact() -> N
         wrong = image["delete_url"][:-4] + "0000"
         async with session.get(wrong, allow_redirects=False) as resp:
             assert resp.status == 404
-        for url in (image["url"], image["thumb"]["url"]):
-            async with session.get(url) as resp:
-                assert resp.status == 200 and resp.content_type == "image/png"
-                assert await resp.read() == data
+        async with session.get(image["url"]) as resp:
+            assert resp.status == 200 and resp.content_type == "image/png"
+            assert await resp.read() == data
+        async with session.get(image["thumb"]["url"]) as resp:  # a thumbnail of its own
+            thumb = await resp.read()
+        assert resp.content_type == "image/png" and thumb[:8] == data[:8] and thumb != data
+        assert len(thumb) == image["thumb_size"]
         async with session.get(image["url_viewer"]) as resp:
             page = await resp.text()
         assert resp.status == 200 and image["url"] in page and "Hi &lt;b&gt;" in page
     assert image["filename"] == "holiday.png" and image["title_truncated"] == "Hi <b>"
 
 
-async def test_imgbb_mode_with_a_file_part_and_txt_redirect_formats() -> None:
-    """An ``image`` file part answers ImgBB-style; txt gives the URL, redirect the viewer path."""
+async def test_imgbb_mode_and_txt_redirect_formats() -> None:
+    """``image`` as base64 text answers ImgBB-style, as a file part it is not read (fixture 46);
+    txt gives the URL, redirect the viewer path."""
     async with running(CheveretoFake(Knobs(token=TOKEN))) as (base, session):
-        body = multipart({"key": TOKEN, "image": ("x.png", png(12), "image/png")})
-        async with session.post(base + "/api/1/upload", data=body) as resp:
+        form = {"key": TOKEN, "image": base64.b64encode(png(12)).decode()}
+        async with session.post(base + "/api/1/upload", data=form) as resp:
             got = await resp.json()
         assert list(got) == ["status_code", "status", "success", "data", "status_txt"]
         assert got["data"]["id"] == got["data"]["id_encoded"]
+        body = multipart({"key": TOKEN, "image": ("x.png", png(12), "image/png")})
+        async with session.post(base + "/api/1/upload", data=body) as resp:
+            got = await resp.json()
+        assert resp.status == 400
+        assert got["error"] == {"message": "Empty upload source", "code": 130}
         status, text = await post_upload(session, base, png(13), format="txt")
         assert status == 200 and re.fullmatch(re.escape(base) + r"/images/[\d/]{10}/pic\.png", text)
         body = multipart({"format": "redirect", "source": ("r.png", png(14), "image/png")})
@@ -520,3 +626,78 @@ async def test_fault_injection_applies_to_the_api() -> None:
         async with session.get(base + "/_fakehost/stats") as resp:
             stats = await resp.json()
     assert status == 503 and stats["faults"] == 1 and stats["uploads"] == 0
+
+
+async def test_flood_window_counts_stored_uploads_only() -> None:
+    """The window is the trailing minute of *stored* uploads (fixture 51's notes): a refused
+    attempt does not extend it, and a deleted upload stops counting."""
+    now = [1_800_000_000.0]
+    host = CheveretoFake(Knobs(token=TOKEN, rate="3/minute"), clock=lambda: now[0])
+    async with running(host) as (base, session):
+        replies = [await post_upload(session, base, png(20 + i)) for i in range(3)]
+        assert [status for status, _ in replies] == [200, 200, 200]
+        now[0] += 29
+        status, body = await post_upload(session, base, png(30))
+        assert status == 400 and body["error"]["code"] == 130
+        now[0] += 32  # 61 s after the stored ones, 32 s after the refused attempt
+        assert (await post_upload(session, base, png(30)))[0] == 200
+        for i in range(2):
+            assert (await post_upload(session, base, png(31 + i)))[0] == 200
+        assert (await post_upload(session, base, png(33)))[0] == 400
+        async with session.get(replies[0][1]["image"]["delete_url"], allow_redirects=False):
+            pass  # deleting an upload from outside the window frees nothing
+        assert (await post_upload(session, base, png(33)))[0] == 400
+    fresh = CheveretoFake(Knobs(token=TOKEN, rate="2/minute"), clock=lambda: now[0])
+    async with running(fresh) as (base, session):
+        first = await post_upload(session, base, png(40))
+        assert (await post_upload(session, base, png(41)))[0] == 200
+        assert (await post_upload(session, base, png(42)))[0] == 400
+        async with session.get(first[1]["image"]["delete_url"], allow_redirects=False) as resp:
+            assert resp.status == 301
+        assert (await post_upload(session, base, png(42)))[0] == 200  # its row is gone
+
+
+def test_slug_folds_accents_and_drops_the_rest() -> None:
+    """Stored names as the real server slugs them (fixtures 47, 48)."""
+    assert slug("ñandú é") == "nandu-e"
+    assert slug("%C3%B1and%C3%BA%20%C3%A9") == "C3B1andC3BA20C3A9"
+    assert slug("holiday  photo (2)") == "holiday-photo-2"
+    assert slug("日本") == "" and slug("a.b_c") == "ab_c"
+
+
+async def test_bmp_is_stored_as_a_new_png_each_time_and_dates_follow_the_site_zone() -> None:
+    """A BMP upload is converted (a new PNG, and another one a second later); ``date`` is the
+    site's local time: UTC-3 by default, as recorded, or the ``utc_offset`` option."""
+    bmp = (INPUTS / "bitmap1.bmp").read_bytes()
+    now = [1_800_000_000.0]
+    for offset, expected in ((None, -3 * 3600), (0, 0), ("5.5", 5.5 * 3600)):
+        options: dict[str, Any] = {} if offset is None else {"utc_offset": offset}
+        host = CheveretoFake(Knobs(token=TOKEN), clock=lambda: now[0], **options)
+        async with running(host) as (base, session):
+            _, one = await post_upload(session, base, bmp, "bitmap1.bmp", "image/bmp")
+            now[0] += 1
+            _, two = await post_upload(session, base, bmp, "bitmap1.bmp", "image/bmp")
+            async with session.get(one["image"]["url"]) as resp:
+                stored = await resp.read()
+        image = one["image"]
+        assert image["extension"] == "png" and image["mime"] == "image/png"
+        assert image["original_filename"] == "bitmap1.bmp" and image["source_md5"] is None
+        assert (image["width"], image["height"]) == (32, 24)
+        assert hashlib.md5(stored).hexdigest() == image["md5"] != hashlib.md5(bmp).hexdigest()
+        assert two["image"]["md5"] != image["md5"]
+        delta = utc_seconds(image["date"]) - utc_seconds(image["date_gmt"])
+        assert delta == expected
+
+
+async def test_stock_size_limit_is_two_decimal_megabytes() -> None:
+    """Without ``max_upload_bytes`` the stock 2 MB (2,000,000 bytes) applies; a non-image over
+    the limit is refused for its type first (the size check comes after it)."""
+    jpeg = (INPUTS / "photo1.jpg").read_bytes()
+    async with running(CheveretoFake(Knobs(token=TOKEN))) as (base, session):
+        _, body = await post_upload(
+            session, base, jpeg.ljust(2_000_001, b"\0"), "big.jpg", "image/jpeg"
+        )
+        assert body["error"] == {"message": "File too big - max 2 MB", "code": 400}
+        _, body = await post_upload(session, base, bytes(2_000_001), "zeros.png")
+        assert body["error"]["code"] == 610
+    assert Knobs().upload_limit() == 20 * 1024 * 1024  # the other emulators keep theirs
