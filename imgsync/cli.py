@@ -138,10 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write the map (.csv or .json)",
     )
 
-    rw = sub.add_parser("rewrite", help="rewrite image links in Markdown/HTML files")
-    rw.add_argument("--map", type=Path, required=True, metavar="FILE")
+    rw = sub.add_parser(
+        "rewrite", help="rewrite image links in Markdown/HTML/BBCode files (changes nothing else)"
+    )
+    rw.add_argument("--map", type=Path, default=None, metavar="FILE", help="old URL -> new URL")
     rw.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    rw.add_argument("--dry-run", action="store_true", help="print a diff, change nothing")
+    rw.add_argument("--dry-run", action="store_true", help="print a unified diff, change nothing")
+    rw.add_argument(
+        "--undo", action="store_true", help="put back what the last rewrite of each file changed"
+    )
     rw.add_argument("--json", action="store_true")
 
     ls = sub.add_parser("ls", help="list a remote's items")
@@ -263,7 +268,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if verb == "remotes":
         return _remotes(cfg, args.json)
     if verb == "rewrite":
-        return _rewrite(args)
+        return _rewrite(cfg, args)
     if verb == "run":
         import asyncio
 
@@ -283,10 +288,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise UsageError(f"unknown verb {verb}")
 
 
-def _rewrite(args: argparse.Namespace) -> int:
-    from imgsync.urlmap import read_map, rewrite
+def _rewrite(cfg: Config, args: argparse.Namespace) -> int:
+    from imgsync.rewrite import UndoJournal, rewrite, undo
+    from imgsync.urlmap import read_map
 
-    result = rewrite(read_map(args.map), args.paths, dry_run=args.dry_run)
+    journal = UndoJournal(cfg.state_path.parent / "rewrites")
+    if args.undo:
+        if args.map is not None:
+            raise UsageError("rewrite --undo takes no --map (it uses what the rewrite recorded)")
+        result = undo(args.paths, journal, dry_run=args.dry_run)
+    else:
+        if args.map is None:
+            raise UsageError("rewrite needs --map FILE (or --undo)")
+        result = rewrite(read_map(args.map), args.paths, dry_run=args.dry_run, journal=journal)
     if args.json:
         print(
             json.dumps(
@@ -294,6 +308,8 @@ def _rewrite(args: argparse.Namespace) -> int:
                     "files_changed": result.files_changed,
                     "links_replaced": result.links_replaced,
                     "dry_run": args.dry_run,
+                    "undo": args.undo,
+                    "files": result.changed,
                     "failures": [{"file": f, "error": e} for f, e in result.failures],
                 }
             )
@@ -301,7 +317,10 @@ def _rewrite(args: argparse.Namespace) -> int:
     else:
         for diff in result.diffs:
             sys.stdout.write(diff)
-        verb = "would rewrite" if args.dry_run else "rewrote"
+        if args.undo:
+            verb = "would restore" if args.dry_run else "restored"
+        else:
+            verb = "would rewrite" if args.dry_run else "rewrote"
         print(f"{verb} {result.links_replaced} links in {result.files_changed} files")
     for f, e in result.failures:
         print(f"  failed: {f}: {e}", file=sys.stderr)

@@ -1,31 +1,22 @@
-"""The old-URL -> new-URL map of a migration, and rewriting documents with it.
+"""The old-URL -> new-URL map of a migration.
 
 The map is built from state: every item of the source with a URL whose bytes (by
-SHA-256) are also at the destination, with its file URL and its page URL (permalink). It is written as CSV (``old_url,new_url,sha256``)
-or JSON (``{"old": "new", ...}``) by the file's extension, atomically.
-
-``rewrite`` replaces old URLs in Markdown/HTML/text files: whole URLs only (a mapped URL
-followed by more URL characters is left alone), longest first, and writes each changed
-file atomically.
+SHA-256) are also at the destination, with its file URL and its page URL (permalink).
+It is written as CSV (``old_url,new_url,sha256``) or JSON (``{"old": "new", ...}``) by
+the file's extension, atomically. Documents are rewritten with it by
+:mod:`imgsync.rewrite`.
 """
 
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import json
 import os
-import re
-import shutil
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgsync.errors import UsageError
-
-REWRITE_SUFFIXES = frozenset({".md", ".markdown", ".html", ".htm", ".txt", ".rst", ".mdx"})
 
 
 def build_map(conn: sqlite3.Connection, source: str, dest: str) -> list[tuple[str, str, str]]:
@@ -90,72 +81,3 @@ def read_map(path: Path) -> dict[str, str]:
             raise UsageError(f"map {path} line {i + 1}: expected old_url,new_url")
         out[row[0]] = row[1]
     return out
-
-
-@dataclass
-class RewriteResult:
-    files_changed: int = 0
-    links_replaced: int = 0
-    diffs: list[str] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _documents(paths: Iterable[Path]) -> Iterable[Path]:
-    for p in paths:
-        if p.is_dir():
-            for sub in sorted(p.rglob("*")):
-                if sub.is_file() and sub.suffix.lower() in REWRITE_SUFFIXES:
-                    yield sub
-        else:
-            yield p
-
-
-def rewrite(mapping: dict[str, str], paths: Iterable[Path], *, dry_run: bool) -> RewriteResult:
-    """Replace every old URL of ``mapping`` in the documents under ``paths``."""
-    result = RewriteResult()
-    if not mapping:
-        return result
-    olds = sorted(mapping, key=len, reverse=True)
-    # whole URLs only: a mapped URL followed by more URL characters is another URL
-    pattern = re.compile(
-        "(?:" + "|".join(re.escape(o) for o in olds) + r")(?![\w.~/?#%=&+:@!$*,;'-])"
-    )
-    for doc in _documents(paths):
-        try:
-            text = doc.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            result.failures.append((str(doc), f"cannot read: {exc}"))
-            continue
-        count = 0
-
-        def swap(m: re.Match[str]) -> str:
-            nonlocal count
-            count += 1
-            return mapping[m.group(0)]
-
-        new = pattern.sub(swap, text)
-        if not count:
-            continue
-        result.files_changed += 1
-        result.links_replaced += count
-        if dry_run:
-            result.diffs.append(
-                "".join(
-                    difflib.unified_diff(
-                        text.splitlines(keepends=True),
-                        new.splitlines(keepends=True),
-                        fromfile=str(doc),
-                        tofile=str(doc),
-                    )
-                )
-            )
-            continue
-        tmp = doc.with_name(f".{doc.name}.imgsync-tmp")
-        try:
-            tmp.write_text(new, encoding="utf-8")
-            shutil.copymode(doc, tmp)
-            os.replace(tmp, doc)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            result.failures.append((str(doc), f"cannot write: {exc.strerror}"))
-    return result

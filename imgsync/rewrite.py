@@ -1,0 +1,310 @@
+"""``imgsync rewrite``: replace image links in documents from a URL map, and undo it.
+
+What changes is exactly the bytes of each mapped URL; everything else in the file is kept
+byte for byte: line endings (CRLF stays CRLF), a byte-order mark, the encoding (UTF-8,
+UTF-16 with a BOM, and any other bytes, which are carried through untouched), trailing
+whitespace, the file's mode.
+
+Which occurrences are links: a mapped URL counts wherever it stands as a whole URL, which
+covers Markdown inline links and images, Markdown reference definitions
+(``[id]: URL "title"``), HTML ``src``/``href``/``srcset`` attributes, BBCode
+``[img]URL[/img]`` / ``[url=URL]`` and bare URLs in text. "Whole" means the characters
+after it are not more of a URL: ``https://h/a.png/raw`` or ``https://h/a.png?x=1`` is a
+different URL and is left alone, while sentence punctuation after a URL
+(``see https://h/a.png.``, ``(https://h/a.png),``) is not part of it, as in GitHub's
+autolinks. In HTML files a URL whose ``&`` is written ``&amp;`` is matched too, and its
+replacement is written the same way.
+
+Undo: before a changed file is replaced, the edits (offset, new bytes, old bytes) and the
+SHA-256 of the file before and after are appended to a journal kept beside the state
+database (``<state dir>/rewrites/``, private to the user). ``--undo`` puts back the old
+bytes of the most recent rewrite of each file, and refuses (with a message) a file whose
+bytes are no longer what that rewrite wrote.
+"""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REWRITE_SUFFIXES = frozenset(
+    {".md", ".markdown", ".mdx", ".html", ".htm", ".xhtml", ".txt", ".rst", ".bbcode"}
+)
+_HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
+
+# Characters that can continue a URL. What may follow a whole URL: a run of sentence
+# punctuation (``.,:;!?'")`` ...), and then either the end or a character that cannot be
+# part of a URL (space, ``"``, ``<``, ``>``, ``[``, a newline ...).
+_URL_CHARS = r"\w.~/?#%=&+:@!$*,;'()\-"
+_TRAILING = r"[.,:;!?'*)]"
+_WHOLE = rf"(?={_TRAILING}*+(?:$|[^{_URL_CHARS}]))"
+
+# Byte-order marks we decode through; anything else is read as UTF-8 with stray bytes
+# carried through unchanged (``surrogateescape``), which round-trips every byte string.
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+@dataclass
+class Edit:
+    """One replaced URL: at byte ``offset`` of the new file, ``new`` replaced ``old``."""
+
+    offset: int
+    new: bytes
+    old: bytes
+
+
+@dataclass
+class RewriteResult:
+    files_changed: int = 0
+    links_replaced: int = 0
+    diffs: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+
+def documents(paths: Iterable[Path]) -> Iterable[Path]:
+    """The files to look at: named files as given, folders walked for document suffixes."""
+    for p in paths:
+        if p.is_dir():
+            for sub in sorted(p.rglob("*")):
+                if sub.is_file() and sub.suffix.lower() in REWRITE_SUFFIXES:
+                    yield sub
+        else:
+            yield p
+
+
+def _codec(data: bytes) -> tuple[bytes, str]:
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            return bom, name
+    return b"", "utf-8"
+
+
+def _errors(codec: str) -> str:
+    return "surrogateescape" if codec == "utf-8" else "strict"
+
+
+class Rewriter:
+    """Compiled once per map; :meth:`edits` finds the replacements in one document."""
+
+    def __init__(self, mapping: dict[str, str]) -> None:
+        self.mapping = dict(mapping)
+        self._plain = self._compile(mapping)
+        # HTML writes & as &amp; inside attributes: match and write that spelling too
+        for old, new in mapping.items():
+            if "&" in old:
+                self.mapping.setdefault(old.replace("&", "&amp;"), new.replace("&", "&amp;"))
+        self._html = self._compile(self.mapping)
+
+    @staticmethod
+    def _compile(urls: Iterable[str]) -> re.Pattern[str] | None:
+        olds = sorted(urls, key=len, reverse=True)
+        if not olds:
+            return None
+        return re.compile("(?:" + "|".join(re.escape(o) for o in olds) + ")" + _WHOLE)
+
+    def rewrite_bytes(self, data: bytes, *, html: bool) -> tuple[bytes, list[Edit]]:
+        """The new bytes and the edits; ``data`` itself when nothing matched."""
+        pattern = self._html if html else self._plain
+        if pattern is None:
+            return data, []
+        bom, codec = _codec(data)
+        errors = _errors(codec)
+        try:
+            text = data[len(bom) :].decode(codec, errors)
+        except UnicodeDecodeError:
+            return data, []
+        pieces: list[bytes] = [bom]
+        edits: list[Edit] = []
+        pos = 0
+        size = len(bom)
+        for m in pattern.finditer(text):
+            before = text[pos : m.start()].encode(codec, errors)
+            pieces.append(before)
+            size += len(before)
+            old = m.group(0).encode(codec, errors)
+            new = self.mapping[m.group(0)].encode(codec, errors)
+            if new != old:
+                edits.append(Edit(size, new, old))
+            pieces.append(new)
+            size += len(new)
+            pos = m.end()
+        if not edits:
+            return data, []
+        pieces.append(text[pos:].encode(codec, errors))
+        return b"".join(pieces), edits
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _diff(path: Path, old: bytes, new: bytes) -> str:
+    bom, codec = _codec(old)
+    errors = "replace"
+    a = old[len(bom) :].decode(codec, errors).splitlines(keepends=True)
+    b = new[len(bom) :].decode(codec, errors).splitlines(keepends=True)
+    lines = difflib.unified_diff(a, b, fromfile=f"a/{path}", tofile=f"b/{path}")
+    end = "\n\\ No newline at end of file\n"
+    return "".join(line if line.endswith("\n") else line + end for line in lines)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` over ``path`` atomically, keeping its mode."""
+    st = path.stat()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".imgsync-tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, st.st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class UndoJournal:
+    """Per-document records of rewrites, one JSON file per document, newest last."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _file(self, doc: Path) -> Path:
+        key = hashlib.sha256(os.fsencode(doc)).hexdigest()[:32]
+        return self.folder / f"{key}.json"
+
+    def records(self, doc: Path) -> list[dict[str, object]]:
+        try:
+            data = json.loads(self._file(doc).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        recs = data.get("records") if isinstance(data, dict) else None
+        return recs if isinstance(recs, list) else []
+
+    def save(self, doc: Path, records: list[dict[str, object]]) -> None:
+        target = self._file(doc)
+        if not records:
+            target.unlink(missing_ok=True)
+            return
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"path": str(doc), "records": records}, f)
+        os.replace(tmp, target)
+
+    def push(self, doc: Path, before: bytes, after: bytes, edits: list[Edit]) -> None:
+        recs = self.records(doc)
+        recs.append(
+            {
+                "before": _sha(before),
+                "after": _sha(after),
+                "edits": [[e.offset, e.new.hex(), e.old.hex()] for e in edits],
+            }
+        )
+        self.save(doc, recs)
+
+
+def rewrite(
+    mapping: dict[str, str],
+    paths: Iterable[Path],
+    *,
+    dry_run: bool,
+    journal: UndoJournal | None = None,
+) -> RewriteResult:
+    """Replace every old URL of ``mapping`` in the documents under ``paths``."""
+    result = RewriteResult()
+    if not mapping:
+        return result
+    rw = Rewriter(mapping)
+    for doc in documents(paths):
+        real = Path(os.path.realpath(doc))
+        try:
+            data = real.read_bytes()
+        except OSError as exc:
+            result.failures.append((str(doc), f"cannot read: {exc.strerror or exc}"))
+            continue
+        new, edits = rw.rewrite_bytes(data, html=doc.suffix.lower() in _HTML_SUFFIXES)
+        if not edits:
+            continue
+        result.files_changed += 1
+        result.links_replaced += len(edits)
+        result.changed.append(str(doc))
+        if dry_run:
+            result.diffs.append(_diff(doc, data, new))
+            continue
+        try:
+            if journal is not None:
+                journal.push(real, data, new, edits)
+            _replace_file(real, new)
+        except OSError as exc:
+            result.failures.append((str(doc), f"cannot write: {exc.strerror or exc}"))
+    return result
+
+
+def undo(paths: Iterable[Path], journal: UndoJournal, *, dry_run: bool) -> RewriteResult:
+    """Put back what the last rewrite of each document changed.
+
+    A document whose bytes differ from what that rewrite wrote is refused (listed in
+    ``failures``) and left alone; its record is kept.
+    """
+    result = RewriteResult()
+    for doc in documents(paths):
+        real = Path(os.path.realpath(doc))
+        recs = journal.records(real)
+        if not recs:
+            continue
+        try:
+            data = real.read_bytes()
+        except OSError as exc:
+            result.failures.append((str(doc), f"cannot read: {exc.strerror or exc}"))
+            continue
+        last = recs[-1]
+        digest = _sha(data)
+        if digest == last.get("before"):  # a rewrite that never reached the file
+            if not dry_run:
+                journal.save(real, recs[:-1])
+            continue
+        if digest != last.get("after"):
+            result.failures.append(
+                (str(doc), "edited since the last rewrite; not undone (restore it by hand)")
+            )
+            continue
+        out = data
+        raw_edits = last.get("edits")
+        assert isinstance(raw_edits, list)
+        for offset, new_hex, old_hex in reversed(raw_edits):
+            new_b, old_b = bytes.fromhex(new_hex), bytes.fromhex(old_hex)
+            if out[offset : offset + len(new_b)] != new_b:  # cannot happen when the hash matched
+                result.failures.append((str(doc), "undo record does not fit the file"))
+                break
+            out = out[:offset] + old_b + out[offset + len(new_b) :]
+        else:
+            result.files_changed += 1
+            result.links_replaced += len(raw_edits)
+            result.changed.append(str(doc))
+            if dry_run:
+                result.diffs.append(_diff(doc, data, out))
+                continue
+            try:
+                _replace_file(real, out)
+            except OSError as exc:
+                result.failures.append((str(doc), f"cannot write: {exc.strerror or exc}"))
+                continue
+            journal.save(real, recs[:-1])
+    return result
