@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from imgsync.config import Config, RemoteConfig
-from imgsync.errors import EXIT_OK, UsageError
+from imgsync.errors import EXIT_OK, EXIT_REMOTE_FAILURE, ProviderError, UsageError
 from imgsync.localfs import display
 from imgsync.pipeline.plan import LocalPlan, plan_local
 from imgsync.pipeline.progress import Progress
@@ -373,5 +373,11 @@ def run_ls(cfg: Config, args: argparse.Namespace) -> int:
                         size = "-" if item.size is None else str(item.size)
                         print(f"{size:>10}  {display(item.name)}  {item.url or ''}".rstrip())
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except ProviderError as exc:  # a listing is all or nothing: any failure is remote-wide
+        from imgsync.log import redact
+
+        print(f"imgsync: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_REMOTE_FAILURE
     return EXIT_OK

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -198,14 +198,19 @@ def load_config(path: Path | None, *, explicit: bool = False) -> Config:
     """Read and validate the config at ``path``.
 
     A missing file at the default location means "embedded defaults" (an empty config);
-    a missing file the user named (``explicit``) is an error. Raises ``ConfigError``
-    listing every problem.
+    a missing file the user named (``explicit``, or through ``$IMGSYNC_CONFIG``) is an
+    error. Raises ``ConfigError`` listing every problem.
     """
+    named_by = ""
     if path is None:
-        path = default_config_path()
+        env = os.environ.get("IMGSYNC_CONFIG")
+        if env:
+            path, explicit, named_by = Path(env).expanduser(), True, " (named by IMGSYNC_CONFIG)"
+        else:
+            path = default_config_path()
     if not path.exists():
         if explicit:
-            raise ConfigError(f"{path}: config file not found")
+            raise ConfigError(f"{path}: config file not found{named_by}")
         return Config(path=None)
     import tomllib
 
@@ -215,7 +220,27 @@ def load_config(path: Path | None, *, explicit: bool = False) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return parse_config(data, source=str(path), base_dir=path.parent)
+    cfg = parse_config(data, source=str(path), base_dir=path.parent)
+    remotes = data.get("remotes")
+    inline = isinstance(remotes, dict) and any(
+        isinstance(t, dict) and "token" in t for t in remotes.values()
+    )
+    if inline and (mode := _readable_by_others(path)) is not None:
+        warning = (
+            f"{path}: holds inline tokens and is readable by other users (mode {mode:o}); "
+            f"chmod 600 it, or move the tokens to token_env / token_file"
+        )
+        cfg = replace(cfg, warnings=(*cfg.warnings, warning))
+    return cfg
+
+
+def _readable_by_others(path: Path) -> int | None:
+    """The file's mode when users other than its owner can read it, else None."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    return mode if mode & 0o044 else None
 
 
 def parse_config(
@@ -375,6 +400,11 @@ def _token(p: _Problems, key: str, tbl: dict[str, Any], base_dir: Path | None) -
     if not text:
         p.add(f"{key}.token_file", f"{path} is empty")
         return None
+    if (mode := _readable_by_others(path)) is not None:
+        p.warn(
+            f"{key}.token_file",
+            f"{path} is readable by other users (mode {mode:o}); chmod 600 it",
+        )
     return text
 
 

@@ -11,9 +11,10 @@ from imgsync.fakehosts.images import seed_image
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point imgsync at a per-test state file and an absent config file."""
+    """Point imgsync at a per-test state file and an empty user config dir (no config)."""
     monkeypatch.setenv("IMGSYNC_STATE", str(tmp_path / "state" / "state.db"))
-    monkeypatch.setenv("IMGSYNC_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.delenv("IMGSYNC_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
 
 
 @pytest.fixture

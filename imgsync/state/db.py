@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
+import sys
 from pathlib import Path
 
 from imgsync.errors import StateError
@@ -33,6 +35,56 @@ def _pragmas(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous = NORMAL")
 
 
+# The database holds delete URLs (a credential each) and the rest of the user's library
+# map: it and its WAL/SHM are the user's alone, in a folder only the user can enter.
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _warn(text: str) -> None:
+    print(f"imgsync: warning: {text}", file=sys.stderr)
+
+
+def make_private(path: Path) -> None:
+    """Create the database's folder 0700 and the file 0600, and tighten them (with a
+    warning) when found readable by others.
+
+    A folder that holds more than imgsync's own files (a home folder, a shared folder the
+    user pointed ``state.path`` into) is not changed, only warned about; the files in it
+    are still made private.
+    """
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        os.chmod(folder, _DIR_MODE)  # whatever the umask
+    else:
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        if mode & 0o077:
+            ours = all(
+                e.name.startswith(path.name) or e.name == "rewrites" for e in folder.iterdir()
+            )
+            if ours and folder.stat().st_uid == os.getuid():
+                os.chmod(folder, _DIR_MODE)
+                _warn(f"state folder {folder} was open to others ({mode:o}); made it 700")
+            else:
+                _warn(
+                    f"state folder {folder} is open to others ({mode:o}) and holds other "
+                    "files; imgsync keeps its own files 600 there, but a private folder is safer"
+                )
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, _FILE_MODE))
+        os.chmod(path, _FILE_MODE)
+    for f in (path, *(path.with_name(path.name + s) for s in _SIDE_FILES)):
+        try:
+            mode = stat.S_IMODE(f.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(f, _FILE_MODE)
+            _warn(f"state file {f} was readable by others ({mode:o}); made it 600")
+
+
 def open_sync(path: Path, *, create: bool = True) -> sqlite3.Connection | None:
     """A migrated sqlite3 connection, or None when ``create`` is False and there is no file.
 
@@ -41,7 +93,7 @@ def open_sync(path: Path, *, create: bool = True) -> sqlite3.Connection | None:
     if not create and not path.exists():
         return None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         _pragmas(conn)
         migrate(conn)

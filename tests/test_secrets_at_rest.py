@@ -1,0 +1,92 @@
+"""Secrets at rest: the state database (which holds delete URLs) and its WAL/SHM are the
+user's alone, and the config's credentials are warned about when others can read them."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imgsync.models import ItemMeta, RemoteItem
+from imgsync.state import queries
+from imgsync.state.db import open_sync
+from imgsync.state.store import StateStore
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+async def test_new_database_and_wal_are_private(tmp_path: Path, loose_umask: None) -> None:
+    """Created 0600 (and its -wal/-shm too) in a 0700 folder, whatever the umask."""
+    path = tmp_path / "deep" / "imgsync" / "state.db"
+    async with StateStore(path) as store:
+        await queries.record_objects(store, [("ab" * 32, 10, None, "image/png")])
+        await queries.record_locations(
+            store,
+            "imgz",
+            [("ab" * 32, RemoteItem("x", "a.png", meta=ItemMeta(title="t")))],
+        )
+        await store.flush()
+        wal, shm = path.with_name("state.db-wal"), path.with_name("state.db-shm")
+        assert wal.exists() and shm.exists()
+        assert (_mode(path), _mode(wal), _mode(shm)) == (0o600, 0o600, 0o600)
+    assert _mode(path.parent) == 0o700
+
+
+def test_wide_database_is_fixed_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database an older imgsync left 0644 in a 0755 folder is made 0600/0700, and the
+    user is told once."""
+    folder = tmp_path / "imgsync"
+    folder.mkdir()
+    path = folder / "state.db"
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA journal_mode = WAL")
+    raw.execute("CREATE TABLE t (x)")
+    raw.execute("INSERT INTO t VALUES (1)")
+    raw.commit()
+    os.chmod(folder, 0o755)
+    os.chmod(path, 0o644)
+    os.chmod(path.with_name("state.db-wal"), 0o644)
+    conn = open_sync(path)
+    assert conn is not None
+    conn.close()
+    raw.close()
+    assert _mode(path) == 0o600 and _mode(folder) == 0o700
+    err = capsys.readouterr().err
+    assert "was readable by others (644); made it 600" in err
+    assert "made it 700" in err
+    conn = open_sync(path)  # nothing more to say the second time
+    assert conn is not None
+    conn.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_shared_folder_is_left_alone_but_the_file_is_private(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """state.path inside a folder that holds other things: the folder's mode is not the
+    tool's to change (warned), the database is still 0600."""
+    (tmp_path / "notes.txt").write_text("mine")
+    os.chmod(tmp_path, 0o755)
+    path = tmp_path / "state.db"
+    conn = open_sync(path)
+    assert conn is not None
+    conn.close()
+    assert _mode(tmp_path) == 0o755 and _mode(path) == 0o600
+    assert "holds other files" in capsys.readouterr().err
