@@ -20,7 +20,7 @@ Reproduced:
   (``guest_upload=False`` turns it off: "管理员关闭了游客上传"); a bad token is a 401 "Authentication
   failed." (08), never a guest upload. Upload errors are **HTTP 200 with status false**: no ``file``
   part or bytes that are not an image give "服务异常，请稍后再试" (09, 10), an extension outside
-  the accepted list "不支持的文件类型" (38), over ``knobs.max_upload_bytes`` "图片大小超出限制", an
+  the accepted list "不支持的文件类型" (38), over ``knobs.max_upload_bytes`` (default 5 MB) "图片大小超出限制", an
   unknown ``strategy_id`` "选定的策略不存在", a full account "储存空间不足". An unknown
   ``album_id`` is accepted silently (14).
 - [OBS] **Re-encoding**: PNG and JPEG are stored re-encoded, so the stored bytes (and the reply's
@@ -86,6 +86,7 @@ DEFAULT_RATE = "60/minute"
 TOKEN_RATE = "3/minute"
 PER_PAGE = 40
 CAPACITY_KB = 512_000
+MAX_FILE_KB = 5120  # the default group's "maximum file size" [INF]
 ACCEPTED_SUFFIXES = ("jpeg", "jpg", "png", "gif", "tif", "bmp", "ico", "psd", "webp")
 ORDERS = ("newest", "earliest", "utmost", "least")
 STRATEGIES = ({"id": 1, "name": "默认本地策略"},)
@@ -305,6 +306,7 @@ class LskyProFake(FakeHostBase):
         self.zone = timezone(timedelta(hours=float(utc_offset_hours)))
         self.clock = clock
         self.wall_clock = wall_clock
+        self.max_bytes = knobs.upload_limit(MAX_FILE_KB * 1024)
         self.general = _limiter(knobs.rate, clock)
         self.token_limit = parse_rate(token_rate)
         self.windows: dict[str, FixedWindow] = {}
@@ -742,7 +744,7 @@ class LskyProFake(FakeHostBase):
             total = 0
             while chunk := await part.read_chunk(65536):
                 total += len(chunk)
-                if total <= self.knobs.max_upload_bytes:
+                if total <= self.max_bytes:
                     chunks.append(chunk)
             raw = b"".join(chunks)
             if part.name == "file" and part.filename is not None:
@@ -763,7 +765,7 @@ class LskyProFake(FakeHostBase):
         suffix = origin_name.rpartition(".")[2].lower() if "." in origin_name else ""
         if suffix not in ACCEPTED_SUFFIXES:
             raise Refused(MSG_BAD_TYPE)
-        if size > self.knobs.max_upload_bytes:
+        if size > self.max_bytes:
             raise Refused(MSG_TOO_BIG)
         strategy = fields.get("strategy_id")
         if strategy is not None and strategy.strip() not in {str(s["id"]) for s in STRATEGIES}:
