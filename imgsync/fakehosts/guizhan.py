@@ -35,6 +35,12 @@ Inferred [INF] choices, the host being (by its date format and wording) a Larave
   (MySQL's default collation). No de-duplication: every upload is a new image.
 - JPEG files get the ``.jpeg`` extension, as in the docs' example. The URL folder is the
   two-digit ISO year, ``w`` and the ISO week of the upload (``21w01``).
+
+The API has no delete, but users delete images on the website, and every later image then
+moves up in the page-numbered listing. The emulator's own ``POST /_fakehost/delete``
+(outside the host's API, no token) does that: a JSON body ``{"names": [...]}`` or
+``{"oldest": N}`` (the N earliest uploads); it answers ``{"deleted": [names]}``, and
+deleted images' files answer 404.
 """
 
 from __future__ import annotations
@@ -178,6 +184,7 @@ class GuizhanFake(FakeHostBase):
         app.router.add_get("/v1/images", self.list_images)
         app.router.add_post("/v1/images", self.upload)
         app.router.add_get(r"/{folder:\d{2}w\d{2}}/{fullname}", self.serve_file)
+        app.router.add_post("/_fakehost/delete", self.host_delete)
 
     # ------------------------------------------------------------- replies
     @staticmethod
@@ -346,6 +353,27 @@ class GuizhanFake(FakeHostBase):
         if image is None or image.ext != ext or image.folder != request.match_info["folder"]:
             return web.Response(status=404, text="Not Found")
         return web.Response(body=image.data, content_type=image.mime)
+
+    # ------------------------------------------------- deletes on the website
+    def delete_images(self, names: list[str]) -> list[str]:
+        """Delete images as a user does on the website; the names that existed."""
+        gone = [n for n in names if self.images.pop(n, None) is not None]
+        self.stats.deletes += len(gone)
+        return gone
+
+    async def host_delete(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("oldest"), int):
+            ordered = sorted(self.images.values(), key=lambda m: (m.upload_time, m.seq))
+            names = [m.name for m in ordered[: max(0, body["oldest"])]]
+        elif isinstance(body, dict) and isinstance(body.get("names"), list):
+            names = [str(n) for n in body["names"]]
+        else:
+            return json_response({"error": 'send {"names": [...]} or {"oldest": N}'}, status=400)
+        return json_response({"deleted": self.delete_images(names)})
 
 
 def create(knobs: Knobs, **options: Any) -> GuizhanFake:

@@ -26,8 +26,17 @@ Lsky Pro 2, a similar Laravel host (fixtures/lsky-2, flavour only).
   ``min``/``max`` rules reject rather than clamp [INF]), ``order=upload_time`` and
   ``direction=ASC``: the constraint row spells it in capitals and only the cURL example
   shows lower case, so capitals satisfy both readings. No total is returned: a page
-  shorter than ``per_page`` (or empty) is the last. The cursor is ``<page>@<per_page>``. Oldest
-  first means new uploads land on the last page, hence ``listing_appends``.
+  shorter than ``per_page`` (or empty) is the last. Oldest first means new uploads land on
+  the last page, hence ``listing_appends``.
+* Resuming survives deletions on the host. A page number alone does not: after images
+  are deleted on the website every later image moves up, and page N of the next run
+  starts past images never seen. So the cursor is ``<page>@<per_page>@<upload_time>@<name>``:
+  the next page to read and a watermark, the last image handed out. The cursor this
+  provider handed out last is read as is (a listing going on); any other (saved by an
+  earlier run) is resumed by reading the page before it again and stepping back further while
+  that page starts after the watermark (so images were deleted before it), then handing
+  out only what comes after the watermark. A resume costs one page more than it used to;
+  ``<page>@<per_page>`` cursors saved by older versions are still read as page numbers.
 * Image objects [DOC] have ``name`` (the stable key, used as ``remote_id``),
   ``fullname`` (``name`` + extension; the file name), ``size``, ``upload_time`` (UTC,
   ``2021-01-09T17:52:03.000000Z``; parsed leniently) and ``url`` on ``gzimg.cc``. No
@@ -44,6 +53,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -87,22 +97,34 @@ def _as_int(value: Any) -> int | None:
 parse_time = parse_timestamp  # upload_time: "2021-01-09T17:52:03.000000Z" (hosts.md §1)
 
 
-def _page_number(cursor: str | None, per_page: int) -> int:
-    """The page a cursor (``"<page>@<per_page>"``) names, 1 for none. A cursor we cannot
-    read, or one saved with another page size (its page number would point elsewhere),
-    restarts the listing: relisting is harmless (known items are skipped), skipping pages
-    is not."""
+Watermark = tuple[float, str, str]  # (upload time, name, upload_time as the host wrote it)
+
+
+def _parse_cursor(cursor: str | None, per_page: int) -> tuple[int, Watermark | None]:
+    """The page a cursor names (1 for none) and its watermark, if it has one.
+
+    A cursor we cannot read, or one saved with another page size (its page number would
+    point elsewhere), restarts the listing: relisting is harmless (known items are
+    skipped), skipping pages is not."""
     if cursor is None:
-        return 1
-    number, _, size = cursor.partition("@")
+        return 1, None
+    number, _, rest = cursor.partition("@")
+    size, _, mark = rest.partition("@")
     page = _as_int(number)
     if page is None or page < 1:
         _log.warning("guizhan_bad_cursor", cursor=cursor[:40])
-        return 1
+        return 1, None
     if size and _as_int(size) != per_page:
         _log.info("guizhan_page_size_changed", saved=size, now=per_page)
-        return 1
-    return page
+        return 1, None
+    if not mark:
+        return page, None
+    raw_time, _, name = mark.partition("@")
+    when = parse_time(raw_time)
+    if when is None or not name:
+        _log.warning("guizhan_bad_cursor", cursor=cursor[:40])
+        return 1, None
+    return page, (when, name, raw_time)
 
 
 class GuizhanProvider(Provider):
@@ -125,6 +147,9 @@ class GuizhanProvider(Provider):
         super().__init__(config, ctx)
         wanted = _as_int(config.option("per_page", PER_PAGE_MAX))
         self.per_page = min(max(wanted or PER_PAGE_MAX, PER_PAGE_MIN), PER_PAGE_MAX)
+        # the cursor this instance handed out last: a listing going on reads it as is; any
+        # other cursor (saved by an earlier run) is resumed by looking back for its watermark
+        self._handed_out: str | None = None
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -220,10 +245,7 @@ class GuizhanProvider(Provider):
 
     # --- the provider interface ----------------------------------------------------------
 
-    async def list_page(self, cursor: str | None) -> Page:
-        """One page, oldest first; ``next_cursor`` is the next page number, or ``None``
-        after a short or empty page."""
-        page = _page_number(cursor, self.per_page)
+    async def _rows(self, page: int) -> list[Any]:
         resp = await self.http.request(
             "GET",
             self.api_url,
@@ -237,10 +259,54 @@ class GuizhanProvider(Provider):
             headers=self._headers(),
             map_error=self._map_error,
         )
-        rows = self._result(resp, list)
-        items = [self._item(row) for row in rows]
-        more = len(rows) >= self.per_page
-        return Page(items=items, next_cursor=f"{page + 1}@{self.per_page}" if more else None)
+        rows: list[Any] = self._result(resp, list)
+        return rows
+
+    @staticmethod
+    def _after(item: RemoteItem, mark: Watermark) -> bool:
+        """Does ``item`` come after the watermark? Images uploaded in the same second as
+        the watermark count as after it (they are only checked again), except itself."""
+        when = item.meta.created_at
+        return when is None or when > mark[0] or (when == mark[0] and item.remote_id != mark[1])
+
+    async def list_page(self, cursor: str | None) -> Page:
+        """One page, oldest first; ``next_cursor`` names the next page and the last image
+        handed out, or is ``None`` after a short or empty page."""
+        page, mark = _parse_cursor(cursor, self.per_page)
+        going_on, self._handed_out = cursor is not None and cursor == self._handed_out, None
+        if mark is not None and not going_on:
+            # a saved cursor: find the watermark again, then hand out what follows it
+            page = max(1, page - 1)
+            items = [self._item(row) for row in await self._rows(page)]
+            while page > 1 and (not items or self._after(items[0], mark)):
+                page -= 1  # images were deleted before the watermark: look further back
+                items = [self._item(row) for row in await self._rows(page)]
+            full = len(items) >= self.per_page
+            last = items[-1] if items else None
+            items = [i for i in items if self._after(i, mark)]
+            while not items and full:  # the watermark ended its page: read the next one
+                page += 1
+                items = [self._item(row) for row in await self._rows(page)]
+                full = len(items) >= self.per_page
+                last = items[-1] if items else last
+                items = [i for i in items if self._after(i, mark)]
+        else:
+            items = [self._item(row) for row in await self._rows(page)]
+            full = len(items) >= self.per_page
+            last = items[-1] if items else None
+        if not full or last is None:
+            return Page(items=items, next_cursor=None)
+        self._handed_out = self._cursor(page + 1, last)
+        return Page(items=items, next_cursor=self._handed_out)
+
+    def _cursor(self, page: int, last: RemoteItem) -> str:
+        """``<page>@<per_page>@<upload_time>@<name>``; without a readable upload time, the
+        plain page number (nothing to resume from but the position)."""
+        when = last.meta.created_at
+        if when is None:
+            return f"{page}@{self.per_page}"
+        stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return f"{page}@{self.per_page}@{stamp}@{last.remote_id}"
 
     async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
         if not item.url:

@@ -320,3 +320,37 @@ async def test_faults_and_request_counter() -> None:
         assert resp.status == 200
         text = await resp.text()
         assert not text.endswith("}")
+
+
+async def test_host_side_deletion_shifts_the_listing() -> None:
+    """POST /_fakehost/delete removes images as the website would: later images move up a
+    page, the deleted files answer 404, and stats count the deletes."""
+    fake = GuizhanFake(knobs(seed=12))
+    async with running(fake) as client:
+        query = {"per_page": "5", "order": "upload_time", "direction": "ASC"}
+        before = (
+            await (
+                await client.get("/v1/images", params={**query, "page": "2"}, headers=AUTH)
+            ).json()
+        )["result"]
+        first = (
+            await (
+                await client.get("/v1/images", params={**query, "page": "1"}, headers=AUTH)
+            ).json()
+        )["result"]
+        resp = await client.post("/_fakehost/delete", json={"oldest": 3})
+        assert resp.status == 200
+        assert (await resp.json())["deleted"] == [r["name"] for r in first[:3]]
+        after = (
+            await (
+                await client.get("/v1/images", params={**query, "page": "1"}, headers=AUTH)
+            ).json()
+        )["result"]
+        assert [r["name"] for r in after[2:]] == [r["name"] for r in before[:3]]
+        gone = URL(first[0]["url"]).path
+        assert (await client.get(gone)).status == 404
+        named = await client.post("/_fakehost/delete", json={"names": [after[0]["name"], "nope"]})
+        assert (await named.json())["deleted"] == [after[0]["name"]]
+        assert (await client.post("/_fakehost/delete", data=b"x")).status == 400
+        stats = await (await client.get("/_fakehost/stats")).json()
+        assert stats["deletes"] == 4 and stats["items"] == 8

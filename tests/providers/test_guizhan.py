@@ -122,11 +122,16 @@ def source(data: bytes, name: str = "pic.png") -> UploadSource:
 
 
 async def test_lists_every_page_oldest_first_and_stops_on_the_short_page() -> None:
-    """45 images at 20 a page: pages 1-3 (20, 20, 5), cursors "2@20", "3@20", None, oldest
-    first."""
+    """45 images at 20 a page: pages 1-3 (20, 20, 5), cursors "2@20@<time>@<name>" (the
+    next page and the last image handed out), "3@20@...", None, oldest first."""
     async with emulator(seed=45) as (_run, fake), provider(_run.url) as gz:
         pages = [(cursor, page) async for page, cursor in gz.iter_all()]
-        assert [c for c, _p in pages] == [None, "2@20", "3@20"]
+        last1, last2 = pages[0][1].items[-1], pages[1][1].items[-1]
+        assert [c for c, _p in pages] == [
+            None,
+            f"2@20@{fake.render(fake.images[last1.remote_id], '')['upload_time']}@{last1.remote_id}",
+            f"3@20@{fake.render(fake.images[last2.remote_id], '')['upload_time']}@{last2.remote_id}",
+        ]
         assert [len(p.items) for _c, p in pages] == [20, 20, 5]
         assert pages[-1][1].next_cursor is None
         items = [i for _c, p in pages for i in p.items]
@@ -333,16 +338,17 @@ async def test_cursor_saved_with_another_page_size_restarts() -> None:
     would point at other images): the listing restarts at page 1."""
     async with emulator(seed=30) as (run, fake), provider(run.url, per_page=10) as gz:
         page = await gz.list_page("2@20")
-        assert page.next_cursor == "2@10"
-        page = await gz.list_page("3@10")
-        assert page.next_cursor == "4@10"
+        assert page.next_cursor is not None and page.next_cursor.startswith("2@10@")
+        page = await gz.list_page("3@10")  # a plain page number (older versions) still reads
+        assert page.next_cursor is not None and page.next_cursor.startswith("4@10@")
         assert fake.pages_listed() == ["1", "3"]
 
 
 async def test_cli_backup_resumes_an_interrupted_listing_from_its_cursor(tmp_path: Path) -> None:
     """60 images, 20 a page. The token is refused from page 2 on: page 1 is backed up and
-    its cursor kept. The re-run starts at page 2 (page 1 is not listed again) and ends with
-    all 60 images once; a third run lists only the last page and downloads nothing."""
+    its cursor kept. The re-run reads page 1 once more (to find its watermark, the last
+    image backed up), downloads nothing from it, and ends with all 60 images once; a third
+    run reads the last full page and the empty one after it, and downloads nothing."""
     env = {"GZ_TOKEN": TOKEN}
     dest = tmp_path / "backup"
     async with emulator(seed=60) as (run, fake):
@@ -361,13 +367,13 @@ async def test_cli_backup_resumes_an_interrupted_listing_from_its_cursor(tmp_pat
         second = await run_cli_async(*args, env=env)
         assert second.returncode == 0, second.stdout + second.stderr
         assert json.loads(second.stdout)["copied"] == 40
-        assert fake.pages_listed() == ["2", "3", "4"] and fake.downloads == 60
+        assert fake.pages_listed() == ["1", "2", "3", "4"] and fake.downloads == 60
 
         fake.log.clear()
         third = await run_cli_async(*args, env=env)
         assert third.returncode == 0, third.stderr
         assert json.loads(third.stdout)["copied"] == 0
-        assert fake.pages_listed() == ["4"] and fake.downloads == 60
+        assert fake.pages_listed() == ["3", "4"] and fake.downloads == 60
         stored = sorted(image.sha256 for image in fake.images.values())
 
     images = {k: v for k, v in tree_files(dest).items() if not k.endswith(".json")}
@@ -397,3 +403,75 @@ async def test_a_failed_item_keeps_its_page_for_the_next_run(tmp_path: Path) -> 
         assert json.loads(second.stdout)["copied"] == 1
         assert fake.pages_listed()[0] == "1"
         assert (dest / victim).exists()
+
+
+async def _upload_new(url: str, count: int, first_seed: int) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
+        for i in range(count):
+            form = aiohttp.FormData()
+            data = make_png(8 + i % 5, 9, first_seed + i)
+            form.add_field("image", data, filename=f"new{i}.png", content_type="image/png")
+            async with s.post(f"{url}/v1/images", data=form) as r:
+                assert r.status == 200, await r.text()
+
+
+async def _delete_oldest(url: str, count: int) -> None:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{url}/_fakehost/delete", json={"oldest": count}) as r,
+    ):
+        assert len((await r.json())["deleted"]) == count
+
+
+async def test_backup_after_deletions_on_the_host_gets_every_new_image(tmp_path: Path) -> None:
+    """40 images backed up (20 a page). On the website 10 old ones are deleted and 15 new
+    ones uploaded: every later image moved up 10 places, so page 3 (where the last run
+    stopped) now holds only 5 of the new ones. The next backup still gets all 15; after 25
+    more deletions (more than a page) and 7 uploads, it gets those 7 too."""
+    env = {"GZ_TOKEN": TOKEN}
+    dest = tmp_path / "backup"
+    async with emulator(seed=40) as (run, fake):
+        cfg = _config(tmp_path, run.url, run.authority)
+        args = ("--config", str(cfg), "backup", "gz:", str(dest), "--json")
+        first = await run_cli_async(*args, env=env)
+        assert json.loads(first.stdout)["copied"] == 40, first.stderr
+
+        await _delete_oldest(run.url, 10)
+        await _upload_new(run.url, 15, 1000)
+        second = await run_cli_async(*args, env=env)
+        assert second.returncode == 0, second.stderr
+        assert json.loads(second.stdout)["copied"] == 15
+
+        await _delete_oldest(run.url, 25)
+        await _upload_new(run.url, 7, 2000)
+        fake.log.clear()
+        third = await run_cli_async(*args, env=env)
+        assert third.returncode == 0, third.stderr
+        assert json.loads(third.stdout)["copied"] == 7
+        assert len(fake.pages_listed()) <= 4  # looked back two pages, no more
+        stored = {image.sha256 for image in fake.images.values()}
+
+    images = {k: v for k, v in tree_files(dest).items() if not k.endswith(".json")}
+    assert len(images) == 40 + 15 + 7
+    assert stored <= {sha256_hex(v) for v in images.values()}
+
+
+async def test_a_saved_cursor_looks_back_for_its_watermark() -> None:
+    """A cursor from an earlier run re-reads the page before it (one overlapping request)
+    and hands out only images after the watermark; a cursor it just handed out is read as
+    is (no look-back in a listing going on)."""
+    async with emulator(seed=45) as (run, fake):
+        async with provider(run.url) as gz:
+            cursors = [c async for _p, c in gz.iter_all()]
+            assert fake.pages_listed() == ["1", "2", "3"]  # no look-back while listing
+        saved = cursors[-1]
+        assert saved is not None and saved.startswith("3@20@")
+        fake.log.clear()
+        async with provider(run.url) as gz:
+            page = await gz.list_page(saved)
+        assert fake.pages_listed() == ["2", "3"]
+        assert len(page.items) == 5 and page.next_cursor is None
