@@ -82,11 +82,40 @@ def _transfer_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument(
+        "--max-item-size",
+        type=_size,
+        default=None,
+        metavar="SIZE",
+        help="fail any single item larger than SIZE (e.g. 500M, 2G; default 2G)",
+    )
+    p.add_argument(
+        "--item-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="overall deadline for one item's download and upload (default 3600)",
+    )
+    p.add_argument(
         "--verify-dest",
         action="store_true",
         help="list a host destination first and copy again what was deleted there "
         "(folder destinations are checked on every run)",
     )
+
+
+def _size(text: str) -> int:
+    """``500M``, ``2G``, ``1048576`` -> bytes (for ``--max-item-size``)."""
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
+    number = t[: len(t) - len(unit)] if unit else t
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (write e.g. 500M or 2G)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,16 +356,29 @@ def _rewrite(cfg: Config, args: argparse.Namespace) -> int:
     return 1 if result.failures else 0
 
 
-def _status(cfg: Config, as_json: bool) -> int:
-    from imgsync.state import queries
-    from imgsync.state.db import open_sync
+def _by_name(cfg: Config, remotes: dict[str, Any]) -> dict[str, Any]:
+    """State keys (what a destination is) shown as the config's remote names where known."""
+    from imgsync.runtime import resolve_spec
 
-    conn = open_sync(cfg.state_path, create=False)
-    if conn is None:
+    names: dict[str, str] = {}
+    for name in sorted(cfg.remotes):
+        try:
+            names.setdefault(resolve_spec(cfg, f"{name}:")[1], name)
+        except ImgsyncError:
+            continue
+    return {names.get(key, key): {**value, "key": key} for key, value in remotes.items()}
+
+
+def _status(cfg: Config, as_json: bool) -> int:
+    from imgsync.state.reader import open_reader
+
+    reader = open_reader(cfg.state_path, create=False)
+    if reader is None:
         report: dict[str, Any] = {"state": str(cfg.state_path), "exists": False}
     else:
-        report = {"state": str(cfg.state_path), "exists": True, **queries.status(conn)}
-        conn.close()
+        with reader:
+            report = {"state": str(cfg.state_path), "exists": True, **reader.status()}
+        report["remotes"] = _by_name(cfg, report["remotes"])
     if as_json:
         print(json.dumps(report, indent=2))
         return 0

@@ -21,23 +21,22 @@ from pathlib import Path
 from imgsync.config import Config, JobConfig
 from imgsync.errors import EXIT_OK, ImgsyncError, UsageError
 from imgsync.log import get_logger
-from imgsync.pipeline.plan import LocalPlan, plan_local
-from imgsync.pipeline.progress import Progress
-from imgsync.pipeline.summary import CopyOptions, Summary
+from imgsync.pipeline.summary import CopyOptions, StopSignal, Summary
 from imgsync.runtime import resolve_spec
-from imgsync.state.db import open_sync
 
 log = get_logger("imgsync.daemon")
 
 
-async def run_job_once(cfg: Config, job: JobConfig) -> list[Summary]:
-    """One run of ``job``: copy its source to each destination."""
-    from imgsync.commands import copy_async, write_url_map
+async def run_job_once(
+    cfg: Config, job: JobConfig, stop: StopSignal | None = None
+) -> list[Summary]:
+    """One run of ``job``: :func:`~imgsync.pipeline.run.run_job` per destination.
+    ``stop`` (the daemon's shutdown) makes a run stop handing out new items."""
+    from imgsync.pipeline.run import JobSpec, run_job
 
     summaries = []
     for dest in job.destinations:
-        src_cfg, src_key = resolve_spec(cfg, job.source)
-        dst_cfg, dst_key = resolve_spec(cfg, dest)
+        src_cfg, _src_key = resolve_spec(cfg, job.source)
         verb = {"backup": "backup", "migrate": "migrate"}.get(job.kind, "copy")
         if job.delete and src_cfg.type == "local" and verb == "copy":
             verb = "sync"  # delete = true: the destination follows the folder's deletions
@@ -49,33 +48,18 @@ async def run_job_once(cfg: Config, job: JobConfig) -> list[Summary]:
             transfers=cfg.transfers,
             sidecars=job.kind == "backup",
         )
-        plan = None
-        if src_cfg.type == "local":
-            assert src_cfg.path is not None
-            dest_root = dst_cfg.path if dst_cfg.type == "local" else None
-            plan = await asyncio.to_thread(_plan, cfg, src_cfg.path, dst_key, opts, dest_root)
-        summary = await copy_async(cfg, src_cfg, src_key, dst_cfg, dst_key, opts, Progress(), plan)
-        if job.kind == "migrate" and job.map_path is not None:
-            await asyncio.to_thread(write_url_map, cfg, src_key, dst_key, job.map_path, summary)
+        spec = JobSpec(verb, job.source, dest, opts, map_path=job.map_path)
+        summary = await run_job(cfg, spec, stop=stop)
         log.info("job_run", job=job.name, dest=dest, summary=summary.line())
         summaries.append(summary)
+        if stop is not None and stop.is_set():
+            break
     return summaries
 
 
-def _plan(
-    cfg: Config, root: Path, dst_key: str, opts: CopyOptions, dest_root: Path | None
-) -> LocalPlan:
-    conn = open_sync(cfg.state_path)
+async def _guarded(cfg: Config, job: JobConfig, stop: StopSignal | None = None) -> None:
     try:
-        return plan_local(conn, root, dst_key, opts.include, opts.exclude, dest_root=dest_root)
-    finally:
-        if conn is not None:
-            conn.close()
-
-
-async def _guarded(cfg: Config, job: JobConfig) -> None:
-    try:
-        await run_job_once(cfg, job)
+        await run_job_once(cfg, job, stop)
     except ImgsyncError as exc:
         log.error("job_failed", job=job.name, error=str(exc))
 
@@ -89,7 +73,7 @@ async def _watch_job(cfg: Config, job: JobConfig, stop: asyncio.Event) -> None:
     src_cfg, _ = resolve_spec(cfg, job.source)
     assert src_cfg.path is not None
     while not stop.is_set():
-        await _guarded(cfg, job)  # reconciliation scan (at start and after a watch failure)
+        await _guarded(cfg, job, stop)  # reconciliation scan (at start and after a watch failure)
         try:
             await _watch(cfg, job, src_cfg.path, stop)
         except OSError as exc:
@@ -113,12 +97,12 @@ async def _watch(cfg: Config, job: JobConfig, folder: Path, stop: asyncio.Event)
         if stop.is_set():
             return
         log.info("watch_changes", job=job.name, changes=len(changes) or "rescan")
-        await _guarded(cfg, job)
+        await _guarded(cfg, job, stop)
 
 
 async def _interval_job(cfg: Config, job: JobConfig, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        await _guarded(cfg, job)
+        await _guarded(cfg, job, stop)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=job.interval)
 

@@ -13,11 +13,7 @@ from pathlib import Path
 
 from imgsync.config import parse_config
 from imgsync.fakehosts.images import seed_image
-from imgsync.pipeline.plan import plan_local
-from imgsync.pipeline.progress import Progress
 from imgsync.pipeline.summary import CopyOptions, Summary
-from imgsync.runtime import resolve_spec
-from imgsync.state.db import open_sync
 
 DEMO_TOKEN = "demo-token-0123456789"
 
@@ -35,9 +31,9 @@ def make_samples(folder: Path, count: int = 12) -> None:
 async def _run(base: Path) -> list[Summary]:
     from aiohttp import web
 
-    from imgsync.commands import copy_async
     from imgsync.fakehosts import gyazo
     from imgsync.fakehosts.common import Knobs
+    from imgsync.pipeline.run import JobSpec, run_job
 
     host = gyazo.create(Knobs(token=DEMO_TOKEN))
     runner = web.AppRunner(host.make_app(), access_log=None)
@@ -61,18 +57,8 @@ async def _run(base: Path) -> list[Summary]:
     summaries = []
     try:
         for verb, src, dst in steps:
-            src_cfg, src_key = resolve_spec(cfg, src)
-            dst_cfg, dst_key = resolve_spec(cfg, dst)
             opts = CopyOptions(job=f"demo-{verb}", verb=verb, sidecars=verb == "backup")
-            plan = None
-            if src_cfg.path is not None:
-                conn = open_sync(cfg.state_path)
-                assert conn is not None
-                plan = plan_local(conn, src_cfg.path, dst_key, dest_root=dst_cfg.path)
-                conn.close()
-            summary = await copy_async(
-                cfg, src_cfg, src_key, dst_cfg, dst_key, opts, Progress(), plan
-            )
+            summary = await run_job(cfg, JobSpec(verb, src, dst, opts))
             print(summary.line())
             summaries.append(summary)
     finally:

@@ -29,9 +29,23 @@ def resolve_spec(cfg: Config, spec: str) -> tuple[RemoteConfig, str]:
         if remote.type == "local":
             assert remote.path is not None
             return remote, f"local:{remote.path.resolve()}"
-        return remote, name
+        return remote, remote_key(remote)
     path = Path(spec).expanduser().resolve()
     return RemoteConfig(name=str(path), type="local", path=path), f"local:{path}"
+
+
+def remote_key(remote: RemoteConfig) -> str:
+    """The state key of a host remote: what it is (normalised base URL + account), not
+    its name (see :mod:`imgsync.state.keys`)."""
+    from imgsync.state.keys import host_key
+
+    base = remote.base_url
+    if not base:
+        try:
+            base = provider_class(remote.type).default_base_url
+        except (KeyError, ImportError):
+            base = None
+    return host_key(remote.type, base or f"{remote.type}:", remote.token)
 
 
 _REGISTRIES: dict[Path, Any] = {}
@@ -44,17 +58,16 @@ def shared_limiters(cfg: Config) -> Any:
     registry = _REGISTRIES.get(cfg.state_path)
     if registry is None:
         from imgsync.ratelimit import LimiterRegistry
-        from imgsync.state import queries
-        from imgsync.state.db import open_sync
+        from imgsync.state.reader import open_reader
 
         registry = LimiterRegistry(
             cfg.limits, on_pause=functools.partial(_record_pause, cfg.state_path)
         )
-        conn = open_sync(cfg.state_path, create=False)
-        if conn is not None:
-            registry.load_pauses(queries.host_pauses(conn))
-            registry.load_usage(queries.host_usage(conn))
-            conn.close()
+        reader = open_reader(cfg.state_path, create=False)
+        if reader is not None:
+            with reader:
+                registry.load_pauses(reader.host_pauses())
+                registry.load_usage(reader.host_usage())
         _REGISTRIES[cfg.state_path] = registry
     return registry
 
@@ -63,16 +76,11 @@ async def _record_pause(state_path: Path, authority: str, until: float, reason: 
     """Store a host pause (its own short connection: it may come from any run)."""
     import asyncio
 
-    from imgsync.state import queries
-    from imgsync.state.db import open_sync
+    from imgsync.state.reader import must_open
 
     def write() -> None:
-        conn = open_sync(state_path)
-        assert conn is not None
-        try:
-            queries.save_pause_sync(conn, authority, until, reason)
-        finally:
-            conn.close()
+        with must_open(state_path) as db:
+            db.save_pause(authority, until, reason)
 
     await asyncio.to_thread(write)
 
@@ -83,16 +91,11 @@ async def _save_usage(state_path: Path, usage: dict[str, list[float]]) -> None:
         return
     import asyncio
 
-    from imgsync.state import queries
-    from imgsync.state.db import open_sync
+    from imgsync.state.reader import must_open
 
     def write() -> None:
-        conn = open_sync(state_path)
-        assert conn is not None
-        try:
-            queries.save_host_usage(conn, usage)
-        finally:
-            conn.close()
+        with must_open(state_path) as db:
+            db.save_usage(usage)
 
     await asyncio.to_thread(write)
 

@@ -3,24 +3,29 @@
 Guarded, because deleting is the one thing imgsync can get irreversibly wrong:
 
 * Nothing is deleted after a copy with any failure, or in a dry run.
-* Only what this source put there is a candidate. For a folder destination (which keeps
-  relative paths) that is a file imgsync recorded at a path the source no longer has; for
-  a host, an item whose upload the journal records from this source folder. Items other
-  jobs or sources uploaded to the same account are never touched.
-* A candidate whose bytes the source still has (moved or renamed) is kept.
-* A folder destination's file is deleted only if it still holds the bytes imgsync wrote.
+* Only what *this source* wrote there is a candidate (state records, per destination and
+  checksum, which sources wrote the bytes and which found them there and rely on them),
+  and only while no other source relies on the same bytes at that destination. Files the
+  user put there, another folder's copies, a backup's images: never touched.
+* A candidate whose bytes the source still has (moved or renamed) is kept; at a folder
+  destination, so is a path the source still has.
+* A folder destination's file is deleted only if it still holds the bytes imgsync wrote
+  (the local provider checks, and refuses otherwise).
 * More than ``max_delete`` candidates: nothing is deleted, and the run says so.
+* Each delete is committed to state before the next one starts.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 
 from imgsync.errors import ImgsyncError, NotFound, Rejected, UsageError
 from imgsync.localfs import display, key_path
 from imgsync.models import RemoteItem
 from imgsync.providers.base import Provider
+from imgsync.state import queries
+from imgsync.state.reader import StateReader
+from imgsync.state.store import StateStore
 
 
 @dataclass
@@ -30,7 +35,7 @@ class DeletePlan:
 
 
 def plan_deletes(
-    conn: sqlite3.Connection,
+    db: StateReader,
     src_root: str,
     src_key: str,
     dst_key: str,
@@ -38,30 +43,13 @@ def plan_deletes(
     max_delete: int,
 ) -> DeletePlan:
     """What a sync from the folder ``src_root`` may delete at ``dst_key``."""
-    source_shas = {
-        r[0] for r in conn.execute("SELECT sha256 FROM local_files WHERE root = ?", (src_root,))
-    }
+    rows, source_rels, source_shas = db.delete_candidates(src_key, dst_key, src_root)
     plan = DeletePlan()
-    if dst_is_folder:
-        source_rels = {
-            r[0] for r in conn.execute("SELECT rel FROM local_files WHERE root = ?", (src_root,))
-        }
-        rows = conn.execute(
-            "SELECT remote_id, sha256, delete_url FROM locations WHERE remote = ?", (dst_key,)
-        ).fetchall()
-        plan.candidates = [
-            (rid, sha, d)
-            for rid, sha, d in rows
-            if rid not in source_rels and sha not in source_shas
-        ]
-    else:
-        rows = conn.execute(
-            "SELECT l.remote_id, l.sha256, l.delete_url FROM locations l "
-            "WHERE l.remote = ? AND l.sha256 IN (SELECT j.sha256 FROM journal j "
-            "WHERE j.source = ? AND j.dest = ? AND j.stage IN ('uploaded', 'verified'))",
-            (dst_key, src_key, dst_key),
-        ).fetchall()
-        plan.candidates = [(rid, sha, d) for rid, sha, d in rows if sha not in source_shas]
+    plan.candidates = [
+        (rid, sha, d)
+        for rid, sha, d in rows
+        if sha not in source_shas and not (dst_is_folder and rid in source_rels)
+    ]
     if len(plan.candidates) > max_delete:
         plan.refused = (
             f"would delete {len(plan.candidates)} items, more than --max-delete {max_delete}; "
@@ -71,9 +59,10 @@ def plan_deletes(
 
 
 async def run_deletes(
-    dst: Provider, plan: DeletePlan
+    dst: Provider, plan: DeletePlan, store: StateStore, src_key: str, dst_key: str
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Delete the planned items. Returns (deleted (id, sha), failures (item, message))."""
+    """Delete the planned items, each recorded before the next. Returns (deleted (id, sha),
+    failures (item, message))."""
     if not dst.features.can_delete:
         raise UsageError(f"{dst.name} cannot delete items, so it cannot be a sync destination")
     deleted: list[tuple[str, str]] = []
@@ -89,5 +78,8 @@ async def run_deletes(
         except ImgsyncError as exc:
             failures.append((display(key_path(remote_id)), str(exc)))
             continue
+        await queries.forget_location(store, dst_key, remote_id)
+        await queries.forget_owners(store, dst_key, src_key, [sha])
+        await store.flush()
         deleted.append((remote_id, sha))
     return deleted, failures

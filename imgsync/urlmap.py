@@ -13,32 +13,9 @@ import csv
 import io
 import json
 import os
-import sqlite3
 from pathlib import Path
 
 from imgsync.errors import UsageError
-
-
-def build_map(conn: sqlite3.Connection, source: str, dest: str) -> list[tuple[str, str, str]]:
-    """(old_url, new_url, sha256) for every source item already at ``dest``.
-
-    Both the image file's URL and the host's page for it (Gyazo's permalink) are mapped:
-    a file URL to the new file URL, a page to the new page (or the new file when the
-    destination has no pages).
-    """
-    rows = conn.execute(
-        "SELECT s.url, s.page_url, MIN(d.url), MIN(d.page_url), s.sha256 FROM locations s "
-        "JOIN locations d ON d.sha256 = s.sha256 AND d.remote = ? "
-        "WHERE s.remote = ? AND d.url IS NOT NULL GROUP BY s.remote_id",
-        (dest, source),
-    ).fetchall()
-    out: dict[str, tuple[str, str, str]] = {}
-    for old_file, old_page, new_file, new_page, sha in rows:
-        if old_file:
-            out.setdefault(old_file, (old_file, new_file, sha))
-        if old_page:
-            out.setdefault(old_page, (old_page, new_page or new_file, sha))
-    return [out[k] for k in sorted(out)]
 
 
 def write_map(path: Path, rows: list[tuple[str, str, str]]) -> None:

@@ -19,16 +19,15 @@ from imgsync.pipeline.progress import Progress
 from imgsync.pipeline.summary import CopyOptions, Summary
 from imgsync.runtime import Runtime
 from imgsync.state.db import open_sync
+from imgsync.state.reader import must_open
 from imgsync.state.store import StateStore
 
 
 async def _copy(src: Path, dst: Path, mutate: Any = None) -> Summary:
     cfg = load_config(None)
     dst_key = f"local:{dst}"
-    conn = open_sync(cfg.state_path)
-    assert conn is not None
-    plan = plan_local(conn, src, dst_key, dest_root=dst)
-    conn.close()
+    with must_open(cfg.state_path) as db:
+        plan = plan_local(db, src, dst_key, dest_root=dst)
     if mutate is not None:
         mutate()
     dst.mkdir(parents=True, exist_ok=True)

@@ -1,58 +1,71 @@
-"""The copy engine behind ``copy``, ``backup`` and ``migrate``.
+"""The copy engine: sources -> transfer workers -> the one recorder.
 
 ::
 
-    source ──batches──▶ N workers: fetch+hash ─▶ dedupe+claim ─▶ upload/write ─▶ record
-    (plan or pages)     (bounded anyio stream: a slow destination pushes back on the source)
+    source ──batches──▶ N workers: fetch+hash ─▶ dedupe+lease ─▶ upload/write ─▶ record
+    (folder plan or      (bounded anyio stream: a slow destination pushes back on the source;
+     listing pages)       a stop signal makes the source stop handing out items)
 
-One task group per run. Files are read and hashed in batches per thread hop (a thread
-hop per file costs more than hashing it). A local destination never sees a half-written
-file: writes are staged in hidden folders, flushed once, then renamed
-(:mod:`imgsync.pipeline.folders`; folder-to-folder copies take that module's faster path
-end to end). Every checksum is claimed for the destination in SQLite before its upload
-starts. Item failures are recorded and the run goes on; a remote-wide failure (bad
-credentials, a paused host) stops work for that destination only.
+One task group per run. A folder source is read and hashed in batches per thread hop (a
+hop per file costs more than hashing it); a host source streams item by item through
+:mod:`imgsync.pipeline.transfer` (a bounded buffer, spooled to disk when large). A folder
+destination (``features.batch_writes``) takes whole batches: staged, one flush, renamed
+(folder-to-folder copies take :mod:`imgsync.pipeline.folders`, the faster path end to end).
+
+What the run promises (DESIGN.md "State"):
+
+* every checksum is leased for the destination before its upload starts; the lease is
+  re-checked against what is recorded there, so two workers, jobs or processes never
+  upload the same bytes to the same place;
+* an upload or a written file is recorded (location, owner, journal) and *committed*
+  before the item counts as done: a kill loses at most the items in flight;
+* bytes that are not an image are never written or recorded;
+* what this source wrote (or relies on) at the destination is recorded as its own, so
+  ``sync`` deletes only that.
+
+Item failures are recorded and the run goes on; a remote-wide failure (bad credentials,
+a paused host) stops work for that destination only.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from imgsync.errors import (
-    Duplicate,
-    ImgsyncError,
-    LocalIOError,
-    Rejected,
+from imgsync.errors import Duplicate, ImgsyncError, LocalIOError, ProviderTimeout, Rejected
+from imgsync.hashing import Digest
+from imgsync.localfs import (
+    TMP_PREFIX,
+    ScanEntry,
+    StagedFile,
+    Unit,
+    display,
+    key_path,
+    path_key,
+    safe_name,
 )
-from imgsync.hashing import Digest, digest_bytes, md5_hex
-from imgsync.localfs import ScanEntry, StagedFile, Unit, display, key_path, path_key, safe_name
-from imgsync.models import (
-    ItemMeta,
-    RemoteItem,
-    UploadSource,
-    guess_mime,
-    is_image_name,
-    sniff_image,
-)
+from imgsync.models import ItemMeta, RemoteItem, guess_mime, is_image_name, sniff_image
+from imgsync.pipeline.ledger import PageLedger
 from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.progress import Progress
-from imgsync.pipeline.summary import CopyOptions, Summary
+from imgsync.pipeline.summary import CopyOptions, StopSignal, Summary
+from imgsync.pipeline.transfer import Body, fetch, read_local
 from imgsync.providers.base import Provider
 from imgsync.state import queries
 from imgsync.state.queries import KnownFile
+from imgsync.state.reader import StateReader
 from imgsync.state.store import StateStore
 
 BATCH_FILES = 256
 BATCH_BYTES = 8 * 1024 * 1024  # a larger file travels alone
+HOST_BATCH = 16  # host items handed to a worker at once (each streamed on its own)
 
 
 @dataclass(slots=True)
@@ -65,9 +78,12 @@ class Candidate:
     known: KnownFile | None = None
     remote: RemoteItem | None = None
     sha256: str | None = None
-    data: bytes | None = None
-    digest: Digest | None = None
+    body: Body | None = None
     page: int = -1
+
+    @property
+    def digest(self) -> Digest | None:
+        return self.body.digest if self.body is not None else None
 
 
 class CopyRun:
@@ -82,28 +98,39 @@ class CopyRun:
         dst_key: str,
         opts: CopyOptions,
         progress: Progress,
+        stop: StopSignal | None = None,
     ) -> None:
         self.store = store
         self.src, self.src_key = src, src_key
         self.dst, self.dst_key = dst, dst_key
         self.opts = opts
         self.progress = progress
+        self.stop = stop
         self.summary = Summary(opts.verb, src_key, dst_key, dry_run=opts.dry_run)
         self.dest_shas: set[str] = set()
         # dest path -> sha256 imgsync wrote there from the same source path; such a file may
         # be replaced by a newer version (local sources only: host items never change)
         self.replaceable: dict[str, str] = {}
-        self.taken: set[str] = set()  # checksums claimed or done in this run
-        self.pages: list[list[Any]] = []  # [cursor_to_save, remaining items, index]
+        self.taken: set[str] = set()  # checksums leased or done in this run
+        self.ledger = PageLedger()
         self.known_remote: dict[str, str] = {}  # source remote id -> sha256, from state
         self.start_cursor: str | None = None
         self.failed_items: list[tuple[Candidate, str]] = []
         self.failed_ids: set[str] = set()
         self.listing_complete = False  # the listing reached its end
         self.last_cursor: str | None = None  # the cursor of the listing's last page
+        self.halted = False  # a remote failed as a whole: workers take no more items
+        self.relied: list[str] = []  # checksums found already there (this source relies on)
         self.include_non_images = opts.include_non_images or bool(
             src.config.option("include_non_images", False)
         )
+        self.with_md5 = (
+            bool(dst.features.checksums & {"md5"}) or opts.sidecars or (not dst.features.is_local)
+        )
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     # ---- sources -------------------------------------------------------------------
 
@@ -129,49 +156,55 @@ class CopyRun:
             from imgsync.pipeline.folders import copy_folders
 
             await copy_folders(self, [c.scan for c in cands if c.scan])
+            await self._record_relied()
             s.elapsed = time.monotonic() - started
             return s
-        batches: list[list[Candidate]] = []
-        cur: list[Candidate] = []
-        size = 0
-        for c in cands:
-            cur.append(c)
-            size += c.scan.size if c.scan else 0
-            if len(cur) >= BATCH_FILES or size >= BATCH_BYTES:
-                batches.append(cur)
-                cur, size = [], 0
-        if cur:
-            batches.append(cur)
-        await self._drive(batches_source=batches)
+
+        async def batches() -> AsyncIterator[list[Candidate]]:
+            cur: list[Candidate] = []
+            size = 0
+            for c in cands:
+                cur.append(c)
+                size += c.scan.size if c.scan else 0
+                if len(cur) >= BATCH_FILES or size >= BATCH_BYTES:
+                    yield cur
+                    cur, size = [], 0
+            if cur:
+                yield cur
+
+        await self._drive(batches())
         s.elapsed = time.monotonic() - started
         return s
 
-    async def run_remote(self, conn: sqlite3.Connection | None) -> Summary:
+    async def run_remote(self, reader: StateReader | None) -> Summary:
         """Copy from a listable remote, page by page, resuming from the saved cursor."""
         started = time.monotonic()
         saved, done = None, False
-        if conn is not None:
+        if reader is not None:
             if self.dst.features.batch_writes:  # files deleted there by hand
-                known = await anyio.to_thread.run_sync(queries.items_at, conn, self.dst_key)
+                known = await anyio.to_thread.run_sync(reader.items_at, self.dst_key)
                 gone = await self.dst.missing(known)
                 if gone:
                     await queries.forget_locations(self.store, self.dst_key, gone)
                     await self.store.flush()
 
             def load() -> tuple[str | None, bool]:  # big reads: off the event loop
-                self.dest_shas = queries.shas_at(conn, self.dst_key)
-                self.known_remote = queries.items_at(conn, self.src_key)
-                return queries.cursor_of(conn, self.src_key, "list")
+                self.dest_shas = reader.shas_at(self.dst_key)
+                self.known_remote = reader.items_at(self.src_key)
+                return reader.cursor_of(self.src_key, "list")
 
             saved, done = await anyio.to_thread.run_sync(load)
         self.start_cursor = saved if (not done or self.src.features.listing_appends) else None
-        await self._drive(batches_source=None)
+        try:
+            await self._drive(self._listing())
+        finally:
+            await self._record_relied()
         self.summary.elapsed = time.monotonic() - started
         return self.summary
 
-    async def _list_pages(self, send: Any) -> None:
+    async def _listing(self) -> AsyncIterator[list[Candidate]]:
+        """The source's pages as batches of candidates; stops on the stop signal."""
         last_cursor: str | None = self.start_cursor
-        index = 0
         async for page, cursor in self.src.iter_all(self.start_cursor):
             last_cursor = cursor
             batch: list[Candidate] = []
@@ -184,121 +217,133 @@ class CopyRun:
                 if sha is not None and sha in self.dest_shas:
                     self.summary.present += 1
                     self.progress.tick(done=1)
+                    self.relied.append(sha)
                     continue
-                batch.append(
-                    Candidate(
-                        item.remote_id, safe_name(item.name), remote=item, sha256=sha, page=index
-                    )
-                )
+                batch.append(Candidate(item.remote_id, safe_name(item.name), remote=item))
             if batch and not self.opts.dry_run:
                 await self._journal_batch("listed", [(c.source_id, c.sha256) for c in batch])
             resume = page.next_cursor if page.next_cursor is not None else cursor
-            self.pages.append([resume, len(batch), index])
-            index += 1
-            if batch:
-                await send.send(batch)
-            else:
+            index = self.ledger.add(resume, len(batch))
+            for c in batch:
+                c.page = index
+            if not batch:
                 await self._page_progress()
+            for start in range(0, len(batch), HOST_BATCH):
+                yield batch[start : start + HOST_BATCH]
+            if self.stopping:
+                return
         self.listing_complete, self.last_cursor = True, last_cursor
 
     async def _page_progress(self) -> None:
-        """Save the cursor of every leading page whose items are all done."""
-        resume = None
-        while self.pages and self.pages[0][1] <= 0:
-            resume = self.pages.pop(0)[0]
+        """Save the cursor after every leading page whose items are all done."""
+        resume = self.ledger.advance()
         if resume is not None and not self.opts.dry_run:
             await queries.save_cursor(self.store, self.src_key, "list", resume, done=False)
 
     # ---- the engine ----------------------------------------------------------------
 
-    async def _drive(self, batches_source: list[list[Candidate]] | None) -> None:
+    async def _drive(self, source: AsyncIterator[list[Candidate]]) -> None:
         send, recv = anyio.create_memory_object_stream[list[Candidate]](
-            max_buffer_size=2 * self.opts.transfers
+            max_buffer_size=self.opts.transfers
         )
         async with anyio.create_task_group() as tg:
             for _ in range(self.opts.transfers):
                 tg.start_soon(self._worker, recv.clone())
             recv.close()
             async with send:
-                if batches_source is not None:
-                    for b in batches_source:
-                        await send.send(b)
-                else:
-                    try:
-                        await self._list_pages(send)
-                    except ImgsyncError as exc:
-                        self._remote_failed(exc, listing=True)
+                try:
+                    await self._feed(source, send)
+                except ImgsyncError as exc:
+                    self._remote_failed(exc, listing=True)
         if (
-            batches_source is None
-            and self.listing_complete
-            and not self.pages  # every page's items are done (failed ones keep their page)
+            self.listing_complete
+            and self.ledger.settled  # every page's items are done (failed ones keep theirs)
             and not self.summary.remote_failure
             and not self.opts.dry_run
+            and not self.stopping
         ):
             await queries.save_cursor(self.store, self.src_key, "list", self.last_cursor, done=True)
+
+    async def _feed(
+        self, source: AsyncIterator[list[Candidate]], send: MemoryObjectSendStream[list[Candidate]]
+    ) -> None:
+        async for batch in source:
+            if self.stopping:
+                self.summary.not_attempted += len(batch)
+                break
+            await send.send(batch)
 
     async def _worker(self, recv: MemoryObjectReceiveStream[list[Candidate]]) -> None:
         async with recv:
             async for batch in recv:
-                if self.summary.remote_failure:
+                if self.halted or self.stopping:
                     self.summary.not_attempted += len(batch)
                     continue
                 await self._process(batch)
                 if batch and batch[0].page >= 0:
                     for c in batch:
-                        if c.source_id in self.failed_ids:
-                            continue  # its page stays unfinished: the next run lists it again
-                        for p in self.pages:
-                            if p[2] == c.page:
-                                p[1] -= 1
+                        self.ledger.finish(c.page, ok=c.source_id not in self.failed_ids)
                     await self._page_progress()
 
     async def _process(self, batch: list[Candidate]) -> None:
-        ready = await self._fetch(batch)
-        if not ready:
-            return
-        await self._record_sources(ready)
-        if not self.opts.dry_run and not self.dst.features.batch_writes:
-            await self._journal_batch(
-                "fetched", [(c.source_id, c.digest.sha256) for c in ready if c.digest]
-            )
-        todo = [c for c in ready if c.digest and self.first_missing(c.digest.sha256)]
-        if not todo:
-            return
-        if self.opts.dry_run:
-            for c in todo:
-                self.summary.copied += 1
-                self.summary.bytes += len(c.data or b"")
-                if len(self.summary.would_copy) < 1000:
-                    self.summary.would_copy.append(display(key_path(c.source_id)))
-                self.progress.tick(done=1, copied=1)
-                c.data = None
-            return
-        owned = await self.store.claim(self.dst_key, [c.digest.sha256 for c in todo if c.digest])
-        mine = [c for c in todo if c.digest and c.digest.sha256 in owned]
-        self.summary.present += len(todo) - len(mine)  # another worker or job has it
-        if self.dst.features.batch_writes:
-            await self._write_local(mine)
-        else:
-            for i, c in enumerate(mine):
-                if self.summary.remote_failure:
-                    self.summary.not_attempted += len(mine) - i
-                    await self.store.release(
-                        self.dst_key, [m.digest.sha256 for m in mine[i:] if m.digest]
-                    )
-                    break
-                await self._upload(c)
-
-    async def _fetch(self, batch: list[Candidate]) -> list[Candidate]:
-        """Read/download and hash every item of the batch; failures are recorded."""
         if batch[0].scan is not None:
-            root = self.src.folder
-            assert root is not None
-            results = await anyio.to_thread.run_sync(
-                _read_and_hash, root, batch, not self.dst.features.is_local
-            )
-        else:
-            results = [await self._download(c) for c in batch]
+            ready = await self._read_batch(batch)
+            if not ready:
+                return
+            await self._record_sources(ready)
+            for i, c in enumerate(ready):
+                if self.halted:
+                    self._give_up(ready[i:])
+                    break
+                await self._deliver(c)
+            return
+        group: list[Candidate] = []
+        held = 0
+        for i, c in enumerate(batch):
+            if self.halted or self.stopping:
+                self._give_up(batch[i:])
+                break
+            if not await self._fetch(c):
+                continue
+            await self._record_sources([c])
+            if self.dst.features.batch_writes:
+                group.append(c)
+                held += c.body.in_memory if c.body else 0
+                if held >= BATCH_BYTES:
+                    await self._write_group(group)
+                    group, held = [], 0
+            else:
+                await self._deliver(c)
+        if group:
+            await self._write_group(group)
+
+    def _give_up(self, rest: Sequence[Candidate]) -> None:
+        for c in rest:
+            if c.body is not None:
+                c.body.discard()
+        self.summary.not_attempted += len(rest)
+
+    # ---- fetching ------------------------------------------------------------------
+
+    async def _read_batch(self, batch: list[Candidate]) -> list[Candidate]:
+        """Read and hash a batch of local files in one thread hop; failures are recorded."""
+        root = self.src.folder
+        assert root is not None
+        threshold = self.opts.spool_threshold
+
+        def read_all() -> list[ImgsyncError | None]:
+            out: list[ImgsyncError | None] = []
+            for c in batch:
+                assert c.scan is not None
+                try:
+                    c.body = read_local(root / c.rel, c.scan.size, self.with_md5, threshold)
+                except LocalIOError as exc:
+                    out.append(exc)
+                    continue
+                out.append(None)
+            return out
+
+        results = await anyio.to_thread.run_sync(read_all)
         ready = []
         for c, err in zip(batch, results, strict=True):
             if err is None:
@@ -307,18 +352,38 @@ class CopyRun:
                 self._item_failed(c, err)
         return ready
 
-    async def _download(self, c: Candidate) -> ImgsyncError | None:
+    async def _fetch(self, c: Candidate) -> bool:
+        """Stream one host item (within the per-item deadline); False when it failed."""
         assert c.remote is not None
+        spool = self.dst.folder if self.dst.features.batch_writes else None
         try:
-            chunks = [chunk async for chunk in self.src.open(c.remote)]
+            with anyio.fail_after(self.opts.item_timeout):
+                c.body = await fetch(
+                    self.src,
+                    c.remote,
+                    spool_dir=spool,
+                    spool_threshold=self.opts.spool_threshold,
+                    max_item_bytes=self.opts.max_item_bytes,
+                    with_md5=self.with_md5,
+                    check_image=c.remote.is_image,
+                )
+        except TimeoutError:
+            self._item_failed(c, self._timeout("downloading"))
+            return False
         except ImgsyncError as exc:
             if exc.scope == "remote":
                 self._remote_failed(exc)
-            return exc
-        data = b"".join(chunks)
-        c.data = data
-        c.digest = await anyio.to_thread.run_sync(digest_bytes, data)
-        return None
+            self._item_failed(c, exc)
+            return False
+        if not self.opts.dry_run and not self.dst.features.batch_writes:
+            await self._journal(c, "fetched")
+        return True
+
+    def _timeout(self, doing: str) -> ProviderTimeout:
+        return ProviderTimeout(
+            f"gave up {doing} after the per-item deadline of {self.opts.item_timeout:g} s",
+            remote=self.src.name,
+        )
 
     async def _record_sources(self, ready: list[Candidate]) -> None:
         if self.opts.dry_run:
@@ -347,71 +412,56 @@ class CopyRun:
                 [(c.digest.sha256, c.remote) for c in ready if c.digest and c.remote],
             )
 
-    async def _write_local(self, items: list[Candidate]) -> None:
-        """Write downloaded items into a local folder (staged, flushed, renamed)."""
-        if not items:
-            return
-        files = []
-        for c in items:
-            meta = c.remote.meta if c.remote else ItemMeta()
-            side = self._sidecar(c) if self.opts.sidecars else None
-            files.append(StagedFile(c.rel, mtime=meta.created_at, sidecar=side, approved=True))
-        unit = Unit("", files)
-        await self.dst.write_batch(unit, [c.data or b"" for c in items])
-        done: list[tuple[str, RemoteItem]] = []
-        for c, f in zip(items, files, strict=True):
-            c.data = None
-            assert c.digest is not None
-            if f.error is not None or f.final is None:
-                self._item_failed(c, f.error or LocalIOError("not written", path=c.rel))
-                continue
-            meta = c.remote.meta if c.remote else ItemMeta()
-            item = RemoteItem(
-                remote_id=path_key(f.final), name=f.final, size=c.digest.size, meta=meta
-            )
-            done.append((c.digest.sha256, item))
-            if f.already_there:  # the folder held these bytes under that name already
-                self.summary.present += 1
-                self.progress.tick(done=1)
-                continue
-            self.summary.copied += 1
-            self.summary.bytes += c.digest.size
-            self.progress.tick(done=1, copied=1, nbytes=c.digest.size)
-        await queries.record_locations(self.store, self.dst_key, done)
-        await self.store.release(self.dst_key, [c.digest.sha256 for c in items if c.digest])
+    # ---- delivering ----------------------------------------------------------------
 
-    def _sidecar(self, c: Candidate) -> dict[str, Any]:
-        """The JSON metadata written beside a backed-up image."""
+    async def _deliver(self, c: Candidate) -> None:
+        """Upload one item to a host destination (dedupe, lease, upload, record)."""
+        body = c.body
+        assert body is not None
+        try:
+            if not self.first_missing(body.digest.sha256):
+                return
+            if self.opts.dry_run:
+                self._would_copy(c)
+                return
+            mine, present = await self.store.lease(self.dst_key, [body.digest.sha256])
+            if not mine:
+                self._present([body.digest.sha256] if present else [])
+                if present:
+                    self.relied.append(body.digest.sha256)
+                return
+            try:
+                with anyio.fail_after(self.opts.item_timeout):
+                    await self._upload(c, body)
+            except TimeoutError:
+                await self.store.release(self.dst_key, [body.digest.sha256])
+                self.taken.discard(body.digest.sha256)
+                self._item_failed(c, self._timeout("uploading"))
+        finally:
+            body.discard()
+
+    def _would_copy(self, c: Candidate) -> None:
         assert c.digest is not None
-        item = c.remote
-        return {
-            "source": self.src_key,
-            "remote_id": item.remote_id if item else c.source_id,
-            "name": item.name if item else c.rel,
-            "url": item.url if item else None,
-            "sha256": c.digest.sha256,
-            "md5": c.digest.md5 or md5_hex(c.data or b""),
-            "size": c.digest.size,
-            "metadata": (item.meta if item else ItemMeta()).to_json(),
-        }
+        self.summary.copied += 1
+        self.summary.bytes += c.digest.size
+        if len(self.summary.would_copy) < 1000:
+            self.summary.would_copy.append(display(key_path(c.source_id)))
+        self.progress.tick(done=1, copied=1)
 
-    async def _upload(self, c: Candidate) -> None:
-        d = c.digest
-        assert d is not None and c.data is not None
-        refusal = self._refusal(c.data, c.rel)
+    def _present(self, shas: Sequence[str]) -> None:
+        """Counted as already there (another worker, job or process has it)."""
+        n = max(1, len(shas))
+        self.summary.present += n
+        self.progress.tick(done=n)
+
+    async def _upload(self, c: Candidate, body: Body) -> None:
+        d = body.digest
+        refusal = await anyio.to_thread.run_sync(self._refusal, body, c.rel)
         if refusal is not None:
             await self.store.release(self.dst_key, [d.sha256])
             self._item_failed(c, Rejected(refusal, remote=self.dst.name))
-            c.data = None
             return
-        src = UploadSource(
-            name=c.rel.rsplit("/", 1)[-1],
-            size=d.size,
-            sha256=d.sha256,
-            md5=d.md5 or md5_hex(c.data),
-            mime=guess_mime(c.rel),
-            data=c.data,
-        )
+        src = body.upload_source(c.rel.rsplit("/", 1)[-1], guess_mime(c.rel))
         meta = (
             c.remote.meta
             if c.remote
@@ -423,9 +473,8 @@ class CopyRun:
             item = await self.dst.upload(src, meta, rel_path=c.rel)
         except Duplicate:
             await self._journal(c, "skipped", error="host reports a duplicate upload")
-            self.summary.present += 1
-            self.progress.tick(done=1)
             await self.store.release(self.dst_key, [d.sha256])
+            self._present([d.sha256])
             return
         except ImgsyncError as exc:
             await self.store.release(self.dst_key, [d.sha256])
@@ -434,30 +483,132 @@ class CopyRun:
                 self._remote_failed(exc)
             self._item_failed(c, exc)
             return
-        finally:
-            c.data = None
+        # the upload is committed to state before the item counts as done
         await queries.record_locations(self.store, self.dst_key, [(d.sha256, item)])
+        await queries.record_owners(self.store, self.dst_key, self.src_key, [d.sha256], wrote=True)
         # "verified" when the host reported a checksum the provider compared (Chevereto's
-        # md5); otherwise the upload was accepted but cannot be checked
-        stage = "verified" if self.dst.features.checksums else "uploaded"
+        # md5) of the bytes it stores; a host that re-encodes uploads stores other bytes
+        features = self.dst.features
+        stage = "verified" if features.checksums and not features.reencodes_uploads else "uploaded"
         await self._journal(c, stage, attempt=True)
+        await self.store.flush()
         await self.store.release(self.dst_key, [d.sha256])
         self.summary.copied += 1
         self.summary.bytes += d.size
         self.progress.tick(done=1, copied=1, nbytes=d.size)
 
-    def _refusal(self, data: bytes, rel: str) -> str | None:
+    def _refusal(self, body: Body, rel: str) -> str | None:
         """Why the destination would refuse these bytes, checked before sending them."""
+        size = body.digest.size
         limit = self.dst.features.max_upload_bytes
-        if limit is not None and len(data) > limit:
-            return f"{len(data)} bytes is over the host's upload limit of {limit} bytes"
-        if sniff_image(data) is None:
+        if limit is not None and size > limit:
+            return f"{size} bytes is over the host's upload limit of {limit} bytes"
+        try:
+            head = body.head()
+        except OSError as exc:
+            return f"cannot read: {exc.strerror}"
+        if sniff_image(head) is None:
             return "not an image (the content is not a known image format)"
         allowed = self.dst.features.accepted_extensions
         ext = rel.rsplit(".", 1)[-1].lower() if "." in rel else ""
         if allowed is not None and ext not in allowed and f".{ext}" not in allowed:
             return f"the host does not accept .{ext} files"
         return None
+
+    async def _write_group(self, items: list[Candidate]) -> None:
+        """Write fetched host items into a folder destination (staged, flushed, renamed)."""
+        todo = []
+        for c in items:
+            assert c.body is not None
+            if self.first_missing(c.body.digest.sha256):
+                todo.append(c)
+            else:
+                c.body.discard()
+        if self.opts.dry_run:
+            for c in todo:
+                self._would_copy(c)
+                assert c.body is not None
+                c.body.discard()
+            return
+        if not todo:
+            return
+        mine, present = await self.store.lease(
+            self.dst_key, [c.digest.sha256 for c in todo if c.digest]
+        )
+        if present:
+            self._present(sorted(present))
+            self.relied.extend(present)
+        ours = [c for c in todo if c.digest and c.digest.sha256 in mine]
+        for c in todo:
+            if c not in ours and c.body is not None:
+                c.body.discard()
+        if not ours:
+            return
+        try:
+            await self._write_local(ours)
+        finally:
+            for c in ours:
+                if c.body is not None:
+                    c.body.discard()
+            await self.store.release(self.dst_key, [c.digest.sha256 for c in ours if c.digest])
+
+    async def _write_local(self, items: list[Candidate]) -> None:
+        files = []
+        for c in items:
+            meta = c.remote.meta if c.remote else ItemMeta()
+            side = self._sidecar(c) if self.opts.sidecars else None
+            files.append(StagedFile(c.rel, mtime=meta.created_at, sidecar=side, approved=True))
+        unit = Unit("", files)
+        bodies: list[bytes | Path] = []
+        for c in items:
+            assert c.body is not None
+            if c.body.path is not None and c.body.owned:
+                bodies.append(c.body.path)
+                c.body.owned = False  # moved into staging by the write
+            else:
+                bodies.append(c.body.data or b"")
+        await self.dst.write_batch(unit, bodies)
+        done: list[tuple[str, RemoteItem]] = []
+        counts: list[tuple[Candidate, StagedFile]] = []
+        for c, f in zip(items, files, strict=True):
+            assert c.digest is not None
+            if f.error is not None or f.final is None:
+                self._item_failed(c, f.error or LocalIOError("not written", path=c.rel))
+                continue
+            meta = c.remote.meta if c.remote else ItemMeta()
+            item = RemoteItem(
+                remote_id=path_key(f.final), name=f.final, size=c.digest.size, meta=meta
+            )
+            done.append((c.digest.sha256, item))
+            counts.append((c, f))
+        await queries.record_locations(self.store, self.dst_key, done)
+        await queries.record_owners(
+            self.store, self.dst_key, self.src_key, [s for s, _ in done], wrote=True
+        )
+        await self.store.flush()  # written and recorded before they count as done
+        for c, f in counts:
+            assert c.digest is not None
+            if f.already_there:  # the folder held these bytes under that name already
+                self._present([c.digest.sha256])
+                continue
+            self.summary.copied += 1
+            self.summary.bytes += c.digest.size
+            self.progress.tick(done=1, copied=1, nbytes=c.digest.size)
+
+    def _sidecar(self, c: Candidate) -> dict[str, Any]:
+        """The JSON metadata written beside a backed-up image."""
+        assert c.digest is not None
+        item = c.remote
+        return {
+            "source": self.src.name,
+            "remote_id": item.remote_id if item else c.source_id,
+            "name": item.name if item else c.rel,
+            "url": item.url if item else None,
+            "sha256": c.digest.sha256,
+            "md5": c.digest.md5,
+            "size": c.digest.size,
+            "metadata": (item.meta if item else ItemMeta()).to_json(),
+        }
 
     # ---- used by the folder-to-folder path (pipeline/folders.py) -----------------
 
@@ -467,6 +618,8 @@ class CopyRun:
         if sha256 in self.dest_shas or sha256 in self.taken:
             self.summary.present += 1
             self.progress.tick(done=1)
+            if sha256 in self.dest_shas:
+                self.relied.append(sha256)
             return False
         self.taken.add(sha256)
         return True
@@ -475,18 +628,18 @@ class CopyRun:
         """Record a per-file failure of a local source file."""
         c = Candidate(path_key(rel), rel)
         if sha256 is not None:
-            c.digest = Digest(sha256, None, 0)
+            c.body = Body(Digest(sha256, None, 0))
         self._item_failed(c, err)
 
-    async def record_hashed(self, files: Sequence[Any]) -> None:
+    async def record_hashed(self, files: Iterable[StagedFile]) -> None:
         """Objects and ``local_files`` rows for source files just hashed."""
         root = self.src.folder
         assert root is not None
         rows, local_rows = [], []
         for f in files:
-            d = f.digest
+            d, scan = f.digest, f.scan
+            assert d is not None and scan is not None
             rows.append((d.sha256, d.size, d.md5, guess_mime(f.rel)))
-            scan = f.scan
             local_rows.append(
                 (path_key(f.rel), KnownFile(scan.size, scan.mtime_ns, scan.inode, d.sha256, d.md5))
             )
@@ -495,7 +648,7 @@ class CopyRun:
 
     async def record_written(self, done: Sequence[tuple[str, str, int, bool]]) -> None:
         """Locations for (sha256, final rel, size, already there) just committed at a local
-        destination."""
+        destination; committed to state before they count as done."""
         await queries.record_locations(
             self.store,
             self.dst_key,
@@ -504,6 +657,11 @@ class CopyRun:
                 for sha, rel, size, _already in done
             ],
         )
+        await queries.record_owners(
+            self.store, self.dst_key, self.src_key, [d[0] for d in done if not d[3]], wrote=True
+        )
+        self.relied.extend(d[0] for d in done if d[3])
+        await self.store.flush()
         for _sha, _rel, size, already in done:
             if already:
                 self.summary.present += 1
@@ -512,6 +670,14 @@ class CopyRun:
             self.summary.copied += 1
             self.summary.bytes += size
             self.progress.tick(done=1, copied=1, nbytes=size)
+
+    async def _record_relied(self) -> None:
+        """This source relies on bytes it found already at the destination."""
+        if self.relied and not self.opts.dry_run:
+            await queries.record_owners(
+                self.store, self.dst_key, self.src_key, set(self.relied), wrote=False
+            )
+            self.relied.clear()
 
     async def _journal_batch(self, stage: str, items: list[tuple[str, str | None]]) -> None:
         await queries.journal_many(
@@ -551,37 +717,16 @@ class CopyRun:
 
             where = "listing the source" if listing else "destination"
             self.summary.remote_failure = redact(f"{where}: {exc}")
+        if not listing:  # items already listed are still worth fetching after a listing failure
+            self.halted = True
 
     async def finish(self) -> None:
         """Write the failures of this run to the journal and flush state."""
         for c, msg in self.failed_items:
             await self._journal(c, "failed", error=msg, attempt=True)
         self.failed_items.clear()
+        await self._record_relied()
         await self.store.flush()
 
 
-# ---- thread-side helpers (run in worker threads, one call per batch) -------------------
-
-
-def _read_and_hash(
-    root: Path, batch: Sequence[Candidate], with_md5: bool
-) -> list[ImgsyncError | None]:
-    out: list[ImgsyncError | None] = []
-    for c in batch:
-        path = root / c.rel
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            out.append(LocalIOError("file vanished before it could be read", path=str(path)))
-            continue
-        except OSError as exc:
-            out.append(LocalIOError(f"cannot read: {exc.strerror}", path=str(path)))
-            continue
-        c.data = data
-        c.digest = digest_bytes(data, with_md5)
-        out.append(None)
-    return out
-
-
-__all__ = ["CopyOptions", "CopyRun", "Summary", "is_image_name", "safe_name"]
+__all__ = ["TMP_PREFIX", "CopyOptions", "CopyRun", "Summary", "is_image_name", "safe_name"]

@@ -7,21 +7,44 @@ staged files are committed (one flush, then renames) every ``COMMIT_FILES`` and 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from imgsync.localfs import ScanEntry, Unit, make_units, path_key
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from anyio.streams.memory import MemoryObjectReceiveStream
 
-    from imgsync.pipeline.copy import CopyRun
+    from imgsync.errors import ImgsyncError
+    from imgsync.localfs import StagedFile
+    from imgsync.pipeline.summary import CopyOptions
+    from imgsync.providers.base import Provider
+
+
+class FolderRun(Protocol):
+    """What the folder path needs of the run it works for (the copy engine's run)."""
+
+    src: Provider
+    dst: Provider
+    opts: CopyOptions
+    replaceable: dict[str, str]
+
+    def first_missing(self, sha256: str) -> bool: ...
+
+    def file_failed(self, rel: str, err: ImgsyncError, sha256: str | None) -> None: ...
+
+    async def record_hashed(self, files: Iterable[StagedFile]) -> None: ...
+
+    async def record_written(self, done: Sequence[tuple[str, str, int, bool]]) -> None: ...
+
 
 # ---- the async driver ---------------------------------------------------------------
 
 COMMIT_FILES = 4096  # staged files per commit (bounds what a crash leaves in staging)
 
 
-async def copy_folders(run: CopyRun, entries: list[ScanEntry]) -> None:
+async def copy_folders(run: FolderRun, entries: list[ScanEntry]) -> None:
     """Copy the scanned source files ``entries`` into a local folder.
 
     Workers stage one source folder each (at most one per CPU: more threads only queue on

@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgsync.localfs import ScanEntry, ScanProblem, missing, path_key, scan_tree
-from imgsync.state import queries
 from imgsync.state.queries import KnownFile
+from imgsync.state.reader import StateReader
 
 
 @dataclass
@@ -81,7 +80,7 @@ def fingerprint(
 
 
 def plan_local(
-    conn: sqlite3.Connection | None,
+    db: StateReader | None,
     root: Path,
     dest_key: str,
     include: tuple[str, ...] = (),
@@ -99,22 +98,23 @@ def plan_local(
     plan.fingerprint = fingerprint(entries, include, exclude)
     plan.dest_root = dest_root
     plan.folders = {e.rel.rpartition("/")[0] for e in entries}
-    if conn is None:
+    if db is None:
         plan.to_hash = entries
         return plan
     root_key = str(root)
-    mark, count, latest, saved_state = queries.scan_mark(conn, root_key, dest_key)
+    mark, count, latest, saved_state = db.scan_mark(root_key, dest_key)
     if (
         mark == plan.fingerprint
-        and (count, latest) == queries.dest_generation(conn, dest_key)
+        and (count, latest) == db.dest_generation(dest_key)
         and (dest_root is None or _folders_unchanged(dest_root, saved_state))
     ):
         plan.present = len(entries)  # same files, same destination: nothing to do
         return plan
     if dest_root is not None:
-        gone = missing(dest_root, queries.items_at(conn, dest_key))
-        queries.forget_locations_sync(conn, dest_key, gone)
-    known = queries.local_files(conn, root_key, dest_key)
+        gone = missing(dest_root, db.items_at(dest_key))
+        if gone:
+            db.forget_locations(dest_key, gone)
+    known = db.local_files(root_key, dest_key)
     seen: set[str] = set()
     for e in entries:
         key = path_key(e.rel)
@@ -129,6 +129,6 @@ def plan_local(
     if not include and not exclude and len(seen) != len(known):
         plan.vanished = [rel for rel in known if rel not in seen]
     if not plan.empty:
-        plan.dest_items = queries.items_at(conn, dest_key)
+        plan.dest_items = db.items_at(dest_key)
         plan.dest_shas = set(plan.dest_items.values())
     return plan

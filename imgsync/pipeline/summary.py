@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from imgsync.errors import EXIT_ITEM_FAILURES, EXIT_OK, EXIT_REMOTE_FAILURE
 from imgsync.pipeline.progress import human_bytes
+
+
+class StopSignal(Protocol):
+    """Anything with ``is_set()`` (``asyncio.Event``, ``anyio.Event``): set, it makes a
+    run's sources stop handing out new items."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -20,6 +27,9 @@ class CopyOptions:
     sidecars: bool = False  # backup: a JSON metadata file beside each image
     include_non_images: bool = False
     max_delete: int = 100  # sync: refuse to delete more than this in one run
+    max_item_bytes: int = 2 * 1024**3  # one item larger than this fails (above host limits)
+    item_timeout: float = 3600.0  # overall deadline for one item's download and upload
+    spool_threshold: int = 8 * 1024 * 1024  # bytes kept in memory before spooling to disk
 
 
 @dataclass

@@ -89,6 +89,86 @@ def cursor_of(conn: sqlite3.Connection, remote: str, scope: str) -> tuple[str | 
     return (row[0], bool(row[1])) if row else (None, False)
 
 
+def delete_candidates(
+    conn: sqlite3.Connection, source: str, dest: str, src_root: str
+) -> tuple[list[tuple[str, str, str | None]], set[str], set[str]]:
+    """Locations at ``dest`` whose bytes ``source`` wrote there and no other source relies
+    on, plus the folder ``src_root``'s current (rel keys, checksums)."""
+    rows = conn.execute(
+        "SELECT l.remote_id, l.sha256, l.delete_url FROM locations l "
+        "JOIN owners o ON o.dest = l.remote AND o.sha256 = l.sha256 "
+        "AND o.source = ? AND o.wrote = 1 "
+        "WHERE l.remote = ? AND NOT EXISTS (SELECT 1 FROM owners x WHERE x.dest = l.remote "
+        "AND x.sha256 = l.sha256 AND x.source != ?)",
+        (source, dest, source),
+    ).fetchall()
+    rels, shas = set(), set()
+    for rel, sha in conn.execute("SELECT rel, sha256 FROM local_files WHERE root = ?", (src_root,)):
+        rels.add(rel)
+        shas.add(sha)
+    return [(r[0], r[1], r[2]) for r in rows], rels, shas
+
+
+def url_map(conn: sqlite3.Connection, source: str, dest: str) -> list[tuple[str, str, str]]:
+    """(old_url, new_url, sha256) for every source item already at ``dest``.
+
+    Both the image file's URL and the host's page for it (Gyazo's permalink) are mapped:
+    a file URL to the new file URL, a page to the new page (or the new file when the
+    destination has no pages).
+    """
+    rows = conn.execute(
+        "SELECT s.url, s.page_url, MIN(d.url), MIN(d.page_url), s.sha256 FROM locations s "
+        "JOIN locations d ON d.sha256 = s.sha256 AND d.remote = ? "
+        "WHERE s.remote = ? AND d.url IS NOT NULL GROUP BY s.remote_id",
+        (dest, source),
+    ).fetchall()
+    out: dict[str, tuple[str, str, str]] = {}
+    for old_file, old_page, new_file, new_page, sha in rows:
+        if old_file:
+            out.setdefault(old_file, (old_file, new_file, sha))
+        if old_page:
+            out.setdefault(old_page, (old_page, new_page or new_file, sha))
+    return [out[k] for k in sorted(out)]
+
+
+_KEYED = (
+    ("locations", "remote"),
+    ("claims", "dest"),
+    ("journal", "source"),
+    ("journal", "dest"),
+    ("cursors", "remote"),
+    ("scan_marks", "dest"),
+    ("owners", "dest"),
+    ("owners", "source"),
+)
+
+
+def adopt_key(conn: sqlite3.Connection, old: str, new: str) -> bool:
+    """Rename the key ``old`` to ``new`` everywhere, if ``new`` is unused (one transaction)."""
+    if old == new:
+        return False
+    if conn.execute("SELECT 1 FROM locations WHERE remote = ? LIMIT 1", (new,)).fetchone():
+        return False
+    if not conn.execute(
+        "SELECT 1 FROM locations WHERE remote = ? UNION ALL "
+        "SELECT 1 FROM cursors WHERE remote = ? UNION ALL "
+        "SELECT 1 FROM journal WHERE source = ? OR dest = ? LIMIT 1",
+        (old, old, old, old),
+    ).fetchone():
+        return False
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column in _KEYED:
+            conn.execute(
+                f"UPDATE OR IGNORE {table} SET {column} = ? WHERE {column} = ?", (new, old)
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
+
+
 def host_pauses(conn: sqlite3.Connection, now: float | None = None) -> dict[str, tuple[float, str]]:
     """Pauses still in force: authority -> (until, reason)."""
     now = time.time() if now is None else now
@@ -233,6 +313,35 @@ async def record_locations(
             )
             for sha, item in rows
         ],
+    )
+
+
+_UPSERT_OWNER = (
+    "INSERT INTO owners (dest, sha256, source, wrote) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (dest, sha256, source) DO UPDATE SET wrote = MAX(owners.wrote, excluded.wrote)"
+)
+
+
+async def record_owners(
+    store: StateStore, dest: str, source: str, shas: Iterable[str], *, wrote: bool
+) -> None:
+    """``source`` wrote (or relies on) these checksums at ``dest``."""
+    await store.write_many(_UPSERT_OWNER, [(dest, sha, source, int(wrote)) for sha in shas])
+
+
+async def forget_owners(store: StateStore, dest: str, source: str, shas: Iterable[str]) -> None:
+    await store.write_many(
+        "DELETE FROM owners WHERE dest = ? AND sha256 = ? AND source = ?",
+        [(dest, sha, source) for sha in shas],
+    )
+
+
+async def forget_stale_reliance(store: StateStore, dest: str, source: str, root: str) -> None:
+    """After a clean sync: the folder ``root`` no longer relies on bytes it dropped."""
+    await store.write(
+        "DELETE FROM owners WHERE dest = ? AND source = ? AND wrote = 0 AND sha256 NOT IN "
+        "(SELECT sha256 FROM local_files WHERE root = ?)",
+        (dest, source, root),
     )
 
 

@@ -12,6 +12,9 @@ What the tables guarantee (DESIGN.md "State"):
 * ``cursors``: saved listing cursors; ``host_pauses``: host-wide pauses that survive a restart;
   ``host_usage``: the requests recent runs made to each host, so the next process's limiter
   counts them (two runs in a row do not each spend a whole daily budget).
+* ``owners``: (destination, checksum, source job) for every source that put bytes at a
+  destination (``wrote`` = 1) or found them there and relies on them (``wrote`` = 0):
+  ``sync`` deletes only what its own source wrote and no other source relies on.
 * ``scan_marks``: the fingerprint of a folder scan (every path, size, mtime, inode) after a
   run that left nothing to do for a destination, with that destination's location count and
   latest update: a re-run whose scan and destination both match has nothing to do.
@@ -125,31 +128,59 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE scan_marks ADD COLUMN dest_state TEXT NOT NULL DEFAULT '';
     """,
+    # version 5: who relies on what at a destination (sync deletes only its own writes).
+    # Earlier uploads recorded in the journal, and folder copies (a destination location
+    # whose bytes a scanned folder holds), count as written by that source.
+    """
+    CREATE TABLE owners (
+        dest    TEXT NOT NULL,
+        sha256  TEXT NOT NULL,
+        source  TEXT NOT NULL,
+        wrote   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (dest, sha256, source)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO owners (dest, sha256, source, wrote)
+        SELECT DISTINCT dest, sha256, source, 1 FROM journal
+        WHERE stage IN ('uploaded', 'verified') AND sha256 IS NOT NULL;
+    INSERT OR IGNORE INTO owners (dest, sha256, source, wrote)
+        SELECT DISTINCT l.remote, l.sha256, 'local:' || lf.root, 1 FROM locations l
+        JOIN local_files lf ON lf.sha256 = l.sha256 WHERE l.remote LIKE 'local:%';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring ``conn`` up to :data:`SCHEMA_VERSION`, one transaction per migration.
-
-    Raises ``sqlite3.DatabaseError`` on a corrupt file and ``RuntimeError`` when the file
-    was written by a newer imgsync.
-    """
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+def _check_version(version: int) -> None:
     if version > SCHEMA_VERSION:
         raise RuntimeError(
             f"state database has schema version {version}; this imgsync knows up to "
             f"{SCHEMA_VERSION} (upgrade imgsync)"
         )
-    for number in range(version, SCHEMA_VERSION):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring ``conn`` up to :data:`SCHEMA_VERSION` in one exclusive transaction.
+
+    The version is read *inside* the write lock, so two processes opening a fresh file at
+    once cannot both migrate from the version they saw before the other committed. An
+    up-to-date file costs one unlocked read. Raises ``sqlite3.DatabaseError`` on a corrupt
+    file and ``RuntimeError`` when the file was written by a newer imgsync.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    _check_version(version)
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        _check_version(version)
+        for number in range(version, SCHEMA_VERSION):
             for stmt in MIGRATIONS[number].split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
-            conn.execute(f"PRAGMA user_version = {number + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

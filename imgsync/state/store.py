@@ -107,16 +107,26 @@ class StateStore:
         await fut
 
     async def claim(self, dest: str, shas: Sequence[str]) -> set[str]:
-        """Claim each checksum for ``dest``; returns those this process now holds.
+        """Claim each checksum for ``dest``; returns those this process now holds (see
+        :meth:`lease`, which also says which are already recorded there)."""
+        mine, _present = await self.lease(dest, shas)
+        return mine
 
-        A claim held by a live owner is respected; a dead owner's (same host) or one
-        older than the TTL is taken over. Atomic across processes (one transaction).
+    async def lease(self, dest: str, shas: Sequence[str]) -> tuple[set[str], set[str]]:
+        """Lease each checksum for ``dest`` before uploading it: (leased to this process,
+        already recorded at ``dest``).
+
+        A lease held by a live owner is respected; a dead owner's (same host) or one
+        older than the TTL is taken over. Within the same transaction each lease is
+        re-checked against the recorded locations, so bytes another process uploaded
+        (and recorded) since this run looked are never leased again. Atomic across
+        processes (one transaction).
         """
         if not shas:
-            return set()
+            return set(), set()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._put(_Op("", [], claim=(dest, list(shas), self.owner), future=fut))
-        result: set[str] = await fut
+        result: tuple[set[str], set[str]] = await fut
         return result
 
     async def release(self, dest: str, shas: Iterable[str]) -> None:
@@ -194,7 +204,7 @@ class StateStore:
     @staticmethod
     async def _claim(
         conn: aiosqlite.Connection, dest: str, shas: list[str], owner: str
-    ) -> set[str]:
+    ) -> tuple[set[str], set[str]]:
         now = time.time()
         await conn.executemany(
             "INSERT OR IGNORE INTO claims (sha256, dest, owner, claimed_at) VALUES (?, ?, ?, ?)",
@@ -222,4 +232,19 @@ class StateStore:
                     [(owner, now, s, dest) for s in stale],
                 )
                 got.update(stale)
-        return got
+        present: set[str] = set()
+        held = sorted(got)
+        for start in range(0, len(held), 500):
+            chunk = held[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            async with conn.execute(
+                f"SELECT DISTINCT sha256 FROM locations WHERE remote = ? AND sha256 IN ({marks})",
+                [dest, *chunk],
+            ) as cur:
+                present.update(r[0] for r in await cur.fetchall())
+        if present:
+            await conn.executemany(
+                "DELETE FROM claims WHERE sha256 = ? AND dest = ? AND owner = ?",
+                [(s, dest, owner) for s in present],
+            )
+        return got - present, present

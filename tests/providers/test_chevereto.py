@@ -389,7 +389,7 @@ async def test_cli_copy_twice_uploads_each_image_once(
     assert second.returncode == 0 and json.loads(second.stdout)["copied"] == 0
     assert stats["uploads"] == 5 == stats["distinct_checksums"]
     db = sqlite3.connect(tmp_path / "state" / "state.db")
-    rows = db.execute("SELECT delete_url FROM locations WHERE remote = 'chv'").fetchall()
+    rows = db.execute("SELECT delete_url FROM locations WHERE remote LIKE 'chevereto:%'").fetchall()
     db.close()
     assert len(rows) == 5 and all(r[0] and "/delete/" in r[0] for r in rows)
     for out in (first.stdout, first.stderr, second.stdout, second.stderr):

@@ -1,0 +1,201 @@
+"""Moving one item's bytes: source -> hash -> destination, through a bounded buffer.
+
+* A download is hashed as it streams. Up to ``spool_threshold`` bytes stay in memory;
+  past that, everything goes to a temporary file (named like imgsync's other temp files,
+  so a crash leaves nothing a later run does not sweep), and uploads stream from disk.
+* ``max_item_bytes`` caps one item: a longer body is abandoned as soon as it passes the cap.
+* The first bytes are checked to be an image before anything is kept: a host answering
+  an image URL with an HTML or JSON page (an error page with status 200) fails the item
+  (retryable, nothing recorded, nothing written), so the next run fetches it again.
+* A local file is read and hashed in a worker thread; a large one is hashed in chunks and
+  uploaded straight from where it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio.to_thread
+
+from imgsync.errors import LocalIOError, Rejected, TransientError
+from imgsync.hashing import CHUNK, Digest, digest_bytes
+from imgsync.localfs import TMP_PREFIX
+from imgsync.models import RemoteItem, UploadSource, sniff_image
+from imgsync.providers.base import Provider
+
+SPOOL_THRESHOLD = 8 * 1024 * 1024
+MAX_ITEM_BYTES = 2 * 1024**3  # above every host's own upload limit
+_SNIFF = 512
+
+
+@dataclass(slots=True)
+class Body:
+    """One item's bytes: in memory, or in a file (a spool file this run owns, or the
+    source file itself)."""
+
+    digest: Digest
+    data: bytes | None = None
+    path: Path | None = None
+    owned: bool = False  # a spool file: moved into place or deleted by :meth:`discard`
+
+    @property
+    def in_memory(self) -> int:
+        return len(self.data) if self.data is not None else 0
+
+    def upload_source(self, name: str, mime: str) -> UploadSource:
+        return UploadSource(
+            name=name,
+            size=self.digest.size,
+            sha256=self.digest.sha256,
+            md5=self.digest.md5,
+            mime=mime,
+            path=self.path,
+            data=self.data,
+        )
+
+    def head(self) -> bytes:
+        """The first bytes (enough to tell an image format)."""
+        if self.data is not None:
+            return self.data[:_SNIFF]
+        assert self.path is not None
+        with open(self.path, "rb") as fh:
+            return fh.read(_SNIFF)
+
+    def discard(self) -> None:
+        """Drop the bytes; a spool file not moved into place is deleted."""
+        self.data = None
+        if self.owned and self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        self.path = None
+
+
+def _not_an_image(head: bytes, remote: str) -> TransientError:
+    shown = head[:40].decode("ascii", "replace")
+    shown = "".join(ch if ch.isprintable() else "." for ch in shown)
+    return TransientError(
+        f"the host sent something that is not an image (it starts {shown!r}); "
+        "nothing was kept, the next run fetches it again",
+        remote=remote,
+    )
+
+
+def _absorb(fh: BinaryIO, chunk: bytes, sha: Any, md5: Any) -> None:
+    sha.update(chunk)
+    if md5 is not None:
+        md5.update(chunk)
+    fh.write(chunk)
+
+
+async def fetch(
+    src: Provider,
+    item: RemoteItem,
+    *,
+    spool_dir: Path | None,
+    spool_threshold: int = SPOOL_THRESHOLD,
+    max_item_bytes: int = MAX_ITEM_BYTES,
+    with_md5: bool = True,
+    check_image: bool = True,
+) -> Body:
+    """Stream ``item`` from ``src``: hashed, checked, in memory or spooled to a file.
+
+    Raises what ``src.open`` raises, ``TransientError`` for bytes that are not an image,
+    ``Rejected`` past ``max_item_bytes``, ``LocalIOError`` when the spool cannot be written.
+    """
+    sha = hashlib.sha256()
+    md5 = hashlib.md5() if with_md5 else None
+    buf = bytearray()
+    size = 0
+    checked = not check_image
+    fh: BinaryIO | None = None
+    path: Path | None = None
+    try:
+        async for chunk in src.open(item):
+            size += len(chunk)
+            if size > max_item_bytes:
+                raise Rejected(
+                    f"larger than the per-item size cap of {max_item_bytes} bytes",
+                    remote=src.name,
+                )
+            if fh is not None:
+                await anyio.to_thread.run_sync(_absorb, fh, chunk, sha, md5)
+                continue
+            sha.update(chunk)
+            if md5 is not None:
+                md5.update(chunk)
+            buf += chunk
+            if not checked and len(buf) >= _SNIFF:
+                if sniff_image(bytes(buf[:_SNIFF])) is None:
+                    raise _not_an_image(bytes(buf), src.name)
+                checked = True
+            if len(buf) > spool_threshold:
+                spool, path = await anyio.to_thread.run_sync(_open_spool, spool_dir)
+                fh = spool
+                await anyio.to_thread.run_sync(spool.write, bytes(buf))
+                buf = bytearray()
+        if not checked and sniff_image(bytes(buf)) is None:
+            raise _not_an_image(bytes(buf), src.name)
+        if fh is not None:
+            await anyio.to_thread.run_sync(fh.close)
+            fh = None
+    except BaseException:
+        if fh is not None:
+            fh.close()
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+    digest = Digest(sha.hexdigest(), md5.hexdigest() if md5 is not None else None, size)
+    if path is not None:
+        return Body(digest, path=path, owned=True)
+    return Body(digest, data=bytes(buf))
+
+
+def _open_spool(spool_dir: Path | None) -> tuple[BinaryIO, Path]:
+    """A new spool file (beside the destination when it is a folder, so it can be
+    renamed into place; else in the system's temp folder)."""
+    folder = str(spool_dir) if spool_dir is not None else None
+    try:
+        if folder is not None:
+            os.makedirs(folder, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-spool-", dir=folder)
+    except OSError as exc:
+        raise LocalIOError(
+            f"cannot write a spool file in {folder or tempfile.gettempdir()}: {exc.strerror}",
+            path=folder or "",
+        ) from None
+    return os.fdopen(fd, "wb"), Path(name)
+
+
+def read_local(path: Path, size_hint: int, with_md5: bool, spool_threshold: int) -> Body:
+    """Read and hash a local file (in a worker thread). A file above ``spool_threshold`` is
+    hashed in chunks and left where it is (uploads stream it from there).
+
+    Raises ``LocalIOError`` for a vanished or unreadable file.
+    """
+    try:
+        if size_hint <= spool_threshold:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            return Body(digest_bytes(data, with_md5), data=data)
+        sha = hashlib.sha256()
+        md5 = hashlib.md5() if with_md5 else None
+        size = 0
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                size += len(chunk)
+                sha.update(chunk)
+                if md5 is not None:
+                    md5.update(chunk)
+    except FileNotFoundError:
+        raise LocalIOError("file vanished before it could be read", path=str(path)) from None
+    except OSError as exc:
+        raise LocalIOError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    digest = Digest(sha.hexdigest(), md5.hexdigest() if md5 is not None else None, size)
+    return Body(digest, path=path, owned=False)

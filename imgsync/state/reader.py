@@ -1,0 +1,128 @@
+"""The synchronous side of the state door: the planner, ``status``, the URL map, sync's
+delete plan and the process-wide limiter's saved pauses.
+
+No event loop and no aiosqlite here, so a no-op re-run stays cheap. Every method turns an
+SQLite failure (a corrupt page met at any point, a lock held too long) into ``StateError``
+(exit 75, with the "move it aside" advice for a corrupt file). The few writes here run
+before the async writer exists (or from another thread, each its own short transaction).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from imgsync.state import queries
+from imgsync.state.db import describe_error, open_sync
+from imgsync.state.queries import KnownFile
+
+T = TypeVar("T")
+
+
+class StateReader:
+    """A short-lived synchronous handle (``with open_reader(path) as db: ...``)."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _q(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(self._conn, *args)
+        except sqlite3.Error as exc:
+            raise describe_error(self.path, exc) from None
+
+    # ---- planning a folder source --------------------------------------------------
+
+    def local_files(self, root: str, dest: str) -> dict[str, tuple[Any, ...]]:
+        """rel key -> (rel, size, mtime_ns, inode, sha256, md5, present at ``dest``)."""
+        return self._q(queries.local_files, root, dest)
+
+    def scan_mark(self, root: str, dest: str) -> tuple[str, int, float | None, str]:
+        return self._q(queries.scan_mark, root, dest)
+
+    def dest_generation(self, dest: str) -> tuple[int, float | None]:
+        return self._q(queries.dest_generation, dest)
+
+    def save_scan_mark(self, root: str, dest: str, fingerprint: str, dest_state: str) -> None:
+        """Remember a complete no-op run (only a speed-up: failures are ignored)."""
+        try:
+            queries.save_scan_mark_sync(self._conn, root, dest, fingerprint, dest_state)
+        except sqlite3.Error:
+            return
+
+    def forget_locations(self, remote: str, remote_ids: list[str]) -> None:
+        self._q(queries.forget_locations_sync, remote, remote_ids)
+
+    # ---- what a destination holds --------------------------------------------------
+
+    def items_at(self, remote: str) -> dict[str, str]:
+        """remote id -> sha256 of every recorded item of ``remote``."""
+        return self._q(queries.items_at, remote)
+
+    def shas_at(self, remote: str) -> set[str]:
+        return self._q(queries.shas_at, remote)
+
+    def cursor_of(self, remote: str, scope: str) -> tuple[str | None, bool]:
+        return self._q(queries.cursor_of, remote, scope)
+
+    def delete_candidates(
+        self, source: str, dest: str, src_root: str
+    ) -> tuple[list[tuple[str, str, str | None]], set[str], set[str]]:
+        """What ``source`` wrote at ``dest`` that no other source relies on:
+        ((remote id, sha256, delete url)...), and the folder's current (rel keys, shas)."""
+        return self._q(queries.delete_candidates, source, dest, src_root)
+
+    def url_map(self, source: str, dest: str) -> list[tuple[str, str, str]]:
+        """(old url, new url, sha256) for every item of ``source`` that ``dest`` holds."""
+        return self._q(queries.url_map, source, dest)
+
+    def adopt_key(self, old: str, new: str) -> bool:
+        """Move what state knows under the key ``old`` (a remote's name, before
+        destinations were keyed by what they are) to ``new``, when ``new`` has nothing
+        yet. Returns True when something moved."""
+        return self._q(queries.adopt_key, old, new)
+
+    # ---- status and hosts ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return self._q(queries.status)
+
+    def host_pauses(self) -> dict[str, tuple[float, str]]:
+        return self._q(queries.host_pauses)
+
+    def host_usage(self) -> dict[str, list[float]]:
+        return self._q(queries.host_usage)
+
+    def save_pause(self, authority: str, until: float, reason: str) -> None:
+        self._q(queries.save_pause_sync, authority, until, reason)
+
+    def save_usage(self, usage: dict[str, list[float]]) -> None:
+        self._q(queries.save_host_usage, usage)
+
+
+def open_reader(path: Path, *, create: bool = True) -> StateReader | None:
+    """A migrated reader, or None when ``create`` is False and there is no file.
+    Raises ``StateError``."""
+    conn = open_sync(path, create=create)
+    return None if conn is None else StateReader(path, conn)
+
+
+def must_open(path: Path) -> StateReader:
+    reader = open_reader(path)
+    assert reader is not None
+    return reader
+
+
+__all__ = ["KnownFile", "StateReader", "must_open", "open_reader"]
