@@ -28,7 +28,6 @@ from imgsync.errors import (
 
 EXIT_NOINPUT = 66
 EXIT_SOFTWARE = 70
-FAKEHOST_KINDS = ("gyazo", "guizhan", "chevereto", "discordimages")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -189,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("remotes", help="configured remotes and their features")
     r.add_argument("--json", action="store_true")
+    r.add_argument(
+        "--types",
+        action="store_true",
+        help="every remote type imgsync knows, with its options (not the configured remotes)",
+    )
 
     cf = sub.add_parser("config", help="config helpers")
     cf_sub = cf.add_subparsers(
@@ -205,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     f = sub.add_parser("fakehost", help="run a host emulator on 127.0.0.1")
-    f.add_argument("kind", choices=FAKEHOST_KINDS)
+    f.add_argument("kind", metavar="KIND", help="the emulator: the remote type it emulates")
     f.add_argument("--port", type=int, default=8080)
     f.add_argument("--token", default="test-token", help="the credential it accepts")
     f.add_argument("--seed", type=int, default=0, help="start with N images")
@@ -295,7 +299,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if verb == "status":
         return _status(cfg, args.json)
     if verb == "remotes":
-        return _remotes(cfg, args.json)
+        return _types(args.json) if args.types else _remotes(cfg, args.json)
     if verb == "rewrite":
         return _rewrite(cfg, args)
     if verb == "run":
@@ -402,24 +406,23 @@ def _status(cfg: Config, as_json: bool) -> int:
 
 
 def _remotes(cfg: Config, as_json: bool) -> int:
+    import dataclasses
+
     from imgsync.providers import provider_class
+    from imgsync.providers.base import ProviderContext
 
     out: list[dict[str, Any]] = []
     for name, r in sorted(cfg.remotes.items()):
-        feats: dict[str, Any]
-        try:  # constructing a provider does no I/O; per-remote options can change features
-            from imgsync.providers.base import ProviderContext
-
-            feats = provider_class(r.type)(r, ProviderContext()).features.describe()
-        except (ImportError, AttributeError):
-            feats = {}
+        # constructing a provider does no I/O; per-remote options can change features
+        provider = provider_class(r.type)(r, ProviderContext())
         out.append(
             {
                 "name": name,
                 "type": r.type,
-                "base_url": r.base_url,
+                "base_url": r.base_url or provider.info.default_base_url,
                 "path": str(r.path) if r.path else None,
-                "features": feats,
+                "options": dataclasses.asdict(provider.options),
+                "features": provider.features.describe(),
             }
         )
     if as_json:
@@ -435,11 +438,37 @@ def _remotes(cfg: Config, as_json: bool) -> int:
     return 0
 
 
+def _types(as_json: bool) -> int:
+    from imgsync.providers import kinds, provider_class
+
+    out = []
+    for kind in kinds():
+        cls = provider_class(kind)
+        out.append({**cls.info.describe(), "features": cls.features.describe()})
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return 0
+    for t in out:
+        needs = [f"token {t['token']}", f"base_url {t['base_url']}"]
+        if t["path"]:
+            needs.append("path required")
+        print(f"{t['type']}: {t['description']} ({'; '.join(needs)})")
+        for o in t["options"]:
+            limits = f" [{o['range'][0]}-{o['range'][1]}]" if o["range"] else ""
+            limits += f" [{' | '.join(o['choices'])}]" if o["choices"] else ""
+            default = "" if o["default"] is None else f" = {json.dumps(o['default'])}"
+            print(f"  {o['name']}{default}: {o['type']}{limits}; {o['doc']}")
+    return 0
+
+
 def _fakehost(args: argparse.Namespace) -> int:
     import asyncio
-    import importlib
 
+    from imgsync.fakehosts import emulator_factory, emulators
     from imgsync.fakehosts.common import Knobs, parse_faults, parse_rate, serve
+
+    if args.kind not in emulators():
+        raise UsageError(f"fakehost: no emulator {args.kind!r} (known: {', '.join(emulators())})")
 
     try:
         if args.rate:
@@ -454,7 +483,6 @@ def _fakehost(args: argparse.Namespace) -> int:
         faults=faults,
         max_upload_bytes=None if args.max_upload_mb is None else int(args.max_upload_mb * 1e6),
     )
-    module = importlib.import_module(f"imgsync.fakehosts.{args.kind}")
     options: dict[str, Any] = {}
     for item in args.option:
         name, sep, value = item.partition("=")
@@ -469,7 +497,7 @@ def _fakehost(args: argparse.Namespace) -> int:
             else value
         )
     try:
-        host = module.create(knobs, **options)
+        host = emulator_factory(args.kind)(knobs, **options)
     except TypeError as exc:
         raise UsageError(f"{args.kind} emulator: {exc}") from None
     try:

@@ -3,6 +3,11 @@
 The format is documented key by key in ``config.example.toml``. Credentials are uniform
 across remotes: ``token`` (inline, warns), ``token_env`` (an environment variable) or
 ``token_file`` (a file whose stripped content is the token; works with systemd credentials).
+
+A remote is checked against its type's own declaration
+(:class:`~imgsync.providers.base.ProviderInfo`: options with their types, ranges and
+choices, whether it takes a token, a ``base_url`` or a ``path``); nothing here is written
+per remote type. Only the types a config uses are imported.
 """
 
 from __future__ import annotations
@@ -15,44 +20,10 @@ from typing import Any
 
 from imgsync.errors import ConfigError
 
-REMOTE_TYPES = ("local", "gyazo", "guizhan", "chevereto", "discordimages")
 JOB_KINDS = ("watch", "mirror", "migrate", "backup")
 
 _COMMON_REMOTE_KEYS = {"type", "base_url", "token", "token_env", "token_file", "description"}
-# Options each remote type accepts beyond the common keys (checked by `config check`).
-REMOTE_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "local": {"path": str},
-    "gyazo": {
-        "per_page": int,
-        "access_policy": str,
-        "metadata_is_public": bool,
-        "collection_id": str,
-    },
-    "guizhan": {"per_page": int},
-    "chevereto": {"album_id": str, "nsfw": bool, "expiration": (str, int), "category_id": int},
-    "discordimages": {"paging": bool, "delete": bool, "include_non_images": bool},
-}
-_TOKEN_TYPES = {"gyazo", "guizhan", "chevereto", "discordimages"}
-# Patterns are compiled on first use (re caches them): importing config stays cheap.
-_ISO_DURATION = r"P(?=\d|T\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?"
-
-
-def option_problem(rtype: str, key: str, value: Any) -> str | None:
-    """What is wrong with a remote option's value (beyond its type), or None."""
-    if key == "per_page":
-        low, high = (1, 100) if rtype == "gyazo" else (5, 20)
-        if not low <= value <= high:
-            return f"must be from {low} to {high}"
-    elif key == "access_policy" and value not in ("anyone", "only_me"):
-        return "must be anyone or only_me"
-    elif key == "expiration":
-        text = str(value).strip()
-        if not (text.isdigit() or re.fullmatch(_ISO_DURATION, text)):
-            return (
-                "must be seconds or an ISO-8601 duration such as PT5M or P3D "
-                "(the site would silently read anything else as 5 minutes)"
-            )
-    return None
+_TOKEN_KEYS = ("token", "token_env", "token_file")
 
 
 _UNITS = {
@@ -328,39 +299,46 @@ def _remote(p: _Problems, name: str, tbl: Any, base_dir: Path | None) -> RemoteC
     if not isinstance(tbl, dict):
         p.add(key, "must be a table")
         return None
+    from imgsync.providers import kinds, provider_info
+
     rtype = tbl.get("type")
-    if rtype not in REMOTE_TYPES:
-        p.add(f"{key}.type", f"must be one of {', '.join(REMOTE_TYPES)} (got {rtype!r})")
+    if not isinstance(rtype, str) or rtype not in kinds():
+        p.add(f"{key}.type", f"must be one of {', '.join(kinds())} (got {rtype!r})")
         return None
-    allowed = REMOTE_OPTIONS[rtype]
+    info = provider_info(rtype)
     options: dict[str, Any] = {}
     for k, v in tbl.items():
-        if k in _COMMON_REMOTE_KEYS:
+        if k in _COMMON_REMOTE_KEYS or (k == "path" and info.path):
             continue
-        if k not in allowed:
-            p.add(f"{key}.{k}", f"unknown key for a {rtype} remote")
-        elif not isinstance(v, allowed[k]) or (isinstance(v, bool) and allowed[k] is int):
-            p.add(f"{key}.{k}", f"has the wrong type ({type(v).__name__})")
-        elif (problem := option_problem(rtype, k, v)) is not None:
+        if (problem := info.option_problem(k, v)) is not None:
             p.add(f"{key}.{k}", problem)
         else:
             options[k] = v
     path = None
-    if rtype == "local":
+    if info.path:
         raw = tbl.get("path")
         if not isinstance(raw, str) or not raw:
-            p.add(f"{key}.path", "a local remote needs a path")
+            p.add(f"{key}.path", f"a {rtype} remote needs a path")
         else:
             path = _expand(raw, base_dir)
     base_url = tbl.get("base_url")
-    if base_url is not None and (
+    if base_url is not None and info.base_url == "none":
+        p.add(f"{key}.base_url", f"a {rtype} remote takes no base_url")
+        base_url = None
+    elif base_url is not None and (
         not isinstance(base_url, str) or not re.match(r"^https?://[^/\s]+", base_url)
     ):
         p.add(f"{key}.base_url", "must be an http(s) URL such as https://www.imgz.io")
         base_url = None
-    if rtype == "chevereto" and not base_url:
-        p.add(f"{key}.base_url", "a chevereto remote needs base_url (every site has its own)")
-    token = _token(p, key, tbl, base_dir) if rtype in _TOKEN_TYPES else None
+    if info.base_url == "required" and not base_url:
+        p.add(f"{key}.base_url", f"a {rtype} remote needs base_url (every site has its own)")
+    token = None
+    if info.token == "none":
+        for k in _TOKEN_KEYS:
+            if k in tbl:
+                p.add(f"{key}.{k}", f"a {rtype} remote takes no credential")
+    elif info.token == "required" or any(k in tbl for k in _TOKEN_KEYS):
+        token = _token(p, key, tbl, base_dir)
     return RemoteConfig(
         name=name, type=rtype, path=path, base_url=base_url, token=token, options=options
     )

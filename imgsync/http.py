@@ -7,7 +7,9 @@ one in imgsync that imports aiohttp's client, so a local-folder run never loads 
 One attempt of :meth:`ApiClient.request`
 ----------------------------------------
 1. Build the body afresh (``form()`` is called on every attempt, so a retried upload
-   sends complete bytes; an aiohttp ``FormData`` cannot be sent twice anyway).
+   sends complete bytes). A provider describes a multipart body with the neutral
+   :class:`Multipart` / :class:`FilePart` values; only this module turns them into
+   aiohttp objects (see :func:`multipart_writer` for how file names are written).
 2. Take a slot from the :class:`~imgsync.ratelimit.HostLimiter` of the URL's authority
    (rate windows, connection cap, penalty; ``RemotePaused`` at once if the host is paused).
 3. Send, read the reply, and mark the slot answered as soon as the status line arrives.
@@ -46,8 +48,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -56,7 +58,6 @@ from typing import Any, Literal, NoReturn, Self
 
 import aiohttp
 import anyio
-from aiohttp import FormData
 from yarl import URL
 
 from imgsync import __version__
@@ -86,7 +87,8 @@ __all__ = [
     "Download",
     "ErrorMapper",
     "Expect",
-    "FormData",
+    "FilePart",
+    "Multipart",
     "default_error",
     "excerpt",
     "parse_retry_after",
@@ -95,7 +97,31 @@ __all__ = [
 USER_AGENT = f"imgsync/{__version__} (+https://github.com/imgsync/imgsync)"
 
 Expect = Literal["json", "text", "bytes", "none"]
-Body = FormData | bytes | Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class FilePart:
+    """One file in a multipart body: the form field's name, the file name the host sees
+    (sent as raw UTF-8), the bytes and their MIME type."""
+
+    name: str
+    filename: str
+    data: bytes = field(repr=False)
+    mime: str = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class Multipart:
+    """A ``multipart/form-data`` body, described without naming any HTTP library.
+
+    ``fields`` are plain text fields in order (a name may repeat); ``files`` follow them.
+    """
+
+    fields: Sequence[tuple[str, str]] = ()
+    files: Sequence[FilePart] = ()
+
+
+Body = Multipart | bytes | Mapping[str, str]
 FormFactory = Callable[[], Awaitable[Body]]
 ErrorMapper = Callable[["ApiResponse"], ProviderError | None]
 Params = Mapping[str, str | int | float]
@@ -323,8 +349,8 @@ class ApiClient:
         """Send one API request, paced and retried; return the reply or raise.
 
         ``remote`` names the configured remote (for messages and logs). ``form`` builds
-        the body (``FormData`` for multipart, ``bytes``, or a dict for url-encoding) and is
-        called once per attempt; ``json`` is the alternative. ``map_error(resp)`` turns a
+        the body (:class:`Multipart`, ``bytes``, or a dict for url-encoding) and is called
+        once per attempt; ``json`` is the alternative. ``map_error(resp)`` turns a
         host-specific reply into an error (or ``None`` to apply :func:`default_error`).
         ``timeout`` is a total limit in seconds for this request.
 
@@ -520,7 +546,7 @@ class ApiClient:
                     params=req.params,
                     headers=req.headers,
                     json=req.json,
-                    data=body,
+                    data=multipart_writer(body) if isinstance(body, Multipart) else body,
                     allow_redirects=req.allow_redirects,
                     timeout=req.timeout,
                 ) as r:
@@ -669,6 +695,36 @@ class ApiClient:
             )
 
         return log_retry
+
+
+def _disposition_value(text: str) -> str:
+    """A name or file name as browsers put it in a multipart header (WHATWG HTML form
+    encoding): raw UTF-8, with only ``"``, CR and LF escaped as ``%22``, ``%0D``, ``%0A``.
+
+    Servers such as Chevereto (PHP) keep the bytes they get: percent-encoding the whole
+    name (aiohttp's ``quote_fields`` default) stores ``ñandú.png`` as ``C3B1andC3BA.png``.
+    """
+    return text.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def multipart_writer(body: Multipart) -> aiohttp.MultipartWriter:
+    """The aiohttp body for a :class:`Multipart`, with file names as raw UTF-8."""
+    writer = aiohttp.MultipartWriter("form-data")
+    parts: list[tuple[str, str | None, aiohttp.payload.Payload]] = [
+        (name, None, aiohttp.payload.StringPayload(value, content_type="text/plain"))
+        for name, value in body.fields
+    ]
+    parts += [
+        (f.name, f.filename, aiohttp.payload.BytesPayload(f.data, content_type=f.mime))
+        for f in body.files
+    ]
+    for name, filename, payload in parts:
+        disposition = f'form-data; name="{_disposition_value(name)}"'
+        if filename is not None:
+            disposition += f'; filename="{_disposition_value(filename)}"'
+        payload.headers[aiohttp.hdrs.CONTENT_DISPOSITION] = disposition
+        writer.append_payload(payload)
+    return writer
 
 
 def _decode(

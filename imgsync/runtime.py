@@ -137,14 +137,15 @@ class Runtime:
                 f"remotes.{remote.name}: type {remote.type!r} is not available ({exc})"
             ) from None
         ctx = ProviderContext()
-        if remote.type != "local":
+        info = cls.info
+        if info.base_url != "none":
             ctx.http = await self._http_client()
-            if self._limiters is not None and cls.features.default_rate and cls.default_base_url:
-                from urllib.parse import urlsplit
-
-                self._limiters.set_default(
-                    urlsplit(cls.default_base_url).netloc.lower(), cls.features.default_rate
-                )
+            limiters = self._limiters
+            assert limiters is not None
+            for authority, rate in info.default_limits.items():
+                limiters.set_default(authority, rate)  # the config's [limits] still win
+            for authority, budget in info.shared_limits.items():
+                limiters.share(authority, budget)
         provider = cls(remote, ctx)
         await self._stack.enter_async_context(provider)
         return provider

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,13 +10,14 @@ from helpers import run_cli
 
 from imgsync.config import load_config, parse_config, parse_duration, parse_rate
 from imgsync.errors import ConfigError
+from imgsync.providers import kinds
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 
 
 def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """config.example.toml documents a valid config once its credentials exist."""
-    for var in ("GYAZO_TOKEN", "IMGZ_API_KEY", "DISCORDIMAGES_TOKEN"):
+    for var in re.findall(r'(?m)^token_env\s*=\s*"([^"]+)"', EXAMPLE.read_text()):
         monkeypatch.setenv(var, "secret-" + var)
     token = tmp_path / "guizhan.token"
     token.write_text("  gz-secret\n")
@@ -23,7 +25,8 @@ def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     cfg_file = tmp_path / "config.toml"
     cfg_file.write_text(text)
     cfg = load_config(cfg_file, explicit=True)
-    assert set(cfg.remotes) == {"shots", "gyazo", "guizhan", "imgz", "di"}
+    assert {"shots", "gyazo", "guizhan", "imgz", "di"} <= set(cfg.remotes)
+    assert {remote.type for remote in cfg.remotes.values()} == set(kinds())
     assert cfg.remotes["guizhan"].token == "gz-secret"
     assert cfg.remotes["gyazo"].token == "secret-GYAZO_TOKEN"
     assert cfg.limits["api.gzssimg.com"].rates == ("60/minute",)

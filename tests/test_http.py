@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import structlog
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from aiohttp.test_utils import TestServer
 
 from imgsync import __version__
@@ -35,7 +35,7 @@ from imgsync.errors import (
     ResponseError,
     TransientError,
 )
-from imgsync.http import ApiClient, ApiResponse, FormData, parse_retry_after
+from imgsync.http import ApiClient, ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.ratelimit import LimiterRegistry, next_utc_midnight
 from imgsync.retry import RetryPolicy
 
@@ -529,13 +529,12 @@ async def test_a_resent_upload_body_is_complete(serve: Serve, ft: FakeTime, fail
 
     built = 0
 
-    async def form() -> FormData:
+    async def form() -> Multipart:
         nonlocal built
         built += 1
-        data = FormData()
-        data.add_field("title", "cat")
-        data.add_field("imagedata", payload, filename="cat.png", content_type="image/png")
-        return data
+        return Multipart(
+            [("title", "cat")], [FilePart("imagedata", "cat.png", payload, "image/png")]
+        )
 
     server = await serve(counting_app(handler))
     async with fake_client(ft) as client:
@@ -543,6 +542,39 @@ async def test_a_resent_upload_body_is_complete(serve: Serve, ft: FakeTime, fail
     assert {"size": len(payload)} == resp.data
     assert built == 2
     assert [("cat", payload), ("cat", payload)] == received
+
+
+@pytest.mark.parametrize(
+    ("name", "arrives"),
+    [
+        ("ñandú é.png", "ñandú é.png"),
+        ("日本語 スクショ.png", "日本語 スクショ.png"),
+        ("100% done;v2.png", "100% done;v2.png"),
+        ('say "hi"\r\n.png', "say %22hi%22%0D%0A.png"),
+    ],
+)
+async def test_multipart_file_names_go_out_as_raw_utf8(
+    serve: Serve, ft: FakeTime, name: str, arrives: str
+) -> None:
+    """The host reads the file name the user had, not aiohttp's percent-encoding of it
+    (Chevereto fixtures 47/48); only a quote and line breaks are escaped, as browsers do,
+    so no name can forge a header."""
+    seen: list[tuple[str, str | None, str]] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        reader = await request.multipart()
+        async for part in reader:
+            assert isinstance(part, BodyPartReader)
+            seen.append((str(part.name), part.filename, (await part.read()).decode()))
+        return web.json_response({})
+
+    async def form() -> Multipart:
+        return Multipart([("title", name)], [FilePart("source", name, b"bytes", "image/png")])
+
+    server = await serve(counting_app(handler))
+    async with fake_client(ft) as client:
+        await client.request("POST", str(server.make_url("/up")), remote="r", form=form)
+    assert seen == [("title", None, name), ("source", arrives, "bytes")]
 
 
 async def test_unreadable_upload_is_a_local_error(

@@ -362,6 +362,7 @@ class CheveretoFake(FakeHostBase):
         for key, value in form.items():
             if isinstance(value, web.FileField):
                 files.setdefault(key, (value.filename, value.file.read()))
+                self.received_names.append(value.filename)
             elif isinstance(value, str):
                 params[key] = value
             else:  # a text part sent with a non-text Content-Type

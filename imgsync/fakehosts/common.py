@@ -154,6 +154,8 @@ class FakeHostBase:
         self.knobs = knobs
         self.stats = Stats()
         self.rng = random.Random(knobs.random_seed)
+        # every multipart file name as it arrived (what the real host would store)
+        self.received_names: list[str] = []
 
     @staticmethod
     def base(request: web.Request) -> str:

@@ -206,6 +206,7 @@ class DiscordImagesFake(FakeHostBase):
                 if key != "files[]":
                     return _failure("Unexpected field")
                 parts.append((value.filename, value.file.read()))
+                self.received_names.append(value.filename)
         if not parts:
             return _failure("No files.")
         for filename, data in parts:

@@ -299,6 +299,7 @@ class GuizhanFake(FakeHostBase):
                 raw = b"".join(chunks)
                 if part.name == "image" and part.filename:
                     data, size = raw, total
+                    self.received_names.append(part.filename)
                 elif part.name:
                     fields[part.name] = raw.decode("utf-8", "replace")
             return fields, data, size

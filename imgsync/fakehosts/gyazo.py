@@ -352,6 +352,7 @@ class GyazoFake(FakeHostBase):
             raw = b"".join(chunks)
             if part.name == "imagedata" and part.filename:
                 data, too_big = raw, size > self.knobs.upload_limit()
+                self.received_names.append(part.filename)
             elif part.name:
                 fields[part.name] = raw.decode("utf-8", "replace")
         return fields, data, too_big

@@ -6,17 +6,27 @@ HTTP client (``imgsync.http``) paces and retries, and the pipeline records.
 
 Callers read ``provider.features`` to plan (never ``hasattr``). Using an ability declared
 absent raises :class:`~imgsync.errors.Unsupported`.
+
+Each provider class also declares its facts once, in a :class:`ProviderInfo` (``info``):
+its remote type, a description, a typed options dataclass (fields built with
+:func:`option`: default, help text, range, choices), whether it needs a token and a
+``base_url``, the default rate limits of its public hosts and the name of its emulator
+in :mod:`imgsync.fakehosts`. Config validation, ``config check``, ``imgsync remotes``,
+the docs and the registry meta-tests all read that one declaration.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
-from imgsync.errors import Unsupported
+from imgsync.errors import ConfigError, Unsupported
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource
 
 if TYPE_CHECKING:
@@ -26,7 +36,193 @@ if TYPE_CHECKING:
     from imgsync.http import ApiClient
     from imgsync.localfs import Unit
 
-__all__ = ["Features", "Provider", "ProviderContext"]
+__all__ = [
+    "Features",
+    "NoOptions",
+    "OptionSpec",
+    "Provider",
+    "ProviderContext",
+    "ProviderInfo",
+    "option",
+    "option_specs",
+]
+
+Need = Literal["required", "optional", "none"]
+
+
+def option(
+    default: Any,
+    *,
+    doc: str,
+    range: tuple[int, int] | None = None,
+    choices: tuple[str, ...] | None = None,
+    check: Callable[[Any], str | None] | None = None,
+) -> Any:
+    """A field of a provider's options dataclass: its default and what a valid value is.
+
+    ``doc`` is the one-line help shown by ``imgsync remotes --types``; ``range`` bounds an
+    integer (inclusive); ``choices`` lists the accepted strings; ``check(value)`` returns
+    what is wrong with a value of the right type, or ``None``.
+    """
+    meta = {"doc": doc, "range": range, "choices": choices, "check": check}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    """One declared option, read from the options dataclass."""
+
+    name: str
+    types: tuple[type, ...]  # what TOML may give (bool is never an int here)
+    default: Any
+    doc: str
+    range: tuple[int, int] | None = None
+    choices: tuple[str, ...] | None = None
+    check: Callable[[Any], str | None] | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` for this option, or ``None``."""
+        wrong_type = not isinstance(value, self.types) or (
+            isinstance(value, bool) and bool not in self.types
+        )
+        if wrong_type:
+            wanted = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in self.types)
+            return f"must be {wanted} (got {_TYPE_NAMES.get(type(value), type(value).__name__)})"
+        if self.range is not None and isinstance(value, int) and not isinstance(value, bool):
+            low, high = self.range
+            if not low <= value <= high:
+                return f"must be from {low} to {high}"
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}"
+        return self.check(value) if self.check is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description for ``imgsync remotes --types``."""
+        return {
+            "name": self.name,
+            "type": " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in self.types),
+            "default": self.default,
+            "range": list(self.range) if self.range else None,
+            "choices": list(self.choices) if self.choices else None,
+            "doc": self.doc,
+        }
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", float: "a number"}
+
+
+def _allowed_types(hint: Any) -> tuple[type, ...]:
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    allowed = tuple(t for t in args if t is not type(None))
+    if not allowed or not all(t in _TYPE_NAMES for t in allowed):
+        raise TypeError(f"an option must be str, int, bool or float (or a union): {hint!r}")
+    return allowed
+
+
+def option_specs(options: type) -> tuple[OptionSpec, ...]:
+    """The declared options of an options dataclass, in declaration order."""
+    hints = typing.get_type_hints(options)
+    specs = []
+    for f in dataclasses.fields(options):
+        if f.default is dataclasses.MISSING:
+            raise TypeError(f"{options.__name__}.{f.name}: an option needs a default")
+        specs.append(
+            OptionSpec(
+                name=f.name,
+                types=_allowed_types(hints[f.name]),
+                default=f.default,
+                doc=str(f.metadata.get("doc") or ""),
+                range=f.metadata.get("range"),
+                choices=f.metadata.get("choices"),
+                check=f.metadata.get("check"),
+            )
+        )
+    return tuple(specs)
+
+
+@dataclass(frozen=True, slots=True)
+class NoOptions:
+    """For a provider without options of its own."""
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """Everything imgsync needs to know about a remote type, declared in its module.
+
+    Attributes:
+        kind: the remote ``type`` in the config.
+        description: one line for ``imgsync remotes``.
+        options: a frozen dataclass whose fields are built with :func:`option`.
+        token: ``required`` / ``optional`` / ``none``: whether the remote takes a
+            credential (``token``, ``token_env``, ``token_file``).
+        base_url: ``required`` (self-hosted sites), ``optional`` (a public default
+            exists) or ``none`` (not an HTTP host).
+        default_base_url: the public host, when there is one.
+        default_limits: authority -> rate (``"60/minute"``) installed unless the config's
+            ``[limits]`` says otherwise.
+        shared_limits: authority -> authority whose budget it draws from (Gyazo's upload
+            host counts against its API host's day).
+        path: the remote is a local folder and needs ``path``.
+        emulator: the emulator's name in :mod:`imgsync.fakehosts` (a name, not an import:
+            emulators share no code with providers); ``None`` for non-HTTP remotes.
+        emulator_options: options the emulator needs to offer everything ``full_options``
+            turn on (e.g. Discord Images' inferred paging route).
+        full_options: remote options that switch every ability on; the conformance suite
+            tests the provider with them.
+    """
+
+    kind: str
+    description: str
+    options: type = NoOptions
+    token: Need = "required"
+    base_url: Need = "optional"
+    default_base_url: str | None = None
+    default_limits: Mapping[str, str] = field(default_factory=dict)
+    shared_limits: Mapping[str, str] = field(default_factory=dict)
+    path: bool = False
+    emulator: str | None = None
+    emulator_options: Mapping[str, Any] = field(default_factory=dict)
+    full_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def option_specs(self) -> tuple[OptionSpec, ...]:
+        """The declared options, in declaration order."""
+        return option_specs(self.options)
+
+    def option_problem(self, key: str, value: Any) -> str | None:
+        """What is wrong with option ``key = value`` for this remote type, or ``None``."""
+        for spec in self.option_specs:
+            if spec.name == key:
+                return spec.problem(value)
+        return f"unknown key for a {self.kind} remote"
+
+    def read_options(self, given: Mapping[str, Any], *, remote: str = "?") -> Any:
+        """The typed options instance for ``given`` (defaults filled in).
+
+        Raises ``ConfigError`` listing every bad key (config validation has normally
+        caught them already; this guards remotes built in code).
+        """
+        problems = [
+            f"remotes.{remote}.{key}: {problem}"
+            for key, value in given.items()
+            if (problem := self.option_problem(key, value)) is not None
+        ]
+        if problems:
+            raise ConfigError(problems)
+        return self.options(**given)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description for ``imgsync remotes --types``."""
+        return {
+            "type": self.kind,
+            "description": self.description,
+            "token": self.token,
+            "base_url": self.base_url,
+            "default_base_url": self.default_base_url,
+            "default_limits": dict(self.default_limits),
+            "path": self.path,
+            "options": [spec.describe() for spec in self.option_specs],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +242,6 @@ class Features:
     # (newest first), a finished listing restarts from the beginning; known items are
     # recognised from state without downloading them.
     listing_appends: bool = False
-    default_rate: str | None = None  # for the public host, e.g. "60/minute"
     keeps_paths: bool = False  # a local folder keeps relative paths
     is_local: bool = False
     # The batch-write capability: ``write_batch``/``stage_copy``/``commit``/``missing``
@@ -66,7 +261,6 @@ class Features:
             if self.accepted_extensions is not None
             else None,
             "page_size": list(self.page_size) if self.page_size else None,
-            "default_rate": self.default_rate,
             "batch_writes": self.batch_writes,
         }
 
@@ -83,17 +277,29 @@ class Provider(ABC):
     """One configured remote. An async resource: ``async with provider: ...``.
 
     The constructor does no I/O. ``name`` is the remote's name in the config.
+    ``features`` on the class is everything the type can do; an instance may switch
+    abilities off from its options (never on).
     """
 
+    info: ClassVar[ProviderInfo]
     kind: ClassVar[str]
     description: ClassVar[str] = ""
     default_base_url: ClassVar[str | None] = None
     features: Features
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        info = cls.__dict__.get("info")
+        if isinstance(info, ProviderInfo):  # the declaration is the one source of these
+            cls.kind = info.kind
+            cls.description = info.description
+            cls.default_base_url = info.default_base_url
+
     def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
         self.config = config
         self.name = config.name
         self.ctx = ctx
+        self.options: Any = self.info.read_options(config.options, remote=config.name)
         if ctx.http is not None and config.token:
             ctx.http.add_secret(config.token)  # redacted from every log line and error
 

@@ -38,17 +38,15 @@ summarised in ``shared/reference/hosts.md`` §3; [INF] inference.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 from imgsync.errors import (
     AuthError,
-    ConfigError,
     Duplicate,
     NotFound,
     ProviderError,
@@ -61,14 +59,12 @@ from imgsync.errors import (
     Unsupported,
 )
 from imgsync.hashing import md5_hex
+from imgsync.http import FilePart, Multipart
 from imgsync.log import get_logger
 from imgsync.models import ItemMeta, RemoteItem, UploadSource
-from imgsync.providers.base import Features, Provider, ProviderContext
+from imgsync.providers.base import Features, Provider, ProviderInfo, option
 
 if TYPE_CHECKING:
-    from aiohttp import FormData
-
-    from imgsync.config import RemoteConfig
     from imgsync.http import ApiResponse
 
 __all__ = ["CheveretoProvider", "error_for_code"]
@@ -174,23 +170,40 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _check_expiration(remote: str, value: Any) -> str | None:
-    if value is None:
-        return None
+def _expiration_problem(value: str | int) -> str | None:
     text = str(value).strip()
     if text.isdigit() or _ISO_DURATION.fullmatch(text):
-        return text
-    raise ConfigError(
-        f"remotes.{remote}.expiration: {value!r} is neither seconds nor an ISO-8601 duration "
-        "such as PT5M or P3D (the site would silently read it as 5 minutes)"
+        return None
+    return (
+        f"{value!r} is neither seconds nor an ISO-8601 duration such as PT5M or P3D "
+        "(the site would silently read it as 5 minutes)"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CheveretoOptions:
+    """``[remotes.NAME]`` keys of a chevereto remote."""
+
+    album_id: str | None = option(None, doc="uploads: encoded album id (must be yours)")
+    nsfw: bool | None = option(None, doc="uploads: flag as not safe for work")
+    expiration: str | int | None = option(
+        None, doc="uploads: ISO-8601 duration or seconds", check=_expiration_problem
+    )
+    category_id: int | None = option(None, doc="uploads: category")
 
 
 class CheveretoProvider(Provider):
     """A Chevereto V4 site as an upload destination (API V1), deletable by stored link."""
 
-    kind: ClassVar[str] = "chevereto"
-    description: ClassVar[str] = "Chevereto V4 sites such as imgz.io (upload only; no listing)"
+    info = ProviderInfo(
+        kind="chevereto",
+        description="Chevereto V4 sites such as imgz.io (upload only; no listing)",
+        options=CheveretoOptions,
+        token="required",
+        base_url="required",
+        emulator="chevereto",
+    )
+    options: CheveretoOptions
     features = Features(
         can_list=False,
         can_delete=True,
@@ -199,10 +212,6 @@ class CheveretoProvider(Provider):
         max_upload_bytes=None,
         accepted_extensions=frozenset({"avif", "jpg", "jpeg", "png", "bmp", "gif", "webp"}),
     )
-
-    def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
-        super().__init__(config, ctx)
-        self._expiration = _check_expiration(self.name, config.option("expiration"))
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -232,15 +241,15 @@ class CheveretoProvider(Provider):
         tags = [t.replace(",", " ").strip() for t in meta.tags]
         if any(tags):
             fields.append(("tags", ",".join(t for t in tags if t)))
-        opt = self.config.option
-        if opt("album_id"):
-            fields.append(("album_id", str(opt("album_id"))))
-        if opt("category_id") is not None:
-            fields.append(("category_id", str(opt("category_id"))))
-        if opt("nsfw") is not None:
-            fields.append(("nsfw", "1" if opt("nsfw") else "0"))
-        if self._expiration is not None:
-            fields.append(("expiration", self._expiration))
+        opts = self.options
+        if opts.album_id:
+            fields.append(("album_id", opts.album_id))
+        if opts.category_id is not None:
+            fields.append(("category_id", str(opts.category_id)))
+        if opts.nsfw is not None:
+            fields.append(("nsfw", "1" if opts.nsfw else "0"))
+        if opts.expiration is not None:
+            fields.append(("expiration", str(opts.expiration).strip()))
         return fields
 
     # --- the provider interface ------------------------------------------------------------
@@ -254,14 +263,8 @@ class CheveretoProvider(Provider):
         filename = PurePosixPath(rel_path).name or src.name
         fields = self._fields(meta)
 
-        async def form() -> FormData:
-            from aiohttp import FormData
-
-            body = FormData()
-            for name, value in fields:
-                body.add_field(name, value)
-            body.add_field("source", io.BytesIO(data), filename=filename, content_type=src.mime)
-            return body
+        async def form() -> Multipart:
+            return Multipart(fields=fields, files=[FilePart("source", filename, data, src.mime)])
 
         resp = await http.request(
             "POST",

@@ -49,10 +49,10 @@ Choices made here:
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from imgsync.errors import (
     AuthError,
@@ -64,9 +64,9 @@ from imgsync.errors import (
     ResponseError,
     TransientError,
 )
-from imgsync.http import ApiResponse, FormData, parse_retry_after
+from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, is_image_name
-from imgsync.providers.base import Features, Provider, ProviderContext
+from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
 
 if TYPE_CHECKING:
     from imgsync.config import RemoteConfig
@@ -108,19 +108,37 @@ def _number(value: object) -> float | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class DiscordImagesOptions:
+    """``[remotes.NAME]`` keys of a discordimages remote."""
+
+    paging: bool = option(False, doc="inferred: list with GET /api/uploads/<page>")
+    delete: bool = option(False, doc="inferred: the host accepts POST /api/upload/delete")
+    include_non_images: bool = option(False, doc="list and back up non-image files too")
+
+
 class DiscordImagesProvider(Provider):
     """A Discord Images account: list, upload, and (``delete = true``) delete."""
 
-    kind: ClassVar[str] = "discordimages"
-    description: ClassVar[str] = "discordimages.com (lolisafe fork); paging/delete are inferred"
-    default_base_url: ClassVar[str | None] = "https://discordimages.com"
-    features = Features(can_list=True, can_get=False, can_delete=False, listing_appends=False)
+    info = ProviderInfo(
+        kind="discordimages",
+        description="discordimages.com (lolisafe fork); paging/delete are inferred",
+        options=DiscordImagesOptions,
+        token="required",
+        base_url="optional",
+        default_base_url="https://discordimages.com",
+        emulator="discordimages",
+        emulator_options={"paging": True, "delete": True},
+        full_options={"paging": True, "delete": True},
+    )
+    # can_delete: the type can; a remote without ``delete = true`` switches it off
+    features = Features(can_list=True, can_get=False, can_delete=True, listing_appends=False)
+    options: DiscordImagesOptions
 
     def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
         super().__init__(config, ctx)
-        self.paging = bool(config.option("paging", False))
-        can_delete = bool(config.option("delete", False))
-        self.features = dataclasses.replace(type(self).features, can_delete=can_delete)
+        self.paging = self.options.paging
+        self.features = dataclasses.replace(type(self).features, can_delete=self.options.delete)
         self._headers = {"token": config.token} if config.token else {}
 
     # ---- errors ------------------------------------------------------------------------
@@ -208,12 +226,8 @@ class DiscordImagesProvider(Provider):
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
         filename = rel_path.rsplit("/", 1)[-1] or src.name
 
-        async def form() -> FormData:
-            fd = FormData()
-            fd.add_field(
-                "files[]", io.BytesIO(await src.read()), filename=filename, content_type=src.mime
-            )
-            return fd
+        async def form() -> Multipart:
+            return Multipart(files=[FilePart("files[]", filename, await src.read(), src.mime)])
 
         resp = await self.http.request(
             "POST",

@@ -16,7 +16,7 @@ Lsky Pro 2, a similar Laravel host (fixtures/lsky-2, flavour only).
   permanent, never retried. ``1001``/401/403/"Unauthenticated." -> ``AuthError`` [INF];
   any other code -> ``Rejected`` carrying the host's message; an envelope at 5xx ->
   ``TransientError``. A success reply that is not the envelope -> ``ResponseError``.
-* 60 requests a minute [DOC]: ``features.default_rate``; the runtime installs it for
+* 60 requests a minute [DOC]: ``info.default_limits``; the runtime installs it for
   ``api.gzssimg.com`` and ``[limits."<authority>"]`` overrides it. The shared limiter
   paces us, so nothing is done here. Over the limit Laravel's ``throttle`` answers 429
   ``{"message":"Too Many Attempts."}`` with ``Retry-After`` and ``X-RateLimit-*`` [INF]
@@ -50,11 +50,11 @@ Lsky Pro 2, a similar Laravel host (fixtures/lsky-2, flavour only).
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from imgsync.errors import (
@@ -66,10 +66,10 @@ from imgsync.errors import (
     ResponseError,
     TransientError,
 )
-from imgsync.http import ApiResponse, FormData, parse_retry_after
+from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.log import get_logger, redact
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
-from imgsync.providers.base import Features, Provider, ProviderContext
+from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
 
 if TYPE_CHECKING:
     from imgsync.config import RemoteConfig
@@ -127,26 +127,42 @@ def _parse_cursor(cursor: str | None, per_page: int) -> tuple[int, Watermark | N
     return page, (when, name, raw_time)
 
 
+@dataclass(frozen=True, slots=True)
+class GuizhanOptions:
+    """``[remotes.NAME]`` keys of a guizhan remote."""
+
+    per_page: int = option(
+        PER_PAGE_MAX, doc="listing page size", range=(PER_PAGE_MIN, PER_PAGE_MAX)
+    )
+
+
 class GuizhanProvider(Provider):
     """Guizhan Image Hosting through its ``/v1`` API."""
 
-    kind: ClassVar[str] = "guizhan"
-    description: ClassVar[str] = "Guizhan Image Hosting (鬼斩图床): list and upload, no delete"
-    default_base_url: ClassVar[str | None] = "https://api.gzssimg.com"
+    info = ProviderInfo(
+        kind="guizhan",
+        description="Guizhan Image Hosting (鬼斩图床): list and upload, no delete",
+        options=GuizhanOptions,
+        token="required",
+        base_url="optional",
+        default_base_url="https://api.gzssimg.com",
+        default_limits={"api.gzssimg.com": "60/minute"},
+        emulator="guizhan",
+        full_options={"per_page": PER_PAGE_MIN},
+    )
     features = Features(
         can_list=True,
         can_get=False,
         can_delete=False,
         checksums=frozenset(),
         page_size=(PER_PAGE_MIN, PER_PAGE_MAX),
-        default_rate="60/minute",
         listing_appends=True,
     )
+    options: GuizhanOptions
 
     def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
         super().__init__(config, ctx)
-        wanted = _as_int(config.option("per_page", PER_PAGE_MAX))
-        self.per_page = min(max(wanted or PER_PAGE_MAX, PER_PAGE_MIN), PER_PAGE_MAX)
+        self.per_page = self.options.per_page
         # the cursor this instance handed out last: a listing going on reads it as is; any
         # other cursor (saved by an earlier run) is resumed by looking back for its watermark
         self._handed_out: str | None = None
@@ -316,12 +332,8 @@ class GuizhanProvider(Provider):
                 yield chunk
 
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
-        async def form() -> FormData:
-            body = FormData()
-            body.add_field(
-                "image", io.BytesIO(await src.read()), filename=src.name, content_type=src.mime
-            )
-            return body
+        async def form() -> Multipart:
+            return Multipart(files=[FilePart("image", src.name, await src.read(), src.mime)])
 
         resp = await self.http.request(
             "POST",

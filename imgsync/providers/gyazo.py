@@ -55,8 +55,8 @@ Choices made here [INF]:
 * Page numbers over a newest-first list shift while the account changes: an upload during
   a listing can show an item twice (the pipeline dedupes), a delete can hide one until the
   next run. That is why ``listing_appends`` is False.
-* The budget is declared as ``12500/day`` for each public authority (API and upload host);
-  the limiter is per authority, so the two are not one shared budget as Gyazo counts it.
+* The budget is declared as ``12500/day`` on the API host, and the upload host draws on
+  the same budget (``ProviderInfo.shared_limits``), as Gyazo counts one day per token.
 * Image files (``i.gyazo.com``) are fetched without the token. An item listed without a
   ``url`` is looked up once with ``get``; if that has none either, the download fails with
   a ``ResponseError`` naming the image (the file URL is not guessed). Backups name files
@@ -65,16 +65,15 @@ Choices made here [INF]:
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from imgsync.errors import (
     AuthError,
-    ConfigError,
     NotFound,
     ProviderError,
     RateLimited,
@@ -83,10 +82,10 @@ from imgsync.errors import (
     ResponseError,
     TransientError,
 )
-from imgsync.http import ApiResponse, FormData, excerpt, parse_retry_after
+from imgsync.http import ApiResponse, FilePart, Multipart, excerpt, parse_retry_after
 from imgsync.log import get_logger
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
-from imgsync.providers.base import Features, Provider
+from imgsync.providers.base import Features, Provider, ProviderInfo, option
 from imgsync.ratelimit import authority_of, next_utc_midnight
 
 if TYPE_CHECKING:
@@ -170,12 +169,32 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
 # ---- the provider -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class GyazoOptions:
+    """``[remotes.NAME]`` keys of a gyazo remote."""
+
+    per_page: int = option(100, doc="listing page size", range=(1, 100))
+    access_policy: str | None = option(
+        None, doc="uploads: who may see them", choices=ACCESS_POLICIES
+    )
+    metadata_is_public: bool | None = option(None, doc="uploads: publish title/description")
+    collection_id: str | None = option(None, doc="uploads: add to this collection")
+
+
 class GyazoProvider(Provider):
     """A Gyazo account (or a Gyazo-compatible host at ``base_url``)."""
 
-    kind: ClassVar[str] = "gyazo"
-    description: ClassVar[str] = "Gyazo: list, download, upload (keeps created time), delete"
-    default_base_url: ClassVar[str | None] = PUBLIC_API
+    info = ProviderInfo(
+        kind="gyazo",
+        description="Gyazo: list, download, upload (keeps created time), delete",
+        options=GyazoOptions,
+        token="required",
+        base_url="optional",
+        default_base_url=PUBLIC_API,
+        default_limits={authority_of(PUBLIC_API): DAILY_RATE},
+        shared_limits={authority_of(PUBLIC_UPLOAD): authority_of(PUBLIC_API)},
+        emulator="gyazo",
+    )
     features = Features(
         can_list=True,
         can_get=True,
@@ -183,33 +202,18 @@ class GyazoProvider(Provider):
         checksums=frozenset(),
         page_size=(1, 100),
         listing_appends=False,
-        default_rate=DAILY_RATE,
     )
+    options: GyazoOptions
 
     def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
         super().__init__(config, ctx)
-        where = f"remotes.{self.name}"
-        per_page = config.option("per_page", 100)
-        if not isinstance(per_page, int) or isinstance(per_page, bool) or not 1 <= per_page <= 100:
-            raise ConfigError(f"{where}.per_page: must be an integer from 1 to 100")
-        policy = config.option("access_policy")
-        if policy is not None and policy not in ACCESS_POLICIES:
-            raise ConfigError(f"{where}.access_policy: must be one of {', '.join(ACCESS_POLICIES)}")
-        self.per_page: int = per_page
-        self.access_policy: str | None = policy
-        self.metadata_is_public: bool | None = config.option("metadata_is_public")
-        self.collection_id: str | None = config.option("collection_id")
+        self.per_page: int = self.options.per_page
+        self.access_policy: str | None = self.options.access_policy
+        self.metadata_is_public: bool | None = self.options.metadata_is_public
+        self.collection_id: str | None = self.options.collection_id
         # base_url unset, or set to the public API host itself: the two public hosts
         self.public = authority_of(self.base_url) == authority_of(PUBLIC_API)
         self.upload_url = PUBLIC_UPLOAD if self.public else f"{self.base_url}/api/upload"
-
-    async def __aenter__(self) -> Self:
-        http = self.ctx.http
-        if self.public and http is not None:
-            # one daily budget for the API and the upload host
-            http.limiters.set_default(authority_of(PUBLIC_API), DAILY_RATE)
-            http.limiters.share(authority_of(PUBLIC_UPLOAD), authority_of(PUBLIC_API))
-        return self
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -344,13 +348,9 @@ class GyazoProvider(Provider):
             fields["metadata_is_public"] = "true" if self.metadata_is_public else "false"
         filename = src.name or rel_path.rsplit("/", 1)[-1] or "image"
 
-        async def form() -> FormData:
-            data = await src.read()
-            fd = FormData()
-            for key, value in fields.items():
-                fd.add_field(key, value)
-            fd.add_field("imagedata", io.BytesIO(data), filename=filename, content_type=src.mime)
-            return fd
+        async def form() -> Multipart:
+            image = FilePart("imagedata", filename, await src.read(), src.mime)
+            return Multipart(fields=list(fields.items()), files=[image])
 
         resp = await self._call("POST", self.upload_url, form=form)
         item = parse_image(resp.data)

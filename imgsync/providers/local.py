@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import ClassVar
-
 import anyio.to_thread
 
 from imgsync.errors import LocalIOError, NotFound, Rejected
@@ -36,14 +34,19 @@ from imgsync.localfs import (
     write_sidecars,
 )
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource
-from imgsync.providers.base import Features, Provider
+from imgsync.providers.base import Features, Provider, ProviderInfo
 
 
 class LocalProvider(Provider):
     """A folder on this machine."""
 
-    kind: ClassVar[str] = "local"
-    description: ClassVar[str] = "a local folder tree (keeps relative paths)"
+    info = ProviderInfo(
+        kind="local",
+        description="a local folder tree (keeps relative paths)",
+        token="none",
+        base_url="none",
+        path=True,
+    )
     features = Features(
         can_list=True,
         can_delete=True,

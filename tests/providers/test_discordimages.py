@@ -201,7 +201,7 @@ async def test_delete_with_the_option(client: ApiClient) -> None:
     host = DiscordImagesFake(Knobs(token=TOKEN, seed=3), delete=True)
     async with served(host) as fake:
         p = provider(fake.url, client, delete=True)
-        assert p.features.can_delete and not DiscordImagesProvider.features.can_delete
+        assert p.features.can_delete and DiscordImagesProvider.features.can_delete
         first = (await p.list_page(None)).items[0]
         await p.delete(first)
         uploaded = await p.upload(source("a.png", make_png(8, 8, 1)), ItemMeta(), rel_path="a.png")

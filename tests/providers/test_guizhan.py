@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 from imgsync.config import LimitConfig, RemoteConfig
 from imgsync.errors import (
     AuthError,
+    ConfigError,
     RateLimited,
     Rejected,
     RemoteMisconfigured,
@@ -144,14 +145,12 @@ async def test_lists_every_page_oldest_first_and_stops_on_the_short_page() -> No
         assert fake.pages_listed() == ["1", "2", "3"]
 
 
-@pytest.mark.parametrize(("asked", "sent"), [(100, "20"), (1, "5")])
-async def test_per_page_is_clamped_to_the_documented_range(asked: int, sent: str) -> None:
-    """per_page outside 5-20 is clamped client-side (the strict emulator would refuse it)."""
-    async with emulator(seed=7) as (run, fake), provider(run.url, per_page=asked) as gz:
-        page = await gz.list_page(None)
-        assert len(page.items) == min(7, int(sent))
-        assert gz.per_page == int(sent)
-        assert fake.stats.throttled == 0 and fake.stats.requests == 1
+@pytest.mark.parametrize("asked", [100, 1, 4, 21])
+async def test_per_page_outside_the_documented_range_is_a_config_error(asked: int) -> None:
+    """per_page outside 5-20 is refused before any request (the host would refuse it)."""
+    with pytest.raises(ConfigError, match="per_page: must be from 5 to 20"):
+        async with emulator(seed=7) as (run, _fake), provider(run.url, per_page=asked):
+            pass
 
 
 async def test_empty_account_is_one_empty_page() -> None:
@@ -276,13 +275,15 @@ def test_features_and_default_rate_for_the_public_host() -> None:
     [limits] table overrides."""
     f = GuizhanProvider.features
     assert (f.can_list, f.can_get, f.can_delete, f.checksums) == (True, False, False, frozenset())
-    assert f.page_size == (5, 20) and f.listing_appends and f.default_rate == "60/minute"
+    assert f.page_size == (5, 20) and f.listing_appends
     assert GuizhanProvider.default_base_url == "https://api.gzssimg.com"
+    rate = GuizhanProvider.info.default_limits["api.gzssimg.com"]
+    assert rate == "60/minute"
     reg = LimiterRegistry()
-    reg.set_default("api.gzssimg.com", f.default_rate)
+    reg.set_default("api.gzssimg.com", rate)
     assert reg.for_authority("api.gzssimg.com").rates == ("60/minute",)
     reg = LimiterRegistry({"api.gzssimg.com": LimitConfig(rates=("30/minute",))})
-    reg.set_default("api.gzssimg.com", f.default_rate)
+    reg.set_default("api.gzssimg.com", rate)
     assert reg.for_authority("api.gzssimg.com").rates == ("30/minute",)
 
 

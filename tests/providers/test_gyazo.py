@@ -21,7 +21,7 @@ import structlog
 from helpers import RunningFake, run_cli_async, start_fake, write_config
 from multidict import CIMultiDict
 
-from imgsync.config import RemoteConfig
+from imgsync.config import RemoteConfig, parse_config
 from imgsync.errors import (
     AuthError,
     ConfigError,
@@ -43,6 +43,7 @@ from imgsync.providers.base import ProviderContext
 from imgsync.providers.gyazo import GyazoProvider, parse_created_at, parse_image
 from imgsync.ratelimit import LimiterRegistry, next_utc_midnight
 from imgsync.retry import RetryPolicy
+from imgsync.runtime import Runtime
 
 TOKEN = "gyazo-provider-token-7d3e91"
 
@@ -389,16 +390,20 @@ async def test_public_hosts_and_options() -> None:
     """Without base_url (or with the public API's): uploads go to upload.gyazo.com, both
     public authorities share one daily budget; bad options are config errors."""
     assert provider_class("gyazo") is GyazoProvider
-    registry = LimiterRegistry()
-    async with ApiClient(registry) as http:
-        for base in (None, "https://api.gyazo.com/"):
-            cfg = RemoteConfig(name="gy", type="gyazo", base_url=base, token=TOKEN)
-            async with GyazoProvider(cfg, ProviderContext(http=http)) as provider:
-                assert provider.upload_url == "https://upload.gyazo.com/api/upload"
-        for authority in ("api.gyazo.com", "upload.gyazo.com"):
-            assert registry.for_authority(authority).rates == ("12500/day",)
-        # one budget: the upload host uses the API host's limiter
-        assert registry.for_authority("upload.gyazo.com") is registry.for_authority("api.gyazo.com")
+    for base in (None, "https://api.gyazo.com/"):
+        remote = {"type": "gyazo", "token": TOKEN, **({"base_url": base} if base else {})}
+        cfg = parse_config({"remotes": {"gy": remote}})
+        async with Runtime(cfg) as runtime:
+            provider = await runtime.open(cfg.remotes["gy"])
+            assert isinstance(provider, GyazoProvider)
+            assert provider.upload_url == "https://upload.gyazo.com/api/upload"
+            registry = provider.http.limiters
+            for authority in ("api.gyazo.com", "upload.gyazo.com"):
+                assert registry.for_authority(authority).rates == ("12500/day",)
+            # one budget: the upload host uses the API host's limiter
+            api = registry.for_authority("api.gyazo.com")
+            assert registry.for_authority("upload.gyazo.com") is api
+    async with ApiClient(LimiterRegistry()) as http:
         own = RemoteConfig(name="gy", type="gyazo", base_url="http://127.0.0.1:9/", token=TOKEN)
         assert GyazoProvider(own, ProviderContext(http=http)).upload_url == (
             "http://127.0.0.1:9/api/upload"
@@ -410,7 +415,7 @@ async def test_public_hosts_and_options() -> None:
     feats = GyazoProvider.features
     assert (feats.can_list, feats.can_get, feats.can_delete) == (True, True, True)
     assert feats.checksums == frozenset() and feats.page_size == (1, 100)
-    assert not feats.listing_appends and feats.default_rate == "12500/day"
+    assert not feats.listing_appends
 
 
 # ---- the command line --------------------------------------------------------------------
