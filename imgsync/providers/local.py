@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+
 import anyio.to_thread
 
 from imgsync.errors import LocalIOError, NotFound, Rejected

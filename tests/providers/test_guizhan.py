@@ -6,7 +6,6 @@ sleep; the CLI tests run ``python -m imgsync`` against an emulator served by the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -299,9 +298,10 @@ def _config(tmp_path: Path, url: str, authority: str, rate: str | None = None) -
 async def test_cli_copy_into_guizhan_keeps_under_the_rate_limit(
     image_tree: Path, tmp_path: Path
 ) -> None:
-    """12 uploads with host and config both at 4/second: no 429 at all, and the host sees
-    requests at 90-100 % of the limit (each request starts just over a second after the
-    one four places earlier). ``ls`` then lists all 12, again without a 429."""
+    """12 uploads with host and config both at 4/second: the host, which enforces the
+    limit on its own clock, refuses nothing. ``ls`` right after (a new process, which
+    counts what the copy spent from state) lists all 12, again without a 429. How close
+    to the limit the pace gets is measured by ``bench/bench_ratelimit.py``."""
     env = {"GZ_TOKEN": TOKEN}
     async with emulator(rate="4/second") as (run, fake):
         cfg = _config(tmp_path, run.url, run.authority, rate="4/second")
@@ -314,9 +314,6 @@ async def test_cli_copy_into_guizhan_keeps_under_the_rate_limit(
         assert len(posts) == 12
         assert (await run.stats())["throttled"] == 0, fake.log
 
-        # Each process has its own limiter: let the copy's last window pass first, as the
-        # host would otherwise count the listing together with the last four uploads.
-        await asyncio.sleep(1.0)
         proc = await run_cli_async("--config", str(cfg), "ls", "gz:", "--json", env=env)
         assert proc.returncode == 0, proc.stderr
         listed = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -324,14 +321,6 @@ async def test_cli_copy_into_guizhan_keeps_under_the_rate_limit(
         assert sorted(i["size"] for i in listed) == sizes
 
         assert (await run.stats())["throttled"] == 0, fake.log
-    limit, period = 4, 1.0
-    gaps = [posts[i + limit] - posts[i] for i in range(len(posts) - limit)]
-    assert min(gaps) >= period  # never more than 4 in any one-second interval
-    steady = limit / (sum(gaps) / len(gaps))
-    overall = (len(posts) - limit) / (posts[-1] - posts[0])
-    print(f"guizhan rate: steady {steady:.3f}/s, overall {overall:.3f}/s, limit {limit}/s")
-    assert 0.9 * limit <= steady <= limit
-    assert 0.9 * limit <= overall <= limit
 
 
 async def test_cursor_saved_with_another_page_size_restarts() -> None:
