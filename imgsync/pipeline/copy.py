@@ -480,6 +480,10 @@ class CopyRun:
             await self.store.release(self.dst_key, [d.sha256])
             self.taken.discard(d.sha256)
             if exc.scope == "remote" or exc.scope == "run":
+                if self.summary.remote_failure is not None:  # already stopped: left, not failed
+                    self.summary.not_attempted += 1
+                    self.progress.tick(done=1)
+                    return
                 self._remote_failed(exc)
             self._item_failed(c, exc)
             return

@@ -12,20 +12,33 @@ summarised in ``shared/reference/hosts.md`` §3; [INF] inference.
   (``Request denied`` is 401 inside an HTTP 400) [REC 00, 13-20] and messages are translated
   on localised sites [OBS]. Mapping keys on ``code`` (:func:`error_for_code`).
 * Code 130 means "Empty upload source" / "Empty source" / base64 over GET [REC 18, 19, 10]
-  *and* "Flooding detected ..." (the per-IP flood guard; no 429, no Retry-After) [SRC].
-  Rule: requests built here always carry a non-empty file part over POST, so 130 is read as
-  flooding (``RateLimited`` without ``retry_after``: the host limiter backs off, the retry
-  policy bounds the attempts). Only a known English empty-source text reads otherwise: the
-  body never reached PHP, e.g. over ``post_max_size`` [INF] -> ``Rejected``. On a translated
-  site such a body is retried a few times as a flood, then fails. "flood" confirms a flood.
+  *and* "Flooding detected. You can only upload N images per <minute|hour|day|week|month>"
+  (the per-IP flood guard; no 429, no Retry-After) [SRC, REC 51]. Rule: requests built here
+  always carry a non-empty file part over POST, so 130 is read as flooding. The window is
+  the trailing period of *stored* uploads and a refused attempt does not extend it [REC 51
+  notes], so waiting one whole period after a refusal always clears it: ``RateLimited`` with
+  ``retry_after`` = the period the message names (a minute when it names none, e.g. on a
+  translated site). The HTTP client holds the whole host back that long (a period over its
+  ``max_retry_after`` becomes a host pause); no item fails for a flood. Only a known English
+  empty-source text reads otherwise: the body never reached PHP, e.g. over
+  ``post_max_size`` [INF] -> ``Rejected``.
 * A 301/302 on the upload means ``base_url`` is not what the site serves (http/https, www,
-  a trailing slash: ``POST /api/1/upload/`` 301s unprocessed [REC 24]). Following would turn
-  the POST into a GET, so the remote is reported misconfigured instead. A ``base_url``
+  a trailing slash: ``POST /api/1/upload/`` 301s unprocessed [REC 24, 44]). Following would
+  turn the POST into a GET, so the remote is reported misconfigured instead. A ``base_url``
   ending in ``/api/1/upload`` (the API page's "Request URL") is trimmed to the site root.
+  A 404/405 that is not the API's JSON envelope (a wrong path such as
+  ``https://site/chevereto``: Chevereto's HTML 404 page [REC 45]) is a misconfigured remote
+  too, named with the URL tried. The first upload of a remote goes alone, so a wrong
+  ``base_url`` costs one request, not one per worker.
 * ``image.md5`` is the MD5 of the stored file [REC 01, 25]; imgz.io's page names it
   ``checksum`` / ``source_checksum`` [DOC]. Every upload is checked against the MD5 of the
-  bytes sent; a mismatch (BMP converted to PNG, EXIF stripped [SRC]) is an item error, and
-  the unrecorded copy is deleted at once so re-runs leave no orphans on the site.
+  bytes sent. Two mismatches are expected conversions, not errors: the site reports the
+  sent bytes' MD5 as ``source_md5`` (it resized or re-encoded them), or the file is a
+  type the site always converts (BMP -> PNG [REC 35, 36]: ``source_md5`` null, and a new
+  PNG, so a new md5, on every conversion) and the reply describes the converted type with
+  the source's dimensions. The item is recorded under the source's checksum with the
+  stored bytes' md5 beside it, so a later run uploads nothing. Any other mismatch is an
+  item error, and the unrecorded copy is deleted at once so re-runs leave no orphans.
 * ``is_approved`` 0 (moderation): the reply has no ``url`` fields [SRC]; still a success.
 * ``delete_url`` comes only in the upload reply; a plain GET deletes and 301s to
   ``<viewer>?deleted``, later GETs 404 [REC 28-31]. It is a credential: registered as a
@@ -38,7 +51,9 @@ summarised in ``shared/reference/hosts.md`` §3; [INF] inference.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
@@ -61,16 +76,30 @@ from imgsync.errors import (
 from imgsync.hashing import md5_hex
 from imgsync.http import FilePart, Multipart
 from imgsync.log import get_logger
-from imgsync.models import ItemMeta, RemoteItem, UploadSource
-from imgsync.providers.base import Features, Provider, ProviderInfo, option
+from imgsync.models import ItemMeta, RemoteItem, UploadSource, sniff_image
+from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
 
 if TYPE_CHECKING:
+    from imgsync.config import RemoteConfig
     from imgsync.http import ApiResponse
 
 __all__ = ["CheveretoProvider", "error_for_code"]
 
 _API_PATH = "/api/1/upload"
 _EMPTY_SOURCE_TEXTS = ("empty upload source", "empty source", "base64")
+# what the site stores instead of what it was sent [REC 35, hosts.md 3.3]
+CONVERTS = {"image/bmp": "image/png", "image/x-ms-bmp": "image/png"}
+_FLOOD_PERIOD = re.compile(
+    r"per\s+(?:(\d+)\s+)?(second|minute|hour|day|week|month)s?\b", re.IGNORECASE
+)
+_PERIOD_SECONDS = {
+    "second": 1.0,
+    "minute": 60.0,
+    "hour": 3600.0,
+    "day": 86400.0,
+    "week": 7 * 86400.0,
+    "month": 30 * 86400.0,
+}
 _ISO_DURATION = re.compile(
     r"P(?=\d|T\d)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+S)?)?"
 )
@@ -91,6 +120,18 @@ class _Redirected(ProviderError):
     def __init__(self, location: str) -> None:
         super().__init__("redirected")
         self.location = location
+
+
+def flood_window(message: str) -> float:
+    """Seconds of the flood window a code-130 message names (``per minute`` -> 60).
+
+    Chevereto's text is "... You can only upload N images per <minute|hour|day|week|month>";
+    a message that names none (a translated site) counts as a minute.
+    """
+    found = _FLOOD_PERIOD.search(message)
+    if found is None:
+        return _PERIOD_SECONDS["minute"]
+    return int(found.group(1) or 1) * _PERIOD_SECONDS[found.group(2).lower()]
 
 
 def error_for_code(code: int, message: str) -> ProviderError:
@@ -117,7 +158,12 @@ def error_for_code(code: int, message: str) -> ProviderError:
                 f"the site received no file {said}; it may exceed the server's post_max_size",
                 code=code,
             )
-        return RateLimited(f"flooding detected, slowing down {said}", code=code)
+        window = flood_window(message)
+        return RateLimited(
+            f"flooding detected, waiting {window:g} s for the site's window {said}",
+            retry_after=window,
+            code=code,
+        )
     if code in (101, 102, 103):
         return Duplicate(f"the site already has these bytes {said}", code=code)
     if code == 200:
@@ -136,7 +182,8 @@ def _envelope(data: Any) -> tuple[int, str] | None:
 
 
 def _map_error(resp: ApiResponse) -> ProviderError | None:
-    """Upload replies: redirect -> misconfigured, envelope -> by code, 413 -> too big."""
+    """Upload replies: redirect -> misconfigured, envelope -> by code, 413 -> too big,
+    a 404/405 page that is not the API -> misconfigured."""
     if 300 <= resp.status < 400:
         location = resp.headers.get("Location", "(no Location)")
         return RemoteMisconfigured(
@@ -149,7 +196,25 @@ def _map_error(resp: ApiResponse) -> ProviderError | None:
         return error_for_code(*found)
     if resp.status == 413:
         return Rejected("the site's web server refused the body as too large (HTTP 413)")
-    return None  # by status: 5xx/408 transient, 429 rate limited, 401/403 auth, 4xx rejected
+    if resp.status in (404, 405):
+        return RemoteMisconfigured(
+            f"no Chevereto API at {resp.method} {_bare(resp.url)}: HTTP {resp.status} "
+            f"{_kind_of(resp.data)}; base_url must be the site root, e.g. https://www.imgz.io"
+        )
+    return None
+
+
+def _bare(url: str) -> str:
+    """``url`` without credentials or query: what a message may show of the URL tried."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def _kind_of(data: Any) -> str:
+    """A short description of a non-API reply body."""
+    if isinstance(data, str) and "<html" in data[:500].lower():
+        return "(an HTML page)"
+    return "(not the API's JSON)"  # by status: 5xx/408 transient, 429 rate limited, 401/403 auth, 4xx rejected
 
 
 def _map_delete(resp: ApiResponse) -> ProviderError | None:
@@ -213,6 +278,13 @@ class CheveretoProvider(Provider):
         accepted_extensions=frozenset({"avif", "jpg", "jpeg", "png", "bmp", "gif", "webp"}),
     )
 
+    def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
+        super().__init__(config, ctx)
+        # the first upload goes alone: a wrong base_url or key then costs one request
+        self._first = asyncio.Lock()
+        self._proven = False
+        self._broken: ProviderError | None = None
+
     # --- helpers ---------------------------------------------------------------------------
 
     @property
@@ -255,6 +327,22 @@ class CheveretoProvider(Provider):
     # --- the provider interface ------------------------------------------------------------
 
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
+        if not self._proven:
+            async with self._first:
+                if self._broken is not None:
+                    raise self._broken
+                if not self._proven:  # (else another upload proved the endpoint meanwhile)
+                    try:
+                        item = await self._upload(src, meta, rel_path)
+                    except ProviderError as exc:
+                        if exc.scope != "item":
+                            self._broken = exc  # every later upload would fail the same way
+                        raise
+                    self._proven = True
+                    return item
+        return await self._upload(src, meta, rel_path)
+
+    async def _upload(self, src: UploadSource, meta: ItemMeta, rel_path: str) -> RemoteItem:
         http = self.http
         if not self.config.token:
             raise AuthError("no API key configured (token_env or token_file)", remote=self.name)
@@ -276,10 +364,16 @@ class CheveretoProvider(Provider):
             map_error=_map_error,
             allow_redirects=False,
         )
-        return await self._accept(resp.data, src, meta, sent_md5, filename)
+        return await self._accept(resp.data, src, meta, sent_md5, filename, data)
 
     async def _accept(
-        self, reply: Any, src: UploadSource, meta: ItemMeta, sent_md5: str, filename: str
+        self,
+        reply: Any,
+        src: UploadSource,
+        meta: ItemMeta,
+        sent_md5: str,
+        filename: str,
+        data: bytes,
     ) -> RemoteItem:
         """Verify a success reply and turn it into the stored item."""
         image = reply.get("image") if isinstance(reply, dict) else None
@@ -292,18 +386,12 @@ class CheveretoProvider(Provider):
         problem: ProviderError | None = None
         if got is None:
             problem = ResponseError(f"upload of {filename}: the reply has no md5 or checksum")
-        elif got.lower() != sent_md5.lower():
-            original = _text(image.get("source_md5")) or _text(image.get("source_checksum"))
-            why = (
-                "the site converted or re-encoded it (its source checksum matches)"
-                if original and original.lower() == sent_md5.lower()
-                else "the site stored different bytes"
-            )
+        elif got.lower() != sent_md5.lower() and not _expected_conversion(image, sent_md5, data):
             problem = Rejected(
                 f"upload of {filename}: checksum mismatch: sent md5 {sent_md5}, the site "
-                f"reports {got}; {why}"
+                f"reports {got}; the site stored different bytes"
             )
-        elif remote_id is None:
+        if problem is None and remote_id is None:
             problem = ResponseError(f"upload of {filename}: the reply has no id_encoded")
         if problem is not None:
             gone = await self._discard(delete_url)
@@ -313,6 +401,15 @@ class CheveretoProvider(Provider):
         url = _text(image.get("url"))
         if image.get("is_approved") == 0 and url is None:
             _log.info("awaiting_moderation", remote=self.name, remote_id=remote_id)
+        if got.lower() != sent_md5.lower():
+            _log.info(
+                "stored_converted",
+                remote=self.name,
+                remote_id=remote_id,
+                sent=src.mime,
+                stored=image.get("mime"),
+                md5=got,
+            )
         _log.debug(
             "uploaded",
             remote=self.name,
@@ -389,6 +486,32 @@ class CheveretoProvider(Provider):
         async with self.http.stream(item.url, remote=self.name) as body:
             async for chunk in body:
                 yield chunk
+
+
+def _expected_conversion(image: dict[str, Any], sent_md5: str, data: bytes) -> bool:
+    """Whether a reply whose md5 is not the sent bytes' describes a conversion of them.
+
+    Either the site vouches for the source (``source_md5`` is the sent bytes' MD5), or the
+    bytes are of a type the site always converts and the reply describes the converted type
+    with the source's dimensions.
+    """
+    original = _text(image.get("source_md5")) or _text(image.get("source_checksum"))
+    if original is not None:
+        return original.lower() == sent_md5.lower()
+    sent_type = sniff_image(data) or ""
+    target = CONVERTS.get(sent_type)
+    if target is None or target != image.get("mime"):
+        return False
+    size = _dimensions(data, sent_type)
+    return size is None or size == (image.get("width"), image.get("height"))
+
+
+def _dimensions(data: bytes, mime: str) -> tuple[int, int] | None:
+    """Width and height of a BMP (the one converted type), else None."""
+    if mime in ("image/bmp", "image/x-ms-bmp") and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return width, abs(height)
+    return None
 
 
 def _echoed_meta(image: dict[str, Any], sent: ItemMeta) -> ItemMeta:

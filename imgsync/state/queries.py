@@ -258,11 +258,13 @@ _INSERT_OBJECT = (
 )
 _UPSERT_LOCATION = (
     "INSERT INTO locations (remote, remote_id, sha256, url, delete_url, meta, updated, "
-    "page_url) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (remote, remote_id) DO UPDATE SET "
+    "page_url, stored_md5) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (remote, remote_id) DO UPDATE SET "
     "sha256 = excluded.sha256, url = COALESCE(excluded.url, locations.url), "
     "delete_url = COALESCE(excluded.delete_url, locations.delete_url), "
     "meta = excluded.meta, updated = excluded.updated, "
-    "page_url = COALESCE(excluded.page_url, locations.page_url)"
+    "page_url = COALESCE(excluded.page_url, locations.page_url), "
+    "stored_md5 = COALESCE(excluded.stored_md5, locations.stored_md5)"
 )
 _UPSERT_JOURNAL = (
     "INSERT INTO journal (job, source, source_id, dest, sha256, stage, error, attempts, updated) "
@@ -296,7 +298,7 @@ async def record_objects(
 async def record_locations(
     store: StateStore, remote: str, rows: Iterable[tuple[str, RemoteItem]]
 ) -> None:
-    """(sha256, item) per location of ``remote``."""
+    """(sha256, item) per location of ``remote`` (``item.md5``: what the host stored)."""
     now = time.time()
     await store.write_many(
         _UPSERT_LOCATION,
@@ -310,6 +312,7 @@ async def record_locations(
                 json.dumps(item.meta.to_json()) if item.meta != _NO_META else None,
                 now,
                 item.page_url,
+                item.md5,
             )
             for sha, item in rows
         ],

@@ -3,7 +3,8 @@
 What the tables guarantee (DESIGN.md "State"):
 
 * ``objects``: one row per content checksum (SHA-256), and ``locations``: every place
-  (remote, remote id) that holds those bytes, with url, delete url (secret) and metadata.
+  (remote, remote id) that holds those bytes, with url, delete url (secret), metadata and
+  the MD5 the host reported for what it stored (``stored_md5``: a converted upload's).
 * ``journal``: one row per (job, source item, destination) with its stage
   (listed -> fetched -> uploaded -> verified, or failed/skipped) so a run resumes.
 * ``claims``: (checksum, destination) claimed before an upload starts; the primary key
@@ -145,6 +146,11 @@ MIGRATIONS: list[str] = [
     INSERT OR IGNORE INTO owners (dest, sha256, source, wrote)
         SELECT DISTINCT l.remote, l.sha256, 'local:' || lf.root, 1 FROM locations l
         JOIN local_files lf ON lf.sha256 = l.sha256 WHERE l.remote LIKE 'local:%';
+    """,
+    # version 6: the MD5 the host reported for the bytes it stored; for a host that converts
+    # uploads (Chevereto: BMP -> PNG) it is not the source's, which stays the row's sha256
+    """
+    ALTER TABLE locations ADD COLUMN stored_md5 TEXT;
     """,
 ]
 

@@ -17,10 +17,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 from aiohttp import web
 from helpers import RunningFake, run_cli_async, start_fake, write_config
+from vclock import VirtualClock
 
 from imgsync.config import RemoteConfig
 from imgsync.errors import (
@@ -32,6 +34,7 @@ from imgsync.errors import (
     RateLimited,
     Rejected,
     RemoteMisconfigured,
+    RemotePaused,
     ResponseError,
     TransientError,
     Unsupported,
@@ -228,18 +231,18 @@ async def test_non_image_is_rejected() -> None:
     assert info.value.code == 610 and info.value.scope == "item"
 
 
-async def test_flooding_is_rate_limited_and_retried() -> None:
-    """Code 130 "Flooding detected" -> RateLimited, retried with limiter penalties, then raised."""
-    host = CheveretoFake(Knobs(token=KEY, rate="1/minute"))
-    async with fake(host) as running, fast_client(attempts=3) as http:
+async def test_flooding_waits_out_the_window_then_succeeds() -> None:
+    """Code 130 "Flooding detected ... per minute" -> the host is held back a whole minute (on
+    a virtual clock), then the same upload goes through: one refusal, no failure."""
+    clock = VirtualClock()
+    host = CheveretoFake(Knobs(token=KEY, rate="1/minute"), clock=clock.time)
+    async with fake(host) as running, clock.client(attempts=3) as http:
         p = provider(running.url, http)
         await upload_png(p, 9)
-        with pytest.raises(RateLimited) as info:
-            await upload_png(p, 10)
+        _, item = await upload_png(p, 10)
         stats = await running.stats()
-        penalty = http.limiters.for_authority(running.authority).delay
-    assert info.value.retry_after is None and "gave up after 3 attempts" in str(info.value)
-    assert stats["throttled"] == 3 and stats["uploads"] == 1 and penalty > 0
+    assert item.md5 and stats["throttled"] == 1 and stats["uploads"] == 2
+    assert 60 <= clock.elapsed < 120
 
 
 async def test_redirecting_base_url_is_misconfigured_and_not_followed() -> None:
@@ -425,3 +428,171 @@ async def test_cli_refuses_chevereto_as_a_source(
         proc = await run_cli_async("--config", str(cfg), "copy", "chv:", str(tmp_path / "x"))
         requests = (await running.stats())["requests"]
     assert proc.returncode == 2 and "cannot be listed" in proc.stderr and requests == 0
+
+
+# --- issue 14: conversions, floods, a wrong path ----------------------------------------------
+
+BMP = (
+    Path(__file__).resolve().parents[1] / "fixtures/chevereto-4.2.0/inputs/bitmap1.bmp"
+).read_bytes()
+
+
+async def test_bmp_converted_to_png_is_an_expected_conversion() -> None:
+    """The site stores a BMP as a new PNG (fixtures 35, 36): the upload succeeds, the item
+    carries the stored PNG's md5 beside the source's sha256, and nothing is deleted."""
+    host = CheveretoFake(Knobs(token=KEY))
+    async with fake(host) as running, fast_client() as http:
+        src = source(BMP, "bitmap1.bmp", "image/bmp")
+        item = await provider(running.url, http).upload(src, ItemMeta(), rel_path="a/bitmap1.bmp")
+        stats = await running.stats()
+    stored = host.images()[0]
+    assert item.md5 == stored.md5 != hashlib.md5(BMP).hexdigest()
+    assert item.sha256 == hashlib.sha256(BMP).hexdigest()
+    assert item.mime == "image/png" and item.name == "bitmap1.png" and item.delete_url
+    assert stats["uploads"] == 1 and stats["deletes"] == 0 and stats["items"] == 1
+
+
+async def test_conversion_must_describe_the_source() -> None:
+    """A converted reply is accepted when ``source_md5`` vouches for the bytes sent, or for a
+    BMP whose dimensions it keeps; a PNG reply with other dimensions is a mismatch."""
+    replies: list[dict[str, Any]] = []
+    deleted: list[str] = []
+
+    async def upload(request: web.Request) -> web.Response:
+        await request.post()
+        base = f"{request.scheme}://{request.host}"
+        image = {"id_encoded": "cd", "md5": "1" * 32, "mime": "image/png", **replies.pop(0)}
+        image["delete_url"] = f"{base}/image/cd/delete/{'e' * 48}"
+        return web.json_response({"status_code": 200, "image": image, "status_txt": "OK"})
+
+    async def delete(request: web.Request) -> web.Response:
+        deleted.append(request.path)
+        raise web.HTTPMovedPermanently("/image/cd?deleted")
+
+    def routes(app: web.Application) -> None:
+        app.router.add_post("/api/1/upload", upload)
+        app.router.add_get("/image/cd/delete/{token}", delete)
+
+    png = make_png(24, 16, 3)
+    async with tiny_server(routes) as base, fast_client() as http:
+        p = provider(base, http)
+        replies.append({"source_md5": hashlib.md5(png).hexdigest(), "width": 12})
+        resized = await p.upload(source(png), ItemMeta(), rel_path="x.png")
+        replies.append({"source_md5": None, "width": 32, "height": 24})
+        bmp = await p.upload(source(BMP, "b.bmp", "image/bmp"), ItemMeta(), rel_path="b.bmp")
+        replies.append({"source_md5": None, "width": 31, "height": 24})
+        with pytest.raises(Rejected, match="checksum mismatch"):
+            await p.upload(source(BMP, "b.bmp", "image/bmp"), ItemMeta(), rel_path="b.bmp")
+    assert resized.md5 == bmp.md5 == "1" * 32 and len(deleted) == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "window"),
+    [
+        ("Flooding detected. You can only upload 3 images per minute", 60),
+        ("Flooding detected. You can only upload 500 images per hour", 3600),
+        ("Flooding detected. You can only upload 1000 images per day", 86400),
+        ("Flooding detected. You can only upload 5000 images per week", 604800),
+        ("Flooding detected. You can only upload 10000 images per month", 2592000),
+        ("Flooding detected. You can only upload 2 images per 2 minutes", 120),
+        ("检测到洪水攻击", 60),
+    ],
+)
+def test_flood_names_its_window(message: str, window: float) -> None:
+    """Code 130 waits the period its message names; a minute when it names none."""
+    err = error_for_code(130, message)
+    assert isinstance(err, RateLimited) and err.retry_after == window
+
+
+async def test_flood_under_ten_per_minute_loses_nothing() -> None:
+    """15 uploads, 4 at a time, into a site that floods at 10 per minute (on a virtual clock
+    shared by the emulator and the client): all 15 arrive, none fails, and the client waited
+    out the site's window instead of hammering it."""
+    clock = VirtualClock()
+    host = CheveretoFake(Knobs(token=KEY, rate="10/minute"), clock=clock.time)
+    async with fake(host) as running, clock.client() as http:
+        p = provider(running.url, http)
+        send, recv = anyio.create_memory_object_stream[int](15)
+        for i in range(15):
+            send.send_nowait(i)
+        send.close()
+        items: list[RemoteItem] = []
+
+        async def worker() -> None:
+            async for i in recv.clone():
+                data = make_png(20, 10 + i, i)
+                items.append(await p.upload(source(data), ItemMeta(), rel_path=f"p{i}.png"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(worker)
+        recv.close()
+        stats = await running.stats()
+    assert len(items) == 15 and stats["uploads"] == 15 == stats["distinct_checksums"]
+    assert 1 <= stats["throttled"] <= 4  # the workers in flight when the guard tripped
+    assert clock.elapsed >= 60
+
+
+async def test_hourly_flood_pauses_the_host() -> None:
+    """A flood whose window is an hour pauses the host (a remote-wide stop), not a long sleep."""
+    clock = VirtualClock()
+    host = CheveretoFake(Knobs(token=KEY, rate="1/hour"), clock=clock.time)
+    async with fake(host) as running, clock.client() as http:
+        p = provider(running.url, http)
+        await upload_png(p, 1)
+        with pytest.raises(RemotePaused) as info:
+            await upload_png(p, 2)
+        with pytest.raises(RemotePaused):  # the next one is refused without a request
+            await upload_png(p, 3)
+        stats = await running.stats()
+    assert info.value.until == pytest.approx(clock.now + 3600, abs=5)
+    assert stats["throttled"] == 1 and stats["requests"] == 2
+
+
+async def test_cli_bmp_copies_with_exit_0_and_a_second_run_uploads_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder with a BMP: copied (exit 0), the stored PNG's md5 recorded beside the BMP's
+    checksum; the second run uploads nothing, and no copy was deleted."""
+    monkeypatch.setenv("CHV_TEST_KEY", KEY)
+    folder = make_folder(tmp_path / "pics", 2)
+    (folder / "bitmap1.bmp").write_bytes(BMP)
+    async with fake(CheveretoFake(Knobs(token=KEY))) as running:
+        cfg = chv_config(tmp_path, running)
+        first = await run_cli_async("--config", str(cfg), "copy", str(folder), "chv:", "--json")
+        second = await run_cli_async("--config", str(cfg), "copy", str(folder), "chv:", "--json")
+        stats = await running.stats()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert json.loads(first.stdout)["copied"] == 3
+    assert second.returncode == 0 and json.loads(second.stdout)["copied"] == 0
+    assert stats["uploads"] == 3 and stats["deletes"] == 0
+    db = sqlite3.connect(tmp_path / "state" / "state.db")
+    row = db.execute(
+        "SELECT stored_md5 FROM locations WHERE remote = 'chv' AND sha256 = ?",
+        (hashlib.sha256(BMP).hexdigest(),),
+    ).fetchone()
+    db.close()
+    stored = [i for i in running.host.images() if i.original_filename == "bitmap1.bmp"]
+    assert row[0] == stored[0].md5 != hashlib.md5(BMP).hexdigest() and stored[0].extension == "png"
+
+
+async def test_cli_wrong_base_url_path_exits_3_after_one_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``base_url = https://site/chevereto`` answers Chevereto's HTML 404 (fixture 45): exit 3
+    after at most 2 requests, one line naming the URL tried, no HTML in the output."""
+    monkeypatch.setenv("CHV_TEST_KEY", KEY)
+    folder = make_folder(tmp_path / "pics", 8)
+    async with fake(CheveretoFake(Knobs(token=KEY))) as running:
+        wrong = RunningFake(running.host, running.runner, running.url + "/chevereto")
+        cfg = chv_config(tmp_path, wrong)
+        proc = await run_cli_async(
+            "--config", str(cfg), "copy", str(folder), "chv:", "--json", "--transfers", "4"
+        )
+        stats = await running.stats()
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout)
+    assert stats["requests"] <= 2 and stats["uploads"] == 0
+    assert f"{running.url}/chevereto/api/1/upload" in summary["remote_failure"]
+    assert "<" not in proc.stdout + proc.stderr
+    assert summary["copied"] == 0 and summary["failed"] == 1 and summary["not_attempted"] == 7
