@@ -568,7 +568,7 @@ async def test_cli_bmp_copies_with_exit_0_and_a_second_run_uploads_nothing(
     assert stats["uploads"] == 3 and stats["deletes"] == 0
     db = sqlite3.connect(tmp_path / "state" / "state.db")
     row = db.execute(
-        "SELECT stored_md5 FROM locations WHERE remote = 'chv' AND sha256 = ?",
+        "SELECT stored_md5 FROM locations WHERE sha256 = ?",
         (hashlib.sha256(BMP).hexdigest(),),
     ).fetchone()
     db.close()
