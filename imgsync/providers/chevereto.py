@@ -55,7 +55,7 @@ import asyncio
 import re
 import struct
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urljoin, urlsplit
@@ -515,13 +515,14 @@ def _dimensions(data: bytes, mime: str) -> tuple[int, int] | None:
 
 
 def _echoed_meta(image: dict[str, Any], sent: ItemMeta) -> ItemMeta:
-    """What the site kept of the metadata (title, description, tags), else what was sent."""
+    """What the site kept of the metadata: title, description and tags (as echoed, else as
+    sent). A Chevereto image has no field for the source URL or the app, and its date is
+    the upload's, so those are not carried (a migration report shows them dropped)."""
     tags = sent.tags
     if isinstance(image.get("tags"), list):
         names = [t.get("name") for t in image["tags"] if isinstance(t, dict)]
         tags = tuple(n for n in names if isinstance(n, str) and n) or tags
-    return replace(
-        sent,
+    return ItemMeta(
         title=_text(image.get("title")) or sent.title,
         description=_text(image.get("description")) or sent.description,
         tags=tags,
