@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--include-non-images", action="store_true", help="also back up files that are not images"
     )
+    b.add_argument(
+        "--no-gallery",
+        dest="gallery",
+        action="store_false",
+        help="do not write or update the folder's index.html gallery",
+    )
     m = _transfer_verb(
         sub, "migrate", "copy everything once, resumably, and write the old-URL -> new-URL map"
     )
@@ -165,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where to write the map (.csv or .json)",
     )
+    m.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE.html",
+        help="also write a page of every item: thumbnails, old -> new URL, failures, totals",
+    )
+    rp = sub.add_parser("report", help="write the page of the latest migrate/backup run from state")
+    rp.add_argument("out", type=Path, metavar="FILE.html", help="where to write the page")
+    rp.add_argument("--src", metavar="SRC", help="the run's source (default: the latest run)")
+    rp.add_argument("--dst", metavar="DST", help="the run's destination")
 
     rw = sub.add_parser(
         "rewrite", help="rewrite image links in Markdown/HTML/BBCode files (changes nothing else)"
@@ -314,6 +330,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from imgsync.commands import run_copy
 
         return run_copy(cfg, args)
+    if verb == "report":
+        from imgsync.commands import run_report
+
+        return run_report(cfg, args)
     if verb == "ls":
         from imgsync.commands import run_ls
 

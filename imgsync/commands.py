@@ -63,10 +63,27 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
         options=_options(cfg, args),
         map_path=getattr(args, "map", None),
         verify_dest=getattr(args, "verify_dest", False),
+        gallery=args.verb == "backup" and getattr(args, "gallery", True),
+        report_path=getattr(args, "report", None),
     )
+    if spec.report_path is not None and spec.options.dry_run:
+        raise UsageError("--report needs a real run, not --dry-run")
     progress = Progress(enabled=args.progress if args.progress is not None else sys.stderr.isatty())
     summary = run_job_blocking(cfg, spec, progress, before_async=lambda: setup_logging(cfg, args))
     return _report(summary, args.json)
+
+
+def run_report(cfg: Config, args: argparse.Namespace) -> int:
+    """``imgsync report FILE.html [--src SRC --dst DST]``: the page of the latest run."""
+    from imgsync.pages import report_from_state
+
+    src = resolve_spec(cfg, args.src)[1] if args.src else None
+    dst = resolve_spec(cfg, args.dst)[1] if args.dst else None
+    res = report_from_state(cfg.state_path, args.out, src, dst)
+    counts = ", ".join(f"{n} {what}" for what, n in res.counts.items())
+    note = "" if res.balanced else "; the run's totals do not balance"
+    print(f"report: {res.items} items ({counts}) in {res.path}{note}")
+    return EXIT_OK
 
 
 def _report(summary: Summary, as_json: bool) -> int:

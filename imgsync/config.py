@@ -123,6 +123,8 @@ class JobConfig:
     source: str
     destinations: tuple[str, ...]
     map_path: Path | None = None
+    gallery: bool = True  # backup: keep the folder's index.html gallery up to date
+    report_path: Path | None = None  # migrate: write the report page after every run
     interval: float = 3600.0
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -449,6 +451,16 @@ def _jobs(
                 p.add(f"{key}.map", 'a migrate job needs map = "path/to/map.csv"')
             else:
                 map_path = _expand(tbl["map"], base_dir)
+        report_path = None
+        if "report" in tbl:
+            if kind != "migrate" or not isinstance(tbl["report"], str):
+                p.add(f"{key}.report", 'only a migrate job has a report = "path/to/report.html"')
+            else:
+                report_path = _expand(tbl["report"], base_dir)
+        gallery = tbl.get("gallery", True)
+        if not isinstance(gallery, bool) or ("gallery" in tbl and kind != "backup"):
+            p.add(f"{key}.gallery", "true or false, for a backup job")
+            gallery = True
         interval = 3600.0
         if "interval" in tbl:
             try:
@@ -474,6 +486,8 @@ def _jobs(
                 "include",
                 "exclude",
                 "delete",
+                "gallery",
+                "report",
             }:
                 p.add(f"{key}.{k}", "unknown key")
         jobs.append(
@@ -483,6 +497,8 @@ def _jobs(
                 source=str(source),
                 destinations=tuple(str(d) for d in dests),
                 map_path=map_path,
+                gallery=gallery,
+                report_path=report_path,
                 interval=interval,
                 include=globs["include"],
                 exclude=globs["exclude"],

@@ -48,7 +48,15 @@ async def run_job_once(
             transfers=cfg.transfers,
             sidecars=job.kind == "backup",
         )
-        spec = JobSpec(verb, job.source, dest, opts, map_path=job.map_path)
+        spec = JobSpec(
+            verb,
+            job.source,
+            dest,
+            opts,
+            map_path=job.map_path,
+            gallery=job.kind == "backup" and job.gallery,
+            report_path=job.report_path,
+        )
         summary = await run_job(cfg, spec, stop=stop)
         log.info("job_run", job=job.name, dest=dest, summary=summary.line())
         summaries.append(summary)

@@ -58,7 +58,8 @@ async def _run(base: Path) -> list[Summary]:
     try:
         for verb, src, dst in steps:
             opts = CopyOptions(job=f"demo-{verb}", verb=verb, sidecars=verb == "backup")
-            summary = await run_job(cfg, JobSpec(verb, src, dst, opts))
+            spec = JobSpec(verb, src, dst, opts, gallery=verb == "backup")
+            summary = await run_job(cfg, spec)
             print(summary.line())
             summaries.append(summary)
     finally:
@@ -76,7 +77,8 @@ def run_demo(folder: Path) -> int:
         (base / f"state.db{suffix}").unlink(missing_ok=True)
     summaries = asyncio.run(_run(base))
     print(
-        f"demo: done. Look at {base / 'backup'} (images + .json sidecars); "
+        f"demo: done. Open {base / 'backup' / 'index.html'} in a browser (the backup's "
+        "gallery: images + .json sidecars); "
         f"`IMGSYNC_STATE={base / 'state.db'} imgsync status` shows the state."
     )
     return max(s.exit_code for s in summaries)

@@ -49,6 +49,8 @@ class JobSpec:
     options: CopyOptions = field(default_factory=CopyOptions)
     map_path: Path | None = None  # migrate: where the old -> new URL map goes
     verify_dest: bool = False  # list a host destination first; forget what is gone there
+    gallery: bool = False  # backup: write/update the folder's index.html gallery
+    report_path: Path | None = None  # write the run's report page (migrate --report)
 
 
 @dataclass
@@ -160,6 +162,7 @@ def run_job_blocking(
         quick = nothing_to_do(cfg, job, plan)
         if quick is not None:
             quick.elapsed = time.monotonic() - started
+            _pages(cfg, job, quick)
             return quick
     import asyncio
 
@@ -255,7 +258,23 @@ async def _run(
         await queries.finish_run(store, run_id, summary.to_json())
     if opts.verb == "migrate" and not opts.dry_run and job.spec.map_path is not None:
         await anyio.to_thread.run_sync(write_url_map, cfg, job, job.spec.map_path, summary)
+    await anyio.to_thread.run_sync(_pages, cfg, job, summary)
     return summary
+
+
+def _pages(cfg: Config, job: Resolved, summary: Summary) -> None:
+    """The pages a run leaves for people: the backup folder's gallery, the report."""
+    if job.spec.gallery or job.spec.report_path is not None:
+        from imgsync.pages import after_run
+
+        after_run(
+            cfg.state_path,
+            summary,
+            job=job.opts.job,
+            dst_path=job.dst.path,
+            gallery=job.spec.gallery,
+            report=job.spec.report_path,
+        )
 
 
 def write_url_map(cfg: Config, job: Resolved, path: Path, summary: Summary) -> None:

@@ -55,6 +55,8 @@ class Summary:
     would_copy: list[str] = field(default_factory=list)  # dry runs: what is missing
     map_rows: int | None = None  # migrate: rows written to the URL map
     map_path: str | None = None
+    gallery_path: str | None = None  # backup: the folder's index.html, updated
+    report_path: str | None = None  # migrate --report: the page written
 
     def fail(self, item: str, message: str) -> None:
         self.failed += 1
@@ -88,6 +90,10 @@ class Summary:
             text += f"; stopped: {self.remote_failure}"
         if self.map_path is not None:
             text += f"; URL map: {self.map_rows} rows in {self.map_path}"
+        if self.gallery_path is not None:
+            text += f"; gallery: {self.gallery_path}"
+        if self.report_path is not None:
+            text += f"; report: {self.report_path}"
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -112,4 +118,6 @@ class Summary:
             "missing": self.would_copy if self.dry_run else None,
             "map_rows": self.map_rows,
             "map_path": self.map_path,
+            "gallery": self.gallery_path,
+            "report": self.report_path,
         }

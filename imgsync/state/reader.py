@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from imgsync.state import queries
+from imgsync.state import queries, reports
 from imgsync.state.db import describe_error, open_sync
 from imgsync.state.queries import KnownFile
 
@@ -110,6 +110,36 @@ class StateReader:
 
     def save_usage(self, usage: dict[str, list[float]]) -> None:
         self._q(queries.save_host_usage, usage)
+
+    # ---- the pages: a backup folder's gallery, a migration report (state/reports.py) ----
+
+    def stored_items(self, remote: str) -> list[reports.StoredItem]:
+        """Every item recorded at ``remote``, oldest record first."""
+        return self._q(reports.items_at, remote)
+
+    def other_places(self, remote: str) -> dict[str, list[reports.Place]]:
+        """sha256 -> where else (with a URL) the bytes held at ``remote`` are."""
+        return self._q(reports.other_places, remote)
+
+    def places_of(self, remote: str) -> dict[str, reports.Place]:
+        return self._q(reports.places_of, remote)
+
+    def by_checksum(self, remote: str) -> dict[str, reports.Place]:
+        return self._q(reports.by_checksum, remote)
+
+    def local_copies(self, shas: set[str]) -> dict[str, tuple[str, str]]:
+        return self._q(reports.local_copies, shas)
+
+    def object_sizes(self, shas: set[str]) -> dict[str, int]:
+        return self._q(reports.object_sizes, shas)
+
+    def journal_of(self, job: str, source: str, dest: str) -> list[reports.JournalRow]:
+        return self._q(reports.journal_of, job, source, dest)
+
+    def latest_run(
+        self, verbs: tuple[str, ...], source: str | None, dest: str | None
+    ) -> reports.RunRow | None:
+        return self._q(reports.latest_run, verbs, source, dest)
 
 
 def open_reader(path: Path, *, create: bool = True) -> StateReader | None:

@@ -1,0 +1,445 @@
+"""The backup folder's ``index.html``: a static, offline gallery of everything backed up there.
+
+Layout (all relative to the backup folder, so the folder can be moved or copied)::
+
+    index.html                     the page: style and script inline, no server, no CDN
+    .imgsync-gallery/c-<hash>.js   the items' data, up to CHUNK items per file
+    .imgsync-gallery/manifest.json which item is in which data file (for the next update)
+
+The thumbnails are the backed-up images themselves, loaded lazily by the browser, and
+only one page of them (60-240) exists in the document at a time, so 20,000 images open
+as fast as 120 do. No thumbnails are generated: that would need an image library with
+native code (Pillow) as a dependency, decoding every image once (minutes for a large
+first backup on a small machine), and a second copy of the library on disk; browsers
+already scale images well, and the files are local.
+
+Updates are incremental and atomic: an item's data file is rewritten only when one of
+its items changed, new items go into the last data file or new ones, every file is
+written to a temp name and renamed, ``index.html`` is replaced last, and data files no
+longer referenced are removed after that. A run that changed nothing writes nothing.
+One update at a time per folder (a lock file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgsync.models import is_image_name
+from imgsync.pages.common import (
+    CSS,
+    GENERATOR,
+    JS_COMMON,
+    esc,
+    file_href,
+    human_size,
+    iso_date,
+    js_data,
+    write_atomic,
+)
+from imgsync.state import reports
+from imgsync.state.reader import StateReader
+
+DATA_DIR = ".imgsync-gallery"
+INDEX = "index.html"
+CHUNK = 1000
+_MANIFEST_VERSION = 1
+
+
+@dataclass
+class GalleryResult:
+    path: Path
+    items: int = 0
+    bytes: int = 0
+    files_written: list[str] = field(default_factory=list)
+    files_removed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Chunk:
+    keys: list[str]
+    file: str | None  # None: (re)write it
+
+
+def _key_path(key: str) -> str:
+    from imgsync.localfs import key_path
+
+    return key_path(key)
+
+
+def find_sidecar(root: Path, rel: str, sha256: str) -> str | None:
+    """The sidecar of the file ``rel`` if it is there and is that item's (its recorded
+    checksum matches), as a path relative to ``root``; else None."""
+    candidate = rel + ".json"
+    try:
+        with open(root / candidate, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("sha256") == sha256:
+        return candidate
+    return None
+
+
+def _clean(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if v not in (None, "", [], {})}
+
+
+def build_record(
+    root: Path,
+    item: reports.StoredItem,
+    places: list[reports.Place],
+    prefer: str | None,
+    sidecar: str | None,
+) -> dict[str, Any]:
+    """One item's data for the page (short keys: 20,000 of them are loaded at once)."""
+    rel = _key_path(item.remote_id)
+    src = None
+    if places:
+        chosen = [p for p in places if p.remote == prefer] or places
+        src = chosen[-1]
+    meta = _clean(item.meta) or (_clean(src.meta) if src else {})
+    created = meta.get("created_at")
+    rec: dict[str, Any] = {
+        "f": file_href(rel),
+        "n": rel,
+        "t": meta.get("title") or None,
+        "d": created if isinstance(created, int | float) else None,
+        "b": round(item.updated, 3),
+        "s": item.size,
+        "h": item.sha256,
+    }
+    if not is_image_name(rel):
+        rec["x"] = 1  # not an image: no thumbnail
+    if src is not None:
+        rec["u"] = src.url
+        if src.page_url:
+            rec["p"] = src.page_url
+        rec["r"] = src.remote
+        rec["i"] = src.remote_id
+    if sidecar is not None:
+        rec["j"] = file_href(sidecar)
+    if meta:
+        rec["m"] = meta
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+@contextlib.contextmanager
+def _locked(data_dir: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(data_dir / "lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _load_manifest(data_dir: Path) -> tuple[list[_Chunk], dict[str, list[Any]]]:
+    try:
+        data = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
+        if data.get("version") != _MANIFEST_VERSION:
+            return [], {}
+        chunks = [_Chunk([str(k) for k in c["keys"]], str(c["file"])) for c in data["chunks"]]
+        items = {str(k): list(v) for k, v in data["items"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return [], {}  # derived data: rebuilt from state
+    return chunks, items
+
+
+def _chunk_text(records: list[dict[str, Any]]) -> str:
+    return "IMGSYNC_ITEMS.push(...[\n" + ",\n".join(js_data(r) for r in records) + "\n]);\n"
+
+
+def update_gallery(
+    db: StateReader,
+    root: Path,
+    dest_key: str,
+    *,
+    source: str | None = None,
+    chunk_size: int = CHUNK,
+) -> GalleryResult:
+    """Write or update ``root/index.html`` for everything state records at ``dest_key``.
+
+    Raises ``OSError`` when the folder cannot be written.
+    """
+    data_dir = root / DATA_DIR
+    data_dir.mkdir(exist_ok=True)
+    result = GalleryResult(root / INDEX)
+    with _locked(data_dir):
+        _update(db, root, data_dir, dest_key, source, chunk_size, result)
+    return result
+
+
+def _update(
+    db: StateReader,
+    root: Path,
+    data_dir: Path,
+    dest_key: str,
+    source: str | None,
+    chunk_size: int,
+    result: GalleryResult,
+) -> None:
+    stored = db.stored_items(dest_key)
+    places = db.other_places(dest_key)
+    old_chunks, old_items = _load_manifest(data_dir)
+
+    records: dict[str, dict[str, Any]] = {}
+    digests: dict[str, str] = {}
+    new_items: dict[str, list[Any]] = {}
+    sources: dict[str, int] = {}
+    for item in stored:
+        rel = _key_path(item.remote_id)
+        if not os.path.lexists(root / rel):
+            continue  # deleted by hand since; the next backup fetches it again
+        stamp = f"{item.sha256}:{item.updated}"
+        prev = old_items.get(item.remote_id)
+        if prev and len(prev) == 3 and prev[0] == stamp:
+            sidecar = prev[1]
+        else:
+            sidecar = find_sidecar(root, rel, item.sha256)
+        rec = build_record(root, item, places.get(item.sha256, []), source, sidecar)
+        digest = hashlib.sha256(js_data(rec).encode()).hexdigest()[:20]
+        records[item.remote_id], digests[item.remote_id] = rec, digest
+        new_items[item.remote_id] = [stamp, sidecar, digest]
+        result.items += 1
+        result.bytes += item.size or 0
+        if "r" in rec:
+            sources[rec["r"]] = sources.get(rec["r"], 0) + 1
+
+    chunks: list[_Chunk] = []
+    placed: set[str] = set()
+    for ch in old_chunks:
+        keys = [k for k in ch.keys if k in records and k not in placed]
+        if not keys:
+            continue
+        dirty = (
+            len(keys) != len(ch.keys)
+            or any(old_items.get(k, [None, None, None])[2] != digests[k] for k in keys)
+            or not (data_dir / (ch.file or "")).is_file()
+        )
+        chunks.append(_Chunk(keys, None if dirty else ch.file))
+        placed.update(keys)
+    fresh = [k for k in records if k not in placed]
+    if fresh and chunks and len(chunks[-1].keys) < chunk_size:
+        room = chunk_size - len(chunks[-1].keys)
+        chunks[-1] = _Chunk(chunks[-1].keys + fresh[:room], None)
+        fresh = fresh[room:]
+    step = chunk_size
+    chunks.extend(_Chunk(fresh[i : i + step], None) for i in range(0, len(fresh), step))
+
+    for ch in chunks:
+        if ch.file is not None:
+            continue
+        text = _chunk_text([records[k] for k in ch.keys])
+        name = f"c-{hashlib.sha256(text.encode()).hexdigest()[:16]}.js"
+        ch.file = name
+        target = data_dir / name
+        if not target.is_file():  # the same content under its hash name is already there
+            write_atomic(target, text)
+            result.files_written.append(f"{DATA_DIR}/{name}")
+
+    files = [ch.file for ch in chunks if ch.file]
+    page = render_index(root, files, result.items, result.bytes, records, sources)
+    index = root / INDEX
+    if _read(index) != page:
+        write_atomic(index, page)
+        result.files_written.append(INDEX)
+    manifest = json.dumps(
+        {
+            "version": _MANIFEST_VERSION,
+            "chunks": [{"file": ch.file, "keys": ch.keys} for ch in chunks],
+            "items": new_items,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    if _read(data_dir / "manifest.json") != manifest:
+        write_atomic(data_dir / "manifest.json", manifest)
+    keep = set(files)
+    for name in os.listdir(data_dir):
+        stale_chunk = name.startswith("c-") and name.endswith(".js") and name not in keep
+        if stale_chunk or ".imgsync-tmp-" in name:
+            with contextlib.suppress(OSError):
+                os.unlink(data_dir / name)
+                result.files_removed.append(f"{DATA_DIR}/{name}")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def render_index(
+    root: Path,
+    chunk_files: list[str],
+    count: int,
+    total: int,
+    records: dict[str, dict[str, Any]],
+    sources: dict[str, int],
+) -> str:
+    """The page itself. Deterministic for the same data, so an unchanged folder is not
+    rewritten."""
+    dates = [r["d"] for r in records.values() if "d" in r]
+    newest = max(dates) if dates else None
+    oldest = min(dates) if dates else None
+    title = f"Backup: {root.name or root}"
+    src_text = ", ".join(f"{name} ({n})" for name, n in sorted(sources.items())) or "-"
+    span = f"{iso_date(oldest)[:10]} … {iso_date(newest)[:10]}" if newest is not None else ""
+    scripts = "\n".join(
+        f'<script src="{esc(file_href(f"{DATA_DIR}/{name}"))}" '
+        'onerror="IMGSYNC_MISSING++"></script>'
+        for name in chunk_files
+    )
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="{esc(GENERATOR)}">
+<title>{esc(title)}</title>
+<style>{CSS}</style>
+</head>
+<body data-kind="gallery" data-count="{count}">
+<header>
+<h1>{esc(title)}</h1>
+<p class="sub" id="summary">{count} files · {esc(human_size(total))} · from {esc(src_text)}
+{(" · " + esc(span)) if span else ""}</p>
+<div class="bar">
+<input type="search" id="q" placeholder="Filter: title, name, URL, date, tag, description…"
+ aria-label="Filter">
+<select id="sort" aria-label="Order"><option value="new">newest first</option>
+<option value="old">oldest first</option><option value="big">largest first</option>
+<option value="name">by name</option></select>
+<select id="per" aria-label="Per page"><option>60</option><option selected>120</option>
+<option>240</option></select>
+<span id="shown" class="sub"></span>
+</div>
+</header>
+<main>
+<noscript><p class="empty">This page needs JavaScript to list the images; they are the
+files in this folder, each with a .json sidecar.</p></noscript>
+<div class="grid" id="grid"></div>
+<nav class="pager" id="pager"></nav>
+</main>
+<dialog id="detail"></dialog>
+<script>var IMGSYNC_ITEMS = []; var IMGSYNC_MISSING = 0;</script>
+{scripts}
+<script>{JS_COMMON}{JS_GALLERY}</script>
+</body>
+</html>
+"""
+
+
+JS_GALLERY = r"""
+(function () {
+  const items = IMGSYNC_ITEMS;
+  const when = (it) => (it.d !== undefined ? it.d : it.b);
+  for (const it of items) {
+    const m = it.m || {};
+    it._q = [it.t, it.n, it.u, it.p, it.h, fmtDate(it.d), m.description, m.source_url,
+             m.app, (m.tags || []).join(" ")].filter(Boolean).join("\n").toLowerCase();
+  }
+  const orders = {
+    new: (a, b) => when(b) - when(a) || (a.n < b.n ? -1 : 1),
+    old: (a, b) => when(a) - when(b) || (a.n < b.n ? -1 : 1),
+    big: (a, b) => (b.s || 0) - (a.s || 0),
+    name: (a, b) => (a.n < b.n ? -1 : a.n > b.n ? 1 : 0),
+  };
+  const $ = (id) => document.getElementById(id);
+  const grid = $("grid"), pagerBox = $("pager"), shown = $("shown"), dlg = $("detail");
+  const q = $("q"), sortSel = $("sort"), perSel = $("per");
+  const st = readHash();
+  q.value = st.q || ""; if (orders[st.sort]) sortSel.value = st.sort;
+  if (["60", "120", "240"].includes(st.per)) perSel.value = st.per;
+  let page = Math.max(1, parseInt(st.page || "1", 10) || 1);
+  let sorted = null, sortedBy = null, view = [], broken = 0;
+  document.body.dataset.broken = "0";
+  function filtered() {
+    if (sortedBy !== sortSel.value) { sorted = items.slice().sort(orders[sortSel.value]);
+                                      sortedBy = sortSel.value; }
+    const words = q.value.toLowerCase().split(/\s+/).filter(Boolean);
+    return words.length ? sorted.filter((it) => words.every((w) => it._q.includes(w))) : sorted;
+  }
+  function card(it, idx) {
+    const c = el("figure", {cls: "card", tabindex: "0"});
+    if (it.x) c.append(el("div", {cls: "thumb", text: it.n.split(".").pop()}));
+    else {
+      const img = el("img", {cls: "thumb", src: it.f, alt: it.t || it.n,
+                             loading: "lazy", decoding: "async"});
+      img.addEventListener("error", () => { c.classList.add("broken"); broken++;
+                                            document.body.dataset.broken = String(broken); });
+      c.append(img);
+    }
+    c.append(el("figcaption", {cls: "cap"}, [
+      el("div", {cls: "t", text: it.t || it.n, title: it.t || it.n}),
+      el("div", {cls: "m", text: [fmtDate(it.d), fmtSize(it.s)].filter(Boolean).join(" · ")})]));
+    c.addEventListener("click", () => openDetail(idx));
+    c.addEventListener("keydown", (e) => { if (e.key === "Enter") openDetail(idx); });
+    return c;
+  }
+  function render() {
+    view = filtered();
+    const per = parseInt(perSel.value, 10);
+    const pages = Math.max(1, Math.ceil(view.length / per));
+    page = Math.min(Math.max(1, page), pages);
+    const start = (page - 1) * per, slice = view.slice(start, start + per);
+    grid.replaceChildren(...slice.map((it, i) => card(it, start + i)));
+    if (!slice.length) grid.append(el("p", {cls: "empty", text: items.length ?
+        "Nothing matches the filter." : "Nothing backed up yet."}));
+    shown.textContent = (view.length ? (start + 1) + "–" + (start + slice.length) : "0") +
+        " of " + view.length + (view.length !== items.length ? " (filtered from " +
+        items.length + ")" : "") + (IMGSYNC_MISSING ? " · " + IMGSYNC_MISSING +
+        " data file(s) missing: run imgsync backup again" : "");
+    pager(pagerBox, page, pages, (p) => { page = p; render(); scrollTo(0, 0); });
+    document.body.dataset.shown = String(slice.length);
+    writeHash({q: q.value, sort: sortSel.value === "new" ? "" : sortSel.value,
+               per: perSel.value === "120" ? "" : perSel.value, page: page > 1 ? page : ""});
+  }
+  function openDetail(idx) {
+    const it = view[idx]; if (!it) return;
+    const m = Object.assign({}, it.m || {});
+    const side = it.j ? el("a", {href: it.j, text: it.j.replace(/^\.\//, "")}) : null;
+    const close = el("button", {cls: "close", type: "button", text: "close ✕"});
+    close.onclick = () => dlg.close();
+    const nav = el("div", {cls: "bar"}, [
+      el("button", {type: "button", text: "‹ previous", disabled: idx <= 0 ? "" : null}),
+      el("button", {type: "button", text: "next ›", disabled: idx >= view.length - 1 ? "" : null})]);
+    nav.children[0].onclick = () => openDetail(idx - 1);
+    nav.children[1].onclick = () => openDetail(idx + 1);
+    const pic = it.x ? el("p", {cls: "empty", text: "not an image"}) :
+        el("a", {href: it.f, target: "_blank"}, [el("img", {src: it.f, alt: it.t || it.n})]);
+    dlg.replaceChildren(close, el("div", {cls: "detail"}, [
+      el("div", null, [pic]),
+      el("div", null, [el("h2", {text: it.t || it.n}), kvList([
+        ["file", el("a", {href: it.f, text: it.n})],
+        ["date", fmtDate(it.d)], ["backed up", fmtDate(it.b)], ["size", fmtSize(it.s)],
+        ["original", it.u ? linkOrText(it.u) : null], ["page", it.p ? linkOrText(it.p) : null],
+        ["from", it.r], ["id there", it.i], ["sha256", it.h], ["sidecar", side],
+        ...Object.keys(m).sort().map((k) => ["metadata: " + k, m[k]])]), nav])]));
+    dlg.dataset.index = String(idx);
+    if (!dlg.open) dlg.showModal();
+  }
+  dlg.addEventListener("keydown", (e) => {
+    const idx = parseInt(dlg.dataset.index || "0", 10);
+    if (e.key === "ArrowRight") openDetail(Math.min(idx + 1, view.length - 1));
+    if (e.key === "ArrowLeft") openDetail(Math.max(idx - 1, 0));
+  });
+  dlg.addEventListener("click", (e) => { if (e.target === dlg) dlg.close(); });
+  let timer = null;
+  q.addEventListener("input", () => { clearTimeout(timer);
+                                      timer = setTimeout(() => { page = 1; render(); }, 120); });
+  sortSel.onchange = () => { page = 1; render(); };
+  perSel.onchange = () => { page = 1; render(); };
+  render();
+})();
+"""

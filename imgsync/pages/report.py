@@ -1,0 +1,333 @@
+"""The migration report: one self-contained HTML page of what moved where.
+
+Written by ``imgsync migrate --report FILE.html`` at the end of a run, or later from state
+by ``imgsync report FILE.html``. It lists every item of the source that state knows for
+that job: its thumbnail (a local backup of the same bytes when state knows one, linked
+relatively from the report's folder; else the new URL; else the old one), old URL -> new
+URL, which metadata fields the destination kept, dropped or changed, its status and the
+reason of a failure; above that the run's totals, the same numbers as its summary line,
+with the balance checked = copied + already there + skipped + failed shown.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imgsync.pages.common import (
+    CSS,
+    GENERATOR,
+    JS_COMMON,
+    esc,
+    file_href,
+    human_size,
+    js_data,
+    write_atomic,
+)
+from imgsync.state.reader import StateReader
+
+META_FIELDS = ("title", "description", "source_url", "app", "created_at", "tags")
+STATUSES = ("copied", "failed", "skipped", "pending")
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    items: int
+    counts: dict[str, int]
+    balanced: bool
+
+
+def _same(field: str, a: Any, b: Any) -> bool:
+    if field == "created_at":
+        try:
+            return abs(float(a) - float(b)) < 1.0
+        except (TypeError, ValueError):
+            return False
+    if field == "tags":
+        return sorted(map(str, a or ())) == sorted(map(str, b or ()))
+    return bool(a == b)
+
+
+def compare_meta(
+    old: dict[str, Any], new: dict[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """(carried, dropped, changed) fields of ``old`` at the destination."""
+    carried, dropped, changed = [], [], []
+    for f in META_FIELDS:
+        if old.get(f) in (None, "", [], ()):
+            continue
+        if new.get(f) in (None, "", [], ()):
+            dropped.append(f)
+        elif _same(f, old[f], new[f]):
+            carried.append(f)
+        else:
+            changed.append(f)
+    return carried, dropped, changed
+
+
+def totals_of(summary: dict[str, Any]) -> dict[str, int]:
+    """The run's totals as the summary reports them, with ``skipped`` (non-images and items
+    not attempted after the destination failed as a whole)."""
+
+    def num(key: str) -> int:
+        value = summary.get(key, 0)
+        return value if isinstance(value, int) else 0
+
+    return {
+        "checked": num("checked"),
+        "copied": num("copied"),
+        "present": num("already_present"),
+        "skipped": num("non_images_skipped") + num("not_attempted"),
+        "failed": num("failed"),
+    }
+
+
+def _local_href(remote: str, remote_id: str, base: Path) -> str | None:
+    """A relative link from ``base`` to the file a folder location names, if it is there."""
+    from imgsync.localfs import key_path
+
+    path = Path(remote.removeprefix("local:")) / key_path(remote_id)
+    if not path.is_file():
+        return None
+    return file_href(os.path.relpath(path, base).replace(os.sep, "/"))
+
+
+def _thumb(
+    sha: str | None,
+    local: dict[str, tuple[str, str]],
+    base: Path,
+    new_url: str | None,
+    old_url: str | None,
+) -> str | None:
+    if sha and sha in local:
+        href = _local_href(*local[sha], base)
+        if href is not None:
+            return href
+    return new_url or old_url
+
+
+def build_items(
+    db: StateReader, job: str, source: str, dest: str, base: Path
+) -> list[dict[str, Any]]:
+    """Every item of ``source`` known to state (or to the job's journal), as page data."""
+    src = db.places_of(source)
+    journal = {j.source_id: j for j in db.journal_of(job, source, dest)}
+    at_dest = db.by_checksum(dest)
+    shas = {p.sha256 for p in src.values()} | {j.sha256 for j in journal.values() if j.sha256}
+    local = db.local_copies(shas)
+    sizes = db.object_sizes(shas)
+    out = []
+    for rid in sorted(set(src) | set(journal)):
+        place, j = src.get(rid), journal.get(rid)
+        sha = place.sha256 if place else (j.sha256 if j else None)
+        new = at_dest.get(sha) if sha else None
+        if new is not None:
+            status = "copied"
+        elif j is not None and j.stage == "failed":
+            status = "failed"
+        elif j is not None and j.stage == "skipped":
+            status = "skipped"
+        else:
+            status = "pending"
+        old_meta = place.meta if place else {}
+        rec: dict[str, Any] = {"id": rid, "st": status}
+        if place is not None:
+            rec["o"], rec["op"] = place.url, place.page_url
+        if new is not None:
+            rec["n"], rec["np"] = new.url, new.page_url
+            if new.url is None and dest.startswith("local:"):  # a backup: the file
+                rec["nf"] = _local_href(new.remote, new.remote_id, base)
+            rec["c"], rec["x"], rec["ch"] = compare_meta(old_meta, new.meta)
+        if j is not None and j.error and status != "copied":
+            rec["e"] = j.error
+        if j is not None and j.attempts:
+            rec["a"] = j.attempts
+        rec["th"] = _thumb(sha, local, base, new.url if new else None, rec.get("o"))
+        rec["t"] = old_meta.get("title")
+        rec["d"] = old_meta.get("created_at")
+        rec["s"] = sizes.get(sha) if sha else None
+        rec["h"] = sha
+        if old_meta:
+            rec["m"] = {k: v for k, v in old_meta.items() if v not in (None, "", [])}
+        out.append({k: v for k, v in rec.items() if v not in (None, [], {})})
+    out.sort(key=lambda r: -r["d"] if isinstance(r.get("d"), int | float) else 0.0)
+    return out
+
+
+def write_report(
+    db: StateReader,
+    out: Path,
+    *,
+    job: str,
+    source: str,
+    dest: str,
+    summary: dict[str, Any],
+) -> ReportResult:
+    """Write the report page to ``out`` (atomically). Raises ``OSError``."""
+    out = out.expanduser().absolute()
+    items = build_items(db, job, source, dest, out.parent)
+    counts = dict.fromkeys(STATUSES, 0)
+    for it in items:
+        counts[it["st"]] += 1
+    page, balanced = render_report(
+        items, counts, job=job, source=source, dest=dest, summary=summary
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, page)
+    return ReportResult(out, len(items), counts, balanced)
+
+
+def render_report(
+    items: list[dict[str, Any]],
+    counts: dict[str, int],
+    *,
+    job: str,
+    source: str,
+    dest: str,
+    summary: dict[str, Any],
+) -> tuple[str, bool]:
+    t = totals_of(summary)
+    right = t["copied"] + t["present"] + t["skipped"] + t["failed"]
+    balanced = t["checked"] == right
+    mark = (
+        '<span class="ok" id="balance">balances ✓</span>'
+        if balanced
+        else f'<span class="bad" id="balance">does not balance: {t["checked"]} ≠ {right}</span>'
+    )
+    verb = str(summary.get("verb") or "migrate")
+    title = f"{verb} report: {source} → {dest}"
+    failures = summary.get("failures") or []
+    fail_rows = "\n".join(
+        f"<li><code>{esc(f.get('item', ''))}</code>: {esc(f.get('error', ''))}</li>"
+        for f in failures
+        if isinstance(f, dict)
+    )
+    more = max(0, t["failed"] - len(failures))
+    remote_failure = summary.get("remote_failure")
+    stopped = (
+        f'<p class="bad" id="stopped">Stopped early: {esc(remote_failure)}</p>'
+        if remote_failure
+        else ""
+    )
+    when = summary.get("_finished")
+    when_text = (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
+        if isinstance(when, int | float)
+        else ""
+    )
+    state_line = " · ".join(f"{counts[s]} {s}" for s in STATUSES)
+    page = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="{esc(GENERATOR)}">
+<title>{esc(title)}</title>
+<style>{CSS}</style>
+</head>
+<body data-kind="report" data-count="{len(items)}">
+<header>
+<h1>{esc(title)}</h1>
+<p class="sub">job <code>{esc(job)}</code>{(" · " + esc(when_text)) if when_text else ""}
+ · {esc(human_size(summary.get("bytes") if isinstance(summary.get("bytes"), int) else None))}
+ moved in the last run</p>
+<table class="totals" id="totals">
+<tr><th>checked</th><th>copied</th><th>already there</th><th>skipped</th><th>failed</th></tr>
+<tr><td data-k="checked">{t["checked"]}</td><td data-k="copied">{t["copied"]}</td>
+<td data-k="present">{t["present"]}</td><td data-k="skipped">{t["skipped"]}</td>
+<td data-k="failed">{t["failed"]}</td></tr>
+</table>
+<p class="sub">Last run: {t["checked"]} checked = {t["copied"]} copied + {t["present"]} already
+there + {t["skipped"]} skipped + {t["failed"]} failed: {mark}</p>
+<p class="sub" id="state-counts">All items of the source that state knows for this job:
+{len(items)} ({esc(state_line)})</p>
+{stopped}
+<div class="bar">
+<input type="search" id="q" placeholder="Filter: URL, title, id, error…" aria-label="Filter">
+<select id="status" aria-label="Status"><option value="">every status</option>
+{"".join(f'<option value="{s}">{s}</option>' for s in STATUSES)}</select>
+<span id="shown" class="sub"></span>
+</div>
+</header>
+<main>
+{f'<details id="failures" open><summary>Failures in the last run ({t["failed"]})</summary><ul>{fail_rows}</ul>{f"<p>… and {more} more</p>" if more else ""}</details>' if failures else ""}
+<noscript><p class="empty">The item list needs JavaScript; the totals above do not.</p></noscript>
+<div class="rows" id="rows"></div>
+<nav class="pager" id="pager"></nav>
+</main>
+<script id="data" type="application/json">{js_data(items)}</script>
+<script>{JS_COMMON}{JS_REPORT}</script>
+</body>
+</html>
+"""
+    return page, balanced
+
+
+JS_REPORT = r"""
+(function () {
+  const items = JSON.parse(document.getElementById("data").textContent);
+  for (const it of items)
+    it._q = [it.id, it.o, it.op, it.n, it.np, it.t, it.e, it.st, it.h].filter(Boolean)
+            .join("\n").toLowerCase();
+  const $ = (id) => document.getElementById(id);
+  const rows = $("rows"), pagerBox = $("pager"), shown = $("shown"), q = $("q"), stSel = $("status");
+  const st = readHash(); q.value = st.q || "";
+  if (["copied", "failed", "skipped", "pending"].includes(st.status)) stSel.value = st.status;
+  let page = Math.max(1, parseInt(st.page || "1", 10) || 1);
+  const per = 100; let broken = 0;
+  function row(it) {
+    const thumb = it.th ? el("img", {cls: "thumb", src: it.th, alt: it.t || it.id,
+                                     loading: "lazy", decoding: "async"})
+                        : el("div", {cls: "thumb"});
+    if (it.th) thumb.addEventListener("error", () => { broken++;
+        document.body.dataset.broken = String(broken); thumb.style.visibility = "hidden"; });
+    const meta = [];
+    if (it.c && it.c.length) meta.push("carried: " + it.c.join(", "));
+    if (it.x && it.x.length) meta.push("dropped: " + it.x.join(", "));
+    if (it.ch && it.ch.length) meta.push("changed: " + it.ch.join(", "));
+    const urls = el("div", {cls: "urls"}, [
+      el("div", null, [el("span", {text: "old: "}), it.o ? linkOrText(it.o) :
+          document.createTextNode("(no URL recorded; id " + it.id + ")")]),
+      it.op ? el("div", null, [el("span", {text: "old page: "}), linkOrText(it.op)]) : null,
+      el("div", null, [el("span", {text: "new: "}), it.n ? linkOrText(it.n) :
+          it.nf ? el("a", {href: it.nf, text: decodeURIComponent(it.nf)}) :
+          document.createTextNode("—")]),
+      it.np ? el("div", null, [el("span", {text: "new page: "}), linkOrText(it.np)]) : null]);
+    return el("div", {cls: "row", "data-status": it.st}, [
+      it.th ? el("a", {href: it.th, target: "_blank"}, [thumb]) : thumb,
+      el("div", null, [
+        el("div", null, [el("span", {cls: "tag st-" + it.st, text: it.st}),
+                         el("strong", {text: it.t || it.id})]),
+        urls,
+        el("div", {cls: "m", text: [fmtDate(it.d), fmtSize(it.s), it.a ? it.a + " attempt(s)" : ""]
+                                   .filter(Boolean).join(" · ")}),
+        meta.length ? el("div", {cls: "m", text: "metadata " + meta.join("; ")}) : null,
+        it.e ? el("div", {cls: "bad", text: "error: " + it.e}) : null])]);
+  }
+  function render() {
+    const words = q.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const view = items.filter((it) => (!stSel.value || it.st === stSel.value) &&
+                                      words.every((w) => it._q.includes(w)));
+    const pages = Math.max(1, Math.ceil(view.length / per));
+    page = Math.min(Math.max(1, page), pages);
+    const start = (page - 1) * per, slice = view.slice(start, start + per);
+    rows.replaceChildren(...slice.map(row));
+    if (!slice.length) rows.append(el("p", {cls: "empty", text: "Nothing matches."}));
+    shown.textContent = (view.length ? (start + 1) + "–" + (start + slice.length) : "0") +
+        " of " + view.length;
+    pager(pagerBox, page, pages, (p) => { page = p; render(); scrollTo(0, 0); });
+    document.body.dataset.shown = String(slice.length);
+    writeHash({q: q.value, status: stSel.value, page: page > 1 ? page : ""});
+  }
+  let timer = null;
+  q.addEventListener("input", () => { clearTimeout(timer);
+                                      timer = setTimeout(() => { page = 1; render(); }, 120); });
+  stSel.onchange = () => { page = 1; render(); };
+  document.body.dataset.broken = "0";
+  render();
+})();
+"""
