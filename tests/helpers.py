@@ -18,6 +18,16 @@ def tree_files(root: Path) -> dict[str, bytes]:
     }
 
 
+def backup_files(root: Path) -> list[Path]:
+    """The files a backup wrote into ``root`` for its items (images and sidecars), without
+    the folder's gallery (``index.html`` and its ``.imgsync-gallery`` data)."""
+    return [
+        p
+        for p in sorted(root.iterdir())
+        if p.is_file() and not (p.name == "index.html" and (root / ".imgsync-gallery").is_dir())
+    ]
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

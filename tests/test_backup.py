@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import run_cli_async, start_fake, write_config
+from helpers import backup_files, run_cli_async, start_fake, write_config
 
 from imgsync.fakehosts.common import Knobs
 from imgsync.fakehosts.gyazo import GyazoFake
@@ -25,7 +25,7 @@ async def test_backup_restores_a_file_deleted_from_the_backup(tmp_path: Path) ->
         env = {"GY": "backup-token-1"}
         first = json.loads((await run_cli_async(*args, env=env)).stdout)
         assert first["copied"] == 6
-        victim = min(p for p in out.iterdir() if not p.name.endswith(".json"))
+        victim = min(p for p in backup_files(out) if not p.name.endswith(".json"))
         data = victim.read_bytes()
         victim.unlink()
         second = json.loads((await run_cli_async(*args, env=env)).stdout)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 from aiohttp import web
-from helpers import RunningFake, run_cli_async, start_fake, write_config
+from helpers import RunningFake, backup_files, run_cli_async, start_fake, write_config
 
 from imgsync.config import RemoteConfig
 from imgsync.errors import (
@@ -380,7 +380,7 @@ async def test_cli_backup_writes_each_image_once_with_sidecars(tmp_path: Path) -
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["copied"] == 10
         images = {f.name: f for f in host.files() if f.is_image}
-        written = {p.name: p for p in out.iterdir() if not p.name.endswith(".json")}
+        written = {p.name: p for p in backup_files(out) if not p.name.endswith(".json")}
         assert set(written) == set(images)
         assert sorted(sha(p.read_bytes()) for p in written.values()) == sorted(
             sha(f.data) for f in images.values()
@@ -390,7 +390,7 @@ async def test_cli_backup_writes_each_image_once_with_sidecars(tmp_path: Path) -
             assert side["sha256"] == sha(f.data) and side["remote_id"] == str(f.id)
             assert side["metadata"]["created_at"] == f.timestamp
             assert side["metadata"]["tags"] == ([f.album] if f.album else [])
-        assert len(list(out.iterdir())) == 20
+        assert len(backup_files(out)) == 20
         downloads = host.file_gets
         assert downloads == 10
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import structlog
-from helpers import RunningFake, run_cli_async, start_fake, write_config
+from helpers import RunningFake, backup_files, run_cli_async, start_fake, write_config
 from multidict import CIMultiDict
 
 from imgsync.config import RemoteConfig, parse_config
@@ -424,8 +424,8 @@ async def test_public_hosts_and_options() -> None:
 def sha_set(folder: Path) -> set[str]:
     return {
         hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.endswith(".json")
+        for p in backup_files(folder)
+        if not p.name.endswith(".json")
     }
 
 
@@ -465,7 +465,7 @@ async def test_cli_copy_then_backup_round_trip(tmp_path: Path) -> None:
         backup = await run("backup", "gy:", str(out))
         assert (backup["copied"], backup["failed"]) == (5, 0)
         assert sha_set(out) == sha_set(folder)
-        for image in (p for p in out.iterdir() if not p.name.endswith(".json")):
+        for image in (p for p in backup_files(out) if not p.name.endswith(".json")):
             side = json.loads((out / f"{image.name}.json").read_text())
             sha = hashlib.sha256(image.read_bytes()).hexdigest()
             assert image.name == f"{hashlib.md5(image.read_bytes()).hexdigest()}{image.suffix}"

@@ -1,0 +1,190 @@
+"""Benchmark: the backup gallery (``index.html``) for a large backup folder.
+
+Builds a real backup folder of N distinct image files with their JSON sidecars, records
+them in a real state database the way ``backup`` does (objects, the host's locations, the
+folder's locations), then prints:
+
+* the time to write the gallery from scratch, the size of ``index.html`` and of its data
+* the time of an update with nothing new (it writes nothing) and after 100 new images
+  (which data files it rewrote)
+* the per-item cost at 1,000 vs N items (ratio; flat is the goal)
+* when Debian's ``chromium`` is installed: how long a headless browser takes to open the
+  page (load, parse the data, lay out the first page) for 1,000 and for N items
+
+Usage: python bench/bench_gallery.py [--items 20000] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from imgsync.fakehosts.images import seed_image
+from imgsync.hashing import digest_bytes
+from imgsync.models import ItemMeta, RemoteItem
+from imgsync.pages.gallery import DATA_DIR, update_gallery
+from imgsync.state import queries
+from imgsync.state.db import open_sync
+from imgsync.state.store import StateStore
+
+BASES = [seed_image(i) for i in range(40)]
+
+
+def make_folder(root: Path, start: int, count: int) -> list[tuple[str, int, str, str]]:
+    """Write ``count`` distinct images (+ sidecars); (sha256, size, md5, name) each."""
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(start, start + count):
+        base, ext = BASES[i % len(BASES)]
+        data = base + i.to_bytes(4, "big")  # distinct bytes, still a valid image
+        d = digest_bytes(data, True)
+        name = f"{d.md5}.{ext}"
+        (root / name).write_bytes(data)
+        side = {"source": "gy", "remote_id": d.md5, "name": name, "sha256": d.sha256}
+        (root / f"{name}.json").write_text(json.dumps(side))
+        out.append((d.sha256, d.size, d.md5 or "", name))
+    return out
+
+
+async def record(state: Path, dest: str, rows: list[tuple[str, int, str, str]], t0: int) -> None:
+    async with StateStore(state) as store:
+        await queries.record_objects(store, [(s, n, m, "image/png") for s, n, m, _ in rows])
+        src, dst = [], []
+        for k, (sha, size, md5, name) in enumerate(rows):
+            meta = ItemMeta(
+                title=f"Screenshot {t0 + k} <of> a window",
+                description="seeded" if k % 3 else None,
+                source_url=f"https://example.com/page/{k}",
+                created_at=1.6e9 + (t0 + k) * 3600,
+            )
+            src.append(
+                (
+                    sha,
+                    RemoteItem(
+                        md5,
+                        name,
+                        size,
+                        url=f"https://i.gyazo.com/{name}",
+                        page_url=f"https://gyazo.com/{md5}",
+                        meta=meta,
+                    ),
+                )
+            )
+            dst.append((sha, RemoteItem(name, name, size, meta=meta)))
+        await queries.record_locations(store, "gy", src)
+        await queries.record_locations(store, dest, dst)
+        await store.flush()
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def build(work: Path, n: int) -> tuple[Path, float, int]:
+    """A folder of n items; (folder, seconds for the first gallery, bytes of index)."""
+    root = work / f"backup-{n}"
+    state = work / f"state-{n}.db"
+    rows = make_folder(root, 0, n)
+    asyncio.run(record(state, f"local:{root.resolve()}", rows, 0))
+    conn = open_sync(state)
+    assert conn is not None
+    started = time.perf_counter()
+    update_gallery(conn, root, f"local:{root.resolve()}", source="gy")
+    took = time.perf_counter() - started
+    conn.close()
+    return root, took, (root / "index.html").stat().st_size
+
+
+def browser_ms(index: Path) -> float | None:
+    """Wall milliseconds for headless chromium to load the page and dump its DOM."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        return None
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            index.as_uri(),
+        ]
+        subprocess.run(cmd, capture_output=True, timeout=120, check=False)  # warm-up
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+            best = min(best, time.perf_counter() - started)
+            assert b'data-shown="120"' in proc.stdout, "the page did not render its first page"
+    return best * 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=20000)
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="imgsync-bench-gallery-"))
+    try:
+        small_root, small_t, _ = build(work, 1000)
+        root, first, index_size = build(work, args.items)
+        data = folder_bytes(root / DATA_DIR)
+        print(f"gallery for {args.items} items: written in {first:.2f} s")
+        print(f"  index.html {index_size / 1000:.1f} KB, data files {data / 1e6:.2f} MB")
+        per_small, per_big = small_t / 1000, first / args.items
+        print(
+            f"  per item: {per_small * 1e6:.0f} us at 1,000 vs {per_big * 1e6:.0f} us at "
+            f"{args.items} (ratio {per_big / per_small:.2f})"
+        )
+
+        state = work / f"state-{args.items}.db"
+        key = f"local:{root.resolve()}"
+        conn = open_sync(state)
+        assert conn is not None
+        started = time.perf_counter()
+        res = update_gallery(conn, root, key, source="gy")
+        noop = time.perf_counter() - started
+        print(f"  update with nothing new: {noop:.2f} s, {len(res.files_written)} files written")
+        conn.close()
+        rows = make_folder(root, args.items, 100)
+        asyncio.run(record(state, key, rows, args.items))
+        conn = open_sync(state)
+        assert conn is not None
+        started = time.perf_counter()
+        res = update_gallery(conn, root, key, source="gy")
+        more = time.perf_counter() - started
+        conn.close()
+        written = sum((root / f).stat().st_size for f in res.files_written)
+        print(
+            f"  update after 100 new images: {more:.2f} s, rewrote {len(res.files_written)} "
+            f"files ({written / 1000:.0f} KB) of {len(list((root / DATA_DIR).glob('c-*.js')))}"
+            " data files + index"
+        )
+        small_ms = browser_ms(small_root / "index.html")
+        big_ms = browser_ms(root / "index.html")
+        if small_ms is None or big_ms is None:
+            print("  (no chromium: page opening time not measured)")
+        else:
+            print(
+                f"  headless chromium opens the page: {small_ms:.0f} ms at 1,000 items, "
+                f"{big_ms:.0f} ms at {args.items + 100} (ratio {big_ms / small_ms:.2f})"
+            )
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Reading the pages imgsync writes the way a browser would find them (``html.parser``):
+their tags, the data files they load, the data, and every link checked against the folder."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+
+class Page(HTMLParser):
+    """Every start tag with its attributes, the text of each ``<script>``, and all text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self.text: list[str] = []
+        self._in_script: dict[str, str | None] | None = None
+        self._buf: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag == "script":
+            self._in_script, self._buf = dict(attrs), []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script" and self._in_script is not None:
+            self.scripts.append((self._in_script, "".join(self._buf)))
+            self._in_script = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script is not None:
+            self._buf.append(data)
+        else:
+            self.text.append(data)
+
+    def attr(self, tag: str, name: str) -> list[str]:
+        return [a[name] or "" for t, a in self.tags if t == tag and name in a]
+
+    def body(self) -> dict[str, str | None]:
+        return next(a for t, a in self.tags if t == "body")
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    return page
+
+
+def is_relative(href: str) -> bool:
+    parts = urlsplit(href)
+    return not parts.scheme and not parts.netloc and not href.startswith("/")
+
+
+def resolve(base: Path, href: str) -> Path:
+    """The file a relative link points at, from the page's folder."""
+    assert is_relative(href), href
+    return (base / unquote(urlsplit(href).path)).resolve()
+
+
+def gallery_items(index: Path) -> list[dict[str, Any]]:
+    """The items of a gallery: the data files its ``<script src>`` tags load, parsed."""
+    page = parse(index)
+    items: list[dict[str, Any]] = []
+    for src in page.attr("script", "src"):
+        text = resolve(index.parent, src).read_text(encoding="utf-8")
+        head, tail = "IMGSYNC_ITEMS.push(...[\n", "\n]);\n"
+        assert text.startswith(head) and text.endswith(tail)
+        items.extend(json.loads("[" + text[len(head) : -len(tail)] + "]"))
+    return items
+
+
+def report_items(path: Path) -> list[dict[str, Any]]:
+    page = parse(path)
+    data = next(body for attrs, body in page.scripts if attrs.get("id") == "data")
+    items: list[dict[str, Any]] = json.loads(data)
+    return items
+
+
+def assert_offline(path: Path) -> None:
+    """Nothing the page loads comes from elsewhere: no absolute script/style/font/image
+    source in the markup, no ``@import`` or ``url(`` in its style."""
+    page = parse(path)
+    for tag, name in (("script", "src"), ("link", "href"), ("img", "src"), ("iframe", "src")):
+        for value in page.attr(tag, name):
+            assert is_relative(value), (tag, value)
+    style = "".join(body for attrs, body in page.scripts) + path.read_text(encoding="utf-8")
+    assert "@import" not in style and "@font-face" not in style
+    assert "url(http" not in style and "url(//" not in style

@@ -1,0 +1,225 @@
+"""The backup folder's ``index.html`` gallery: real backups of the Gyazo emulator, the pages
+read with ``html.parser``, every link checked against the files in the folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import aiohttp
+from helpers import run_cli_async, start_fake, write_config
+from pagecheck import assert_offline, gallery_items, is_relative, parse, resolve
+
+from imgsync.fakehosts.common import Knobs
+from imgsync.fakehosts.gyazo import GyazoFake
+from imgsync.fakehosts.images import seed_image
+from imgsync.pages.gallery import DATA_DIR, update_gallery
+
+TOKEN = "gallery-token-123"
+HOSTILE = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
+
+
+async def _upload(url: str, data: bytes, name: str, **fields: str) -> None:
+    form = aiohttp.FormData()
+    form.add_field("access_token", TOKEN)
+    for k, v in fields.items():
+        form.add_field(k, v)
+    form.add_field("imagedata", data, filename=name, content_type="image/png")
+    async with aiohttp.ClientSession() as s, s.post(url + "/api/upload", data=form) as r:
+        assert r.status == 200, await r.text()
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    return write_config(
+        tmp_path / "cfg.toml",
+        f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{url}"\ntoken_env = "GY"\n',
+    )
+
+
+def _stats(root: Path) -> dict[str, tuple[int, int]]:
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+async def test_backup_writes_a_gallery_of_every_image_and_updates_it(tmp_path: Path) -> None:
+    """200 seeded images and one with a hostile title: index.html lists all 201 with
+    relative links that resolve to the files and their sidecars, loads nothing from
+    elsewhere, and keeps the hostile title as data; a second run adds new images without
+    touching the files of the old ones; a run with nothing new writes nothing."""
+    fake = await start_fake(GyazoFake(Knobs(token=TOKEN, seed=200, rate="100000/second")))
+    out = tmp_path / "backup"
+    try:
+        await _upload(
+            fake.url,
+            seed_image(500)[0],
+            "x.png",
+            title=HOSTILE,
+            desc="</script><b>bold</b>",
+            referer_url="javascript:alert(1)",
+            created_at="2000000000",
+        )
+        cfg = _config(tmp_path, fake.url)
+        args = ("--config", str(cfg), "backup", "gy:", str(out), "--json")
+        env = {"GY": TOKEN}
+        proc = await run_cli_async(*args, env=env)
+        assert proc.returncode == 0, proc.stderr
+        first = json.loads(proc.stdout)
+        assert first["copied"] == 201 and first["gallery"] == str(out / "index.html")
+
+        index = out / "index.html"
+        page = parse(index)
+        assert page.body()["data-count"] == "201"
+        assert_offline(index)
+        items = gallery_items(index)
+        assert len(items) == 201
+        images = {p.name for p in out.iterdir() if p.is_file() and not p.name.endswith(".json")}
+        images.discard("index.html")
+        assert len(images) == 201
+        assert {resolve(out, it["f"]).name for it in items} == images
+        for it in items:
+            assert is_relative(it["f"]) and resolve(out, it["f"]).parent == out
+            sidecar = json.loads(resolve(out, it["j"]).read_text())
+            assert sidecar["sha256"] == it["h"] and sidecar["url"] == it["u"]
+            assert it["r"] == "gy" and it["u"].startswith(fake.url)
+
+        hostile = next(it for it in items if it.get("t") == HOSTILE)
+        assert hostile["m"]["description"] == "</script><b>bold</b>"
+        assert hostile["d"] == 2000000000
+        # the host's text never reaches the markup as markup
+        for f in [index, *(out / DATA_DIR).glob("c-*.js")]:
+            text = f.read_text()
+            assert "<script>alert" not in text and "</script><b>" not in text
+            assert "<img src=x" not in text
+        assert not any(a.get("onerror") == "alert(1)" for _t, a in page.tags)
+        assert [t for t, _a in page.tags].count("script") == 1 + 1 + 1  # vars, data, code
+
+        before = _stats(out)
+        for i in range(3):
+            await _upload(fake.url, seed_image(600 + i)[0], f"new{i}.png", title=f"new {i}")
+        proc = await run_cli_async(*args, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["copied"] == 3
+        items = gallery_items(index)
+        assert len(items) == 204
+        assert {it.get("t") for it in items} >= {"new 0", "new 1", "new 2"}
+        after = _stats(out)
+        unchanged = [p for p in before if not p.startswith((DATA_DIR, "index.html"))]
+        assert len(unchanged) == 402  # 201 images and their sidecars
+        assert all(after[p] == before[p] for p in unchanged)
+
+        settled = _stats(out)
+        proc = await run_cli_async(*args, env=env)
+        assert json.loads(proc.stdout)["copied"] == 0
+        assert _stats(out) == settled  # nothing new: not a byte written
+    finally:
+        await fake.close()
+
+
+async def test_no_gallery_leaves_the_folder_to_the_images(tmp_path: Path) -> None:
+    fake = await start_fake(GyazoFake(Knobs(token=TOKEN, seed=5)))
+    out = tmp_path / "backup"
+    try:
+        cfg = _config(tmp_path, fake.url)
+        proc = await run_cli_async(
+            "--config", str(cfg), "backup", "gy:", str(out), "--no-gallery", env={"GY": TOKEN}
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "; gallery:" not in proc.stdout
+        assert not (out / "index.html").exists() and not (out / DATA_DIR).exists()
+        assert len(list(out.glob("*.json"))) == 5
+    finally:
+        await fake.close()
+
+
+async def _backup(tmp_path: Path, fake_url: str, out: Path, *extra: str) -> None:
+    cfg = _config(tmp_path, fake_url)
+    proc = await run_cli_async(
+        "--config", str(cfg), "backup", "gy:", str(out), *extra, env={"GY": TOKEN}
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+async def test_updates_rewrite_only_the_data_files_that_changed(tmp_path: Path) -> None:
+    """With small data files: new items land in the last file or new ones, the others are
+    not rewritten; an item whose file was deleted by hand drops out; a damaged manifest
+    is rebuilt; files of old versions are removed."""
+    host = GyazoFake(Knobs(token=TOKEN, seed=25, rate="100000/second"))
+    fake = await start_fake(host)
+    out = tmp_path / "backup"
+    state = Path(os.environ["IMGSYNC_STATE"])
+    key = f"local:{out.resolve()}"
+    try:
+        await _backup(tmp_path, fake.url, out, "--no-gallery")
+        conn = sqlite3.connect(state)
+        res = update_gallery(conn, out, key, chunk_size=10)
+        assert res.items == 25
+        chunks = sorted((out / DATA_DIR).glob("c-*.js"))
+        assert len(chunks) == 3 and len(gallery_items(out / "index.html")) == 25
+        stamps = {c.name: c.stat().st_mtime_ns for c in chunks}
+
+        for i in range(7):
+            await _upload(fake.url, seed_image(700 + i)[0], f"n{i}.png")
+        await _backup(tmp_path, fake.url, out, "--no-gallery")
+        res = update_gallery(conn, out, key, chunk_size=10)
+        items = gallery_items(out / "index.html")
+        assert len(items) == 32 and len({it["h"] for it in items}) == 32
+        now = {c.name: c.stat().st_mtime_ns for c in (out / DATA_DIR).glob("c-*.js")}
+        kept = [n for n in now if n in stamps]
+        assert len(now) == 4 and len(kept) == 2  # two full files kept, the last refilled
+        assert all(now[n] == stamps[n] for n in kept)
+
+        victim = resolve(out, items[0]["f"])
+        victim.unlink()
+        res = update_gallery(conn, out, key, chunk_size=10)
+        assert res.items == 31
+        assert victim.name not in {
+            resolve(out, it["f"]).name for it in gallery_items(out / "index.html")
+        }
+
+        (out / DATA_DIR / "manifest.json").write_text("{not json")
+        (out / DATA_DIR / "c-0000000000000000.js").write_text("stale")
+        res = update_gallery(conn, out, key, chunk_size=10)
+        assert len(gallery_items(out / "index.html")) == 31
+        names = {p.name for p in (out / DATA_DIR).iterdir()}
+        assert "c-0000000000000000.js" not in names
+        srcs = {Path(s).name for s in parse(out / "index.html").attr("script", "src")}
+        assert {n for n in names if n.startswith("c-")} == srcs
+        conn.close()
+    finally:
+        await fake.close()
+
+
+async def test_two_updates_at_once_leave_a_page_whose_data_is_all_there(tmp_path: Path) -> None:
+    fake = await start_fake(GyazoFake(Knobs(token=TOKEN, seed=30, rate="100000/second")))
+    out = tmp_path / "backup"
+    try:
+        await _backup(tmp_path, fake.url, out)
+    finally:
+        await fake.close()
+    state = Path(os.environ["IMGSYNC_STATE"])
+    key = f"local:{out.resolve()}"
+    errors: list[Exception] = []
+
+    def work(size: int) -> None:
+        conn = sqlite3.connect(state, check_same_thread=False)
+        try:
+            for _ in range(5):
+                update_gallery(conn, out, key, chunk_size=size)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (4, 7, 11)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(gallery_items(out / "index.html")) == 30

@@ -1,0 +1,154 @@
+"""The migration report page: a Gyazo -> Chevereto migration with failures, its page read
+with ``html.parser``, then the same page rebuilt from state by ``imgsync report``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+from helpers import run_cli_async, start_fake, write_config
+from pagecheck import assert_offline, is_relative, parse, report_items, resolve
+
+from imgsync.fakehosts.chevereto import CheveretoFake
+from imgsync.fakehosts.common import Knobs
+from imgsync.fakehosts.gyazo import GyazoFake
+from imgsync.fakehosts.images import seed_image
+
+GY = "report-gyazo-token-1"
+CHV = "report_chv_key_2"
+HOSTILE = "<script>alert(1)</script>"
+
+
+def _totals(path: Path) -> dict[str, int]:
+    """The totals table's cells, by their ``data-k``."""
+    html = path.read_text()
+    values = {}
+    for tag, attrs in parse(path).tags:
+        key = attrs.get("data-k")
+        if tag == "td" and key:
+            start = html.index(f'data-k="{key}">') + len(f'data-k="{key}">')
+            values[key] = int(html[start : html.index("<", start)])
+    return values
+
+
+async def test_migration_report_lists_every_item_with_both_urls_and_balanced_totals(
+    tmp_path: Path,
+) -> None:
+    gyazo = await start_fake(GyazoFake(Knobs(token=GY, seed=20, rate="100000/second")))
+    chv_host = CheveretoFake(Knobs(token=CHV, max_upload_bytes=3000, rate="100000/second"))
+    chv = await start_fake(chv_host)
+    try:
+        form = aiohttp.FormData()
+        form.add_field("access_token", GY)
+        form.add_field("title", HOSTILE)
+        form.add_field("referer_url", "https://example.org/src")
+        form.add_field("imagedata", seed_image(900)[0], filename="h.png")
+        async with aiohttp.ClientSession() as s, s.post(gyazo.url + "/api/upload", data=form) as r:
+            assert r.status == 200
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gyazo.url}"\ntoken_env = "GY"\n'
+            f'[remotes.chv]\ntype = "chevereto"\nbase_url = "{chv.url}"\ntoken_env = "CHV"\n',
+        )
+        env = {"GY": GY, "CHV": CHV}
+        base = ("--config", str(cfg))
+        backup = tmp_path / "backup"
+        proc = await run_cli_async(*base, "backup", "gy:", str(backup), env=env)
+        assert proc.returncode == 0, proc.stderr
+
+        page = tmp_path / "reports" / "gy-to-chv.html"
+        args = (*base, "migrate", "gy:", "chv:", "--map", str(tmp_path / "map.csv"))
+        proc = await run_cli_async(*args, "--report", str(page), "--json", env=env)
+        assert proc.returncode == 1, proc.stderr  # the larger images were refused
+        summary = json.loads(proc.stdout)
+        assert summary["report"] == str(page) and 0 < summary["failed"] < 21
+
+        assert_offline(page)
+        items = report_items(page)
+        assert len(items) == 21  # every item of the source
+        by_status: dict[str, list[dict[str, object]]] = {}
+        for it in items:
+            by_status.setdefault(str(it["st"]), []).append(it)
+        assert len(by_status["copied"]) == summary["copied"]
+        assert len(by_status["failed"]) == summary["failed"]
+        assert set(by_status) == {"copied", "failed"}
+        for it in by_status["copied"]:
+            assert str(it["o"]).startswith(gyazo.url) and str(it["n"]).startswith(chv.url)
+            async with aiohttp.ClientSession() as s, s.get(str(it["n"])) as r:
+                assert r.status == 200
+        for it in by_status["failed"]:
+            assert str(it["o"]).startswith(gyazo.url) and "n" not in it
+            assert it.get("e")
+        for it in items:  # the thumbnail is the backed-up file, linked from the report
+            th = str(it["th"])
+            assert is_relative(th) and th.startswith("../backup/")
+            assert resolve(page.parent, th).is_file()
+        assert all(it["o"] != it.get("n") for it in items)
+        carried = [it for it in by_status["copied"] if it.get("m", {}).get("source_url")]
+        assert carried
+        for it in carried:  # Chevereto has no field for a source URL or a date
+            assert "source_url" in it["x"] and "created_at" in it["x"]
+            if it["m"].get("title"):
+                assert "title" in it["c"]
+        hostile = next(it for it in items if it.get("t") == HOSTILE)
+        assert hostile["st"] in ("copied", "failed")
+        assert "<script>alert" not in page.read_text()
+
+        totals = _totals(page)
+        assert totals["checked"] == 21
+        assert totals["copied"] == summary["copied"] and totals["failed"] == summary["failed"]
+        assert totals["checked"] == (
+            totals["copied"] + totals["present"] + totals["skipped"] + totals["failed"]
+        )
+        assert 'id="balance">balances' in page.read_text()
+        failures = parse(page).attr("details", "id")
+        assert failures == ["failures"]
+
+        # later, from state: the same items and totals
+        again = tmp_path / "again.html"
+        proc = await run_cli_async(
+            *base, "report", str(again), "--src", "gy:", "--dst", "chv:", env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert f"{summary['failed']} failed" in proc.stdout
+        rebuilt = report_items(again)
+        assert [(i["id"], i["st"], i.get("n")) for i in rebuilt] == [
+            (i["id"], i["st"], i.get("n")) for i in items
+        ]
+        assert _totals(again) == totals
+
+        # the rest moves on a second run; the report follows
+        chv_host.knobs.max_upload_bytes = 50 * 1024 * 1024
+        proc = await run_cli_async(*args, "--report", str(page), "--json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        second = json.loads(proc.stdout)
+        items = report_items(page)
+        assert {it["st"] for it in items} == {"copied"} and len(items) == 21
+        totals = _totals(page)
+        assert totals == {
+            "checked": 21,
+            "copied": second["copied"],
+            "present": 21 - second["copied"],
+            "skipped": 0,
+            "failed": 0,
+        }
+    finally:
+        await gyazo.close()
+        await chv.close()
+
+
+async def test_report_needs_a_run_and_a_real_one(tmp_path: Path) -> None:
+    proc = await run_cli_async("report", str(tmp_path / "r.html"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "nothing has run yet" in proc.stderr
+    cfg = write_config(
+        tmp_path / "cfg.toml",
+        '[remotes.gy]\ntype = "gyazo"\nbase_url = "http://127.0.0.1:9"\ntoken = "t"\n',
+    )
+    proc = await run_cli_async(
+        *("--config", str(cfg), "migrate", "gy:", str(tmp_path / "d")),
+        *("--map", str(tmp_path / "m.csv"), "--report", str(tmp_path / "r.html"), "--dry-run"),
+    )
+    assert proc.returncode == 2 and "--report needs a real run" in proc.stderr
+    assert not (tmp_path / "r.html").exists()
