@@ -10,12 +10,18 @@ from pathlib import Path
 
 
 def tree_files(root: Path) -> dict[str, bytes]:
-    """Relative path -> bytes of every regular file under ``root`` (temp files excluded)."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith(".imgsync-tmp-")
-    }
+    """Relative path -> bytes of every regular file under ``root``; temp files and a backup
+    folder's gallery (``index.html`` and ``.imgsync-gallery/``) excluded."""
+    gallery = (root / ".imgsync-gallery").is_dir()
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or p.name.startswith(".imgsync-tmp-"):
+            continue
+        if gallery and (rel == "index.html" or rel.startswith(".imgsync-gallery/")):
+            continue
+        out[rel] = p.read_bytes()
+    return out
 
 
 def backup_files(root: Path) -> list[Path]:
