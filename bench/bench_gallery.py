@@ -31,7 +31,7 @@ from imgsync.hashing import digest_bytes
 from imgsync.models import ItemMeta, RemoteItem
 from imgsync.pages.gallery import DATA_DIR, update_gallery
 from imgsync.state import queries
-from imgsync.state.db import open_sync
+from imgsync.state.reader import must_open
 from imgsync.state.store import StateStore
 
 BASES = [seed_image(i) for i in range(40)]
@@ -93,8 +93,7 @@ def build(work: Path, n: int) -> tuple[Path, float, int]:
     state = work / f"state-{n}.db"
     rows = make_folder(root, 0, n)
     asyncio.run(record(state, f"local:{root.resolve()}", rows, 0))
-    conn = open_sync(state)
-    assert conn is not None
+    conn = must_open(state)
     started = time.perf_counter()
     update_gallery(conn, root, f"local:{root.resolve()}", source="gy")
     took = time.perf_counter() - started
@@ -150,8 +149,7 @@ def main() -> int:
 
         state = work / f"state-{args.items}.db"
         key = f"local:{root.resolve()}"
-        conn = open_sync(state)
-        assert conn is not None
+        conn = must_open(state)
         started = time.perf_counter()
         res = update_gallery(conn, root, key, source="gy")
         noop = time.perf_counter() - started
@@ -159,8 +157,7 @@ def main() -> int:
         conn.close()
         rows = make_folder(root, args.items, 100)
         asyncio.run(record(state, key, rows, args.items))
-        conn = open_sync(state)
-        assert conn is not None
+        conn = must_open(state)
         started = time.perf_counter()
         res = update_gallery(conn, root, key, source="gy")
         more = time.perf_counter() - started

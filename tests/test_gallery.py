@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from imgsync.fakehosts.common import Knobs
 from imgsync.fakehosts.gyazo import GyazoFake
 from imgsync.fakehosts.images import seed_image
 from imgsync.pages.gallery import DATA_DIR, update_gallery
+from imgsync.state.reader import must_open
 
 TOKEN = "gallery-token-123"
 HOSTILE = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
@@ -86,7 +86,7 @@ async def test_backup_writes_a_gallery_of_every_image_and_updates_it(tmp_path: P
             assert is_relative(it["f"]) and resolve(out, it["f"]).parent == out
             sidecar = json.loads(resolve(out, it["j"]).read_text())
             assert sidecar["sha256"] == it["h"] and sidecar["url"] == it["u"]
-            assert it["r"] == "gy" and it["u"].startswith(fake.url)
+            assert it["r"] == f"gyazo:{fake.url}" and it["u"].startswith(fake.url)
 
         hostile = next(it for it in items if it.get("t") == HOSTILE)
         assert hostile["m"]["description"] == "</script><b>bold</b>"
@@ -156,7 +156,7 @@ async def test_updates_rewrite_only_the_data_files_that_changed(tmp_path: Path) 
     key = f"local:{out.resolve()}"
     try:
         await _backup(tmp_path, fake.url, out, "--no-gallery")
-        conn = sqlite3.connect(state)
+        conn = must_open(state)
         res = update_gallery(conn, out, key, chunk_size=10)
         assert res.items == 25
         chunks = sorted((out / DATA_DIR).glob("c-*.js"))
@@ -207,7 +207,7 @@ async def test_two_updates_at_once_leave_a_page_whose_data_is_all_there(tmp_path
     errors: list[Exception] = []
 
     def work(size: int) -> None:
-        conn = sqlite3.connect(state, check_same_thread=False)
+        conn = must_open(state)
         try:
             for _ in range(5):
                 update_gallery(conn, out, key, chunk_size=size)

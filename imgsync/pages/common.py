@@ -80,6 +80,12 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def place_name(key: str) -> str:
+    """A state key as people read it: ``gyazo:https://api.gyazo.com`` (the account
+    fingerprint after ``#`` left out), ``local:/path``."""
+    return key.partition("#")[0]
+
+
 def iso_date(ts: float | None) -> str:
     if ts is None:
         return ""

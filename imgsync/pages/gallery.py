@@ -41,6 +41,7 @@ from imgsync.pages.common import (
     human_size,
     iso_date,
     js_data,
+    place_name,
     write_atomic,
 )
 from imgsync.state import reports
@@ -121,7 +122,7 @@ def build_record(
         rec["u"] = src.url
         if src.page_url:
             rec["p"] = src.page_url
-        rec["r"] = src.remote
+        rec["r"] = place_name(src.remote)
         rec["i"] = src.remote_id
     if sidecar is not None:
         rec["j"] = file_href(sidecar)

@@ -25,6 +25,7 @@ from imgsync.pages.common import (
     file_href,
     human_size,
     js_data,
+    place_name,
     write_atomic,
 )
 from imgsync.state.reader import StateReader
@@ -199,7 +200,7 @@ def render_report(
         else f'<span class="bad" id="balance">does not balance: {t["checked"]} ≠ {right}</span>'
     )
     verb = str(summary.get("verb") or "migrate")
-    title = f"{verb} report: {source} → {dest}"
+    title = f"{verb} report: {place_name(source)} → {place_name(dest)}"
     failures = summary.get("failures") or []
     fail_rows = "\n".join(
         f"<li><code>{esc(f.get('item', ''))}</code>: {esc(f.get('error', ''))}</li>"
