@@ -17,7 +17,8 @@ classification, so nothing downstream ever matches on message text:
     └── ProviderError            .remote .host .status .detail; scope="item"
         ├── TransientError       retryable: 5xx, reset, truncated body
         │   ├── RateLimited      .retry_after (429 or the host's own "too fast" code)
-        │   └── ProviderTimeout  also a TimeoutError
+        │   ├── ProviderTimeout  also a TimeoutError
+        │   └── CutShort         a body that broke off after it began: fetch it again
         ├── RemotePaused         scope="remote": the host is paused (daily budget spent) until .until
         ├── AuthError            scope="remote": bad or missing credentials
         ├── RemoteMisconfigured  scope="remote": e.g. a wrong base_url (a 301 on an upload)
@@ -40,6 +41,7 @@ Scope = Literal["item", "remote", "run"]
 __all__ = [
     "AuthError",
     "ConfigError",
+    "CutShort",
     "Duplicate",
     "ImgsyncError",
     "LocalIOError",
@@ -136,6 +138,14 @@ class TransientError(ProviderError):
     """Worth retrying: server errors, resets, truncated bodies."""
 
     retryable = True
+
+
+class CutShort(TransientError):
+    """A reply body that ended or broke before its announced end, after it had begun.
+
+    Opening a download is retried by the HTTP client; a body cut off mid-way can only be
+    fetched again from the start, which is the caller's to do (the engine does it within
+    the run)."""
 
 
 class RateLimited(TransientError):

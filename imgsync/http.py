@@ -63,6 +63,7 @@ from yarl import URL
 from imgsync import __version__
 from imgsync.errors import (
     AuthError,
+    CutShort,
     ImgsyncError,
     LocalIOError,
     NotFound,
@@ -799,13 +800,19 @@ class ByteStream:
         try:
             chunk = await self._resp.content.read(self._chunk_size)
         except _TRANSPORT_ERRORS as exc:
-            self._client._transport_failed(exc, self._req, 0, time.monotonic())
+            try:
+                self._client._transport_failed(exc, self._req, 0, time.monotonic())
+            except ProviderTimeout:
+                raise
+            except TransientError as broke:  # the connection broke mid-body
+                cut = CutShort(broke.detail)
+                raise self._client._finish(cut, self._req, self.status) from exc
         if chunk:
             self.received += len(chunk)
             return chunk
         self._eof = True
         if self.size is not None and self.received < self.size:
-            err = TransientError(
+            err = CutShort(
                 f"{self._req.what}: reply cut short ({self.received} of {self.size} bytes)"
             )
             raise self._client._finish(err, self._req, self.status)

@@ -236,6 +236,8 @@ def write_sidecars(dst_root: str, unit: Unit) -> None:
             os.replace(tmp, side)
         except OSError as exc:
             f.error = io_error(exc, side)
+            with contextlib.suppress(OSError):  # a full disk must not leave the temp file
+                os.unlink(tmp)
 
 
 def _same_file(a: str, b: str) -> bool:

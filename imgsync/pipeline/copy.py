@@ -39,7 +39,14 @@ import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from imgsync.errors import Duplicate, ImgsyncError, LocalIOError, ProviderTimeout, Rejected
+from imgsync.errors import (
+    CutShort,
+    Duplicate,
+    ImgsyncError,
+    LocalIOError,
+    ProviderTimeout,
+    Rejected,
+)
 from imgsync.hashing import Digest
 from imgsync.localfs import (
     TMP_PREFIX,
@@ -58,6 +65,7 @@ from imgsync.pipeline.progress import Progress
 from imgsync.pipeline.summary import CopyOptions, StopSignal, Summary
 from imgsync.pipeline.transfer import Body, fetch, read_local
 from imgsync.providers.base import Provider
+from imgsync.retry import RetryPolicy
 from imgsync.state import queries
 from imgsync.state.queries import KnownFile
 from imgsync.state.reader import StateReader
@@ -124,6 +132,8 @@ class CopyRun:
         self.include_non_images = opts.include_non_images or bool(
             src.config.option("include_non_images", False)
         )
+        # downloads whose body broke off are fetched this many times in all
+        self.cut_short_retry = RetryPolicy(attempts=4, base=0.25, cap=4.0)
         self.with_md5 = (
             bool(dst.features.checksums & {"md5"}) or opts.sidecars or (not dst.features.is_local)
         )
@@ -356,17 +366,32 @@ class CopyRun:
         """Stream one host item (within the per-item deadline); False when it failed."""
         assert c.remote is not None
         spool = self.dst.folder if self.dst.features.batch_writes else None
+        policy = self.cut_short_retry
         try:
             with anyio.fail_after(self.opts.item_timeout):
-                c.body = await fetch(
-                    self.src,
-                    c.remote,
-                    spool_dir=spool,
-                    spool_threshold=self.opts.spool_threshold,
-                    max_item_bytes=self.opts.max_item_bytes,
-                    with_md5=self.with_md5,
-                    check_image=c.remote.is_image,
-                )
+                # a body cut off mid-way is fetched again from the start, a few times,
+                # within this run (opening it is retried by the HTTP client)
+                for attempt in range(1, policy.attempts + 1):
+                    try:
+                        c.body = await fetch(
+                            self.src,
+                            c.remote,
+                            spool_dir=spool,
+                            spool_threshold=self.opts.spool_threshold,
+                            max_item_bytes=self.opts.max_item_bytes,
+                            with_md5=self.with_md5,
+                            check_image=c.remote.is_image,
+                        )
+                        break
+                    except CutShort as exc:
+                        if attempt == policy.attempts:
+                            raise CutShort(
+                                f"{exc.detail}; gave up after {attempt} attempts",
+                                remote=exc.remote,
+                                host=exc.host,
+                                status=exc.status,
+                            ) from None
+                        await policy.sleep(policy.backoff(attempt))
         except TimeoutError:
             self._item_failed(c, self._timeout("downloading"))
             return False
