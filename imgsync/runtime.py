@@ -40,11 +40,12 @@ def remote_key(remote: RemoteConfig) -> str:
     from imgsync.state.keys import host_key
 
     base = remote.base_url
-    if not base:
-        try:
-            base = provider_class(remote.type).default_base_url
-        except (KeyError, ImportError):
-            base = None
+    try:
+        cls = provider_class(remote.type)
+    except (KeyError, ImportError):
+        cls = None
+    if cls is not None:
+        base = cls.site_url(base or cls.default_base_url or "") or None
     return host_key(remote.type, base or f"{remote.type}:", remote.token)
 
 

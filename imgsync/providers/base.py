@@ -327,6 +327,12 @@ class Provider(ABC):
         """The folder this remote is, for a local one (``None`` for a host)."""
         return None
 
+    @classmethod
+    def site_url(cls, base_url: str) -> str:
+        """The URL that says which site a ``base_url`` points at (it keys the destination in
+        state). A host whose ``base_url`` may be written with its API path trims it."""
+        return base_url
+
     @property
     def base_url(self) -> str:
         """The configured ``base_url`` or the provider's public default."""

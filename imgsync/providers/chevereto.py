@@ -287,13 +287,18 @@ class CheveretoProvider(Provider):
 
     # --- helpers ---------------------------------------------------------------------------
 
-    @property
-    def upload_url(self) -> str:
-        """``<site root>/api/1/upload`` (a base_url given as the API URL is trimmed)."""
-        base = self.base_url
+    @classmethod
+    def site_url(cls, base_url: str) -> str:
+        """The site root: a base_url given as the API URL (``.../api/1/upload/``) is trimmed."""
+        base = base_url.rstrip("/")
         for suffix in (_API_PATH, "/api/1"):
             base = base.removesuffix(suffix)
-        return base + _API_PATH
+        return base
+
+    @property
+    def upload_url(self) -> str:
+        """``<site root>/api/1/upload``."""
+        return self.site_url(self.base_url) + _API_PATH
 
     def _hide(self, delete_url: str | None) -> None:
         """Register a delete link (and its token) as secrets before anything can show it."""

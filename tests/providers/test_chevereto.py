@@ -596,3 +596,31 @@ async def test_cli_wrong_base_url_path_exits_3_after_one_request(
     assert f"{running.url}/chevereto/api/1/upload" in summary["remote_failure"]
     assert "<" not in proc.stdout + proc.stderr
     assert summary["copied"] == 0 and summary["failed"] == 1 and summary["not_attempted"] == 7
+
+
+async def test_cli_same_site_under_a_second_remote_name_uploads_nothing_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same site configured again under another name, its base_url written with a
+    trailing slash (and the API path the site's page shows): the destination is the same,
+    so copying the folder there uploads nothing."""
+    monkeypatch.setenv("CHV_TEST_KEY", KEY)
+    folder = make_folder(tmp_path / "pics", 4)
+    async with fake(CheveretoFake(Knobs(token=KEY))) as running:
+        cfg = chv_config(
+            tmp_path,
+            running,
+            f'[remotes.again]\ntype = "chevereto"\nbase_url = "{running.url}/"\n'
+            'token_env = "CHV_TEST_KEY"\n'
+            f'[remotes.api]\ntype = "chevereto"\nbase_url = "{running.url}/api/1/upload"\n'
+            'token_env = "CHV_TEST_KEY"\n',
+        )
+        first = await run_cli_async("--config", str(cfg), "copy", str(folder), "chv:", "--json")
+        again = await run_cli_async("--config", str(cfg), "copy", str(folder), "again:", "--json")
+        api = await run_cli_async("--config", str(cfg), "copy", str(folder), "api:", "--json")
+        stats = await running.stats()
+    assert first.returncode == 0 and json.loads(first.stdout)["copied"] == 4
+    for proc in (again, api):
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert json.loads(proc.stdout)["copied"] == 0
+    assert stats["uploads"] == 4
