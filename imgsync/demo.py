@@ -29,41 +29,28 @@ def make_samples(folder: Path, count: int = 12) -> None:
 
 
 async def _run(base: Path) -> list[Summary]:
-    from aiohttp import web
-
-    from imgsync.fakehosts import gyazo
-    from imgsync.fakehosts.common import Knobs
     from imgsync.pipeline.run import JobSpec, run_job
+    from imgsync.testing import serve_emulator
 
-    host = gyazo.create(Knobs(token=DEMO_TOKEN))
-    runner = web.AppRunner(host.make_app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    print(f"demo: Gyazo emulator at {url}; working folder {base}")
-    cfg = parse_config(
-        {
-            "state": {"path": str(base / "state.db")},
-            "remotes": {"gyazo": {"type": "gyazo", "base_url": url, "token": DEMO_TOKEN}},
-        }
-    )
-    shots, backup = base / "screenshots", base / "backup"
-    steps = [
-        ("copy", str(shots), "gyazo:"),
-        ("copy", str(shots), "gyazo:"),
-        ("backup", "gyazo:", str(backup)),
-    ]
     summaries = []
-    try:
+    async with serve_emulator("gyazo", token=DEMO_TOKEN) as emulator:
+        print(f"demo: Gyazo emulator at {emulator.url}; working folder {base}")
+        gyazo = {"type": "gyazo", "base_url": emulator.url, "token": DEMO_TOKEN}
+        cfg = parse_config(
+            {"state": {"path": str(base / "state.db")}, "remotes": {"gyazo": gyazo}}
+        )
+        shots, backup = base / "screenshots", base / "backup"
+        steps = [
+            ("copy", str(shots), "gyazo:"),
+            ("copy", str(shots), "gyazo:"),
+            ("backup", "gyazo:", str(backup)),
+        ]
         for verb, src, dst in steps:
             opts = CopyOptions(job=f"demo-{verb}", verb=verb, sidecars=verb == "backup")
             spec = JobSpec(verb, src, dst, opts, gallery=verb == "backup")
             summary = await run_job(cfg, spec)
             print(summary.line())
             summaries.append(summary)
-    finally:
-        await runner.cleanup()
     return summaries
 
 

@@ -6,7 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
+
+from imgsync.fakehosts.common import FakeHostBase
+from imgsync.testing import RunningEmulator, serve_emulator
 
 
 def tree_files(root: Path) -> dict[str, bytes]:
@@ -82,40 +86,23 @@ async def run_cli_async(
     return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
 
 
-class RunningFake:
-    """An emulator served on 127.0.0.1 for one test: ``url``, ``host`` (the emulator)."""
+class RunningFake(RunningEmulator):
+    """An emulator served for one test, closed with :meth:`close` (for tests that cannot
+    use ``imgsync.testing.serve_emulator`` as an ``async with`` block)."""
 
-    def __init__(self, host: object, runner: object, url: str) -> None:
-        self.host = host
-        self.runner = runner
-        self.url = url
-
-    @property
-    def authority(self) -> str:
-        return self.url.split("://", 1)[1]
-
-    async def stats(self) -> dict[str, int]:
-        import aiohttp
-
-        async with aiohttp.ClientSession() as s, s.get(self.url + "/_fakehost/stats") as r:
-            data: dict[str, int] = await r.json()
-            return data
+    def __init__(self, host: FakeHostBase, url: str, stack: AsyncExitStack) -> None:
+        super().__init__(host, url)
+        self._stack = stack
 
     async def close(self) -> None:
-        await self.runner.cleanup()  # type: ignore[attr-defined]
+        await self._stack.aclose()
 
 
-async def start_fake(host: object) -> RunningFake:
-    """Serve an emulator instance (``FakeHostBase``) on a free loopback port."""
-    from aiohttp import web
-
-    app = host.make_app()  # type: ignore[attr-defined]
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return RunningFake(host, runner, f"http://127.0.0.1:{port}")
+async def start_fake(host: FakeHostBase) -> RunningFake:
+    """Serve an emulator instance on a free loopback port until ``close()``."""
+    stack = AsyncExitStack()
+    running = await stack.enter_async_context(serve_emulator(host))
+    return RunningFake(host, running.url, stack)
 
 
 def write_config(path: Path, text: str) -> Path:

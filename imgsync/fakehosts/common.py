@@ -7,13 +7,15 @@ rate strings and fault specs are parsed here on their own, on purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,6 +158,14 @@ class FakeHostBase:
         self.rng = random.Random(knobs.random_seed)
         # every multipart file name as it arrived (what the real host would store)
         self.received_names: list[str] = []
+        self.scripted_faults: deque[str] = deque()
+
+    def fail_next(self, fault: str, times: int = 1) -> None:
+        """Answer the next ``times`` API requests with ``fault`` (one of ``FAULT_KINDS``),
+        before any random fault: a test can fail exactly one attempt."""
+        if fault not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULT_KINDS)}")
+        self.scripted_faults.extend([fault] * times)
 
     @staticmethod
     def base(request: web.Request) -> str:
@@ -194,8 +204,8 @@ class FakeHostBase:
     ) -> web.StreamResponse:
         if not request.path.startswith("/_fakehost"):
             self.stats.requests += 1
-        if self.knobs.faults and self.fault_applies(request):
-            fault = self._pick_fault()
+        if (self.scripted_faults or self.knobs.faults) and self.fault_applies(request):
+            fault = self.scripted_faults.popleft() if self.scripted_faults else self._pick_fault()
             if fault is not None:
                 self.stats.faults += 1
                 return await self._inject(fault, request, handler)
@@ -265,19 +275,30 @@ def json_response(
     return resp
 
 
-async def serve(host: FakeHostBase, port: int, bind: str = "127.0.0.1") -> None:
-    """Run ``host`` on ``bind:port`` until cancelled (``imgsync fakehost``)."""
-    app = host.make_app()
-    runner = web.AppRunner(app, access_log=None)
+@contextlib.asynccontextmanager
+async def listening(
+    host: FakeHostBase, port: int = 0, bind: str = "127.0.0.1"
+) -> AsyncIterator[str]:
+    """Serve ``host`` on ``bind:port`` (0: a free port) for the ``async with`` block;
+    yields its base URL (``http://127.0.0.1:PORT``). The one serving harness: the CLI,
+    the demo and :mod:`imgsync.testing` all use it."""
+    runner = web.AppRunner(host.make_app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, bind, port)
-    await site.start()
-    print(
-        f"imgsync fakehost {host.kind} listening on http://{bind}:{port} "
-        f"(token {host.knobs.token!r}; stats at /_fakehost/stats)",
-        flush=True,
-    )
     try:
-        await asyncio.Event().wait()
+        site = web.TCPSite(runner, bind, port)
+        await site.start()
+        bound = runner.addresses[0][1]
+        yield f"http://{bind}:{bound}"
     finally:
         await runner.cleanup()
+
+
+async def serve(host: FakeHostBase, port: int, bind: str = "127.0.0.1") -> None:
+    """Run ``host`` on ``bind:port`` until cancelled (``imgsync fakehost``)."""
+    async with listening(host, port, bind) as url:
+        print(
+            f"imgsync fakehost {host.kind} listening on {url} "
+            f"(token {host.knobs.token!r}; stats at /_fakehost/stats)",
+            flush=True,
+        )
+        await asyncio.Event().wait()

@@ -167,8 +167,8 @@ class ProviderInfo:
             emulators share no code with providers); ``None`` for non-HTTP remotes.
         emulator_options: options the emulator needs to offer everything ``full_options``
             turn on (e.g. Discord Images' inferred paging route).
-        full_options: remote options that switch every ability on; the conformance suite
-            tests the provider with them.
+        full_options: remote options that switch every ability on and make pages small;
+            the conformance suite tests the provider with them.
     """
 
     kind: str

@@ -194,6 +194,7 @@ class GyazoProvider(Provider):
         default_limits={authority_of(PUBLIC_API): DAILY_RATE},
         shared_limits={authority_of(PUBLIC_UPLOAD): authority_of(PUBLIC_API)},
         emulator="gyazo",
+        full_options={"per_page": 4},
     )
     features = Features(
         can_list=True,

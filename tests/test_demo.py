@@ -1,0 +1,25 @@
+"""``imgsync demo`` end to end, in-process: the emulator served by imgsync.testing, the
+real engine, the backup with sidecars."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imgsync.demo import run_demo
+
+
+def test_demo_copies_then_backs_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = tmp_path / "demo"
+    assert run_demo(base) == 0
+    images = sorted(p.name for p in (base / "backup").iterdir() if p.suffix != ".json")
+    sidecars = sorted(p.name for p in (base / "backup").iterdir() if p.suffix == ".json")
+    assert len(images) == 12 and len(sidecars) == 12
+    shots = sorted(p.read_bytes() for p in (base / "screenshots").iterdir())
+    backed = sorted(p.read_bytes() for p in (base / "backup").iterdir() if p.suffix != ".json")
+    assert shots == backed
+    out = capsys.readouterr().out
+    assert "Gyazo emulator at http://127.0.0.1:" in out
+    # a second demo starts from scratch again (fresh emulator, fresh state) and still works
+    assert run_demo(base) == 0
