@@ -36,9 +36,7 @@ async def _run(base: Path) -> list[Summary]:
     async with serve_emulator("gyazo", token=DEMO_TOKEN) as emulator:
         print(f"demo: Gyazo emulator at {emulator.url}; working folder {base}")
         gyazo = {"type": "gyazo", "base_url": emulator.url, "token": DEMO_TOKEN}
-        cfg = parse_config(
-            {"state": {"path": str(base / "state.db")}, "remotes": {"gyazo": gyazo}}
-        )
+        cfg = parse_config({"state": {"path": str(base / "state.db")}, "remotes": {"gyazo": gyazo}})
         shots, backup = base / "screenshots", base / "backup"
         steps = [
             ("copy", str(shots), "gyazo:"),

@@ -88,21 +88,23 @@ async def run_cli_async(
 
 class RunningFake(RunningEmulator):
     """An emulator served for one test, closed with :meth:`close` (for tests that cannot
-    use ``imgsync.testing.serve_emulator`` as an ``async with`` block)."""
+    use ``imgsync.testing.serve_emulator`` as an ``async with`` block). ``closer`` is what
+    :meth:`close` shuts (an ``AsyncExitStack``); ``url`` may point below the emulator."""
 
-    def __init__(self, host: FakeHostBase, url: str, stack: AsyncExitStack) -> None:
+    def __init__(self, host: FakeHostBase, closer: AsyncExitStack | None, url: str) -> None:
         super().__init__(host, url)
-        self._stack = stack
+        self.runner = closer
 
     async def close(self) -> None:
-        await self._stack.aclose()
+        if self.runner is not None:
+            await self.runner.aclose()
 
 
 async def start_fake(host: FakeHostBase) -> RunningFake:
     """Serve an emulator instance on a free loopback port until ``close()``."""
     stack = AsyncExitStack()
     running = await stack.enter_async_context(serve_emulator(host))
-    return RunningFake(host, running.url, stack)
+    return RunningFake(host, stack, running.url)
 
 
 def write_config(path: Path, text: str) -> Path:
