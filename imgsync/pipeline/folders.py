@@ -30,6 +30,9 @@ class FolderRun(Protocol):
     opts: CopyOptions
     replaceable: dict[str, str]
 
+    @property
+    def stopping(self) -> bool: ...
+
     def first_missing(self, sha256: str) -> bool: ...
 
     def file_failed(self, rel: str, err: ImgsyncError, sha256: str | None) -> None: ...
@@ -113,5 +116,7 @@ async def copy_folders(run: FolderRun, entries: list[ScanEntry]) -> None:
         recv.close()
         async with send:
             for unit in make_units(entries):
+                if run.stopping:  # the stop signal: hand out nothing more
+                    break
                 await send.send(unit)
     await commit()

@@ -1,0 +1,119 @@
+"""The job runner's limits and signals: per-item deadline, per-item size cap, the stop
+signal, and the one ``run_job()`` every face calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from aiohttp import web
+from helpers import run_cli_async, start_fake, tree_files, write_config
+
+from imgsync.config import load_config
+from imgsync.fakehosts.common import Knobs
+from imgsync.fakehosts.gyazo import GyazoFake
+from imgsync.pipeline.run import JobSpec, run_job
+from imgsync.pipeline.summary import CopyOptions
+
+TOKEN = "engine-test-token-42"
+
+
+class SlowFiles(GyazoFake):
+    """Gyazo whose image files (not its API) are affected by the fault knobs."""
+
+    def fault_applies(self, request: web.Request) -> bool:
+        return not request.path.startswith(("/api", "/_fakehost"))
+
+
+def _gyazo_config(tmp_path: Path, url: str) -> Path:
+    return write_config(
+        tmp_path / "cfg.toml",
+        f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{url}"\ntoken_env = "GY"\n',
+    )
+
+
+async def test_an_item_that_outlives_its_deadline_fails_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    """A host that holds an image file for longer than ``--item-timeout`` costs that item,
+    not the worker: the run ends, the item is a failure, no partial file is left."""
+    host = SlowFiles(Knobs(token=TOKEN, seed=3, faults={"slow": 1.0}, slow_seconds=2))
+    fake = await start_fake(host)
+    try:
+        cfg = _gyazo_config(tmp_path, fake.url)
+        dest = tmp_path / "backup"
+        proc = await run_cli_async(
+            "--config", str(cfg), "backup", "gy:", str(dest), "--json",
+            "--item-timeout", "0.5", "--transfers", "3",
+            env={"GY": TOKEN},
+        )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        summary = json.loads(proc.stdout)
+        assert summary["failed"] == 3 and summary["copied"] == 0
+        assert all("per-item deadline" in f["error"] for f in summary["failures"])
+        assert tree_files(dest) == {}
+        host.knobs.faults = {}
+        proc = await run_cli_async(
+            "--config", str(cfg), "backup", "gy:", str(dest), "--json", env={"GY": TOKEN}
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["copied"] == 3
+    finally:
+        await fake.close()
+
+
+async def test_an_item_over_the_size_cap_fails_alone(tmp_path: Path) -> None:
+    host = GyazoFake(Knobs(token=TOKEN, seed=10))
+    fake = await start_fake(host)
+    try:
+        cap = 2000
+        small = sum(1 for img in host.images.values() if len(img.data) <= cap)
+        assert 0 < small < 10
+        cfg = _gyazo_config(tmp_path, fake.url)
+        dest = tmp_path / "backup"
+        proc = await run_cli_async(
+            "--config", str(cfg), "backup", "gy:", str(dest), "--json",
+            "--max-item-size", str(cap), env={"GY": TOKEN},
+        )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        summary = json.loads(proc.stdout)
+        assert summary["copied"] == small and summary["failed"] == 10 - small
+        assert all("size cap" in f["error"] for f in summary["failures"])
+        assert len([n for n in tree_files(dest) if not n.endswith(".json")]) == small
+        bad = await run_cli_async(
+            "--config", str(cfg), "backup", "gy:", str(dest), "--max-item-size", "lots"
+        )
+        assert bad.returncode == 2 and "not a size" in bad.stderr
+    finally:
+        await fake.close()
+
+
+async def test_the_stop_signal_stops_handing_out_items(image_tree: Path, tmp_path: Path) -> None:
+    """With the stop signal set, a run hands out nothing (and saves no finished listing or
+    scan mark); the next run without it does the work."""
+    host = GyazoFake(Knobs(token=TOKEN))
+    fake = await start_fake(host)
+    try:
+        cfg_path = _gyazo_config(tmp_path, fake.url)
+        import os
+
+        os.environ["GY"] = TOKEN
+        cfg = load_config(cfg_path, explicit=True)
+        stop = asyncio.Event()
+        stop.set()
+        spec = JobSpec("copy", str(image_tree), "gy:", CopyOptions(job="t", verb="copy"))
+        summary = await run_job(cfg, spec, stop=stop)
+        assert summary.copied == 0 and summary.not_attempted == 12
+        assert (await fake.stats())["uploads"] == 0
+        summary = await run_job(cfg, spec)
+        assert summary.copied == 12
+        assert (await fake.stats())["uploads"] == 12
+        back = JobSpec("backup", "gy:", str(tmp_path / "b"), CopyOptions(job="b", verb="backup"))
+        summary = await run_job(cfg, back, stop=stop)
+        assert summary.copied == 0
+        summary = await run_job(cfg, back)
+        assert summary.copied == 12
+    finally:
+        os.environ.pop("GY", None)
+        await fake.close()
