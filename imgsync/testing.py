@@ -2,7 +2,7 @@
 ``structlog.testing``.
 
 * :func:`serve_emulator`: a host emulator on a free 127.0.0.1 port, as an ``async with``
-  block, with its counters at hand.
+  block, with its counters at hand (:func:`serve_app` for any aiohttp app).
 * :class:`FakeClock`: a monotonic clock that moves only when something sleeps on it.
 * :func:`instant_retry` and :func:`fast_client`: a retry policy and an ``ApiClient`` whose
   back-offs, limiter waits and penalties run on a :class:`FakeClock`, so retries take no
@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from imgsync.models import UploadSource, guess_mime
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from imgsync.config import RemoteConfig
     from imgsync.fakehosts.common import FakeHostBase
     from imgsync.http import ApiClient
@@ -47,6 +49,7 @@ __all__ = [
     "instant_retry",
     "read_all",
     "remote_for",
+    "serve_app",
     "serve_emulator",
     "upload_source",
 ]
@@ -199,6 +202,16 @@ async def serve_emulator(
         host = emulator_factory(host)(knobs, **options)
     async with listening(host) as url:
         yield RunningEmulator(host, url)
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve any aiohttp ``app`` on a free loopback port; yields its base URL (for replies
+    no emulator gives)."""
+    from imgsync.fakehosts.common import listening
+
+    async with listening(app) as url:
+        yield url
 
 
 def remote_for(

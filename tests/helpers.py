@@ -8,6 +8,7 @@ import subprocess
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 from imgsync.fakehosts.common import FakeHostBase
 from imgsync.testing import RunningEmulator, serve_emulator
@@ -55,7 +56,7 @@ def run_cli(
     )
 
 
-def run_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
+def run_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     """Run a verb with ``--json`` and parse its summary."""
     proc = run_cli(*args, "--json", env=env)
     assert proc.stdout, proc.stderr

@@ -24,7 +24,8 @@ def _wait_for(predicate: object, timeout: float = 15.0) -> bool:
 
 
 def _start_watch_daemon(tmp_path: Path, src: Path, dst: Path) -> subprocess.Popen[str]:
-    """`imgsync run` with one watch job from ``src`` to ``dst`` (short debounce/rescan)."""
+    """`imgsync run` with one watch job from ``src`` to ``dst`` (short debounce/rescan).
+    Its stderr goes to ``tmp_path / "daemon.err"`` (readable while it runs)."""
     cfg = tmp_path / "config.toml"
     cfg.write_text(
         f"""
@@ -39,13 +40,14 @@ source = "{src}"
 destinations = ["{dst}"]
 """
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "imgsync", "--config", str(cfg), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ),
-        text=True,
-    )
+    with (tmp_path / "daemon.err").open("w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "imgsync", "--config", str(cfg), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=dict(os.environ),
+            text=True,
+        )
 
 
 def test_watch_job_copies_new_files_and_stops_on_sigterm(image_tree: Path, tmp_path: Path) -> None:
@@ -61,7 +63,8 @@ def test_watch_job_copies_new_files_and_stops_on_sigterm(image_tree: Path, tmp_p
         assert (dst / "fresh.png").read_bytes() == new
     finally:
         proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+    err = (tmp_path / "daemon.err").read_text()
     assert proc.returncode == 0, err
     assert "daemon_stopped" in err
 
@@ -153,14 +156,17 @@ def test_watch_job_waits_for_a_missing_folder(tmp_path: Path) -> None:
     daemon: once the folder appears, its images are mirrored."""
     src, dst = tmp_path / "later", tmp_path / "mirror"
     proc = _start_watch_daemon(tmp_path, src, dst)
+    log = tmp_path / "daemon.err"
     try:
-        time.sleep(1.5)
-        assert proc.poll() is None  # still running
+        # the daemon has met the missing folder (and said so), and is still running
+        assert _wait_for(
+            lambda: "watch_failed" in log.read_text() or "job_failed" in log.read_text()
+        )
+        assert proc.poll() is None
         src.mkdir()
         (src / "shot.png").write_bytes(make_png(10, 10, 5))
         assert _wait_for(lambda: (dst / "shot.png").exists())
     finally:
         proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "watch_failed" in err or "job_failed" in err
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, log.read_text()

@@ -25,7 +25,7 @@ class CuttingGuizhan(GuizhanFake):
         self.cuts = cuts
         self.served: Counter[str] = Counter()
 
-    async def serve_file(self, request: web.Request) -> web.StreamResponse:
+    async def serve_file(self, request: web.Request) -> web.StreamResponse:  # type: ignore[override]
         name = request.match_info["fullname"]
         self.served[name] += 1
         resp = await super().serve_file(request)

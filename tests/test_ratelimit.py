@@ -27,18 +27,18 @@ from imgsync.ratelimit import HostLimiter, LimiterRegistry, authority_of, next_u
 T = TypeVar("T")
 
 
-class _JumpingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _JumpingSelector(selectors.DefaultSelector):
     """A selector that, instead of blocking for ``timeout``, advances virtual time."""
 
     now = 1000.0
 
     def select(self, timeout: float | None = None) -> list[Any]:
         if timeout is None:  # nothing scheduled at all: a real wait for I/O
-            return super().select(None)  # type: ignore[no-any-return]
+            return super().select(None)
         ready = super().select(0)
         if not ready and timeout > 0:
             self.now += timeout
-        return ready  # type: ignore[no-any-return]
+        return ready
 
 
 class VirtualLoop(asyncio.SelectorEventLoop):
@@ -503,18 +503,6 @@ def test_cancelled_waiter_gives_its_connection_back() -> None:
     stats = run_virtual(main)
     assert stats["in_flight"] == 0
     assert stats["acquired"] == 2
-
-
-async def test_unlimited_slot_overhead_is_small() -> None:
-    """With no rate, taking and returning a slot costs well under 50 µs."""
-    lim = LimiterRegistry().for_authority("h")
-    n = 20_000
-    started = time.perf_counter()
-    for _ in range(n):
-        async with lim.slot():
-            pass
-    per_slot = (time.perf_counter() - started) / n
-    assert per_slot < 50e-6
 
 
 def test_limiter_modules_do_not_import_aiohttp() -> None:

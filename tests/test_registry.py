@@ -126,7 +126,7 @@ def test_config_validates_options_from_the_declaration(kind: str) -> None:
     with pytest.raises(ConfigError, match=r"remotes\.r\.no_such_key: unknown key"):
         parse_config({"remotes": {"r": {**base, "no_such_key": 1}}})
     for spec in info.option_specs:
-        wrong = [] if str in spec.types else ["text"]
+        wrong: list[object] = [] if str in spec.types else ["text"]
         if spec.range is not None:
             wrong += [spec.range[0] - 1, spec.range[1] + 1]
         if spec.choices is not None:

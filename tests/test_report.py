@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from helpers import run_cli_async, start_fake, write_config
@@ -67,7 +68,7 @@ async def test_migration_report_lists_every_item_with_both_urls_and_balanced_tot
         assert_offline(page)
         items = report_items(page)
         assert len(items) == 21  # every item of the source
-        by_status: dict[str, list[dict[str, object]]] = {}
+        by_status: dict[str, list[dict[str, Any]]] = {}
         for it in items:
             by_status.setdefault(str(it["st"]), []).append(it)
         assert len(by_status["copied"]) == summary["copied"]

@@ -9,21 +9,7 @@ import pytest
 
 from imgsync.errors import AuthError, ProviderTimeout, RateLimited, ResponseError, TransientError
 from imgsync.retry import RetryPolicy, is_retryable
-
-
-class FakeTime:
-    """A clock that moves only when the policy sleeps, recording every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from imgsync.testing import FakeClock as FakeTime
 
 
 def policy(ft: FakeTime, *, rng: float = 1.0, **kwargs: object) -> RetryPolicy:

@@ -277,12 +277,15 @@ def json_response(
 
 @contextlib.asynccontextmanager
 async def listening(
-    host: FakeHostBase, port: int = 0, bind: str = "127.0.0.1"
+    host: FakeHostBase | web.Application, port: int = 0, bind: str = "127.0.0.1"
 ) -> AsyncIterator[str]:
-    """Serve ``host`` on ``bind:port`` (0: a free port) for the ``async with`` block;
+    """Serve ``host`` (an emulator, or any aiohttp app) on ``bind:port`` (0: a free port)
+    for the ``async with`` block;
     yields its base URL (``http://127.0.0.1:PORT``). The one serving harness: the CLI,
     the demo and :mod:`imgsync.testing` all use it."""
-    runner = web.AppRunner(host.make_app(), access_log=None)
+    runner = web.AppRunner(
+        host if isinstance(host, web.Application) else host.make_app(), access_log=None
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, bind, port)

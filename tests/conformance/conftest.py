@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from targets import Open, target_opener
 
+from conformance.targets import Open, target_opener
 from imgsync.providers import kinds
 
 

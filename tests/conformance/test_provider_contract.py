@@ -14,8 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import structlog
-from targets import Open, Target
 
+from conformance.targets import Open, Target
 from imgsync.errors import (
     AuthError,
     NotFound,

@@ -29,7 +29,11 @@ from imgsync.fakehosts.lskypro import (
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lsky-2"
 INPUTS = FIXTURES / "inputs"
 TOKEN = "TEST_TOKEN"  # the token the fixtures were recorded with
-ACCOUNT = {"name": "oracle", "email": "oracle@example.invalid", "password": "oracle-pass-123"}
+ACCOUNT: dict[str, Any] = {
+    "name": "oracle",
+    "email": "oracle@example.invalid",
+    "password": "oracle-pass-123",
+}
 
 FILE_FIELD = re.compile(
     r"<file (?P<name>[^,]+), (?P<size>\d+) bytes, md5 (?P<md5>[0-9a-f]{32})> "
@@ -131,10 +135,10 @@ class Replay:
                 if m is None:
                     body.append(value).set_content_disposition("form-data", name=name)
                     continue
-                data = (INPUTS / m["name"]).read_bytes()
-                assert hashlib.md5(data).hexdigest() == m["md5"]
+                file_bytes = (INPUTS / m["name"]).read_bytes()
+                assert hashlib.md5(file_bytes).hexdigest() == m["md5"]
                 sent_md5 = m["md5"]
-                part = body.append(data, {"Content-Type": m["ctype"]})
+                part = body.append(file_bytes, {"Content-Type": m["ctype"]})
                 part.set_content_disposition("form-data", name=name, filename=m["name"])
         async with self.session.request(
             req["method"],

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from imgsync.providers.base import ProviderContext
 from imgsync.providers.chevereto import CheveretoProvider, _map_error, error_for_code
 from imgsync.ratelimit import LimiterRegistry
 from imgsync.retry import RetryPolicy
+from imgsync.testing import serve_app
 
 KEY = "chv_test_key_5d1c0ffee"
 
@@ -82,18 +82,12 @@ async def fake(host: CheveretoFake) -> AsyncIterator[RunningFake]:
 
 
 @contextlib.asynccontextmanager
-async def tiny_server(routes: Callable[[web.Application], None]) -> AsyncIterator[str]:
+async def tiny_server(routes: Callable[[web.Application], object]) -> AsyncIterator[str]:
     """A test-local aiohttp app for replies the emulator never gives; yields its base URL."""
     app = web.Application()
     routes(app)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as url:
+        yield url
 
 
 async def upload_png(p: CheveretoProvider, seed: int, **meta: Any) -> tuple[bytes, RemoteItem]:
@@ -408,14 +402,11 @@ async def test_cli_flooded_copy_slows_down_and_completes(
     async with fake(CheveretoFake(Knobs(token=KEY, rate="3/second"))) as running:
         limits = f'[limits."{running.authority}"]\nrate = "10/second"\n'
         cfg = chv_config(tmp_path, running, limits)
-        started = time.monotonic()
         proc = await run_cli_async("--config", str(cfg), "copy", str(folder), "chv:", "--json")
-        elapsed = time.monotonic() - started
         stats = await running.stats()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["copied"] == 10
     assert stats["uploads"] == 10 and stats["throttled"] > 0
-    assert elapsed < 20
 
 
 async def test_cli_refuses_chevereto_as_a_source(
@@ -572,6 +563,7 @@ async def test_cli_bmp_copies_with_exit_0_and_a_second_run_uploads_nothing(
         (hashlib.sha256(BMP).hexdigest(),),
     ).fetchone()
     db.close()
+    assert isinstance(running.host, CheveretoFake)
     stored = [i for i in running.host.images() if i.original_filename == "bitmap1.bmp"]
     assert row[0] == stored[0].md5 != hashlib.md5(BMP).hexdigest() and stored[0].extension == "png"
 
