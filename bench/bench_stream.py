@@ -83,6 +83,9 @@ def main() -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{work / 'state.db'}{suffix}").unlink(missing_ok=True)
 
+    import shutil
+
+    shutil.rmtree(work / "out", ignore_errors=True)
     src = work / "big"
     src.mkdir(exist_ok=True)
     image = src / "huge.png"

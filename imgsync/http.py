@@ -54,7 +54,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, NoReturn, Self
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self
 
 import aiohttp
 import anyio
@@ -75,6 +75,9 @@ from imgsync.errors import (
     ResponseError,
     TransientError,
 )
+
+if TYPE_CHECKING:
+    from imgsync.models import UploadSource
 from imgsync.log import get_logger, redact, register_secret
 from imgsync.ratelimit import HostLimiter, LimiterRegistry, Slot, authority_of
 from imgsync.retry import OnRetry, RetryPolicy
@@ -103,12 +106,22 @@ Expect = Literal["json", "text", "bytes", "none"]
 @dataclass(frozen=True, slots=True)
 class FilePart:
     """One file in a multipart body: the form field's name, the file name the host sees
-    (sent as raw UTF-8), the bytes and their MIME type."""
+    (sent as raw UTF-8), the bytes and their MIME type. With ``path``, the bytes are
+    streamed from that file when the request is sent (each attempt re-opens it), so a
+    large upload is never held in memory."""
 
     name: str
     filename: str
-    data: bytes = field(repr=False)
+    data: bytes = field(default=b"", repr=False)
     mime: str = "application/octet-stream"
+    path: Path | None = None
+
+    @classmethod
+    def upload(cls, name: str, filename: str, src: UploadSource) -> FilePart:
+        """The part for an upload source: its bytes, or its file streamed from disk."""
+        if src.data is not None:
+            return cls(name, filename, src.data, src.mime)
+        return cls(name, filename, mime=src.mime, path=src.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,6 +721,13 @@ def _disposition_value(text: str) -> str:
     return text.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def _file_payload(part: FilePart) -> aiohttp.payload.Payload:
+    if part.path is None:
+        return aiohttp.payload.BytesPayload(part.data, content_type=part.mime)
+    # aiohttp reads it in chunks as it sends (off the event loop) and closes it at the end
+    return aiohttp.payload.BufferedReaderPayload(open(part.path, "rb"), content_type=part.mime)
+
+
 def multipart_writer(body: Multipart) -> aiohttp.MultipartWriter:
     """The aiohttp body for a :class:`Multipart`, with file names as raw UTF-8."""
     writer = aiohttp.MultipartWriter("form-data")
@@ -715,10 +735,7 @@ def multipart_writer(body: Multipart) -> aiohttp.MultipartWriter:
         (name, None, aiohttp.payload.StringPayload(value, content_type="text/plain"))
         for name, value in body.fields
     ]
-    parts += [
-        (f.name, f.filename, aiohttp.payload.BytesPayload(f.data, content_type=f.mime))
-        for f in body.files
-    ]
+    parts += [(f.name, f.filename, _file_payload(f)) for f in body.files]
     for name, filename, payload in parts:
         disposition = f'form-data; name="{_disposition_value(name)}"'
         if filename is not None:

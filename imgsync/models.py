@@ -197,3 +197,13 @@ class UploadSource:
         import anyio
 
         return await anyio.Path(self.path).read_bytes()
+
+    async def head(self, size: int = 512) -> bytes:
+        """The first ``size`` bytes (enough to tell the format and dimensions)."""
+        if self.data is not None:
+            return self.data[:size]
+        assert self.path is not None
+        import anyio
+
+        async with await anyio.open_file(self.path, "rb") as fh:
+            return await fh.read(size)

@@ -117,3 +117,40 @@ async def test_the_stop_signal_stops_handing_out_items(image_tree: Path, tmp_pat
     finally:
         os.environ.pop("GY", None)
         await fake.close()
+
+
+async def test_large_items_stream_through_spool_files_both_ways(tmp_path: Path) -> None:
+    """Above the spool threshold an upload streams from the file and a download goes to a
+    spool file moved into place: the host and the backup hold the exact bytes, and no
+    spool file is left anywhere."""
+    import hashlib
+    import os
+
+    from imgsync.fakehosts.images import make_png
+
+    src = tmp_path / "src"
+    src.mkdir()
+    bodies = {}
+    for i in range(3):
+        data = make_png(8, 8, i)[:33] + os.urandom(40_000 + i)  # a PNG header, then noise
+        (src / f"big{i}.png").write_bytes(data)
+        bodies[hashlib.sha256(data).hexdigest()] = data
+    host = GyazoFake(Knobs(token=TOKEN))
+    fake = await start_fake(host)
+    os.environ["GY"] = TOKEN
+    try:
+        cfg = load_config(_gyazo_config(tmp_path, fake.url), explicit=True)
+        opts = CopyOptions(job="up", verb="copy", spool_threshold=4096)
+        summary = await run_job(cfg, JobSpec("copy", str(src), "gy:", opts))
+        assert summary.copied == 3, summary.failures
+        assert set(host.stored_checksums()) == set(bodies)
+        dest = tmp_path / "backup"
+        opts = CopyOptions(job="down", verb="backup", sidecars=True, spool_threshold=4096)
+        summary = await run_job(cfg, JobSpec("backup", "gy:", str(dest), opts))
+        assert summary.copied == 3, summary.failures
+        images = {k: v for k, v in tree_files(dest).items() if k.endswith(".png")}
+        assert {hashlib.sha256(v).hexdigest() for v in images.values()} == set(bodies)
+        assert not list(dest.rglob(".imgsync-tmp-*"))
+    finally:
+        os.environ.pop("GY", None)
+        await fake.close()

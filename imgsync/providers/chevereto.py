@@ -351,13 +351,12 @@ class CheveretoProvider(Provider):
         http = self.http
         if not self.config.token:
             raise AuthError("no API key configured (token_env or token_file)", remote=self.name)
-        data = await src.read()
-        sent_md5 = src.md5 or await _md5(data)
+        sent_md5 = src.md5 or await _md5(await src.read())
         filename = PurePosixPath(rel_path).name or src.name
         fields = self._fields(meta)
 
         async def form() -> Multipart:
-            return Multipart(fields=fields, files=[FilePart("source", filename, data, src.mime)])
+            return Multipart(fields=fields, files=[FilePart.upload("source", filename, src)])
 
         resp = await http.request(
             "POST",
@@ -369,7 +368,8 @@ class CheveretoProvider(Provider):
             map_error=_map_error,
             allow_redirects=False,
         )
-        return await self._accept(resp.data, src, meta, sent_md5, filename, data)
+        head = await src.head()  # enough to recognise a conversion the site always does
+        return await self._accept(resp.data, src, meta, sent_md5, filename, head)
 
     async def _accept(
         self,

@@ -227,7 +227,7 @@ class DiscordImagesProvider(Provider):
         filename = rel_path.rsplit("/", 1)[-1] or src.name
 
         async def form() -> Multipart:
-            return Multipart(files=[FilePart("files[]", filename, await src.read(), src.mime)])
+            return Multipart(files=[FilePart.upload("files[]", filename, src)])
 
         resp = await self.http.request(
             "POST",

@@ -333,7 +333,7 @@ class GuizhanProvider(Provider):
 
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
         async def form() -> Multipart:
-            return Multipart(files=[FilePart("image", src.name, await src.read(), src.mime)])
+            return Multipart(files=[FilePart.upload("image", src.name, src)])
 
         resp = await self.http.request(
             "POST",

@@ -350,7 +350,7 @@ class GyazoProvider(Provider):
         filename = src.name or rel_path.rsplit("/", 1)[-1] or "image"
 
         async def form() -> Multipart:
-            image = FilePart("imagedata", filename, await src.read(), src.mime)
+            image = FilePart.upload("imagedata", filename, src)
             return Multipart(fields=list(fields.items()), files=[image])
 
         resp = await self._call("POST", self.upload_url, form=form)
