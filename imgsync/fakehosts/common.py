@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 FAULT_KINDS = ("5xx", "reset", "slow", "truncate", "malformed")
 _UNITS = {
@@ -147,6 +148,25 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+BREAK_HOWS = ("delete", "alter", "placeholder")
+_INTERNAL = "X-Fakehost-Internal"
+
+
+@dataclass(frozen=True)
+class Breakage:
+    """One image URL broken behind the user's back (``POST /_fakehost/break``)."""
+
+    how: str  # delete | alter | placeholder
+    original: bytes
+    altered: bytes | None = None
+
+
+def altered_bytes(data: bytes) -> bytes:
+    """Other bytes that still open as the same image: trailing bytes after the image's
+    end (PNG, JPEG, GIF and WebP decoders ignore them), as a host that rewrites files does."""
+    return data + b"\x00imgsync-fakehost-altered"
+
+
 class FakeHostBase:
     """Shared plumbing: stats route, fault middleware, serving. Subclasses add routes."""
 
@@ -159,6 +179,8 @@ class FakeHostBase:
         # every multipart file name as it arrived (what the real host would store)
         self.received_names: list[str] = []
         self.scripted_faults: deque[str] = deque()
+        # image paths broken behind the user's back (POST /_fakehost/break): path -> Breakage
+        self.broken: dict[str, Breakage] = {}
 
     def fail_next(self, fault: str, times: int = 1) -> None:
         """Answer the next ``times`` API requests with ``fault`` (one of ``FAULT_KINDS``),
@@ -187,12 +209,111 @@ class FakeHostBase:
     def malformed_body(self) -> web.Response:
         return web.Response(status=200, text='{"truncated": ', content_type="application/json")
 
+    # link rot (POST /_fakehost/break); a subclass may answer as its host does
+    def gone_response(self, request: web.Request) -> web.StreamResponse:
+        """What the host answers for an image that was deleted: a plain HTML 404."""
+        return web.Response(
+            status=404,
+            text="<!DOCTYPE html><html><head><title>404 Not Found</title></head>"
+            "<body><h1>Not Found</h1><p>That page doesn't exist.</p></body></html>",
+            content_type="text/html",
+        )
+
+    def placeholder_response(self, request: web.Request) -> web.StreamResponse:
+        """What the host answers for an image it replaced by its "removed" placeholder.
+        For hosts with no known placeholder: an HTML page with status 200."""
+        return web.Response(
+            status=200,
+            text="<!DOCTYPE html><html><head><title>Image removed</title></head>"
+            "<body><p>This image is no longer available.</p></body></html>",
+            content_type="text/html",
+        )
+
+    def forget_served(self, path: str) -> None:
+        """Drop the image served at ``path`` from the host's own store (a subclass hook;
+        the base answers :meth:`gone_response` for the path either way)."""
+
+    async def served_bytes(self, request: web.Request, path: str) -> bytes | None:
+        """The image bytes this emulator serves at ``path`` now, or None when ``path`` is
+        not an image it serves. The default asks the emulator itself over loopback (no
+        counters, no faults), so every emulator supports ``/_fakehost/break`` unchanged."""
+        import aiohttp
+
+        url = f"{request.scheme}://{request.host}{path}"
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(url, headers={_INTERNAL: "1"}, allow_redirects=False) as resp,
+            ):
+                if resp.status != 200 or resp.content_type.startswith(("text/", "application/")):
+                    return None
+                return await resp.read()
+        except aiohttp.ClientError:
+            return None
+
     # plumbing
     def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1024**3)
         app.router.add_get("/_fakehost/stats", self._stats)
+        app.router.add_post("/_fakehost/break", self._break)
         self.add_routes(app)
         return app
+
+    async def _break(self, request: web.Request) -> web.Response:
+        """``{"url": ..., "how": "delete" | "alter" | "placeholder"}``: break one image URL
+        this emulator serves; 404 for a URL it never served."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        url = body.get("url") if isinstance(body, dict) else None
+        how = body.get("how") if isinstance(body, dict) else None
+        if not isinstance(url, str) or how not in BREAK_HOWS:
+            return web.json_response(
+                {"error": f'want {{"url": "<image url>", "how": {" | ".join(BREAK_HOWS)}}}'},
+                status=400,
+            )
+        target = URL(url)
+        path = target.raw_path
+        before = self.broken.get(path)
+        original = before.original if before is not None else None
+        if original is None:
+            original = await self.served_bytes(request, path)
+        if original is None:
+            return web.json_response({"error": "this host never served that URL"}, status=404)
+        altered = altered_bytes(original) if how == "alter" else None
+        self.broken[path] = Breakage(how, original, altered)
+        if how == "delete":
+            self.forget_served(path)
+        return web.json_response(
+            {
+                "url": url,
+                "how": how,
+                "sha256": sha256_hex(original),
+                "altered_sha256": sha256_hex(altered) if altered is not None else None,
+            }
+        )
+
+    async def _broken_reply(
+        self,
+        breakage: Breakage,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        if breakage.how == "delete":
+            return self.gone_response(request)
+        if breakage.how == "placeholder":
+            return self.placeholder_response(request)
+        assert breakage.altered is not None
+        resp = await handler(request)
+        if resp.status != 200:
+            return resp
+        content_type = resp.content_type if isinstance(resp, web.Response) else None
+        return web.Response(
+            status=200,
+            body=breakage.altered,
+            content_type=content_type or "application/octet-stream",
+        )
 
     async def _stats(self, request: web.Request) -> web.Response:
         sums = self.stored_checksums()
@@ -202,8 +323,13 @@ class FakeHostBase:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if request.headers.get(_INTERNAL) == "1":  # the emulator asking itself
+            return await handler(request)
         if not request.path.startswith("/_fakehost"):
             self.stats.requests += 1
+            breakage = self.broken.get(request.raw_path.split("?", 1)[0])
+            if breakage is not None and request.method in ("GET", "HEAD"):
+                return await self._broken_reply(breakage, request, handler)
         if (self.scripted_faults or self.knobs.faults) and self.fault_applies(request):
             fault = self.scripted_faults.popleft() if self.scripted_faults else self._pick_fault()
             if fault is not None:
