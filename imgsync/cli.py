@@ -193,6 +193,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rw.add_argument("--json", action="store_true")
 
+    vf = sub.add_parser(
+        "verify",
+        help="check recorded copies are alive and unaltered; repair from another copy",
+        description="Check the recorded locations of REMOTE (or of every remote with --all): "
+        "alive, gone (404/410 or the host's removed placeholder), altered (other bytes), "
+        "unreachable. Exit 0 when all are alive (or all dead ones were repaired), 1 if not.",
+    )
+    vf.add_argument("remote", nargs="?", metavar="REMOTE", help="NAME: or a folder")
+    vf.add_argument("--all", action="store_true", help="every remote with recorded locations")
+    mode = vf.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        metavar="N",
+        help="check only the N least recently checked locations (a rotating sample)",
+    )
+    mode.add_argument(
+        "--full", action="store_true", help="download every image and compare its SHA-256"
+    )
+    vf.add_argument(
+        "--repair",
+        default=None,
+        metavar="DEST",
+        help="re-upload each gone or altered image to DEST from another recorded copy",
+    )
+    vf.add_argument(
+        "--rewrite",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="with --repair: rewrite links to the dead URLs in these documents (undo: "
+        "imgsync rewrite --undo PATH)",
+    )
+    vf.add_argument(
+        "--map",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --repair: a URL map (.csv/.json) to extend with dead URL -> new URL",
+    )
+    vf.add_argument("--dry-run", action="store_true", help="with --repair: show, change nothing")
+    vf.add_argument("--transfers", type=int, default=None, metavar="N", help="checks at once")
+    vf.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+
     ls = sub.add_parser("ls", help="list a remote's items")
     ls.add_argument("remote", metavar="REMOTE")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -334,6 +380,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from imgsync.commands import run_report
 
         return run_report(cfg, args)
+    if verb == "verify":
+        from imgsync.verifycmd import run_verify_cmd
+
+        return run_verify_cmd(cfg, args)
     if verb == "ls":
         from imgsync.commands import run_ls
 
@@ -403,6 +453,7 @@ def _status(cfg: Config, as_json: bool) -> int:
         with reader:
             report = {"state": str(cfg.state_path), "exists": True, **reader.status()}
         report["remotes"] = _by_name(cfg, report["remotes"])
+        report["verify"] = _by_name(cfg, report.get("verify", {}))
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
@@ -420,6 +471,10 @@ def _status(cfg: Config, as_json: bool) -> int:
     for auth, p in report["paused_hosts"].items():
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(p["until"]))
         print(f"  paused: {auth} until {when} ({p['reason']})")
+    from imgsync.verifycmd import last_checks
+
+    for line in last_checks(report):
+        print(line)
     for f in report["recent_failures"]:
         print(f"  failed: {f['job']}: {f['item']}: {f['error']}")
     return 0

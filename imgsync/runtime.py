@@ -129,6 +129,10 @@ class Runtime:
             self._stack.push_async_callback(self._http.aclose)
         return self._http
 
+    async def http(self) -> Any:
+        """The process's ``ApiClient`` (paced by the shared per-host limiter)."""
+        return await self._http_client()
+
     async def open(self, remote: RemoteConfig) -> Provider:
         """A ready provider for ``remote``. Raises ``ConfigError`` for an unknown type."""
         try:

@@ -58,3 +58,31 @@ def read_map(path: Path) -> dict[str, str]:
             raise UsageError(f"map {path} line {i + 1}: expected old_url,new_url")
         out[row[0]] = row[1]
     return out
+
+
+def extend_map(path: Path, repaired: dict[str, str], shas: dict[str, str]) -> int:
+    """Add ``repaired`` (dead URL -> its replacement) to the map at ``path`` (created when
+    missing), and point every entry whose new URL died at the replacement, so the map
+    never sends a document to a dead URL. Returns the number of rows written."""
+    rows: list[tuple[str, str, str]] = []
+    if path.exists():
+        if path.suffix.lower() == ".json":
+            rows = [(old, new, "") for old, new in read_map(path).items()]
+        else:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"cannot read map {path}: {exc}") from None
+            for i, row in enumerate(csv.reader(io.StringIO(text))):
+                if i == 0 and row[:2] == ["old_url", "new_url"]:
+                    continue
+                if len(row) < 2 or not row[0] or not row[1]:
+                    raise UsageError(f"map {path} line {i + 1}: expected old_url,new_url")
+                rows.append((row[0], row[1], row[2] if len(row) > 2 else ""))
+    out: dict[str, tuple[str, str, str]] = {}
+    for old, new, sha in rows:
+        out[old] = (old, repaired.get(new, new), sha)
+    for old, new in repaired.items():
+        out[old] = (old, new, shas.get(old, out.get(old, ("", "", ""))[2]))
+    write_map(path, list(out.values()))
+    return len(out)

@@ -240,6 +240,14 @@ class CheveretoFake(FakeHostBase):
         self._expire()
         return [img.sha256 for img in self._images.values()]
 
+    def forget_served(self, path: str) -> bool:
+        """``/_fakehost/break`` with ``delete``: the image leaves the site (all its sizes)."""
+        found = self._files.get(path)
+        if found is None:
+            return False
+        self._remove(found[0])
+        return True
+
     # ---- state ----------------------------------------------------------------------------------
 
     def images(self) -> list[StoredImage]:

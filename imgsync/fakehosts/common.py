@@ -229,9 +229,11 @@ class FakeHostBase:
             content_type="text/html",
         )
 
-    def forget_served(self, path: str) -> None:
-        """Drop the image served at ``path`` from the host's own store (a subclass hook;
-        the base answers :meth:`gone_response` for the path either way)."""
+    def forget_served(self, path: str) -> bool:
+        """Drop the image served at ``path`` from the host's own store, as its own delete
+        does, and return True (a subclass hook). The default returns False, and the base
+        answers :meth:`gone_response` for the path from then on."""
+        return False
 
     async def served_bytes(self, request: web.Request, path: str) -> bytes | None:
         """The image bytes this emulator serves at ``path`` now, or None when ``path`` is
@@ -283,8 +285,8 @@ class FakeHostBase:
             return web.json_response({"error": "this host never served that URL"}, status=404)
         altered = altered_bytes(original) if how == "alter" else None
         self.broken[path] = Breakage(how, original, altered)
-        if how == "delete":
-            self.forget_served(path)
+        if how == "delete" and self.forget_served(path):
+            del self.broken[path]  # the host itself answers 404 now (and may reuse the path)
         return web.json_response(
             {
                 "url": url,

@@ -140,6 +140,8 @@ _KEYED = (
     ("scan_marks", "dest"),
     ("owners", "dest"),
     ("owners", "source"),
+    ("checks", "remote"),
+    ("verify_passes", "remote"),
 )
 
 

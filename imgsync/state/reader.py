@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from imgsync.state import queries, reports
+from imgsync.state import checks, queries, reports
 from imgsync.state.db import describe_error, open_sync
 from imgsync.state.queries import KnownFile
 
@@ -97,7 +97,8 @@ class StateReader:
     # ---- status and hosts ----------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return self._q(queries.status)
+        """What ``imgsync status`` shows, with the last link-rot check per remote."""
+        return {**self._q(queries.status), "verify": self._q(checks.summary)}
 
     def host_pauses(self) -> dict[str, tuple[float, str]]:
         return self._q(queries.host_pauses)

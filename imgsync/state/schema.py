@@ -16,6 +16,8 @@ What the tables guarantee (DESIGN.md "State"):
 * ``owners``: (destination, checksum, source job) for every source that put bytes at a
   destination (``wrote`` = 1) or found them there and relies on them (``wrote`` = 0):
   ``sync`` deletes only what its own source wrote and no other source relies on.
+* ``checks``: the last link-rot verdict (alive / gone / altered / unreachable) per location
+  with its time, and what repaired it; ``verify_passes``: the pass each remote is in.
 * ``scan_marks``: the fingerprint of a folder scan (every path, size, mtime, inode) after a
   run that left nothing to do for a destination, with that destination's location count and
   latest update: a re-run whose scan and destination both match has nothing to do.
@@ -151,6 +153,32 @@ MIGRATIONS: list[str] = [
     # uploads (Chevereto: BMP -> PNG) it is not the source's, which stays the row's sha256
     """
     ALTER TABLE locations ADD COLUMN stored_md5 TEXT;
+    """,
+    # version 7: link-rot checks (``imgsync verify``): the last verdict per recorded
+    # location, kept after a gone location is forgotten so its repair can be resumed; and
+    # one verify pass per remote, so an interrupted full pass resumes where it stopped.
+    """
+    CREATE TABLE checks (
+        remote        TEXT NOT NULL,
+        remote_id     TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        url           TEXT,
+        page_url      TEXT,
+        status        TEXT NOT NULL,
+        detail        TEXT,
+        seen_sha256   TEXT,
+        checked_at    REAL NOT NULL,
+        repaired_url  TEXT,
+        repaired_page TEXT,
+        repaired_at   REAL,
+        PRIMARY KEY (remote, remote_id)
+    );
+    CREATE INDEX checks_by_status ON checks (remote, status);
+    CREATE TABLE verify_passes (
+        remote   TEXT PRIMARY KEY,
+        started  REAL NOT NULL,
+        finished REAL
+    );
     """,
 ]
 

@@ -1,0 +1,609 @@
+"""``imgsync verify``: are the recorded copies still there, and still the same bytes?
+
+Checking one location of a host takes one GET through the shared client (so the per-host
+limiter paces it like every other request):
+
+* 404/410 -> **gone**; an answer that is not an image (a 200 with an HTML page: the host's
+  "removed" placeholder, a login wall) -> **gone**; a redirect to another file whose bytes
+  are not the image (Imgur's ``removed.png``) -> **gone**;
+* an image whose bytes are not the recorded ones -> **altered** (a host that re-encodes
+  uploads, declared in its ``Features``, has the bytes first seen kept as its baseline);
+* a transport failure, a timeout, a refusal (403), a paused host -> **unreachable**, kept
+  apart from gone: the next run checks it again;
+* otherwise **alive**. Without ``--full`` a validator the host sends (``Content-MD5``, an
+  MD5 ``ETag``) that matches the recorded MD5 settles it without reading the body, and a
+  ``Content-Length`` other than the recorded size settles "altered"; with ``--full`` (or
+  without a validator) the body is read and its SHA-256 compared.
+
+A folder's location is checked by hashing the file (missing -> gone).
+
+Every verdict is written to state with its time as it is made. A full check of a remote
+is a *pass*: an interrupted pass resumes with the locations it had not checked yet.
+``--sample N`` checks the N least recently checked locations (a rotating sample).
+
+Repair (``--repair DEST``): for each gone or altered location not yet repaired, the bytes
+are taken from another recorded copy (a folder's file first, then another host), checked
+against the SHA-256, and uploaded to DEST under a lease (as every upload is), unless DEST
+already holds a live copy, which is then used as it is. The dead location is forgotten, the
+check remembers what replaced it, and the old URL -> new URL pairs are returned for the
+map and for rewriting documents. An image with no other good copy is reported as lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+
+from imgsync.config import Config, RemoteConfig
+from imgsync.errors import (
+    AuthError,
+    Duplicate,
+    ImgsyncError,
+    NotFound,
+    ProviderError,
+    Rejected,
+    UsageError,
+)
+from imgsync.localfs import key_path
+from imgsync.log import get_logger, redact
+from imgsync.models import ItemMeta, UploadSource, guess_mime, sniff_image
+from imgsync.pipeline.summary import StopSignal
+from imgsync.runtime import Runtime, resolve_spec
+from imgsync.state import checks, queries
+from imgsync.state.checks import Broken, Target, Verdict
+from imgsync.state.store import StateStore
+
+log = get_logger("imgsync.verify")
+
+MAX_CHECK_BYTES = 2 * 1024**3
+_SNIFF = 512
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    full: bool = False
+    sample: int | None = None  # check only the N least recently checked locations
+    transfers: int = 4
+    repair_to: str | None = None  # DEST spec (``NAME:``)
+    dry_run: bool = False
+    max_item_bytes: int = MAX_CHECK_BYTES
+
+
+@dataclass
+class RemoteResult:
+    """What one remote's check found."""
+
+    name: str  # as the user knows it (``chv``), or the state key
+    key: str
+    checked: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(checks.STATUSES, 0))
+    problems: list[Verdict] = field(default_factory=list)  # every non-alive verdict
+    resumed: bool = False
+    complete: bool = True  # False: stopped before every location was checked
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "remote": self.name,
+            "checked": self.checked,
+            **self.counts,
+            "resumed": self.resumed,
+            "complete": self.complete,
+            "problems": [
+                {"id": v.remote_id, "url": v.url, "status": v.status, "detail": v.detail}
+                for v in self.problems
+            ],
+        }
+
+
+@dataclass
+class Repair:
+    """What happened (or would happen) to one dead location."""
+
+    remote: str
+    remote_id: str
+    sha256: str
+    old_url: str | None
+    old_page: str | None
+    action: str  # uploaded | relinked | would upload | would relink | lost | failed
+    source: str = ""  # where the bytes came from
+    new_url: str | None = None
+    new_page: str | None = None
+    error: str = ""
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(old URL, new URL) for the map and the documents."""
+        out = []
+        if self.old_url and self.new_url:
+            out.append((self.old_url, self.new_url))
+        if self.old_page and (self.new_page or self.new_url) and self.old_page != self.old_url:
+            out.append((self.old_page, self.new_page or self.new_url or ""))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "id": self.remote_id,
+            "sha256": self.sha256,
+            "old_url": self.old_url,
+            "action": self.action,
+            "source": self.source,
+            "new_url": self.new_url,
+            "error": self.error,
+        }
+
+
+@dataclass
+class VerifyReport:
+    remotes: list[RemoteResult] = field(default_factory=list)
+    repairs: list[Repair] = field(default_factory=list)
+    dest: str | None = None
+    dry_run: bool = False
+
+    @property
+    def not_alive(self) -> int:
+        return sum(r.checked - r.counts["alive"] for r in self.remotes)
+
+    def mapping(self) -> dict[str, str]:
+        """Old URL -> new URL of every repair done (or, dry run, known in advance)."""
+        return {old: new for r in self.repairs for old, new in r.pairs() if new}
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every checked location is alive (or, repairing, every dead one was
+        repaired); 1 otherwise."""
+        if self.dest is not None and not self.dry_run:
+            left = [r for r in self.repairs if r.action not in ("uploaded", "relinked")]
+            unreachable = sum(r.counts["unreachable"] for r in self.remotes)
+            return 1 if left or unreachable else 0
+        return 1 if self.not_alive else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "remotes": [r.to_json() for r in self.remotes],
+            "repair_to": self.dest,
+            "dry_run": self.dry_run,
+            "repairs": [r.to_json() for r in self.repairs],
+        }
+
+
+# ---- checking one location -----------------------------------------------------------
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.netloc}{parts.path}"
+
+
+def _validator(headers: Any) -> str | None:
+    """An MD5 of the body the host vouches for: ``Content-MD5`` or a plain-MD5 ETag."""
+    raw = headers.get("Content-MD5")
+    if raw:
+        try:
+            return base64.b64decode(raw, validate=True).hex()
+        except ValueError:
+            return None
+    etag = (headers.get("ETag") or "").strip('"').lower()
+    if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag):
+        return etag
+    return None
+
+
+def judge(
+    target: Target,
+    *,
+    seen_sha: str,
+    head: bytes,
+    content_type: str,
+    redirected_to: str | None,
+    reencodes: bool,
+) -> Verdict:
+    """The verdict on a 2xx answer whose body hashed to ``seen_sha``."""
+
+    def verdict(status: str, detail: str, seen: str | None = None) -> Verdict:
+        return Verdict(
+            target.remote_id, target.sha256, target.url, target.page_url, status, detail, seen
+        )
+
+    if sniff_image(head) is None:
+        kind = "an HTML page" if b"<" in head[:200] or "html" in content_type else "not an image"
+        return verdict("gone", f"answers 200 with {kind} (the host's placeholder)")
+    if seen_sha == target.sha256 or seen_sha == target.baseline:
+        return verdict("alive", "same bytes", seen_sha)
+    if redirected_to is not None:
+        return verdict("gone", f"redirected to {redacted_url(redirected_to)} (a placeholder)")
+    if reencodes and target.baseline is None and target.checked_at is None:
+        return verdict("alive", "re-encoded by the host; these bytes are its baseline", seen_sha)
+    return verdict("altered", f"bytes differ (sha256 {seen_sha[:12]}...)", seen_sha)
+
+
+def redacted_url(url: str) -> str:
+    return redact(url)
+
+
+async def check_host(
+    http: Any, remote: str, target: Target, opts: VerifyOptions, *, reencodes: bool
+) -> Verdict:
+    """One GET of a host location (see the module docstring)."""
+
+    def verdict(status: str, detail: str) -> Verdict:
+        return Verdict(target.remote_id, target.sha256, target.url, target.page_url, status, detail)
+
+    if not target.url:
+        return verdict("unreachable", "no URL recorded for this location")
+    try:
+        async with http.stream(target.url, remote=remote, allow_redirects=True) as body:
+            redirected = body.url if _path_of(body.url) != _path_of(target.url) else None
+            ctype = body.content_type or ""
+            if not opts.full and redirected is None and not reencodes:
+                vouched = _validator(body.headers)
+                if vouched is not None and target.md5 and ctype.startswith("image/"):
+                    same = vouched == target.md5.lower()
+                    return verdict(
+                        "alive" if same else "altered",
+                        "the host's checksum matches"
+                        if same
+                        else "the host's checksum differs from the recorded one",
+                    )
+                if (
+                    body.size is not None
+                    and target.size is not None
+                    and body.size != target.size
+                    and ctype.startswith("image/")
+                ):
+                    return verdict(
+                        "altered", f"{body.size} bytes instead of the recorded {target.size}"
+                    )
+            sha = hashlib.sha256()
+            head = b""
+            async for chunk in body:
+                if len(head) < _SNIFF:
+                    head += chunk[: _SNIFF - len(head)]
+                sha.update(chunk)
+                if body.received > opts.max_item_bytes:
+                    return verdict("altered", f"more than {opts.max_item_bytes} bytes")
+    except NotFound as exc:
+        return verdict("gone", f"HTTP {exc.status or 404}")
+    except AuthError as exc:
+        return verdict("unreachable", f"refused (HTTP {exc.status}): hotlink block or login wall")
+    except ProviderError as exc:
+        return verdict("unreachable", redact(str(exc))[:300])
+    return judge(
+        target,
+        seen_sha=sha.hexdigest(),
+        head=head,
+        content_type=ctype,
+        redirected_to=redirected,
+        reencodes=reencodes,
+    )
+
+
+def check_local(root: str, target: Target) -> Verdict:
+    """A folder's location: the file must be there with the recorded bytes."""
+    from imgsync.localfs import file_sha256
+
+    path = os.path.join(root, key_path(target.remote_id))
+
+    def verdict(status: str, detail: str, seen: str | None = None) -> Verdict:
+        return Verdict(
+            target.remote_id, target.sha256, target.url, target.page_url, status, detail, seen
+        )
+
+    if not os.path.lexists(path):
+        return verdict("gone", "file missing")
+    seen = file_sha256(path)
+    if seen is None:
+        return verdict("unreachable", "cannot read the file")
+    if seen != target.sha256:
+        return verdict("altered", f"bytes differ (sha256 {seen[:12]}...)", seen)
+    return verdict("alive", "same bytes", seen)
+
+
+# ---- running a check of remotes -------------------------------------------------------
+
+
+def known_remotes(cfg: Config) -> dict[str, RemoteConfig]:
+    """state key -> configured remote (the first name, sorted, for a shared key)."""
+    out: dict[str, RemoteConfig] = {}
+    for name in sorted(cfg.remotes):
+        try:
+            remote, key = resolve_spec(cfg, f"{name}:")
+        except ImgsyncError:
+            continue
+        out.setdefault(key, remote)
+    return out
+
+
+class Verifier:
+    """Checks remotes' recorded locations and repairs what died; one per run."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        rt: Runtime,
+        store: StateStore,
+        opts: VerifyOptions,
+        on_verdict: Callable[[str, Verdict], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.rt = rt
+        self.store = store
+        self.opts = opts
+        self.on_verdict = on_verdict
+        self.by_key = known_remotes(cfg)
+
+    def name_of(self, key: str) -> str:
+        remote = self.by_key.get(key)
+        return remote.name if remote is not None else key
+
+    async def _reencodes(self, key: str) -> bool:
+        remote = self.by_key.get(key)
+        if remote is None or remote.type == "local":
+            return False
+        from imgsync.providers import provider_class
+
+        return bool(provider_class(remote.type).features.reencodes_uploads)
+
+    async def check_remote(self, key: str, stop: StopSignal | None = None) -> RemoteResult:
+        """Check ``key``'s locations (a pass, resumed if one was interrupted, or a sample)."""
+        result = RemoteResult(self.name_of(key), key)
+        if self.opts.sample is not None:
+            todo = await checks.targets(self.store, key, limit=self.opts.sample)
+        else:
+            current = await checks.current_pass(self.store, key)
+            if current is not None and current[1] is None:
+                result.resumed = True
+                todo = await checks.targets(self.store, key, before=current[0])
+            else:
+                await checks.start_pass(self.store, key, time.time())
+                await self.store.flush()
+                todo = await checks.targets(self.store, key)
+        local_root = key.removeprefix("local:") if key.startswith("local:") else None
+        reencodes = await self._reencodes(key)
+        http = None if local_root is not None else await self.rt.http()
+        name = result.name
+        send, recv = anyio.create_memory_object_stream[Target](self.opts.transfers)
+        done: set[str] = set()
+
+        async def feed() -> None:
+            async with send:
+                for t in todo:
+                    if stop is not None and stop.is_set():
+                        result.complete = False
+                        return
+                    await send.send(t)
+
+        async def work() -> None:
+            async for t in recv:
+                if local_root is not None:
+                    v = await anyio.to_thread.run_sync(check_local, local_root, t)
+                else:
+                    v = await check_host(http, name, t, self.opts, reencodes=reencodes)
+                await checks.record(self.store, key, [v])
+                done.add(t.remote_id)
+                result.checked += 1
+                result.counts[v.status] += 1
+                if v.status != "alive":
+                    result.problems.append(v)
+                if self.on_verdict is not None:
+                    self.on_verdict(name, v)
+
+        async with recv, anyio.create_task_group() as tg:
+            tg.start_soon(feed)
+            for _ in range(self.opts.transfers):
+                tg.start_soon(work)
+        if self.opts.sample is None and result.complete:
+            await checks.finish_pass(self.store, key)
+        await self.store.flush()
+        if result.resumed:  # report the whole pass, not only what this run checked
+            await self._add_earlier(result, current[0] if current else 0.0, done)
+        return result
+
+    async def _add_earlier(self, result: RemoteResult, since: float, done: set[str]) -> None:
+        for v in await checks.checked_since(self.store, result.key, since):
+            if v.remote_id in done:
+                continue
+            result.checked += 1
+            result.counts[v.status] += 1
+            if v.status != "alive":
+                result.problems.append(v)
+
+    # ---- repair -------------------------------------------------------------------
+
+    async def repair(self, keys: list[str], dest_spec: str) -> list[Repair]:
+        """Repair every gone/altered, unrepaired location of ``keys`` onto ``dest_spec``."""
+        dest_cfg, dest_key = resolve_spec(self.cfg, dest_spec)
+        if dest_cfg.type == "local":
+            raise UsageError("--repair needs a host (documents link to URLs, a folder has none)")
+        dest = await self.rt.open(dest_cfg)
+        out: list[Repair] = []
+        for key in keys:
+            for b in await checks.broken(self.store, key):
+                rep = await self._repair_one(b, dest, dest_cfg, dest_key)
+                out.append(rep)
+        await self.store.flush()
+        return out
+
+    async def _repair_one(
+        self, b: Broken, dest: Any, dest_cfg: RemoteConfig, dest_key: str
+    ) -> Repair:
+        rep = Repair(b.remote, b.remote_id, b.sha256, b.url, b.page_url, "lost")
+        copies = [
+            c
+            for c in await checks.copies(self.store, b.sha256)
+            if not (c.remote == b.remote and c.remote_id == b.remote_id)
+        ]
+        # 1. DEST already holds these bytes alive: use that copy
+        for c in [c for c in copies if c.remote == dest_key]:
+            t = Target(c.remote_id, b.sha256, c.url, c.page_url, None, None, None, None)
+            v = await check_host(await self.rt.http(), dest_cfg.name, t, self.opts, reencodes=False)
+            if v.status == "alive":
+                rep.action = "would relink" if self.opts.dry_run else "relinked"
+                rep.source = dest_cfg.name
+                rep.new_url, rep.new_page = c.url, c.page_url
+                if not self.opts.dry_run:
+                    await self._done(b, rep)
+                return rep
+            if not self.opts.dry_run and v.status != "unreachable":
+                await checks.record(self.store, dest_key, [v])
+        # 2. the bytes from another copy, checked against the checksum
+        got = await self._bytes_from(b.sha256, [c for c in copies if c.remote != dest_key])
+        if got is None:
+            rep.error = "no other good copy recorded"
+            return rep
+        data, source = got
+        rep.source = source
+        if self.opts.dry_run:
+            rep.action = "would upload"
+            return rep
+        # the dead location goes first: a repair onto the same host must not find it there
+        await queries.forget_location(self.store, b.remote, b.remote_id)
+        await self.store.flush()
+        mine, present = await self.store.lease(dest_key, [b.sha256])
+        if present:
+            return await self._relink_recorded(b, rep, dest_key)
+        if not mine:
+            rep.action = "failed"
+            rep.error = "another run is uploading these bytes there now; re-run to finish"
+            return rep
+        try:
+            name = _name_for(b, data)
+            src = UploadSource(
+                name=name,
+                size=len(data),
+                sha256=b.sha256,
+                md5=hashlib.md5(data).hexdigest(),
+                mime=guess_mime(name),
+                data=data,
+            )
+            item = await dest.upload(src, ItemMeta(title=Path(name).stem), rel_path=name)
+        except Duplicate:
+            await self.store.release(dest_key, [b.sha256])
+            rep.action = "failed"
+            rep.error = "the host refuses these bytes as a duplicate it already holds"
+            return rep
+        except ImgsyncError as exc:
+            await self.store.release(dest_key, [b.sha256])
+            rep.action = "failed"
+            rep.error = redact(str(exc))[:300]
+            return rep
+        await queries.record_locations(self.store, dest_key, [(b.sha256, item)])
+        await queries.record_owners(
+            self.store, dest_key, f"verify:{b.remote}", [b.sha256], wrote=True
+        )
+        await self.store.flush()
+        await self.store.release(dest_key, [b.sha256])
+        rep.action = "uploaded"
+        rep.new_url, rep.new_page = item.url, item.page_url
+        await self._done(b, rep)
+        log.info("repaired", remote=self.name_of(b.remote), id=b.remote_id, source=source)
+        return rep
+
+    async def _relink_recorded(self, b: Broken, rep: Repair, dest_key: str) -> Repair:
+        row = await checks.url_at(self.store, dest_key, b.sha256)
+        if row is None or not row[0]:
+            rep.action = "failed"
+            rep.error = "recorded at the destination without a URL"
+            return rep
+        rep.action = "relinked"
+        rep.new_url, rep.new_page = row[0], row[1]
+        await self._done(b, rep)
+        return rep
+
+    async def _done(self, b: Broken, rep: Repair) -> None:
+        await queries.forget_location(self.store, b.remote, b.remote_id)
+        await checks.mark_repaired(self.store, b.remote, b.remote_id, rep.new_url, rep.new_page)
+        await self.store.flush()
+
+    async def _bytes_from(self, sha256: str, copies: list[checks.Copy]) -> tuple[bytes, str] | None:
+        """The bytes of ``sha256`` from a folder (cheapest) or another host, verified."""
+        for root, rel in await checks.local_paths(self.store, sha256):
+            data = await anyio.to_thread.run_sync(_read_checked, Path(root) / key_path(rel), sha256)
+            if data is not None:
+                return data, str(Path(root) / key_path(rel))
+        for c in sorted(copies, key=lambda c: not c.remote.startswith("local:")):
+            if c.remote.startswith("local:"):
+                path = Path(c.remote.removeprefix("local:")) / key_path(c.remote_id)
+                data = await anyio.to_thread.run_sync(_read_checked, path, sha256)
+                if data is not None:
+                    return data, str(path)
+                continue
+            if not c.url:
+                continue
+            data = await self._download_checked(c, sha256)
+            if data is not None:
+                return data, f"{self.name_of(c.remote)}: {c.url}"
+        return None
+
+    async def _download_checked(self, c: checks.Copy, sha256: str) -> bytes | None:
+        assert c.url is not None
+        http = await self.rt.http()
+        buf = bytearray()
+        try:
+            async with http.stream(c.url, remote=self.name_of(c.remote)) as body:
+                async for chunk in body:
+                    buf += chunk
+                    if len(buf) > self.opts.max_item_bytes:
+                        return None
+        except (ProviderError, Rejected):
+            return None
+        data = bytes(buf)
+        return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def _read_checked(path: Path, sha256: str) -> bytes | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def _name_for(b: Broken, data: bytes) -> str:
+    """A file name for the re-upload: the dead URL's, else the checksum's."""
+    tail = urlsplit(b.url or "").path.rsplit("/", 1)[-1]
+    if tail and "." in tail and len(tail) <= 120:
+        return tail
+    mime = sniff_image(data[:_SNIFF]) or "image/png"
+    ext = {"image/jpeg": "jpg", "image/svg+xml": "svg"}.get(mime, mime.split("/")[-1])
+    return f"{b.sha256[:16]}.{ext}"
+
+
+async def run_verify(
+    cfg: Config,
+    remotes: list[str] | None,
+    opts: VerifyOptions,
+    *,
+    stop: StopSignal | None = None,
+    on_verdict: Callable[[str, Verdict], None] | None = None,
+) -> VerifyReport:
+    """Check ``remotes`` (specs like ``chv:``; None: every remote with locations), then
+    repair onto ``opts.repair_to`` when given."""
+    report = VerifyReport(dest=opts.repair_to, dry_run=opts.dry_run)
+    async with Runtime(cfg) as rt, StateStore(cfg.state_path) as store:
+        if remotes is None:
+            keys = await checks.remotes_with_locations(store)
+        else:
+            keys = []
+            for spec in remotes:
+                _remote, key = resolve_spec(cfg, spec)
+                keys.append(key)
+        v = Verifier(cfg, rt, store, opts, on_verdict)
+        if opts.repair_to is not None:
+            _dest_cfg, dest_key = resolve_spec(cfg, opts.repair_to)
+            if remotes is None:
+                keys = [k for k in keys if k != dest_key]
+        for key in keys:
+            report.remotes.append(await v.check_remote(key, stop))
+        if opts.repair_to is not None and not (stop is not None and stop.is_set()):
+            report.repairs = await v.repair(keys, opts.repair_to)
+    return report
