@@ -45,7 +45,7 @@ def remote_key(remote: RemoteConfig) -> str:
     except (KeyError, ImportError):
         cls = None
     if cls is not None:
-        base = cls.site_url(base or cls.default_base_url or "") or None
+        base = cls.where(remote)
     return host_key(remote.type, base or f"{remote.type}:", remote.token)
 
 

@@ -333,6 +333,12 @@ class Provider(ABC):
         state). A host whose ``base_url`` may be written with its API path trims it."""
         return base_url
 
+    @classmethod
+    def where(cls, remote: RemoteConfig) -> str | None:
+        """What ``remote`` stores into, as a URL (with the account, it keys the remote in
+        state): by default the site its ``base_url`` points at."""
+        return cls.site_url(remote.base_url or cls.default_base_url or "") or None
+
     @property
     def base_url(self) -> str:
         """The configured ``base_url`` or the provider's public default."""

@@ -28,6 +28,8 @@ Behaviour, chosen to resemble a careful host:
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -128,6 +130,7 @@ class MemoryStore:
 
 
 _STORES: dict[str, MemoryStore] = {}
+_PROCESS = f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def store(bucket: str = "default") -> MemoryStore:
@@ -178,6 +181,13 @@ class MemoryProvider(Provider):
         super().__init__(config, ctx)
         self.bucket = self.options.bucket
         self.page_size = self.options.page_size
+
+    @classmethod
+    def where(cls, remote: RemoteConfig) -> str | None:
+        """The bucket, in this process only: state written by an earlier process (whose
+        memory is gone) never makes this one think its items are already here."""
+        bucket = remote.options.get("bucket", "default")
+        return f"memory://{_PROCESS}/{bucket}"
 
     @property
     def store(self) -> MemoryStore:
