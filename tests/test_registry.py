@@ -53,6 +53,28 @@ def test_the_registry_lists_each_type_once_under_its_own_kind() -> None:
         assert provider_info(kind) is cls.info
 
 
+def test_every_provider_module_is_registered() -> None:
+    """A provider class (one with its own ``info``) in imgsync/providers/ that is missing
+    from REGISTRY would never be usable: the one line is not optional."""
+    import importlib
+    import pkgutil
+
+    import imgsync.providers as package
+
+    declared: dict[str, str] = {}
+    for mod in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"imgsync.providers.{mod.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Provider)
+                and value.__module__ == module.__name__
+                and isinstance(value.__dict__.get("info"), ProviderInfo)
+            ):
+                declared[value.info.kind] = f"{module.__name__}:{value.__name__}"
+    assert declared == REGISTRY
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_http_type_names_an_existing_emulator(kind: str) -> None:
     """A type that talks to a host has an emulator under that name in imgsync.fakehosts."""
