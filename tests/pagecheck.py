@@ -4,10 +4,11 @@ their tags, the data files they load, the data, and every link checked against t
 from __future__ import annotations
 
 import json
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 
 class Page(HTMLParser):
@@ -57,9 +58,10 @@ def is_relative(href: str) -> bool:
 
 
 def resolve(base: Path, href: str) -> Path:
-    """The file a relative link points at, from the page's folder."""
+    """The file a relative link points at, from the page's folder (percent-escapes are
+    bytes of the name, as a browser reads a file: URL)."""
     assert is_relative(href), href
-    return (base / unquote(urlsplit(href).path)).resolve()
+    return (base / os.fsdecode(unquote_to_bytes(urlsplit(href).path))).resolve()
 
 
 def gallery_items(index: Path) -> list[dict[str, Any]]:

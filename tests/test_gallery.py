@@ -223,3 +223,79 @@ async def test_two_updates_at_once_leave_a_page_whose_data_is_all_there(tmp_path
         t.join()
     assert not errors
     assert len(gallery_items(out / "index.html")) == 30
+
+
+async def test_an_index_html_imgsync_did_not_write_is_left_alone(tmp_path: Path) -> None:
+    """The user's own index.html in the backup folder: the images are backed up, the page
+    is not written over it, and the run says so (exit 1, one line)."""
+    fake = await start_fake(GyazoFake(Knobs(token=TOKEN, seed=4)))
+    out = tmp_path / "backup"
+    out.mkdir()
+    (out / "index.html").write_text("<p>my own notes</p>")
+    try:
+        cfg = _config(tmp_path, fake.url)
+        proc = await run_cli_async(
+            "--config", str(cfg), "backup", "gy:", str(out), "--json", env={"GY": TOKEN}
+        )
+        assert proc.returncode == 1
+        summary = json.loads(proc.stdout)
+        assert summary["copied"] == 4 and summary["failed"] == 1
+        assert "is not a gallery imgsync wrote" in summary["failures"][0]["error"]
+        assert (out / "index.html").read_text() == "<p>my own notes</p>"
+        assert not (out / DATA_DIR).exists()
+    finally:
+        await fake.close()
+
+
+def test_odd_file_names_link_to_their_files(tmp_path: Path) -> None:
+    """Names with spaces, #, ?, %, a colon (a would-be scheme), markup, and bytes that are
+    not UTF-8, in a subfolder too: every link of the page opens that very file."""
+    from imgsync.cli import main
+
+    src = tmp_path / "src"
+    (src / "sub dir").mkdir(parents=True)
+    names = ["a b#1?.png", "100%.png", "javascript:x.png", "<b>x<i>.png", "sub dir/é ü.png"]
+    for i, name in enumerate(names):
+        (src / name).write_bytes(seed_image(i)[0])
+    odd = os.fsencode(src) + b"/\xff\xfe.png"
+    with open(odd, "wb") as fh:
+        fh.write(seed_image(9)[0])
+    out = tmp_path / "backup"
+    assert main(["backup", str(src), str(out)]) == 0
+    items = gallery_items(out / "index.html")
+    assert len(items) == 6
+    for it in items:
+        assert it["f"].startswith("./") and is_relative(it["f"])
+        target = resolve(out, it["f"])
+        assert target.is_file() and target.is_relative_to(out.resolve())
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
+    linked = {resolve(out, it["f"]).relative_to(out.resolve()).as_posix() for it in items}
+    assert linked == on_disk
+    raw = (out / "index.html").read_text() + "".join(
+        p.read_text() for p in (out / DATA_DIR).glob("c-*.js")
+    )
+    assert "<b>x<i>" not in raw
+
+
+def test_escaping_helpers() -> None:
+    from imgsync.pages.common import esc, file_href, js_data, web_link
+
+    text = js_data({"t": "</script><script>alert(1)</script>\u2028&"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text)["t"] == "</script><script>alert(1)</script>\u2028&"
+    assert esc("\"<a>'&") == "&quot;&lt;a&gt;&#x27;&amp;"
+    for bad in (
+        "javascript:alert(1)",
+        "data:text/html,x",
+        "//evil.example/x",
+        "/etc/passwd",
+        "http:/x",
+        "https://a b/c",
+        None,
+        5,
+    ):
+        assert web_link(bad) is None
+    assert web_link("https://i.gyazo.com/x.png") == "https://i.gyazo.com/x.png"
+    assert file_href("javascript:x.png") == "./javascript%3Ax.png"
+    assert file_href("a b#?.png") == "./a%20b%23%3F.png"
+    assert file_href("../backup/x y.png") == "../backup/x%20y.png"

@@ -62,15 +62,23 @@ def web_link(url: object) -> str | None:
 
 def file_href(rel: str) -> str:
     """A relative, percent-encoded link to ``rel`` (a ``/``-separated path under the
-    page's folder, or starting with ``../``). Never absolute, never a scheme."""
-    return "./" + quote(rel, safe="/") if not rel.startswith("../") else quote(rel, safe="/")
+    page's folder, or starting with ``../``). Never absolute, never a scheme. The name's
+    bytes are encoded, so a name that is not valid UTF-8 still links to its file."""
+    href = quote(os.fsencode(rel), safe="/")
+    return href if rel.startswith("../") else "./" + href
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate (a name that was not valid UTF-8, an escaped
+    one in a host's JSON) is written as its ``\\uXXXX`` escape instead of failing."""
+    return text.encode("utf-8", "backslashreplace")
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file, flushed, then renamed over it."""
     tmp = path.with_name(f".{path.name}.imgsync-tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="\n") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -203,6 +211,10 @@ function linkOrText(u) {
   const ok = webLink(u);
   return ok ? el("a", {href: ok, text: u, rel: "noopener noreferrer", target: "_blank"})
             : document.createTextNode(u === null || u === undefined ? "" : String(u));
+}
+function unhref(h) {
+  const bare = String(h).replace(/^\.\//, "");
+  try { return decodeURIComponent(bare); } catch (e) { return bare; }
 }
 function kvList(pairs) {
   const dl = el("dl", {cls: "kv"});

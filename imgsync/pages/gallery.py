@@ -42,6 +42,7 @@ from imgsync.pages.common import (
     iso_date,
     js_data,
     place_name,
+    utf8,
     write_atomic,
 )
 from imgsync.state import reports
@@ -50,6 +51,7 @@ from imgsync.state.reader import StateReader
 DATA_DIR = ".imgsync-gallery"
 INDEX = "index.html"
 CHUNK = 1000
+MARKER = b'<meta name="generator" content="imgsync'
 _MANIFEST_VERSION = 1
 
 
@@ -72,6 +74,12 @@ def _key_path(key: str) -> str:
     from imgsync.localfs import key_path
 
     return key_path(key)
+
+
+def display(rel: str) -> str:
+    from imgsync.localfs import display as printable
+
+    return printable(rel)
 
 
 def find_sidecar(root: Path, rel: str, sha256: str) -> str | None:
@@ -109,7 +117,7 @@ def build_record(
     created = meta.get("created_at")
     rec: dict[str, Any] = {
         "f": file_href(rel),
-        "n": rel,
+        "n": display(rel),
         "t": meta.get("title") or None,
         "d": created if isinstance(created, int | float) else None,
         "b": round(item.updated, 3),
@@ -131,6 +139,28 @@ def build_record(
     return {k: v for k, v in rec.items() if v is not None}
 
 
+def _check_ours(root: Path, data_dir: Path) -> None:
+    """Refuse (``OSError``) to write over an ``index.html`` imgsync did not write (a file
+    the user keeps there, or one backed up from a host) or through a symlink."""
+    import errno
+
+    index = root / INDEX
+    if data_dir.is_symlink() or index.is_symlink():
+        raise OSError(errno.EEXIST, f"{DATA_DIR} or {INDEX} is a symlink; not written through")
+    if index.exists():
+        try:
+            with open(index, "rb") as fh:
+                head = fh.read(2048)
+        except OSError:
+            head = b""
+        if MARKER not in head:
+            raise OSError(
+                errno.EEXIST,
+                f"{index} is not a gallery imgsync wrote; left as it is "
+                "(move it away, or back up with --no-gallery)",
+            )
+
+
 @contextlib.contextmanager
 def _locked(data_dir: Path) -> Iterator[None]:
     import fcntl
@@ -143,16 +173,26 @@ def _locked(data_dir: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _load_manifest(data_dir: Path) -> tuple[list[_Chunk], dict[str, list[Any]]]:
+def _load_manifest(data_dir: Path) -> tuple[list[_Chunk], dict[str, list[Any]], Any]:
     try:
         data = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
         if data.get("version") != _MANIFEST_VERSION:
-            return [], {}
+            return [], {}, None
         chunks = [_Chunk([str(k) for k in c["keys"]], str(c["file"])) for c in data["chunks"]]
         items = {str(k): list(v) for k, v in data["items"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return [], {}  # derived data: rebuilt from state
-    return chunks, items
+        return [], {}, None  # derived data: rebuilt from state
+    return chunks, items, data.get("mark")
+
+
+def _mark(db: StateReader, root: Path, dest_key: str, source: str | None) -> list[Any]:
+    """What the page depends on, cheaply: the code that draws it, the state it shows, and
+    the folder (a file deleted by hand changes its mtime)."""
+    return [_TEMPLATE, source, *db.pages_generation(dest_key), root.stat().st_mtime_ns]
+
+
+def _intact(root: Path, data_dir: Path, chunks: list[_Chunk]) -> bool:
+    return (root / INDEX).is_file() and all((data_dir / (c.file or "")).is_file() for c in chunks)
 
 
 def _chunk_text(records: list[dict[str, Any]]) -> str:
@@ -172,9 +212,13 @@ def update_gallery(
     Raises ``OSError`` when the folder cannot be written.
     """
     data_dir = root / DATA_DIR
+    _check_ours(root, data_dir)
     data_dir.mkdir(exist_ok=True)
     result = GalleryResult(root / INDEX)
     with _locked(data_dir):
+        for stale in root.glob(f".{INDEX}.imgsync-tmp-*"):  # a writer killed mid-write
+            with contextlib.suppress(OSError):
+                stale.unlink()
         _update(db, root, data_dir, dest_key, source, chunk_size, result)
     return result
 
@@ -188,9 +232,12 @@ def _update(
     chunk_size: int,
     result: GalleryResult,
 ) -> None:
+    old_chunks, old_items, old_mark = _load_manifest(data_dir)
+    if old_mark == _mark(db, root, dest_key, source) and _intact(root, data_dir, old_chunks):
+        result.items = len(old_items)
+        return  # nothing changed since the last update: not a byte to write
     stored = db.stored_items(dest_key)
     places = db.other_places(dest_key)
-    old_chunks, old_items = _load_manifest(data_dir)
 
     records: dict[str, dict[str, Any]] = {}
     digests: dict[str, str] = {}
@@ -207,7 +254,7 @@ def _update(
         else:
             sidecar = find_sidecar(root, rel, item.sha256)
         rec = build_record(root, item, places.get(item.sha256, []), source, sidecar)
-        digest = hashlib.sha256(js_data(rec).encode()).hexdigest()[:20]
+        digest = hashlib.sha256(utf8(js_data(rec))).hexdigest()[:20]
         records[item.remote_id], digests[item.remote_id] = rec, digest
         new_items[item.remote_id] = [stamp, sidecar, digest]
         result.items += 1
@@ -240,7 +287,7 @@ def _update(
         if ch.file is not None:
             continue
         text = _chunk_text([records[k] for k in ch.keys])
-        name = f"c-{hashlib.sha256(text.encode()).hexdigest()[:16]}.js"
+        name = f"c-{hashlib.sha256(utf8(text)).hexdigest()[:16]}.js"
         ch.file = name
         target = data_dir / name
         if not target.is_file():  # the same content under its hash name is already there
@@ -256,6 +303,7 @@ def _update(
     manifest = json.dumps(
         {
             "version": _MANIFEST_VERSION,
+            "mark": _mark(db, root, dest_key, source),
             "chunks": [{"file": ch.file, "keys": ch.keys} for ch in chunks],
             "items": new_items,
         },
@@ -364,6 +412,7 @@ JS_GALLERY = r"""
   if (["60", "120", "240"].includes(st.per)) perSel.value = st.per;
   let page = Math.max(1, parseInt(st.page || "1", 10) || 1);
   let sorted = null, sortedBy = null, view = [], broken = 0;
+  let pending = (st.item || "").toLowerCase(), openItem = "";
   document.body.dataset.broken = "0";
   function filtered() {
     if (sortedBy !== sortSel.value) { sorted = items.slice().sort(orders[sortSel.value]);
@@ -392,6 +441,9 @@ JS_GALLERY = r"""
     view = filtered();
     const per = parseInt(perSel.value, 10);
     const pages = Math.max(1, Math.ceil(view.length / per));
+    const wanted = pending ? view.findIndex((it) => it.h.startsWith(pending)) : -1;
+    pending = "";
+    if (wanted >= 0) page = Math.floor(wanted / per) + 1;
     page = Math.min(Math.max(1, page), pages);
     const start = (page - 1) * per, slice = view.slice(start, start + per);
     grid.replaceChildren(...slice.map((it, i) => card(it, start + i)));
@@ -403,13 +455,18 @@ JS_GALLERY = r"""
         " data file(s) missing: run imgsync backup again" : "");
     pager(pagerBox, page, pages, (p) => { page = p; render(); scrollTo(0, 0); });
     document.body.dataset.shown = String(slice.length);
+    saveHash();
+    if (wanted >= 0) openDetail(wanted);
+  }
+  function saveHash() {
     writeHash({q: q.value, sort: sortSel.value === "new" ? "" : sortSel.value,
-               per: perSel.value === "120" ? "" : perSel.value, page: page > 1 ? page : ""});
+               per: perSel.value === "120" ? "" : perSel.value, page: page > 1 ? page : "",
+               item: openItem});
   }
   function openDetail(idx) {
     const it = view[idx]; if (!it) return;
     const m = Object.assign({}, it.m || {});
-    const side = it.j ? el("a", {href: it.j, text: it.j.replace(/^\.\//, "")}) : null;
+    const side = it.j ? el("a", {href: it.j, text: unhref(it.j)}) : null;
     const close = el("button", {cls: "close", type: "button", text: "close ✕"});
     close.onclick = () => dlg.close();
     const nav = el("div", {cls: "bar"}, [
@@ -428,8 +485,10 @@ JS_GALLERY = r"""
         ["from", it.r], ["id there", it.i], ["sha256", it.h], ["sidecar", side],
         ...Object.keys(m).sort().map((k) => ["metadata: " + k, m[k]])]), nav])]));
     dlg.dataset.index = String(idx);
+    openItem = it.h.slice(0, 16); saveHash();
     if (!dlg.open) dlg.showModal();
   }
+  dlg.addEventListener("close", () => { openItem = ""; saveHash(); });
   dlg.addEventListener("keydown", (e) => {
     const idx = parseInt(dlg.dataset.index || "0", 10);
     if (e.key === "ArrowRight") openDetail(Math.min(idx + 1, view.length - 1));
@@ -444,3 +503,18 @@ JS_GALLERY = r"""
   render();
 })();
 """
+
+
+def _code_hash() -> str:
+    """Changes with the code that draws the page: a new imgsync redraws it."""
+    from imgsync.pages import common
+
+    digest = hashlib.sha256()
+    for mod in (__file__, common.__file__):
+        with contextlib.suppress(OSError):
+            digest.update(Path(mod).read_bytes())
+    digest.update(GENERATOR.encode())
+    return digest.hexdigest()[:16]
+
+
+_TEMPLATE = _code_hash()

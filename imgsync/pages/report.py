@@ -295,7 +295,7 @@ JS_REPORT = r"""
           document.createTextNode("(no URL recorded; id " + it.id + ")")]),
       it.op ? el("div", null, [el("span", {text: "old page: "}), linkOrText(it.op)]) : null,
       el("div", null, [el("span", {text: "new: "}), it.n ? linkOrText(it.n) :
-          it.nf ? el("a", {href: it.nf, text: decodeURIComponent(it.nf)}) :
+          it.nf ? el("a", {href: it.nf, text: unhref(it.nf)}) :
           document.createTextNode("—")]),
       it.np ? el("div", null, [el("span", {text: "new page: "}), linkOrText(it.np)]) : null]);
     return el("div", {cls: "row", "data-status": it.st}, [

@@ -122,6 +122,10 @@ class StateReader:
         """sha256 -> where else (with a URL) the bytes held at ``remote`` are."""
         return self._q(reports.other_places, remote)
 
+    def pages_generation(self, remote: str) -> tuple[Any, ...]:
+        """Changes whenever :meth:`stored_items` or :meth:`other_places` may have."""
+        return self._q(reports.generation, remote)
+
     def places_of(self, remote: str) -> dict[str, reports.Place]:
         return self._q(reports.places_of, remote)
 

@@ -89,6 +89,20 @@ def other_places(conn: sqlite3.Connection, remote: str) -> dict[str, list[Place]
     return out
 
 
+def generation(conn: sqlite3.Connection, remote: str) -> tuple[Any, ...]:
+    """Changes whenever what :func:`items_at` and :func:`other_places` return for
+    ``remote`` may have changed: (count, latest update) of both."""
+    here = conn.execute(
+        "SELECT COUNT(*), MAX(updated) FROM locations WHERE remote = ?", (remote,)
+    ).fetchone()
+    there = conn.execute(
+        "SELECT COUNT(*), MAX(o.updated) FROM locations o WHERE o.remote != ? AND "
+        "o.url IS NOT NULL AND o.sha256 IN (SELECT sha256 FROM locations WHERE remote = ?)",
+        (remote, remote),
+    ).fetchone()
+    return (here[0], here[1], there[0], there[1])
+
+
 def places_of(conn: sqlite3.Connection, remote: str) -> dict[str, Place]:
     """remote id -> location, for every item recorded at ``remote``."""
     cur = conn.execute(
