@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 from helpers import run_cli_async, start_fake, write_config
-from pagecheck import assert_offline, gallery_items, is_relative, parse, resolve
+from pagecheck import assert_offline, gallery_items, is_relative, parse, report_items, resolve
 
 from imgsync.fakehosts.common import Knobs
 from imgsync.fakehosts.gyazo import GyazoFake
@@ -299,3 +299,95 @@ def test_escaping_helpers() -> None:
     assert file_href("javascript:x.png") == "./javascript%3Ax.png"
     assert file_href("a b#?.png") == "./a%20b%23%3F.png"
     assert file_href("../backup/x y.png") == "../backup/x%20y.png"
+
+
+async def test_daemon_backup_and_migrate_jobs_write_their_pages(tmp_path: Path) -> None:
+    """A daemon backup job keeps its folder's gallery; ``gallery = false`` turns it off; a
+    migrate job with ``report`` writes the page after its run."""
+    from imgsync.config import parse_config
+    from imgsync.daemon import run_job_once
+    from imgsync.fakehosts.chevereto import CheveretoFake
+
+    gy = await start_fake(GyazoFake(Knobs(token=TOKEN, seed=6)))
+    chv = await start_fake(CheveretoFake(Knobs(token="chv-key-1")))
+    try:
+        cfg = parse_config(
+            {
+                "state": {"path": os.environ["IMGSYNC_STATE"]},
+                "remotes": {
+                    "gy": {"type": "gyazo", "base_url": gy.url, "token": TOKEN},
+                    "chv": {"type": "chevereto", "base_url": chv.url, "token": "chv-key-1"},
+                },
+                "jobs": [
+                    {
+                        "name": "b1",
+                        "kind": "backup",
+                        "source": "gy:",
+                        "destinations": [str(tmp_path / "with")],
+                    },
+                    {
+                        "name": "b2",
+                        "kind": "backup",
+                        "source": "gy:",
+                        "gallery": False,
+                        "destinations": [str(tmp_path / "without")],
+                    },
+                    {
+                        "name": "m",
+                        "kind": "migrate",
+                        "source": "gy:",
+                        "destinations": ["chv:"],
+                        "map": str(tmp_path / "map.csv"),
+                        "report": str(tmp_path / "r.html"),
+                    },
+                ],
+            }
+        )
+        for job in cfg.jobs:
+            (summary,) = await run_job_once(cfg, job)
+            assert summary.failed == 0
+        assert len(gallery_items(tmp_path / "with" / "index.html")) == 6
+        assert not (tmp_path / "without" / "index.html").exists()
+        items = report_items(tmp_path / "r.html")
+        assert len(items) == 6 and {it["st"] for it in items} == {"copied"}
+        assert all(resolve(tmp_path, it["th"]).is_file() for it in items)  # the backup's files
+    finally:
+        await gy.close()
+        await chv.close()
+
+
+def test_config_keys_of_the_pages() -> None:
+    import pytest
+
+    from imgsync.config import parse_config
+    from imgsync.errors import ConfigError
+
+    base = {"remotes": {"gy": {"type": "gyazo", "token": "t"}}}
+    bad = [
+        {
+            "name": "a",
+            "kind": "backup",
+            "source": "gy:",
+            "destinations": ["/tmp/x"],
+            "gallery": "yes",
+        },
+        {
+            "name": "b",
+            "kind": "mirror",
+            "source": "gy:",
+            "destinations": ["/tmp/y"],
+            "gallery": True,
+        },
+        {
+            "name": "c",
+            "kind": "backup",
+            "source": "gy:",
+            "destinations": ["/tmp/z"],
+            "report": "r.html",
+        },
+    ]
+    with pytest.raises(ConfigError) as err:
+        parse_config({**base, "jobs": bad})
+    problems = " ".join(err.value.problems)
+    assert "jobs[0].gallery" in problems and "jobs[1].gallery" in problems
+    assert "jobs[2].report" in problems

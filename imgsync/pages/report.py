@@ -255,7 +255,7 @@ there + {t["skipped"]} skipped + {t["failed"]} failed: {mark}</p>
 </div>
 </header>
 <main>
-{f'<details id="failures" open><summary>Failures in the last run ({t["failed"]})</summary><ul>{fail_rows}</ul>{f"<p>… and {more} more</p>" if more else ""}</details>' if failures else ""}
+{f'<details id="failures"{" open" if len(failures) <= 10 else ""}><summary>Failures in the last run ({t["failed"]})</summary><ul>{fail_rows}</ul>{f"<p>… and {more} more</p>" if more else ""}</details>' if failures else ""}
 <noscript><p class="empty">The item list needs JavaScript; the totals above do not.</p></noscript>
 <div class="rows" id="rows"></div>
 <nav class="pager" id="pager"></nav>
