@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import aiohttp
-from helpers import run_cli_async, start_fake, write_config
+from helpers import run_cli, run_cli_async, start_fake, write_config
 from pagecheck import assert_offline, gallery_items, is_relative, parse, report_items, resolve
 
 from imgsync.fakehosts.common import Knobs
@@ -250,8 +250,6 @@ async def test_an_index_html_imgsync_did_not_write_is_left_alone(tmp_path: Path)
 def test_odd_file_names_link_to_their_files(tmp_path: Path) -> None:
     """Names with spaces, #, ?, %, a colon (a would-be scheme), markup, and bytes that are
     not UTF-8, in a subfolder too: every link of the page opens that very file."""
-    from imgsync.cli import main
-
     src = tmp_path / "src"
     (src / "sub dir").mkdir(parents=True)
     names = ["a b#1?.png", "100%.png", "javascript:x.png", "<b>x<i>.png", "sub dir/é ü.png"]
@@ -261,7 +259,8 @@ def test_odd_file_names_link_to_their_files(tmp_path: Path) -> None:
     with open(odd, "wb") as fh:
         fh.write(seed_image(9)[0])
     out = tmp_path / "backup"
-    assert main(["backup", str(src), str(out)]) == 0
+    proc = run_cli("backup", str(src), str(out))  # a process: logging set up as a user's
+    assert proc.returncode == 0, proc.stderr
     items = gallery_items(out / "index.html")
     assert len(items) == 6
     for it in items:
