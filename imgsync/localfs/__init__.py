@@ -3,7 +3,9 @@
 * :mod:`~imgsync.localfs.paths`: path keys (names that are not valid UTF-8 survive
   SQLite and JSON), printable names, ``io_error``, ``missing``.
 * :mod:`~imgsync.localfs.scan`: walking a tree (symlinked folders once, temp files skipped).
-* :mod:`~imgsync.localfs.stage`: staging, one flush, rename; sweeping what a crash left.
+* :mod:`~imgsync.localfs.stage`: staging, one flush, rename; sweeping what a crash left;
+  sidecars that never replace a file imgsync did not write as that image's sidecar; no
+  write through a symbolic link inside the destination.
 
 Imports nothing from providers, the pipeline or state (floor 3 in DESIGN.md).
 """
@@ -23,7 +25,11 @@ from imgsync.localfs.stage import (
     Unit,
     commit_units,
     file_sha256,
+    find_sidecar,
+    is_sidecar_of,
+    linked_folder,
     make_units,
+    sidecar_names,
     stage_blobs,
     stage_unit,
     sweep_stale,
@@ -40,14 +46,18 @@ __all__ = [
     "commit_units",
     "display",
     "file_sha256",
+    "find_sidecar",
     "io_error",
+    "is_sidecar_of",
     "key_path",
+    "linked_folder",
     "make_units",
     "matches",
     "missing",
     "path_key",
     "safe_name",
     "scan_tree",
+    "sidecar_names",
     "stage_blobs",
     "stage_unit",
     "sweep_stale",

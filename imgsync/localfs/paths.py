@@ -46,12 +46,48 @@ def display(rel: str) -> str:
     return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
 
 
-def safe_name(name: str) -> str:
-    """A host-given file name made safe to write: no folders, no control characters."""
+# One path component is at most 255 *bytes* on common filesystems (ext4, btrfs, XFS, APFS
+# counts UTF-8 bytes too). A name from a host is cut well below that, so that the
+# collision suffix `` (NN)`` and the sidecar's ``.imgsync.json`` still fit after it.
+NAME_MAX_BYTES = 255
+HOST_NAME_BYTES = NAME_MAX_BYTES - len(".imgsync.json") - len(" (9999)")
+_EXT_MAX_BYTES = 16
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def _cut(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` of at most ``limit`` UTF-8 bytes (whole characters)."""
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) <= limit:
+        return text
+    cut = raw[:limit]
+    while cut and (cut[-1] & 0xC0) == 0x80:  # never end inside a character
+        cut = cut[:-1]
+    if cut and cut[-1] >= 0xC0:
+        cut = cut[:-1]
+    return cut.decode("utf-8", "surrogateescape")
+
+
+def safe_name(name: str, limit: int = HOST_NAME_BYTES) -> str:
+    """A host-given file name made safe to write as one file in one folder.
+
+    No folders (``/`` and ``\\`` become ``_``), no control characters, not hidden; at most
+    ``limit`` bytes, cut in the stem so the extension survives whatever the cut; ``.``,
+    ``..``, an empty name, or one that is only dots and an extension (``...png``) become
+    ``image`` with that extension. The same name always gives the same result.
+    """
     name = name.replace("/", "_").replace("\\", "_").strip()
     name = "".join(ch if ch.isprintable() else "_" for ch in name)
-    name = name.lstrip(".") or "image"
-    return name[:200]
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not ext.isalnum() or _bytes(ext) > _EXT_MAX_BYTES:
+        stem, ext = name, ""
+    stem = stem.lstrip(". ").rstrip(" ")
+    suffix = f".{ext}" if ext else ""
+    stem = _cut(stem, limit - _bytes(suffix)).rstrip(" ") or "image"
+    return stem + suffix
 
 
 def io_error(exc: OSError, target: str | Path) -> LocalIOError:

@@ -117,6 +117,7 @@ class StagedFile:
     approved: bool = False  # set by the engine after dedupe and claim
     ours: str | None = None  # sha256 imgsync wrote at this destination path before
     final: str | None = None  # relative path it was committed under
+    sidecar_final: str | None = None  # relative path its sidecar was written to
 
 
 @dataclass(slots=True)
@@ -141,6 +142,39 @@ def make_units(files: list[ScanEntry]) -> list[Unit]:
         for folder, staged in by_folder.items()
         for start in range(0, len(staged), UNIT_FILES)
     ]
+
+
+def linked_folder(dst_root: str, folder: str) -> str | None:
+    """The first folder of ``folder`` (relative to ``dst_root``) that is a symbolic link,
+    or None. Writes never go through one: a link inside the destination could send them
+    anywhere on the machine (``dst_root`` itself may be a link: the user named it)."""
+    path = dst_root
+    for part in folder.split("/") if folder else ():
+        path = os.path.join(path, part)
+        try:
+            if os.path.islink(path):
+                return path
+            if not os.path.isdir(path):
+                return None  # missing (created as a real folder) or a file (fails later)
+        except OSError:
+            return None
+    return None
+
+
+def _refuse_links(dst_root: str, unit: Unit) -> bool:
+    """Fail every file of ``unit`` when its folder goes through a link; True if so."""
+    link = linked_folder(dst_root, unit.folder)
+    if link is None:
+        return False
+    err = LocalIOError(
+        f"{display(link)} in the destination is a symbolic link; imgsync does not write "
+        "through links (replace it with a real folder, or copy into the folder it points to)",
+        path=link,
+    )
+    for f in unit.files:
+        f.error = err
+    unit.staged = []
+    return True
 
 
 def _open_stage(unit: Unit, parent: str) -> bool:
@@ -189,6 +223,8 @@ def _put(dst_root: str, unit: Unit, f: StagedFile, data: bytes | Path, ns: int |
 def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit:
     """Read, hash and stage every file of ``unit``; per-file errors are kept on the file."""
     unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
+    if _refuse_links(dst_root, unit):
+        return unit
     if not _open_stage(unit, os.path.dirname(unit.final_dir) if unit.folder else dst_root):
         return unit
     for f in unit.files:
@@ -215,6 +251,8 @@ def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes | Path]) -> Unit:
     (the second one gets ``name (1).ext`` at commit).
     """
     unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
+    if _refuse_links(dst_root, unit):
+        return unit
     if not _open_stage(unit, dst_root):
         return unit
     for i, (f, data) in enumerate(zip(unit.files, blobs, strict=True)):
@@ -223,21 +261,104 @@ def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes | Path]) -> Unit:
     return unit
 
 
+SIDECAR_TRIES = 100
+_SIDECAR_MAX_BYTES = 1 << 20
+
+
+def sidecar_names(rel: str) -> list[str]:
+    """Where the sidecar of the file ``rel`` may be, in the order they are tried:
+    ``<file>.json``, then ``<file>.imgsync.json``, ``<file>.imgsync (1).json`` ... for when
+    a file imgsync did not write as that image's sidecar holds the name."""
+    return [
+        f"{rel}.json",
+        f"{rel}.imgsync.json",
+        *(f"{rel}.imgsync ({n}).json" for n in range(1, SIDECAR_TRIES)),
+    ]
+
+
+def is_sidecar_of(path: str | Path, sha256: str) -> bool:
+    """Is ``path`` a sidecar imgsync wrote for the image with these bytes? (A regular
+    file, a JSON object with that ``sha256`` and imgsync's ``source``/``remote_id`` keys.)
+    A user's own ``.json`` file, or a host's item that happens to end in ``.json``, is not."""
+    try:
+        if os.path.islink(path) or os.path.getsize(path) > _SIDECAR_MAX_BYTES:
+            return False
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(data, dict)
+        and data.get("sha256") == sha256
+        and "source" in data
+        and "remote_id" in data
+    )
+
+
+def find_sidecar(root: str | Path, rel: str, sha256: str) -> str | None:
+    """The sidecar imgsync wrote for ``rel`` (relative to ``root``), or None."""
+    for name in sidecar_names(rel):
+        path = os.path.join(root, name)
+        if not os.path.lexists(path):
+            return None
+        if is_sidecar_of(path, sha256):
+            return name
+    return None
+
+
+def _place_new(tmp: str, target: str) -> bool:
+    """Give ``tmp`` the name ``target`` only if nothing has it (never replaces); True if
+    done. A hard link is atomic; where the filesystem has none, a rename checked first."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    except OSError:
+        if os.path.lexists(target):
+            return False
+        os.rename(tmp, target)
+        return True
+    os.unlink(tmp)
+    return True
+
+
 def write_sidecars(dst_root: str, unit: Unit) -> None:
-    """``<file>.json`` beside every committed file that has sidecar metadata."""
+    """A JSON sidecar beside every committed file that has sidecar metadata.
+
+    It goes to ``<file>.json`` when that name is free or holds this image's own sidecar
+    from an earlier run (updated in place); otherwise to the first free (or own) name of
+    :func:`sidecar_names`. A file imgsync did not write as this image's sidecar (the
+    user's own, or a host item named like one) is never replaced.
+    """
     for f in unit.staged:
         if f.final is None or f.sidecar is None:
             continue
+        sha = str(f.sidecar.get("sha256") or "")
+        record = {**f.sidecar, "file": f.final.rpartition("/")[2]}
+        folder = os.path.dirname(os.path.join(dst_root, f.final))
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
         side = os.path.join(dst_root, f.final + ".json")
-        tmp = os.path.join(os.path.dirname(side), f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(f.sidecar, fh, indent=2, ensure_ascii=False)
-            os.replace(tmp, side)
+                json.dump(record, fh, indent=2, ensure_ascii=False)
+            for name in sidecar_names(f.final):
+                side = os.path.join(dst_root, name)
+                if not os.path.lexists(side):
+                    if _place_new(tmp, side):
+                        f.sidecar_final = name
+                        break
+                elif is_sidecar_of(side, sha):
+                    os.replace(tmp, side)
+                    f.sidecar_final = name
+                    break
+            else:
+                f.error = LocalIOError(
+                    f"no free name for the sidecar of {display(f.final)}", path=side
+                )
         except OSError as exc:
             f.error = io_error(exc, side)
-            with contextlib.suppress(OSError):  # a full disk must not leave the temp file
-                os.unlink(tmp)
+        with contextlib.suppress(OSError):  # a full disk must not leave the temp file
+            os.unlink(tmp)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -312,6 +433,9 @@ def commit_units(dst_root: str, units: list[Unit]) -> None:
             if not f.approved:
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(unit.stage_dir, _staged_name(f)))
+        if unit.staged and _refuse_links(dst_root, unit):  # a link made since staging
+            _drop(unit)
+            continue
         if _rename_whole(unit):
             continue
         for f in unit.staged:

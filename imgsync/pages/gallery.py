@@ -84,16 +84,12 @@ def display(rel: str) -> str:
 
 def find_sidecar(root: Path, rel: str, sha256: str) -> str | None:
     """The sidecar of the file ``rel`` if it is there and is that item's (its recorded
-    checksum matches), as a path relative to ``root``; else None."""
-    candidate = rel + ".json"
-    try:
-        with open(root / candidate, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    if isinstance(data, dict) and data.get("sha256") == sha256:
-        return candidate
-    return None
+    checksum matches), as a path relative to ``root``; else None. It is ``<file>.json``
+    unless that name held another file when the backup was made (see
+    :func:`imgsync.localfs.sidecar_names`)."""
+    from imgsync.localfs import find_sidecar as find
+
+    return find(root, rel, sha256)
 
 
 def _clean(meta: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,104 @@
+"""Backup sidecars never replace a file imgsync did not write as that image's sidecar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+from helpers import run_cli_async, start_fake, write_config
+
+from imgsync.fakehosts.common import Knobs, sha256_hex
+from imgsync.fakehosts.guizhan import GuizhanFake
+from imgsync.localfs import (
+    StagedFile,
+    Unit,
+    commit_units,
+    find_sidecar,
+    stage_blobs,
+    write_sidecars,
+)
+
+TOKEN = "gz-sidecar-token-31"
+
+
+async def test_backup_leaves_the_users_own_json_files_untouched(tmp_path: Path) -> None:
+    """The backup folder already holds the user's notes as <image>.json for 3 of the 6
+    images: they stay byte for byte; those images' sidecars go to <image>.imgsync.json
+    (each naming its image and checksum); a second backup adds and changes nothing."""
+    fake = GuizhanFake(Knobs(token=TOKEN, seed=6, rate="none"))
+    running = await start_fake(fake)
+    dest = tmp_path / "backup"
+    dest.mkdir()
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
+            async with s.get(f"{running.url}/v1/images", params={"per_page": 20}) as r:
+                names = [row["fullname"] for row in (await r.json())["result"]]
+        mine = {n: f'{{"my": "notes on {n}"}}\n'.encode() for n in names[:3]}
+        for n, data in mine.items():
+            (dest / f"{n}.json").write_bytes(data)
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f'[remotes.gz]\ntype = "guizhan"\nbase_url = "{running.url}"\ntoken_env = "GZ"\n',
+        )
+        args = ("--config", str(cfg), "backup", "gz:", str(dest), "--json")
+        first = await run_cli_async(*args, env={"GZ": TOKEN})
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout)["copied"] == 6
+        before = {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()}
+        second = await run_cli_async(*args, env={"GZ": TOKEN})
+        assert second.returncode == 0, second.stderr
+        after = {p.name: p.read_bytes() for p in dest.iterdir() if p.is_file()}
+    finally:
+        await running.close()
+    for n, data in mine.items():
+        assert (dest / f"{n}.json").read_bytes() == data
+        side = json.loads((dest / f"{n}.imgsync.json").read_bytes())
+        assert side["file"] == n and side["sha256"] == sha256_hex((dest / n).read_bytes())
+        assert find_sidecar(dest, n, side["sha256"]) == f"{n}.imgsync.json"
+    for n in names[3:]:
+        assert json.loads((dest / f"{n}.json").read_bytes())["file"] == n
+    assert not [p for p in after if "imgsync (" in p]
+    assert {k: v for k, v in after.items() if k.endswith(".json")} == {
+        k: v for k, v in before.items() if k.endswith(".json")
+    }
+
+
+def _side(sha: str) -> dict[str, object]:
+    return {"source": "di", "remote_id": "x1", "sha256": sha, "name": "photo.png"}
+
+
+def test_a_host_item_named_like_a_sidecar_is_never_replaced(tmp_path: Path) -> None:
+    """--include-non-images with a host file photo.png.json: in the same batch as
+    photo.png, or in a later run, its bytes stay; the image's sidecar goes elsewhere."""
+    root = str(tmp_path)
+    host_json = b'{"this is": "a file on the host"}'
+    png = b"\\x89PNG fake image bytes"
+    sha = sha256_hex(png)
+    unit = Unit(
+        "",
+        [
+            StagedFile("photo.png", sidecar=_side(sha), approved=True),
+            StagedFile("photo.png.json", approved=True),
+        ],
+    )
+    stage_blobs(root, unit, [png, host_json])
+    commit_units(root, [unit])
+    write_sidecars(root, unit)
+    assert [f.error for f in unit.files] == [None, None]
+    assert (tmp_path / "photo.png.json").read_bytes() == host_json
+    assert unit.files[0].sidecar_final == "photo.png.imgsync.json"
+
+    # the other order: the sidecar first, the host's .json item in a later run
+    other = tmp_path / "later"
+    other.mkdir()
+    first = Unit("", [StagedFile("photo.png", sidecar=_side(sha), approved=True)])
+    stage_blobs(str(other), first, [png])
+    commit_units(str(other), [first])
+    write_sidecars(str(other), first)
+    second = Unit("", [StagedFile("photo.png.json", approved=True)])
+    stage_blobs(str(other), second, [host_json])
+    commit_units(str(other), [second])
+    assert second.files[0].final == "photo.png (1).json"
+    assert (other / "photo.png (1).json").read_bytes() == host_json
+    assert json.loads((other / "photo.png.json").read_bytes())["sha256"] == sha
