@@ -31,9 +31,12 @@ async def test_backup_leaves_the_users_own_json_files_untouched(tmp_path: Path) 
     dest = tmp_path / "backup"
     dest.mkdir()
     try:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as s:
-            async with s.get(f"{running.url}/v1/images", params={"per_page": 20}) as r:
-                names = [row["fullname"] for row in (await r.json())["result"]]
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with (
+            aiohttp.ClientSession(headers=auth) as s,
+            s.get(f"{running.url}/v1/images", params={"per_page": 20}) as r,
+        ):
+            names = [row["fullname"] for row in (await r.json())["result"]]
         mine = {n: f'{{"my": "notes on {n}"}}\n'.encode() for n in names[:3]}
         for n, data in mine.items():
             (dest / f"{n}.json").write_bytes(data)
