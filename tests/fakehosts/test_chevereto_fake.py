@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from imgsync.fakehosts.chevereto import CheveretoFake, create, expiration_seconds, slug
 from imgsync.fakehosts.common import Knobs
+from imgsync.testing import serve_emulator
 
 # A copy of shared/fixtures/chevereto-4.2.0 (recorded from a real Chevereto 4.2.0 server)
 # lives in the repo, so CI needs nothing beside the checkout.
@@ -140,16 +140,8 @@ def check_relations(rec: dict[str, Any], got: dict[str, Any]) -> None:
 @contextlib.asynccontextmanager
 async def running(host: CheveretoFake) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
     """Serve ``host`` on a free loopback port; yield its base URL and a client session."""
-    runner = web.AppRunner(host.make_app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield f"http://127.0.0.1:{port}", session
-    finally:
-        await runner.cleanup()
+    async with serve_emulator(host) as emulator, aiohttp.ClientSession() as session:
+        yield emulator.url, session
 
 
 def multipart(fields: dict[str, str | tuple[str, bytes, str]]) -> aiohttp.MultipartWriter:

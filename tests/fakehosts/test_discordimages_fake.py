@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from imgsync.fakehosts.common import Knobs
 from imgsync.fakehosts.discordimages import DiscordImagesFake, create
 from imgsync.fakehosts.images import make_jpeg, make_png, sniff
+from imgsync.testing import serve_emulator
 
 TOKEN = "images_api"
 LIST_KEYS = [
@@ -34,16 +34,11 @@ LIST_KEYS = [
 @contextlib.asynccontextmanager
 async def running(host: DiscordImagesFake) -> AsyncIterator[tuple[str, aiohttp.ClientSession]]:
     """Serve ``host`` on a free loopback port; yield its base URL and a session sending the token."""
-    runner = web.AppRunner(host.make_app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession(headers={"token": TOKEN}) as session:
-            yield f"http://127.0.0.1:{port}", session
-    finally:
-        await runner.cleanup()
+    async with (
+        serve_emulator(host) as emulator,
+        aiohttp.ClientSession(headers={"token": TOKEN}) as session,
+    ):
+        yield emulator.url, session
 
 
 def files_form(*files: tuple[str, bytes], field: str = "files[]") -> aiohttp.FormData:
