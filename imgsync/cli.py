@@ -295,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config, explicit=args.config is not None)
+    # status and remotes talk to no host: an unset token variable must not stop them
+    tokens = args.verb not in ("status", "remotes")
+    cfg = load_config(args.config, explicit=args.config is not None, tokens=tokens)
     for w in cfg.warnings:
         print(f"imgsync: warning: {w}", file=sys.stderr)
     return cfg
@@ -444,6 +446,7 @@ def _by_name(cfg: Config, remotes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(cfg: Config, as_json: bool) -> int:
+    from imgsync.pidfile import running_daemon
     from imgsync.state.reader import open_reader
 
     reader = open_reader(cfg.state_path, create=False)
@@ -454,10 +457,12 @@ def _status(cfg: Config, as_json: bool) -> int:
             report = {"state": str(cfg.state_path), "exists": True, **reader.status()}
         report["remotes"] = _by_name(cfg, report["remotes"])
         report["verify"] = _by_name(cfg, report.get("verify", {}))
+    report["daemon"] = running_daemon(cfg.state_path)
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"state: {cfg.state_path}")
+    _print_daemon(report["daemon"])
     if not report["exists"]:
         print("  nothing recorded yet")
         return 0
@@ -478,6 +483,22 @@ def _status(cfg: Config, as_json: bool) -> int:
     for f in report["recent_failures"]:
         print(f"  failed: {f['job']}: {f['item']}: {f['error']}")
     return 0
+
+
+def _print_daemon(info: dict[str, Any] | None) -> None:
+    import time
+
+    if info is None:
+        print("daemon: not running on this state")
+        return
+    since = info.get("since")
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since)) if since else "?"
+    line = f"daemon: running, pid {info.get('pid', '?')}, since {when}"
+    if info.get("jobs") is not None:
+        line += f", jobs: {', '.join(info['jobs']) or 'none'}"
+    if info.get("listen"):
+        line += f"; health at http://{info['listen']}/healthz"
+    print(line)
 
 
 def _remotes(cfg: Config, as_json: bool) -> int:

@@ -131,11 +131,18 @@ class JobConfig:
     delete: bool = False
 
 
+DEFAULT_IGNORE = (".*", "~*", "*~", "*.tmp", "*.part", "*.crdownload", "*.download", "*.swp")
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
-    debounce: float = 1.6
+    debounce: float = 2.0  # a watched file must have been quiet this long before it is sent
     rescan_interval: float = 3600.0
-    shutdown_grace: float = 30.0
+    shutdown_grace: float = 8.0  # inside docker stop's 10 s
+    retry: float = 30.0  # first retry after a failed run; doubles up to retry_max
+    retry_max: float = 900.0
+    ignore: tuple[str, ...] = DEFAULT_IGNORE  # watched names never sent (hidden, temporary)
+    listen: tuple[str, int] | None = None  # serve /healthz and /metrics here
 
 
 @dataclass(frozen=True)
@@ -167,7 +174,7 @@ class _Problems:
         self.warnings.append(f"{self.source}: {key}: {msg}")
 
 
-def load_config(path: Path | None, *, explicit: bool = False) -> Config:
+def load_config(path: Path | None, *, explicit: bool = False, tokens: bool = True) -> Config:
     """Read and validate the config at ``path``.
 
     A missing file at the default location means "embedded defaults" (an empty config);
@@ -193,7 +200,7 @@ def load_config(path: Path | None, *, explicit: bool = False) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    cfg = parse_config(data, source=str(path), base_dir=path.parent)
+    cfg = parse_config(data, source=str(path), base_dir=path.parent, tokens=tokens)
     remotes = data.get("remotes")
     inline = isinstance(remotes, dict) and any(
         isinstance(t, dict) and "token" in t for t in remotes.values()
@@ -217,7 +224,11 @@ def _readable_by_others(path: Path) -> int | None:
 
 
 def parse_config(
-    data: dict[str, Any], *, source: str = "<config>", base_dir: Path | None = None
+    data: dict[str, Any],
+    *,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    tokens: bool = True,
 ) -> Config:
     """Validate a parsed TOML document. Raises ``ConfigError`` with every problem."""
     p = _Problems(source)
@@ -253,7 +264,7 @@ def parse_config(
     remotes = {
         name: r
         for name, tbl in _table(p, data, "remotes").items()
-        if (r := _remote(p, name, tbl, base_dir)) is not None
+        if (r := _remote(p, name, tbl, base_dir, tokens)) is not None
     }
     limits = {
         auth: lim
@@ -294,7 +305,9 @@ def _expand(value: str, base_dir: Path | None) -> Path:
     return path
 
 
-def _remote(p: _Problems, name: str, tbl: Any, base_dir: Path | None) -> RemoteConfig | None:
+def _remote(
+    p: _Problems, name: str, tbl: Any, base_dir: Path | None, tokens: bool = True
+) -> RemoteConfig | None:
     key = f"remotes.{name}"
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         p.add(key, "remote names may hold only letters, digits, '_', '-' and '.'")
@@ -340,7 +353,8 @@ def _remote(p: _Problems, name: str, tbl: Any, base_dir: Path | None) -> RemoteC
             if k in tbl:
                 p.add(f"{key}.{k}", f"a {rtype} remote takes no credential")
     elif info.token == "required" or any(k in tbl for k in _TOKEN_KEYS):
-        token = _token(p, key, tbl, base_dir)
+        # without tokens, credential problems are dropped: nothing will be sent anyway
+        token = _token(p if tokens else _Problems(p.source), key, tbl, base_dir)
     return RemoteConfig(
         name=name, type=rtype, path=path, base_url=base_url, token=token, options=options
     )
@@ -514,14 +528,42 @@ def _remote_known(spec: str, remotes: dict[str, RemoteConfig]) -> bool:
     return True  # a folder path
 
 
+_DAEMON_DURATIONS = ("debounce", "rescan_interval", "shutdown_grace", "retry", "retry_max")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"``, ``"[::1]:9464"``, ``":9464"`` -> (host, port). ``ValueError``."""
+    m = re.fullmatch(r"\s*(?:\[([0-9a-fA-F:.]+)\]|([^\s:\[\]]*)):(\d{1,5})\s*", text)
+    if not m or int(m.group(3)) > 65535:
+        raise ValueError(f"bad address {text!r}: write it like 127.0.0.1:9464")
+    return (m.group(1) or m.group(2) or "127.0.0.1"), int(m.group(3))
+
+
 def _daemon(p: _Problems, tbl: dict[str, Any]) -> DaemonConfig:
-    values: dict[str, float] = {}
+    values: dict[str, Any] = {}
     for k, value in tbl.items():
-        if k not in ("debounce", "rescan_interval", "shutdown_grace"):
-            p.add(f"daemon.{k}", "unknown key")
-            continue
-        try:
-            values[k] = parse_duration(value)
-        except ValueError as exc:
-            p.add(f"daemon.{k}", str(exc))
+        if k == "ignore":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(g, str) for g in value):
+                p.add("daemon.ignore", "must be a list of glob strings (names never sent)")
+            else:
+                values[k] = tuple(value)
+        elif k == "listen":
+            try:
+                values[k] = parse_listen(value) if isinstance(value, str) else None
+            except ValueError as exc:
+                p.add("daemon.listen", str(exc))
+            if not isinstance(value, str):
+                p.add("daemon.listen", 'must be a string like "127.0.0.1:9464"')
+        elif k in _DAEMON_DURATIONS:
+            try:
+                values[k] = parse_duration(value)
+            except ValueError as exc:
+                p.add(f"daemon.{k}", str(exc))
+        else:
+            known = ", ".join((*_DAEMON_DURATIONS, "ignore", "listen"))
+            p.add(f"daemon.{k}", f"unknown key (known: {known})")
+    if values.get("retry", 1.0) <= 0 or values.get("debounce", 0.0) < 0:
+        p.add("daemon", "retry must be positive and debounce not negative")
     return DaemonConfig(**values)

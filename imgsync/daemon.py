@@ -1,37 +1,60 @@
 """``imgsync run``: the daemon running the jobs of the config until stopped.
 
 * ``watch`` jobs copy a folder to their destinations at start (the reconciliation scan,
-  which also catches what changed while the daemon was down), then again after every burst
-  of file changes (watchfiles, debounced) and on a periodic full rescan, because watchers
-  can drop events. A run whose scan matches the last complete run costs one folder scan.
+  which also catches what changed while the daemon was down), after file changes, and on
+  a periodic full rescan, because watchers can drop events. Only complete files are sent:
+  hidden and temporary names are ignored and a file must have been quiet for
+  ``debounce`` seconds (:mod:`imgsync.watch`); a file still being written is looked at
+  again when it would be quiet, not only on its next change.
 * ``mirror``, ``backup`` and ``migrate`` jobs run at start and then every ``interval``.
+* A run that failed (items, a host outage, a missing folder) is retried after ``retry``
+  seconds, doubling up to ``retry_max``, without waiting for a change or the rescan.
 
 Jobs run concurrently, one task each; each job's runs are sequential. SIGTERM or SIGINT
-stops new runs, lets a run in progress finish for up to ``shutdown_grace`` seconds, then
-cancels it (what finished is recorded; the next start resumes).
+stops handing out new items at once; transfers in flight finish and are recorded (for at
+most ``shutdown_grace`` seconds, then they are cancelled), and the daemon exits 0.
+SIGHUP reloads the config: jobs added, removed or changed are started, stopped or
+restarted, the others keep running; a config with errors is logged and the old one stays.
+
+``[daemon] listen`` serves ``/healthz`` and ``/metrics`` (:mod:`imgsync.metrics`). A lock
+and ``daemon.json`` beside the state database tell ``imgsync status`` that a daemon runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, Protocol
 
-from imgsync.config import Config, JobConfig
-from imgsync.errors import EXIT_OK, ImgsyncError, UsageError
-from imgsync.log import get_logger
+from imgsync.config import Config, JobConfig, load_config
+from imgsync.errors import EXIT_OK, ConfigError, ImgsyncError, UsageError
+from imgsync.log import get_logger, redact
+from imgsync.metrics import DaemonStats, JobHealth
+from imgsync.pidfile import StateLock
+from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.summary import CopyOptions, StopSignal, Summary
-from imgsync.runtime import resolve_spec
+from imgsync.runtime import limiter_statistics, resolve_spec
+from imgsync.state.reader import open_reader
+from imgsync.watch import Clock, Settler, SystemClock, backoff, ignored
 
 log = get_logger("imgsync.daemon")
 
+Admit = Callable[[LocalPlan], LocalPlan]
+
 
 async def run_job_once(
-    cfg: Config, job: JobConfig, stop: StopSignal | None = None
-) -> list[Summary]:
+    cfg: Config,
+    job: JobConfig,
+    stop: StopSignal | None = None,
+    admit: Admit | None = None,
+) -> list[tuple[str, Summary]]:
     """One run of ``job``: :func:`~imgsync.pipeline.run.run_job` per destination.
-    ``stop`` (the daemon's shutdown) makes a run stop handing out new items."""
+
+    ``stop`` (the daemon's shutdown) makes a run stop handing out new items; ``admit``
+    filters a folder source's plan (the watch job's complete-files rule)."""
     from imgsync.pipeline.run import JobSpec, run_job
 
     summaries = []
@@ -47,6 +70,7 @@ async def run_job_once(
             exclude=job.exclude,
             transfers=cfg.transfers,
             sidecars=job.kind == "backup",
+            log_items=True,
         )
         spec = JobSpec(
             verb,
@@ -57,66 +81,194 @@ async def run_job_once(
             gallery=job.kind == "backup" and job.gallery,
             report_path=job.report_path,
         )
-        summary = await run_job(cfg, spec, stop=stop)
+        summary = await run_job(cfg, spec, stop=stop, admit=admit)
         log.info("job_run", job=job.name, dest=dest, summary=summary.line())
-        summaries.append(summary)
+        summaries.append((dest, summary))
         if stop is not None and stop.is_set():
             break
     return summaries
 
 
-async def _guarded(cfg: Config, job: JobConfig, stop: StopSignal | None = None) -> None:
-    try:
-        await run_job_once(cfg, job, stop)
-    except ImgsyncError as exc:
-        log.error("job_failed", job=job.name, error=str(exc))
+class JobRun(Protocol):
+    def __call__(
+        self,
+        cfg: Config,
+        job: JobConfig,
+        stop: StopSignal | None = None,
+        admit: Admit | None = None,
+    ) -> Awaitable[list[tuple[str, Summary]]]: ...
 
 
-async def _watch_job(cfg: Config, job: JobConfig, stop: asyncio.Event) -> None:
-    """Copy at start, then after every burst of changes and on each periodic rescan.
+class JobLoop:
+    """One job: when to run it (start, events, quiet files, retries, rescans) and its health.
 
-    A folder that is missing or unwatchable (an unmounted drive) is logged and tried again
-    every ``rescan_interval``; the daemon and its other jobs go on.
+    ``clock`` drives every wait (tests pass a virtual one); ``watch_events`` starts the
+    file watcher of a watch job (tests may call :meth:`notify` instead).
     """
-    src_cfg, _ = resolve_spec(cfg, job.source)
-    assert src_cfg.path is not None
-    while not stop.is_set():
-        await _guarded(cfg, job, stop)  # reconciliation scan (at start and after a watch failure)
+
+    def __init__(
+        self,
+        cfg: Config,
+        job: JobConfig,
+        health: JobHealth,
+        *,
+        clock: Clock | None = None,
+        watch_events: bool = True,
+        run: JobRun = run_job_once,
+    ) -> None:
+        self.cfg, self.job, self.health = cfg, job, health
+        self.clock = clock or SystemClock()
+        self.watch_events = watch_events and job.kind == "watch"
+        self.run = run
+        self.stopping = asyncio.Event()
+        self.wake = asyncio.Event()
+        d = cfg.daemon
+        self.settler = Settler(self.clock, d.debounce, d.ignore) if job.kind == "watch" else None
+        self.folder: Path | None = None
+        if job.kind == "watch":
+            src_cfg, _ = resolve_spec(cfg, job.source)
+            self.folder = src_cfg.path
+        self.period = d.rescan_interval if job.kind == "watch" else job.interval
+        self.event_due: float | None = None
+        self.retry_due: float | None = None
+        self.rescan_due: float | None = None
+        self.failures = 0
+
+    def stop(self) -> None:
+        """Start no new run and hand out no new item; what is in flight finishes."""
+        self.stopping.set()
+        self.wake.set()
+
+    def notify(self, paths: list[str]) -> None:
+        """File events: run soon, unless they only concern files already waiting to be
+        quiet (those are looked at again when they would be)."""
+        assert self.folder is not None and self.settler is not None
+        d = self.cfg.daemon
+        for p in paths:
+            name = os.path.basename(p)
+            if ignored(name, d.ignore) or name.startswith(".imgsync-tmp-"):
+                continue
+            rel = os.path.relpath(p, self.folder).replace(os.sep, "/")
+            if rel not in self.settler.seen:
+                self.event_due = self.clock.monotonic()
+                self.wake.set()
+                return
+
+    def due(self) -> float | None:
+        times = [self.event_due, self.retry_due, self.rescan_due]
+        if self.settler is not None:
+            times.append(self.settler.due)
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
+
+    async def loop(self, after: asyncio.Task[Any] | None = None) -> None:
+        """Run until stopped. ``after``: a previous loop of this job still draining."""
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)
+        watcher = None
+        if self.watch_events:
+            watcher = asyncio.create_task(self._watch(), name=f"watch-{self.job.name}")
+        self.event_due = self.clock.monotonic()  # the reconciliation run at start
         try:
-            await _watch(cfg, job, src_cfg.path, stop)
-        except OSError as exc:
-            log.error("watch_failed", job=job.name, folder=str(src_cfg.path), error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=cfg.daemon.rescan_interval)
+            while not self.stopping.is_set():
+                due = self.due()
+                now = self.clock.monotonic()
+                if due is None or due > now:
+                    wait = (due - now) if due is not None else self.period
+                    await self.clock.wait(self.wake, wait)
+                    self.wake.clear()
+                    continue
+                await self.run_once()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            self.health.state = "stopped" if self.health.state != "failing" else "failing"
+
+    async def run_once(self) -> bool:
+        """One run now; schedules the next ones. True when it was healthy."""
+        self.event_due = None
+        admit = self.settler.admit if self.settler is not None else None
+        error = None
+        summaries: list[tuple[str, Summary]] = []
+        try:
+            summaries = await self.run(self.cfg, self.job, self.stopping, admit)
+        except ImgsyncError as exc:
+            error = redact(str(exc))
+            log.error("job_failed", job=self.job.name, error=error)
+        now = self.clock.monotonic()
+        stopped = self.stopping.is_set()
+        healthy = self.health.record(summaries, error, self.clock.time(), stopped=stopped)
+        if self.settler is not None:
+            self.health.pending = self.settler.deferred
+            if self.settler.deferred:
+                log.info("files_not_quiet_yet", job=self.job.name, files=self.settler.deferred)
+        if healthy or stopped:
+            self.failures, self.retry_due, self.health.next_retry = 0, None, None
+        else:
+            d = self.cfg.daemon
+            wait = min(backoff(self.failures, d.retry, d.retry_max), self.period)
+            self.failures += 1
+            self.retry_due = now + wait
+            self.health.next_retry = self.clock.time() + wait
+            log.warning("job_retry_scheduled", job=self.job.name, seconds=round(wait, 1))
+        self.rescan_due = now + self.period
+        return healthy
+
+    async def _watch(self) -> None:
+        """Feed file events to :meth:`notify`; a folder that cannot be watched (missing,
+        unmounted) is tried again on the retry schedule, then scanned."""
+        import watchfiles
+
+        assert self.folder is not None
+        d = self.cfg.daemon
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                async for changes in watchfiles.awatch(
+                    self.folder,
+                    stop_event=self.stopping,
+                    debounce=1000,
+                    step=100,
+                    rust_timeout=1000,
+                    watch_filter=lambda _c, p: not ignored(os.path.basename(p), d.ignore),
+                ):
+                    attempt = 0
+                    self.notify([p for _c, p in changes])
+            except (OSError, RuntimeError) as exc:
+                log.error(
+                    "watch_failed", job=self.job.name, folder=str(self.folder), error=str(exc)
+                )
+            if self.stopping.is_set():
+                return
+            await self.clock.wait(self.stopping, backoff(attempt, d.retry, d.retry_max))
+            attempt += 1
+            self.event_due = self.clock.monotonic()  # scan what the watcher may have missed
+            self.wake.set()
 
 
-async def _watch(cfg: Config, job: JobConfig, folder: Path, stop: asyncio.Event) -> None:
-    import watchfiles
-
-    watcher = watchfiles.awatch(
-        folder,
-        stop_event=stop,
-        debounce=int(cfg.daemon.debounce * 1000),
-        rust_timeout=int(cfg.daemon.rescan_interval * 1000),
-        yield_on_timeout=True,
-        watch_filter=lambda _change, path: not Path(path).name.startswith(".imgsync-tmp-"),
-    )
-    async for changes in watcher:
-        if stop.is_set():
-            return
-        log.info("watch_changes", job=job.name, changes=len(changes) or "rescan")
-        await _guarded(cfg, job, stop)
-
-
-async def _interval_job(cfg: Config, job: JobConfig, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        await _guarded(cfg, job, stop)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=job.interval)
+def _changed(old: Config, new: Config, oj: JobConfig, nj: JobConfig) -> bool:
+    """Whether a job must restart to follow a new config."""
+    if oj != nj or old.transfers != new.transfers:
+        return True
+    od, nd = old.daemon, new.daemon
+    if (od.debounce, od.rescan_interval, od.retry, od.retry_max, od.ignore) != (
+        nd.debounce,
+        nd.rescan_interval,
+        nd.retry,
+        nd.retry_max,
+        nd.ignore,
+    ):
+        return True
+    for spec in (nj.source, *nj.destinations):
+        name = spec[:-1] if spec.endswith(":") else None
+        if name is not None and old.remotes.get(name) != new.remotes.get(name):
+            return True
+    return False
 
 
-async def run_daemon(cfg: Config) -> int:
-    """Run every configured job until SIGTERM/SIGINT; returns the exit code."""
+def check_jobs(cfg: Config) -> None:
+    """Refuse what the daemon cannot run (``UsageError``)."""
     if not cfg.jobs:
         raise UsageError("no [[jobs]] in the config: nothing to run (see config.example.toml)")
     for job in cfg.jobs:
@@ -124,23 +276,209 @@ async def run_daemon(cfg: Config) -> int:
             src_cfg, _ = resolve_spec(cfg, job.source)
             if src_cfg.type != "local":
                 raise UsageError(f"job {job.name}: a watch job's source must be a folder")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    tasks = [
-        asyncio.create_task(
-            (_watch_job if job.kind == "watch" else _interval_job)(cfg, job, stop),
-            name=f"job-{job.name}",
+
+
+# ---- the daemon ---------------------------------------------------------------------------
+
+
+class Daemon:
+    """Runs the config's jobs; :meth:`request_stop` and :meth:`reload` are what SIGTERM
+    and SIGHUP call."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        clock: Clock | None = None,
+        watch_events: bool = True,
+        signals: bool = True,
+        run: JobRun = run_job_once,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.watch_events = watch_events
+        self.signals = signals
+        self.job_run = run
+        self.stats = DaemonStats(
+            started=self.clock.time(), hosts=lambda: limiter_statistics(self.cfg.state_path)
         )
-        for job in cfg.jobs
-    ]
-    log.info("daemon_started", jobs=[j.name for j in cfg.jobs])
-    await stop.wait()
-    log.info("daemon_stopping", grace=cfg.daemon.shutdown_grace)
-    _done, pending = await asyncio.wait(tasks, timeout=cfg.daemon.shutdown_grace)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    log.info("daemon_stopped")
-    return EXIT_OK
+        self.loops: dict[str, JobLoop] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.draining: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._lock = StateLock(cfg.state_path)
+        self._close_server: Callable[[], Awaitable[None]] | None = None
+        self.port: int | None = None  # where /healthz and /metrics are served
+        self.ready = asyncio.Event()
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("daemon_stopping", grace=self.cfg.daemon.shutdown_grace)
+        self._stop.set()
+        for lp in self.loops.values():
+            lp.stop()
+
+    def _start(self, cfg: Config, job: JobConfig, after: asyncio.Task[None] | None) -> None:
+        health = self.stats.jobs.get(job.name)
+        if health is None or health.kind != job.kind:
+            health = JobHealth(job.name, job.kind)
+            self.stats.jobs[job.name] = health
+        lp = JobLoop(
+            cfg, job, health, clock=self.clock, watch_events=self.watch_events, run=self.job_run
+        )
+        self.loops[job.name] = lp
+        self.tasks[job.name] = asyncio.create_task(lp.loop(after), name=f"job-{job.name}")
+
+    def _retire(self, name: str) -> asyncio.Task[None]:
+        self.loops.pop(name).stop()
+        task = self.tasks.pop(name)
+        self.draining.add(task)
+        task.add_done_callback(self.draining.discard)
+        return task
+
+    async def reload(self) -> bool:
+        """Read the config again and apply it; False (old config kept) when it is bad."""
+        from imgsync import sdnotify
+
+        sdnotify.notify("RELOADING=1")
+        try:
+            new = await asyncio.to_thread(load_config, self.cfg.path, explicit=True)
+            check_jobs(new)
+            if new.state_path != self.cfg.state_path:
+                raise UsageError("state.path cannot change while the daemon runs; restart it")
+        except ImgsyncError as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("reload_failed", problems=[redact(p) for p in problems], kept="old config")
+            self.stats.failed_reloads += 1
+            sdnotify.notify("READY=1")
+            return False
+        old, self.cfg = self.cfg, new
+        now_jobs = {j.name: j for j in new.jobs}
+        removed = [n for n in self.loops if n not in now_jobs]
+        changed = [
+            n
+            for n, j in now_jobs.items()
+            if n in self.loops and _changed(old, new, self.loops[n].job, j)
+        ]
+        added = [n for n in now_jobs if n not in self.loops]
+        for name in removed:
+            self._retire(name)
+            self.stats.jobs.pop(name, None)
+        for name in changed:
+            self._start(new, now_jobs[name], after=self._retire(name))
+        for name in added:
+            self._start(new, now_jobs[name], after=None)
+        if old.daemon.listen != new.daemon.listen:
+            await self._serve()
+        self.stats.reloads += 1
+        self._lock.write(self._info())
+        log.info("reloaded", added=added, removed=removed, changed=changed)
+        sdnotify.notify("READY=1")
+        return True
+
+    def _info(self) -> dict[str, Any]:
+        listen = self.cfg.daemon.listen
+        return {
+            "pid": os.getpid(),
+            "since": self.stats.started,
+            "config": str(self.cfg.path) if self.cfg.path else None,
+            "jobs": [j.name for j in self.cfg.jobs],
+            "listen": f"{listen[0]}:{self.port}" if listen and self.port is not None else None,
+        }
+
+    async def _serve(self) -> None:
+        if self._close_server is not None:
+            await self._close_server()
+            self._close_server, self.port = None, None
+        listen = self.cfg.daemon.listen
+        if listen is None:
+            return
+        from imgsync.http import serve_endpoints
+
+        async def healthz() -> tuple[int, str, bytes]:
+            status, body = self.stats.health_bytes()
+            return status, "application/json", body
+
+        async def metrics() -> tuple[int, str, bytes]:
+            ctype, body = self.stats.metrics_text()
+            return 200, ctype, body
+
+        try:
+            self.port, self._close_server = await serve_endpoints(
+                listen[0], listen[1], {"/healthz": healthz, "/metrics": metrics}
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"daemon.listen: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror}"
+            ) from None
+        log.info("serving", address=f"{listen[0]}:{self.port}", paths=["/healthz", "/metrics"])
+
+    async def _watchdog(self, every: float) -> None:
+        from imgsync import sdnotify
+
+        while not self._stop.is_set():
+            sdnotify.notify("WATCHDOG=1")
+            await self.clock.wait(self._stop, every)
+
+    async def run(self) -> int:
+        """Run every job until stopped; returns the exit code."""
+        from imgsync import sdnotify
+
+        check_jobs(self.cfg)
+        self._lock.acquire({"pid": os.getpid(), "since": self.stats.started})
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        watchdog = None
+        try:
+            # the database is created (or found unwritable) now, not on the first change
+            reader = await asyncio.to_thread(open_reader, self.cfg.state_path)
+            if reader is not None:
+                reader.close()
+            await self._serve()
+            if self.signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, self.request_stop)
+                    installed.append(sig)
+                loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+                installed.append(signal.SIGHUP)
+            for job in self.cfg.jobs:
+                self._start(self.cfg, job, after=None)
+            self._lock.write(self._info())
+            every = sdnotify.watchdog_interval()
+            if every is not None:
+                watchdog = asyncio.create_task(self._watchdog(every))
+            sdnotify.notify(
+                f"READY=1\nSTATUS=running {len(self.cfg.jobs)} jobs\nMAINPID={os.getpid()}"
+            )
+            log.info("daemon_started", jobs=[j.name for j in self.cfg.jobs], pid=os.getpid())
+            self.ready.set()
+            await self._stop.wait()
+            sdnotify.notify("STOPPING=1")
+            await self._drain()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            if watchdog is not None:
+                watchdog.cancel()
+            if self._close_server is not None:
+                await self._close_server()
+            self._lock.release()
+        log.info("daemon_stopped")
+        return EXIT_OK
+
+    async def _drain(self) -> None:
+        """Let in-flight work finish for up to ``shutdown_grace``, then cancel it."""
+        tasks = [*self.tasks.values(), *self.draining]
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=self.cfg.daemon.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("daemon_cancelled_in_flight", jobs=len(pending))
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def run_daemon(cfg: Config) -> int:
+    """``imgsync run``: every configured job until SIGTERM/SIGINT; returns the exit code."""
+    return await Daemon(cfg).run()

@@ -907,3 +907,40 @@ class Download:
         except BaseException:
             slot.release()
             raise
+
+
+# ---- the daemon's own endpoints ---------------------------------------------------------
+
+Route = Callable[[], Awaitable[tuple[int, str, bytes]]]
+
+
+async def serve_endpoints(
+    host: str, port: int, routes: Mapping[str, Route]
+) -> tuple[int, Callable[[], Awaitable[None]]]:
+    """Serve ``GET path`` -> ``routes[path]()`` (status, content type, body) on
+    ``host:port`` (port 0: any free one). Returns the bound port and an async close."""
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        route = routes.get(request.path)
+        if route is None:
+            return web.Response(status=404, text="not found\n")
+        status, content_type, body = await route()
+        return web.Response(status=status, body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    bound = port
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            bound = int(addr[1])
+            break
+    return bound, runner.cleanup

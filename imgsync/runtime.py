@@ -73,6 +73,12 @@ def shared_limiters(cfg: Config) -> Any:
     return registry
 
 
+def limiter_statistics(state_path: Path) -> dict[str, dict[str, Any]]:
+    """Per-host counters of this process's limiters (empty before any host is used)."""
+    registry = _REGISTRIES.get(state_path)
+    return registry.statistics() if registry is not None else {}
+
+
 async def _record_pause(state_path: Path, authority: str, until: float, reason: str) -> None:
     """Store a host pause (its own short connection: it may come from any run)."""
     import asyncio

@@ -232,11 +232,18 @@ def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit
         try:
             with open(src, "rb") as fh:
                 data = fh.read()
+                st = os.fstat(fh.fileno())
         except FileNotFoundError:
             f.error = LocalIOError("file vanished before it could be read", path=src)
             continue
         except OSError as exc:
             f.error = LocalIOError(f"cannot read: {exc.strerror}", path=src)
+            continue
+        scan = f.scan
+        if scan is not None and (
+            len(data) != scan.size or st.st_size != scan.size or st.st_mtime_ns != scan.mtime_ns
+        ):  # still being written: a truncated copy must not land
+            f.error = LocalIOError("file changed while it was read; tried again later", path=src)
             continue
         f.digest = digest_bytes(data, with_md5)
         _put(dst_root, unit, f, data, f.scan.mtime_ns if f.scan else None)

@@ -29,6 +29,7 @@ a paused host) stops work for that destination only.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -58,18 +59,21 @@ from imgsync.localfs import (
     path_key,
     safe_name,
 )
+from imgsync.log import get_logger
 from imgsync.models import ItemMeta, RemoteItem, guess_mime, is_image_name, sniff_image
 from imgsync.pipeline.ledger import PageLedger
 from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.progress import Progress
 from imgsync.pipeline.summary import CopyOptions, StopSignal, Summary
-from imgsync.pipeline.transfer import Body, fetch, read_local
+from imgsync.pipeline.transfer import Body, changed_since_scan, fetch, read_local
 from imgsync.providers.base import Provider
 from imgsync.retry import RetryPolicy
 from imgsync.state import queries
 from imgsync.state.queries import KnownFile
 from imgsync.state.reader import StateReader
 from imgsync.state.store import StateStore
+
+log = get_logger("imgsync.pipeline")
 
 BATCH_FILES = 256
 BATCH_BYTES = 8 * 1024 * 1024  # a larger file travels alone
@@ -302,7 +306,7 @@ class CopyRun:
                 return
             await self._record_sources(ready)
             for i, c in enumerate(ready):
-                if self.halted:
+                if self.halted or self.stopping:  # a local batch holds up to 256 files
                     self._give_up(ready[i:])
                     break
                 await self._deliver(c)
@@ -353,7 +357,17 @@ class CopyRun:
                 out.append(None)
             return out
 
-        results = await anyio.to_thread.run_sync(read_all)
+        def read_all_unchanged() -> list[ImgsyncError | None]:
+            out = read_all()
+            for i, c in enumerate(batch):
+                if out[i] is None and c.body is not None and c.scan is not None:
+                    problem = changed_since_scan(root / c.rel, c.scan, c.body.digest.size)
+                    if problem is not None:  # still being written: never send it truncated
+                        c.body.discard()
+                        out[i] = problem
+            return out
+
+        results = await anyio.to_thread.run_sync(read_all_unchanged)
         ready = []
         for c, err in zip(batch, results, strict=True):
             if err is None:
@@ -525,6 +539,19 @@ class CopyRun:
         self.summary.copied += 1
         self.summary.bytes += d.size
         self.progress.tick(done=1, copied=1, nbytes=d.size)
+        self.log_item(c.rel, item.url or item.remote_id, d.size)
+
+    def log_item(self, name: str, where: str, size: int) -> None:
+        """One line per transferred item, with where it is now (its new URL)."""
+        emit = log.info if self.opts.log_items else log.debug
+        emit(
+            "transferred",
+            job=self.opts.job,
+            item=display(name),
+            dest=self.dst.name,
+            url=where,
+            bytes=size,
+        )
 
     def _refusal(self, body: Body, rel: str) -> str | None:
         """Why the destination would refuse these bytes, checked before sending them."""
@@ -623,6 +650,8 @@ class CopyRun:
             self.summary.copied += 1
             self.summary.bytes += c.digest.size
             self.progress.tick(done=1, copied=1, nbytes=c.digest.size)
+            final = f.final or c.rel
+            self.log_item(final, os.path.join(str(self.dst.folder), final), c.digest.size)
 
     def _sidecar(self, c: Candidate) -> dict[str, Any]:
         """The JSON metadata written beside a backed-up image."""
@@ -691,7 +720,7 @@ class CopyRun:
         )
         self.relied.extend(d[0] for d in done if d[3])
         await self.store.flush()
-        for _sha, _rel, size, already in done:
+        for _sha, rel, size, already in done:
             if already:
                 self.summary.present += 1
                 self.progress.tick(done=1)
@@ -699,6 +728,7 @@ class CopyRun:
             self.summary.copied += 1
             self.summary.bytes += size
             self.progress.tick(done=1, copied=1, nbytes=size)
+            self.log_item(rel, os.path.join(str(self.dst.folder), rel), size)
 
     async def _record_relied(self) -> None:
         """This source relies on bytes it found already at the destination."""

@@ -177,15 +177,19 @@ async def run_job(
     *,
     progress: Progress | None = None,
     stop: StopSignal | None = None,
+    admit: Callable[[LocalPlan], LocalPlan] | None = None,
 ) -> Summary:
     """Run one job to the end (or until ``stop`` is set: then the sources hand out no new
-    items, what is in flight finishes and is recorded, and the next run resumes)."""
+    items, what is in flight finishes and is recorded, and the next run resumes).
+    ``admit`` may drop files from a folder source's plan (the daemon's complete-files rule)."""
     import anyio.to_thread
 
     job = resolve(cfg, spec)
     if _verifies(job):
         await _verify_dest(cfg, job)
     plan = await anyio.to_thread.run_sync(prepare, cfg, job)
+    if plan is not None and admit is not None:
+        plan = admit(plan)
     return await _run(cfg, job, plan, progress or Progress(), stop)
 
 

@@ -30,6 +30,7 @@ class CopyOptions:
     max_item_bytes: int = 2 * 1024**3  # one item larger than this fails (above host limits)
     item_timeout: float = 3600.0  # overall deadline for one item's download and upload
     spool_threshold: int = 8 * 1024 * 1024  # bytes kept in memory before spooling to disk
+    log_items: bool = False  # one info line per transferred item (the daemon); else debug
 
 
 @dataclass

@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from imgsync.errors import LocalIOError, Rejected, TransientError
 from imgsync.hashing import CHUNK, Digest, digest_bytes
-from imgsync.localfs import TMP_PREFIX
+from imgsync.localfs import TMP_PREFIX, ScanEntry
 from imgsync.models import RemoteItem, UploadSource, sniff_image
 from imgsync.providers.base import Provider
 
@@ -171,6 +171,18 @@ def _open_spool(spool_dir: Path | None) -> tuple[BinaryIO, Path]:
             path=folder or "",
         ) from None
     return os.fdopen(fd, "wb"), Path(name)
+
+
+def changed_since_scan(path: Path, scan: ScanEntry, size_read: int) -> LocalIOError | None:
+    """An error when the file is not what the plan saw (it grew, shrank or was written
+    again since the scan, so it is probably still being written); else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return LocalIOError("file vanished while it was read", path=str(path))
+    if size_read != scan.size or st.st_size != scan.size or st.st_mtime_ns != scan.mtime_ns:
+        return LocalIOError("file changed while it was read; tried again later", path=str(path))
+    return None
 
 
 def read_local(path: Path, size_hint: int, with_md5: bool, spool_threshold: int) -> Body:
