@@ -343,7 +343,7 @@ async def test_daemon_backup_and_migrate_jobs_write_their_pages(tmp_path: Path) 
             }
         )
         for job in cfg.jobs:
-            (summary,) = await run_job_once(cfg, job)
+            ((_dest, summary),) = await run_job_once(cfg, job)
             assert summary.failed == 0
         assert len(gallery_items(tmp_path / "with" / "index.html")) == 6
         assert not (tmp_path / "without" / "index.html").exists()
