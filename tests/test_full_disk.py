@@ -51,3 +51,47 @@ def test_failed_writes_leave_no_temp_files(tmp_path: Path) -> None:
     assert err_big is not None and final_big is None  # the image itself did not fit
     assert final_small == "small.png" and err_small is not None  # its sidecar did not fit
     assert sorted(p.name for p in root.iterdir()) == ["small.png"]
+
+
+SPOOL_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, resource, signal, sys
+    from pathlib import Path
+    from imgsync.config import RemoteConfig
+    from imgsync.fakehosts.images import make_png
+    from imgsync.pipeline.transfer import fetch
+    from imgsync.providers.base import ProviderContext
+    from imgsync.providers.memory import MemoryProvider, store
+
+    spool = Path(sys.argv[1])
+    data = make_png(300, 300, 7)
+    item = store("b").put("big.png", data)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(data) // 2, len(data) // 2))
+
+    async def main():
+        cfg = RemoteConfig(name="m", type="memory", options={"bucket": "b"})
+        async with MemoryProvider(cfg, ProviderContext()) as p:
+            try:
+                await fetch(p, item, spool_dir=spool, spool_threshold=4096)
+            except Exception as exc:
+                print(type(exc).__name__)
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_download_spool_that_fills_the_disk_fails_the_item_cleanly(tmp_path: Path) -> None:
+    """A large download spooled to disk that runs out of space is the item's
+    LocalIOError (the run goes on; it used to escape as a bare OSError and end the run
+    as an internal error), and the spool file is gone."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SPOOL_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "LocalIOError"
+    assert list(tmp_path.iterdir()) == []

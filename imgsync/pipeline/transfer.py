@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from imgsync.errors import LocalIOError, Rejected, TransientError
 from imgsync.hashing import CHUNK, Digest, digest_bytes
-from imgsync.localfs import TMP_PREFIX, ScanEntry
+from imgsync.localfs import TMP_PREFIX, ScanEntry, io_error
 from imgsync.models import RemoteItem, UploadSource, sniff_image
 from imgsync.providers.base import Provider
 
@@ -124,7 +124,7 @@ async def fetch(
                     remote=src.name,
                 )
             if fh is not None:
-                await anyio.to_thread.run_sync(_absorb, fh, chunk, sha, md5)
+                await _spool_io(path, _absorb, fh, chunk, sha, md5)
                 continue
             sha.update(chunk)
             if md5 is not None:
@@ -137,16 +137,17 @@ async def fetch(
             if len(buf) > spool_threshold:
                 spool, path = await anyio.to_thread.run_sync(_open_spool, spool_dir)
                 fh = spool
-                await anyio.to_thread.run_sync(spool.write, bytes(buf))
+                await _spool_io(path, spool.write, bytes(buf))
                 buf = bytearray()
         if not checked and sniff_image(bytes(buf)) is None:
             raise _not_an_image(bytes(buf), src.name)
         if fh is not None:
-            await anyio.to_thread.run_sync(fh.close)
+            await _spool_io(path, fh.close)
             fh = None
     except BaseException:
         if fh is not None:
-            fh.close()
+            with contextlib.suppress(OSError):  # a full disk fails the close too
+                fh.close()
         if path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -155,6 +156,15 @@ async def fetch(
     if path is not None:
         return Body(digest, path=path, owned=True)
     return Body(digest, data=bytes(buf))
+
+
+async def _spool_io(path: Path | None, fn: Any, *args: Any) -> Any:
+    """Run a spool file operation in a thread; a failure (a full disk) is the item's
+    ``LocalIOError``, not a crash of the run."""
+    try:
+        return await anyio.to_thread.run_sync(fn, *args)
+    except OSError as exc:
+        raise io_error(exc, path or "spool file") from None
 
 
 def _open_spool(spool_dir: Path | None) -> tuple[BinaryIO, Path]:
