@@ -151,6 +151,41 @@ async def test_large_items_stream_through_spool_files_both_ways(tmp_path: Path) 
         images = {k: v for k, v in tree_files(dest).items() if k.endswith(".png")}
         assert {hashlib.sha256(v).hexdigest() for v in images.values()} == set(bodies)
         assert not list(dest.rglob(".imgsync-tmp-*"))
+        # host -> host: spooled in the private folder beside the state database
+        other = GyazoFake(Knobs(token=TOKEN))
+        other_fake = await start_fake(other)
+        try:
+            both = write_config(
+                tmp_path / "both.toml",
+                f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{fake.url}"\ntoken_env = "GY"\n'
+                f'[remotes.gy2]\ntype = "gyazo"\nbase_url = "{other_fake.url}"\n'
+                'token_env = "GY"\n',
+            )
+            cfg = load_config(both, explicit=True)
+            opts = CopyOptions(job="hop", verb="copy", spool_threshold=4096)
+            summary = await run_job(cfg, JobSpec("copy", "gy:", "gy2:", opts))
+            assert summary.copied == 3, summary.failures
+            assert set(other.stored_checksums()) == set(bodies)
+            spool = cfg.state_path.parent / "spool"
+            assert spool.is_dir() and not list(spool.iterdir())
+        finally:
+            await other_fake.close()
     finally:
         os.environ.pop("GY", None)
         await fake.close()
+
+
+def test_a_large_file_is_copied_between_folders_in_chunks(tmp_path: Path) -> None:
+    from helpers import run_json
+
+    from imgsync.fakehosts.images import make_png
+
+    src = tmp_path / "src"
+    src.mkdir()
+    big = make_png(8, 8, 3)[:33] + bytes(range(256)) * (9 * 4096 + 7)  # > 8 MB
+    (src / "big.png").write_bytes(big)
+    code, summary = run_json("copy", str(src), str(tmp_path / "dst"))
+    assert code == 0 and summary["copied"] == 1
+    assert (tmp_path / "dst" / "big.png").read_bytes() == big
+    code, summary = run_json("copy", str(src), str(tmp_path / "dst"))
+    assert code == 0 and summary["copied"] == 0

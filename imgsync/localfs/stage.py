@@ -220,6 +220,42 @@ def _put(dst_root: str, unit: Unit, f: StagedFile, data: bytes | Path, ns: int |
     unit.staged.append(f)
 
 
+STREAM_ABOVE = 8 * 1024 * 1024  # larger files are copied and hashed in chunks
+
+
+def _stage_streamed(src: str, dst_root: str, unit: Unit, f: StagedFile, with_md5: bool) -> None:
+    """Copy and hash a large file in chunks into the staging folder (bounded memory)."""
+    tmp = os.path.join(unit.stage_dir, _staged_name(f))
+    sha = hashlib.sha256()
+    md5 = hashlib.md5() if with_md5 else None
+    size = 0
+    try:
+        fin = open(src, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        f.error = LocalIOError("file vanished before it could be read", path=src)
+        return
+    except OSError as exc:
+        f.error = LocalIOError(f"cannot read: {exc.strerror}", path=src)
+        return
+    try:
+        with fin, open(tmp, "wb") as fout:
+            while chunk := fin.read(CHUNK):
+                sha.update(chunk)
+                if md5 is not None:
+                    md5.update(chunk)
+                fout.write(chunk)
+                size += len(chunk)
+        if f.scan is not None:
+            os.utime(tmp, ns=(f.scan.mtime_ns, f.scan.mtime_ns))
+    except OSError as exc:
+        f.error = io_error(exc, os.path.join(dst_root, f.rel))
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return
+    f.digest = Digest(sha.hexdigest(), md5.hexdigest() if md5 is not None else None, size)
+    unit.staged.append(f)
+
+
 def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit:
     """Read, hash and stage every file of ``unit``; per-file errors are kept on the file."""
     unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
@@ -229,6 +265,9 @@ def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit
         return unit
     for f in unit.files:
         src = os.path.join(src_root, f.rel)
+        if f.scan is not None and f.scan.size > STREAM_ABOVE:
+            _stage_streamed(src, dst_root, unit, f, with_md5)
+            continue
         try:
             with open(src, "rb") as fh:
                 data = fh.read()

@@ -131,6 +131,9 @@ class CopyRun:
         self.failed_ids: set[str] = set()
         self.listing_complete = False  # the listing reached its end
         self.last_cursor: str | None = None  # the cursor of the listing's last page
+        # where large downloads bound for a host wait (a folder destination's own root
+        # otherwise, so they can be renamed into place); None: the system's temp folder
+        self.spool_dir: Path | None = None
         self.halted = False  # a remote failed as a whole: workers take no more items
         self.relied: list[str] = []  # checksums found already there (this source relies on)
         self.include_non_images = opts.include_non_images or bool(
@@ -379,7 +382,7 @@ class CopyRun:
     async def _fetch(self, c: Candidate) -> bool:
         """Stream one host item (within the per-item deadline); False when it failed."""
         assert c.remote is not None
-        spool = self.dst.folder if self.dst.features.batch_writes else None
+        spool = self.dst.folder if self.dst.features.batch_writes else self.spool_dir
         policy = self.cut_short_retry
         try:
             with anyio.fail_after(self.opts.item_timeout):

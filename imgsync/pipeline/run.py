@@ -235,6 +235,7 @@ async def _run(
                 f"{job.src.name} ({job.src.type}) cannot be listed, so it can only be a destination"
             )
         run = CopyRun(store, src, job.src_key, dst, job.dst_key, opts, progress, stop=stop)
+        run.spool_dir = await anyio.to_thread.run_sync(_spool_dir, cfg)
         run_id = await queries.start_run(store, opts.job, opts.verb)
         try:
             if plan is not None:
@@ -279,6 +280,22 @@ def _pages(cfg: Config, job: Resolved, summary: Summary) -> None:
             gallery=job.spec.gallery,
             report=job.spec.report_path,
         )
+
+
+def _spool_dir(cfg: Config) -> Path | None:
+    """A private folder beside the state database for large downloads on their way to a
+    host (they may be private images); what a killed run left there is swept."""
+    import os
+
+    from imgsync.localfs import sweep_stale
+
+    folder = cfg.state_path.parent / "spool"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:
+        return None  # the system's temp folder will do
+    sweep_stale(str(folder))
+    return folder if os.access(folder, os.W_OK) else None
 
 
 def write_url_map(cfg: Config, job: Resolved, path: Path, summary: Summary) -> None:

@@ -42,8 +42,13 @@ _DIR_MODE = 0o700
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
+_warned: set[str] = set()
+
+
 def _warn(text: str) -> None:
-    print(f"imgsync: warning: {text}", file=sys.stderr)
+    if text not in _warned:  # the database is opened several times per run: say it once
+        _warned.add(text)
+        print(f"imgsync: warning: {text}", file=sys.stderr)
 
 
 def make_private(path: Path) -> None:
@@ -62,7 +67,8 @@ def make_private(path: Path) -> None:
         mode = stat.S_IMODE(folder.stat().st_mode)
         if mode & 0o077:
             ours = all(
-                e.name.startswith(path.name) or e.name == "rewrites" for e in folder.iterdir()
+                e.name.startswith(path.name) or e.name in ("rewrites", "spool")
+                for e in folder.iterdir()
             )
             if ours and folder.stat().st_uid == os.getuid():
                 os.chmod(folder, _DIR_MODE)
