@@ -202,7 +202,9 @@ class UndoJournal:
         if not records:
             target.unlink(missing_ok=True)
             return
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.folder.parent.exists():  # the state folder: private, as state/db makes it
+            self.folder.parent.mkdir(mode=0o700, parents=True)
+        self.folder.mkdir(mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self.folder)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump({"path": str(doc), "records": records}, f)

@@ -90,3 +90,23 @@ def test_shared_folder_is_left_alone_but_the_file_is_private(
     conn.close()
     assert _mode(tmp_path) == 0o755 and _mode(path) == 0o600
     assert "holds other files" in capsys.readouterr().err
+
+
+def test_rewrite_journal_creates_the_state_folder_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first `rewrite` (before any state database exists) makes the state folder 0700,
+    so opening the database later has nothing to tighten or warn about."""
+    from imgsync.cli import main
+
+    state = tmp_path / "fresh" / "state.db"
+    monkeypatch.setenv("IMGSYNC_STATE", str(state))
+    (tmp_path / "map.json").write_text('{"https://h/a.png": "https://n/b.png"}')
+    (tmp_path / "a.md").write_text("![x](https://h/a.png)\n")
+    assert main(["rewrite", "--map", str(tmp_path / "map.json"), str(tmp_path / "a.md")]) == 0
+    assert _mode(state.parent) == 0o700 and _mode(state.parent / "rewrites") == 0o700
+    capsys.readouterr()
+    conn = open_sync(state)
+    assert conn is not None
+    conn.close()
+    assert "warning" not in capsys.readouterr().err
