@@ -48,9 +48,9 @@ def display(rel: str) -> str:
 
 # One path component is at most 255 *bytes* on common filesystems (ext4, btrfs, XFS, APFS
 # counts UTF-8 bytes too). A name from a host is cut well below that, so that the
-# collision suffix `` (NN)`` and the sidecar's ``.imgsync.json`` still fit after it.
+# collision suffix `` (NN)`` and the sidecar's ``.imgsync (N).json`` still fit after it.
 NAME_MAX_BYTES = 255
-HOST_NAME_BYTES = NAME_MAX_BYTES - len(".imgsync.json") - len(" (9999)")
+HOST_NAME_BYTES = NAME_MAX_BYTES - len(".imgsync (99).json") - len(" (9999)")
 _EXT_MAX_BYTES = 16
 
 
