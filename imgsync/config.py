@@ -20,7 +20,7 @@ from typing import Any
 
 from imgsync.errors import ConfigError
 
-JOB_KINDS = ("watch", "mirror", "migrate", "backup")
+JOB_KINDS = ("watch", "mirror", "migrate", "backup", "verify")
 
 _COMMON_REMOTE_KEYS = {"type", "base_url", "token", "token_env", "token_file", "description"}
 _TOKEN_KEYS = ("token", "token_env", "token_file")
@@ -129,6 +129,12 @@ class JobConfig:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     delete: bool = False
+    # verify: check ``source``'s recorded copies; repair onto ``repair_to`` and rewrite
+    # the documents under ``rewrite`` (map_path: a URL map to extend)
+    repair_to: str | None = None
+    rewrite: tuple[Path, ...] = ()
+    sample: int | None = None
+    full: bool = False
 
 
 DEFAULT_IGNORE = (".*", "~*", "*~", "*.tmp", "*.part", "*.crdownload", "*.download", "*.swp")
@@ -453,7 +459,11 @@ def _jobs(
         dests = tbl.get("destinations", [])
         if isinstance(dests, str):
             dests = [dests]
-        if not dests or not isinstance(dests, list):
+        if kind == "verify":
+            if dests:
+                p.add(f"{key}.destinations", "a verify job has none (repair_to names a host)")
+            dests = []
+        elif not dests or not isinstance(dests, list):
             p.add(f"{key}.destinations", "needs at least one destination")
             dests = []
         for d in dests:
@@ -465,6 +475,9 @@ def _jobs(
                 p.add(f"{key}.map", 'a migrate job needs map = "path/to/map.csv"')
             else:
                 map_path = _expand(tbl["map"], base_dir)
+        verify_opts = _verify_job(p, key, tbl, kind, remotes, base_dir)
+        if kind == "verify" and isinstance(tbl.get("map"), str):
+            map_path = _expand(tbl["map"], base_dir)
         report_path = None
         if "report" in tbl:
             if kind != "migrate" or not isinstance(tbl["report"], str):
@@ -502,6 +515,7 @@ def _jobs(
                 "delete",
                 "gallery",
                 "report",
+                *_VERIFY_KEYS,
             }:
                 p.add(f"{key}.{k}", "unknown key")
         jobs.append(
@@ -517,9 +531,64 @@ def _jobs(
                 include=globs["include"],
                 exclude=globs["exclude"],
                 delete=bool(tbl.get("delete")),
+                **verify_opts,
             )
         )
     return jobs
+
+
+_VERIFY_KEYS = ("repair_to", "rewrite", "sample", "full")
+
+
+def _verify_job(
+    p: _Problems,
+    key: str,
+    tbl: dict[str, Any],
+    kind: Any,
+    remotes: dict[str, RemoteConfig],
+    base_dir: Path | None,
+) -> dict[str, Any]:
+    """The keys only a ``kind = "verify"`` job takes."""
+    out: dict[str, Any] = {}
+    if kind != "verify":
+        for k in _VERIFY_KEYS:
+            if k in tbl:
+                p.add(f"{key}.{k}", 'only a kind = "verify" job takes this')
+        return out
+    repair_to = tbl.get("repair_to")
+    if repair_to is not None:
+        if not isinstance(repair_to, str) or not _remote_known(repair_to, remotes):
+            p.add(f"{key}.repair_to", f"{repair_to!r} is not a configured remote")
+        elif not (repair_to.endswith(":") and repair_to[:-1] in remotes) or (
+            remotes[repair_to[:-1]].type == "local"
+        ):
+            p.add(f"{key}.repair_to", "must be a host remote (NAME:): documents link to URLs")
+        else:
+            out["repair_to"] = repair_to
+    rewrite = tbl.get("rewrite", [])
+    rewrite = [rewrite] if isinstance(rewrite, str) else rewrite
+    if not isinstance(rewrite, list) or not all(isinstance(x, str) for x in rewrite):
+        p.add(f"{key}.rewrite", "must be a path or a list of paths")
+    elif rewrite:
+        if repair_to is None:
+            p.add(f"{key}.rewrite", "needs repair_to (documents are rewritten to the new copies)")
+        out["rewrite"] = tuple(_expand(x, base_dir) for x in rewrite)
+    if "map" in tbl and (not isinstance(tbl["map"], str) or repair_to is None):
+        p.add(f"{key}.map", 'a verify job extends map = "path" only with repair_to')
+    sample = tbl.get("sample")
+    if sample is not None:
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+            p.add(f"{key}.sample", "must be a whole number of locations, at least 1")
+        else:
+            out["sample"] = sample
+    full = tbl.get("full", False)
+    if not isinstance(full, bool):
+        p.add(f"{key}.full", "true or false")
+    elif full and sample is not None:
+        p.add(f"{key}.full", "full and sample do not go together")
+    else:
+        out["full"] = full
+    return out
 
 
 def _remote_known(spec: str, remotes: dict[str, RemoteConfig]) -> bool:

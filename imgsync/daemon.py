@@ -6,7 +6,10 @@
   hidden and temporary names are ignored and a file must have been quiet for
   ``debounce`` seconds (:mod:`imgsync.watch`); a file still being written is looked at
   again when it would be quiet, not only on its next change.
-* ``mirror``, ``backup`` and ``migrate`` jobs run at start and then every ``interval``.
+* ``mirror``, ``backup`` and ``migrate`` jobs run at start and then every ``interval``;
+  so do ``verify`` jobs: they check the recorded copies of ``source`` (all, or a rotating
+  ``sample``) and with ``repair_to`` re-host what died and rewrite the ``rewrite``
+  documents (:mod:`imgsync.pipeline.verify`).
 * A run that failed (items, a host outage, a missing folder) is retried after ``retry``
   seconds, doubling up to ``retry_max``, without waiting for a change or the rescan.
 
@@ -57,6 +60,9 @@ async def run_job_once(
     filters a folder source's plan (the watch job's complete-files rule)."""
     from imgsync.pipeline.run import JobSpec, run_job
 
+    if job.kind == "verify":
+        await verify_job_once(cfg, job, stop)
+        return []
     summaries = []
     for dest in job.destinations:
         src_cfg, _src_key = resolve_spec(cfg, job.source)
@@ -87,6 +93,40 @@ async def run_job_once(
         if stop is not None and stop.is_set():
             break
     return summaries
+
+
+async def verify_job_once(cfg: Config, job: JobConfig, stop: StopSignal | None = None) -> Any:
+    """One run of a ``kind = "verify"`` job: check ``source``, and repair onto
+    ``repair_to`` and rewrite the ``rewrite`` documents when configured. Its figures are
+    in state (``imgsync status``, ``/metrics``)."""
+    from imgsync.pipeline.verify import VerifyOptions
+    from imgsync.verifycmd import verify_once
+
+    opts = VerifyOptions(
+        full=job.full, sample=job.sample, transfers=cfg.transfers, repair_to=job.repair_to
+    )
+    outcome = await verify_once(cfg, [job.source], opts, list(job.rewrite), job.map_path, stop)
+    for r in outcome.report.remotes:
+        log.info("verify_run", job=job.name, remote=r.name, checked=r.checked, **r.counts)
+    repairs: dict[str, int] = {}
+    for rep in outcome.report.repairs:
+        repairs[rep.action] = repairs.get(rep.action, 0) + 1
+    if repairs or outcome.links_replaced:
+        log.info("verify_repaired", job=job.name, links_replaced=outcome.links_replaced, **repairs)
+    return outcome
+
+
+def verify_figures(cfg: Config) -> dict[str, dict[str, Any]]:
+    """remote name -> the last verify verdict counts and check time, read from state."""
+    from imgsync.pipeline.verify import known_remotes
+
+    reader = open_reader(cfg.state_path, create=False)
+    if reader is None:
+        return {}
+    with reader:
+        found = reader.status()["verify"]
+    names = {key: remote.name for key, remote in known_remotes(cfg).items()}
+    return {names.get(key, key): v for key, v in found.items()}
 
 
 class JobRun(Protocol):
@@ -300,7 +340,9 @@ class Daemon:
         self.signals = signals
         self.job_run = run
         self.stats = DaemonStats(
-            started=self.clock.time(), hosts=lambda: limiter_statistics(self.cfg.state_path)
+            started=self.clock.time(),
+            hosts=lambda: limiter_statistics(self.cfg.state_path),
+            verify=lambda: verify_figures(self.cfg),
         )
         self.loops: dict[str, JobLoop] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}

@@ -96,6 +96,8 @@ class DaemonStats:
     failed_reloads: int = 0
     # authority -> HostLimiter.statistics(); read at scrape time
     hosts: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
+    # remote -> the last link-rot verdict counts and check time (imgsync verify); at scrape time
+    verify: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body): 200 when no job is failing, else 503."""
@@ -186,6 +188,23 @@ class _Collector:
             paused.add_metric([host], 1.0 if st.get("paused_until") else 0.0)
             in_flight.add_metric([host], float(st.get("in_flight", 0)))
         yield from (requests, throttles, paused, in_flight)
+
+        checked = GaugeMetricFamily(
+            "imgsync_verify_locations",
+            "Recorded copies by their last link-rot verdict (alive, gone, altered, unreachable; "
+            "repaired: dead ones already re-hosted)",
+            labels=["remote", "status"],
+        )
+        last_check = GaugeMetricFamily(
+            "imgsync_verify_last_check_timestamp_seconds",
+            "Unix time of the last link-rot check of a remote",
+            labels=["remote"],
+        )
+        for remote, v in sorted(s.verify().items()):
+            for status in ("alive", "gone", "altered", "unreachable", "repaired"):
+                checked.add_metric([remote, status], float(v.get(status, 0)))
+            last_check.add_metric([remote], float(v.get("last_check", 0)))
+        yield from (checked, last_check)
 
         up = GaugeMetricFamily("imgsync_daemon_start_time_seconds", "Unix time the daemon started")
         up.add_metric([], s.started)

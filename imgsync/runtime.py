@@ -110,9 +110,12 @@ async def _save_usage(state_path: Path, usage: dict[str, list[float]]) -> None:
 class Runtime:
     """Opens providers on demand and closes everything at the end (``async with``)."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, http: Any = None) -> None:
+        """``http``: an ``ApiClient`` to use (the caller closes it); by default the
+        runtime makes one on the process's shared limiters when a host is opened."""
         self.cfg = cfg
-        self._http: Any = None
+        self._http: Any = http
+        self._own_http = http is None
         self._limiters: Any = None
         self._stack = contextlib.AsyncExitStack()
 
@@ -121,12 +124,14 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
-        if self._limiters is not None:
+        if self._limiters is not None and self._own_http:
             # best effort: a locked or full state database must not mask the run's outcome
             with contextlib.suppress(ImgsyncError, OSError):
                 await _save_usage(self.cfg.state_path, self._limiters.usage())
 
     async def _http_client(self) -> Any:
+        if self._http is not None and self._limiters is None:
+            self._limiters = self._http.limiters  # a client given by the caller
         if self._http is None:
             from imgsync.http import ApiClient
 

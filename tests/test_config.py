@@ -30,7 +30,10 @@ def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert cfg.remotes["guizhan"].token == "gz-secret"
     assert cfg.remotes["gyazo"].token == "secret-GYAZO_TOKEN"
     assert cfg.limits["api.gzssimg.com"].rates == ("60/minute",)
-    assert [j.kind for j in cfg.jobs] == ["watch", "backup", "migrate"]
+    assert [j.kind for j in cfg.jobs] == ["watch", "backup", "migrate", "verify"]
+    verify = cfg.jobs[-1]
+    assert (verify.source, verify.repair_to, verify.destinations) == ("imgz:", "gyazo:", ())
+    assert verify.rewrite == (Path("~/blog/posts").expanduser(),)
     assert "secret" not in repr(cfg.remotes["gyazo"])
 
 
@@ -146,3 +149,36 @@ def test_any_verb_with_bad_config_exits_78(tmp_path: Path) -> None:
     bad.write_text("transfers = 'many'\n")
     proc = run_cli("--config", str(bad), "status")
     assert proc.returncode == 78
+
+
+def test_verify_job_keys_are_checked() -> None:
+    """A verify job takes no destinations; repair_to must be a host; rewrite and map need
+    repair_to; sample and full exclude each other; other kinds refuse the verify keys."""
+    remotes = {"chv": {"type": "chevereto", "base_url": "https://c.example", "token": "k-1234"},
+               "pics": {"type": "local", "path": "/tmp/pics"}}  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "remotes": remotes,
+                "jobs": [
+                    {"kind": "verify", "source": "chv:", "destinations": ["pics:"]},
+                    {"kind": "verify", "source": "chv:", "repair_to": "pics:"},
+                    {"kind": "verify", "source": "chv:", "rewrite": "docs", "map": "m.csv"},
+                    {"kind": "verify", "source": "chv:", "sample": 0},
+                    {"kind": "verify", "source": "chv:", "sample": 5, "full": True},
+                    {"kind": "backup", "source": "chv:", "destinations": ["pics:"], "full": True},
+                ],
+            }
+        )
+    text = "\n".join(info.value.problems)
+    assert "jobs[0].destinations: a verify job has none" in text
+    assert "jobs[1].repair_to: must be a host remote" in text
+    assert "jobs[2].rewrite: needs repair_to" in text
+    assert "jobs[2].map: a verify job extends" in text
+    assert "jobs[3].sample: must be a whole number" in text
+    assert "jobs[4].full: full and sample do not go together" in text
+    assert 'jobs[5].full: only a kind = "verify" job' in text
+    ok = parse_config(
+        {"remotes": remotes, "jobs": [{"kind": "verify", "source": "chv:", "sample": 50}]}
+    )
+    assert ok.jobs[0].sample == 50 and ok.jobs[0].repair_to is None

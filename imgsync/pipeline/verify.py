@@ -384,6 +384,9 @@ class Verifier:
 
         async def work() -> None:
             async for t in recv:
+                if stop is not None and stop.is_set():
+                    result.complete = False
+                    continue  # queued but not started: the next run checks it
                 if local_root is not None:
                     v = await anyio.to_thread.run_sync(check_local, local_root, t)
                 else:
@@ -585,11 +588,12 @@ async def run_verify(
     *,
     stop: StopSignal | None = None,
     on_verdict: Callable[[str, Verdict], None] | None = None,
+    http: Any = None,
 ) -> VerifyReport:
     """Check ``remotes`` (specs like ``chv:``; None: every remote with locations), then
     repair onto ``opts.repair_to`` when given."""
     report = VerifyReport(dest=opts.repair_to, dry_run=opts.dry_run)
-    async with Runtime(cfg) as rt, StateStore(cfg.state_path) as store:
+    async with Runtime(cfg, http) as rt, StateStore(cfg.state_path) as store:
         if remotes is None:
             keys = await checks.remotes_with_locations(store)
         else:
