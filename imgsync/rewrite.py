@@ -75,6 +75,14 @@ class RewriteResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
 
+    def count(self, doc: Path, links: int, before: bytes, after: bytes, dry_run: bool) -> None:
+        """One file changed (or that would change: then its diff is kept)."""
+        self.files_changed += 1
+        self.links_replaced += links
+        self.changed.append(str(doc))
+        if dry_run:
+            self.diffs.append(_diff(doc, before, after))
+
 
 def documents(paths: Iterable[Path]) -> Iterable[Path]:
     """The files to look at: named files as given, folders walked for document suffixes."""
@@ -244,11 +252,8 @@ def rewrite(
         new, edits = rw.rewrite_bytes(data, html=doc.suffix.lower() in _HTML_SUFFIXES)
         if not edits:
             continue
-        result.files_changed += 1
-        result.links_replaced += len(edits)
-        result.changed.append(str(doc))
+        result.count(doc, len(edits), data, new, dry_run)
         if dry_run:
-            result.diffs.append(_diff(doc, data, new))
             continue
         try:
             if journal is not None:
@@ -297,11 +302,8 @@ def undo(paths: Iterable[Path], journal: UndoJournal, *, dry_run: bool) -> Rewri
                 break
             out = out[:offset] + old_b + out[offset + len(new_b) :]
         else:
-            result.files_changed += 1
-            result.links_replaced += len(raw_edits)
-            result.changed.append(str(doc))
+            result.count(doc, len(raw_edits), data, out, dry_run)
             if dry_run:
-                result.diffs.append(_diff(doc, data, out))
                 continue
             try:
                 _replace_file(real, out)
