@@ -245,8 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("run", help="the daemon: run the config's jobs until stopped")
 
-    st = sub.add_parser("status", help="what the state database knows")
+    st = sub.add_parser("status", help="what the state database knows, and whether a daemon runs")
     st.add_argument("--json", action="store_true")
+    st.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 only if a daemon runs on this state and its /healthz says healthy",
+    )
 
     r = sub.add_parser("remotes", help="configured remotes and their features")
     r.add_argument("--json", action="store_true")
@@ -361,6 +366,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     cfg = _load(args)
     if verb == "status":
+        if args.check:
+            return _health_check(cfg)
         return _status(cfg, args.json)
     if verb == "remotes":
         return _types(args.json) if args.types else _remotes(cfg, args.json)
@@ -443,6 +450,31 @@ def _by_name(cfg: Config, remotes: dict[str, Any]) -> dict[str, Any]:
         except ImgsyncError:
             continue
     return {names.get(key, key): {**value, "key": key} for key, value in remotes.items()}
+
+
+def _health_check(cfg: Config) -> int:
+    """``status --check``: 0 when a daemon runs on this state and (if it serves one) its
+    ``/healthz`` answers 200; else 1 with one line saying why (a container HEALTHCHECK)."""
+    from imgsync.pidfile import running_daemon
+
+    info = running_daemon(cfg.state_path)
+    if info is None:
+        print(f"imgsync: no daemon runs on {cfg.state_path}", file=sys.stderr)
+        return 1
+    if not info.get("listen"):
+        print(f"daemon running, pid {info.get('pid', '?')} (no [daemon] listen to ask)")
+        return 0
+    import asyncio
+
+    from imgsync.http import probe
+
+    url = f"http://{info['listen']}/healthz"
+    status = asyncio.run(probe(url))
+    if status != 200:
+        print(f"imgsync: {url} answered {status or 'nothing'}", file=sys.stderr)
+        return 1
+    print(f"daemon healthy, pid {info.get('pid', '?')}")
+    return 0
 
 
 def _status(cfg: Config, as_json: bool) -> int:

@@ -944,3 +944,16 @@ async def serve_endpoints(
             bound = int(addr[1])
             break
     return bound, runner.cleanup
+
+
+async def probe(url: str, seconds: float = 5.0) -> int:
+    """The HTTP status of ``GET url`` (0 when nothing answers): ``status --check``."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
+            session.get(url) as resp,
+        ):
+            await resp.read()
+            return resp.status
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return 0

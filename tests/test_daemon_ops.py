@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from daemonclock import VirtualClock, eventually
-from helpers import tree_files
+from helpers import run_cli_async, tree_files
 
 from imgsync.config import load_config
 from imgsync.daemon import Daemon, JobLoop
@@ -345,6 +345,8 @@ async def test_healthz_and_metrics(tmp_path: Path) -> None:
             assert copied == [1.0]
             assert "imgsync_job_last_success_timestamp_seconds" in families
             assert "imgsync_queue_depth" in families
+            check = await run_cli_async("--config", str(path), "status", "--check")
+            assert check.returncode == 0, check.stderr
 
             path.write_text(
                 _config(
@@ -363,6 +365,8 @@ async def test_healthz_and_metrics(tmp_path: Path) -> None:
                 body = await r.json()
                 assert body["jobs"]["usb"]["state"] == "failing"
                 assert body["jobs"]["usb"]["next_retry"] is not None
+            check = await run_cli_async("--config", str(path), "status", "--check")
+            assert check.returncode == 1 and "answered 503" in check.stderr
     finally:
         daemon.request_stop()
         assert await task == 0
