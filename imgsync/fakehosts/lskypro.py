@@ -417,7 +417,7 @@ class LskyProFake(FakeHostBase):
                 return self.serve_file(request, key)
             if path == "/login":
                 return web.Response(body=b"<!DOCTYPE html><title>Login</title>", headers=_html())
-        if allowed and path.startswith("/api/"):
+        if allowed:
             allowed_text = ", ".join(m if m != "GET" else "GET, HEAD" for m in allowed)
             return self.laravel_error(
                 request,
@@ -444,7 +444,7 @@ class LskyProFake(FakeHostBase):
 
     @staticmethod
     def laravel_error(request: web.Request, status: int, message: str) -> web.Response:
-        if _wants_json(request) and request.path.startswith("/api/"):
+        if _wants_json(request):
             text = json.dumps({"message": message}, ensure_ascii=False, indent=4)
             return web.Response(
                 status=status, body=text.encode(), headers={"Content-Type": JSON_TYPE}

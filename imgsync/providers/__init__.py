@@ -24,6 +24,7 @@ REGISTRY: dict[str, str] = {
     "guizhan": "imgsync.providers.guizhan:GuizhanProvider",
     "chevereto": "imgsync.providers.chevereto:CheveretoProvider",
     "discordimages": "imgsync.providers.discordimages:DiscordImagesProvider",
+    "lskypro": "imgsync.providers.lskypro:LskyProProvider",
 }
 
 

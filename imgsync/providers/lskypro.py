@@ -1,0 +1,458 @@
+"""Lsky Pro 2 (self-hosted, Laravel): list, upload, delete through ``/api/v1``.
+
+Evidence: [REC n] exchange n recorded from a real Lsky Pro 2.1 server
+(``shared/fixtures/lsky-2``); [SRC] the upstream server source (lsky-org/lsky-pro); [INF]
+inference.
+
+* Every instance is self-hosted, so ``base_url`` is required. Auth is ``Authorization: Bearer
+  <token>`` (Laravel Sanctum; tokens look like ``12|<40 chars>``, made by ``POST
+  /api/v1/tokens`` with email and password). ``Accept: application/json`` is always sent:
+  without it a refused token is a **302 to /login** [REC 28, 30], which is still read as
+  ``AuthError`` here. A token is optional: without one an upload is a guest upload, which
+  succeeds by default [REC 07]; listing and deleting need one. A bad token is never
+  downgraded to a guest upload: it is a 401 [REC 08].
+* Every answer is ``{"status": bool, "message", "data"}``; **errors come with HTTP 200 and
+  ``status: false``** [REC 09, 10, 38], so the envelope decides at every status. The
+  messages are Chinese and fixed in the server [SRC]: unsupported type / too large ->
+  ``Rejected``; guest uploads off, unverified or disabled account -> ``AuthError``; no such
+  storage strategy -> ``RemoteMisconfigured``; storage full -> ``Rejected``; the per-group upload frequency limit ("每分钟内你最多可以
+  上传 N 张图片") -> ``RateLimited`` for that unit; the generic "服务异常，请稍后再试" (what a
+  body the server cannot decode gives, but also any server-side failure) -> ``TransientError``.
+  An unknown route is Laravel's bare 404 ``{"message": ...}`` [REC 33] -> ``RemoteMisconfigured``.
+* Throttling [REC 35, SRC]: HTTP 429 with the envelope "Too Many Attempts." and, as Lsky's
+  exception handler drops Laravel's headers, usually no ``Retry-After``; the API limit is 60 a
+  minute per user by default, but it belongs to each instance, so no default rate is
+  declared (set ``[limits."<authority>"]``).
+* Listing [REC 15-18, SRC]: ``GET /api/v1/images?page=N&order=...`` is a Laravel paginator,
+  40 a page whatever ``per_page`` says; the next page exists while ``current_page <
+  last_page``; a page past the end is empty [REC 16]. ``order`` is an option (default
+  ``earliest``: new uploads land on the last page, so a finished listing can resume from its
+  last page -- ``listing_appends``); ``album_id`` narrows it. Guest uploads are not listed.
+  The cursor is ``<page>@<order>@<album>``; a cursor saved under other options restarts.
+* Items [REC 15]: ``key`` (the id), ``origin_name`` (the uploaded file name, used as the
+  name), ``size`` in **KB as a float** (``bytes / 1024``, so exact), ``md5``/``sha1`` of the
+  stored file, ``date`` ``YYYY-MM-DD HH:MM:SS`` in the **server's zone without an offset**
+  (the ``timezone`` option, default ``+08:00`` as recorded), ``links.url`` (the file;
+  downloads need no token).
+* **The host re-encodes** PNG and JPEG [REC 06, 13, 19, 20]: the stored bytes, and the reply's
+  ``md5``/``sha1``/``size``, differ from what was sent, differently on every upload. So
+  ``features.reencodes_uploads``: an upload cannot be verified by checksum, dedupe relies on
+  the SHA-256 of what imgsync sent, and the reply's checksums describe the stored file (what a
+  later download returns), not the source. The same bytes twice are two images [REC 13].
+* Upload [REC 06-14, SRC]: multipart ``file`` plus optional ``permission`` (1 public, 0
+  private), ``album_id`` and ``strategy_id``. The server decides the type by the file name's
+  extension [SRC], so a name without an accepted image extension gets one from the content's
+  MIME type. An unknown ``album_id`` is accepted silently [REC 14].
+* Delete [REC 23-25, 39]: ``DELETE /api/v1/images/{key}`` says success for a missing key and
+  for someone else's key alike. So a delete is confirmed by the item's absence: its file URL
+  is checked before (gone already -> ``NotFound``) and after (still served -> ``Rejected``);
+  an item without a URL is looked for in the listing instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+from imgsync.errors import (
+    AuthError,
+    NotFound,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    RemoteMisconfigured,
+    ResponseError,
+    TransientError,
+)
+from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
+from imgsync.log import get_logger, redact
+from imgsync.models import IMAGE_EXTENSIONS, ItemMeta, Page, RemoteItem, UploadSource
+from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
+
+if TYPE_CHECKING:
+    from imgsync.config import RemoteConfig
+
+__all__ = ["LskyProProvider", "parse_zone"]
+
+PER_PAGE = 40  # fixed by the server [REC 18]
+ORDERS = ("earliest", "newest", "utmost", "least")
+PERMISSIONS = ("default", "public", "private")
+_EXT_FOR_MIME = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/bmp": "bmp",
+    "image/tiff": "tif",
+}
+# The per-group upload frequency limit [SRC]: "每分钟内你最多可以上传 5 张图片".
+_UPLOAD_LIMIT = re.compile(r"每(分钟|小时|天|周|月)内你最多可以上传")
+_UNIT_SECONDS = {"分钟": 60.0, "小时": 3600.0, "天": 86400.0, "周": 604800.0, "月": 2592000.0}
+_REJECTED = {
+    "不支持的文件类型": "the host does not accept this file type",
+    "图片大小超出限制": "the image is over the host's size limit",
+    "储存空间不足": "the account's storage is full",
+    "图片涉嫌违规，禁止上传。": "the host's content scan refused the image",
+}
+_AUTH = {
+    "管理员关闭了游客上传": "guest uploads are off on this host: configure a token",
+    "账户未验证": "the account's email is not verified",
+    "账号状态异常": "the account is disabled",
+    "Unauthenticated.": "token refused",
+    "Authentication failed.": "token refused",
+}
+_MISCONFIGURED = {
+    "选定的策略不存在": "no such storage strategy (check strategy_id)",
+    "没有可用的储存，请联系管理员。": "the host has no storage strategy for this account",
+}
+SERVICE_ERROR = "服务异常，请稍后再试"
+
+_log = get_logger("imgsync.providers.lskypro")
+
+
+def parse_zone(text: str) -> tzinfo | None:
+    """``+08:00``, ``-05:30``, ``+8``, ``UTC`` or an IANA name as a zone; None if unreadable."""
+    value = text.strip()
+    if value.upper() in ("UTC", "Z", "GMT"):
+        return UTC
+    m = re.fullmatch(r"(?:UTC)?([+-])(\d{1,2})(?::?(\d{2}))?", value, re.IGNORECASE)
+    if m:
+        hours, minutes = int(m[2]), int(m[3] or 0)
+        if hours > 14 or minutes > 59:
+            return None
+        sign = -1 if m[1] == "-" else 1
+        return timezone(sign * timedelta(hours=hours, minutes=minutes))
+    try:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(value)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return None
+
+
+def _zone_problem(value: Any) -> str | None:
+    if parse_zone(str(value)) is None:
+        return "must be a UTC offset such as +08:00, UTC, or a zone name such as Asia/Shanghai"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class LskyProOptions:
+    """``[remotes.NAME]`` keys of a lskypro remote."""
+
+    order: str = option(
+        "earliest",
+        doc="listing order: earliest (resumable), newest, utmost or least (by size)",
+        choices=ORDERS,
+    )
+    album_id: int = option(
+        0, doc="upload into this album and list only it (0: no album)", range=(0, 2**31 - 1)
+    )
+    permission: str = option(
+        "default",
+        doc="uploads are public or private (default: the account's setting)",
+        choices=PERMISSIONS,
+    )
+    strategy_id: int = option(
+        0, doc="storage strategy for uploads (0: the host's first)", range=(0, 2**31 - 1)
+    )
+    timezone: str = option(
+        "+08:00",
+        doc="the server's clock zone: its dates carry no offset",
+        check=_zone_problem,
+    )
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+class LskyProProvider(Provider):
+    """A Lsky Pro 2 instance through its ``/api/v1``."""
+
+    info = ProviderInfo(
+        kind="lskypro",
+        description="Lsky Pro 2 (self-hosted): list, upload, delete; re-encodes uploads",
+        options=LskyProOptions,
+        token="optional",
+        base_url="required",
+        emulator="lskypro",
+        full_options={"order": "earliest"},
+    )
+    features = Features(
+        can_list=True,
+        can_delete=True,
+        can_get=False,
+        checksums=frozenset({"md5", "sha1"}),  # of the stored file, not of what was sent
+        reencodes_uploads=True,
+        page_size=(PER_PAGE, PER_PAGE),
+        listing_appends=True,
+    )
+    options: LskyProOptions
+
+    def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
+        super().__init__(config, ctx)
+        zone = parse_zone(self.options.timezone)
+        self.zone: tzinfo = zone if zone is not None else timezone(timedelta(hours=8))
+        if self.options.order != "earliest":
+            self.features = dataclasses.replace(self.features, listing_appends=False)
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @property
+    def api(self) -> str:
+        """``<base>/api/v1`` (a base written with ``/api/v1`` is not doubled)."""
+        return self.base_url.removesuffix("/api/v1").removesuffix("/api") + "/api/v1"
+
+    def _headers(self, *, need_token: bool) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        token = self.config.token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif need_token:
+            raise AuthError(
+                "this needs a token: set token, token_env or token_file", remote=self.name
+            )
+        return headers
+
+    def _map_error(self, resp: ApiResponse) -> ProviderError | None:
+        """The error an answer means, or ``None``. Raising ``LookupError``/``TypeError``/
+        ``ValueError`` here is read by the client as an unexpected reply."""
+        status, data = resp.status, resp.data
+        envelope = isinstance(data, dict) and isinstance(data.get("status"), bool)
+        message = str(data.get("message") or "").strip() if isinstance(data, dict) else ""
+        if status == 429 or message == "Too Many Attempts.":
+            wait = parse_retry_after(resp.headers.get("Retry-After"))
+            return RateLimited(
+                f"too many requests: {message or status}", retry_after=wait, status=status
+            )
+        if 300 <= status < 400:
+            location = resp.headers.get("Location", "")
+            if urlsplit(location).path.rstrip("/").endswith("/login"):
+                return AuthError("token refused (redirected to the login page)", status=status)
+            return None  # the default names the redirect target
+        if status in (401, 403):
+            why = _AUTH.get(message, "token refused")
+            return AuthError(f"{why}: {message or status}", status=status)
+        if not envelope:
+            if status in (404, 405):  # no API route answers 404 here: a wrong base_url
+                return RemoteMisconfigured(
+                    f"no Lsky Pro API at {self.api}; check base_url", status=status
+                )
+            if resp.ok:
+                body = redact(str(data))[:200]
+                return ResponseError(f"reply is not a {{status, message, data}} envelope: {body}")
+            return None  # by status: 5xx -> TransientError ...
+        if data["status"] is True:
+            return None
+        if status >= 500:
+            return TransientError(f"host error: {message or status}", status=status)
+        return self._refusal(message, status)
+
+    @staticmethod
+    def _refusal(message: str, status: int) -> ProviderError:
+        """A ``status: false`` answer (usually at HTTP 200) as an error."""
+        quoted = f"{message!r}"
+        if message in _AUTH:
+            return AuthError(f"{_AUTH[message]} ({quoted})", status=status)
+        if message in _MISCONFIGURED:
+            return RemoteMisconfigured(f"{_MISCONFIGURED[message]} ({quoted})", status=status)
+        if message in _REJECTED:
+            return Rejected(f"{_REJECTED[message]} ({quoted})", status=status)
+        if (m := _UPLOAD_LIMIT.match(message)) is not None:
+            wait = _UNIT_SECONDS[m[1]]
+            return RateLimited(
+                f"the host's upload limit ({quoted})", retry_after=wait, status=status
+            )
+        if message == SERVICE_ERROR:
+            return TransientError(
+                f"the host failed to store the image ({quoted}: a server error, or bytes it "
+                "cannot decode)",
+                status=status,
+            )
+        return Rejected(f"refused: {quoted}", status=status)
+
+    def _data(self, resp: ApiResponse) -> dict[str, Any]:
+        data = resp.data.get("data") if isinstance(resp.data, dict) else None
+        if not isinstance(data, dict):
+            raise ResponseError(
+                f"expected an object in data: {redact(str(resp.data))[:200]}",
+                remote=self.name,
+                status=resp.status,
+            )
+        return data
+
+    def _time(self, text: Any) -> float | None:
+        """A server-local ``YYYY-MM-DD HH:MM:SS`` as unix seconds (None if unreadable)."""
+        if not isinstance(text, str):
+            return None
+        try:
+            when = datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return None
+        return when.replace(tzinfo=self.zone).timestamp()
+
+    def _item(self, row: Any) -> RemoteItem:
+        """A ``RemoteItem`` from an image object (a listing entry or an upload reply)."""
+        if not isinstance(row, dict):
+            raise ResponseError(f"image entry is not an object: {row!r:.100}", remote=self.name)
+        key = row.get("key")
+        if not isinstance(key, str) or not key:
+            raise ResponseError(f"image entry without a key: {row!r:.200}", remote=self.name)
+        origin, stored = row.get("origin_name"), row.get("name")
+        name = origin if isinstance(origin, str) and origin.strip() else stored
+        if not isinstance(name, str) or not name.strip():
+            name = key
+        links = row.get("links") if isinstance(row.get("links"), dict) else {}
+        url = links.get("url") if isinstance(links, dict) else None
+        kb = row.get("size")
+        size = (
+            round(kb * 1024) if isinstance(kb, int | float) and not isinstance(kb, bool) else None
+        )
+        md5 = row.get("md5")
+        mime = row.get("mimetype")
+        created = self._time(row.get("date"))
+        return RemoteItem(
+            remote_id=key,
+            name=name,
+            size=size if size is not None and size >= 0 else None,
+            url=url if isinstance(url, str) and url else None,
+            mime=mime if isinstance(mime, str) and mime else None,
+            md5=md5 if isinstance(md5, str) and re.fullmatch(r"[0-9a-f]{32}", md5) else None,
+            mtime=created,
+            meta=ItemMeta(created_at=created),
+        )
+
+    def _cursor_page(self, cursor: str | None) -> int:
+        """The page a cursor names; 1 for none, or for one saved under other options."""
+        if cursor is None:
+            return 1
+        page, _, rest = cursor.partition("@")
+        number = _as_int(page)
+        if number is None or number < 1 or rest != self._cursor_tail():
+            _log.info("lskypro_cursor_restart", remote=self.name, cursor=cursor[:40])
+            return 1
+        return number
+
+    def _cursor_tail(self) -> str:
+        return f"{self.options.order}@{self.options.album_id}"
+
+    # --- the provider interface ----------------------------------------------------------
+
+    async def list_page(self, cursor: str | None) -> Page:
+        page = self._cursor_page(cursor)
+        params: dict[str, str | int] = {"page": page, "order": self.options.order}
+        if self.options.album_id:
+            params["album_id"] = self.options.album_id
+        resp = await self.http.request(
+            "GET",
+            f"{self.api}/images",
+            remote=self.name,
+            params=params,
+            headers=self._headers(need_token=True),
+            map_error=self._map_error,
+        )
+        data = self._data(resp)
+        rows = data.get("data")
+        if not isinstance(rows, list):
+            raise ResponseError("listing has no data list", remote=self.name, status=resp.status)
+        items = [self._item(row) for row in rows]
+        current, last = _as_int(data.get("current_page")), _as_int(data.get("last_page"))
+        more = bool(rows) and current is not None and last is not None and current < last
+        return Page(items=items, next_cursor=f"{page + 1}@{self._cursor_tail()}" if more else None)
+
+    async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
+        if not item.url:
+            raise NotFound(f"{item.name}: no file URL known", remote=self.name)
+        async with self.http.stream(item.url, remote=self.name) as body:
+            async for chunk in body:
+                yield chunk
+
+    def _file_name(self, src: UploadSource) -> str:
+        """The name sent: the server picks the type from its extension, so it must have one."""
+        name = src.name.replace("/", "_").strip() or "image"
+        dot = name.rfind(".")
+        ext = name[dot:].lower() if dot > 0 else ""
+        if ext in IMAGE_EXTENSIONS:
+            return name
+        wanted = _EXT_FOR_MIME.get(src.mime)
+        return f"{name}.{wanted}" if wanted else name
+
+    async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
+        fields: list[tuple[str, str]] = []
+        if self.options.permission != "default":
+            fields.append(("permission", "1" if self.options.permission == "public" else "0"))
+        if self.options.album_id:
+            fields.append(("album_id", str(self.options.album_id)))
+        if self.options.strategy_id:
+            fields.append(("strategy_id", str(self.options.strategy_id)))
+        filename = self._file_name(src)
+
+        async def form() -> Multipart:
+            return Multipart(
+                fields=fields, files=[FilePart("file", filename, await src.read(), src.mime)]
+            )
+
+        resp = await self.http.request(
+            "POST",
+            f"{self.api}/upload",
+            remote=self.name,
+            headers=self._headers(need_token=False),
+            form=form,
+            map_error=self._map_error,
+        )
+        item = self._item(self._data(resp))
+        if item.size is not None and item.size != src.size:
+            _log.debug(
+                "lskypro_stored_converted", remote=self.name, sent=src.size, stored=item.size
+            )
+        return item
+
+    async def _exists(self, item: RemoteItem) -> bool:
+        """Whether the host still has ``item``: its file answers, or the listing shows it."""
+        if item.url:
+            try:
+                await self.http.request(
+                    "HEAD", item.url, remote=self.name, expect="none", allow_redirects=True
+                )
+            except NotFound:
+                return False
+            return True
+        cursor = None
+        while True:
+            page = await self.list_page(cursor)
+            if any(i.remote_id == item.remote_id for i in page.items):
+                return True
+            if page.next_cursor is None or page.next_cursor == cursor:
+                return False
+            cursor = page.next_cursor
+
+    async def delete(self, item: RemoteItem) -> None:
+        """Delete, then confirm by absence (the answer says success whatever happened)."""
+        headers = self._headers(need_token=True)
+        if not await self._exists(item):
+            raise NotFound(f"{item.name}: already gone from the host", remote=self.name)
+        await self.http.request(
+            "DELETE",
+            f"{self.api}/images/{quote(item.remote_id, safe='')}",
+            remote=self.name,
+            headers=headers,
+            map_error=self._map_error,
+        )
+        if await self._exists(item):
+            raise Rejected(
+                f"{item.name}: the host said deleted but still serves it "
+                "(the image is not this account's)",
+                remote=self.name,
+            )
