@@ -748,6 +748,7 @@ class LskyProFake(FakeHostBase):
                     chunks.append(chunk)
             raw = b"".join(chunks)
             if part.name == "file" and part.filename is not None:
+                self.received_names.append(part.filename)
                 upload = (part.filename, raw, total)
             elif part.name:
                 fields[part.name] = raw.decode("utf-8", "replace")
