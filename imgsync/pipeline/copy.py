@@ -126,6 +126,7 @@ class CopyRun:
         self.taken: set[str] = set()  # checksums leased or done in this run
         self.ledger = PageLedger()
         self.known_remote: dict[str, str] = {}  # source remote id -> sha256, from state
+        self.stored_remote: dict[str, str] = {}  # ... -> sha256 served, if it converted
         self.start_cursor: str | None = None
         self.failed_items: list[tuple[Candidate, str]] = []
         self.failed_ids: set[str] = set()
@@ -208,6 +209,8 @@ class CopyRun:
             def load() -> tuple[str | None, bool]:  # big reads: off the event loop
                 self.dest_shas = reader.shas_at(self.dst_key)
                 self.known_remote = reader.items_at(self.src_key)
+                if self.src.features.reencodes_uploads:
+                    self.stored_remote = reader.stored_at(self.src_key)
                 return reader.cursor_of(self.src_key, "list")
 
             saved, done = await anyio.to_thread.run_sync(load)
@@ -231,10 +234,13 @@ class CopyRun:
                     self.summary.non_images += 1
                     continue
                 sha = self.known_remote.get(item.remote_id)
-                if sha is not None and sha in self.dest_shas:
+                # a converting host's item is there if what was sent or what it serves is
+                stored = self.stored_remote.get(item.remote_id)
+                held = sha if sha in self.dest_shas else stored
+                if sha is not None and held in self.dest_shas:
                     self.summary.present += 1
                     self.progress.tick(done=1)
-                    self.relied.append(sha)
+                    self.relied.append(held)
                     continue
                 batch.append(Candidate(item.remote_id, safe_name(item.name), remote=item))
             if batch and not self.opts.dry_run:
@@ -452,6 +458,7 @@ class CopyRun:
                 self.store,
                 self.src_key,
                 [(c.digest.sha256, c.remote) for c in ready if c.digest and c.remote],
+                converts=self.src.features.reencodes_uploads,
             )
 
     # ---- delivering ----------------------------------------------------------------

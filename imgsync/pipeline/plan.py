@@ -130,5 +130,5 @@ def plan_local(
         plan.vanished = [rel for rel in known if rel not in seen]
     if not plan.empty:
         plan.dest_items = db.items_at(dest_key)
-        plan.dest_shas = set(plan.dest_items.values())
+        plan.dest_shas = db.shas_at(dest_key)  # with what a converting host serves
     return plan

@@ -27,16 +27,18 @@ class KnownFile(NamedTuple):
 
 
 def local_files(conn: sqlite3.Connection, root: str, dest: str) -> dict[str, tuple[Any, ...]]:
-    """What was hashed under ``root`` last time, and whether ``dest`` has those bytes.
+    """What was hashed under ``root`` last time, and whether ``dest`` has those bytes (as
+    sent, or as a host that converts uploads serves them).
 
     rel -> (rel, size, mtime_ns, inode, sha256, md5, present_at_dest). Plain row tuples and
     one query with the lookup done inside SQLite: this runs on every no-op re-run.
     """
     cur = conn.execute(
         "SELECT lf.rel, lf.size, lf.mtime_ns, lf.inode, lf.sha256, lf.md5, EXISTS ("
-        "SELECT 1 FROM locations l WHERE l.sha256 = lf.sha256 AND l.remote = ?) "
+        "SELECT 1 FROM locations l WHERE l.sha256 = lf.sha256 AND l.remote = ?) OR EXISTS ("
+        "SELECT 1 FROM locations l WHERE l.stored_sha256 = lf.sha256 AND l.remote = ?) "
         "FROM local_files lf WHERE lf.root = ?",
-        (dest, root),
+        (dest, dest, root),
     )
     return {r[0]: r for r in cur}
 
@@ -70,9 +72,25 @@ def forget_locations_sync(conn: sqlite3.Connection, remote: str, remote_ids: lis
 
 
 def shas_at(conn: sqlite3.Connection, remote: str) -> set[str]:
-    """Every checksum known to be stored at ``remote``."""
-    cur = conn.execute("SELECT sha256 FROM locations WHERE remote = ?", (remote,))
-    return {r[0] for r in cur}
+    """Every checksum known to be stored at ``remote``: at a host that converts uploads, both
+    the bytes sent there and the bytes it serves for them."""
+    cur = conn.execute("SELECT sha256, stored_sha256 FROM locations WHERE remote = ?", (remote,))
+    shas = set()
+    for sent, stored in cur:
+        shas.add(sent)
+        if stored is not None:
+            shas.add(stored)
+    return shas
+
+
+def stored_at(conn: sqlite3.Connection, remote: str) -> dict[str, str]:
+    """remote id -> sha256 of the bytes served, for the items ``remote`` converted."""
+    cur = conn.execute(
+        "SELECT remote_id, stored_sha256 FROM locations "
+        "WHERE remote = ? AND stored_sha256 IS NOT NULL",
+        (remote,),
+    )
+    return {r[0]: r[1] for r in cur}
 
 
 def items_at(conn: sqlite3.Connection, remote: str) -> dict[str, str]:
@@ -268,6 +286,20 @@ _UPSERT_LOCATION = (
     "page_url = COALESCE(excluded.page_url, locations.page_url), "
     "stored_md5 = COALESCE(excluded.stored_md5, locations.stored_md5)"
 )
+# A host that converts what it stores: a known location keeps the checksum of what was sent
+# (what dedupe knows it by); other bytes read back from it are its stored checksum.
+_UPSERT_CONVERTED_LOCATION = (
+    "INSERT INTO locations (remote, remote_id, sha256, url, delete_url, meta, updated, "
+    "page_url, stored_md5) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (remote, remote_id) DO UPDATE SET "
+    "stored_sha256 = CASE WHEN excluded.sha256 = locations.sha256 "
+    "THEN locations.stored_sha256 ELSE excluded.sha256 END, "
+    "url = COALESCE(excluded.url, locations.url), "
+    "delete_url = COALESCE(excluded.delete_url, locations.delete_url), "
+    "meta = excluded.meta, updated = excluded.updated, "
+    "page_url = COALESCE(excluded.page_url, locations.page_url), "
+    "stored_md5 = COALESCE(excluded.stored_md5, locations.stored_md5)"
+)
 _UPSERT_JOURNAL = (
     "INSERT INTO journal (job, source, source_id, dest, sha256, stage, error, attempts, updated) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job, source, source_id, dest) DO UPDATE SET "
@@ -298,12 +330,20 @@ async def record_objects(
 
 
 async def record_locations(
-    store: StateStore, remote: str, rows: Iterable[tuple[str, RemoteItem]]
+    store: StateStore,
+    remote: str,
+    rows: Iterable[tuple[str, RemoteItem]],
+    *,
+    converts: bool = False,
 ) -> None:
-    """(sha256, item) per location of ``remote`` (``item.md5``: what the host stored)."""
+    """(sha256, item) per location of ``remote`` (``item.md5``: what the host stored).
+
+    ``converts``: ``remote`` stores other bytes than it is sent (``reencodes_uploads``), so
+    a known location keeps its sha256 (the bytes imgsync sent, which dedupe knows) and
+    different bytes read back from it are recorded as its ``stored_sha256``."""
     now = time.time()
     await store.write_many(
-        _UPSERT_LOCATION,
+        _UPSERT_CONVERTED_LOCATION if converts else _UPSERT_LOCATION,
         [
             (
                 remote,

@@ -72,7 +72,12 @@ class StateReader:
         return self._q(queries.items_at, remote)
 
     def shas_at(self, remote: str) -> set[str]:
+        """Every checksum ``remote`` holds (with what a converting host serves)."""
         return self._q(queries.shas_at, remote)
+
+    def stored_at(self, remote: str) -> dict[str, str]:
+        """remote id -> sha256 of the bytes served, for the items ``remote`` converted."""
+        return self._q(queries.stored_at, remote)
 
     def cursor_of(self, remote: str, scope: str) -> tuple[str | None, bool]:
         return self._q(queries.cursor_of, remote, scope)

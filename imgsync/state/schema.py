@@ -180,6 +180,13 @@ MIGRATIONS: list[str] = [
         finished REAL
     );
     """,
+    # version 8: for a host that converts uploads (Lsky Pro re-encodes every PNG and JPEG),
+    # the SHA-256 of the bytes it serves, once read back: the row's sha256 stays the source's
+    """
+    ALTER TABLE locations ADD COLUMN stored_sha256 TEXT;
+    CREATE INDEX locations_by_stored ON locations (stored_sha256, remote)
+        WHERE stored_sha256 IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
