@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from helpers import RunningFake, run_cli_async, start_fake, write_config
+from helpers import RunningFake, run_cli_async, start_fake, tree_files, write_config
 
 from imgsync.fakehosts.common import Knobs
 from imgsync.fakehosts.gyazo import GyazoFake
@@ -91,7 +91,7 @@ async def test_folder_to_lsky_backup_and_back_upload_and_download_once(tmp_path:
         bk = tmp_path / "bk"
         backup = await run(cfg, "backup", "lsky:", str(bk))
         assert backup["copied"] == 50 and host.downloads == 50
-        images = sorted(p for p in bk.iterdir() if p.suffix != ".json")
+        images = sorted(bk / rel for rel in tree_files(bk) if not rel.endswith(".json"))
         assert len(images) == 50 and {p.name for p in images} == set(sent)
         stored = {image.md5 for image in host.images.values()}
         for image in images:
