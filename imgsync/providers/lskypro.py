@@ -400,9 +400,7 @@ class LskyProProvider(Provider):
         filename = self._file_name(src)
 
         async def form() -> Multipart:
-            return Multipart(
-                fields=fields, files=[FilePart("file", filename, await src.read(), src.mime)]
-            )
+            return Multipart(fields=fields, files=[FilePart.upload("file", filename, src)])
 
         resp = await self.http.request(
             "POST",
