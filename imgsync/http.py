@@ -718,7 +718,17 @@ def _disposition_value(text: str) -> str:
     Servers such as Chevereto (PHP) keep the bytes they get: percent-encoding the whole
     name (aiohttp's ``quote_fields`` default) stores ``ñandú.png`` as ``C3B1andC3BA.png``.
     """
-    return text.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+    return _utf8(text).replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _utf8(text: str) -> str:
+    """``text`` as valid UTF-8: the undecodable bytes of a disk name (kept by Python as
+    surrogate escapes) become U+FFFD instead of failing the upload."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
 
 
 def _file_payload(part: FilePart) -> aiohttp.payload.Payload:
@@ -732,7 +742,7 @@ def multipart_writer(body: Multipart) -> aiohttp.MultipartWriter:
     """The aiohttp body for a :class:`Multipart`, with file names as raw UTF-8."""
     writer = aiohttp.MultipartWriter("form-data")
     parts: list[tuple[str, str | None, aiohttp.payload.Payload]] = [
-        (name, None, aiohttp.payload.StringPayload(value, content_type="text/plain"))
+        (name, None, aiohttp.payload.StringPayload(_utf8(value), content_type="text/plain"))
         for name, value in body.fields
     ]
     parts += [(f.name, f.filename, _file_payload(f)) for f in body.files]

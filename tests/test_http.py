@@ -537,6 +537,7 @@ async def test_a_resent_upload_body_is_complete(serve: Serve, ft: FakeTime, fail
         ("日本語 スクショ.png", "日本語 スクショ.png"),
         ("100% done;v2.png", "100% done;v2.png"),
         ('say "hi"\r\n.png', "say %22hi%22%0D%0A.png"),
+        ("not-utf8-\udcff.png", "not-utf8-\ufffd.png"),  # a surrogate-escaped disk name
     ],
 )
 async def test_multipart_file_names_go_out_as_raw_utf8(
@@ -560,7 +561,8 @@ async def test_multipart_file_names_go_out_as_raw_utf8(
     server = await serve(counting_app(handler))
     async with fake_client(ft) as client:
         await client.request("POST", str(server.make_url("/up")), remote="r", form=form)
-    assert seen == [("title", None, name), ("source", arrives, "bytes")]
+    title = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    assert seen == [("title", None, title), ("source", arrives, "bytes")]
 
 
 async def test_unreadable_upload_is_a_local_error(
