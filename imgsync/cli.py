@@ -548,6 +548,7 @@ def _remotes(cfg: Config, as_json: bool) -> int:
                 "name": name,
                 "type": r.type,
                 "base_url": r.base_url or provider.info.default_base_url,
+                "where": None if r.path else type(provider).where(r),
                 "path": str(r.path) if r.path else None,
                 "options": dataclasses.asdict(provider.options),
                 "features": provider.features.describe(),
@@ -561,7 +562,7 @@ def _remotes(cfg: Config, as_json: bool) -> int:
         for o in out:
             f = o["features"]
             caps = [k for k in ("list", "delete", "get") if f.get(k)]
-            where = o["path"] or o["base_url"] or "(public host)"
+            where = o["path"] or o["base_url"] or o["where"]
             print(f"{o['name']}: {o['type']} at {where}; can {', '.join(caps) or 'only upload'}")
     return 0
 

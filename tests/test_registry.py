@@ -9,6 +9,8 @@ with the methods the class implements, and a constructor that does no I/O.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 import sys
 import tomllib
@@ -214,3 +216,45 @@ async def test_constructing_a_provider_does_no_io(kind: str, tmp_path: Path) -> 
             cls(remote, ProviderContext(http=http if info.base_url != "none" else None))
     assert seen == []
     assert not (tmp_path / "absent").exists()
+
+
+def test_remotes_types_shows_every_type_from_its_declaration(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from imgsync.cli import main
+
+    assert main(["remotes", "--types", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [t["type"] for t in shown] == list(KINDS)
+    for t in shown:
+        info = provider_info(t["type"])
+        assert [o["name"] for o in t["options"]] == [s.name for s in info.option_specs]
+        assert t["token"] == info.token and t["base_url"] == info.base_url
+    assert main(["remotes", "--types"]) == 0
+    text = capsys.readouterr().out
+    assert "per_page = 100: an integer [1-100]; listing page size" in text
+
+
+def test_remotes_shows_each_remotes_effective_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imgsync.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[remotes.gy]\ntype = "gyazo"\ntoken_env = "GY_T"\nper_page = 7\n'
+        '[remotes.di]\ntype = "discordimages"\ntoken_env = "GY_T"\n'
+    )
+    cfg.chmod(0o600)
+    os.environ["GY_T"] = "secret-token-value-77"
+    try:
+        assert main(["--config", str(cfg), "remotes", "--json"]) == 0
+    finally:
+        del os.environ["GY_T"]
+    out = capsys.readouterr().out
+    assert "secret-token-value-77" not in out
+    shown = {r["name"]: r for r in json.loads(out)}
+    assert shown["gy"]["options"]["per_page"] == 7
+    assert shown["gy"]["options"]["access_policy"] is None
+    assert shown["gy"]["base_url"] == "https://api.gyazo.com"
+    assert shown["di"]["features"]["delete"] is False  # the option is off: masked
