@@ -237,3 +237,31 @@ async def test_repair_onto_the_same_host_uploads_from_the_backup(tmp_path: Path)
                 assert r["old_url"] == r["new_url"] or r["old_url"] not in sc.doc_urls()
     finally:
         await chv.close()
+
+
+async def test_two_repairs_at_once_upload_each_image_once(tmp_path: Path) -> None:
+    """Two processes repairing the same dead images: the lease lets one upload each image;
+    the other relinks or says to re-run; a third run finds nothing left to do."""
+    import asyncio
+
+    gyazo = await start_fake(GyazoFake(Knobs(token=GY_TOKEN, seed=8)))
+    chv = await start_fake(CheveretoFake(Knobs(token=CHV_TOKEN)))
+    try:
+        sc = Scenario(tmp_path, gyazo, chv)
+        rows = await sc.setup()
+        for r in rows[:6]:
+            await _break(chv, r["new_url"], "alter")
+        before = (await chv.stats())["uploads"]
+        args = ("verify", "chv:", "--repair", "chv:", "--json")
+        one, two = await asyncio.gather(sc.cli(*args), sc.cli(*args))
+        assert (await chv.stats())["uploads"] - before == 6
+        actions = [r["action"] for out in (one, two) for r in json.loads(out[1])["repairs"]]
+        assert actions.count("uploaded") == 6
+        assert set(actions) <= {"uploaded", "relinked", "failed"}
+        code, out, err = await sc.cli(*args)
+        assert code == 0, err
+        assert json.loads(out)["repairs"] == []
+        assert (await chv.stats())["uploads"] - before == 6
+    finally:
+        await gyazo.close()
+        await chv.close()

@@ -263,3 +263,57 @@ def db_rows(cfg: Config) -> list[tuple[str, str, str]]:
         gy = next(k for k in keys if k.startswith("gyazo"))
         chv = next(k for k in keys if k.startswith("chevereto"))
         return db.url_map(gy, chv)
+
+
+async def test_a_glitch_is_looked_at_again_before_anything_moves(tmp_path: Path) -> None:
+    """A placeholder page seen once (a CDN glitch) is checked again before the repair:
+    alive again, nothing is uploaded and the location stays."""
+    image = seed_image(3)[0]
+    hits = {"n": 0}
+
+    async def serve(_request: web.Request) -> web.Response:
+        hits["n"] += 1
+        if hits["n"] == 1:  # only the first answer is the glitch
+            return web.Response(text="<html>Service busy</html>", content_type="text/html")
+        return web.Response(body=image, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/a.png", serve)
+    async with serve_app(app) as base, serve_emulator("chevereto") as chv:
+        cfg = parse_config(
+            {"remotes": {"chv": {"type": "chevereto", "base_url": chv.url, "token": chv.token}}}
+        )
+        key = f"chevereto:{base}/"
+        sha = hashlib.sha256(image).hexdigest()
+        async with StateStore(cfg.state_path) as store:
+            await queries.record_objects(store, [(sha, len(image), None, "image/png")])
+            item = RemoteItem(remote_id="a", name="a.png", url=f"{base}/a.png")
+            await queries.record_locations(store, key, [(sha, item)])
+        fixed = await run_verify(cfg, None, VerifyOptions(repair_to="chv:"))
+        assert fixed.remotes[0].counts["gone"] == 1  # what the check saw
+        (rep,) = fixed.repairs
+        assert rep.action == "alive again" and hits["n"] == 2 and fixed.exit_code == 0
+        assert (await chv.stats())["uploads"] == 0
+        with must_open(cfg.state_path) as db:
+            assert db.status()["verify"][key]["alive"] == 1
+            assert db.items_at(key) == {"a": sha}
+
+
+async def test_bytes_come_from_another_host_when_no_folder_has_them(tmp_path: Path) -> None:
+    async with serve_emulator("gyazo", seed=2) as gy, serve_emulator("chevereto") as chv:
+        cfg = _config(gy, chv)
+        s = await run_job(cfg, JobSpec("migrate", "gy:", "chv:", CopyOptions(verb="migrate")))
+        assert s.copied == 2
+        rows = db_rows(cfg)
+        dead = next(new for _old, new, _sha in rows if "/images/" in new)
+        import aiohttp
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{chv.url}/_fakehost/break", json={"url": dead, "how": "delete"}) as r,
+        ):
+            assert r.status == 200
+        report = await run_verify(cfg, ["chv:"], VerifyOptions(repair_to="chv:"))
+        (rep,) = report.repairs
+        assert rep.action == "uploaded" and rep.source.startswith("gy: ")
+        assert (await chv.stats())["uploads"] == 3

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -51,13 +51,14 @@ from imgsync.errors import (
     ImgsyncError,
     NotFound,
     ProviderError,
-    Rejected,
     UsageError,
 )
-from imgsync.localfs import key_path
+from imgsync.localfs import key_path, safe_name
 from imgsync.log import get_logger, redact
-from imgsync.models import ItemMeta, UploadSource, guess_mime, sniff_image
+from imgsync.models import ItemMeta, RemoteItem, guess_mime, sniff_image
+from imgsync.pipeline.run import _spool_dir as spool_dir
 from imgsync.pipeline.summary import StopSignal
+from imgsync.pipeline.transfer import SPOOL_THRESHOLD, Body, fetch, read_local
 from imgsync.runtime import Runtime, resolve_spec
 from imgsync.state import checks, queries
 from imgsync.state.checks import Broken, Target, Verdict
@@ -162,7 +163,9 @@ class VerifyReport:
         """0 when every checked location is alive (or, repairing, every dead one was
         repaired); 1 otherwise."""
         if self.dest is not None and not self.dry_run:
-            left = [r for r in self.repairs if r.action not in ("uploaded", "relinked")]
+            left = [
+                r for r in self.repairs if r.action not in ("uploaded", "relinked", "alive again")
+            ]
             unreachable = sum(r.counts["unreachable"] for r in self.remotes)
             return 1 if left or unreachable else 0
         return 1 if self.not_alive else 0
@@ -340,6 +343,9 @@ class Verifier:
         self.opts = opts
         self.on_verdict = on_verdict
         self.by_key = known_remotes(cfg)
+        self.definite: set[tuple[str, str]] = set()  # (remote, id) found 404/410 this run
+        self._providers: dict[str, Any] = {}
+        self._spool = spool_dir(cfg)
 
     def name_of(self, key: str) -> str:
         remote = self.by_key.get(key)
@@ -393,6 +399,8 @@ class Verifier:
                     v = await check_host(http, name, t, self.opts, reencodes=reencodes)
                 await checks.record(self.store, key, [v])
                 done.add(t.remote_id)
+                if v.status == "gone" and v.detail.startswith("HTTP 4"):
+                    self.definite.add((key, t.remote_id))  # a 404/410 just now: no doubt
                 result.checked += 1
                 result.counts[v.status] += 1
                 if v.status != "alive":
@@ -440,6 +448,19 @@ class Verifier:
         self, b: Broken, dest: Any, dest_cfg: RemoteConfig, dest_key: str
     ) -> Repair:
         rep = Repair(b.remote, b.remote_id, b.sha256, b.url, b.page_url, "lost")
+        if (b.remote, b.remote_id) not in self.definite:
+            # a verdict from an earlier run, or a soft one (a placeholder page, other bytes):
+            # look again before re-hosting, so a glitch never moves a live image
+            again = await self._recheck(b)
+            if again.status == "alive":
+                rep.action = "alive again"
+                if not self.opts.dry_run:
+                    await checks.record(self.store, b.remote, [again])
+                return rep
+            if again.status == "unreachable":
+                rep.action = "failed"
+                rep.error = f"could not look again: {again.detail}"
+                return rep
         copies = [
             c
             for c in await checks.copies(self.store, b.sha256)
@@ -463,11 +484,17 @@ class Verifier:
         if got is None:
             rep.error = "no other good copy recorded"
             return rep
-        data, source = got
+        body, source = got
         rep.source = source
-        if self.opts.dry_run:
-            rep.action = "would upload"
-            return rep
+        try:
+            if self.opts.dry_run:
+                rep.action = "would upload"
+                return rep
+            return await self._upload(b, rep, body, dest, dest_key)
+        finally:
+            body.discard()
+
+    async def _upload(self, b: Broken, rep: Repair, body: Body, dest: Any, dest_key: str) -> Repair:
         # the dead location goes first: a repair onto the same host must not find it there
         await queries.forget_location(self.store, b.remote, b.remote_id)
         await self.store.flush()
@@ -479,22 +506,15 @@ class Verifier:
             rep.error = "another run is uploading these bytes there now; re-run to finish"
             return rep
         try:
-            name = _name_for(b, data)
-            src = UploadSource(
-                name=name,
-                size=len(data),
-                sha256=b.sha256,
-                md5=hashlib.md5(data).hexdigest(),
-                mime=guess_mime(name),
-                data=data,
-            )
+            name = _name_for(b, body.head())
+            src = body.upload_source(name, guess_mime(name))
             item = await dest.upload(src, ItemMeta(title=Path(name).stem), rel_path=name)
         except Duplicate:
             await self.store.release(dest_key, [b.sha256])
             rep.action = "failed"
             rep.error = "the host refuses these bytes as a duplicate it already holds"
             return rep
-        except ImgsyncError as exc:
+        except (ImgsyncError, OSError) as exc:
             await self.store.release(dest_key, [b.sha256])
             rep.action = "failed"
             rep.error = redact(str(exc))[:300]
@@ -508,8 +528,21 @@ class Verifier:
         rep.action = "uploaded"
         rep.new_url, rep.new_page = item.url, item.page_url
         await self._done(b, rep)
-        log.info("repaired", remote=self.name_of(b.remote), id=b.remote_id, source=source)
+        log.info("repaired", remote=self.name_of(b.remote), id=b.remote_id, source=rep.source)
         return rep
+
+    async def _recheck(self, b: Broken) -> Verdict:
+        t = Target(b.remote_id, b.sha256, b.url, b.page_url, None, None, 0.0, None)
+        if b.remote.startswith("local:"):
+            return await anyio.to_thread.run_sync(check_local, b.remote.removeprefix("local:"), t)
+        full = VerifyOptions(full=True, max_item_bytes=self.opts.max_item_bytes)
+        return await check_host(
+            await self.rt.http(),
+            self.name_of(b.remote),
+            t,
+            full,
+            reencodes=await self._reencodes(b.remote),
+        )
 
     async def _relink_recorded(self, b: Broken, rep: Repair, dest_key: str) -> Repair:
         row = await checks.url_at(self.store, dest_key, b.sha256)
@@ -527,56 +560,68 @@ class Verifier:
         await checks.mark_repaired(self.store, b.remote, b.remote_id, rep.new_url, rep.new_page)
         await self.store.flush()
 
-    async def _bytes_from(self, sha256: str, copies: list[checks.Copy]) -> tuple[bytes, str] | None:
-        """The bytes of ``sha256`` from a folder (cheapest) or another host, verified."""
-        for root, rel in await checks.local_paths(self.store, sha256):
-            data = await anyio.to_thread.run_sync(_read_checked, Path(root) / key_path(rel), sha256)
-            if data is not None:
-                return data, str(Path(root) / key_path(rel))
-        for c in sorted(copies, key=lambda c: not c.remote.startswith("local:")):
-            if c.remote.startswith("local:"):
-                path = Path(c.remote.removeprefix("local:")) / key_path(c.remote_id)
-                data = await anyio.to_thread.run_sync(_read_checked, path, sha256)
-                if data is not None:
-                    return data, str(path)
+    async def _bytes_from(self, sha256: str, copies: list[checks.Copy]) -> tuple[Body, str] | None:
+        """The bytes of ``sha256`` from a folder (cheapest) or another host, checked
+        against the checksum (large ones spooled to disk, never held whole)."""
+        paths = [
+            Path(root) / key_path(rel) for root, rel in await checks.local_paths(self.store, sha256)
+        ]
+        paths += [
+            Path(c.remote.removeprefix("local:")) / key_path(c.remote_id)
+            for c in copies
+            if c.remote.startswith("local:")
+        ]
+        for path in dict.fromkeys(paths):
+            body = await anyio.to_thread.run_sync(_read_checked, path, sha256)
+            if body is not None:
+                return body, str(path)
+        for c in copies:
+            remote = self.by_key.get(c.remote)
+            if c.remote.startswith("local:") or remote is None:
                 continue
-            if not c.url:
+            try:
+                provider = await self._provider(remote)
+                item = RemoteItem(
+                    remote_id=c.remote_id, name=c.remote_id, url=c.url, page_url=c.page_url
+                )
+                body = await fetch(
+                    provider, item, spool_dir=self._spool, max_item_bytes=self.opts.max_item_bytes
+                )
+            except (ImgsyncError, OSError) as exc:
+                log.info(
+                    "copy_unusable", remote=remote.name, id=c.remote_id, error=redact(str(exc))
+                )
                 continue
-            data = await self._download_checked(c, sha256)
-            if data is not None:
-                return data, f"{self.name_of(c.remote)}: {c.url}"
+            if body.digest.sha256 == sha256:
+                return body, f"{remote.name}: {c.url or c.remote_id}"
+            body.discard()
         return None
 
-    async def _download_checked(self, c: checks.Copy, sha256: str) -> bytes | None:
-        assert c.url is not None
-        http = await self.rt.http()
-        buf = bytearray()
-        try:
-            async with http.stream(c.url, remote=self.name_of(c.remote)) as body:
-                async for chunk in body:
-                    buf += chunk
-                    if len(buf) > self.opts.max_item_bytes:
-                        return None
-        except (ProviderError, Rejected):
-            return None
-        data = bytes(buf)
-        return data if hashlib.sha256(data).hexdigest() == sha256 else None
+    async def _provider(self, remote: RemoteConfig) -> Any:
+        if remote.name not in self._providers:
+            self._providers[remote.name] = await self.rt.open(remote)
+        return self._providers[remote.name]
 
 
-def _read_checked(path: Path, sha256: str) -> bytes | None:
+def _read_checked(path: Path, sha256: str) -> Body | None:
+    """A folder's copy, hashed in chunks (and left where it is for the upload)."""
     try:
-        data = path.read_bytes()
-    except OSError:
+        size = path.stat().st_size
+        body = read_local(path, size, True, SPOOL_THRESHOLD)
+    except (OSError, ImgsyncError):
         return None
-    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+    if body.digest.sha256 != sha256:
+        body.discard()
+        return None
+    return body
 
 
-def _name_for(b: Broken, data: bytes) -> str:
+def _name_for(b: Broken, head: bytes) -> str:
     """A file name for the re-upload: the dead URL's, else the checksum's."""
-    tail = urlsplit(b.url or "").path.rsplit("/", 1)[-1]
-    if tail and "." in tail and len(tail) <= 120:
+    tail = safe_name(unquote(urlsplit(b.url or "").path.rsplit("/", 1)[-1]))
+    if tail != "image" and "." in tail and len(tail) <= 120:
         return tail
-    mime = sniff_image(data[:_SNIFF]) or "image/png"
+    mime = sniff_image(head[:_SNIFF]) or "image/png"
     ext = {"image/jpeg": "jpg", "image/svg+xml": "svg"}.get(mime, mime.split("/")[-1])
     return f"{b.sha256[:16]}.{ext}"
 
