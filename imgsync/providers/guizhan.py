@@ -290,6 +290,12 @@ class GuizhanProvider(Provider):
         handed out, or is ``None`` after a short or empty page."""
         page, mark = _parse_cursor(cursor, self.per_page)
         going_on, self._handed_out = cursor is not None and cursor == self._handed_out, None
+        if mark is None and page > 1 and not going_on:
+            # a saved page number without a watermark (an older version's cursor): what
+            # moved since cannot be told, so list again from the start (known images are
+            # skipped without a download); skipping would be forever
+            _log.info("guizhan_cursor_without_watermark", remote=self.name, page=page)
+            page = 1
         if mark is not None and not going_on:
             # a saved cursor: find the watermark again, then hand out what follows it
             page = max(1, page - 1)
