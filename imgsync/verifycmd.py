@@ -82,12 +82,9 @@ def apply_repairs(
     if map_path is not None and mapping and not dry_run:
         from imgsync.urlmap import extend_map
 
-        shas = {old: r.sha256 for r in report.repairs for old, _new in r.pairs()}
+        shas = {old: r.sha256 for r in (*report.earlier, *report.repairs) for old, _ in r.pairs()}
         out.map_rows = extend_map(map_path, mapping, shas)
     if rewrite_paths:
-        missing = [p for p in rewrite_paths if not p.exists()]
-        if missing:
-            raise UsageError(f"--rewrite: no such file or folder: {missing[0]}")
         journal = UndoJournal(cfg.state_path.parent / "rewrites")
         result = rewrite(mapping, rewrite_paths, dry_run=dry_run, journal=journal)
         out.links_replaced = result.links_replaced
@@ -114,6 +111,9 @@ async def verify_once(
     """One verify run (and repair, map, rewrite): what the CLI and the daemon do."""
     import anyio.to_thread
 
+    missing = [p for p in rewrite_paths if not p.exists()]
+    if missing:  # before anything is checked or uploaded
+        raise UsageError(f"--rewrite: no such file or folder: {missing[0]}")
     report = await run_verify(cfg, remotes, opts, stop=stop)
     return await anyio.to_thread.run_sync(
         lambda: apply_repairs(cfg, report, rewrite_paths, map_path, dry_run=opts.dry_run)
@@ -190,7 +190,7 @@ def _print_repairs(repairs: list[Repair], dest: str, dry_run: bool) -> None:
         src = f" from {rep.source}" if rep.source else ""
         print(f"  {rep.action}: {rep.old_url or rep.remote_id}{new}{src}{why}")
     parts = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing to repair"
-    print(f"repair onto {dest}{' (dry run)' if dry_run else ''}: {parts}")
+    print(f"repair onto {dest}{' (dry run)' if dry_run else ''} - {parts}")
 
 
 def last_checks(report: dict[str, Any]) -> list[str]:

@@ -317,3 +317,45 @@ async def test_bytes_come_from_another_host_when_no_folder_has_them(tmp_path: Pa
         (rep,) = report.repairs
         assert rep.action == "uploaded" and rep.source.startswith("gy: ")
         assert (await chv.stats())["uploads"] == 3
+
+
+async def test_documents_missed_earlier_follow_every_later_repair(tmp_path: Path) -> None:
+    """Repaired once without --rewrite, then the replacement dies too: the next repair
+    with --rewrite takes the document straight to the live copy (A -> B -> C gives A -> C)."""
+    import aiohttp
+
+    from imgsync.verifycmd import verify_once
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    async with serve_emulator("gyazo", seed=1) as gy, serve_emulator("chevereto") as chv:
+        cfg = _config(gy, chv)
+        await _migrate(cfg, tmp_path)
+        ((_old, first, sha),) = [r for r in db_rows(cfg) if "/images/" in r[1]]
+        (docs / "post.md").write_text(f"![a]({first})\n")
+
+        async def alter(url: str) -> None:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(f"{chv.url}/_fakehost/break", json={"url": url, "how": "alter"}) as r,
+            ):
+                assert r.status == 200
+
+        await alter(first)
+        opts = VerifyOptions(repair_to="chv:")
+        one = await verify_once(cfg, ["chv:"], opts, [], None)
+        (rep,) = one.report.repairs
+        second = rep.new_url
+        assert rep.action == "uploaded" and second and second != first
+        assert (docs / "post.md").read_text() == f"![a]({first})\n"  # not asked to rewrite
+
+        await alter(second)
+        two = await verify_once(cfg, ["chv:"], opts, [docs], tmp_path / "map.csv")
+        (rep2,) = two.report.repairs
+        third = rep2.new_url
+        assert rep2.old_url == second and third not in (first, second)
+        assert (docs / "post.md").read_text() == f"![a]({third})\n"
+        async with aiohttp.ClientSession() as s, s.get(str(third)) as r:
+            assert hashlib.sha256(await r.read()).hexdigest() == sha
+        mapped = (tmp_path / "map.csv").read_text()
+        assert f"{first},{third}," in mapped and f"{second},{third}," in mapped

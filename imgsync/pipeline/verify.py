@@ -147,6 +147,7 @@ class Repair:
 class VerifyReport:
     remotes: list[RemoteResult] = field(default_factory=list)
     repairs: list[Repair] = field(default_factory=list)
+    earlier: list[Repair] = field(default_factory=list)  # repaired by earlier runs
     dest: str | None = None
     dry_run: bool = False
 
@@ -155,8 +156,19 @@ class VerifyReport:
         return sum(r.checked - r.counts["alive"] for r in self.remotes)
 
     def mapping(self) -> dict[str, str]:
-        """Old URL -> new URL of every repair done (or, dry run, known in advance)."""
-        return {old: new for r in self.repairs for old, new in r.pairs() if new}
+        """Old URL -> new URL of every repair done now or earlier (or, dry run, known in
+        advance), each followed to its last replacement (A died for B, then B for C:
+        A -> C), so a document never gets a URL that is known dead."""
+        pairs = {old: new for r in (*self.earlier, *self.repairs) for old, new in r.pairs() if new}
+        out = {}
+        for old, new in pairs.items():
+            seen = {old}
+            while new in pairs and new not in seen:
+                seen.add(new)
+                new = pairs[new]
+            if new != old:
+                out[old] = new
+        return out
 
     @property
     def exit_code(self) -> int:
@@ -648,11 +660,21 @@ async def run_verify(
                 keys.append(key)
         v = Verifier(cfg, rt, store, opts, on_verdict)
         if opts.repair_to is not None:
-            _dest_cfg, dest_key = resolve_spec(cfg, opts.repair_to)
+            dest_cfg, dest_key = resolve_spec(cfg, opts.repair_to)
+            if dest_cfg.type == "local":
+                raise UsageError(
+                    "--repair needs a host (documents link to URLs, a folder has none)"
+                )
             if remotes is None:
                 keys = [k for k in keys if k != dest_key]
         for key in keys:
             report.remotes.append(await v.check_remote(key, stop))
         if opts.repair_to is not None and not (stop is not None and stop.is_set()):
             report.repairs = await v.repair(keys, opts.repair_to)
+        if opts.repair_to is not None:  # so documents missed before are fixed now
+            for key in keys:
+                for r in await checks.repaired(store, key):
+                    done = Repair(r.remote, r.remote_id, r.sha256, r.url, r.page_url, "earlier")
+                    done.new_url, done.new_page = r.repaired_url, r.repaired_page
+                    report.earlier.append(done)
     return report

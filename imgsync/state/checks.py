@@ -113,6 +113,28 @@ async def broken(store: StateStore, remote: str) -> list[Broken]:
     return [Broken(*r) for r in rows]
 
 
+class Repaired(NamedTuple):
+    """A dead location and what replaced it."""
+
+    remote: str
+    remote_id: str
+    sha256: str
+    url: str | None
+    page_url: str | None
+    repaired_url: str | None
+    repaired_page: str | None
+
+
+async def repaired(store: StateStore, remote: str) -> list[Repaired]:
+    """Every dead location of ``remote`` that a repair replaced, oldest repair first."""
+    rows = await store.fetchall(
+        "SELECT remote, remote_id, sha256, url, page_url, repaired_url, repaired_page "
+        "FROM checks WHERE remote = ? AND repaired_at IS NOT NULL ORDER BY repaired_at",
+        (remote,),
+    )
+    return [Repaired(*r) for r in rows]
+
+
 async def copies(store: StateStore, sha256: str) -> list[Copy]:
     """Every recorded location of these bytes that no check found broken."""
     rows = await store.fetchall(
