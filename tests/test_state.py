@@ -136,3 +136,38 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT COUNT(*) FROM host_usage").fetchone()[0] == 0
     assert conn.execute("SELECT sha256 FROM objects").fetchall() == [("a",)]
+
+
+def test_upgrading_keeps_what_other_folders_relied_on(tmp_path: Path) -> None:
+    """State from before owners were recorded: folder A uploaded X to ``gy``; folder B
+    found X there (a finished run). After the upgrade, A wrote X and B relies on it, so
+    A's sync alone may not delete it."""
+    from imgsync.state.reader import open_reader
+    from imgsync.state.schema import MIGRATIONS
+
+    path = tmp_path / "v4.db"
+    raw = sqlite3.connect(path)
+    for script in MIGRATIONS[:4]:
+        raw.executescript(script)
+    raw.executescript(
+        """
+        INSERT INTO locations (remote, remote_id, sha256, updated) VALUES ('gy', 'id1', 'X', 0);
+        INSERT INTO local_files VALUES ('/a', 'x.png', 1, 1, 1, 'X', NULL);
+        INSERT INTO local_files VALUES ('/b', 'same.png', 1, 1, 2, 'X', NULL);
+        INSERT INTO journal VALUES ('copy', 'local:/a', 'x.png', 'gy', 'X', 'verified', NULL,
+                                    1, 0);
+        INSERT INTO scan_marks VALUES ('/b', 'gy', 'f', 1, 0, '');
+        PRAGMA user_version = 4;
+        """
+    )
+    raw.commit()
+    raw.close()
+    reader = open_reader(path)
+    assert reader is not None
+    with reader:
+        rows, _rels, _shas = reader.delete_candidates("local:/a", "gy", "/a")
+    assert rows == []  # B still relies on X
+    conn = sqlite3.connect(path)
+    owners = set(conn.execute("SELECT source, wrote FROM owners WHERE sha256 = 'X'"))
+    conn.close()
+    assert owners == {("local:/a", 1), ("local:/b", 0)}

@@ -154,6 +154,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE locations ADD COLUMN stored_md5 TEXT;
     """,
+    # version 7: what folders relied on before owners were recorded: a folder whose files'
+    # bytes are at a destination it was copied to (a finished run's scan mark, or journal
+    # rows of its own) relies on them, so another folder's sync does not delete them
+    """
+    INSERT OR IGNORE INTO owners (dest, sha256, source, wrote)
+        SELECT DISTINCT l.remote, l.sha256, 'local:' || lf.root, 0 FROM locations l
+        JOIN local_files lf ON lf.sha256 = l.sha256
+        WHERE EXISTS (SELECT 1 FROM scan_marks m WHERE m.root = lf.root AND m.dest = l.remote)
+        OR EXISTS (SELECT 1 FROM journal j WHERE j.source = 'local:' || lf.root
+                   AND j.dest = l.remote);
+    """,
     # version 7: link-rot checks (``imgsync verify``): the last verdict per recorded
     # location, kept after a gone location is forgotten so its repair can be resumed; and
     # one verify pass per remote, so an interrupted full pass resumes where it stopped.
