@@ -514,6 +514,8 @@ def _status(cfg: Config, as_json: bool) -> int:
         print(line)
     for f in report["recent_failures"]:
         print(f"  failed: {f['job']}: {f['item']}: {f['error']}")
+    for d in report["possible_duplicates"]:
+        print(f"  {d['note']} (job {d['job']})")
     return 0
 
 

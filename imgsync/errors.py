@@ -22,6 +22,8 @@ classification, so nothing downstream ever matches on message text:
         ├── RemotePaused         scope="remote": the host is paused (daily budget spent) until .until
         ├── AuthError            scope="remote": bad or missing credentials
         ├── RemoteMisconfigured  scope="remote": e.g. a wrong base_url (a 301 on an upload)
+        ├── RemoteUnavailable    scope="remote": the host failed every request for too long
+        ├── ReplyLost            the host got a request (an upload) but its reply broke off
         ├── NotFound             also a LookupError; callers decide if it matters
         ├── Rejected             the host refused this file (size, type, policy); permanent
         ├── Duplicate            the host says it already has these bytes
@@ -52,6 +54,8 @@ __all__ = [
     "Rejected",
     "RemoteMisconfigured",
     "RemotePaused",
+    "RemoteUnavailable",
+    "ReplyLost",
     "ResponseError",
     "Scope",
     "StateError",
@@ -197,6 +201,19 @@ class RemoteMisconfigured(ProviderError):
     """The remote's settings are wrong (a base_url that redirects uploads, say)."""
 
     scope: ClassVar[Scope] = "remote"
+
+
+class RemoteUnavailable(ProviderError):
+    """The host failed every request (no connection, resets, 5xx) for longer than the outage
+    budget: its circuit breaker is open, and work for that remote stops for this run."""
+
+    scope: ClassVar[Scope] = "remote"
+
+
+class ReplyLost(ProviderError):
+    """A request that is not safe to repeat (an upload) reached the host, whose reply then
+    broke off: the host may have acted on it. Sending it again blindly could store a second
+    copy, so the caller decides (look for it first, or send once more and report it)."""
 
 
 class NotFound(ProviderError, LookupError):

@@ -27,6 +27,18 @@ that was expected -> ``ResponseError`` (never retried, with a short redacted exc
 :class:`~imgsync.retry.RetryPolicy` retries what is retryable, at most ``attempts`` times,
 and the last error says how many attempts were made. A 401 is never retried.
 
+Outages are judged per host, by time (:mod:`imgsync.ratelimit`, "circuit breaker"): a
+request that gets no usable answer (no connection, reset, timeout, 5xx) is reported to the
+host's limiter and retried for as long as the host has been failing *everything* for less
+than its outage budget (30 s); a short outage therefore loses nothing. Past the budget the
+breaker opens and every request to that host raises ``RemoteUnavailable`` (scope
+"remote") at once.
+
+A request that is not safe to repeat (``idempotent=False``; by default any POST or PATCH:
+an upload) whose reply breaks off *after* its status line arrived reached the host, which
+may have acted on it. It is not sent again: ``ReplyLost`` goes to the caller, which knows
+whether it can look for the result first (see :mod:`imgsync.pipeline.copy`).
+
 Downloads use :meth:`ApiClient.stream`: the same slot and error mapping, with the
 connection phase retried; the body arrives in chunks and is never held whole.
 
@@ -49,7 +61,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -72,6 +84,8 @@ from imgsync.errors import (
     RateLimited,
     Rejected,
     RemotePaused,
+    RemoteUnavailable,
+    ReplyLost,
     ResponseError,
     TransientError,
 )
@@ -262,6 +276,7 @@ class _Request:
     map_error: ErrorMapper | None
     allow_redirects: bool
     timeout: aiohttp.ClientTimeout
+    idempotent: bool = True  # safe to send again after a reply broke off
 
     @property
     def what(self) -> str:
@@ -359,6 +374,7 @@ class ApiClient:
         map_error: ErrorMapper | None = None,
         allow_redirects: bool = False,
         timeout: float | None = None,  # noqa: ASYNC109 - per-request aiohttp timeout, not a scope
+        idempotent: bool | None = None,
     ) -> ApiResponse:
         """Send one API request, paced and retried; return the reply or raise.
 
@@ -366,11 +382,14 @@ class ApiClient:
         the body (:class:`Multipart`, ``bytes``, or a dict for url-encoding) and is called
         once per attempt; ``json`` is the alternative. ``map_error(resp)`` turns a
         host-specific reply into an error (or ``None`` to apply :func:`default_error`).
-        ``timeout`` is a total limit in seconds for this request.
+        ``timeout`` is a total limit in seconds for this request. ``idempotent`` (default:
+        not for POST and PATCH) says whether a request whose reply broke off may be sent
+        again; if not, ``ReplyLost`` is raised instead.
 
         Raises ``RateLimited``/``TransientError``/``ProviderTimeout`` after the retries,
-        ``AuthError``, ``NotFound``, ``Rejected``, ``ResponseError``, ``RemotePaused``,
-        whatever ``map_error`` returns, and ``LocalIOError`` if ``form`` cannot read.
+        ``RemoteUnavailable`` when the host's breaker is open, ``ReplyLost``, ``AuthError``,
+        ``NotFound``, ``Rejected``, ``ResponseError``, ``RemotePaused``, whatever
+        ``map_error`` returns, and ``LocalIOError`` if ``form`` cannot read.
         """
         if json is not None and form is not None:
             raise ValueError("pass either json or form, not both")
@@ -387,9 +406,33 @@ class ApiClient:
             allow_redirects,
             timeout,
         )
+        if idempotent is None:
+            idempotent = req.method not in ("POST", "PATCH")
+        if not idempotent:
+            req = replace(req, idempotent=False)
         return await self.retry.run(
-            functools.partial(self._attempt, req), on_retry=self._retry_logger(req)
+            functools.partial(self._attempt, req),
+            on_retry=self._retry_logger(req),
+            persist=self._outage_persists(req),
         )
+
+    def _outage_persists(self, req: _Request) -> Callable[[BaseException, float], bool]:
+        """Whether a failed request is worth another try beyond its attempts: its host has
+        failed everything since its last answer, its breaker is still closed (it opens
+        after the outage budget), and this request has not waited twice that long."""
+        limiter = self.limiters.for_authority(req.authority)
+
+        def persists(exc: BaseException, slept: float) -> bool:
+            budget = limiter.outage_budget
+            return (
+                budget is not None
+                and isinstance(exc, TransientError)
+                and not isinstance(exc, RateLimited | CutShort)
+                and limiter.failing
+                and slept < 2 * budget
+            )
+
+        return persists
 
     def stream(
         self,
@@ -460,7 +503,9 @@ class ApiClient:
                 return body.received
 
         try:
-            size = await self.retry.run(attempt, on_retry=self._retry_logger(req))
+            size = await self.retry.run(
+                attempt, on_retry=self._retry_logger(req), persist=self._outage_persists(req)
+            )
             try:
                 await part.replace(path)
             except OSError as exc:
@@ -551,6 +596,7 @@ class ApiClient:
         body = await self._body(req)
         limiter = self.limiters.for_authority(req.authority)
         slot = await self._enter(limiter, req)
+        answered = False
         try:
             started = time.monotonic()
             try:
@@ -565,11 +611,15 @@ class ApiClient:
                     timeout=req.timeout,
                 ) as r:
                     slot.answered()
+                    answered = True  # the status line arrived: the host has the request
                     raw = await r.read()
                     status, headers, charset, ctype = r.status, r.headers, r.charset, r.content_type
                     final_url = str(r.url)
             except _TRANSPORT_ERRORS as exc:
-                self._transport_failed(exc, req, attempt, started)
+                if answered and not req.idempotent:
+                    self._reply_lost(exc, req, attempt, started)
+                # a reply that broke off after its status line: the host is up, not failing
+                self._transport_failed(exc, req, attempt, started, None if answered else slot)
             self._log_attempt(req, attempt, started, status=status)
             ok = 200 <= status < 300
             data, parsed = _decode(raw, charset, req.expect if ok else "lenient")
@@ -624,6 +674,8 @@ class ApiClient:
             await limiter.pause_until(err.until, err.detail)
         elif not isinstance(err, TransientError):
             slot.succeeded()  # an ordinary refusal: the host is answering normally
+        elif slot.failed(err.detail):  # a 5xx: one more failure of a host that may be down
+            raise self._unavailable(err, req) from err
         raise err
 
     def _finish(self, err: ProviderError, req: _Request, status: int | None) -> ProviderError:
@@ -667,14 +719,44 @@ class ApiClient:
         return self._finish(err, req, None)
 
     def _transport_failed(
-        self, exc: BaseException, req: _Request, attempt: int, started: float
+        self,
+        exc: BaseException,
+        req: _Request,
+        attempt: int,
+        started: float,
+        slot: Slot | None = None,
     ) -> NoReturn:
         err = self._transport_error(exc, req)
         if err is None:
             raise exc
         self._log_attempt(req, attempt, started, error=str(err))
         cause = exc if self.redact(str(exc)) == str(exc) else None
+        if slot is not None and isinstance(err, TransientError) and slot.failed(err.detail):
+            raise self._unavailable(err, req) from cause
         raise err from cause
+
+    def _unavailable(self, err: ProviderError, req: _Request) -> RemoteUnavailable:
+        """The error of a request whose failure opened (or met) its host's breaker."""
+        limiter = self.limiters.for_authority(req.authority)
+        last = err.detail.removeprefix(f"{req.what}: ")
+        out = RemoteUnavailable(
+            f"{req.what}: {req.authority} failed every request for "
+            f"{limiter.outage_budget or 0:g} s ({last}); stopped sending to it"
+        )
+        self._finish(out, req, err.status)
+        return out
+
+    def _reply_lost(
+        self, exc: BaseException, req: _Request, attempt: int, started: float
+    ) -> NoReturn:
+        """A request that must not be repeated reached the host; its reply broke off."""
+        text = self.redact(str(exc)) or type(exc).__name__
+        err = ReplyLost(
+            f"{req.what}: the host received the request but its reply broke off ({text}); "
+            "it may have stored it, so it was not sent again"
+        )
+        self._log_attempt(req, attempt, started, error=err.detail)
+        raise self._finish(err, req, None) from None
 
     def _log_attempt(
         self,
@@ -867,7 +949,10 @@ class Download:
     async def __aenter__(self) -> ByteStream:
         if self._retry:
             on_retry = self._client._retry_logger(self._req)
-            self._body = await self._client.retry.run(self._open, on_retry=on_retry)
+            persist = self._client._outage_persists(self._req)
+            self._body = await self._client.retry.run(
+                self._open, on_retry=on_retry, persist=persist
+            )
         else:
             self._body = await self._open(1)
         return self._body
@@ -898,7 +983,7 @@ class Download:
                     timeout=req.timeout,
                 )
             except _TRANSPORT_ERRORS as exc:
-                client._transport_failed(exc, req, attempt, started)
+                client._transport_failed(exc, req, attempt, started, slot)
             slot.answered()
             client._log_attempt(req, attempt, started, status=resp.status)
             if 200 <= resp.status < 300:

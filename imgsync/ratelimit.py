@@ -29,6 +29,16 @@ What a request goes through
    from requests sent before the last escalation do not escalate again, so one burst of
    parallel 429s counts as one signal, not eight doublings.
 
+5. **Circuit breaker.** A request that gets no usable answer (no connection, a reset, a
+   timeout, a 5xx) reports :meth:`Slot.failed`. From the first such failure after the
+   host's last answer, the host counts as *failing*: the HTTP client keeps retrying its
+   requests (an outage shorter than ``outage_budget``, 30 s by default, loses nothing).
+   Once it has been failing that long with no answer in between, the breaker opens: every
+   request to the host fails at once with :class:`~imgsync.errors.RemoteUnavailable`
+   (scope "remote": the run stops work for that remote). After ``cooldown`` (60 s) the
+   breaker closes again, so a daemon's next cycle tries the host afresh. Any answer (a
+   success, a refusal, a 429) ends a failing spell.
+
 Rate is taken *after* the connection slot, right before the request is sent, so the
 recorded times match what the host sees.
 
@@ -80,7 +90,7 @@ from urllib.parse import urlsplit
 from aiolimiter import AsyncLimiter
 
 from imgsync.config import LimitConfig, parse_rate
-from imgsync.errors import RemotePaused
+from imgsync.errors import RemotePaused, RemoteUnavailable
 from imgsync.log import get_logger, redact
 
 __all__ = [
@@ -98,6 +108,8 @@ OnPause = Callable[[str, float, str], Awaitable[None]]
 """``on_pause(authority, until_unix, reason)``: record a new host pause (e.g. in state)."""
 
 DEFAULT_CONCURRENCY = 4
+OUTAGE_BUDGET = 30.0  # seconds a host may fail every request before its breaker opens
+BREAKER_COOLDOWN = 60.0  # seconds an open breaker stays open
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _log = get_logger("imgsync.ratelimit")
 
@@ -203,6 +215,11 @@ class Slot:
         """The host said "too fast" to this request (see :meth:`HostLimiter.report_throttled`)."""
         self._limiter.report_throttled(retry_after, sent_at=self.sent_at)
 
+    def failed(self, reason: str) -> bool:
+        """This request got no usable answer (see :meth:`HostLimiter.report_failure`);
+        True when the host's breaker is open."""
+        return self._limiter.report_failure(self.sent_at, reason)
+
     def succeeded(self) -> None:
         """The host answered normally (see :meth:`HostLimiter.report_success`)."""
         self._limiter.report_success()
@@ -230,11 +247,19 @@ class HostLimiter:
         max_penalty: float = 300.0,
         on_pause: OnPause | None = None,
         max_wait: float = 600.0,
+        outage_budget: float | None = OUTAGE_BUDGET,
+        cooldown: float = BREAKER_COOLDOWN,
     ) -> None:
         if not 0 < min_penalty <= max_penalty:
             raise ValueError("need 0 < min_penalty <= max_penalty")
         self.authority = authority
         self.max_wait = max_wait
+        self.outage_budget = outage_budget
+        self.cooldown = cooldown
+        self._last_answer = -math.inf  # monotonic time of the host's last usable answer
+        self._failing_since: float | None = None
+        self._opened_at: float | None = None  # the breaker: open since (monotonic)
+        self._open_reason = ""
         self._clock = clock
         self._wall = wall
         self._sleep = sleep
@@ -324,6 +349,8 @@ class HostLimiter:
         return await Slot(self).__aenter__()
 
     async def _acquire(self) -> tuple[asyncio.Semaphore, float]:
+        if self._opened_at is not None:
+            self._check_breaker()
         if self._paused_until is not None:
             self._check_pause()
         sem = self._sem
@@ -349,6 +376,7 @@ class HostLimiter:
                 self._check_pause()
             now = self._clock()
             while (wait := self._wait_time(now)) > 0:
+                self._check_breaker()
                 if wait > self.max_wait and not math.isinf(wait):
                     # a budget used up for hours (12500/day): pause the host, recorded in
                     # state, instead of a run that sits silent until tomorrow
@@ -408,6 +436,7 @@ class HostLimiter:
         """
         now = self._clock()
         self._throttled += 1
+        self._answer(now)
         if retry_after is not None:
             self._not_before = max(self._not_before, now + max(0.0, retry_after))
             return
@@ -420,8 +449,70 @@ class HostLimiter:
 
     def report_success(self) -> None:
         """The host answered normally: halve the penalty spacing, to zero eventually."""
+        self._answer(self._clock())
         if self._delay:
             self._delay = self._delay / 2 if self._delay > self._min_penalty / 8 else 0.0
+
+    # --- outages (the circuit breaker) ---------------------------------------------------
+
+    def _answer(self, now: float) -> None:
+        self._last_answer = now
+        self._failing_since = None
+
+    def report_failure(self, sent_at: float, reason: str) -> bool:
+        """A request sent at ``sent_at`` (monotonic) got no usable answer: no connection,
+        a reset, a timeout, a 5xx. Returns True when the breaker is (now) open.
+
+        The host counts as failing from the later of ``sent_at`` and its last answer; once
+        that has lasted ``outage_budget`` seconds, the breaker opens.
+        """
+        now = self._clock()
+        if self._opened_at is not None:
+            return True
+        if self.outage_budget is None:  # no breaker: requests are bounded by attempts alone
+            return False
+        if self._failing_since is None:
+            self._failing_since = min(now, max(sent_at, self._last_answer))
+        if now - self._failing_since >= self.outage_budget:
+            self._opened_at = now
+            self._open_reason = reason
+            _log.warning(
+                "host_unavailable",
+                host=self.authority,
+                failing_for=round(now - self._failing_since, 1),
+                reason=redact(reason),
+            )
+            self._changed.set()
+            return True
+        return False
+
+    @property
+    def failing(self) -> bool:
+        """The host has failed requests since its last answer (an outage may be under way),
+        and its breaker is not open: requests to it are worth retrying."""
+        return self._failing_since is not None and self._opened_at is None
+
+    @property
+    def failing_for(self) -> float:
+        """Seconds the host has been failing every request (0 when it answers)."""
+        since = self._failing_since
+        return 0.0 if since is None else max(0.0, self._clock() - since)
+
+    @property
+    def breaker_open(self) -> bool:
+        """Whether requests to the host fail at once (closes again after ``cooldown``)."""
+        if self._opened_at is not None and self._clock() - self._opened_at >= self.cooldown:
+            self._opened_at = None
+            self._failing_since = None
+        return self._opened_at is not None
+
+    def _check_breaker(self) -> None:
+        if self.breaker_open:
+            raise RemoteUnavailable(
+                f"{self.authority} failed every request for {self.outage_budget or 0:g} s "
+                f"({self._open_reason}); stopped sending to it",
+                host=self.authority,
+            )
 
     @property
     def delay(self) -> float:
@@ -514,6 +605,8 @@ class HostLimiter:
             "delay": self._delay,
             "wait": wait,
             "paused_until": self.paused_until,
+            "failing_for": round(self.failing_for, 3),
+            "breaker_open": self.breaker_open,
         }
 
 
@@ -539,8 +632,10 @@ class LimiterRegistry:
         on_pause: OnPause | None = None,
         min_penalty: float = 1.0,
         max_penalty: float = 300.0,
+        outage_budget: float | None = OUTAGE_BUDGET,
     ) -> None:
         self._limits = {k.lower(): v for k, v in limits.items()}
+        self._outage_budget = outage_budget
         for key, lim in self._limits.items():
             for r in lim.rates:
                 parse_rate(r)  # fail early on a bad rate, naming it
@@ -578,6 +673,7 @@ class LimiterRegistry:
                 min_penalty=self._min_penalty,
                 max_penalty=self._max_penalty,
                 on_pause=self._on_pause,
+                outage_budget=self._outage_budget,
             )
             self._limiters[key] = limiter
             self._apply_usage(key)

@@ -13,6 +13,15 @@ jitter": parallel workers that failed together do not come back together). A
 run out (or the optional ``max_elapsed`` budget would be exceeded) the *last* error is
 raised, its message extended with the number of attempts made.
 
+Outages are measured in time, not attempts: ``run(..., persist=...)`` keeps retrying past
+``attempts`` while ``persist(error, slept)`` says so (``slept``: seconds this operation has
+waited so far) -- the HTTP client answers "the host has failed every request since its
+last answer, its circuit breaker is still closed, and this request has not yet waited
+twice the outage budget" (see :mod:`imgsync.ratelimit`). Those extra waits are
+``outage_wait`` seconds at most, so the host is probed often enough that a short outage
+costs little more than its length, and the breaker's budget (not a count) decides when to
+give up.
+
 This is the low-level retry (one request). Item-level retries -- the same image again in a
 later cycle -- belong to the pipeline and its journal. Pacing between *different*
 requests belongs to :mod:`imgsync.ratelimit`; the two cooperate: after a 429 both this
@@ -58,6 +67,7 @@ class RetryPolicy:
         clock: monotonic seconds, for ``max_elapsed``.
         rng: uniform float in ``[0, 1)``.
         max_elapsed: give up early rather than sleep past this many seconds in total.
+        outage_wait: the longest wait between the extra attempts ``persist`` asks for.
     """
 
     attempts: int = 5
@@ -67,6 +77,7 @@ class RetryPolicy:
     clock: Callable[[], float] = time.monotonic
     rng: Callable[[], float] = random.random
     max_elapsed: float | None = None
+    outage_wait: float = 4.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -86,31 +97,46 @@ class RetryPolicy:
             wait = max(wait, exc.retry_after)
         return wait
 
-    async def run(self, fn: Callable[[int], Awaitable[T]], *, on_retry: OnRetry | None = None) -> T:
+    async def run(
+        self,
+        fn: Callable[[int], Awaitable[T]],
+        *,
+        on_retry: OnRetry | None = None,
+        persist: Callable[[BaseException, float], bool] | None = None,
+    ) -> T:
         """``await fn(attempt)`` until it returns, retrying retryable errors.
 
         Raises the first non-retryable error at once, or the last retryable one when the
         attempts (or ``max_elapsed``) are used up, noting how many attempts were made.
+        Past ``attempts``, a retryable error is retried again while ``persist(error, slept)``.
         """
         started = self.clock()
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        slept = 0.0
+        while True:
+            attempt += 1
             try:
                 return await fn(attempt)
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
                 wait = self.delay(exc, attempt)
-                over_budget = (
+                extra = attempt >= self.attempts
+                if extra and persist is not None and persist(exc, slept):
+                    wait = min(self.outage_wait, max(self.base, wait))
+                elif extra:
+                    _note_attempts(exc, attempt)
+                    raise
+                if (
                     self.max_elapsed is not None
                     and self.clock() + wait - started > self.max_elapsed
-                )
-                if attempt == self.attempts or over_budget:
+                ):
                     _note_attempts(exc, attempt)
                     raise
                 if on_retry is not None:
                     on_retry(attempt, exc, wait)
+                slept += wait
                 await self.sleep(wait)
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _note_attempts(exc: BaseException, attempts: int) -> None:

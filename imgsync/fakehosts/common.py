@@ -176,6 +176,7 @@ class FakeHostBase:
         self.knobs = knobs
         self.stats = Stats()
         self.rng = random.Random(knobs.random_seed)
+        self.down_until: float | None = None  # an outage: the API drops every connection
         # every multipart file name as it arrived (what the real host would store)
         self.received_names: list[str] = []
         self.scripted_faults: deque[str] = deque()
@@ -188,6 +189,21 @@ class FakeHostBase:
         if fault not in FAULT_KINDS:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULT_KINDS)}")
         self.scripted_faults.extend([fault] * times)
+
+    def now(self) -> float:
+        """The emulator's clock (a subclass with a ``clock`` option uses it)."""
+        clock: Callable[[], float] = getattr(self, "clock", time.time)
+        return clock()
+
+    def go_down(self, seconds: float) -> None:
+        """An outage: for ``seconds`` of the emulator's clock every API connection is dropped
+        unanswered, as a restarting server's would be (the ``/_fakehost`` routes still
+        answer)."""
+        self.down_until = self.now() + seconds
+
+    @property
+    def is_down(self) -> bool:
+        return self.down_until is not None and self.now() < self.down_until
 
     @staticmethod
     def base(request: web.Request) -> str:
@@ -258,8 +274,18 @@ class FakeHostBase:
         app = web.Application(middlewares=[self._middleware], client_max_size=1024**3)
         app.router.add_get("/_fakehost/stats", self._stats)
         app.router.add_post("/_fakehost/break", self._break)
+        app.router.add_post("/_fakehost/outage", self._outage)
         self.add_routes(app)
         return app
+
+    async def _outage(self, request: web.Request) -> web.Response:
+        """``POST /_fakehost/outage?seconds=N``: drop every API connection for N seconds."""
+        try:
+            seconds = float(request.query.get("seconds", "10"))
+        except ValueError:
+            return web.json_response({"error": "seconds must be a number"}, status=400)
+        self.go_down(seconds)
+        return web.json_response({"down_for": seconds})
 
     async def _break(self, request: web.Request) -> web.Response:
         """``{"url": ..., "how": "delete" | "alter" | "placeholder"}``: break one image URL
@@ -328,6 +354,10 @@ class FakeHostBase:
         if request.headers.get(_INTERNAL) == "1":  # the emulator asking itself
             return await handler(request)
         if not request.path.startswith("/_fakehost"):
+            if self.is_down:  # not counted: a server that is down sees nothing
+                if request.transport is not None:
+                    request.transport.abort()
+                return web.Response(status=500)  # never sent: the connection is gone
             self.stats.requests += 1
             breakage = self.broken.get(request.raw_path.split("?", 1)[0])
             if breakage is not None and request.method in ("GET", "HEAD"):

@@ -47,6 +47,7 @@ from imgsync.errors import (
     LocalIOError,
     ProviderTimeout,
     Rejected,
+    ReplyLost,
 )
 from imgsync.hashing import Digest
 from imgsync.localfs import (
@@ -60,7 +61,14 @@ from imgsync.localfs import (
     safe_name,
 )
 from imgsync.log import get_logger
-from imgsync.models import ItemMeta, RemoteItem, guess_mime, is_image_name, sniff_image
+from imgsync.models import (
+    ItemMeta,
+    RemoteItem,
+    UploadSource,
+    guess_mime,
+    is_image_name,
+    sniff_image,
+)
 from imgsync.pipeline.ledger import PageLedger
 from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.progress import Progress
@@ -519,7 +527,7 @@ class CopyRun:
             )
         )
         try:
-            item = await self.dst.upload(src, meta, rel_path=c.rel)
+            item, duplicate_note = await self._send(c, src, meta)
         except Duplicate:
             await self._journal(c, "skipped", error="host reports a duplicate upload")
             await self.store.release(self.dst_key, [d.sha256])
@@ -543,7 +551,7 @@ class CopyRun:
         # md5) of the bytes it stores; a host that re-encodes uploads stores other bytes
         features = self.dst.features
         stage = "verified" if features.checksums and not features.reencodes_uploads else "uploaded"
-        await self._journal(c, stage, attempt=True)
+        await self._journal(c, stage, error=duplicate_note, attempt=True)
         await self.store.flush()
         await self.store.release(self.dst_key, [d.sha256])
         self.summary.copied += 1
@@ -562,6 +570,46 @@ class CopyRun:
             url=where,
             bytes=size,
         )
+
+    async def _send(
+        self, c: Candidate, src: UploadSource, meta: ItemMeta
+    ) -> tuple[RemoteItem, str | None]:
+        """Upload ``src``; with the note to journal when it may have left a duplicate.
+
+        An upload whose reply broke off after the host got it is never re-sent blindly: a
+        host that can be listed is searched for it first; otherwise (or when it is not
+        found) it is sent once more, and the possible extra copy is reported.
+        """
+        try:
+            return await self.dst.upload(src, meta, rel_path=c.rel), None
+        except ReplyLost as lost:
+            first = lost
+        shown = display(key_path(c.source_id))
+        if self.dst.features.can_list:
+            try:
+                found = await self.dst.find_upload(src, rel_path=c.rel)
+            except ImgsyncError as exc:
+                if exc.scope != "item":
+                    raise
+                found = None
+            if found is not None:
+                return found, None
+        try:
+            item = await self.dst.upload(src, meta, rel_path=c.rel)
+        except ReplyLost as again:
+            note = (
+                f"possible duplicate: the replies to both uploads of {shown} broke off; "
+                f"{self.dst.name} may hold up to two copies imgsync has no delete link for"
+            )
+            self.summary.possible_duplicates.append((shown, note))
+            raise ReplyLost(f"{note} ({again.detail})", remote=self.dst.name) from None
+        note = (
+            f"possible duplicate: the reply to the first upload of {shown} broke off "
+            f"({first.detail}), so it was sent once more; {self.dst.name} may hold an "
+            "extra copy imgsync has no delete link for"
+        )
+        self.summary.possible_duplicates.append((shown, note))
+        return item, note
 
     def _refusal(self, body: Body, rel: str) -> str | None:
         """Why the destination would refuse these bytes, checked before sending them."""

@@ -48,6 +48,9 @@ class Summary:
     bytes: int = 0
     non_images: int = 0
     not_attempted: int = 0  # left alone after the remote failed as a whole
+    # uploads sent again after the host got them but the reply broke off: the host may
+    # hold an extra copy imgsync has no delete link for (item, what happened)
+    possible_duplicates: list[tuple[str, str]] = field(default_factory=list)
     deleted: int = 0  # sync: removed from the destination
     delete_note: str | None = None  # sync: why nothing was deleted
     elapsed: float = 0.0
@@ -82,6 +85,10 @@ class Summary:
             text += f", {self.non_images} non-images skipped"
         if self.not_attempted:
             text += f", {self.not_attempted} not attempted"
+        if self.possible_duplicates:
+            text += (
+                f", {len(self.possible_duplicates)} possible duplicates (reply lost, sent again)"
+            )
         if self.verb == "sync":
             text += f", {self.deleted} deleted"
             if self.delete_note:
@@ -110,6 +117,7 @@ class Summary:
             "bytes": self.bytes,
             "non_images_skipped": self.non_images,
             "not_attempted": self.not_attempted,
+            "possible_duplicates": [{"item": i, "note": n} for i, n in self.possible_duplicates],
             "deleted": self.deleted,
             "delete_note": self.delete_note,
             "elapsed": round(self.elapsed, 3),

@@ -23,7 +23,7 @@ import typing
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from imgsync.errors import ConfigError, Unsupported
@@ -373,6 +373,29 @@ class Provider(ABC):
         keep it; hosts use only its base name). Raises ``Rejected``, ``Duplicate``,
         ``AuthError``, ``TransientError`` (after the client's own retries).
         """
+
+    async def find_upload(self, src: UploadSource, *, rel_path: str) -> RemoteItem | None:
+        """The item an upload of ``src`` made, if the host has one (``None``: not found).
+
+        Asked after an upload's reply broke off, before sending it again. The default looks
+        at the first page of a listing that shows the newest first, for an item with the
+        same checksum (when the host reports one) or the same name and size. Raises
+        ``Unsupported`` when the host cannot be listed.
+        """
+        if not self.features.can_list:
+            raise Unsupported("this remote cannot be listed", remote=self.name)
+        if self.features.listing_appends:  # oldest first: the newest are on the last page
+            return None
+        page = await self.list_page(None)
+        stem = PurePosixPath(rel_path).stem
+        for item in page.items:
+            if item.sha256 is not None and item.sha256 == src.sha256:
+                return item
+            if src.md5 and src.md5 in (item.md5, item.md5_hint):
+                return item
+            if item.size == src.size and PurePosixPath(item.name).stem == stem:
+                return item
+        return None
 
     async def delete(self, item: RemoteItem) -> None:
         """Remove the item. ``NotFound`` means already gone. ``Unsupported`` if absent."""

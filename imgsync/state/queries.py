@@ -235,6 +235,13 @@ def status(conn: sqlite3.Connection) -> dict[str, Any]:
             "WHERE stage = 'failed' ORDER BY updated DESC LIMIT 20"
         )
     ]
+    duplicates = [
+        {"job": r[0], "source": r[1], "item": r[2], "dest": r[3], "note": r[4]}
+        for r in conn.execute(
+            "SELECT job, source, source_id, dest, error FROM journal "
+            "WHERE error LIKE '%possible duplicate:%' ORDER BY updated DESC LIMIT 20"
+        )
+    ]
     runs = [
         {
             "job": r[0],
@@ -258,6 +265,7 @@ def status(conn: sqlite3.Connection) -> dict[str, Any]:
         "remotes": remotes,
         "jobs": jobs,
         "recent_failures": failures,
+        "possible_duplicates": duplicates,
         "recent_runs": runs,
         "paused_hosts": pauses,
         "cursors": cursors,
