@@ -105,21 +105,21 @@ async def test_breaker_opens_after_the_budget_and_an_answer_ends_a_failing_spell
         "h:1", clock=clock.time, wall=clock.time, sleep=clock.sleep, outage_budget=30
     )
     slot = await limiter.acquire()
-    assert not slot.failed("reset") and limiter.failing
+    assert (slot.failed("reset"), limiter.failing) == (False, True)
     slot.release()
     clock.now += 20
     limiter.report_success()  # an answer: the spell is over
-    assert not limiter.failing and limiter.failing_for == 0
+    assert (limiter.failing, limiter.failing_for) == (False, 0)
     slot = await limiter.acquire()
     clock.now += 29
-    assert not slot.failed("refused") and limiter.failing_for == 29
+    assert (slot.failed("refused"), limiter.failing_for) == (False, 29)
     clock.now += 1
-    assert slot.failed("refused") and limiter.breaker_open and not limiter.failing
+    assert (slot.failed("refused"), limiter.breaker_open, limiter.failing) == (True, True, False)
     slot.release()
     with pytest.raises(RemoteUnavailable, match="failed every request for 30 s"):
         await limiter.acquire()
     clock.now += 60
-    assert not limiter.breaker_open
+    assert limiter.breaker_open is False
     (await limiter.acquire()).release()
 
 
