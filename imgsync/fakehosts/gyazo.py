@@ -458,6 +458,13 @@ class GyazoFake(FakeHostBase):
             return web.Response(status=404, text="Not Found")
         return web.Response(body=image.data, content_type=image.mime)
 
+    def forget_served(self, path: str) -> bool:
+        """``/_fakehost/break`` with ``delete``: the image is gone from the account too
+        (the list, its file, its thumbnail and its page)."""
+        name = path.rsplit("/", 1)[-1]
+        image_id = name.split(".", 1)[0]
+        return bool(re.fullmatch(_ID, image_id)) and self.images.pop(image_id, None) is not None
+
     async def permalink_page(self, request: web.Request) -> web.Response:
         image = self.images.get(request.match_info["image_id"])
         if image is None:
