@@ -67,6 +67,7 @@ from imgsync.errors import (
 from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, is_image_name
 from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
+from imgsync.providers.paging import resume_page
 
 if TYPE_CHECKING:
     from imgsync.config import RemoteConfig
@@ -117,6 +118,26 @@ class DiscordImagesOptions:
     include_non_images: bool = option(False, doc="list and back up non-image files too")
 
 
+def _id(item: RemoteItem) -> int | None:
+    """The host's numeric file id (higher is newer), when the listing gave one."""
+    return int(item.remote_id) if item.remote_id.isdigit() else None
+
+
+def _older(item: RemoteItem, mark: int) -> bool:
+    """Does ``item`` come after the watermark in a newest-first listing?"""
+    found = _id(item)
+    return found is None or found < mark
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int, int | None]:
+    """``<page>@<id>`` -> (page, id); a bare page number (older versions) has no id."""
+    if not cursor:
+        return 0, None
+    number, _, mark = cursor.partition("@")
+    page = int(number) if number.isdigit() else 0
+    return page, int(mark) if mark.isdigit() else None
+
+
 class DiscordImagesProvider(Provider):
     """A Discord Images account: list, upload, and (``delete = true``) delete."""
 
@@ -140,6 +161,7 @@ class DiscordImagesProvider(Provider):
         self.paging = self.options.paging
         self.features = dataclasses.replace(type(self).features, can_delete=self.options.delete)
         self._headers = {"token": config.token} if config.token else {}
+        self._handed_out: str | None = None  # the cursor handed out last (a listing going on)
 
     # ---- errors ------------------------------------------------------------------------
 
@@ -174,8 +196,35 @@ class DiscordImagesProvider(Provider):
     # ---- listing -----------------------------------------------------------------------
 
     async def list_page(self, cursor: str | None) -> Page:
-        page = int(cursor) if self.paging and cursor and cursor.isdigit() else 0
-        path = f"/api/uploads/{page}" if self.paging else "/api/uploads"
+        """One page, newest first. With ``paging`` the cursor is ``<page>@<id>``: the next
+        page and the id of the last file handed out. Deleting newer files on the site
+        moves every older one up, so a cursor saved by an earlier run is resumed from its
+        watermark (:mod:`imgsync.providers.paging`), never by page number alone."""
+        if not self.paging:
+            return Page(items=await self._items(None), next_cursor=None)
+        page, mark = _parse_cursor(cursor)
+        going_on, self._handed_out = cursor is not None and cursor == self._handed_out, None
+        if mark is not None and not going_on:
+            page, items, last, full = await resume_page(
+                self._items,
+                page,
+                first=0,
+                per_page=PAGE_SIZE,
+                after=lambda item: _older(item, mark),
+            )
+        else:
+            if not going_on:
+                page = 0  # no cursor, or a bare page number saved by an older version
+            items = await self._items(page)
+            full, last = len(items) >= PAGE_SIZE, items[-1] if items else None
+        if not full or last is None:
+            return Page(items=items, next_cursor=None)
+        last_id = _id(last)
+        self._handed_out = f"{page + 1}@{last_id}" if last_id is not None else str(page + 1)
+        return Page(items=items, next_cursor=self._handed_out)
+
+    async def _items(self, page: int | None) -> list[RemoteItem]:
+        path = "/api/uploads" if page is None else f"/api/uploads/{page}"
         resp = await self.http.request(
             "GET",
             self.base_url + path,
@@ -186,9 +235,7 @@ class DiscordImagesProvider(Provider):
         files = resp.data.get("files") if isinstance(resp.data, dict) else None
         if not isinstance(files, list):
             raise ResponseError(f"GET {path}: no files list in the reply", remote=self.name)
-        items = [self._item(entry) for entry in files if isinstance(entry, dict)]
-        more = self.paging and len(files) >= PAGE_SIZE
-        return Page(items=items, next_cursor=str(page + 1) if more else None)
+        return [self._item(entry) for entry in files if isinstance(entry, dict)]
 
     def _item(self, entry: dict[str, Any]) -> RemoteItem:
         name = str(entry.get("name") or "")

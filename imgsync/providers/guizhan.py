@@ -70,6 +70,7 @@ from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.log import get_logger, redact
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
 from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
+from imgsync.providers.paging import resume_page
 
 if TYPE_CHECKING:
     from imgsync.config import RemoteConfig
@@ -261,6 +262,9 @@ class GuizhanProvider(Provider):
 
     # --- the provider interface ----------------------------------------------------------
 
+    async def _items(self, page: int) -> list[RemoteItem]:
+        return [self._item(row) for row in await self._rows(page)]
+
     async def _rows(self, page: int) -> list[Any]:
         resp = await self.http.request(
             "GET",
@@ -296,24 +300,16 @@ class GuizhanProvider(Provider):
             # skipped without a download); skipping would be forever
             _log.info("guizhan_cursor_without_watermark", remote=self.name, page=page)
             page = 1
-        if mark is not None and not going_on:
-            # a saved cursor: find the watermark again, then hand out what follows it
-            page = max(1, page - 1)
-            items = [self._item(row) for row in await self._rows(page)]
-            while page > 1 and (not items or self._after(items[0], mark)):
-                page -= 1  # images were deleted before the watermark: look further back
-                items = [self._item(row) for row in await self._rows(page)]
-            full = len(items) >= self.per_page
-            last = items[-1] if items else None
-            items = [i for i in items if self._after(i, mark)]
-            while not items and full:  # the watermark ended its page: read the next one
-                page += 1
-                items = [self._item(row) for row in await self._rows(page)]
-                full = len(items) >= self.per_page
-                last = items[-1] if items else last
-                items = [i for i in items if self._after(i, mark)]
+        if mark is not None and not going_on:  # a saved cursor: find the watermark again
+            page, items, last, full = await resume_page(
+                self._items,
+                page,
+                first=1,
+                per_page=self.per_page,
+                after=lambda item: self._after(item, mark),
+            )
         else:
-            items = [self._item(row) for row in await self._rows(page)]
+            items = await self._items(page)
             full = len(items) >= self.per_page
             last = items[-1] if items else None
         if not full or last is None:

@@ -127,7 +127,9 @@ async def test_paging_option_walks_pages(client: ApiClient, seed: int, sizes: li
         got = [(cursor, page) async for page, cursor in p.iter_all()]
         assert (await fake.stats())["requests"] == len(sizes)
     assert [len(page.items) for _, page in got] == sizes
-    assert [cursor for cursor, _ in got] == [None, "1", "2"]
+    # each cursor: the next page and the id of the last file handed out (the watermark)
+    lasts = [page.items[-1].remote_id for _, page in got[:-1]]
+    assert [cursor for cursor, _ in got] == [None, f"1@{lasts[0]}", f"2@{lasts[1]}"]
     ids = [i.remote_id for _, page in got for i in page.items]
     assert len(set(ids)) == seed
     assert ids == sorted(ids, key=int, reverse=True)
@@ -396,3 +398,23 @@ async def test_cli_copy_folder_to_host(tmp_path: Path, image_tree: Path) -> None
         rows = [json.loads(line) for line in proc.stdout.splitlines()]
         assert sorted(r["name"] for r in rows) == sorted(f.name for f in host.files())
         assert all(r["is_image"] and r["url"].startswith(fake.url) for r in rows)
+
+
+async def test_paging_resume_survives_deletions_on_the_site(client: ApiClient) -> None:
+    """60 files, 25 a page, newest first. A run stops after page 0 (cursor saved); then
+    the 10 newest files are deleted on the site, so every older file moves up 10 places.
+    Resuming from the saved cursor still hands out all 35 files not seen yet (page 1 by
+    number alone would skip 10 of them), after one look back at the page before."""
+    host = DiscordImagesFake(Knobs(token=TOKEN, seed=60), paging=True, delete=True)
+    async with served(host) as fake:
+        first = await provider(fake.url, client, paging=True).list_page(None)
+        saved = first.next_cursor
+        assert saved is not None
+        seen = {i.remote_id for i in first.items}
+        deleter = provider(fake.url, client, paging=True, delete=True)
+        for item in first.items[:10]:
+            await deleter.delete(item)
+        later = provider(fake.url, client, paging=True)
+        rest = [i.remote_id async for page, _c in later.iter_all(saved) for i in page.items]
+    assert len(rest) == len(set(rest)) == 35
+    assert not seen & set(rest)
