@@ -359,3 +359,33 @@ async def test_documents_missed_earlier_follow_every_later_repair(tmp_path: Path
             assert hashlib.sha256(await r.read()).hexdigest() == sha
         mapped = (tmp_path / "map.csv").read_text()
         assert f"{first},{third}," in mapped and f"{second},{third}," in mapped
+
+
+async def test_a_hosts_own_conversion_is_alive_and_a_later_change_is_not(tmp_path: Path) -> None:
+    """Chevereto stores a BMP as a PNG and says so (its md5): that copy is alive, by the
+    stored bytes' MD5; when its bytes change afterwards, it is altered."""
+    import aiohttp
+
+    bmp = (Path(__file__).parent / "fixtures/chevereto-4.2.0/inputs/bitmap1.bmp").read_bytes()
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "bitmap1.bmp").write_bytes(bmp)
+    (folder / "a.png").write_bytes(seed_image(0)[0])
+    async with serve_emulator("chevereto") as chv:
+        cfg = parse_config(
+            {"remotes": {"chv": {"type": "chevereto", "base_url": chv.url, "token": chv.token}}}
+        )
+        s = await run_job(cfg, JobSpec("copy", str(folder), "chv:", CopyOptions(verb="copy")))
+        assert s.copied == 2
+        first = await run_verify(cfg, ["chv:"], VerifyOptions())
+        assert first.remotes[0].counts["alive"] == 2
+        png = next(i for i in chv.host.images() if i.title.startswith("bitmap1"))  # type: ignore[attr-defined]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{chv.url}/_fakehost/break", json={"url": chv.url + png.path(), "how": "alter"}
+            ) as r,
+        ):
+            assert r.status == 200
+        again = await run_verify(cfg, ["chv:"], VerifyOptions())
+        assert again.remotes[0].counts == {"alive": 1, "gone": 0, "altered": 1, "unreachable": 0}

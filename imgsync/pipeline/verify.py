@@ -218,6 +218,7 @@ def judge(
     *,
     seen_sha: str,
     head: bytes,
+    seen_md5: str | None = None,
     content_type: str,
     redirected_to: str | None,
     reencodes: bool,
@@ -234,6 +235,9 @@ def judge(
         return verdict("gone", f"answers 200 with {kind} (the host's placeholder)")
     if seen_sha == target.sha256 or seen_sha == target.baseline:
         return verdict("alive", "same bytes", seen_sha)
+    if seen_md5 is not None and target.md5 and seen_md5 == target.md5.lower():
+        # the bytes the host said it stored when it converted the upload (BMP -> PNG)
+        return verdict("alive", "the host's converted copy, as it reported it", seen_sha)
     if redirected_to is not None:
         return verdict("gone", f"redirected to {redacted_url(redirected_to)} (a placeholder)")
     if reencodes and target.baseline is None and target.checked_at is None:
@@ -279,11 +283,13 @@ async def check_host(
                         "altered", f"{body.size} bytes instead of the recorded {target.size}"
                     )
             sha = hashlib.sha256()
+            md5 = hashlib.md5()
             head = b""
             async for chunk in body:
                 if len(head) < _SNIFF:
                     head += chunk[: _SNIFF - len(head)]
                 sha.update(chunk)
+                md5.update(chunk)
                 if body.received > opts.max_item_bytes:
                     return verdict("altered", f"more than {opts.max_item_bytes} bytes")
     except NotFound as exc:
@@ -295,6 +301,7 @@ async def check_host(
     return judge(
         target,
         seen_sha=sha.hexdigest(),
+        seen_md5=md5.hexdigest(),
         head=head,
         content_type=ctype,
         redirected_to=redirected,

@@ -68,7 +68,10 @@ class Copy(NamedTuple):
 # ---- async reads (the verify run) ----------------------------------------------------
 
 _TARGETS = (
-    "SELECT l.remote_id, l.sha256, l.url, l.page_url, o.size, COALESCE(l.stored_md5, o.md5), "
+    "SELECT l.remote_id, l.sha256, l.url, l.page_url, "
+    # a converted copy (the host stored other bytes and said which): its size is unknown
+    "CASE WHEN l.stored_md5 IS NOT NULL AND l.stored_md5 != COALESCE(o.md5, '') THEN NULL "
+    "ELSE o.size END, COALESCE(l.stored_md5, o.md5), "
     "c.checked_at, "
     "CASE WHEN c.status = 'alive' THEN c.seen_sha256 END "
     "FROM locations l LEFT JOIN objects o ON o.sha256 = l.sha256 "
