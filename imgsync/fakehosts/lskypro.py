@@ -93,7 +93,7 @@ STRATEGIES = ({"id": 1, "name": "默认本地策略"},)
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=UTF-8"
 _BASE62 = string.digits + string.ascii_letters
-_SEED_EPOCH = 1_790_000_000  # 2026-09-21, before any upload a test makes
+_SEED_EPOCH = 1_735_689_600  # 2025-01-01: seeds (an hour or so apart) predate any upload
 
 MSG_UPLOADED = "上传成功"
 MSG_DELETED = "删除成功"
@@ -329,7 +329,7 @@ class LskyProFake(FakeHostBase):
         ]
         for i in range(knobs.seed):
             data, ext = seed_image(i)
-            created = _SEED_EPOCH + i * 86_400 + (i * 7_717) % 86_400
+            created = _SEED_EPOCH + i * 3_600 + (i * 7_717) % 3_600
             self._store(data, f"seed-{i:03d}.{ext}", created, user_id=1, album_id=None)
 
     # ----------------------------------------------------------------- state

@@ -28,7 +28,10 @@ inference.
   last_page``; a page past the end is empty [REC 16]. ``order`` is an option (default
   ``earliest``: new uploads land on the last page, so a finished listing can resume from its
   last page -- ``listing_appends``); ``album_id`` narrows it. Guest uploads are not listed.
-  The cursor is ``<page>@<order>@<album>``; a cursor saved under other options restarts.
+  The cursor is ``<page>@<order>@<album>@<key>@<time>``, the last two naming the watermark
+  (the item before that page); a cursor saved under other options restarts. A later run
+  resuming a saved cursor re-reads the page before it and steps back while images deleted
+  on the website moved the watermark up, so no new image is skipped (``earliest`` only).
 * Items [REC 15]: ``key`` (the id), ``origin_name`` (the uploaded file name, used as the
   name), ``size`` in **KB as a float** (``bytes / 1024``, so exact), ``md5``/``sha1`` of the
   stored file, ``date`` ``YYYY-MM-DD HH:MM:SS`` in the **server's zone without an offset**
@@ -205,6 +208,7 @@ class LskyProProvider(Provider):
         super().__init__(config, ctx)
         zone = parse_zone(self.options.timezone)
         self.zone: tzinfo = zone if zone is not None else timezone(timedelta(hours=8))
+        self._issued: set[str] = set()  # cursors this provider handed out (this run)
         if self.options.order != "earliest":
             self.features = dataclasses.replace(self.features, listing_appends=False)
 
@@ -334,24 +338,37 @@ class LskyProProvider(Provider):
             meta=ItemMeta(created_at=created),
         )
 
-    def _cursor_page(self, cursor: str | None) -> int:
-        """The page a cursor names; 1 for none, or for one saved under other options."""
-        if cursor is None:
-            return 1
-        page, _, rest = cursor.partition("@")
-        number = _as_int(page)
-        if number is None or number < 1 or rest != self._cursor_tail():
-            _log.info("lskypro_cursor_restart", remote=self.name, cursor=cursor[:40])
-            return 1
-        return number
-
     def _cursor_tail(self) -> str:
         return f"{self.options.order}@{self.options.album_id}"
 
-    # --- the provider interface ----------------------------------------------------------
+    def _cursor(self, page: int, last: RemoteItem | None) -> str:
+        """``<page>@<order>@<album>@<key>@<time>``: the page to read next and the watermark,
+        the last item before it (its key and unix time; empty for page 1)."""
+        key = last.remote_id if last is not None else ""
+        when = int(last.mtime) if last is not None and last.mtime is not None else ""
+        cursor = f"{page}@{self._cursor_tail()}@{key}@{when}"
+        self._issued.add(cursor)
+        return cursor
 
-    async def list_page(self, cursor: str | None) -> Page:
-        page = self._cursor_page(cursor)
+    def _read_cursor(self, cursor: str | None) -> tuple[int, str, int | None]:
+        """(page, watermark key, watermark time). Page 1 for none, or for a cursor we cannot
+        read or saved under other options: relisting is harmless, skipping is not."""
+        if cursor is None:
+            return 1, "", None
+        parts = cursor.split("@")
+        number = _as_int(parts[0])
+        if (
+            len(parts) != 5
+            or number is None
+            or number < 1
+            or "@".join(parts[1:3]) != (self._cursor_tail())
+        ):
+            _log.info("lskypro_cursor_restart", remote=self.name, cursor=cursor[:60])
+            return 1, "", None
+        return number, parts[3], _as_int(parts[4])
+
+    async def _fetch(self, page: int) -> tuple[list[RemoteItem], bool]:
+        """One page of the listing: its items and whether a later page exists."""
         params: dict[str, str | int] = {"page": page, "order": self.options.order}
         if self.options.album_id:
             params["album_id"] = self.options.album_id
@@ -370,7 +387,58 @@ class LskyProProvider(Provider):
         items = [self._item(row) for row in rows]
         current, last = _as_int(data.get("current_page")), _as_int(data.get("last_page"))
         more = bool(rows) and current is not None and last is not None and current < last
-        return Page(items=items, next_cursor=f"{page + 1}@{self._cursor_tail()}" if more else None)
+        return items, more
+
+    def _page(self, page: int, items: list[RemoteItem], more: bool, start: int = 0) -> Page:
+        """Page ``page`` from its item ``start`` on; the next cursor's watermark is its last."""
+        last = items[-1] if items else None
+        cursor = self._cursor(page + 1, last) if more else None
+        return Page(items=items[start:], next_cursor=cursor)
+
+    # --- the provider interface ----------------------------------------------------------
+
+    async def list_page(self, cursor: str | None) -> Page:
+        """One page (40 items). A cursor this provider handed out is read as is; one saved by
+        an earlier run is checked against its watermark first (see :meth:`_resume`)."""
+        page, mark, when = self._read_cursor(cursor)
+        if cursor is None or cursor in self._issued or page == 1 or not mark:
+            items, more = await self._fetch(page)
+            return self._page(page, items, more)
+        return await self._resume(page, mark, when)
+
+    async def _resume(self, page: int, mark: str, when: int | None) -> Page:
+        """Resume after the watermark ``mark`` (the item before ``page``), which images
+        deleted on the website since may have moved to an earlier page.
+
+        Only ``order = earliest`` keeps a meaning here (new images go to the end): the page
+        before ``page`` is re-read, stepping back while the watermark is not on it and its
+        first image is not older than the watermark, and what follows the watermark there
+        (or, if it was deleted, everything from its time on) is the page returned. Other
+        orders, or a watermark without a time, take ``page`` as it is now.
+        """
+        if self.options.order != "earliest" or when is None:
+            items, more = await self._fetch(page)
+            return self._page(page, items, more)
+        at = page - 1
+        while True:
+            items, more = await self._fetch(at)
+            keys = [item.remote_id for item in items]
+            if mark in keys:
+                start = keys.index(mark) + 1
+                if start == len(items) and more:  # nothing moved: the page asked for, as is
+                    items, more = await self._fetch(at + 1)
+                    return self._page(at + 1, items, more)
+                return self._page(at, items, more, start=start)
+            first = items[0].mtime if items else None
+            moved_up = not items or (first is not None and first >= when)
+            if at == 1 or not moved_up:  # the watermark was deleted: resume from its time
+                _log.info("lskypro_watermark_gone", remote=self.name, page=at)
+                start = next(
+                    (n for n, i in enumerate(items) if i.mtime is None or i.mtime >= when),
+                    len(items),
+                )
+                return self._page(at, items, more, start=start)
+            at -= 1
 
     async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
         if not item.url:

@@ -268,3 +268,40 @@ async def test_a_wrong_base_url_is_a_misconfiguration() -> None:
                 await lsky.list_page(None)
         async with provider(running.url + "/api/v1/") as lsky:  # written with the API path
             assert (await lsky.list_page(None)).items == []
+
+
+async def test_a_later_run_resumes_past_deletions_without_missing_new_images() -> None:
+    """A finished listing resumed by a later run (a new provider, the saved cursor) finds every
+    image added since, although images deleted on the website moved the rest up a page."""
+    async with emulator(seed=85) as (running, fake):
+        async with provider(running.url) as lsky:
+            last = None
+            async for _page, cursor in lsky.iter_all(None):
+                last = cursor
+        for image in sorted(fake.user_images(), key=lambda i: i.seq)[:10]:
+            fake._remove(image)  # deleted on the website
+        async with provider(running.url) as lsky:
+            added = [
+                (await lsky.upload(source(make_png(30, 20, 200 + i)), ItemMeta(), rel_path="n.png"))
+                for i in range(15)
+            ]
+        async with provider(running.url) as later:
+            seen = [item.remote_id async for page, _ in later.iter_all(last) for item in page.items]
+    assert {a.remote_id for a in added} <= set(seen)
+    assert len(seen) == len(set(seen)) and len(seen) < 85  # not a full relisting either
+
+
+async def test_a_resume_whose_watermark_was_deleted_still_finds_what_follows() -> None:
+    async with emulator(seed=85) as (running, fake):
+        async with provider(running.url) as lsky:
+            first = await lsky.list_page(None)
+            second = await lsky.list_page(first.next_cursor)
+        fake._remove(fake.images[first.items[-1].remote_id])  # the watermark itself
+        async with provider(running.url) as later:
+            seen = [
+                item.remote_id
+                async for page, _ in later.iter_all(first.next_cursor)
+                for item in page.items
+            ]
+    assert [i.remote_id for i in second.items] == seen[: len(second.items)]
+    assert len(seen) == 85 - 40
