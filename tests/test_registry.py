@@ -113,6 +113,21 @@ def test_every_type_has_a_readme_row(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_the_readme_row_states_the_declared_default_limit(kind: str) -> None:
+    """The docs cannot drift from the declared rates (Gyazo's docstring once did): the
+    README row's last column names every default rate, or "none" when there is none."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = re.search(rf"(?m)^\| `{kind}` \|.*\|[ \t]*$", readme)
+    assert row is not None
+    limit = row.group(0).rstrip(" |").rsplit("|", 1)[1].replace(",", "").strip()
+    rates = set(provider_info(kind).default_limits.values())
+    if rates:
+        assert all(rate in limit for rate in rates), f"{kind}: README says {limit!r}"
+    else:
+        assert limit.startswith("none"), f"{kind}: README says {limit!r}, declared none"
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_declared_features_agree_with_the_methods(kind: str) -> None:
     """can_list <=> list_page, can_get <=> get, can_delete <=> delete are implemented."""
     cls = provider_class(kind)
