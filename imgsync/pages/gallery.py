@@ -407,9 +407,9 @@ JS_GALLERY = r"""
   q.value = st.q || ""; if (orders[st.sort]) sortSel.value = st.sort;
   if (["60", "120", "240"].includes(st.per)) perSel.value = st.per;
   let page = Math.max(1, parseInt(st.page || "1", 10) || 1);
-  let sorted = null, sortedBy = null, view = [], broken = 0;
+  let sorted = null, sortedBy = null, view = [], broken = 0, loaded = 0;
   let pending = (st.item || "").toLowerCase(), openItem = "";
-  document.body.dataset.broken = "0";
+  document.body.dataset.broken = "0"; document.body.dataset.loaded = "0";
   function filtered() {
     if (sortedBy !== sortSel.value) { sorted = items.slice().sort(orders[sortSel.value]);
                                       sortedBy = sortSel.value; }
@@ -424,6 +424,8 @@ JS_GALLERY = r"""
                              loading: "lazy", decoding: "async"});
       img.addEventListener("error", () => { c.classList.add("broken"); broken++;
                                             document.body.dataset.broken = String(broken); });
+      img.addEventListener("load", () => { loaded++;
+                                           document.body.dataset.loaded = String(loaded); });
       c.append(img);
     }
     c.append(el("figcaption", {cls: "cap"}, [

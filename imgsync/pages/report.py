@@ -279,13 +279,15 @@ JS_REPORT = r"""
   const st = readHash(); q.value = st.q || "";
   if (["copied", "failed", "skipped", "pending"].includes(st.status)) stSel.value = st.status;
   let page = Math.max(1, parseInt(st.page || "1", 10) || 1);
-  const per = 100; let broken = 0;
+  const per = 100; let broken = 0, loaded = 0;
   function row(it) {
     const thumb = it.th ? el("img", {cls: "thumb", src: it.th, alt: it.t || it.id,
                                      loading: "lazy", decoding: "async"})
                         : el("div", {cls: "thumb"});
     if (it.th) thumb.addEventListener("error", () => { broken++;
         document.body.dataset.broken = String(broken); thumb.style.visibility = "hidden"; });
+    if (it.th) thumb.addEventListener("load", () => { loaded++;
+        document.body.dataset.loaded = String(loaded); });
     const meta = [];
     if (it.c && it.c.length) meta.push("carried: " + it.c.join(", "));
     if (it.x && it.x.length) meta.push("dropped: " + it.x.join(", "));
@@ -328,7 +330,7 @@ JS_REPORT = r"""
   q.addEventListener("input", () => { clearTimeout(timer);
                                       timer = setTimeout(() => { page = 1; render(); }, 120); });
   stSel.onchange = () => { page = 1; render(); };
-  document.body.dataset.broken = "0";
+  document.body.dataset.broken = "0"; document.body.dataset.loaded = "0";
   render();
 })();
 """

@@ -1,0 +1,119 @@
+"""The pages in a real headless browser (Debian's ``chromium``).
+
+Opt-in (``IMGSYNC_BROWSER_TESTS=1`` with ``chromium`` installed): the suite CI runs must not
+depend on a browser; there the pages are checked with ``html.parser`` (test_gallery.py,
+test_report.py). This module checks what only a browser can: every thumbnail of the page
+loads from the folder, no script error, and a hostile title is rendered as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import aiohttp
+import pytest
+from helpers import run_cli_async, start_fake, write_config
+
+from imgsync.fakehosts.chevereto import CheveretoFake
+from imgsync.fakehosts.common import Knobs
+from imgsync.fakehosts.gyazo import GyazoFake
+from imgsync.fakehosts.images import seed_image
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    not (os.environ.get("IMGSYNC_BROWSER_TESTS") and CHROMIUM),
+    reason="browser tests are opt-in: IMGSYNC_BROWSER_TESTS=1 and chromium installed",
+)
+TOKEN = "browser-token-1"
+HOSTILE = '<script>document.title="pwned"</script><img src=x onerror=alert(1)>'
+
+
+async def render(url: str) -> tuple[str, str]:
+    """The DOM after scripts ran (a very tall window: every image is in view), and the
+    browser's log."""
+    assert CHROMIUM is not None
+    with tempfile.TemporaryDirectory() as profile:
+        proc = await asyncio.create_subprocess_exec(
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1400,40000",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return out.decode(), err.decode(errors="replace")
+
+
+def body_data(dom: str, key: str) -> str:
+    start = dom.index(f'data-{key}="') + len(f'data-{key}="')
+    return dom[start : dom.index('"', start)]
+
+
+def script_errors(log: str) -> list[str]:
+    return [
+        line
+        for line in log.splitlines()
+        if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)
+    ]
+
+
+@pytest.mark.timeout(300)
+async def test_gallery_and_report_in_a_browser(tmp_path: Path) -> None:
+    gy = await start_fake(GyazoFake(Knobs(token=TOKEN, seed=200, rate="100000/second")))
+    chv = await start_fake(CheveretoFake(Knobs(token="chv-browser", rate="100000/second")))
+    try:
+        form = aiohttp.FormData()
+        form.add_field("access_token", TOKEN)
+        form.add_field("title", HOSTILE)
+        form.add_field("created_at", "2000000000")  # the newest: first on the page
+        form.add_field("imagedata", seed_image(777)[0], filename="h.png")
+        async with aiohttp.ClientSession() as s, s.post(gy.url + "/api/upload", data=form) as r:
+            assert r.status == 200
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gy.url}"\ntoken_env = "GY"\n'
+            f'[remotes.chv]\ntype = "chevereto"\nbase_url = "{chv.url}"\ntoken_env = "CHV"\n',
+        )
+        env = {"GY": TOKEN, "CHV": "chv-browser"}
+        out = tmp_path / "backup"
+        proc = await run_cli_async("--config", str(cfg), "backup", "gy:", str(out), env=env)
+        assert proc.returncode == 0, proc.stderr
+        page = tmp_path / "report.html"
+        proc = await run_cli_async(
+            *("--config", str(cfg), "migrate", "gy:", "chv:", "--map", str(tmp_path / "m.csv")),
+            *("--report", str(page)),
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        await gy.close()
+        await chv.close()
+
+    dom, log = await render((out / "index.html").as_uri() + "#per=240")
+    assert body_data(dom, "shown") == "201"
+    assert body_data(dom, "loaded") == "201" and body_data(dom, "broken") == "0"
+    assert not script_errors(log), script_errors(log)
+    assert "&lt;script&gt;document.title" in dom  # shown as text ...
+    assert '<script>document.title="pwned"' not in dom  # ... never as an element
+    assert "<title>Backup: backup</title>" in dom
+
+    dom, log = await render(page.as_uri())
+    assert body_data(dom, "shown") == "100"
+    assert body_data(dom, "loaded") == "100" and body_data(dom, "broken") == "0"
+    assert not script_errors(log), script_errors(log)
+    assert "&lt;script&gt;document.title" in dom
