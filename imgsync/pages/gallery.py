@@ -130,8 +130,9 @@ def build_record(
         rec["i"] = src.remote_id
     if sidecar is not None:
         rec["j"] = file_href(sidecar)
-    if meta:
-        rec["m"] = meta
+    rest = {k: v for k, v in meta.items() if k not in ("title", "created_at")}
+    if rest:  # the title and the date are shown from "t" and "d"
+        rec["m"] = rest
     return {k: v for k, v in rec.items() if v is not None}
 
 
@@ -191,8 +192,8 @@ def _intact(root: Path, data_dir: Path, chunks: list[_Chunk]) -> bool:
     return (root / INDEX).is_file() and all((data_dir / (c.file or "")).is_file() for c in chunks)
 
 
-def _chunk_text(records: list[dict[str, Any]]) -> str:
-    return "IMGSYNC_ITEMS.push(...[\n" + ",\n".join(js_data(r) for r in records) + "\n]);\n"
+def _chunk_text(texts: list[str]) -> str:
+    return "IMGSYNC_ITEMS.push(...[\n" + ",\n".join(texts) + "\n]);\n"
 
 
 def update_gallery(
@@ -239,6 +240,7 @@ def _update(
     digests: dict[str, str] = {}
     new_items: dict[str, list[Any]] = {}
     sources: dict[str, int] = {}
+    texts: dict[str, str] = {}  # each record as page data, made once
     for item in stored:
         rel = _key_path(item.remote_id)
         if not os.path.lexists(root / rel):
@@ -250,8 +252,10 @@ def _update(
         else:
             sidecar = find_sidecar(root, rel, item.sha256)
         rec = build_record(root, item, places.get(item.sha256, []), source, sidecar)
-        digest = hashlib.sha256(utf8(js_data(rec))).hexdigest()[:20]
+        js = js_data(rec)
+        digest = hashlib.sha256(utf8(js)).hexdigest()[:20]
         records[item.remote_id], digests[item.remote_id] = rec, digest
+        texts[item.remote_id] = js
         new_items[item.remote_id] = [stamp, sidecar, digest]
         result.items += 1
         result.bytes += item.size or 0
@@ -282,7 +286,7 @@ def _update(
     for ch in chunks:
         if ch.file is not None:
             continue
-        text = _chunk_text([records[k] for k in ch.keys])
+        text = _chunk_text([texts[k] for k in ch.keys])
         name = f"c-{hashlib.sha256(utf8(text)).hexdigest()[:16]}.js"
         ch.file = name
         target = data_dir / name
