@@ -159,6 +159,8 @@ def _print(outcome: Outcome) -> None:
     for r in report.remotes:
         resumed = " (resumed pass)" if r.resumed else ""
         stopped = "" if r.complete else " (stopped early; re-run to finish)"
+        if r.gave_up:
+            stopped = f" (gave up: {r.gave_up}; re-run to finish)"
         print(
             f"{r.name}: {r.checked} checked{resumed}: {r.counts['alive']} alive, "
             f"{r.counts['gone']} gone, {r.counts['altered']} altered, "

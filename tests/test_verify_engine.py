@@ -101,15 +101,19 @@ async def test_an_interrupted_pass_resumes_and_samples_rotate(tmp_path: Path) ->
 
 
 async def test_a_dead_host_is_unreachable_not_gone(tmp_path: Path) -> None:
-    async with serve_emulator("gyazo", seed=3) as gy:
+    """A host that is down is unreachable, never gone: nothing is repaired or forgotten,
+    and after 8 failures in a row the rest waits for the next run (the pass resumes)."""
+    async with serve_emulator("gyazo", seed=12) as gy:
         async with serve_emulator("chevereto") as chv:
             cfg = _config(gy, chv)
             await _migrate(cfg, tmp_path)
         # the Chevereto emulator is stopped: connections are refused
         async with fast_client(attempts=2) as http:
-            report = await run_verify(cfg, ["chv:"], VerifyOptions(repair_to="gy:"), http=http)
+            opts = VerifyOptions(repair_to="gy:", transfers=1)
+            report = await run_verify(cfg, ["chv:"], opts, http=http)
         (r,) = report.remotes
-        assert r.counts == {"alive": 0, "gone": 0, "altered": 0, "unreachable": 3}
+        assert r.counts == {"alive": 0, "gone": 0, "altered": 0, "unreachable": 8}
+        assert not r.complete and "8 unreachable in a row" in r.gave_up
         assert report.repairs == [] and report.exit_code == 1
         with must_open(cfg.state_path) as db:
             assert db.status()["remotes"]  # nothing forgotten

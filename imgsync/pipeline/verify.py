@@ -67,6 +67,7 @@ from imgsync.state.store import StateStore
 log = get_logger("imgsync.verify")
 
 MAX_CHECK_BYTES = 2 * 1024**3
+UNREACHABLE_STREAK = 8  # this many unreachable in a row: stop checking that remote this run
 _SNIFF = 512
 
 
@@ -91,6 +92,7 @@ class RemoteResult:
     problems: list[Verdict] = field(default_factory=list)  # every non-alive verdict
     resumed: bool = False
     complete: bool = True  # False: stopped before every location was checked
+    gave_up: str = ""  # why the rest was left for the next run (the host seems down)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -99,6 +101,7 @@ class RemoteResult:
             **self.counts,
             "resumed": self.resumed,
             "complete": self.complete,
+            "gave_up": self.gave_up or None,
             "problems": [
                 {"id": v.remote_id, "url": v.url, "status": v.status, "detail": v.detail}
                 for v in self.problems
@@ -402,14 +405,17 @@ class Verifier:
         async def feed() -> None:
             async with send:
                 for t in todo:
-                    if stop is not None and stop.is_set():
+                    if (stop is not None and stop.is_set()) or result.gave_up:
                         result.complete = False
                         return
                     await send.send(t)
 
+        streak = 0  # unreachable verdicts in a row: the host is down, not the images
+
         async def work() -> None:
+            nonlocal streak
             async for t in recv:
-                if stop is not None and stop.is_set():
+                if (stop is not None and stop.is_set()) or result.gave_up:
                     result.complete = False
                     continue  # queued but not started: the next run checks it
                 if local_root is not None:
@@ -420,6 +426,10 @@ class Verifier:
                 done.add(t.remote_id)
                 if v.status == "gone" and v.detail.startswith("HTTP 4"):
                     self.definite.add((key, t.remote_id))  # a 404/410 just now: no doubt
+                streak = streak + 1 if v.status == "unreachable" else 0
+                if streak >= UNREACHABLE_STREAK and not result.gave_up:
+                    result.gave_up = f"{streak} unreachable in a row ({v.detail})"
+                    log.warning("verify_gave_up", remote=name, reason=result.gave_up)
                 result.checked += 1
                 result.counts[v.status] += 1
                 if v.status != "alive":
