@@ -206,22 +206,23 @@ class DiscordImagesProvider(Provider):
         going_on, self._handed_out = cursor is not None and cursor == self._handed_out, None
         if mark is not None and not going_on:
             page, items, last, full = await resume_page(
-                self._items,
-                page,
-                first=0,
-                per_page=PAGE_SIZE,
-                after=lambda item: _older(item, mark),
+                self._page, page, first=0, after=lambda item: _older(item, mark)
             )
         else:
             if not going_on:
                 page = 0  # no cursor, or a bare page number saved by an older version
-            items = await self._items(page)
-            full, last = len(items) >= PAGE_SIZE, items[-1] if items else None
+            items, full = await self._page(page)
+            last = items[-1] if items else None
         if not full or last is None:
             return Page(items=items, next_cursor=None)
         last_id = _id(last)
         self._handed_out = f"{page + 1}@{last_id}" if last_id is not None else str(page + 1)
         return Page(items=items, next_cursor=self._handed_out)
+
+    async def _page(self, page: int) -> tuple[list[RemoteItem], bool]:
+        """One page of files, and whether it was full (a shorter page is the last)."""
+        items = await self._items(page)
+        return items, len(items) >= PAGE_SIZE
 
     async def _items(self, page: int | None) -> list[RemoteItem]:
         path = "/api/uploads" if page is None else f"/api/uploads/{page}"

@@ -262,8 +262,10 @@ class GuizhanProvider(Provider):
 
     # --- the provider interface ----------------------------------------------------------
 
-    async def _items(self, page: int) -> list[RemoteItem]:
-        return [self._item(row) for row in await self._rows(page)]
+    async def _items(self, page: int) -> tuple[list[RemoteItem], bool]:
+        """A page's images, and whether it was full (a shorter page is the last)."""
+        rows = await self._rows(page)
+        return [self._item(row) for row in rows], len(rows) >= self.per_page
 
     async def _rows(self, page: int) -> list[Any]:
         resp = await self.http.request(
@@ -302,15 +304,10 @@ class GuizhanProvider(Provider):
             page = 1
         if mark is not None and not going_on:  # a saved cursor: find the watermark again
             page, items, last, full = await resume_page(
-                self._items,
-                page,
-                first=1,
-                per_page=self.per_page,
-                after=lambda item: self._after(item, mark),
+                self._items, page, first=1, after=lambda item: self._after(item, mark)
             )
         else:
-            items = await self._items(page)
-            full = len(items) >= self.per_page
+            items, full = await self._items(page)
             last = items[-1] if items else None
         if not full or last is None:
             return Page(items=items, next_cursor=None)

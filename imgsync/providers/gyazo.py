@@ -53,8 +53,10 @@ Choices made here [INF]:
 * 400/413/422 and 402 are ``Rejected`` for that file, with the host's message (413 is not
   documented; it is what a size limit would most likely answer).
 * Page numbers over a newest-first list shift while the account changes: an upload during
-  a listing can show an item twice (the pipeline dedupes), a delete can hide one until the
-  next run. That is why ``listing_appends`` is False.
+  a listing can show an item twice (the pipeline dedupes); a delete would hide older
+  items from a resumed listing, so a saved cursor carries a watermark (the last image
+  handed out) and the resume looks back for it (:mod:`imgsync.providers.paging`). New
+  images appear at the start, hence ``listing_appends`` is False.
 * The budget is declared as ``12500/day`` on the API host, and the upload host draws on
   the same budget (``ProviderInfo.shared_limits``), as Gyazo counts one day per token.
 * Image files (``i.gyazo.com``) are fetched without the token. An item listed without a
@@ -86,6 +88,7 @@ from imgsync.http import ApiResponse, FilePart, Multipart, excerpt, parse_retry_
 from imgsync.log import get_logger
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
 from imgsync.providers.base import Features, Provider, ProviderInfo, option
+from imgsync.providers.paging import resume_page
 from imgsync.ratelimit import authority_of, next_utc_midnight
 
 if TYPE_CHECKING:
@@ -181,6 +184,27 @@ class GyazoOptions:
     collection_id: str | None = option(None, doc="uploads: add to this collection")
 
 
+def _parse_cursor(cursor: str | None) -> tuple[int, tuple[float, str] | None]:
+    """``<page>@<created_at>@<image_id>`` -> (page, watermark); a bare page number (saved
+    by an older version) has no watermark."""
+    if not cursor:
+        return 1, None
+    number, _, mark = cursor.partition("@")
+    page = int(number) if number.isdigit() and int(number) >= 1 else 1
+    when, _, image_id = mark.partition("@")
+    try:
+        return page, (float(when), image_id) if image_id else None
+    except ValueError:
+        return page, None
+
+
+def _older(item: RemoteItem, mark: tuple[float, str]) -> bool:
+    """Does ``item`` come after the watermark in a newest-first listing? Images of the
+    same second as the watermark count as after it (they are only checked again)."""
+    when = item.meta.created_at
+    return when is None or when < mark[0] or (when == mark[0] and item.remote_id != mark[1])
+
+
 class GyazoProvider(Provider):
     """A Gyazo account (or a Gyazo-compatible host at ``base_url``)."""
 
@@ -215,6 +239,7 @@ class GyazoProvider(Provider):
         # base_url unset, or set to the public API host itself: the two public hosts
         self.public = authority_of(self.base_url) == authority_of(PUBLIC_API)
         self.upload_url = PUBLIC_UPLOAD if self.public else f"{self.base_url}/api/upload"
+        self._handed_out: str | None = None  # the cursor handed out last (a listing going on)
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -286,7 +311,31 @@ class GyazoProvider(Provider):
     # ---- the provider interface -------------------------------------------------------
 
     async def list_page(self, cursor: str | None) -> Page:
-        page = int(cursor) if cursor and cursor.isdigit() and int(cursor) >= 1 else 1
+        """One page, newest first. The cursor is ``<page>@<created_at>@<image_id>``: the
+        next page and the last image handed out. Deleting images on the site moves every
+        older one up a place, so a cursor saved by an earlier run is resumed from that
+        watermark (:mod:`imgsync.providers.paging`), never by page number alone."""
+        page, mark = _parse_cursor(cursor)
+        going_on, self._handed_out = cursor is not None and cursor == self._handed_out, None
+        if mark is not None and not going_on:
+            page, items, last, more = await resume_page(
+                self._page, page, first=1, after=lambda item: _older(item, mark)
+            )
+        else:
+            if not going_on:
+                page = 1  # no cursor, or a bare page number saved by an older version
+            items, more = await self._page(page)
+            last = items[-1] if items else None
+        if not more or last is None:
+            return Page(items=items, next_cursor=None)
+        when = last.meta.created_at
+        self._handed_out = (
+            f"{page + 1}@{when!r}@{last.remote_id}" if when is not None else str(page + 1)
+        )
+        return Page(items=items, next_cursor=self._handed_out)
+
+    async def _page(self, page: int) -> tuple[list[RemoteItem], bool]:
+        """One page of images, and whether more pages follow."""
         resp = await self._call(
             "GET",
             f"{self.base_url}/api/images",
@@ -309,7 +358,7 @@ class GyazoProvider(Provider):
             more = total > page * per_page
         else:
             more = len(resp.data) >= per_page
-        return Page(items=items, next_cursor=str(page + 1) if more else None)
+        return items, more
 
     async def get(self, remote_id: str) -> RemoteItem:
         resp = await self._call("GET", self._image_url(remote_id))

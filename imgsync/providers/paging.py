@@ -17,29 +17,28 @@ from imgsync.models import RemoteItem
 
 __all__ = ["resume_page"]
 
-Fetch = Callable[[int], Awaitable[list[RemoteItem]]]
+Fetch = Callable[[int], Awaitable[tuple[list[RemoteItem], bool]]]
+"""``fetch(page)`` -> (its items, whether pages follow it)."""
 
 
 async def resume_page(
-    fetch: Fetch, page: int, *, first: int, per_page: int, after: Callable[[RemoteItem], bool]
+    fetch: Fetch, page: int, *, first: int, after: Callable[[RemoteItem], bool]
 ) -> tuple[int, list[RemoteItem], RemoteItem | None, bool]:
     """Find the watermark again from around ``page`` (pages are numbered from ``first``).
 
     Returns the page number read last, the items of it that come ``after`` the watermark,
-    the last item of that page (for the next cursor) and whether the page was full.
+    the last item of that page (for the next cursor) and whether pages follow it.
     """
     page = max(first, page - 1)
-    items = await fetch(page)
+    items, more = await fetch(page)
     while page > first and (not items or after(items[0])):
         page -= 1  # items were deleted before the watermark: look further back
-        items = await fetch(page)
-    full = len(items) >= per_page
+        items, more = await fetch(page)
     last = items[-1] if items else None
     fresh = [i for i in items if after(i)]
-    while not fresh and full:  # the watermark ended its page: read the next one
+    while not fresh and more:  # the watermark ended its page: read the next one
         page += 1
-        items = await fetch(page)
-        full = len(items) >= per_page
+        items, more = await fetch(page)
         last = items[-1] if items else last
         fresh = [i for i in items if after(i)]
-    return page, fresh, last, full
+    return page, fresh, last, more

@@ -88,10 +88,15 @@ async def gyazo() -> AsyncIterator[Start]:
 
 
 async def test_pages_cover_the_library_once(gyazo: Start) -> None:
-    """45 images at per_page 20: pages of 20, 20, 5 with cursors None, "2", "3"; each once."""
+    """45 images at per_page 20: pages of 20, 20, 5, each image once; the cursors name the
+    next page and the last image handed out ("2@<created_at>@<id>", "3@...")."""
     env = await gyazo(GyazoFake(Knobs(token=TOKEN, seed=45)), per_page=20)
     pages = [(page, cursor) async for page, cursor in env.provider.iter_all()]
-    assert [cursor for _page, cursor in pages] == [None, "2", "3"]
+    lasts = [page.items[-1] for page, _ in pages[:-1]]
+    assert [cursor for _page, cursor in pages] == [None] + [
+        f"{n}@{item.meta.created_at!r}@{item.remote_id}"
+        for n, item in zip((2, 3), lasts, strict=True)
+    ]
     assert [len(page.items) for page, _ in pages] == [20, 20, 5]
     assert pages[-1][0].next_cursor is None
     ids = [item.remote_id for page, _ in pages for item in page.items]
@@ -104,13 +109,24 @@ async def test_pages_cover_the_library_once(gyazo: Start) -> None:
     assert first.url == f"{env.fake.url}/{stored.image_id}.{stored.type}"
 
 
-async def test_the_cursor_is_the_page_number(gyazo: Start) -> None:
-    """Gyazo pages by number: cursor "2" is page 2; a page past the end is empty and last."""
+async def test_a_saved_cursor_resumes_after_its_image_even_after_deletions(gyazo: Start) -> None:
+    """A run stopped after page 1 (20 of 45, newest first); the 10 newest are then deleted
+    on the site, so every older image moves up 10 places. Resuming from the saved cursor
+    still hands out all 25 images not seen yet (page 2 by number alone would skip 10); a
+    bare page number (saved by an older version) lists again from page 1."""
     env = await gyazo(GyazoFake(Knobs(token=TOKEN, seed=45)), per_page=20)
-    resumed = [cursor async for _page, cursor in env.provider.iter_all("2")]
-    assert resumed == ["2", "3"]
-    past_the_end = await env.provider.list_page("9")
-    assert past_the_end.items == [] and past_the_end.next_cursor is None
+    first = await env.provider.list_page(None)
+    saved = first.next_cursor
+    assert saved is not None
+    for item in first.items[:10]:
+        await env.provider.delete(item)
+    later = GyazoProvider(env.provider.config, env.provider.ctx)
+    rest = [i.remote_id async for page, _c in later.iter_all(saved) for i in page.items]
+    assert len(rest) == len(set(rest)) == 25
+    assert not {i.remote_id for i in first.items} & set(rest)
+    legacy = await GyazoProvider(env.provider.config, env.provider.ctx).list_page("2")
+    expected = [i.remote_id for i in first.items[10:]] + rest[:10]
+    assert [i.remote_id for i in legacy.items] == expected
 
 
 async def test_paging_follows_the_page_size_the_host_echoes(gyazo: Start) -> None:
