@@ -390,3 +390,27 @@ def test_config_keys_of_the_pages() -> None:
     problems = " ".join(err.value.problems)
     assert "jobs[0].gallery" in problems and "jobs[1].gallery" in problems
     assert "jobs[2].report" in problems
+
+
+async def test_the_gallery_links_each_image_to_its_own_sidecar(tmp_path: Path) -> None:
+    """Where the user's own <image>.json was in the way, the sidecar went to
+    <image>.imgsync.json: the page links there, never to the user's file."""
+    host = GyazoFake(Knobs(token=TOKEN, seed=4))
+    fake = await start_fake(host)
+    out = tmp_path / "backup"
+    out.mkdir()
+    names = sorted(f"{i.image_id}.{i.type}" for i in host.images.values())
+    for name in names[:2]:
+        (out / f"{name}.json").write_text('{"my": "notes"}')
+    try:
+        await _backup(tmp_path, fake.url, out)
+    finally:
+        await fake.close()
+    links = {it["n"]: it["j"] for it in gallery_items(out / "index.html")}
+    assert links == {
+        name: f"./{name}.imgsync.json" if name in names[:2] else f"./{name}.json" for name in names
+    }
+    for name in names:
+        side = json.loads(resolve(out, links[name]).read_text())
+        assert side["remote_id"] == name.rpartition(".")[0]
+    assert all((out / f"{n}.json").read_text() == '{"my": "notes"}' for n in names[:2])
