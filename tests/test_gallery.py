@@ -282,6 +282,10 @@ def test_escaping_helpers() -> None:
     text = js_data({"t": "</script><script>alert(1)</script>\u2028&"})
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
     assert json.loads(text)["t"] == "</script><script>alert(1)</script>\u2028&"
+    assert json.loads(js_data({"d": float("nan"), "m": [float("inf"), 1.5]})) == {
+        "d": None,
+        "m": [None, 1.5],
+    }
     assert esc("\"<a>'&") == "&quot;&lt;a&gt;&#x27;&amp;"
     for bad in (
         "javascript:alert(1)",
