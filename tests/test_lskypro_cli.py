@@ -122,6 +122,13 @@ async def test_folder_to_lsky_backup_and_back_upload_and_download_once(tmp_path:
         host._remove(deleted)
         verify = await run(cfg, "copy", str(tmp_path / "src"), "lsky:", "--verify-dest")
         assert verify["copied"] == 1 and host.stats.uploads == 51
+
+        # sync: two files dropped from the folder are deleted at the host (confirmed gone)
+        (tmp_path / "src" / "img01.png").unlink()
+        (tmp_path / "src" / "img03.jpg").unlink()
+        synced = await run(cfg, "sync", str(tmp_path / "src"), "lsky:")
+        assert synced["deleted"] == 2 and host.stats.deletes == 2
+        assert len(host.user_images()) == 48
     finally:
         await lsky.close()
 
