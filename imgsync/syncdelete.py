@@ -30,7 +30,8 @@ from imgsync.state.store import StateStore
 
 @dataclass
 class DeletePlan:
-    candidates: list[tuple[str, str, str | None]] = field(default_factory=list)  # id, sha, url
+    # (remote id, sha256, delete url, url): a host may need the URL to confirm a delete
+    candidates: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
     refused: str | None = None
 
 
@@ -46,9 +47,9 @@ def plan_deletes(
     rows, source_rels, source_shas = db.delete_candidates(src_key, dst_key, src_root)
     plan = DeletePlan()
     plan.candidates = [
-        (rid, sha, d)
-        for rid, sha, d in rows
-        if sha not in source_shas and not (dst_is_folder and rid in source_rels)
+        row
+        for row in rows
+        if row[1] not in source_shas and not (dst_is_folder and row[0] in source_rels)
     ]
     if len(plan.candidates) > max_delete:
         plan.refused = (
@@ -67,8 +68,10 @@ async def run_deletes(
         raise UsageError(f"{dst.name} cannot delete items, so it cannot be a sync destination")
     deleted: list[tuple[str, str]] = []
     failures: list[tuple[str, str]] = []
-    for remote_id, sha, delete_url in plan.candidates:
-        item = RemoteItem(remote_id=remote_id, name=remote_id, delete_url=delete_url, sha256=sha)
+    for remote_id, sha, delete_url, url in plan.candidates:
+        item = RemoteItem(
+            remote_id=remote_id, name=remote_id, url=url, delete_url=delete_url, sha256=sha
+        )
         try:
             await dst.delete(item)
         except NotFound:

@@ -126,8 +126,11 @@ async def test_folder_to_lsky_backup_and_back_upload_and_download_once(tmp_path:
         # sync: two files dropped from the folder are deleted at the host (confirmed gone)
         (tmp_path / "src" / "img01.png").unlink()
         (tmp_path / "src" / "img03.jpg").unlink()
+        before = host.stats.requests
         synced = await run(cfg, "sync", str(tmp_path / "src"), "lsky:")
         assert synced["deleted"] == 2 and host.stats.deletes == 2
+        # each delete: is it there (its recorded URL), DELETE, is it gone -- no listing scans
+        assert host.stats.requests - before == 2 * 3
         assert len(host.user_images()) == 48
     finally:
         await lsky.close()

@@ -109,11 +109,12 @@ def cursor_of(conn: sqlite3.Connection, remote: str, scope: str) -> tuple[str | 
 
 def delete_candidates(
     conn: sqlite3.Connection, source: str, dest: str, src_root: str
-) -> tuple[list[tuple[str, str, str | None]], set[str], set[str]]:
-    """Locations at ``dest`` whose bytes ``source`` wrote there and no other source relies
-    on, plus the folder ``src_root``'s current (rel keys, checksums)."""
+) -> tuple[list[tuple[str, str, str | None, str | None]], set[str], set[str]]:
+    """Locations at ``dest`` (remote id, sha256, delete url, url) whose bytes ``source``
+    wrote there and no other source relies on, plus the folder ``src_root``'s current
+    (rel keys, checksums)."""
     rows = conn.execute(
-        "SELECT l.remote_id, l.sha256, l.delete_url FROM locations l "
+        "SELECT l.remote_id, l.sha256, l.delete_url, l.url FROM locations l "
         "JOIN owners o ON o.dest = l.remote AND o.sha256 = l.sha256 "
         "AND o.source = ? AND o.wrote = 1 "
         "WHERE l.remote = ? AND NOT EXISTS (SELECT 1 FROM owners x WHERE x.dest = l.remote "
@@ -124,7 +125,7 @@ def delete_candidates(
     for rel, sha in conn.execute("SELECT rel, sha256 FROM local_files WHERE root = ?", (src_root,)):
         rels.add(rel)
         shas.add(sha)
-    return [(r[0], r[1], r[2]) for r in rows], rels, shas
+    return [(r[0], r[1], r[2], r[3]) for r in rows], rels, shas
 
 
 def url_map(conn: sqlite3.Connection, source: str, dest: str) -> list[tuple[str, str, str]]:

@@ -84,9 +84,9 @@ class StateReader:
 
     def delete_candidates(
         self, source: str, dest: str, src_root: str
-    ) -> tuple[list[tuple[str, str, str | None]], set[str], set[str]]:
+    ) -> tuple[list[tuple[str, str, str | None, str | None]], set[str], set[str]]:
         """What ``source`` wrote at ``dest`` that no other source relies on:
-        ((remote id, sha256, delete url)...), and the folder's current (rel keys, shas)."""
+        ((remote id, sha256, delete url, url)...), and the folder's current (rel keys, shas)."""
         return self._q(queries.delete_candidates, source, dest, src_root)
 
     def url_map(self, source: str, dest: str) -> list[tuple[str, str, str]]:
