@@ -393,3 +393,25 @@ async def test_a_hosts_own_conversion_is_alive_and_a_later_change_is_not(tmp_pat
             assert r.status == 200
         again = await run_verify(cfg, ["chv:"], VerifyOptions())
         assert again.remotes[0].counts == {"alive": 1, "gone": 0, "altered": 1, "unreachable": 0}
+
+
+def test_extending_a_map_repoints_dead_targets_and_keeps_the_rest(tmp_path: Path) -> None:
+    import json
+
+    from imgsync.urlmap import extend_map, read_map
+
+    as_json = tmp_path / "map.json"
+    as_json.write_text(
+        json.dumps({"https://g/a.png": "https://c/a.png", "https://g/b.png": "https://c/b.png"})
+    )
+    assert extend_map(as_json, {"https://c/a.png": "https://n/a.png"}, {}) == 3
+    assert read_map(as_json) == {
+        "https://g/a.png": "https://n/a.png",
+        "https://g/b.png": "https://c/b.png",
+        "https://c/a.png": "https://n/a.png",
+    }
+    as_csv = tmp_path / "new" / "map.csv"  # a map that does not exist yet is created
+    assert (
+        extend_map(as_csv, {"https://c/a.png": "https://n/a.png"}, {"https://c/a.png": "ab12"}) == 1
+    )
+    assert as_csv.read_text() == "old_url,new_url,sha256\nhttps://c/a.png,https://n/a.png,ab12\n"
