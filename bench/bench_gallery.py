@@ -8,6 +8,7 @@ folder's locations), then prints:
 * the time of an update with nothing new (it writes nothing) and after 100 new images
   (which data files it rewrote)
 * the per-item cost at 1,000 vs N items (ratio; flat is the goal)
+* the time and size of a report page listing all N items
 * when Debian's ``chromium`` is installed: how long a headless browser takes to open the
   page (load, parse the data, lay out the first page) for 1,000 and for N items
 
@@ -30,6 +31,7 @@ from imgsync.fakehosts.images import seed_image
 from imgsync.hashing import digest_bytes
 from imgsync.models import ItemMeta, RemoteItem
 from imgsync.pages.gallery import DATA_DIR, update_gallery
+from imgsync.pages.report import write_report
 from imgsync.state import queries
 from imgsync.state.reader import must_open
 from imgsync.state.store import StateStore
@@ -167,6 +169,29 @@ def main() -> int:
             f"  update after 100 new images: {more:.2f} s, rewrote {len(res.files_written)} "
             f"files ({written / 1000:.0f} KB) of {len(list((root / DATA_DIR).glob('c-*.js')))}"
             " data files + index"
+        )
+        conn = must_open(state)
+        started = time.perf_counter()
+        report = work / "report.html"
+        res = write_report(
+            conn,
+            report,
+            job="bench",
+            source="gy",
+            dest=key,
+            summary={
+                "verb": "backup",
+                "checked": args.items + 100,
+                "copied": 100,
+                "already_present": args.items,
+                "failed": 0,
+            },
+        )
+        took = time.perf_counter() - started
+        conn.close()
+        print(
+            f"  report page of {res.items} items: {took:.2f} s, "
+            f"{report.stat().st_size / 1e6:.1f} MB, balanced: {res.balanced}"
         )
         small_ms = browser_ms(small_root / "index.html")
         big_ms = browser_ms(root / "index.html")
