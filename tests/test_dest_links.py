@@ -45,5 +45,6 @@ def test_link_made_between_staging_and_commit_is_refused(tmp_path: Path) -> None
     (root / "sub").symlink_to(elsewhere, target_is_directory=True)
     commit_units(str(root), [unit])
     assert unit.files[0].error is not None and unit.files[0].final is None
+    assert unit.staged == unit.files  # still listed, so the engine reports it as failed
     assert list(elsewhere.iterdir()) == []
     assert sorted(p.name for p in root.iterdir()) == ["sub"]  # no staging left behind

@@ -161,8 +161,8 @@ def linked_folder(dst_root: str, folder: str) -> str | None:
     return None
 
 
-def _refuse_links(dst_root: str, unit: Unit) -> bool:
-    """Fail every file of ``unit`` when its folder goes through a link; True if so."""
+def _refuse_links(dst_root: str, unit: Unit, files: list[StagedFile]) -> bool:
+    """Fail ``files`` of ``unit`` when its folder goes through a link; True if so."""
     link = linked_folder(dst_root, unit.folder)
     if link is None:
         return False
@@ -171,9 +171,8 @@ def _refuse_links(dst_root: str, unit: Unit) -> bool:
         "through links (replace it with a real folder, or copy into the folder it points to)",
         path=link,
     )
-    for f in unit.files:
+    for f in files:
         f.error = err
-    unit.staged = []
     return True
 
 
@@ -259,7 +258,7 @@ def _stage_streamed(src: str, dst_root: str, unit: Unit, f: StagedFile, with_md5
 def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit:
     """Read, hash and stage every file of ``unit``; per-file errors are kept on the file."""
     unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
-    if _refuse_links(dst_root, unit):
+    if _refuse_links(dst_root, unit, unit.files):
         return unit
     if not _open_stage(unit, os.path.dirname(unit.final_dir) if unit.folder else dst_root):
         return unit
@@ -297,7 +296,7 @@ def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes | Path]) -> Unit:
     (the second one gets ``name (1).ext`` at commit).
     """
     unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
-    if _refuse_links(dst_root, unit):
+    if _refuse_links(dst_root, unit, unit.files):
         return unit
     if not _open_stage(unit, dst_root):
         return unit
@@ -479,7 +478,7 @@ def commit_units(dst_root: str, units: list[Unit]) -> None:
             if not f.approved:
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(unit.stage_dir, _staged_name(f)))
-        if unit.staged and _refuse_links(dst_root, unit):  # a link made since staging
+        if unit.staged and _refuse_links(dst_root, unit, unit.staged):  # made since staging
             _drop(unit)
             continue
         if _rename_whole(unit):
