@@ -492,9 +492,14 @@ class LskyProProvider(Provider):
                 await self.http.request(
                     "HEAD", item.url, remote=self.name, expect="none", allow_redirects=True
                 )
-            except NotFound:
+            except (NotFound, AuthError):
+                # no token goes to the file URL, so a 401/403 there is the storage refusing
+                # a key it does not have (S3-style strategies answer 403), not our token
                 return False
-            return True
+            except Rejected:
+                pass  # the file server refuses HEAD (405): ask the listing instead
+            else:
+                return True
         cursor = None
         while True:
             page = await self.list_page(cursor)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from aiohttp import web
 from helpers import RunningFake, start_fake
 from structlog.testing import capture_logs
 
@@ -305,3 +306,35 @@ async def test_a_resume_whose_watermark_was_deleted_still_finds_what_follows() -
             ]
     assert [i.remote_id for i in second.items] == seen[: len(second.items)]
     assert len(seen) == 85 - 40
+
+
+class S3StyleLsky(LskyProFake):
+    """A Lsky whose storage answers 403 for a file it does not have, and (``refuse_head``)
+    refuses HEAD."""
+
+    refuse_head = False
+
+    def serve_file(self, request: web.Request, key: str | None) -> web.Response:
+        if request.method == "HEAD" and self.refuse_head:
+            return web.Response(status=405)
+        if key is None or key not in self.images:
+            return web.Response(status=403, text="AccessDenied")
+        return super().serve_file(request, key)
+
+
+@pytest.mark.parametrize("refuse_head", [False, True])
+async def test_delete_confirmation_copes_with_storage_that_answers_403_or_refuses_head(
+    refuse_head: bool,
+) -> None:
+    fake = S3StyleLsky(Knobs(token=TOKEN, rate="none"))
+    fake.refuse_head = refuse_head
+    running = await start_fake(fake)
+    try:
+        async with provider(running.url) as lsky:
+            mine = await lsky.upload(source(make_png(20, 20, 14)), ItemMeta(), rel_path="m.png")
+            await lsky.delete(mine)
+            with pytest.raises(NotFound):
+                await lsky.delete(mine)
+    finally:
+        await running.close()
+    assert fake.stats.deletes == 1
