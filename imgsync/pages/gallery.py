@@ -52,7 +52,7 @@ DATA_DIR = ".imgsync-gallery"
 INDEX = "index.html"
 CHUNK = 1000
 MARKER = b'<meta name="generator" content="imgsync'
-_MANIFEST_VERSION = 1
+_MANIFEST_VERSION = 2
 
 
 @dataclass
@@ -96,19 +96,19 @@ def _clean(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if v not in (None, "", [], {})}
 
 
+def source_of(places: list[reports.Place], prefer: str | None) -> reports.Place | None:
+    """Where a backed-up image came from: the run's source if it has it, else the latest."""
+    if not places:
+        return None
+    chosen = [p for p in places if p.remote == prefer] or places
+    return chosen[-1]
+
+
 def build_record(
-    root: Path,
-    item: reports.StoredItem,
-    places: list[reports.Place],
-    prefer: str | None,
-    sidecar: str | None,
+    item: reports.StoredItem, src: reports.Place | None, sidecar: str | None
 ) -> dict[str, Any]:
     """One item's data for the page (short keys: 20,000 of them are loaded at once)."""
     rel = _key_path(item.remote_id)
-    src = None
-    if places:
-        chosen = [p for p in places if p.remote == prefer] or places
-        src = chosen[-1]
     meta = _clean(item.meta) or (_clean(src.meta) if src else {})
     created = meta.get("created_at")
     rec: dict[str, Any] = {
@@ -233,49 +233,62 @@ def _update(
     if old_mark == _mark(db, root, dest_key, source) and _intact(root, data_dir, old_chunks):
         result.items = len(old_items)
         return  # nothing changed since the last update: not a byte to write
+    if not (isinstance(old_mark, list) and old_mark and old_mark[0] == _TEMPLATE):
+        old_chunks, old_items = [], {}  # drawn by other code: draw every item again
     stored = db.stored_items(dest_key)
     places = db.other_places(dest_key)
 
-    records: dict[str, dict[str, Any]] = {}
-    digests: dict[str, str] = {}
-    new_items: dict[str, list[Any]] = {}
+    # key -> [stamp, sidecar, digest, date, source]: an item whose stamp is unchanged is
+    # not drawn again (its data file stays as it is unless a neighbour changed)
+    entries: dict[str, list[Any]] = {}
+    stored_by_key: dict[str, reports.StoredItem] = {}
     sources: dict[str, int] = {}
-    texts: dict[str, str] = {}  # each record as page data, made once
+    texts: dict[str, str] = {}  # records drawn in this update, as page data
     for item in stored:
-        rel = _key_path(item.remote_id)
+        key = item.remote_id
+        rel = _key_path(key)
         if not os.path.lexists(root / rel):
             continue  # deleted by hand since; the next backup fetches it again
-        stamp = f"{item.sha256}:{item.updated}"
-        prev = old_items.get(item.remote_id)
-        if prev and len(prev) == 3 and prev[0] == stamp:
-            sidecar = prev[1]
+        src = source_of(places.get(item.sha256, []), source)
+        there = f"{src.remote}:{src.remote_id}:{src.updated}" if src else ""
+        stamp = f"{item.sha256}:{item.updated}:{there}"
+        prev = old_items.get(key)
+        if prev and len(prev) == 5 and prev[0] == stamp:
+            entries[key] = prev
         else:
             sidecar = find_sidecar(root, rel, item.sha256)
-        rec = build_record(root, item, places.get(item.sha256, []), source, sidecar)
-        js = js_data(rec)
-        digest = hashlib.sha256(utf8(js)).hexdigest()[:20]
-        records[item.remote_id], digests[item.remote_id] = rec, digest
-        texts[item.remote_id] = js
-        new_items[item.remote_id] = [stamp, sidecar, digest]
+            rec = build_record(item, src, sidecar)
+            js = js_data(rec)
+            digest = hashlib.sha256(utf8(js)).hexdigest()[:20]
+            texts[key] = js
+            entries[key] = [stamp, sidecar, digest, rec.get("d"), rec.get("r")]
+        stored_by_key[key] = item
         result.items += 1
         result.bytes += item.size or 0
-        if "r" in rec:
-            sources[rec["r"]] = sources.get(rec["r"], 0) + 1
+        if entries[key][4]:
+            sources[entries[key][4]] = sources.get(entries[key][4], 0) + 1
+
+    def text_of(key: str) -> str:
+        if key not in texts:  # unchanged, but in a data file that is rewritten
+            item = stored_by_key[key]
+            src = source_of(places.get(item.sha256, []), source)
+            texts[key] = js_data(build_record(item, src, entries[key][1]))
+        return texts[key]
 
     chunks: list[_Chunk] = []
     placed: set[str] = set()
     for ch in old_chunks:
-        keys = [k for k in ch.keys if k in records and k not in placed]
+        keys = [k for k in ch.keys if k in entries and k not in placed]
         if not keys:
             continue
         dirty = (
             len(keys) != len(ch.keys)
-            or any(old_items.get(k, [None, None, None])[2] != digests[k] for k in keys)
+            or any((old_items.get(k) or [None] * 5)[2] != entries[k][2] for k in keys)
             or not (data_dir / (ch.file or "")).is_file()
         )
         chunks.append(_Chunk(keys, None if dirty else ch.file))
         placed.update(keys)
-    fresh = [k for k in records if k not in placed]
+    fresh = [k for k in entries if k not in placed]
     if fresh and chunks and len(chunks[-1].keys) < chunk_size:
         room = chunk_size - len(chunks[-1].keys)
         chunks[-1] = _Chunk(chunks[-1].keys + fresh[:room], None)
@@ -286,7 +299,7 @@ def _update(
     for ch in chunks:
         if ch.file is not None:
             continue
-        text = _chunk_text([texts[k] for k in ch.keys])
+        text = _chunk_text([text_of(k) for k in ch.keys])
         name = f"c-{hashlib.sha256(utf8(text)).hexdigest()[:16]}.js"
         ch.file = name
         target = data_dir / name
@@ -295,7 +308,8 @@ def _update(
             result.files_written.append(f"{DATA_DIR}/{name}")
 
     files = [ch.file for ch in chunks if ch.file]
-    page = render_index(root, files, result.items, result.bytes, records, sources)
+    dates = [e[3] for e in entries.values() if isinstance(e[3], int | float)]
+    page = render_index(root, files, result.items, result.bytes, dates, sources)
     index = root / INDEX
     if _read(index) != page:
         write_atomic(index, page)
@@ -305,7 +319,7 @@ def _update(
             "version": _MANIFEST_VERSION,
             "mark": _mark(db, root, dest_key, source),
             "chunks": [{"file": ch.file, "keys": ch.keys} for ch in chunks],
-            "items": new_items,
+            "items": entries,
         },
         ensure_ascii=False,
         separators=(",", ":"),
@@ -333,12 +347,11 @@ def render_index(
     chunk_files: list[str],
     count: int,
     total: int,
-    records: dict[str, dict[str, Any]],
+    dates: list[float],
     sources: dict[str, int],
 ) -> str:
     """The page itself. Deterministic for the same data, so an unchanged folder is not
     rewritten."""
-    dates = [r["d"] for r in records.values() if "d" in r]
     newest = max(dates) if dates else None
     oldest = min(dates) if dates else None
     title = f"Backup: {root.name or root}"
