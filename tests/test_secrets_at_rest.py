@@ -110,3 +110,38 @@ def test_rewrite_journal_creates_the_state_folder_private(
     assert conn is not None
     conn.close()
     assert "warning" not in capsys.readouterr().err
+
+
+async def test_delete_urls_stay_in_a_private_database_and_out_of_status(
+    image_tree: Path, tmp_path: Path
+) -> None:
+    """After uploads to a Chevereto site (each reply carries a delete URL, a credential),
+    the state database and its folder are private, and `status` (text and JSON) prints no
+    delete URL."""
+    from helpers import run_cli_async, start_fake, write_config
+
+    from imgsync.fakehosts.chevereto import CheveretoFake
+    from imgsync.fakehosts.common import Knobs
+
+    key = "chv-key-0123456789abcdef"
+    running = await start_fake(CheveretoFake(Knobs(token=key)))
+    try:
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f'[remotes.chv]\ntype = "chevereto"\nbase_url = "{running.url}"\ntoken_env = "CHV"\n',
+        )
+        env = {"CHV": key}
+        copy = await run_cli_async("--config", str(cfg), "copy", str(image_tree), "chv:", env=env)
+        assert copy.returncode == 0, copy.stderr
+        text = await run_cli_async("--config", str(cfg), "status", env=env)
+        as_json = await run_cli_async("--config", str(cfg), "status", "--json", env=env)
+    finally:
+        await running.close()
+    state = tmp_path / "state" / "state.db"
+    db = sqlite3.connect(state)
+    rows = db.execute("SELECT delete_url FROM locations").fetchall()
+    db.close()
+    assert [r for r in rows if r[0] and "/delete/" in r[0]]  # they are kept ...
+    assert _mode(state) == 0o600 and _mode(state.parent) == 0o700  # ... privately
+    for out in (copy, text, as_json):
+        assert "/delete/" not in out.stdout + out.stderr and key not in out.stdout + out.stderr
