@@ -165,14 +165,19 @@ class JobLoop:
         d = cfg.daemon
         self.settler = Settler(self.clock, d.debounce, d.ignore) if job.kind == "watch" else None
         self.folder: Path | None = None
+        self.folder_real = ""
         if job.kind == "watch":
             src_cfg, _ = resolve_spec(cfg, job.source)
             self.folder = src_cfg.path
+            self.folder_real = os.path.realpath(str(self.folder))
         self.period = d.rescan_interval if job.kind == "watch" else job.interval
         self.event_due: float | None = None
         self.retry_due: float | None = None
         self.rescan_due: float | None = None
         self.failures = 0
+        self.watcher: asyncio.Task[None] | None = None
+        self.watched: tuple[int, int] | None = None  # the folder the watcher watches
+        self.watch_starts = 0
 
     def stop(self) -> None:
         """Start no new run and hand out no new item; what is in flight finishes."""
@@ -205,9 +210,8 @@ class JobLoop:
         """Run until stopped. ``after``: a previous loop of this job still draining."""
         if after is not None:
             await asyncio.gather(after, return_exceptions=True)
-        watcher = None
         if self.watch_events:
-            watcher = asyncio.create_task(self._watch(), name=f"watch-{self.job.name}")
+            self._start_watcher()
         self.event_due = self.clock.monotonic()  # the reconciliation run at start
         try:
             while not self.stopping.is_set():
@@ -219,16 +223,21 @@ class JobLoop:
                     self.wake.clear()
                     continue
                 await self.run_once()
+                if self.watch_events:
+                    self._check_watcher()
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+            if self.watcher is not None:
+                self.watcher.cancel()
+                await asyncio.gather(self.watcher, return_exceptions=True)
             self.health.state = "stopped" if self.health.state != "failing" else "failing"
 
     async def run_once(self) -> bool:
         """One run now; schedules the next ones. True when it was healthy."""
         self.event_due = None
-        admit = self.settler.admit if self.settler is not None else None
+        admit = None
+        if self.settler is not None:
+            self.settler.begin()
+            admit = self.settler.admit
         error = None
         summaries: list[tuple[str, Summary]] = []
         try:
@@ -255,6 +264,29 @@ class JobLoop:
         self.rescan_due = now + self.period
         return healthy
 
+    def _folder_ident(self) -> tuple[int, int] | None:
+        assert self.folder is not None
+        try:
+            st = os.stat(self.folder)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _start_watcher(self) -> None:
+        self.watched = self._folder_ident()
+        self.watcher = asyncio.create_task(self._watch(), name=f"watch-{self.job.name}")
+
+    def _check_watcher(self) -> None:
+        """A folder deleted and made again (or remounted) is a new folder: a watch on the
+        old one would never report anything again, so watch the new one."""
+        ident = self._folder_ident()
+        if ident is not None and ident != self.watched and self.watcher is not None:
+            log.info("watch_restarted", job=self.job.name, folder=str(self.folder))
+            self.watcher.cancel()
+            self._start_watcher()
+            # what arrives before the new watch is in place is found by one more scan
+            self.event_due = self.clock.monotonic() + 1.0
+
     async def _watch(self) -> None:
         """Feed file events to :meth:`notify`; a folder that cannot be watched (missing,
         unmounted) is tried again on the retry schedule, then scanned."""
@@ -263,7 +295,10 @@ class JobLoop:
         assert self.folder is not None
         d = self.cfg.daemon
         attempt = 0
+        roots = {str(self.folder), self.folder_real}
         while not self.stopping.is_set():
+            self.watched = self._folder_ident()
+            self.watch_starts += 1
             try:
                 async for changes in watchfiles.awatch(
                     self.folder,
@@ -275,6 +310,13 @@ class JobLoop:
                 ):
                     attempt = 0
                     self.notify([p for _c, p in changes])
+                    if any(
+                        c == watchfiles.Change.deleted and p in roots for c, p in changes
+                    ):  # the folder itself went: this watch will never report again
+                        log.warning(
+                            "watched_folder_gone", job=self.job.name, folder=str(self.folder)
+                        )
+                        break
             except (OSError, RuntimeError) as exc:
                 log.error(
                     "watch_failed", job=self.job.name, folder=str(self.folder), error=str(exc)
@@ -352,6 +394,8 @@ class Daemon:
         self._close_server: Callable[[], Awaitable[None]] | None = None
         self.port: int | None = None  # where /healthz and /metrics are served
         self.ready = asyncio.Event()
+        self._reloading = asyncio.Lock()
+        self._reloads: set[asyncio.Task[bool]] = set()
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -379,7 +423,19 @@ class Daemon:
         return task
 
     async def reload(self) -> bool:
-        """Read the config again and apply it; False (old config kept) when it is bad."""
+        """Read the config again and apply it; False (old config kept) when it is bad.
+        Reloads run one at a time; none is applied once the daemon is stopping."""
+        async with self._reloading:
+            if self._stop.is_set():
+                return False
+            return await self._reload()
+
+    def _on_hup(self) -> None:
+        task = asyncio.create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> bool:
         from imgsync import sdnotify
 
         sdnotify.notify("RELOADING=1")
@@ -411,7 +467,10 @@ class Daemon:
         for name in added:
             self._start(new, now_jobs[name], after=None)
         if old.daemon.listen != new.daemon.listen:
-            await self._serve()
+            try:
+                await self._serve()
+            except UsageError as exc:  # the jobs run on; only the endpoints are missing
+                log.error("listen_failed", error=str(exc))
         self.stats.reloads += 1
         self._lock.write(self._info())
         log.info("reloaded", added=added, removed=removed, changed=changed)
@@ -481,7 +540,7 @@ class Daemon:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self.request_stop)
                     installed.append(sig)
-                loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+                loop.add_signal_handler(signal.SIGHUP, self._on_hup)
                 installed.append(signal.SIGHUP)
             for job in self.cfg.jobs:
                 self._start(self.cfg, job, after=None)

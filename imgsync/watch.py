@@ -119,17 +119,28 @@ class Settler:
     check_writers: bool = True
     # rel -> (size, mtime_ns, inode, monotonic time of the first look with these values)
     seen: dict[str, tuple[int, int, int, float]] = field(default_factory=dict)
-    deferred: int = 0  # files held back by the last admit()
+    deferred: int = 0  # files held back in the current (or last) run
     due: float | None = None  # monotonic time when the first held-back file may be ready
+    _held: set[str] = field(default_factory=set)
+    _now: tuple[float, float] = (0.0, 0.0)
+
+    def begin(self) -> None:
+        """Start a run: every destination of it gets the same decisions (one time for the
+        whole run); looks at files not held back by the last run are forgotten."""
+        self._now = (self.clock.monotonic(), self.clock.time())
+        for rel in list(self.seen):
+            if rel not in self._held:
+                del self.seen[rel]
+        self._held, self.deferred, self.due = set(), 0, None
 
     def admit(self, plan: LocalPlan) -> LocalPlan:
-        """Drop ignored and unsettled files from ``plan`` (in place); remember the rest.
+        """Drop ignored and unsettled files from ``plan`` (in place), as of :meth:`begin`.
 
         When a file is held back, the plan's fingerprint is cleared so the run does not
         record the folder as done (the file would then never be sent)."""
-        now, wall = self.clock.monotonic(), self.clock.time()
+        now, wall = self._now
         held: list[str] = []
-        due: float | None = None
+        due: float | None = self.due
 
         def ready(e: ScanEntry) -> bool:
             nonlocal due
@@ -168,10 +179,8 @@ class Settler:
                 wake = now + self.debounce  # no event says when a writer closes: look again
                 due = wake if due is None else min(due, wake)
         plan.to_hash, plan.to_send = hashing, sending
-        for rel in list(self.seen):
-            if rel not in held:
-                del self.seen[rel]  # sent, ignored or gone: nothing to remember
-        self.deferred, self.due = len(held), due
+        self._held.update(held)
+        self.deferred, self.due = len(self._held), due
         if held:
             plan.fingerprint = ""
         return plan

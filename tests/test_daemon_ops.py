@@ -78,7 +78,7 @@ def test_settler_holds_a_file_until_it_has_been_quiet(tmp_path: Path) -> None:
         (src / name).write_bytes(make_png(5, 5, 3))
         _set_mtime(src / name, clock.time() - 3600)
     settler = Settler(clock, 2.0, load_config(None).daemon.ignore, check_writers=False)
-
+    settler.begin()
     plan = settler.admit(plan_local(None, src, "dest"))
     assert [e.rel for e in plan.to_hash] == ["old.png"]
     assert settler.deferred == 1 and settler.due == clock.monotonic() + 2.0
@@ -87,18 +87,40 @@ def test_settler_holds_a_file_until_it_has_been_quiet(tmp_path: Path) -> None:
     clock.advance(1.5)  # written again half-way through its quiet period
     (src / "fresh.png").write_bytes(make_png(5, 5, 2))
     _set_mtime(src / "fresh.png", clock.time())
+    settler.begin()
     plan = settler.admit(plan_local(None, src, "dest"))
     assert "fresh.png" not in [e.rel for e in plan.to_hash]
     assert settler.due == clock.monotonic() + 2.0
 
     clock.advance(1.9)
+    settler.begin()
     plan = settler.admit(plan_local(None, src, "dest"))
     assert "fresh.png" not in [e.rel for e in plan.to_hash]
     clock.advance(0.1)
+    settler.begin()
     plan = settler.admit(plan_local(None, src, "dest"))
     assert sorted(e.rel for e in plan.to_hash) == ["fresh.png", "old.png"]
     assert settler.deferred == 0 and plan.fingerprint
     assert _due(settler) is None  # (a call: mypy narrowed the attribute above)
+
+
+def test_every_destination_of_a_run_gets_the_same_decision(tmp_path: Path) -> None:
+    """The first destination's copy takes time; a file that becomes quiet meanwhile must
+    not go to the second destination only (it would then never reach the first)."""
+    clock = VirtualClock()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "b.png").write_bytes(make_png(5, 5, 2))
+    _set_mtime(src / "b.png", clock.time() - 1.5)
+    settler = Settler(clock, 2.0, (), check_writers=False)
+    settler.begin()
+    assert settler.admit(plan_local(None, src, "gyazo")).to_hash == []
+    clock.advance(1.0)  # uploading to the first destination took a second
+    assert settler.admit(plan_local(None, src, "mirror")).to_hash == []
+    assert settler.deferred == 1 and _due(settler) is not None
+    settler.begin()
+    assert [e.rel for e in settler.admit(plan_local(None, src, "gyazo")).to_hash] == ["b.png"]
+    assert [e.rel for e in settler.admit(plan_local(None, src, "mirror")).to_hash] == ["b.png"]
 
 
 def test_settler_trusts_repeated_looks_when_the_mtime_is_in_the_future(tmp_path: Path) -> None:
@@ -110,8 +132,10 @@ def test_settler_trusts_repeated_looks_when_the_mtime_is_in_the_future(tmp_path:
     (src / "nfs.png").write_bytes(make_png(6, 6, 1))
     _set_mtime(src / "nfs.png", clock.time() + 600)
     settler = Settler(clock, 2.0, (), check_writers=False)
+    settler.begin()
     assert settler.admit(plan_local(None, src, "d")).to_hash == []
     clock.advance(2.0)
+    settler.begin()
     assert [e.rel for e in settler.admit(plan_local(None, src, "d")).to_hash] == ["nfs.png"]
 
 
@@ -134,14 +158,14 @@ def test_settler_holds_a_file_another_process_has_open_for_writing(tmp_path: Pat
             writer.poll()
             time.sleep(0.01)
         settler = Settler(clock, 2.0, ())
+        settler.begin()
         assert settler.admit(plan_local(None, src, "d")).to_hash == []
         assert settler.deferred == 1
     finally:
         writer.communicate(b"\n", timeout=10)
     assert open_for_writing([str(target)]) == set()
-    assert [e.rel for e in Settler(clock, 2.0, ()).admit(plan_local(None, src, "d")).to_hash] == [
-        "camera.png"
-    ]
+    settler.begin()
+    assert [e.rel for e in settler.admit(plan_local(None, src, "d")).to_hash] == ["camera.png"]
 
 
 async def test_a_file_written_slowly_is_copied_once_complete(tmp_path: Path) -> None:
@@ -175,6 +199,38 @@ async def test_a_file_written_slowly_is_copied_once_complete(tmp_path: Path) -> 
     finally:
         loop.stop()
         await task
+
+
+async def test_a_watched_folder_made_again_is_watched_again(tmp_path: Path) -> None:
+    """Real watcher: a watched folder deleted and created again (a remount, a sync client
+    replacing it) is watched again, so a file written there later is copied at once
+    rather than at the hourly rescan."""
+    import shutil
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    path = _config(tmp_path, _watch_job("w", src, dst), daemon='retry = "0.2s"')
+    text = path.read_text().replace('debounce = "2s"', 'debounce = "0.2s"')
+    path.write_text(text.replace('retry = "30s"\n', ""))
+    daemon = Daemon(load_config(path), signals=False)
+    task = await _start(daemon)
+    try:
+        loop = daemon.loops["w"]
+        await eventually(lambda: loop.watch_starts == 1 and loop.health.runs >= 1)
+        shutil.rmtree(src)
+        src.mkdir()
+        (src / "a.png").write_bytes(make_png(9, 9, 1))
+        await eventually(lambda: (dst / "a.png").exists())
+        await eventually(lambda: loop.watch_starts >= 2)
+        runs = loop.health.runs
+        await eventually(lambda: loop.health.runs > runs)  # the scan after the restart
+        runs = loop.health.runs
+        (src / "b.png").write_bytes(make_png(9, 9, 2))
+        await eventually(lambda: (dst / "b.png").exists())
+        assert loop.health.runs > runs  # a run the new watcher's event started
+    finally:
+        daemon.request_stop()
+        assert await task == 0
 
 
 async def test_a_file_that_changes_while_it_is_read_is_not_sent(tmp_path: Path) -> None:
