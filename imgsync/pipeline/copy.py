@@ -319,15 +319,12 @@ class CopyRun:
     async def _process(self, batch: list[Candidate]) -> None:
         if batch[0].scan is not None:
             ready = await self._read_batch(batch)
-            if not ready:
-                return
-            await self._record_sources(ready)
-            for i, c in enumerate(ready):
-                if self.halted or self.stopping:  # a local batch holds up to 256 files
-                    self._give_up(ready[i:])
-                    break
-                await self._deliver(c)
+            if ready:
+                await self._record_sources(ready)
+                await self._deliver_group(ready)
             return
+        # host items stream one by one; what is fetched is handed on in groups (one lease
+        # transaction per group, one flush per folder batch) bounded by the bytes held
         group: list[Candidate] = []
         held = 0
         for i, c in enumerate(batch):
@@ -337,16 +334,19 @@ class CopyRun:
             if not await self._fetch(c):
                 continue
             await self._record_sources([c])
-            if self.dst.features.batch_writes:
-                group.append(c)
-                held += c.body.in_memory if c.body else 0
-                if held >= BATCH_BYTES:
-                    await self._write_group(group)
-                    group, held = [], 0
-            else:
-                await self._deliver(c)
+            group.append(c)
+            held += c.body.in_memory if c.body else 0
+            if held >= BATCH_BYTES:
+                await self._hand_on(group)
+                group, held = [], 0
         if group:
+            await self._hand_on(group)
+
+    async def _hand_on(self, group: list[Candidate]) -> None:
+        if self.dst.features.batch_writes:
             await self._write_group(group)
+        else:
+            await self._deliver_group(group)
 
     def _give_up(self, rest: Sequence[Candidate]) -> None:
         for c in rest:
@@ -471,31 +471,55 @@ class CopyRun:
 
     # ---- delivering ----------------------------------------------------------------
 
-    async def _deliver(self, c: Candidate) -> None:
-        """Upload one item to a host destination (dedupe, lease, upload, record)."""
-        body = c.body
-        assert body is not None
+    async def _deliver_group(self, items: list[Candidate]) -> None:
+        """Upload fetched items to a host destination: dedupe, one lease for the group,
+        then each upload (recorded and committed before it counts)."""
+        todo: list[Candidate] = []
         try:
-            if not self.first_missing(body.digest.sha256):
-                return
+            for c in items:
+                assert c.body is not None
+                if self.first_missing(c.body.digest.sha256):
+                    todo.append(c)
+                else:
+                    c.body.discard()
             if self.opts.dry_run:
-                self._would_copy(c)
+                for c in todo:
+                    self._would_copy(c)
                 return
-            mine, present = await self.store.lease(self.dst_key, [body.digest.sha256])
-            if not mine:
-                self._present([body.digest.sha256] if present else [])
-                if present:
-                    self.relied.append(body.digest.sha256)
+            if not todo:
                 return
-            try:
-                with anyio.fail_after(self.opts.item_timeout):
-                    await self._upload(c, body)
-            except TimeoutError:
-                await self.store.release(self.dst_key, [body.digest.sha256])
-                self.taken.discard(body.digest.sha256)
-                self._item_failed(c, self._timeout("uploading"))
+            shas = [c.body.digest.sha256 for c in todo if c.body]
+            mine, present = await self.store.lease(self.dst_key, shas)
+            for i, c in enumerate(todo):
+                body = c.body
+                assert body is not None
+                sha = body.digest.sha256
+                if sha not in mine:  # recorded there meanwhile, or leased by another process
+                    self._present([sha])
+                    if sha in present:
+                        self.relied.append(sha)
+                    body.discard()
+                    continue
+                if self.halted or self.stopping:
+                    rest = [r for r in todo[i:] if r.body and r.body.digest.sha256 in mine]
+                    await self.store.release(
+                        self.dst_key, [r.digest.sha256 for r in rest if r.digest]
+                    )
+                    self._give_up(todo[i:])
+                    break
+                try:
+                    with anyio.fail_after(self.opts.item_timeout):
+                        await self._upload(c, body)
+                except TimeoutError:
+                    await self.store.release(self.dst_key, [sha])
+                    self.taken.discard(sha)
+                    self._item_failed(c, self._timeout("uploading"))
+                finally:
+                    body.discard()
         finally:
-            body.discard()
+            for c in items:
+                if c.body is not None:
+                    c.body.discard()
 
     def _would_copy(self, c: Candidate) -> None:
         assert c.digest is not None
