@@ -68,9 +68,20 @@ class FakeClock:
     def __init__(self, start: float = 1000.0, start_wall: float | None = None) -> None:
         import time
 
+        self.start = start
         self.now = start
         self._wall_offset = (time.time() if start_wall is None else start_wall) - start
         self.sleeps: list[float] = []
+
+    @property
+    def elapsed(self) -> float:
+        """Virtual seconds since the clock was made."""
+        return self.now - self.start
+
+    @property
+    def slept(self) -> list[float]:
+        """The same list as ``sleeps``."""
+        return self.sleeps
 
     def __call__(self) -> float:
         return self.now
@@ -83,14 +94,17 @@ class FakeClock:
         """The current virtual unix time."""
         return self.now + self._wall_offset
 
+    time = wall  # for code that takes a ``time()``-like callable
+
     def advance(self, seconds: float) -> None:
         """Move time forward without anyone sleeping."""
         self.now += max(0.0, seconds)
 
     async def sleep(self, seconds: float) -> None:
         """Record the sleep, move the clock, and let other tasks run once."""
+        seconds = max(0.0, seconds)
         self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
+        self.now += seconds
         await asyncio.sleep(0)
 
 

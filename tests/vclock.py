@@ -8,34 +8,20 @@ overlap, which only ever makes the virtual run look slower than a real one.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from imgsync.http import ApiClient
 from imgsync.ratelimit import LimiterRegistry
 from imgsync.retry import RetryPolicy
+from imgsync.testing import FakeClock
 
 
-class VirtualClock:
-    """Monotonic and wall time in one (unix seconds), advanced only by :meth:`sleep`."""
+class VirtualClock(FakeClock):
+    """Monotonic and wall time in one (unix seconds), advanced only by :meth:`sleep`
+    (``imgsync.testing.FakeClock`` started at the same value for both)."""
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.start = start
-        self.now = start
-        self.slept: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    @property
-    def elapsed(self) -> float:
-        return self.now - self.start
-
-    async def sleep(self, seconds: float) -> None:
-        seconds = max(0.0, seconds)
-        self.slept.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
+        super().__init__(start=start, start_wall=start)
 
     def client(self, attempts: int = 5, **retry: Any) -> ApiClient:
         """An ``ApiClient`` whose retries, limiter and pauses all run on this clock."""
