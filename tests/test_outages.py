@@ -153,6 +153,27 @@ async def test_a_six_second_outage_mid_run_loses_nothing(tmp_path: Path) -> None
     assert 6 <= clock.elapsed < 20
 
 
+async def test_fifteen_images_under_a_ten_per_minute_flood_guard_all_arrive(
+    tmp_path: Path,
+) -> None:
+    """``copy`` of 15 images (and a BMP) into a site that floods at 10 uploads a minute:
+    exit 0, every image there once, the site's window waited out, nothing failed."""
+    clock = VirtualClock()
+    host = CheveretoFake(Knobs(token=KEY, rate="10/minute"), clock=clock.time)
+    folder = folder_of(tmp_path / "pics", 15)
+    bmp = Path(__file__).parent / "fixtures" / "chevereto-4.2.0" / "inputs" / "bitmap1.bmp"
+    (folder / "bitmap1.bmp").write_bytes(bmp.read_bytes())
+    async with serving(host) as running, clock.client() as http:
+        summary = await copy_into(folder, chevereto(running.url, http))
+        again = await copy_into(folder, chevereto(running.url, http))
+        stats = await running.stats()
+    assert summary.exit_code == 0, summary.line()
+    assert summary.copied == 16 and summary.failed == 0
+    assert (again.copied, again.present, again.exit_code) == (0, 16, 0)
+    assert stats["uploads"] == 16 and stats["throttled"] >= 1
+    assert 60 <= clock.elapsed < 180
+
+
 async def test_a_dead_host_stops_the_remote_with_exit_3_within_90_seconds(tmp_path: Path) -> None:
     """Nothing listens any more: the breaker opens after its 30 s budget, the remote stops
     (exit 3, the reason and the count of items left in the summary) well inside 90 s."""
