@@ -36,7 +36,8 @@ async def _run(base: Path) -> list[Summary]:
     async with serve_emulator("gyazo", token=DEMO_TOKEN) as emulator:
         print(f"demo: Gyazo emulator at {emulator.url}; working folder {base}")
         gyazo = {"type": "gyazo", "base_url": emulator.url, "token": DEMO_TOKEN}
-        cfg = parse_config({"state": {"path": str(base / "state.db")}, "remotes": {"gyazo": gyazo}})
+        state = str(_state(base))
+        cfg = parse_config({"state": {"path": state}, "remotes": {"gyazo": gyazo}})
         shots, backup = base / "screenshots", base / "backup"
         steps = [
             ("copy", str(shots), "gyazo:"),
@@ -52,6 +53,12 @@ async def _run(base: Path) -> list[Summary]:
     return summaries
 
 
+def _state(base: Path) -> Path:
+    """The demo's state database: in a folder of its own (it holds delete URLs, so imgsync
+    keeps its folder private; the demo folder itself is the user's to share)."""
+    return base / "state" / "state.db"
+
+
 def run_demo(folder: Path) -> int:
     """Run the demo in ``folder``; returns the worst exit code of its steps."""
     base = folder.expanduser().resolve()
@@ -59,11 +66,11 @@ def run_demo(folder: Path) -> int:
     # the emulator starts empty every time, so the demo's state starts empty too (state
     # from an earlier demo would say the images are already on a host that is gone)
     for suffix in ("", "-wal", "-shm"):
-        (base / f"state.db{suffix}").unlink(missing_ok=True)
+        _state(base).with_name(f"state.db{suffix}").unlink(missing_ok=True)
     summaries = asyncio.run(_run(base))
     print(
         f"demo: done. Open {base / 'backup' / 'index.html'} in a browser (the backup's "
         "gallery: images + .json sidecars); "
-        f"`IMGSYNC_STATE={base / 'state.db'} imgsync status` shows the state."
+        f"`IMGSYNC_STATE={_state(base)} imgsync status` shows the state."
     )
     return max(s.exit_code for s in summaries)
