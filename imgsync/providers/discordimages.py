@@ -319,6 +319,7 @@ class DiscordImagesProvider(Provider):
             headers=self._headers,
             json={"id": int(file_id)},
             map_error=self._map_error,
+            idempotent=True,  # a POST, but deleting twice is harmless: safe to send again
         )
 
     async def _id_of(self, item: RemoteItem) -> str:
