@@ -80,8 +80,9 @@ def test_wide_database_is_fixed_with_a_warning(
 def test_shared_folder_is_left_alone_but_the_file_is_private(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """state.path inside a folder that holds other things: the folder's mode is not the
-    tool's to change (warned), the database is still 0600."""
+    """state.path inside a folder that holds other things (a home folder): the folder's
+    mode is not the tool's to change, the database is still 0600; a warning only when
+    others can write to that folder."""
     (tmp_path / "notes.txt").write_text("mine")
     os.chmod(tmp_path, 0o755)
     path = tmp_path / "state.db"
@@ -89,7 +90,14 @@ def test_shared_folder_is_left_alone_but_the_file_is_private(
     assert conn is not None
     conn.close()
     assert _mode(tmp_path) == 0o755 and _mode(path) == 0o600
-    assert "holds other files" in capsys.readouterr().err
+    assert capsys.readouterr().err == ""
+    os.chmod(tmp_path, 0o777)
+    conn = open_sync(path)
+    assert conn is not None
+    conn.close()
+    os.chmod(tmp_path, 0o755)
+    assert _mode(path) == 0o600
+    assert "is writable by others (777) and holds other files" in capsys.readouterr().err
 
 
 def test_rewrite_journal_creates_the_state_folder_private(

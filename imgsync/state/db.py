@@ -56,8 +56,8 @@ def make_private(path: Path) -> None:
     warning) when found readable by others.
 
     A folder that holds more than imgsync's own files (a home folder, a shared folder the
-    user pointed ``state.path`` into) is not changed, only warned about; the files in it
-    are still made private.
+    user pointed ``state.path`` into) is not changed (only warned about when others can
+    write to it); the files in it are still made private.
     """
     folder = path.parent
     if not folder.exists():
@@ -73,9 +73,9 @@ def make_private(path: Path) -> None:
             if ours and folder.stat().st_uid == os.getuid():
                 os.chmod(folder, _DIR_MODE)
                 _warn(f"state folder {folder} was open to others ({mode:o}); made it 700")
-            else:
+            elif mode & 0o022:  # others could replace the database (a readable one is fine)
                 _warn(
-                    f"state folder {folder} is open to others ({mode:o}) and holds other "
+                    f"state folder {folder} is writable by others ({mode:o}) and holds other "
                     "files; imgsync keeps its own files 600 there, but a private folder is safer"
                 )
     if not path.exists():
