@@ -190,10 +190,9 @@ class JobLoop:
         assert self.folder is not None and self.settler is not None
         d = self.cfg.daemon
         for p in paths:
-            name = os.path.basename(p)
-            if ignored(name, d.ignore) or name.startswith(".imgsync-tmp-"):
-                continue
             rel = os.path.relpath(p, self.folder).replace(os.sep, "/")
+            if ignored(rel, d.ignore) or os.path.basename(p).startswith(".imgsync-tmp-"):
+                continue
             if rel not in self.settler.seen:
                 self.event_due = self.clock.monotonic()
                 self.wake.set()
@@ -296,6 +295,7 @@ class JobLoop:
         d = self.cfg.daemon
         attempt = 0
         roots = {str(self.folder), self.folder_real}
+        root = str(self.folder)
         while not self.stopping.is_set():
             self.watched = self._folder_ident()
             self.watch_starts += 1
@@ -306,7 +306,7 @@ class JobLoop:
                     debounce=1000,
                     step=100,
                     rust_timeout=1000,
-                    watch_filter=lambda _c, p: not ignored(os.path.basename(p), d.ignore),
+                    watch_filter=lambda _c, p: not ignored(os.path.relpath(p, root), d.ignore),
                 ):
                     attempt = 0
                     self.notify([p for _c, p in changes])

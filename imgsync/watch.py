@@ -60,9 +60,16 @@ class SystemClock:
         return event.is_set()
 
 
-def ignored(name: str, patterns: Iterable[str]) -> bool:
-    """True when a file's base name matches one of the ignore globs."""
-    return any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+def ignored(rel: str, patterns: Iterable[str]) -> bool:
+    """True when a name on a path relative to the watched folder matches one of the ignore
+    globs: the file's own name, or a folder it is in (``.stversions/``, ``.cache/``)."""
+    patterns = tuple(patterns)
+    return any(
+        fnmatch.fnmatchcase(part, pat)
+        for part in rel.replace(os.sep, "/").split("/")
+        if part and part != "."
+        for pat in patterns
+    )
 
 
 def backoff(attempt: int, first: float, cap: float) -> float:
@@ -144,7 +151,7 @@ class Settler:
 
         def ready(e: ScanEntry) -> bool:
             nonlocal due
-            if ignored(e.rel.rpartition("/")[2], self.ignore):
+            if ignored(e.rel, self.ignore):
                 return False
             age = wall - e.mtime_ns / 1e9
             look = self.seen.get(e.rel)

@@ -77,6 +77,9 @@ def test_settler_holds_a_file_until_it_has_been_quiet(tmp_path: Path) -> None:
     for name in (".~partial.png", "shot.png.part", "~lock.png", "a.crdownload"):
         (src / name).write_bytes(make_png(5, 5, 3))
         _set_mtime(src / name, clock.time() - 3600)
+    (src / ".stversions").mkdir()  # a sync client's old versions: a hidden folder
+    (src / ".stversions" / "old~1.png").write_bytes(make_png(5, 5, 4))
+    _set_mtime(src / ".stversions" / "old~1.png", clock.time() - 3600)
     settler = Settler(clock, 2.0, load_config(None).daemon.ignore, check_writers=False)
     settler.begin()
     plan = settler.admit(plan_local(None, src, "dest"))
