@@ -1,0 +1,521 @@
+"""Every performance figure of issue 15, each beside its reference, measured in one run.
+
+Usage::
+
+    apt-get install -y rclone        # once; without it only the cp-based floor is printed
+    python bench/run_all.py          # full sizes (about 10 minutes on a calm 2-core machine)
+    python bench/run_all.py --quick  # small sizes, one pass (about a minute): a smoke check
+    python bench/run_all.py --only copy,upload --repeat 5
+
+Sections (``--only`` takes their names):
+
+* ``copy``     fresh local copy of N x ~20 KB in 10 folders: imgsync vs ``rclone copy --checksum``
+  (raw and followed by ``sync``) and vs ``cp -r`` + ``sync`` (the kernel's floor); the no-op
+  re-run vs ``rclone copy``; a 100,000-file no-op (time beyond Python's start-up).
+* ``upload``   N x ~20 KB from a folder into the Chevereto emulator, 8 transfers, vs a bare
+  aiohttp loop sending the same multipart uploads to a second emulator instance.
+* ``download`` ``imgsync backup`` of N images from the Gyazo emulator (sidecars included), vs a
+  bare loop that lists, GETs, writes each image and a JSON sidecar, then ``sync``s.
+* ``large``    5 large images uploaded to the Gyazo emulator, MB/s vs a raw streamed upload.
+* ``memory``   peak RSS: one 300 MB image up and down (``bench_stream.py``), an idle daemon.
+* ``scale``    a migration at 1,000 and 20,000 items: per-item cost and peak RSS
+  (``bench_scale.py``).
+
+Every timed figure is a whole process (start-up included, as a user sees it), the median of
+``--repeat`` runs with its spread (min-max), tools alternating order; the load average is
+printed because the machine may be shared. Never run by pytest; no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import bench_copy
+import bench_scale
+import bench_stream
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+CHV_TOKEN = "bench-chv-token"
+GY_TOKEN = "bench-gy-token"
+TRANSFERS = 8
+
+
+# ---- printing ------------------------------------------------------------------------
+
+
+def fig(xs: list[float], unit: str = "s", digits: int = 3) -> str:
+    """``median unit (min-max, n=N)``."""
+    med = statistics.median(xs)
+    if len(xs) == 1:
+        return f"{med:.{digits}f} {unit}"
+    return f"{med:.{digits}f} {unit} ({min(xs):.{digits}f}-{max(xs):.{digits}f}, n={len(xs)})"
+
+
+def ratio(name: str, mine: list[float], ref: list[float], target: str, ok: bool | None) -> None:
+    r = statistics.median(mine) / statistics.median(ref)
+    verdict = "" if ok is None else ("  MET" if ok else "  MISSED")
+    print(f"  -> {name}: {r:.2f}x (target {target}){verdict}")
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def header(title: str) -> None:
+    print(f"\n== {title} == [{load()}]", flush=True)
+
+
+# ---- processes -----------------------------------------------------------------------
+
+
+def env_base() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("IMGSYNC_CONFIG", None)
+    env["BENCH_CHV"] = CHV_TOKEN
+    env["BENCH_GY"] = GY_TOKEN
+    return env
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one whole process (bench_copy.run: flushes first)."""
+    t, rss_kb = bench_copy.run(cmd, env)
+    return t, rss_kb / 1024
+
+
+def timed_sync() -> float:
+    return bench_copy.timed_sync()
+
+
+def fresh_state(env: dict[str, str], work: Path, tag: str) -> None:
+    folder = work / "state"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{tag}-{time.monotonic_ns()}.db"
+    env["IMGSYNC_STATE"] = str(path)
+
+
+def emulator(kind: str, env: dict[str, str], *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = bench_stream.free_port()
+    token = CHV_TOKEN if kind == "chevereto" else GY_TOKEN
+    proc = bench_scale.start(kind, port, token, env, *extra)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait()
+
+
+def write_config(work: Path, chv: str = "", gy: str = "") -> Path:
+    text = ""
+    if chv:
+        text += f'[remotes.chv]\ntype = "chevereto"\nbase_url = "{chv}"\ntoken_env = "BENCH_CHV"\n'
+    if gy:
+        text += f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gy}"\ntoken_env = "BENCH_GY"\n'
+    cfg = work / f"cfg-{time.monotonic_ns()}.toml"
+    cfg.write_text(text)
+    return cfg
+
+
+def imgsync(cfg: Path | None = None) -> list[str]:
+    return [PY, "-m", "imgsync", *(["--config", str(cfg)] if cfg else [])]
+
+
+def bare(mode: str, *args: str) -> list[str]:
+    return [PY, str(Path(__file__).resolve()), "--bare", mode, *args]
+
+
+# ---- the bare reference loops (run as whole processes through --bare) ----------------
+
+
+async def bare_upload(url: str, folder: str, concurrency: int) -> None:
+    """Multipart POSTs of every file to the Chevereto emulator, ``concurrency`` at a time."""
+    import aiohttp
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession() as session:
+
+        async def one(path: Path) -> None:
+            async with sem:
+                form = aiohttp.FormData()
+                form.add_field("format", "json")
+                form.add_field("source", path.read_bytes(), filename=path.name)
+                async with session.post(
+                    f"{url}/api/1/upload", data=form, headers={"X-API-Key": CHV_TOKEN}
+                ) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise SystemExit(f"upload refused: {resp.status}")
+
+        await asyncio.gather(*(one(p) for p in files))
+
+
+async def bare_stream_upload(url: str, folder: str) -> None:
+    """Each file streamed (not read whole) as a Gyazo multipart upload, one after another."""
+    import aiohttp
+
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file())
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for path in files:
+            with open(path, "rb") as fh:
+                form = aiohttp.FormData()
+                form.add_field("access_token", GY_TOKEN)
+                form.add_field("imagedata", fh, filename=path.name, content_type="image/png")
+                async with session.post(f"{url}/api/upload", data=form) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise SystemExit(f"upload refused: {resp.status}")
+
+
+async def bare_download(url: str, folder: str, concurrency: int) -> None:
+    """List every page, GET each image, write it and a JSON sidecar, then sync."""
+    import aiohttp
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    headers = {"Authorization": f"Bearer {GY_TOKEN}"}
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(headers=headers) as session:
+        items: list[dict[str, object]] = []
+        page = 1
+        while True:
+            async with session.get(f"{url}/api/images?page={page}&per_page=100") as resp:
+                batch = await resp.json()
+            if not batch:
+                break
+            items.extend(batch)
+            page += 1
+
+        async def one(item: dict[str, object]) -> None:
+            async with sem:
+                src = str(item["url"])
+                async with session.get(src) as resp:
+                    body = await resp.read()
+                name = src.rsplit("/", 1)[-1]
+                (out / name).write_bytes(body)
+                (out / f"{name}.json").write_text(json.dumps(item))
+
+        await asyncio.gather(*(one(i) for i in items if i.get("url")))
+    os.sync()
+
+
+def run_bare(argv: list[str]) -> None:
+    mode, *rest = argv
+    if mode == "upload":
+        asyncio.run(bare_upload(rest[0], rest[1], int(rest[2])))
+    elif mode == "stream":
+        asyncio.run(bare_stream_upload(rest[0], rest[1]))
+    elif mode == "download":
+        asyncio.run(bare_download(rest[0], rest[1], int(rest[2])))
+    else:
+        sys.exit(f"unknown bare mode {mode}")
+
+
+# ---- sections ------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quick: bool = args.quick
+        self.repeat: int = args.repeat
+        self.work: Path = args.work
+        self.trash = self.work / "trash"
+        self.trash.mkdir(parents=True, exist_ok=True)
+        self.rclone = shutil.which("rclone")
+
+    def aside(self, path: Path) -> None:
+        """Move old outputs aside (deleting a big tree slows this disk for minutes)."""
+        if path.exists():
+            path.rename(self.trash / f"{path.name}-{time.monotonic_ns()}")
+
+    def tree(self, name: str, files: int, folders: int, size: int, png: bool = False) -> Path:
+        """bench_copy's tree of random files; ``png``: each starts as a PNG (hosts check)."""
+        src = self.work / f"{name}-{files}"
+        if not src.exists():
+            print(f"  generating {files} files in {src} ...", flush=True)
+            part = src.with_name(src.name + ".part")
+            shutil.rmtree(part, ignore_errors=True)
+            bench_copy.make_tree(part, files, folders=folders, size=size)
+            if png:
+                from imgsync.fakehosts.images import make_png
+
+                head = make_png(64, 64, 7)[:33]
+                for path in part.rglob("*.png"):
+                    with open(path, "r+b") as fh:
+                        fh.write(head)
+            part.rename(src)
+        return src
+
+    def alternate(self, rep: int, steps: list[Callable[[], None]]) -> None:
+        for step in steps if rep % 2 == 0 else steps[::-1]:
+            step()
+
+    def copy(self) -> None:
+        n = 2_000 if self.quick else 20_000
+        header(f"fresh local copy, {n} x ~20 KB in 10 folders")
+        src = self.tree("src", n, 10, 20_000)
+        env = env_base()
+        res: dict[str, list[float]] = {
+            k: [] for k in ("fresh", "durable", "noop", "rc", "rc_durable", "rc_noop", "cp_durable")
+        }
+        rss: list[float] = []
+
+        def mine() -> None:
+            dst = self.work / "dst-imgsync"
+            self.aside(dst)
+            fresh_state(env, self.work, "copy")
+            cmd = [*imgsync(), "copy", str(src), str(dst), "--no-progress"]
+            t, r = timed(cmd, env)
+            res["fresh"].append(t)
+            res["durable"].append(t + timed_sync())
+            rss.append(r)
+            res["noop"].append(timed(cmd, env)[0])
+
+        def rclone() -> None:
+            assert self.rclone
+            dst = self.work / "dst-rclone"
+            self.aside(dst)
+            t, _ = timed([self.rclone, "copy", "--checksum", str(src), str(dst)], env)
+            res["rc"].append(t)
+            res["rc_durable"].append(t + timed_sync())
+            res["rc_noop"].append(timed([self.rclone, "copy", str(src), str(dst)], env)[0])
+
+        def cp() -> None:
+            dst = self.work / "dst-cp"
+            self.aside(dst)
+            t, _ = timed(["cp", "-r", str(src), str(dst)], env)
+            res["cp_durable"].append(t + timed_sync())
+
+        steps = [mine, cp] + ([rclone] if self.rclone else [])
+        for rep in range(self.repeat):
+            self.alternate(rep, steps)
+        print(f"  imgsync copy              {fig(res['fresh'])}")
+        print(f"  imgsync copy + sync       {fig(res['durable'])}")
+        print(f"  cp -r + sync              {fig(res['cp_durable'])}")
+        if self.rclone:
+            print(f"  rclone copy --checksum    {fig(res['rc'])}")
+            print(f"  rclone ... + sync         {fig(res['rc_durable'])}")
+            r = statistics.median(res["durable"]) / statistics.median(res["rc_durable"])
+            ratio("durable vs rclone+sync", res["durable"], res["rc_durable"], "<= 0.70", r <= 0.7)
+            ratio("raw vs raw rclone", res["fresh"], res["rc"], "none", None)
+        else:
+            print("  rclone not installed (apt-get install -y rclone): cp-based floor only")
+        r = statistics.median(res["durable"]) / statistics.median(res["cp_durable"])
+        ratio("durable vs cp -r + sync", res["durable"], res["cp_durable"], "aim <= 1.5", r <= 1.5)
+        print(f"  imgsync no-op re-run      {fig(res['noop'])}")
+        if self.rclone:
+            print(f"  rclone copy no-op         {fig(res['rc_noop'])}")
+            r = statistics.median(res["noop"]) / statistics.median(res["rc_noop"])
+            ratio("no-op vs rclone", res["noop"], res["rc_noop"], "<= 0.60", r <= 0.6)
+        print(f"  imgsync peak RSS          {fig(rss, 'MB', 1)}")
+
+        big_n = 10_000 if self.quick else 100_000
+        header(f"no-op re-run over {big_n} small files")
+        big = self.tree("small", big_n, 500, 600)
+        dst = self.work / "dst-small"
+        self.aside(dst)
+        fresh_state(env, self.work, "big")
+        cmd = [*imgsync(), "copy", str(big), str(dst), "--no-progress"]
+        timed(cmd, env)
+        runs, starts = [], []
+        for _ in range(self.repeat):
+            runs.append(timed(cmd, env)[0])
+            starts.append(timed([*imgsync(), "--version"], env)[0])
+        work = [a - b for a, b in zip(runs, starts, strict=True)]
+        print(f"  imgsync no-op             {fig(runs)}")
+        print(f"  imgsync --version         {fig(starts)} (start-up alone)")
+        ok = statistics.median(work) <= 0.5
+        print(
+            f"  -> work beyond start-up: {fig(work)} (target <= 0.5 s)  {'MET' if ok else 'MISSED'}"
+        )
+
+    def upload(self) -> None:
+        n = 300 if self.quick else 2_000
+        header(f"uploads, {n} x ~20 KB into the Chevereto emulator, {TRANSFERS} transfers")
+        src = self.tree("upimg", n, 10, 20_000, png=True)
+        env = env_base()
+        mine_t: list[float] = []
+        bare_t: list[float] = []
+        for rep in range(self.repeat):
+            a, url_a = emulator("chevereto", env, "--max-upload-mb", "50")
+            b, url_b = emulator("chevereto", env, "--max-upload-mb", "50")
+            try:
+                cfg = write_config(self.work, chv=url_a)
+                fresh_state(env, self.work, "up")
+                cmd = [*imgsync(cfg), "copy", str(src), "chv:", "--transfers", str(TRANSFERS)]
+                cmd.append("--no-progress")
+                ref = bare("upload", url_b, str(src), str(TRANSFERS))
+                steps = [
+                    lambda cmd=cmd: mine_t.append(timed(cmd, env)[0]),
+                    lambda ref=ref: bare_t.append(timed(ref, env)[0]),
+                ]
+                self.alternate(rep, steps)
+            finally:
+                stop(a, b)
+        mine_r = [n / t for t in mine_t]
+        bare_r = [n / t for t in bare_t]
+        print(f"  imgsync copy ./up chv:    {fig(mine_r, '/s', 0)}")
+        print(f"  bare aiohttp loop         {fig(bare_r, '/s', 0)}")
+        r = statistics.median(mine_r) / statistics.median(bare_r)
+        ratio("uploads vs bare loop", mine_r, bare_r, ">= 0.80", r >= 0.8)
+
+    def download(self) -> None:
+        n = 300 if self.quick else 2_000
+        header(f"downloads, backup of {n} images from the Gyazo emulator, {TRANSFERS} transfers")
+        env = env_base()
+        gy, url = emulator("gyazo", env, "--seed", str(n))
+        mine_r: list[float] = []
+        bare_r: list[float] = []
+        try:
+            cfg = write_config(self.work, gy=url)
+            for rep in range(self.repeat):
+
+                def mine() -> None:
+                    dst = self.work / "dst-backup"
+                    self.aside(dst)
+                    fresh_state(env, self.work, "down")
+                    cmd = [*imgsync(cfg), "backup", "gy:", str(dst), "--no-progress"]
+                    cmd += ["--transfers", str(TRANSFERS)]
+                    mine_r.append(n / timed(cmd, env)[0])
+
+                def ref() -> None:
+                    dst = self.work / "dst-bare-backup"
+                    self.aside(dst)
+                    bare_r.append(
+                        n / timed(bare("download", url, str(dst), str(TRANSFERS)), env)[0]
+                    )
+
+                self.alternate(rep, [mine, ref])
+        finally:
+            stop(gy)
+        print(f"  imgsync backup gy: ./out  {fig(mine_r, '/s', 0)}")
+        print(f"  bare loop (+ sidecars)    {fig(bare_r, '/s', 0)}")
+        r = statistics.median(mine_r) / statistics.median(bare_r)
+        ratio("downloads vs bare loop", mine_r, bare_r, ">= 0.80", r >= 0.8)
+
+    def large(self) -> None:
+        count, mb = (5, 20) if self.quick else (5, 200)
+        header(f"large files, {count} x {mb} MB uploaded to the Gyazo emulator")
+        src = self.work / f"large-{count}x{mb}"
+        if not src.exists():
+            part = src.with_name(src.name + ".part")
+            part.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                bench_stream.make_image(part / f"big{i}.png", mb)
+            part.rename(src)
+        env = env_base()
+        mine_r: list[float] = []
+        bare_r: list[float] = []
+        rss: list[float] = []
+        total = count * mb
+        for rep in range(self.repeat):
+            gy, url = emulator("gyazo", env, "--max-upload-mb", str(mb * 2))
+            try:
+                cfg = write_config(self.work, gy=url)
+                fresh_state(env, self.work, "large")
+
+                cmd = [*imgsync(cfg), "copy", str(src), "gy:", "--no-progress"]
+                ref_cmd = bare("stream", url, str(src))
+
+                def mine(cmd: list[str] = cmd) -> None:
+                    t, r = timed(cmd, env)
+                    mine_r.append(total / t)
+                    rss.append(r)
+
+                def ref(ref_cmd: list[str] = ref_cmd) -> None:
+                    bare_r.append(total / timed(ref_cmd, env)[0])
+
+                self.alternate(rep, [mine, ref])
+            finally:
+                stop(gy)
+        print(f"  imgsync copy ./large gy:  {fig(mine_r, 'MB/s', 1)}  peak RSS {fig(rss, 'MB', 1)}")
+        print(f"  raw streamed upload       {fig(bare_r, 'MB/s', 1)}")
+        r = statistics.median(mine_r) / statistics.median(bare_r)
+        ratio("large uploads vs raw stream", mine_r, bare_r, ">= 0.80", r >= 0.8)
+
+    def memory(self) -> None:
+        size = 50 if self.quick else 300
+        header(f"peak RSS: one {size} MB image up and down (bench_stream.py)")
+        subprocess.run([PY, str(HERE / "bench_stream.py"), "--size", str(size),
+                        "--work", str(self.work / "stream")], check=True)  # fmt: skip
+        header("peak RSS: an idle daemon (imgsync run, one watch job)")
+        env = env_base()
+        watched = self.work / "watched"
+        watched.mkdir(exist_ok=True)
+        cfg = self.work / "daemon.toml"
+        cfg.write_text(
+            f'[[jobs]]\nname = "idle"\nkind = "watch"\nsource = "{watched}"\n'
+            f'destinations = ["{self.work / "watched-copy"}"]\n'
+        )
+        fresh_state(env, self.work, "daemon")
+        proc = subprocess.Popen([*imgsync(cfg), "run"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        time.sleep(5)
+        status = Path(f"/proc/{proc.pid}/status").read_text() if proc.poll() is None else ""
+        proc.terminate()
+        _, err = proc.communicate()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if line.startswith("Vm"))
+        if not fields:
+            print(f"  the daemon exited early: {err.decode()[-500:]}")
+            return
+        hwm = int(fields["VmHWM"].split()[0]) / 1024
+        now = int(fields["VmRSS"].split()[0]) / 1024
+        ok = hwm <= 50
+        print(f"  idle daemon RSS {now:.1f} MB, peak {hwm:.1f} MB (target <= 50)  "
+              f"{'MET' if ok else 'MISSED'}")  # fmt: skip
+
+    def scale(self) -> None:
+        sizes = "200,2000" if self.quick else "1000,20000"
+        header(f"migration at {sizes} items (bench_scale.py, one run each)")
+        subprocess.run([PY, str(HERE / "bench_scale.py"), "--sizes", sizes,
+                        "--work", str(self.work / "scale")], check=True)  # fmt: skip
+
+
+SECTIONS = ("copy", "upload", "download", "large", "memory", "scale")
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--bare":
+        run_bare(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, one pass")
+    ap.add_argument("--repeat", type=int, default=None, help="runs per figure (default 3)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (kept for reuse)")
+    args = ap.parse_args()
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.work is None:
+        args.work = Path(tempfile.mkdtemp(prefix="imgsync-bench-"))
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        sys.exit(f"unknown section(s): {', '.join(unknown)} (choose from {', '.join(SECTIONS)})")
+    bench = Bench(args)
+    print(f"imgsync benchmarks in {args.work}, {os.cpu_count()} cores, {load()}")
+    print(f"rclone: {bench.rclone or 'not installed (apt-get install -y rclone)'}")
+    for name in SECTIONS:
+        if name in chosen:
+            getattr(bench, name)()
+    shutil.rmtree(bench.trash, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
