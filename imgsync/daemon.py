@@ -413,6 +413,8 @@ class Daemon:
             cfg, job, health, clock=self.clock, watch_events=self.watch_events, run=self.job_run
         )
         self.loops[job.name] = lp
+        if self._stop.is_set():  # asked to stop while starting: start nothing new
+            lp.stop()
         self.tasks[job.name] = asyncio.create_task(lp.loop(after), name=f"job-{job.name}")
 
     def _retire(self, name: str) -> asyncio.Task[None]:
@@ -531,17 +533,17 @@ class Daemon:
         installed: list[signal.Signals] = []
         watchdog = None
         try:
-            # the database is created (or found unwritable) now, not on the first change
-            reader = await asyncio.to_thread(open_reader, self.cfg.state_path)
-            if reader is not None:
-                reader.close()
-            await self._serve()
-            if self.signals:
+            if self.signals:  # first: a `docker stop` during start-up is a clean stop too
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self.request_stop)
                     installed.append(sig)
                 loop.add_signal_handler(signal.SIGHUP, self._on_hup)
                 installed.append(signal.SIGHUP)
+            # the database is created (or found unwritable) now, not on the first change
+            reader = await asyncio.to_thread(open_reader, self.cfg.state_path)
+            if reader is not None:
+                reader.close()
+            await self._serve()
             for job in self.cfg.jobs:
                 self._start(self.cfg, job, after=None)
             self._lock.write(self._info())

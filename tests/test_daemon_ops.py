@@ -483,6 +483,21 @@ async def test_one_daemon_per_state_and_status_sees_it(tmp_path: Path) -> None:
     assert running_daemon(cfg.state_path) is None
 
 
+async def test_a_stop_asked_during_start_up_runs_nothing_and_exits_0(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(make_png(9, 9, 1))
+    daemon = Daemon(
+        load_config(_config(tmp_path, _watch_job("w", src, tmp_path / "d"))),
+        clock=VirtualClock(),
+        signals=False,
+        watch_events=False,
+    )
+    daemon.request_stop()
+    assert await daemon.run() == 0
+    assert daemon.stats.jobs["w"].runs == 0 and not (tmp_path / "d").exists()
+
+
 async def test_an_unwritable_state_folder_fails_at_start(tmp_path: Path) -> None:
     """Not "up, doing nothing": a state folder the daemon cannot write ends it (exit 75)."""
     src = tmp_path / "src"
