@@ -344,6 +344,12 @@ def _redacted(text: str) -> str:
     return text
 
 
+# Verbs that need more of the state shared than fleet mode shares yet (sync's delete plan
+# needs every worker's writes, the daemon its pauses and usage, verify its verdicts):
+# refused with exit 2 rather than half working.
+_NOT_IN_FLEET = ("sync", "run", "verify")
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     verb = args.verb
     if verb == "fakehost":
@@ -365,6 +371,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         return 0
     cfg = _load(args)
+    if cfg.state_url and verb in _NOT_IN_FLEET:
+        raise UsageError(
+            f"{verb} does not work with a shared state ([state] url or IMGSYNC_STATE_URL) "
+            "yet; fleet mode runs copy, backup, migrate and check"
+        )
     if verb == "status":
         if args.check:
             return _health_check(cfg)

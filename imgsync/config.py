@@ -81,6 +81,14 @@ def default_config_path() -> Path:
     return user_config_path("imgsync") / "config.toml"
 
 
+_PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+def default_state_url(configured: str | None) -> str | None:
+    """``IMGSYNC_STATE_URL`` when set (it wins over ``[state] url``), else ``configured``."""
+    return os.environ.get("IMGSYNC_STATE_URL") or configured
+
+
 def default_state_path() -> Path:
     """``<user state dir>/imgsync/state.db`` (``~/.local/state/imgsync`` on Linux)."""
     env = os.environ.get("IMGSYNC_STATE")
@@ -157,6 +165,8 @@ class Config:
 
     path: Path | None = None
     state_path: Path = field(default_factory=default_state_path)
+    # fleet mode: the shared PostgreSQL state several workers coordinate through
+    state_url: str | None = field(default_factory=lambda: default_state_url(None))
     transfers: int = 4
     log_level: str = "info"
     log_format: str = "auto"
@@ -250,8 +260,15 @@ def parse_config(
             state_path = _expand(state["path"], base_dir)
         else:
             p.add("state.path", "must be a non-empty string")
+    state_url = None
+    if "url" in state:
+        if isinstance(state["url"], str) and state["url"].startswith(_PG_SCHEMES):
+            state_url = state["url"]
+        else:
+            p.add("state.url", "must be a postgresql:// URL")
+    state_url = default_state_url(state_url)
     for key in state:
-        if key != "path":
+        if key not in ("path", "url"):
             p.add(f"state.{key}", "unknown key")
 
     transfers = data.get("transfers", 4)
@@ -285,6 +302,7 @@ def parse_config(
     return Config(
         path=Path(source) if source != "<config>" else None,
         state_path=state_path,
+        state_url=state_url,
         transfers=transfers,
         log_level=str(level),
         log_format=str(fmt),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgserver import PgServer, pg_server
 
 from imgsync.fakehosts.images import seed_image
 
@@ -14,6 +16,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Point imgsync at a per-test state file and an empty user config dir (no config)."""
     monkeypatch.setenv("IMGSYNC_STATE", str(tmp_path / "state" / "state.db"))
     monkeypatch.delenv("IMGSYNC_CONFIG", raising=False)
+    monkeypatch.delenv("IMGSYNC_STATE_URL", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
 
 
@@ -28,3 +31,16 @@ def image_tree(tmp_path: Path) -> Path:
         (folder / f"img{i:02d}.{ext}").write_bytes(data)
     (root / "notes.txt").write_text("not an image")
     return root
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL cluster for the whole test session (see tests/pgserver.py)."""
+    with pg_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgServer) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL cluster."""
+    return pg_cluster.new_database()

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from imgsync.providers.base import Provider
     from imgsync.state.store import StateStore
 
+# fleet mode: how long a finishing worker waits for the other workers' uploads in flight
+FLEET_SETTLE = 300.0
+
 VERBS = ("copy", "sync", "migrate", "backup", "check")
 
 
@@ -227,7 +230,7 @@ async def _run(
             job.dst.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create {job.dst.path}: {exc.strerror}") from None
-    async with StateStore(cfg.state_path) as store, Runtime(cfg) as rt:
+    async with StateStore(cfg.state_path, cfg.state_url) as store, Runtime(cfg) as rt:
         src = await rt.open(job.src)
         dst = await rt.open(job.dst)
         if plan is None and not src.features.can_list:
@@ -260,6 +263,11 @@ async def _run(
             await queries.save_scan_mark(
                 store, str(plan.root), job.dst_key, plan.fingerprint, plan.dest_state()
             )
+        if store.fleet is not None and not opts.dry_run and not stopped:
+            # fleet mode: wait for the other workers' uploads in flight, then take in what
+            # they recorded, so this worker's map and status cover the whole job
+            await store.fleet.settle(job.dst_key, within=FLEET_SETTLE)
+            await queries.import_fleet_locations(store, job.dst_key)
         await queries.finish_run(store, run_id, summary.to_json())
     if opts.verb == "migrate" and not opts.dry_run and job.spec.map_path is not None:
         await anyio.to_thread.run_sync(write_url_map, cfg, job, job.spec.map_path, summary)
@@ -375,7 +383,7 @@ async def forget_gone_from_host(cfg: Config, job: Resolved) -> int:
 
     gone = [rid for rid in await anyio.to_thread.run_sync(known) if rid not in seen]
     if gone:
-        async with StateStore(cfg.state_path) as store:
+        async with StateStore(cfg.state_path, cfg.state_url) as store:
             await queries.forget_locations(store, job.dst_key, gone)
     return len(gone)
 

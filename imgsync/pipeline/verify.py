@@ -667,7 +667,7 @@ async def run_verify(
     """Check ``remotes`` (specs like ``chv:``; None: every remote with locations), then
     repair onto ``opts.repair_to`` when given."""
     report = VerifyReport(dest=opts.repair_to, dry_run=opts.dry_run)
-    async with Runtime(cfg, http) as rt, StateStore(cfg.state_path) as store:
+    async with Runtime(cfg, http) as rt, StateStore(cfg.state_path, cfg.state_url) as store:
         if remotes is None:
             keys = await checks.remotes_with_locations(store)
         else:

@@ -351,6 +351,7 @@ async def record_locations(
     a known location keeps its sha256 (the bytes imgsync sent, which dedupe knows) and
     different bytes read back from it are recorded as its ``stored_sha256``."""
     now = time.time()
+    rows = list(rows)
     await store.write_many(
         _UPSERT_CONVERTED_LOCATION if converts else _UPSERT_LOCATION,
         [
@@ -368,6 +369,37 @@ async def record_locations(
             for sha, item in rows
         ],
     )
+    if store.fleet is not None and not converts:
+        # committed in the shared state before the caller releases its lease (no delete URL)
+        await store.fleet.record_locations(
+            remote,
+            [
+                (
+                    item.remote_id,
+                    sha,
+                    item.url,
+                    item.page_url,
+                    json.dumps(item.meta.to_json()) if item.meta != _NO_META else None,
+                    item.md5,
+                )
+                for sha, item in rows
+            ],
+        )
+
+
+async def import_fleet_locations(store: StateStore, remote: str) -> int:
+    """Bring what the other workers of the fleet recorded at ``remote`` into this worker's
+    state (kept as they are where this worker knows them already); how many rows."""
+    if store.fleet is None:
+        return 0
+    rows = await store.fleet.locations_at(remote)
+    await store.write_many(
+        "INSERT OR IGNORE INTO locations (remote, remote_id, sha256, url, page_url, meta, "
+        "stored_md5, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(remote, *r) for r in rows],
+    )
+    await store.flush()
+    return len(rows)
 
 
 _UPSERT_OWNER = (
@@ -400,16 +432,17 @@ async def forget_stale_reliance(store: StateStore, dest: str, source: str, root:
 
 
 async def forget_locations(store: StateStore, remote: str, remote_ids: Iterable[str]) -> None:
+    remote_ids = list(remote_ids)
     await store.write_many(
         "DELETE FROM locations WHERE remote = ? AND remote_id = ?",
         [(remote, rid) for rid in remote_ids],
     )
+    if store.fleet is not None:
+        await store.fleet.forget_locations(remote, remote_ids)
 
 
 async def forget_location(store: StateStore, remote: str, remote_id: str) -> None:
-    await store.write(
-        "DELETE FROM locations WHERE remote = ? AND remote_id = ?", (remote, remote_id)
-    )
+    await forget_locations(store, remote, [remote_id])
 
 
 async def journal(

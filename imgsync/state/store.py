@@ -19,6 +19,7 @@ import aiosqlite
 
 from imgsync.errors import StateError
 from imgsync.state.db import BUSY_TIMEOUT_MS, describe_error, open_sync, owner_alive, owner_id
+from imgsync.state.fleet import Fleet
 
 CLAIM_TTL = 6 * 3600.0
 
@@ -34,9 +35,12 @@ class _Op:
 class StateStore:
     """The async state handle: reads through aiosqlite, writes through one writer task."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, url: str | None = None) -> None:
         self.path = path
+        self.url = url
         self.owner = owner_id()
+        # fleet mode (``[state] url``): leases and locations shared through PostgreSQL
+        self.fleet: Fleet | None = None
         self._conn: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue(maxsize=10_000)
         self._writer: asyncio.Task[None] | None = None
@@ -56,6 +60,13 @@ class StateStore:
                 await self._conn.close()
                 self._conn = None
             raise describe_error(self.path, exc) from None
+        if self.url:
+            try:
+                self.fleet = await Fleet(self.url, self.owner).open()
+            except BaseException:
+                await self._conn.close()
+                self._conn = None
+                raise
         self._writer = asyncio.create_task(self._write_loop(), name="imgsync-state-writer")
         return self
 
@@ -68,6 +79,9 @@ class StateStore:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+        if self.fleet is not None:
+            await self.fleet.close()
+            self.fleet = None
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -127,9 +141,26 @@ class StateStore:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._put(_Op("", [], claim=(dest, list(shas), self.owner), future=fut))
         result: tuple[set[str], set[str]] = await fut
-        return result
+        if self.fleet is None or not result[0]:
+            return result
+        # fleet mode: what this machine may take is then leased across the fleet
+        local, present = result
+        try:
+            mine, elsewhere = await self.fleet.lease(dest, sorted(local))
+        except BaseException:
+            await self.release(dest, local)
+            raise
+        if local - mine:
+            await self._release_local(dest, local - mine)
+        return mine, present | elsewhere
 
     async def release(self, dest: str, shas: Iterable[str]) -> None:
+        shas = list(shas)
+        await self._release_local(dest, shas)
+        if self.fleet is not None:
+            await self.fleet.release(dest, shas)
+
+    async def _release_local(self, dest: str, shas: Iterable[str]) -> None:
         await self.write_many(
             "DELETE FROM claims WHERE sha256 = ? AND dest = ? AND owner = ?",
             [(s, dest, self.owner) for s in shas],

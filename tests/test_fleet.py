@@ -1,0 +1,221 @@
+"""Fleet mode: the leases and locations several workers share through a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from helpers import run_cli_async, start_fake, write_config
+
+from imgsync.errors import ConfigError, StateError
+from imgsync.fakehosts.common import Knobs
+from imgsync.fakehosts.guizhan import GuizhanFake
+from imgsync.fakehosts.gyazo import GyazoFake
+from imgsync.fakehosts.images import seed_image
+from imgsync.models import RemoteItem
+from imgsync.state import queries
+from imgsync.state.fleet import Fleet, redact
+from imgsync.state.store import StateStore
+
+SHAS = [f"{i:064x}" for i in range(20)]
+
+
+async def test_a_checksum_is_leased_to_one_worker_at_a_time(pg_url: str) -> None:
+    a = await Fleet(pg_url, "host-a:1").open()
+    b = await Fleet(pg_url, "host-b:2").open()
+    try:
+        mine_a, present_a = await a.lease("dst", SHAS[:10])
+        mine_b, present_b = await b.lease("dst", SHAS[5:15])
+        assert mine_a == set(SHAS[:10]) and not present_a
+        assert mine_b == set(SHAS[10:15]) and not present_b  # 5..9 are a's
+        # a records 5 and releases it: b is told it is there, not given a lease
+        await a.record_locations("dst", [("id5", SHAS[5], "https://x/5", None, None, None)])
+        await a.release("dst", [SHAS[5]])
+        mine_b, present_b = await b.lease("dst", [SHAS[5], SHAS[6]])
+        assert mine_b == set() and present_b == {SHAS[5]}
+        # a releases 6 without an upload (it failed): b may now take it over
+        await a.release("dst", [SHAS[6]])
+        mine_b, _ = await b.lease("dst", [SHAS[6]])
+        assert mine_b == {SHAS[6]}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_concurrent_leases_never_give_a_checksum_twice(pg_url: str) -> None:
+    fleets = [await Fleet(pg_url, f"host-{i}:{i}").open() for i in range(4)]
+    try:
+        got = await asyncio.gather(
+            *(f.lease("dst", SHAS[::-1] if i % 2 else SHAS) for i, f in enumerate(fleets))
+        )
+        taken = [s for mine, _ in got for s in mine]
+        assert sorted(taken) == sorted(SHAS)  # each exactly once
+    finally:
+        for f in fleets:
+            await f.close()
+
+
+async def test_an_expired_or_dead_workers_lease_is_taken_over(pg_url: str) -> None:
+    gone = await Fleet(pg_url, "far-host:1", ttl=-1.0).open()  # its leases expire at once
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await proc.wait()
+    dead = await Fleet(pg_url, f"{socket.gethostname()}:{proc.pid}").open()  # exited
+    live = await Fleet(pg_url, "other-host:3").open()
+    me = await Fleet(pg_url, f"{socket.gethostname()}:{os.getpid()}").open()
+    try:
+        assert (await gone.lease("dst", [SHAS[0]]))[0] == {SHAS[0]}
+        assert (await dead.lease("dst", [SHAS[1]]))[0] == {SHAS[1]}
+        assert (await live.lease("dst", [SHAS[2]]))[0] == {SHAS[2]}
+        mine, _ = await me.lease("dst", SHAS[:3])
+        assert mine == {SHAS[0], SHAS[1]}  # the live one on another host keeps its lease
+        assert await me.held_by_others("dst") == 1
+        assert not await me.settle("dst", within=0.0)
+    finally:
+        for f in (gone, dead, live, me):
+            await f.close()
+
+
+async def test_the_store_leases_through_the_fleet_and_imports_its_locations(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with (
+        StateStore(tmp_path / "a.db", pg_url) as a,
+        StateStore(tmp_path / "b.db", pg_url) as b,
+    ):
+        b.owner = "another-host:1"  # two machines, as far as the leases go
+        assert b.fleet is not None
+        b.fleet.owner = b.owner
+        mine, _ = await a.lease("dst", [SHAS[0]])
+        assert mine == {SHAS[0]}
+        assert await b.lease("dst", [SHAS[0]]) == (set(), set())  # held by a
+        item = RemoteItem(remote_id="r0", name="r0.png", url="https://d/r0.png", size=3)
+        await queries.record_locations(a, "dst", [(SHAS[0], item)])
+        await a.flush()
+        await a.release("dst", [SHAS[0]])
+        assert await b.lease("dst", [SHAS[0]]) == (set(), {SHAS[0]})
+        assert await queries.import_fleet_locations(b, "dst") == 1
+        assert b.fleet is not None
+    from imgsync.state.reader import must_open
+
+    with must_open(tmp_path / "b.db") as db:
+        assert db.items_at("dst") == {"r0": SHAS[0]}
+
+
+async def test_a_bad_url_is_a_one_line_state_error_without_the_password(tmp_path: Path) -> None:
+    url = "postgresql://me:s3cret@127.0.0.1:1/nothing"
+    with pytest.raises(StateError) as err:
+        async with StateStore(tmp_path / "s.db", url):
+            pass
+    assert "s3cret" not in str(err.value) and "\n" not in str(err.value)
+    assert redact(url) == "postgresql://me:***@127.0.0.1:1/nothing"
+    assert "s3cret" not in repr(Fleet(url, "x:1"))
+
+
+GY_TOKEN = "gyazo-fleet-token-1234"
+GZ_TOKEN = "guizhan-fleet-token-5678"
+
+
+def _fleet_config(path: Path, gyazo_url: str, guizhan_url: str) -> Path:
+    return write_config(
+        path,
+        f"""
+[remotes.gy]
+type = "gyazo"
+base_url = "{gyazo_url}"
+token_env = "GY_TOKEN"
+
+[remotes.gz]
+type = "guizhan"
+base_url = "{guizhan_url}"
+token_env = "GZ_TOKEN"
+""",
+    )
+
+
+async def _get_json(url: str) -> dict[str, int]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        data: dict[str, int] = await r.json()
+        return data
+
+
+async def test_three_workers_migrate_one_library_uploading_each_image_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Three `imgsync migrate` processes, each with its own (empty) SQLite state, on one
+    PostgreSQL state: every image is uploaded once, and every worker's map is complete."""
+    n = 90
+    gyazo = await start_fake(GyazoFake(Knobs(token=GY_TOKEN, seed=n)))
+    # every destination request takes a while, so the three runs overlap
+    slow = Knobs(token=GZ_TOKEN, rate="none", faults={"slow": 1.0}, slow_seconds=0.05)
+    guizhan = await start_fake(GuizhanFake(slow))
+    try:
+        cfg = _fleet_config(tmp_path / "cfg.toml", gyazo.url, guizhan.url)
+        runs = []
+        for w in range(3):
+            env = {
+                "GY_TOKEN": GY_TOKEN,
+                "GZ_TOKEN": GZ_TOKEN,
+                "IMGSYNC_STATE": str(tmp_path / f"worker{w}" / "state.db"),
+                "IMGSYNC_STATE_URL": pg_url,
+            }
+            args = ("--config", str(cfg), "migrate", "gy:", "gz:", "--json")
+            runs.append(run_cli_async(*args, "--map", str(tmp_path / f"map{w}.csv"), env=env))
+        done = await asyncio.gather(*runs)
+        for proc in done:
+            assert proc.returncode == 0, proc.stderr
+            for secret in (GY_TOKEN, GZ_TOKEN):
+                assert secret not in proc.stdout + proc.stderr
+        summaries = [json.loads(p.stdout) for p in done]
+        print("copied by each worker:", [s["copied"] for s in summaries])
+        src = await _get_json(gyazo.url + "/_fakehost/stats")
+        dst = await _get_json(guizhan.url + "/_fakehost/stats")
+        assert src["items"] == n
+        assert dst["uploads"] == src["distinct_checksums"] == dst["items"]
+        assert sum(s["copied"] for s in summaries) == src["distinct_checksums"]
+        for w in range(3):
+            with (tmp_path / f"map{w}.csv").open() as fh:
+                rows = list(csv.DictReader(fh))
+            assert len(rows) == 2 * n  # each image's file URL and permalink
+            assert all(r["new_url"].startswith(guizhan.url) for r in rows)
+    finally:
+        await gyazo.close()
+        await guizhan.close()
+
+
+async def test_verbs_fleet_mode_does_not_cover_are_refused_in_one_line(tmp_path: Path) -> None:
+    env = {"IMGSYNC_STATE_URL": "postgresql://me:s3cret@127.0.0.1:1/x"}
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a.png").write_bytes(seed_image(0)[0])
+    for args in (("sync", str(src), str(dst)), ("run",), ("verify", str(dst))):
+        proc = await run_cli_async(*args, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "does not work with a shared state" in proc.stderr
+        assert "s3cret" not in proc.stderr
+    # an unreachable shared state: exit 75, one line, no password
+    proc = await run_cli_async("copy", str(src), str(dst), env=env)
+    assert proc.returncode == 75, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "s3cret" not in proc.stderr
+    assert "shared state postgresql://me:***@127.0.0.1:1/x" in proc.stderr
+
+
+def test_the_state_url_comes_from_the_config_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imgsync.config import parse_config
+
+    assert parse_config({}).state_url is None
+    url = "postgresql://imgsync@db/imgsync"
+    assert parse_config({"state": {"url": url}}).state_url == url
+    monkeypatch.setenv("IMGSYNC_STATE_URL", "postgresql://other@db/x")
+    assert parse_config({"state": {"url": url}}).state_url == "postgresql://other@db/x"
+    with pytest.raises(ConfigError) as err:
+        parse_config({"state": {"url": "mysql://db/x"}})
+    assert "state.url" in str(err.value.problems)
