@@ -219,3 +219,65 @@ def test_the_state_url_comes_from_the_config_or_the_environment(
     with pytest.raises(ConfigError) as err:
         parse_config({"state": {"url": "mysql://db/x"}})
     assert "state.url" in str(err.value.problems)
+
+
+async def test_a_worker_killed_mid_run_loses_nothing(pg_url: str, tmp_path: Path) -> None:
+    """SIGKILL one of three workers mid-run: the others finish and name what it left (exit
+    1, "run again"); running it again completes the job, every image at the destination
+    and its map complete, with at most one extra upload per transfer it had in flight."""
+    n = 90
+    gyazo = await start_fake(GyazoFake(Knobs(token=GY_TOKEN, seed=n)))
+    slow = Knobs(token=GZ_TOKEN, rate="none", faults={"slow": 1.0}, slow_seconds=0.05)
+    guizhan = await start_fake(GuizhanFake(slow))
+    try:
+        cfg = _fleet_config(tmp_path / "cfg.toml", gyazo.url, guizhan.url)
+
+        def env(w: int) -> dict[str, str]:
+            return {
+                **os.environ,
+                "GY_TOKEN": GY_TOKEN,
+                "GZ_TOKEN": GZ_TOKEN,
+                "IMGSYNC_STATE": str(tmp_path / f"worker{w}" / "state.db"),
+                "IMGSYNC_STATE_URL": pg_url,
+            }
+
+        def args(w: int) -> list[str]:
+            return ["--config", str(cfg), "migrate", "gy:", "gz:", "--json",
+                    "--map", str(tmp_path / f"map{w}.csv")]  # fmt: skip
+
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "imgsync",
+                *args(w),
+                env=env(w),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for w in range(3)
+        ]
+        for _ in range(600):  # until the fleet is well under way
+            if (await _get_json(guizhan.url + "/_fakehost/stats"))["uploads"] >= n // 4:
+                break
+            await asyncio.sleep(0.05)
+        procs[0].kill()
+        await procs[0].wait()
+        for p in procs[1:]:
+            out, err = await asyncio.wait_for(p.communicate(), 120)
+            assert p.returncode in (0, 1), err.decode()
+            summary = json.loads(out)
+            print("survivor:", summary["copied"], "copied,", summary["failed"], "left")
+            for f in summary["failures"]:  # only what the killed worker held, if anything
+                assert "left by another worker" in f["error"]
+        again = await run_cli_async(*args(0), env=env(0))
+        assert again.returncode == 0, again.stderr
+        src = await _get_json(gyazo.url + "/_fakehost/stats")
+        dst = await _get_json(guizhan.url + "/_fakehost/stats")
+        assert dst["distinct_checksums"] == src["distinct_checksums"]  # nothing lost
+        assert src["distinct_checksums"] <= dst["uploads"] <= src["distinct_checksums"] + 4
+        with (tmp_path / "map0.csv").open() as fh:
+            assert len(list(csv.DictReader(fh))) == 2 * n
+    finally:
+        await gyazo.close()
+        await guizhan.close()

@@ -145,6 +145,9 @@ class CopyRun:
         self.spool_dir: Path | None = None
         self.halted = False  # a remote failed as a whole: workers take no more items
         self.relied: list[str] = []  # checksums found already there (this source relies on)
+        # fleet mode: (checksum, item) leased by another worker when this one got there;
+        # checked again when the run ends (that worker may have stopped before uploading)
+        self.held_elsewhere: list[tuple[str, str]] = []
         self.include_non_images = opts.include_non_images or bool(
             src.config.option("include_non_images", False)
         )
@@ -498,6 +501,8 @@ class CopyRun:
                     self._present([sha])
                     if sha in present:
                         self.relied.append(sha)
+                    else:
+                        self.held_elsewhere.append((sha, c.rel))
                     body.discard()
                     continue
                 if self.halted or self.stopping:
@@ -677,6 +682,11 @@ class CopyRun:
             self._present(sorted(present))
             self.relied.extend(present)
         ours = [c for c in todo if c.digest and c.digest.sha256 in mine]
+        self.held_elsewhere.extend(
+            (c.digest.sha256, c.rel)
+            for c in todo
+            if c.digest and c.digest.sha256 not in mine and c.digest.sha256 not in present
+        )
         for c in todo:
             if c not in ours and c.body is not None:
                 c.body.discard()

@@ -268,6 +268,14 @@ async def _run(
             # they recorded, so this worker's map and status cover the whole job
             await store.fleet.settle(job.dst_key, within=FLEET_SETTLE)
             await queries.import_fleet_locations(store, job.dst_key)
+            if run.held_elsewhere:
+                there = await store.fleet.present(job.dst_key, [s for s, _ in run.held_elsewhere])
+                for sha, rel in run.held_elsewhere:
+                    if sha not in there:  # its worker stopped (or failed) before the upload
+                        summary.present -= 1  # counted as there when it was skipped
+                        summary.fail(
+                            rel, "left by another worker that did not upload it; run again"
+                        )
         await queries.finish_run(store, run_id, summary.to_json())
     if opts.verb == "migrate" and not opts.dry_run and job.spec.map_path is not None:
         await anyio.to_thread.run_sync(write_url_map, cfg, job, job.spec.map_path, summary)

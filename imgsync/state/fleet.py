@@ -180,6 +180,20 @@ class Fleet:
         result: tuple[set[str], set[str]] = await self._tx(work)
         return result
 
+    async def present(self, dest: str, shas: Sequence[str]) -> set[str]:
+        """Which of ``shas`` are recorded at ``dest`` by any worker."""
+
+        async def work(cur: Any) -> set[str]:
+            await cur.execute(
+                "SELECT DISTINCT sha256 FROM fleet_locations "
+                "WHERE remote = %s AND sha256 = ANY(%s::text[])",
+                (dest, sorted(set(shas))),
+            )
+            return {r[0] for r in await cur.fetchall()}
+
+        there: set[str] = await self._tx(work)
+        return there
+
     async def release(self, dest: str, shas: Iterable[str]) -> None:
         shas = sorted(set(shas))
         if not shas:
