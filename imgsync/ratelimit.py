@@ -94,6 +94,7 @@ from imgsync.errors import RemotePaused, RemoteUnavailable
 from imgsync.log import get_logger, redact
 
 __all__ = [
+    "Gate",
     "HostLimiter",
     "LimiterRegistry",
     "OnPause",
@@ -106,6 +107,10 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 OnPause = Callable[[str, float, str], Awaitable[None]]
 """``on_pause(authority, until_unix, reason)``: record a new host pause (e.g. in state)."""
+Gate = Callable[[str, Sequence[tuple[int, float]]], Awaitable[float]]
+"""``gate(authority, [(count, period), ...])``: a ledger shared with other processes (fleet
+mode) admitting one more request: 0.0 when admitted, else seconds to wait and ask again.
+Asked after this process's own windows admitted the request."""
 
 DEFAULT_CONCURRENCY = 4
 OUTAGE_BUDGET = 30.0  # seconds a host may fail every request before its breaker opens
@@ -249,6 +254,7 @@ class HostLimiter:
         max_wait: float = 600.0,
         outage_budget: float | None = OUTAGE_BUDGET,
         cooldown: float = BREAKER_COOLDOWN,
+        gate: Gate | None = None,
     ) -> None:
         if not 0 < min_penalty <= max_penalty:
             raise ValueError("need 0 < min_penalty <= max_penalty")
@@ -266,6 +272,7 @@ class HostLimiter:
         self._min_penalty = min_penalty
         self._max_penalty = max_penalty
         self._on_pause = on_pause
+        self._gate = gate
         self._turnstile = asyncio.Lock()
         self._changed = asyncio.Event()
         self._sem = asyncio.Semaphore(1)
@@ -385,6 +392,13 @@ class HostLimiter:
                     self._check_pause()
                 await self._nap(wait)
                 self._check_pause()
+                now = self._clock()
+            if self._gate is not None and self._windows:
+                # fleet mode: the other workers' requests count against the same windows
+                spec = [(w.count, w.period) for w in self._windows]
+                while (wait := await self._gate(self.authority, spec)) > 0:
+                    await self._sleep(wait)
+                    self._check_pause()
                 now = self._clock()
             self._last_start = now
             for w in self._windows:
@@ -633,7 +647,9 @@ class LimiterRegistry:
         min_penalty: float = 1.0,
         max_penalty: float = 300.0,
         outage_budget: float | None = OUTAGE_BUDGET,
+        gate: Gate | None = None,
     ) -> None:
+        self._gate = gate
         self._limits = {k.lower(): v for k, v in limits.items()}
         self._outage_budget = outage_budget
         for key, lim in self._limits.items():
@@ -674,6 +690,7 @@ class LimiterRegistry:
                 max_penalty=self._max_penalty,
                 on_pause=self._on_pause,
                 outage_budget=self._outage_budget,
+                gate=self._gate,
             )
             self._limiters[key] = limiter
             self._apply_usage(key)

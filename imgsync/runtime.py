@@ -61,8 +61,14 @@ def shared_limiters(cfg: Config) -> Any:
         from imgsync.ratelimit import LimiterRegistry
         from imgsync.state.reader import open_reader
 
+        gate = None
+        if cfg.state_url:  # fleet mode: the limits hold for all workers together
+            from imgsync.state.db import owner_id
+            from imgsync.state.fleet import FleetLedger
+
+            gate = FleetLedger(cfg.state_url, owner_id())
         registry = LimiterRegistry(
-            cfg.limits, on_pause=functools.partial(_record_pause, cfg.state_path)
+            cfg.limits, on_pause=functools.partial(_record_pause, cfg.state_path), gate=gate
         )
         reader = open_reader(cfg.state_path, create=False)
         if reader is not None:

@@ -122,10 +122,11 @@ GY_TOKEN = "gyazo-fleet-token-1234"
 GZ_TOKEN = "guizhan-fleet-token-5678"
 
 
-def _fleet_config(path: Path, gyazo_url: str, guizhan_url: str) -> Path:
+def _fleet_config(path: Path, gyazo_url: str, guizhan_url: str, extra: str = "") -> Path:
     return write_config(
         path,
-        f"""
+        extra
+        + f"""
 [remotes.gy]
 type = "gyazo"
 base_url = "{gyazo_url}"
@@ -149,14 +150,16 @@ async def test_three_workers_migrate_one_library_uploading_each_image_once(
     pg_url: str, tmp_path: Path
 ) -> None:
     """Three `imgsync migrate` processes, each with its own (empty) SQLite state, on one
-    PostgreSQL state: every image is uploaded once, and every worker's map is complete."""
+    PostgreSQL state and each allowed the destination's whole 20/second: every image is
+    uploaded once, the host never throttles the fleet, and every worker's map is complete."""
     n = 90
     gyazo = await start_fake(GyazoFake(Knobs(token=GY_TOKEN, seed=n)))
     # every destination request takes a while, so the three runs overlap
-    slow = Knobs(token=GZ_TOKEN, rate="none", faults={"slow": 1.0}, slow_seconds=0.05)
+    slow = Knobs(token=GZ_TOKEN, rate="20/second", faults={"slow": 1.0}, slow_seconds=0.05)
     guizhan = await start_fake(GuizhanFake(slow))
     try:
-        cfg = _fleet_config(tmp_path / "cfg.toml", gyazo.url, guizhan.url)
+        limit = f'[limits."{guizhan.authority}"]\nrate = "20/second"\n'
+        cfg = _fleet_config(tmp_path / "cfg.toml", gyazo.url, guizhan.url, limit)
         runs = []
         for w in range(3):
             env = {
@@ -178,6 +181,7 @@ async def test_three_workers_migrate_one_library_uploading_each_image_once(
         dst = await _get_json(guizhan.url + "/_fakehost/stats")
         assert src["items"] == n
         assert dst["uploads"] == src["distinct_checksums"] == dst["items"]
+        assert dst["throttled"] == 0  # 3 workers, and the host's limit held by them together
         assert sum(s["copied"] for s in summaries) == src["distinct_checksums"]
         for w in range(3):
             with (tmp_path / f"map{w}.csv").open() as fh:
@@ -281,3 +285,33 @@ async def test_a_worker_killed_mid_run_loses_nothing(pg_url: str, tmp_path: Path
     finally:
         await gyazo.close()
         await guizhan.close()
+
+
+async def test_the_fleet_ledger_holds_a_host_limit_across_workers(pg_url: str) -> None:
+    """Two workers' limiters, each allowing the host's whole 20/second, admit 50 requests
+    together: the shared log never holds more than 20 in any window of a second."""
+    from imgsync.ratelimit import HostLimiter
+    from imgsync.state.fleet import FleetLedger
+
+    ledgers = [FleetLedger(pg_url, f"host-{i}:1") for i in range(2)]
+    limiters = [HostLimiter("api.example", ["20/second"], gate=g) for g in ledgers]
+
+    async def one(lim: HostLimiter) -> None:
+        async with lim.slot() as slot:
+            slot.answered()
+
+    try:
+        await asyncio.gather(*(one(limiters[i % 2]) for i in range(50)))
+    finally:
+        for g in ledgers:
+            await g.close()
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+        cur = await conn.execute(
+            "SELECT stamp FROM fleet_rate_log WHERE authority = 'api.example' ORDER BY stamp"
+        )
+        stamps = [float(r[0]) for r in await cur.fetchall()]
+    assert len(stamps) == 50
+    for i, start in enumerate(stamps):  # every window that starts at a request
+        assert sum(1 for t in stamps[i:] if t < start + 1.0) <= 20

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 LEASE_TTL = 15 * 60.0
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -58,7 +58,20 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX IF NOT EXISTS fleet_locations_by_sha ON fleet_locations (remote, sha256);
     """,
+    2: """
+    CREATE TABLE IF NOT EXISTS fleet_rate_log (
+        authority TEXT NOT NULL,
+        stamp     DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS fleet_rate_log_by_time ON fleet_rate_log (authority, stamp);
+    """,
 }
+
+# The fleet's ledger counts a request from its admission (the database's clock, so the
+# workers' clocks need not agree) for its window's period plus this share of it, for
+# the time a request takes to reach the host.
+LEDGER_SLACK = 0.05
+LEDGER_KEEP = 300.0
 
 
 def redact(url: str) -> str:
@@ -180,6 +193,15 @@ class Fleet:
         result: tuple[set[str], set[str]] = await self._tx(work)
         return result
 
+    async def admit(self, authority: str, windows: Sequence[tuple[int, float]]) -> float:
+        """See :class:`FleetLedger`."""
+
+        async def work(cur: Any) -> float:
+            return await _admit(cur, authority, windows)
+
+        wait: float = await self._tx(work)
+        return wait
+
     async def present(self, dest: str, shas: Sequence[str]) -> set[str]:
         """Which of ``shas`` are recorded at ``dest`` by any worker."""
 
@@ -277,6 +299,66 @@ class Fleet:
                 return False
             await asyncio.sleep(poll)
         return True
+
+
+class FleetLedger:
+    """The rate ledger every worker's limiter asks before a request to a limited host
+    (``HostLimiter``'s ``gate``): one sliding log per host in PostgreSQL, so N workers
+    together stay inside each ``[limits]`` window. Its own connection, opened on first use.
+    """
+
+    def __init__(self, url: str, owner: str) -> None:
+        self.url = url
+        self.owner = owner
+        self._fleet: Fleet | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"FleetLedger({redact(self.url)!r})"
+
+    async def __call__(self, authority: str, windows: Sequence[tuple[int, float]]) -> float:
+        """Admit one request to ``authority`` under ``windows`` ((count, period) each): 0.0
+        when admitted (and logged), else the seconds to wait before asking again."""
+        loop = asyncio.get_running_loop()
+        if self._fleet is None or self._loop is not loop:  # a connection per event loop
+            self._fleet = await Fleet(self.url, self.owner).open()
+            self._loop = loop
+        return await self._fleet.admit(authority, windows)
+
+    async def close(self) -> None:
+        if self._fleet is not None and self._loop is asyncio.get_running_loop():
+            await self._fleet.close()
+        self._fleet = None
+
+
+async def _admit(cur: Any, authority: str, windows: Sequence[tuple[int, float]]) -> float:
+    await cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("imgsync-rate:" + authority,))
+    await cur.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")
+    row = await cur.fetchone()
+    now = float(row[0])
+    # kept a while past the longest window (the log shows what the fleet sent recently)
+    keep = max(max(period for _n, period in windows) * (1 + LEDGER_SLACK), LEDGER_KEEP)
+    await cur.execute(
+        "DELETE FROM fleet_rate_log WHERE authority = %s AND stamp < %s",
+        (authority, now - keep),
+    )
+    wait = 0.0
+    for count, period in windows:
+        span = period * (1 + LEDGER_SLACK)
+        await cur.execute(
+            "SELECT stamp FROM fleet_rate_log WHERE authority = %s AND stamp > %s "
+            "ORDER BY stamp DESC OFFSET %s LIMIT 1",
+            (authority, now - span, max(0, count - 1)),
+        )
+        full = await cur.fetchone()
+        if full is not None:  # ``count`` requests already in this window
+            wait = max(wait, float(full[0]) + span - now)
+    if wait <= 0:
+        await cur.execute(
+            "INSERT INTO fleet_rate_log (authority, stamp) VALUES (%s, %s)", (authority, now)
+        )
+        return 0.0
+    return max(wait, 0.001)
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> None:
