@@ -323,17 +323,45 @@ def main(argv: list[str] | None = None) -> int:
     except ImgsyncError as exc:
         print(f"imgsync: {_redacted(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except BaseExceptionGroup as group:
+        # a task group's worker stopped by an imgsync error (the shared state went away
+        # mid-run): that error, in one line, with its exit code
+        if group.subgroup(KeyboardInterrupt) is not None:
+            print(
+                "imgsync: interrupted; what finished is recorded, re-run to resume", file=sys.stderr
+            )
+            return EXIT_INTERRUPTED
+        inner = _first_imgsync_error(group)
+        if inner is None:
+            return _internal_error(args, group)
+        print(f"imgsync: {_redacted(str(inner))}", file=sys.stderr)
+        return inner.exit_code
     except KeyboardInterrupt:
         print("imgsync: interrupted; what finished is recorded, re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - a bug: one line (traceback with -v), exit 70
-        if args.verbose:
-            import traceback
+        return _internal_error(args, exc)
 
-            traceback.print_exc()
-        what = _redacted(f"{type(exc).__name__}: {exc}")
-        print(f"imgsync: internal error: {what} (run with -v for details)", file=sys.stderr)
-        return EXIT_SOFTWARE
+
+def _internal_error(args: argparse.Namespace, exc: BaseException) -> int:
+    if args.verbose:
+        import traceback
+
+        traceback.print_exception(exc)
+    what = _redacted(f"{type(exc).__name__}: {exc}")
+    print(f"imgsync: internal error: {what} (run with -v for details)", file=sys.stderr)
+    return EXIT_SOFTWARE
+
+
+def _first_imgsync_error(group: BaseExceptionGroup[BaseException]) -> ImgsyncError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, ImgsyncError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_imgsync_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 def _redacted(text: str) -> str:

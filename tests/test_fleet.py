@@ -315,3 +315,43 @@ async def test_the_fleet_ledger_holds_a_host_limit_across_workers(pg_url: str) -
     assert len(stamps) == 50
     for i, start in enumerate(stamps):  # every window that starts at a request
         assert sum(1 for t in stamps[i:] if t < start + 1.0) <= 20
+
+
+async def test_losing_the_shared_state_mid_run_is_exit_75_in_one_line(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL drops the worker's connections mid-run (a restart, a failover): the worker
+    stops with the state error (exit 75, one line, no password), not an internal error."""
+    import psycopg
+
+    gyazo = await start_fake(GyazoFake(Knobs(token=GY_TOKEN, seed=60)))
+    slow = Knobs(token=GZ_TOKEN, rate="none", faults={"slow": 1.0}, slow_seconds=0.05)
+    guizhan = await start_fake(GuizhanFake(slow))
+    try:
+        cfg = _fleet_config(tmp_path / "cfg.toml", gyazo.url, guizhan.url)
+        env = {
+            **os.environ,
+            "GY_TOKEN": GY_TOKEN,
+            "GZ_TOKEN": GZ_TOKEN,
+            "IMGSYNC_STATE_URL": pg_url,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "imgsync", "--config", str(cfg), "migrate", "gy:", "gz:",
+            "--map", str(tmp_path / "map.csv"), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        for _ in range(600):
+            if (await _get_json(guizhan.url + "/_fakehost/stats"))["uploads"] >= 10:
+                break
+            await asyncio.sleep(0.05)
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        _out, err = await asyncio.wait_for(proc.communicate(), 120)
+        text = err.decode()
+        assert proc.returncode == 75, text
+        assert text.count("\n") == 1 and text.startswith("imgsync: shared state postgresql://")
+    finally:
+        await gyazo.close()
+        await guizhan.close()
