@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -91,6 +92,12 @@ def _driver() -> Any:
         raise StateError(
             "[state] url needs the PostgreSQL driver: pip install 'imgsync[postgres]'"
         ) from None
+    # the driver's own warnings (a rollback failing on a dropped connection) would print
+    # lines of their own; every failure reaches the user as one StateError instead
+    quiet = logging.getLogger("psycopg")
+    if quiet.propagate:
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
     return psycopg
 
 
