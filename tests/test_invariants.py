@@ -13,11 +13,13 @@ user would: the real CLI in real processes, real SQLite files, emulators on 127.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -301,3 +303,53 @@ def test_a_corrupt_database_met_mid_run_exits_75(tmp_path: Path) -> None:
         assert proc.returncode == 75, (verb, proc.returncode, proc.stderr)
         assert "move it aside" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+async def test_items_leased_by_a_live_process_are_not_marked_done_for_later_runs(
+    tmp_path: Path,
+) -> None:
+    """Run B meets leases held by a live process A and leaves those items to it. If A then
+    dies before uploading them, the next run must still upload them: B must not save its
+    "this folder is all at the destination" mark (found by a hostile run: 197 of 200
+    images reported "already there" forever after a kill)."""
+    import socket
+
+    fake = await start_fake(CheveretoFake(Knobs(token=CHV_TOKEN)))
+    try:
+        src = _images(tmp_path / "shots", 1)
+        cfg = _config(tmp_path / "cfg.toml", chv_url=fake.url)
+        args = ("--config", str(cfg), "copy", str(src), "chv:", "--json")
+        proc = await run_cli_async(*args, env=ENV)
+        assert proc.returncode == 0, proc.stderr
+        _images(src, 4, start=1)
+        db = sqlite3.connect(os.environ["IMGSYNC_STATE"])
+        (dest,) = db.execute("SELECT DISTINCT remote FROM locations").fetchone()
+        shas = [
+            hashlib.sha256((src / f"pic{i:03d}.{seed_image(i)[1]}").read_bytes()).hexdigest()
+            for i in range(1, 5)
+        ]
+        live = f"{socket.gethostname()}:1"  # pid 1 is alive: process A, mid-run
+        with db:
+            db.executemany(
+                "INSERT INTO claims (sha256, dest, owner, claimed_at) VALUES (?, ?, ?, ?)",
+                [(s, dest, live, time.time()) for s in shas],
+            )
+        proc = await run_cli_async(*args, env=ENV)
+        assert proc.returncode == 0, proc.stderr
+        assert (await fake.stats())["uploads"] == 1  # left to process A
+        dead = f"{socket.gethostname()}:{_dead_pid()}"
+        with db:  # process A was killed before it uploaded anything
+            db.execute("UPDATE claims SET owner = ?", (dead,))
+        db.close()
+        proc = await run_cli_async(*args, env=ENV)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["copied"] == 4
+        assert (await fake.stats())["uploads"] == 5
+    finally:
+        await fake.close()
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

@@ -259,7 +259,13 @@ async def _run(
                 summary.delete_note = "nothing deleted: stopped before the end"
             else:
                 await _sync_deletes(cfg, store, dst, job, str(plan.root), summary)
-        if plan is not None and clean and not summary.deleted and not stopped:
+        if (
+            plan is not None
+            and clean
+            and not summary.deleted
+            and not stopped
+            and not run.held_elsewhere  # another process may die before uploading them
+        ):
             await queries.save_scan_mark(
                 store, str(plan.root), job.dst_key, plan.fingerprint, plan.dest_state()
             )
