@@ -60,6 +60,7 @@ import math
 import os
 import re
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC
@@ -316,6 +317,7 @@ class ApiClient:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[str, str] = {}
         self._secrets: set[str] = set()
         self._log = get_logger("imgsync.http")
         for s in secrets:
@@ -569,9 +571,26 @@ class ApiClient:
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout
                 ),
-                trust_env=True,
             )
+            self._proxies = env_proxies()
         return session
+
+    def _proxy(self, url: str) -> dict[str, Any]:
+        """``proxy``/``proxy_auth`` for a request to ``url``, from the environment's proxies.
+
+        The session does not ``trust_env``: aiohttp would then read ``~/.netrc`` on every
+        request (in a worker thread) and add its login as Basic auth, which clashes with a
+        provider's own Authorization header. Proxies are read once per session instead.
+        """
+        if not self._proxies:
+            return {}
+        target = URL(url)
+        proxy = self._proxies.get(target.scheme)
+        if proxy is None or (target.host and urllib.request.proxy_bypass(target.host)):
+            return {}
+        via = URL(proxy)
+        auth = aiohttp.BasicAuth.from_url(via) if via.user else None
+        return {"proxy": via.with_user(None), "proxy_auth": auth}
 
     async def _enter(self, limiter: HostLimiter, req: _Request) -> Slot:
         try:
@@ -609,6 +628,7 @@ class ApiClient:
                     data=multipart_writer(body) if isinstance(body, Multipart) else body,
                     allow_redirects=req.allow_redirects,
                     timeout=req.timeout,
+                    **self._proxy(req.url),
                 ) as r:
                     slot.answered()
                     answered = True  # the status line arrived: the host has the request
@@ -981,6 +1001,7 @@ class Download:
                     headers=req.headers,
                     allow_redirects=req.allow_redirects,
                     timeout=req.timeout,
+                    **client._proxy(req.url),
                 )
             except _TRANSPORT_ERRORS as exc:
                 client._transport_failed(exc, req, attempt, started, slot)
@@ -1039,6 +1060,16 @@ async def serve_endpoints(
             bound = int(addr[1])
             break
     return bound, runner.cleanup
+
+
+def env_proxies() -> dict[str, str]:
+    """``{"http": url, "https": url}`` from HTTP_PROXY/HTTPS_PROXY (HTTPS proxies skipped, as
+    aiohttp does)."""
+    return {
+        scheme: url
+        for scheme, url in urllib.request.getproxies().items()
+        if scheme in ("http", "https") and not url.lower().startswith("https:")
+    }
 
 
 async def probe(url: str, seconds: float = 5.0) -> int:

@@ -705,3 +705,53 @@ async def test_truncated_download_raises_and_download_retries(
     assert len(image) == size
     assert image == dest.read_bytes()
     assert not (tmp_path / "img.png.part").exists()
+
+
+# --- the environment: ~/.netrc and proxies -------------------------------------------------
+
+
+async def test_a_netrc_login_for_the_host_is_neither_sent_nor_a_clash(
+    serve: Serve, ft: FakeTime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ~/.netrc entry for the host is not sent as Basic auth and does not clash with a
+    provider's own Authorization header (aiohttp's trust_env did both, and read the file in a
+    worker thread on every request)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password netrc-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"ok": True})
+
+    server = await serve(counting_app(handler))
+    async with fake_client(ft) as client:
+        url = str(server.make_url("/api"))
+        await client.request("get", url, remote="r", headers={"Authorization": "Bearer tok"})
+        await client.request("get", url, remote="r")
+    assert seen == ["Bearer tok", None]
+
+
+async def test_requests_go_through_the_environment_proxy(
+    serve: Serve, ft: FakeTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured (read once per session); NO_PROXY exempts a host."""
+    hosts: list[str] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        hosts.append(request.headers["Host"])
+        return web.json_response({"via": "proxy"})
+
+    proxy = await serve(counting_app(handler))
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", str(proxy.make_url("")).rstrip("/"))
+    monkeypatch.setenv("NO_PROXY", "bypassed.invalid")
+    async with fake_client(ft) as client:
+        resp = await client.request("get", "http://images.example.invalid/a.png", remote="r")
+        assert resp.data == {"via": "proxy"}
+        with pytest.raises(ProviderError):
+            await client.request("get", "http://bypassed.invalid/a.png", remote="r")
+    assert hosts == ["images.example.invalid"]
