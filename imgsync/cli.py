@@ -529,11 +529,25 @@ def _status(cfg: Config, as_json: bool) -> int:
         report["remotes"] = _by_name(cfg, report["remotes"])
         report["verify"] = _by_name(cfg, report.get("verify", {}))
     report["daemon"] = running_daemon(cfg.state_path)
+    if cfg.state_url:  # fleet mode: what all the workers recorded together
+        from imgsync.state.fleet import fleet_status
+
+        fleet = fleet_status(cfg.state_url)
+        fleet["remotes"] = _by_name(cfg, fleet["remotes"])
+        report["fleet"] = fleet
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"state: {cfg.state_path}")
     _print_daemon(report["daemon"])
+    if "fleet" in report:
+        fleet = report["fleet"]
+        print(f"shared state: {fleet['url']}")
+        for name, r in fleet["remotes"].items():
+            print(f"  {name}: {r['items']} items (all workers)")
+        print(f"  {fleet['leases']} uploads in flight by {fleet['workers']} workers")
+        for auth, n in fleet["hosts"].items():
+            print(f"  {auth}: {n} requests in the last minute (all workers)")
     if not report["exists"]:
         print("  nothing recorded yet")
         return 0

@@ -188,6 +188,12 @@ async def test_three_workers_migrate_one_library_uploading_each_image_once(
                 rows = list(csv.DictReader(fh))
             assert len(rows) == 2 * n  # each image's file URL and permalink
             assert all(r["new_url"].startswith(guizhan.url) for r in rows)
+        # status shows the fleet's totals, from any worker
+        status = await run_cli_async("--config", str(cfg), "status", env=env)
+        assert status.returncode == 0, status.stderr
+        assert f"gz: {n} items (all workers)" in status.stdout
+        assert "0 uploads in flight by 0 workers" in status.stdout
+        assert f"{guizhan.authority}: " in status.stdout
     finally:
         await gyazo.close()
         await guizhan.close()

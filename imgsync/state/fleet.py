@@ -368,6 +368,44 @@ async def _admit(cur: Any, authority: str, windows: Sequence[tuple[int, float]])
     return max(wait, 0.001)
 
 
+def fleet_status(url: str) -> dict[str, Any]:
+    """What the shared state holds, for ``imgsync status``: locations per destination,
+    live leases and the workers holding them, requests per host in the last minute."""
+    psycopg = _driver()
+    now = time.time()
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            exists = conn.execute("SELECT to_regclass('fleet_schema') IS NOT NULL").fetchone()
+            if not exists or not exists[0]:
+                return {"url": redact(url), "remotes": {}, "leases": 0, "workers": 0, "hosts": {}}
+            remotes = {
+                r: {"items": int(n)}
+                for r, n in conn.execute(
+                    "SELECT remote, COUNT(*) FROM fleet_locations GROUP BY remote ORDER BY remote"
+                )
+            }
+            row = conn.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT owner) FROM fleet_claims WHERE expires >= %s",
+                (now,),
+            ).fetchone()
+            hosts = {
+                a: int(n)
+                for a, n in conn.execute(
+                    "SELECT authority, COUNT(*) FROM fleet_rate_log WHERE stamp > "
+                    "EXTRACT(EPOCH FROM clock_timestamp()) - 60 GROUP BY authority"
+                )
+            }
+    except psycopg.Error as exc:
+        raise describe(url, exc) from None
+    return {
+        "url": redact(url),
+        "remotes": remotes,
+        "leases": int(row[0]) if row else 0,
+        "workers": int(row[1]) if row else 0,
+        "hosts": hosts,
+    }
+
+
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> None:
     """Bring the shared schema to ``SCHEMA_VERSION`` (serialised by an advisory lock, so
     workers starting together migrate once)."""
