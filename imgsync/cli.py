@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -308,9 +309,31 @@ def _load(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def _globals_first(argv: list[str]) -> list[str]:
+    """Move the global options (``-v``, ``--config FILE``) given after the verb to the
+    front, as rclone and gallery-dl users write them (``imgsync copy a b -v``)."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest.extend(argv[i:])
+            break
+        if a in ("-v", "--verbose") or a.startswith("--config="):
+            front.append(a)
+        elif a == "--config" and i + 1 < len(argv):
+            front += [a, argv[i + 1]]
+            i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``imgsync`` command. Returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_globals_first(sys.argv[1:] if argv is None else argv))
     try:
         return _dispatch(args)
     except ConfigError as exc:
@@ -339,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imgsync: interrupted; what finished is recorded, re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`imgsync ls gyazo: | head`): done, quietly; stdout goes to
+        # /dev/null so the interpreter's last flush does not complain either
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - a bug: one line (traceback with -v), exit 70
         return _internal_error(args, exc)
 

@@ -30,6 +30,11 @@ def resolve_spec(cfg: Config, spec: str) -> tuple[RemoteConfig, str]:
             assert remote.path is not None
             return remote, f"local:{remote.path.resolve()}"
         return remote, remote_key(remote)
+    if spec in cfg.remotes and not Path(spec).exists():
+        raise UsageError(
+            f"{spec!r} is read as a folder, but a remote {spec!r} is configured: "
+            f"write {spec}: for the remote, or ./{spec} for a folder"
+        )
     path = Path(spec).expanduser().resolve()
     return RemoteConfig(name=str(path), type="local", path=path), f"local:{path}"
 

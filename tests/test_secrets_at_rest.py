@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from imgsync.errors import StateError
 from imgsync.models import ItemMeta, RemoteItem
 from imgsync.state import queries
 from imgsync.state.db import open_sync
@@ -153,3 +154,18 @@ async def test_delete_urls_stay_in_a_private_database_and_out_of_status(
     assert _mode(state) == 0o600 and _mode(state.parent) == 0o700  # ... privately
     for out in (copy, text, as_json):
         assert "/delete/" not in out.stdout + out.stderr and key not in out.stdout + out.stderr
+
+
+def test_a_state_path_naming_a_folder_is_refused_and_the_folder_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`[state] path` pointing at a folder (a typo, `~/Pictures`) is a state error that
+    changes nothing: it used to chmod the user's folder to 600 ("made it 600")."""
+    folder = tmp_path / "Pictures"
+    folder.mkdir()
+    (folder / "cat.png").write_bytes(b"x")
+    os.chmod(folder, 0o755)
+    with pytest.raises(StateError, match="not a file"):
+        open_sync(folder)
+    assert _mode(folder) == 0o755
+    assert "made it" not in capsys.readouterr().err

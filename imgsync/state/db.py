@@ -59,6 +59,11 @@ def make_private(path: Path) -> None:
     user pointed ``state.path`` into) is not changed (only warned about when others can
     write to it); the files in it are still made private.
     """
+    if path.exists() and not path.is_file():
+        # a folder (a typo, `~/Pictures`): refused before anything of the user's is changed
+        raise IsADirectoryError(
+            f"not a file (state.path names the database file, e.g. {path / 'state.db'})"
+        )
     folder = path.parent
     if not folder.exists():
         folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
