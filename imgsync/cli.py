@@ -96,6 +96,14 @@ def _transfer_opts(p: argparse.ArgumentParser) -> None:
         help="overall deadline for one item's download and upload (default 3600)",
     )
     p.add_argument(
+        "--lease-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait for images another running imgsync is uploading "
+        "(default 300); what is still held then is reported (exit 1)",
+    )
+    p.add_argument(
         "--verify-dest",
         action="store_true",
         help="list a host destination first and copy again what was deleted there "

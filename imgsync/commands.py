@@ -49,6 +49,10 @@ def _limits(args: argparse.Namespace) -> dict[str, Any]:
         if args.item_timeout <= 0:
             raise UsageError("--item-timeout must be a positive number of seconds")
         out["item_timeout"] = args.item_timeout
+    if getattr(args, "lease_wait", None) is not None:
+        if args.lease_wait < 0:
+            raise UsageError("--lease-wait must be 0 or a positive number of seconds")
+        out["lease_wait"] = args.lease_wait
     return out
 
 

@@ -334,8 +334,11 @@ async def test_items_leased_by_a_live_process_are_not_marked_done_for_later_runs
                 "INSERT INTO claims (sha256, dest, owner, claimed_at) VALUES (?, ?, ?, ?)",
                 [(s, dest, live, time.time()) for s in shas],
             )
-        proc = await run_cli_async(*args, env=ENV)
-        assert proc.returncode == 0, proc.stderr
+        proc = await run_cli_async(*args, "--lease-wait", "0", env=ENV)
+        assert proc.returncode == 1, proc.stderr  # not done, and not "already there"
+        summary = json.loads(proc.stdout)
+        assert (summary["already_present"], summary["held_elsewhere"]) == (1, 4)
+        assert summary["held_by"] == ["pid 1"]
         assert (await fake.stats())["uploads"] == 1  # left to process A
         dead = f"{socket.gethostname()}:{_dead_pid()}"
         with db:  # process A was killed before it uploaded anything

@@ -88,6 +88,8 @@ class Stats:
     deletes: int = 0
     throttled: int = 0
     faults: int = 0
+    uploads_in_flight: int = 0  # multipart POSTs being answered now
+    max_concurrent_uploads: int = 0  # the most that were ever answered at once
 
     def as_json(self, items: int, distinct: int) -> dict[str, int]:
         return {
@@ -96,6 +98,7 @@ class Stats:
             "deletes": self.deletes,
             "throttled": self.throttled,
             "faults": self.faults,
+            "max_concurrent_uploads": self.max_concurrent_uploads,
             "items": items,
             "distinct_checksums": distinct,
         }
@@ -353,6 +356,21 @@ class FakeHostBase:
     ) -> web.StreamResponse:
         if request.headers.get(_INTERNAL) == "1":  # the emulator asking itself
             return await handler(request)
+        if request.method != "POST" or not request.content_type.startswith("multipart/"):
+            return await self._answer(request, handler)
+        # an upload: count how many are being answered at once (faults included: a slow
+        # reply keeps its upload in flight)
+        stats = self.stats
+        stats.uploads_in_flight += 1
+        stats.max_concurrent_uploads = max(stats.max_concurrent_uploads, stats.uploads_in_flight)
+        try:
+            return await self._answer(request, handler)
+        finally:
+            stats.uploads_in_flight -= 1
+
+    async def _answer(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if not request.path.startswith("/_fakehost"):
             if self.is_down:  # not counted: a server that is down sees nothing
                 if request.transport is not None:

@@ -144,10 +144,11 @@ class CopyRun:
         # otherwise, so they can be renamed into place); None: the system's temp folder
         self.spool_dir: Path | None = None
         self.halted = False  # a remote failed as a whole: workers take no more items
+        self._slots = anyio.Semaphore(max(1, opts.transfers))  # uploads in flight, run-wide
         self.relied: list[str] = []  # checksums found already there (this source relies on)
-        # fleet mode: (checksum, item) leased by another worker when this one got there;
-        # checked again when the run ends (that worker may have stopped before uploading)
-        self.held_elsewhere: list[tuple[str, str]] = []
+        # items another live imgsync (or fleet worker) held a lease on when this run got
+        # there: their bodies dropped, checked again once the source is drained
+        self.deferred: list[Candidate] = []
         self.include_non_images = opts.include_non_images or bool(
             src.config.option("include_non_images", False)
         )
@@ -289,6 +290,7 @@ class CopyRun:
                     await self._feed(source, send)
                 except ImgsyncError as exc:
                     self._remote_failed(exc, listing=True)
+        await self._settle_deferred()
         if (
             self.listing_complete
             and self.ledger.settled  # every page's items are done (failed ones keep theirs)
@@ -476,7 +478,8 @@ class CopyRun:
 
     async def _deliver_group(self, items: list[Candidate]) -> None:
         """Upload fetched items to a host destination: dedupe, one lease for the group,
-        then each upload (recorded and committed before it counts)."""
+        then the uploads, up to ``--transfers`` at once in the whole run (each recorded
+        and committed before it counts). Items another live imgsync holds are waited for."""
         todo: list[Candidate] = []
         try:
             for c in items:
@@ -491,40 +494,124 @@ class CopyRun:
                 return
             if not todo:
                 return
-            shas = [c.body.digest.sha256 for c in todo if c.body]
-            mine, present = await self.store.lease(self.dst_key, shas)
-            for i, c in enumerate(todo):
-                body = c.body
-                assert body is not None
-                sha = body.digest.sha256
-                if sha not in mine:  # recorded there meanwhile, or leased by another process
-                    self._present([sha])
-                    if sha in present:
-                        self.relied.append(sha)
-                    else:
-                        self.held_elsewhere.append((sha, c.rel))
-                    body.discard()
-                    continue
-                if self.halted or self.stopping:
-                    rest = [r for r in todo[i:] if r.body and r.body.digest.sha256 in mine]
-                    await self.store.release(
-                        self.dst_key, [r.digest.sha256 for r in rest if r.digest]
-                    )
-                    self._give_up(todo[i:])
-                    break
-                try:
-                    with anyio.fail_after(self.opts.item_timeout):
-                        await self._upload(c, body)
-                except TimeoutError:
-                    await self.store.release(self.dst_key, [sha])
-                    self.taken.discard(sha)
-                    self._item_failed(c, self._timeout("uploading"))
-                finally:
-                    body.discard()
+            ours, held = await self._lease_group(todo)
+            self._defer(held)
+            await self._upload_all(ours)
         finally:
             for c in items:
                 if c.body is not None:
                     c.body.discard()
+
+    async def _lease_group(self, todo: list[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
+        """Lease ``todo`` at the destination: (leased to this run, held by another live
+        imgsync). What is recorded there meanwhile is counted as already there."""
+        shas = [c.digest.sha256 for c in todo if c.digest]
+        mine, present = await self.store.lease(self.dst_key, shas)
+        ours, held = [], []
+        for c in todo:
+            assert c.body is not None
+            sha = c.body.digest.sha256
+            if sha in mine:
+                ours.append(c)
+            elif sha in present:  # recorded there meanwhile
+                self._present([sha])
+                self.relied.append(sha)
+                c.body.discard()
+            else:  # leased by another live process: not there (yet)
+                held.append(c)
+        return ours, held
+
+    def _clock(self) -> float:
+        return (self.opts.clock or time.monotonic)()
+
+    def _defer(self, held: list[Candidate]) -> None:
+        """Items another live imgsync holds: not there (yet); checked again at the end."""
+        for c in held:
+            assert c.body is not None
+            c.sha256 = c.body.digest.sha256
+            c.body.discard()
+            c.body = None
+            self.taken.discard(c.sha256)
+            self.failed_ids.add(c.source_id)  # a listing's cursor stays before it
+            self.deferred.append(c)
+
+    async def _settle_deferred(self) -> None:
+        """Wait (up to ``lease_wait``, re-checking every ``lease_poll``) for the leases
+        others held: recorded meanwhile -> already there; released, expired or its owner
+        dead -> read or fetched again and sent. What is still held is reported as not
+        done, naming the holder."""
+        if not self.deferred:
+            return
+        deadline = self._clock() + self.opts.lease_wait
+        sleep = self.opts.sleep or anyio.sleep
+        while self.deferred and not (self.halted or self.stopping):
+            now = self._clock()
+            if now >= deadline:
+                break
+            await sleep(min(self.opts.lease_poll, deadline - now))
+            waiting, self.deferred = self.deferred, []
+            shas = [c.sha256 for c in waiting if c.sha256]
+            mine, present = await self.store.lease(self.dst_key, shas)
+            again: list[Candidate] = []
+            for c in waiting:
+                assert c.sha256 is not None
+                if c.sha256 in present:  # the other run recorded it
+                    self._present([c.sha256])
+                    self.relied.append(c.sha256)
+                elif c.sha256 in mine:  # released, expired or its owner died: ours now
+                    self.failed_ids.discard(c.source_id)
+                    again.append(c)
+                else:
+                    self.deferred.append(c)
+            for start in range(0, len(again), HOST_BATCH):
+                await self._process(again[start : start + HOST_BATCH])
+        if not self.deferred:
+            return
+        from imgsync.state.db import describe_owner
+
+        holders = await self.store.holders(
+            self.dst_key, [c.sha256 for c in self.deferred if c.sha256]
+        )
+        for c in self.deferred:
+            owner = holders.get(c.sha256 or "")
+            self.summary.held_by.add(describe_owner(owner) if owner else "owner unknown")
+            self.summary.held += 1
+            self.progress.tick(done=1)
+        self.deferred.clear()
+
+    async def _upload_all(self, ours: list[Candidate]) -> None:
+        """Upload leased items, each in its own task, within the run's transfer slots."""
+        if not ours:
+            return
+
+        async def one(c: Candidate) -> None:
+            body = c.body
+            assert body is not None
+            sha = body.digest.sha256
+            try:
+                async with self._slots:
+                    if self.halted or self.stopping:
+                        await self.store.release(self.dst_key, [sha])
+                        self._give_up([c])
+                        return
+                    try:
+                        with anyio.fail_after(self.opts.item_timeout):
+                            await self._upload(c, body)
+                    except TimeoutError:
+                        await self.store.release(self.dst_key, [sha])
+                        self.taken.discard(sha)
+                        self._item_failed(c, self._timeout("uploading"))
+            finally:
+                body.discard()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for c in ours:
+                    tg.start_soon(one, c)
+        except BaseExceptionGroup as group:  # one failure: raise it as it is
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     def _would_copy(self, c: Candidate) -> None:
         assert c.digest is not None
@@ -675,21 +762,8 @@ class CopyRun:
             return
         if not todo:
             return
-        mine, present = await self.store.lease(
-            self.dst_key, [c.digest.sha256 for c in todo if c.digest]
-        )
-        if present:
-            self._present(sorted(present))
-            self.relied.extend(present)
-        ours = [c for c in todo if c.digest and c.digest.sha256 in mine]
-        self.held_elsewhere.extend(
-            (c.digest.sha256, c.rel)
-            for c in todo
-            if c.digest and c.digest.sha256 not in mine and c.digest.sha256 not in present
-        )
-        for c in todo:
-            if c not in ours and c.body is not None:
-                c.body.discard()
+        ours, held = await self._lease_group(todo)
+        self._defer(held)
         if not ours:
             return
         try:

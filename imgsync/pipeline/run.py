@@ -253,19 +253,18 @@ async def _run(
             progress.close()
             await run.finish()
         stopped = stop is not None and stop.is_set()
-        clean = not opts.dry_run and not summary.failed and not summary.remote_failure
+        clean = (
+            not opts.dry_run
+            and not summary.failed
+            and not summary.remote_failure
+            and not summary.held
+        )
         if opts.verb == "sync" and plan is not None:
             if stopped:
                 summary.delete_note = "nothing deleted: stopped before the end"
             else:
                 await _sync_deletes(cfg, store, dst, job, str(plan.root), summary)
-        if (
-            plan is not None
-            and clean
-            and not summary.deleted
-            and not stopped
-            and not run.held_elsewhere  # another process may die before uploading them
-        ):
+        if plan is not None and clean and not summary.deleted and not stopped:
             await queries.save_scan_mark(
                 store, str(plan.root), job.dst_key, plan.fingerprint, plan.dest_state()
             )
@@ -274,14 +273,6 @@ async def _run(
             # they recorded, so this worker's map and status cover the whole job
             await store.fleet.settle(job.dst_key, within=FLEET_SETTLE)
             await queries.import_fleet_locations(store, job.dst_key)
-            if run.held_elsewhere:
-                there = await store.fleet.present(job.dst_key, [s for s, _ in run.held_elsewhere])
-                for sha, rel in run.held_elsewhere:
-                    if sha not in there:  # its worker stopped (or failed) before the upload
-                        summary.present -= 1  # counted as there when it was skipped
-                        summary.fail(
-                            rel, "left by another worker that did not upload it; run again"
-                        )
         await queries.finish_run(store, run_id, summary.to_json())
     if opts.verb == "migrate" and not opts.dry_run and job.spec.map_path is not None:
         await anyio.to_thread.run_sync(write_url_map, cfg, job, job.spec.map_path, summary)
@@ -344,7 +335,7 @@ async def _sync_deletes(
     from imgsync.syncdelete import DeletePlan, plan_deletes, run_deletes
 
     opts = job.opts
-    if opts.dry_run or summary.failed or summary.remote_failure:
+    if opts.dry_run or summary.failed or summary.remote_failure or summary.held:
         summary.delete_note = "nothing deleted: " + (
             "dry run" if opts.dry_run else "the copy had errors"
         )

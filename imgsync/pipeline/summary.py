@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +32,15 @@ class CopyOptions:
     item_timeout: float = 3600.0  # overall deadline for one item's download and upload
     spool_threshold: int = 8 * 1024 * 1024  # bytes kept in memory before spooling to disk
     log_items: bool = False  # one info line per transferred item (the daemon); else debug
+    # an item another live imgsync holds a lease on is waited for this long (re-checked
+    # every lease_poll seconds), then reported as not done
+    lease_wait: float = 300.0
+    lease_poll: float = 2.0
+    # the waiting's monotonic clock and sleep (None: the real ones); tests pass a FakeClock
+    clock: Callable[[], float] | None = field(default=None, repr=False, compare=False)
+    sleep: Callable[[float], Awaitable[None]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass
@@ -48,6 +58,9 @@ class Summary:
     bytes: int = 0
     non_images: int = 0
     not_attempted: int = 0  # left alone after the remote failed as a whole
+    # still leased by another running imgsync at the wait's deadline: not done
+    held: int = 0
+    held_by: set[str] = field(default_factory=set)  # "pid P" (or "host:pid" elsewhere)
     # uploads sent again after the host got them but the reply broke off: the host may
     # hold an extra copy imgsync has no delete link for (item, what happened)
     possible_duplicates: list[tuple[str, str]] = field(default_factory=list)
@@ -71,7 +84,12 @@ class Summary:
     def exit_code(self) -> int:
         if self.remote_failure:
             return EXIT_REMOTE_FAILURE
-        return EXIT_ITEM_FAILURES if self.failed else EXIT_OK
+        return EXIT_ITEM_FAILURES if self.failed or self.held else EXIT_OK
+
+    def held_note(self) -> str:
+        """``N held by another running imgsync (pid P)``."""
+        who = ", ".join(sorted(self.held_by))
+        return f"{self.held} held by another running imgsync ({who})"
 
     def line(self) -> str:
         verb = "would copy" if self.dry_run else "copied"
@@ -85,6 +103,8 @@ class Summary:
             text += f", {self.non_images} non-images skipped"
         if self.not_attempted:
             text += f", {self.not_attempted} not attempted"
+        if self.held:
+            text += f", {self.held_note()} (not done; run again)"
         if self.possible_duplicates:
             text += (
                 f", {len(self.possible_duplicates)} possible duplicates (reply lost, sent again)"
@@ -117,6 +137,8 @@ class Summary:
             "bytes": self.bytes,
             "non_images_skipped": self.non_images,
             "not_attempted": self.not_attempted,
+            "held_elsewhere": self.held,
+            "held_by": sorted(self.held_by),
             "possible_duplicates": [{"item": i, "note": n} for i, n in self.possible_duplicates],
             "deleted": self.deleted,
             "delete_note": self.delete_note,

@@ -120,6 +120,14 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def describe_owner(owner: str) -> str:
+    """``pid P`` for an owner on this machine, else the owner (``host:pid``)."""
+    import socket
+
+    host, _, pid = owner.rpartition(":")
+    return f"pid {pid}" if host == socket.gethostname() else owner
+
+
 def owner_alive(owner: str) -> bool:
     import socket
 

@@ -154,6 +154,20 @@ class StateStore:
             await self._release_local(dest, local - mine)
         return mine, present | elsewhere
 
+    async def holders(self, dest: str, shas: Sequence[str]) -> dict[str, str]:
+        """Who else holds a lease on each of ``shas`` for ``dest`` now (checksum -> owner)."""
+        out: dict[str, str] = {}
+        for start in range(0, len(shas), 500):
+            chunk = list(shas[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self.fetchall(
+                f"SELECT sha256, owner FROM claims WHERE dest = ? AND owner != ? "
+                f"AND sha256 IN ({marks})",
+                [dest, self.owner, *chunk],
+            )
+            out.update((r[0], r[1]) for r in rows)
+        return out
+
     async def release(self, dest: str, shas: Iterable[str]) -> None:
         shas = list(shas)
         await self._release_local(dest, shas)
