@@ -233,6 +233,7 @@ async def test_replay_every_recorded_exchange() -> None:
         "faults": 0,
         "items": 5,
         "distinct_checksums": 5,
+        "max_concurrent_uploads": 1,  # replayed one after another
     }
     # 06 and 13 sent the same bytes and were stored differently
     assert (
