@@ -14,6 +14,16 @@
 # `--stop-timeout` must exceed `[daemon] shutdown_grace` (8 s by default).
 
 FROM python:3.12-slim AS build
+# A local package mirror or proxy, optional: pip's own settings as build args, used by this
+# stage only (the final image holds no pip settings; `docker history` of the build stage
+# does, so keep passwords out of index URLs), e.g.
+#   docker build --build-arg PIP_INDEX_URL=https://mirror.example/simple -t imgsync .
+# PIP_CERT must be a CA bundle inside the base image.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
+ARG PIP_CERT
+ARG PIP_DEFAULT_TIMEOUT
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/imgsync
