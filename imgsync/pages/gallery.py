@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import imgsync.pages.common as pages_common
 from imgsync.models import is_image_name
 from imgsync.pages.common import (
     CSS,
@@ -522,10 +523,8 @@ JS_GALLERY = r"""
 
 def _code_hash() -> str:
     """Changes with the code that draws the page: a new imgsync redraws it."""
-    from imgsync.pages import common
-
     digest = hashlib.sha256()
-    for mod in (__file__, common.__file__):
+    for mod in (__file__, pages_common.__file__):
         with contextlib.suppress(OSError):
             digest.update(Path(mod).read_bytes())
     digest.update(GENERATOR.encode())
