@@ -1,8 +1,8 @@
 """The pages in a real headless browser (Debian's ``chromium``).
 
-Opt-in (``IMGSYNC_BROWSER_TESTS=1`` with ``chromium`` installed): the suite CI runs must not
-depend on a browser; there the pages are checked with ``html.parser`` (test_gallery.py,
-test_report.py). This module checks what only a browser can: every thumbnail of the page
+Opt-in (``IMGSYNC_BROWSER_TESTS=1`` with ``chromium`` installed): ``.ci/run`` installs
+Debian's chromium when it can and turns them on; a plain ``pytest`` skips them, and the pages
+are still checked with ``html.parser`` (test_gallery.py, test_report.py). This module checks what only a browser can: every thumbnail of the page
 loads from the folder, no script error, and a hostile title is rendered as text.
 """
 
