@@ -96,6 +96,8 @@ def _report(summary: Summary, as_json: bool) -> int:
     if as_json:
         print(json.dumps(summary.to_json(), indent=2))
     else:
+        if summary.dry_run:
+            _list_dry_run(summary)
         print(summary.line())
         for item, err in summary.failures[:20]:
             print(f"  failed: {item}: {err}", file=sys.stderr)
@@ -104,6 +106,16 @@ def _report(summary: Summary, as_json: bool) -> int:
                 f"  ... and {summary.failed - 20} more (imgsync status lists them)", file=sys.stderr
             )
     return summary.exit_code
+
+
+def _list_dry_run(summary: Summary) -> None:
+    """``--dry-run``: one line per item the run would copy or delete (stdout)."""
+    for item in summary.would_copy:
+        print(f"would copy: {item}")
+    if summary.copied > len(summary.would_copy):
+        print(f"... and {summary.copied - len(summary.would_copy)} more to copy")
+    for item in summary.would_delete:
+        print(f"would delete: {item}")
 
 
 def _report_check(summary: Summary, as_json: bool) -> int:

@@ -59,6 +59,33 @@ def plan_deletes(
     return plan
 
 
+def dry_run_deletes(
+    db: StateReader,
+    src_root: str,
+    src_key: str,
+    dst_key: str,
+    dst_is_folder: bool,
+    *,
+    vanished: list[str],
+    rehashed: set[str],
+    hashed_shas: set[str],
+) -> DeletePlan:
+    """What a real sync would delete after this dry run's copy, which recorded nothing:
+    the folder as it is now is state's files minus those gone (``vanished``) and those
+    read again (``rehashed`` rel keys, whose bytes are now ``hashed_shas``)."""
+    rows, _rels, _shas = db.delete_candidates(src_key, dst_key, src_root)
+    known = db.local_files(src_root, dst_key)
+    gone = set(vanished)
+    rels = {k for k in known if k not in gone} | rehashed
+    shas = {v[4] for k, v in known.items() if k not in gone and k not in rehashed and v[4]}
+    shas |= hashed_shas
+    plan = DeletePlan()
+    plan.candidates = [
+        row for row in rows if row[1] not in shas and not (dst_is_folder and row[0] in rels)
+    ]
+    return plan
+
+
 async def run_deletes(
     dst: Provider, plan: DeletePlan, store: StateStore, src_key: str, dst_key: str
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

@@ -76,3 +76,29 @@ def test_remote_name_without_colon_uses_an_existing_folder_with_a_note(
     assert code == 0
     assert "shots:" in capsys.readouterr().err
     assert len(list((tmp_path / "shots").iterdir())) == 2
+
+
+def test_dry_run_lists_each_item_it_would_copy_or_delete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _images(tmp_path / "src", 4)
+    dst = tmp_path / "dst"
+    assert main(["copy", str(src), str(dst), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    names = sorted(p.name for p in src.iterdir())
+    assert sorted(line.removeprefix("would copy: ") for line in out[:-1]) == names
+    assert "would copy 4" in out[-1] and "B/s" not in out[-1]  # no rate for work not done
+    assert not dst.exists()
+
+    assert main(["sync", str(src), str(dst)]) == 0
+    capsys.readouterr()
+    (src / names[0]).unlink()  # dropped: a real sync deletes its copy
+    (src / names[1]).rename(src / "renamed.png")  # moved: its copy is kept
+    assert main(["sync", str(src), str(dst), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line for line in out if line.startswith("would ")] == [f"would delete: {names[0]}"]
+    assert "would delete 1" in out[-1]
+    assert (dst / names[0]).exists()  # a dry run changes nothing
+    before = {p.name for p in dst.iterdir()}
+    assert main(["sync", str(src), str(dst)]) == 0  # the real run does what it listed
+    assert before - {p.name for p in dst.iterdir()} == {names[0]}

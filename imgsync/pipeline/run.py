@@ -33,6 +33,7 @@ from imgsync.runtime import resolve_spec
 from imgsync.state.reader import StateReader, must_open
 
 if TYPE_CHECKING:
+    from imgsync.pipeline.copy import CopyRun
     from imgsync.providers.base import Provider
     from imgsync.state.store import StateStore
 
@@ -263,7 +264,7 @@ async def _run(
             if stopped:
                 summary.delete_note = "nothing deleted: stopped before the end"
             else:
-                await _sync_deletes(cfg, store, dst, job, str(plan.root), summary)
+                await _sync_deletes(cfg, store, dst, job, plan, summary, run)
         if plan is not None and clean and not summary.deleted and not stopped:
             await queries.save_scan_mark(
                 store, str(plan.root), job.dst_key, plan.fingerprint, plan.dest_state()
@@ -326,15 +327,26 @@ def write_url_map(cfg: Config, job: Resolved, path: Path, summary: Summary) -> N
 
 
 async def _sync_deletes(
-    cfg: Config, store: StateStore, dst: Provider, job: Resolved, root: str, summary: Summary
+    cfg: Config,
+    store: StateStore,
+    dst: Provider,
+    job: Resolved,
+    local: LocalPlan,
+    summary: Summary,
+    run: CopyRun,
 ) -> None:
-    """``sync``: after a clean copy, delete what this source wrote and dropped (guarded)."""
+    """``sync``: after a clean copy, delete what this source wrote and dropped (guarded);
+    a dry run lists what it would delete."""
     import anyio.to_thread
 
     from imgsync.state import queries
     from imgsync.syncdelete import DeletePlan, plan_deletes, run_deletes
 
     opts = job.opts
+    root = str(local.root)
+    if opts.dry_run and not summary.failed and not summary.remote_failure:
+        await _dry_run_deletes(cfg, dst, job, local, summary, run)
+        return
     if opts.dry_run or summary.failed or summary.remote_failure or summary.held:
         summary.delete_note = "nothing deleted: " + (
             "dry run" if opts.dry_run else "the copy had errors"
@@ -359,6 +371,40 @@ async def _sync_deletes(
     summary.deleted = len(deleted)
     await queries.forget_stale_reliance(store, job.dst_key, job.src_key, root)
     await store.flush()
+
+
+async def _dry_run_deletes(
+    cfg: Config, dst: Provider, job: Resolved, local: LocalPlan, summary: Summary, run: CopyRun
+) -> None:
+    import anyio.to_thread
+
+    from imgsync.localfs import display, key_path, path_key
+    from imgsync.syncdelete import DeletePlan, dry_run_deletes
+
+    folder = dst.features.is_local
+
+    def plan_now() -> DeletePlan:
+        with must_open(cfg.state_path) as db:
+            return dry_run_deletes(
+                db,
+                str(local.root),
+                job.src_key,
+                job.dst_key,
+                folder,
+                vanished=local.vanished,
+                rehashed={path_key(e.rel) for e in local.to_hash},
+                hashed_shas=set(run.taken) | set(run.relied),
+            )
+
+    plan = await anyio.to_thread.run_sync(plan_now)
+    summary.would_delete = [
+        display(key_path(rid)) if folder else (url or rid) for rid, _sha, _d, url in plan.candidates
+    ]
+    if len(plan.candidates) > job.opts.max_delete:
+        summary.delete_note = (
+            f"a real run would delete nothing: {len(plan.candidates)} items are more than "
+            f"--max-delete {job.opts.max_delete}"
+        )
 
 
 async def forget_gone_from_host(cfg: Config, job: Resolved) -> int:

@@ -70,6 +70,7 @@ class Summary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     remote_failure: str | None = None
     would_copy: list[str] = field(default_factory=list)  # dry runs: what is missing
+    would_delete: list[str] = field(default_factory=list)  # sync --dry-run: what would go
     map_rows: int | None = None  # migrate: rows written to the URL map
     map_path: str | None = None
     gallery_path: str | None = None  # backup: the folder's index.html, updated
@@ -92,12 +93,15 @@ class Summary:
         return f"{self.held} held by another running imgsync ({who})"
 
     def line(self) -> str:
-        verb = "would copy" if self.dry_run else "copied"
         rate = self.bytes / self.elapsed if self.elapsed > 0 else 0.0
+        done = (  # a dry run moved nothing: no rate
+            f"would copy {self.copied} ({human_bytes(self.bytes)})"
+            if self.dry_run
+            else f"copied {self.copied} ({human_bytes(self.bytes)}, {human_bytes(rate)}/s)"
+        )
         text = (
             f"{self.verb} {self.source} -> {self.dest}: {self.checked} checked, "
-            f"{verb} {self.copied} ({human_bytes(self.bytes)}, {human_bytes(rate)}/s), "
-            f"{self.present} already there, {self.failed} failed"
+            f"{done}, {self.present} already there, {self.failed} failed"
         )
         if self.non_images:
             text += f", {self.non_images} non-images skipped"
@@ -109,7 +113,9 @@ class Summary:
             text += (
                 f", {len(self.possible_duplicates)} possible duplicates (reply lost, sent again)"
             )
-        if self.verb == "sync":
+        if self.verb == "sync" and self.dry_run and not self.delete_note:
+            text += f", would delete {len(self.would_delete)}"
+        elif self.verb == "sync":
             text += f", {self.deleted} deleted"
             if self.delete_note:
                 text += f" ({self.delete_note})"
@@ -147,6 +153,7 @@ class Summary:
             "remote_failure": self.remote_failure,
             "exit_code": self.exit_code,
             "missing": self.would_copy if self.dry_run else None,
+            "would_delete": self.would_delete if self.dry_run else None,
             "map_rows": self.map_rows,
             "map_path": self.map_path,
             "gallery": self.gallery_path,
