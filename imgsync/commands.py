@@ -16,11 +16,13 @@ from imgsync.pipeline.summary import CopyOptions, Summary
 from imgsync.runtime import resolve_spec
 
 
-def setup_logging(cfg: Config, args: argparse.Namespace) -> None:
-    """Configure structlog (only on paths that do async work: it costs start-up time)."""
+def setup_logging(cfg: Config, args: argparse.Namespace, progress: Progress | None = None) -> None:
+    """Configure structlog (only on paths that do async work: it costs start-up time).
+    With a progress line shown, log lines are written above it."""
     from imgsync.log import configure
 
-    configure("debug" if args.verbose else cfg.log_level, cfg.log_format)
+    stream = progress.log_stream() if progress is not None and progress.enabled else None
+    configure("debug" if args.verbose else cfg.log_level, cfg.log_format, stream=stream)
 
 
 def _options(cfg: Config, args: argparse.Namespace) -> CopyOptions:
@@ -72,8 +74,15 @@ def run_copy(cfg: Config, args: argparse.Namespace) -> int:
     )
     if spec.report_path is not None and spec.options.dry_run:
         raise UsageError("--report needs a real run, not --dry-run")
-    progress = Progress(enabled=args.progress if args.progress is not None else sys.stderr.isatty())
-    summary = run_job_blocking(cfg, spec, progress, before_async=lambda: setup_logging(cfg, args))
+    from imgsync.runtime import held_back
+
+    progress = Progress(
+        enabled=args.progress if args.progress is not None else sys.stderr.isatty(),
+        throttle=lambda: held_back(cfg),
+    )
+    summary = run_job_blocking(
+        cfg, spec, progress, before_async=lambda: setup_logging(cfg, args, progress)
+    )
     return _report(summary, args.json)
 
 

@@ -779,3 +779,16 @@ class LimiterRegistry:
     def statistics(self) -> dict[str, dict[str, Any]]:
         """:meth:`HostLimiter.statistics` of every limiter created so far."""
         return {key: lim.statistics() for key, lim in sorted(self._limiters.items())}
+
+    def held_back(self) -> str:
+        """Hosts being held back now, for a progress line: ``host paused 4:59`` (a pause)
+        or ``host slowed 2.0s`` (penalty spacing after throttles); "" when none."""
+        notes = []
+        for key, limiter in sorted(self._limiters.items()):
+            until = limiter.paused_until
+            if until is not None:
+                left = max(0, int(until - self._wall()))
+                notes.append(f"{key} paused {left // 60}:{left % 60:02d}")
+            elif limiter.delay > 0:
+                notes.append(f"{key} slowed {limiter.delay:.1f}s")
+        return ", ".join(notes)

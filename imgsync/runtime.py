@@ -57,6 +57,13 @@ def remote_key(remote: RemoteConfig) -> str:
 _REGISTRIES: dict[Path, Any] = {}
 
 
+def held_back(cfg: Config) -> str:
+    """The hosts this process holds back now (pauses, penalty spacing), for a progress
+    line; "" before any limiter exists (it creates none)."""
+    registry = _REGISTRIES.get(cfg.state_path)
+    return "" if registry is None else str(registry.held_back())
+
+
 def shared_limiters(cfg: Config) -> Any:
     """The process's one ``LimiterRegistry`` (per state database): every job, remote and
     run of this process draws from the same per-host budgets. Pauses saved in state are

@@ -102,3 +102,42 @@ def test_dry_run_lists_each_item_it_would_copy_or_delete(
     before = {p.name for p in dst.iterdir()}
     assert main(["sync", str(src), str(dst)]) == 0  # the real run does what it listed
     assert before - {p.name for p in dst.iterdir()} == {names[0]}
+
+
+def _screen(raw: str) -> list[str]:
+    """What a terminal shows for ``raw``: each line's text after its last carriage return,
+    with erase-line codes applied."""
+    return [seg.rsplit("\r", 1)[-1].replace("\x1b[K", "") for seg in raw.split("\n")]
+
+
+def test_progress_shows_percent_eta_elapsed_item_and_puts_logs_above() -> None:
+    import io
+
+    from imgsync.pipeline.progress import Progress
+
+    now = [100.0]
+    out = io.StringIO()
+    held = [""]
+    p = Progress(
+        enabled=True, stream=out, clock=lambda: now[0], width=200, throttle=lambda: held[0]
+    )
+    p.total = 10
+    p.tick(done=2)  # already there: instant, not part of the pace
+    for i in range(4):
+        now[0] += 2.0
+        p.current = f"img{i}.png"
+        p.tick(done=1, copied=1, nbytes=1000)
+    line = p.text()
+    assert line.startswith(" 60% 6/10")
+    assert "elapsed 0:08" in line and "ETA 0:08" in line  # 4 items in 8 s, 4 left
+    assert line.endswith("| img3.png")
+    held[0] = "api.example paused 0:30"
+    assert "| api.example paused 0:30 |" in p.text()
+
+    logs = p.log_stream()
+    logs.write("2026-11-30 host_paused host=api.example")
+    logs.write("\n")
+    p.close()
+    shown = [s for s in _screen(out.getvalue()) if s]
+    assert shown[0] == "2026-11-30 host_paused host=api.example"  # its own line, above
+    assert shown[1].startswith(" 60% 6/10")  # the progress line, drawn again below it

@@ -401,6 +401,7 @@ class CopyRun:
     async def _fetch(self, c: Candidate) -> bool:
         """Stream one host item (within the per-item deadline); False when it failed."""
         assert c.remote is not None
+        self.progress.current = c.rel
         spool = self.dst.folder if self.dst.features.batch_writes else self.spool_dir
         policy = self.cut_short_retry
         try:
@@ -628,6 +629,7 @@ class CopyRun:
         self.progress.tick(done=n)
 
     async def _upload(self, c: Candidate, body: Body) -> None:
+        self.progress.current = c.rel
         d = body.digest
         refusal = await anyio.to_thread.run_sync(self._refusal, body, c.rel)
         if refusal is not None:

@@ -1,11 +1,22 @@
-"""A one-line progress display for a TTY: counts, bytes and rate, redrawn at most 8x/s."""
+"""A one-line progress display for a TTY, redrawn at most 8x/s: done/total with %, items,
+bytes and rate, elapsed time, ETA, the current item and any throttled host.
+
+Log lines go *above* it: :meth:`Progress.log_stream` wraps the terminal stream so that a
+complete log line first clears the progress line, is written, and the progress line is
+drawn again below it. Plain ANSI (``\\r`` and erase-line); nothing is imported that the
+no-op path would pay for.
+"""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
+
+_ERASE = "\r\x1b[K"  # back to the line start, erase to its end
 
 
 def human_bytes(n: float) -> str:
@@ -16,9 +27,23 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def clock_text(seconds: float) -> str:
+    """``75`` -> ``1:15``; ``3725`` -> ``1:02:05``."""
+    s = max(0, int(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
 @dataclass
 class Progress:
-    """Counters the pipeline bumps; ``render`` draws them when enabled."""
+    """Counters the pipeline bumps; ``render`` draws them when enabled.
+
+    ``total`` is set once the run knows how many items there are (a folder source's scan);
+    the first tick after that (the items already there) is the ETA's starting mark, so
+    instant skips do not make the estimate optimistic. ``current`` is the item being
+    transferred; ``throttle`` (optional) names hosts being held back.
+    """
 
     enabled: bool = False
     stream: TextIO = field(default_factory=lambda: sys.stderr)
@@ -27,32 +52,122 @@ class Progress:
     copied: int = 0
     failed: int = 0
     bytes: int = 0
-    started: float = field(default_factory=time.monotonic)
-    _last: float = 0.0
+    current: str = ""
+    throttle: Callable[[], str] | None = None
+    clock: Callable[[], float] = time.monotonic
+    width: int = 0  # columns; 0: the terminal's
+    started: float = -1.0
+    _last: float = -1.0
+    _mark: tuple[float, int] | None = None
+    _shown: bool = False
+
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
 
     def tick(self, *, done: int = 0, copied: int = 0, failed: int = 0, nbytes: int = 0) -> None:
         self.done += done
         self.copied += copied
         self.failed += failed
         self.bytes += nbytes
-        if self.enabled:
-            now = time.monotonic()
-            if now - self._last >= 0.125:
-                self._last = now
-                self.render()
+        now = self.clock()
+        if self._mark is None and self.total:
+            self._mark = (now, self.done)
+        if self.enabled and (self._last < 0 or now - self._last >= 0.125):
+            self._last = now
+            self.render()
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left at the pace since the mark; None while it cannot be told."""
+        if self._mark is None or not self.total:
+            return None
+        t0, d0 = self._mark
+        worked = self.done - d0
+        if worked <= 0 or now <= t0:
+            return None
+        return max(0, self.total - self.done) * (now - t0) / worked
+
+    def text(self) -> str:
+        """The progress line (no control characters)."""
+        now = self.clock()
+        elapsed = max(now - self.started, 1e-6)
+        parts = []
+        if self.total:
+            pct = min(100, 100 * self.done // self.total)
+            parts.append(f"{pct:3d}% {self.done}/{self.total}")
+        else:
+            parts.append(f"{self.done} checked")
+        parts.append(f"{self.copied} copied, {self.failed} failed")
+        parts.append(f"{human_bytes(self.bytes)} at {human_bytes(self.bytes / elapsed)}/s")
+        left = self.eta(now)
+        timing = f"elapsed {clock_text(elapsed)}"
+        if left is not None:
+            timing += f", ETA {clock_text(left)}"
+        parts.append(timing)
+        line = ", ".join(parts)
+        held = self.throttle() if self.throttle is not None else ""
+        if held:
+            line += f" | {held}"
+        if self.current:  # a name's control characters must not steer the terminal
+            line += " | " + "".join(ch if ch.isprintable() else "?" for ch in self.current)
+        return line
 
     def render(self) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        total = f"/{self.total}" if self.total else ""
-        line = (
-            f"\r{self.done}{total} checked, {self.copied} copied, {self.failed} failed, "
-            f"{human_bytes(self.bytes)} at {human_bytes(self.bytes / elapsed)}/s"
-        )
-        self.stream.write(line.ljust(78))
+        width = self.width or shutil.get_terminal_size().columns
+        line = self.text()
+        if len(line) > width - 1:
+            line = line[: max(0, width - 2)] + "…"
+        self.stream.write(_ERASE + line)
         self.stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        """Erase the progress line (before something else is written there)."""
+        if self._shown:
+            self.stream.write(_ERASE)
+            self._shown = False
 
     def close(self) -> None:
         if self.enabled:
+            self.current = ""
             self.render()
             self.stream.write("\n")
             self.stream.flush()
+            self._shown = False
+            self.enabled = False
+
+    def log_stream(self) -> _AboveProgress:
+        """A stream for log lines that puts each one above the progress line."""
+        return _AboveProgress(self)
+
+
+class _AboveProgress:
+    """A text stream: complete lines are written above the progress line, which is then
+    drawn again; partial writes wait for their newline."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._p = progress
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            lines, _, self._pending = self._pending.rpartition("\n")
+            p = self._p
+            if p.enabled:
+                p.clear()
+            p.stream.write(lines + "\n")
+            if p.enabled:
+                p.render()
+            else:
+                p.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self._p.stream.flush()
+
+    def isatty(self) -> bool:
+        return self._p.stream.isatty()
+
+    def fileno(self) -> int:
+        return self._p.stream.fileno()
