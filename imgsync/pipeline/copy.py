@@ -619,7 +619,10 @@ class CopyRun:
         self.summary.copied += 1
         self.summary.bytes += c.digest.size
         if len(self.summary.would_copy) < 1000:
-            self.summary.would_copy.append(display(key_path(c.source_id)))
+            name = display(key_path(c.source_id))
+            if c.remote is not None:  # a host item: its name, and where it is
+                name = f"{display(c.rel)} {c.remote.url or c.remote.remote_id}"
+            self.summary.would_copy.append(name)
         self.progress.tick(done=1, copied=1)
 
     def _present(self, shas: Sequence[str]) -> None:
