@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from imgsync.cli import build_parser, main
 from imgsync.fakehosts.images import seed_image
@@ -67,40 +68,41 @@ def test_remote_name_without_colon_is_refused_with_a_hint(
 
 
 def test_remote_name_without_colon_uses_an_existing_folder_with_a_note(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = _images(tmp_path / "src", 2)
     (tmp_path / "shots").mkdir()
-    monkeypatch.chdir(tmp_path)
-    code = main(["--config", str(_config(tmp_path)), "copy", str(src), "shots", "--no-progress"])
-    assert code == 0
-    assert "shots:" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # the process below starts here
+    proc = run_cli("--config", str(_config(tmp_path)), "copy", str(src), "shots", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "shots:" in proc.stderr
     assert len(list((tmp_path / "shots").iterdir())) == 2
 
 
-def test_dry_run_lists_each_item_it_would_copy_or_delete(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _ok(*args: str) -> list[str]:
+    proc = run_cli(*args, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_dry_run_lists_each_item_it_would_copy_or_delete(tmp_path: Path) -> None:
     src = _images(tmp_path / "src", 4)
     dst = tmp_path / "dst"
-    assert main(["copy", str(src), str(dst), "--dry-run"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = _ok("copy", str(src), str(dst), "--dry-run")
     names = sorted(p.name for p in src.iterdir())
     assert sorted(line.removeprefix("would copy: ") for line in out[:-1]) == names
     assert "would copy 4" in out[-1] and "B/s" not in out[-1]  # no rate for work not done
     assert not dst.exists()
 
-    assert main(["sync", str(src), str(dst)]) == 0
-    capsys.readouterr()
+    _ok("sync", str(src), str(dst))
     (src / names[0]).unlink()  # dropped: a real sync deletes its copy
     (src / names[1]).rename(src / "renamed.png")  # moved: its copy is kept
-    assert main(["sync", str(src), str(dst), "--dry-run"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = _ok("sync", str(src), str(dst), "--dry-run")
     assert [line for line in out if line.startswith("would ")] == [f"would delete: {names[0]}"]
     assert "would delete 1" in out[-1]
     assert (dst / names[0]).exists()  # a dry run changes nothing
     before = {p.name for p in dst.iterdir()}
-    assert main(["sync", str(src), str(dst)]) == 0  # the real run does what it listed
+    _ok("sync", str(src), str(dst))  # the real run does what it listed
     assert before - {p.name for p in dst.iterdir()} == {names[0]}
 
 
