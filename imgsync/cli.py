@@ -137,7 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         "78 config error, 130 interrupted",
     )
     p.add_argument("--version", action="version", version=f"imgsync {__version__}")
-    _global_opts(p, after_verb=False)
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: $IMGSYNC_CONFIG or the user config dir)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
 
     _transfer_verb(sub, "copy", "copy what DST lacks (dedupe by checksum); never deletes")
@@ -299,39 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="an emulator option, e.g. paging=true (discordimages), "
         "checksum_field=checksum (chevereto), mixed_dates=true (gyazo)",
     )
-    _globals_after_verbs(p)
     return p
-
-
-def _global_opts(p: argparse.ArgumentParser, *, after_verb: bool) -> None:
-    """``--config`` and ``-v``. After a verb they default to SUPPRESS, so a verb's parser
-    sets them only when given there and never undoes ``imgsync -v VERB``."""
-    keep: Any = argparse.SUPPRESS if after_verb else None
-    p.add_argument(
-        "--config",
-        type=Path,
-        default=keep,
-        help="config file (default: $IMGSYNC_CONFIG or the user config dir)",
-    )
-    p.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS if after_verb else False,
-        help="debug logging",
-    )
-
-
-def _globals_after_verbs(p: argparse.ArgumentParser) -> None:
-    """Every verb (and ``config check``) accepts the global options after it too, as
-    ``imgsync copy a b -v`` (rclone's habit)."""
-    for action in p._subparsers._group_actions if p._subparsers else ():
-        if isinstance(action, argparse._SubParsersAction):
-            for verb_parser in action.choices.values():
-                if verb_parser._subparsers is not None:
-                    _globals_after_verbs(verb_parser)
-                else:
-                    _global_opts(verb_parser, after_verb=True)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -402,12 +376,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imgsync: interrupted; what finished is recorded, re-run to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # the reader went away (`imgsync ls gyazo: | head`): done, quietly; stdout goes to
-        # /dev/null so the interpreter's last flush does not complain either
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
     except Exception as exc:  # noqa: BLE001 - a bug: one line (traceback with -v), exit 70
         return _internal_error(args, exc)
 
@@ -421,7 +389,6 @@ def _only_pipes(group: BaseExceptionGroup[Any]) -> bool:
 def _pipe_closed() -> int:
     """The reader went away (``imgsync ls REMOTE | head``): stop quietly, exit 0. Point
     stdout at /dev/null so the interpreter's last flush does not complain either."""
-    import os
 
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -492,8 +459,6 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"{verb} does not work with a shared state ([state] url or IMGSYNC_STATE_URL) "
             "yet; fleet mode runs copy, backup, migrate and check"
         )
-    for spec in _remote_args(args):
-        _missing_colon(cfg, spec)
     if verb == "status":
         if args.check:
             return _health_check(cfg)
@@ -527,25 +492,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_ls(cfg, args)
     raise UsageError(f"unknown verb {verb}")
-
-
-def _remote_args(args: argparse.Namespace) -> list[str]:
-    """The arguments of this verb that name a remote (``NAME:``) or a folder."""
-    names = ("src", "dst", "remote", "repair") if args.verb != "report" else ("src", "dst")
-    return [v for n in names if isinstance(v := getattr(args, n, None), str)]
-
-
-def _missing_colon(cfg: Config, spec: str) -> None:
-    """``copy shots gyazo`` while a remote ``gyazo`` exists: ``gyazo`` is a folder path,
-    which is almost never meant. Exit 2 with a hint, unless ``./gyazo`` exists (then only
-    the hint, on stderr, and the folder is used)."""
-    if spec not in cfg.remotes or ":" in spec or "/" in spec:
-        return
-    hint = f"{spec!r} is a folder path here, but a remote {spec!r} is configured: write {spec}:"
-    if Path(spec).exists():
-        print(f"imgsync: note: {hint} for the remote (using the folder ./{spec})", file=sys.stderr)
-        return
-    raise UsageError(f"{hint} for the remote, or ./{spec} for a new folder")
 
 
 def _rewrite(cfg: Config, args: argparse.Namespace) -> int:

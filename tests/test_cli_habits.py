@@ -1,16 +1,13 @@
-"""Habits users bring from rclone and gallery-dl: options after the verb, a remote name
-without its colon, ``| head``, dry runs that list, a progress line that says how long."""
+"""Habits users bring from rclone and gallery-dl: dry runs that list each item, a progress
+line that says how far and how long (options after the verb, a remote without its colon
+and ``| head``: tests/test_cli_edges.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 from helpers import run_cli
 
-from imgsync.cli import build_parser, main
 from imgsync.fakehosts.images import seed_image
 
 
@@ -20,63 +17,6 @@ def _images(root: Path, n: int) -> Path:
         data, ext = seed_image(i)
         (root / f"img{i:02d}.{ext}").write_bytes(data)
     return root
-
-
-def test_ls_into_a_closed_pipe_ends_quietly_with_exit_0(tmp_path: Path) -> None:
-    """``imgsync ls REMOTE | head``: the reader has gone before imgsync writes a line."""
-    folder = _images(tmp_path / "pics", 3)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imgsync", "ls", str(folder)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    proc.stdout.close()  # like `head` after its lines: nobody reads any more
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=60) == 0, err
-    assert err == ""
-
-
-def test_global_options_after_the_verb() -> None:
-    parser = build_parser()
-    args = parser.parse_args(["copy", "a", "b", "-v", "--config", "c.toml"])
-    assert args.verbose is True and args.config == Path("c.toml")
-    args = parser.parse_args(["-v", "--config", "c.toml", "copy", "a", "b"])
-    assert args.verbose is True and args.config == Path("c.toml")  # not reset by the verb
-    args = parser.parse_args(["config", "check", "-v"])
-    assert args.verbose is True and args.config is None
-    args = parser.parse_args(["ls", "x:"])
-    assert args.verbose is False and args.config is None
-
-
-def _config(tmp_path: Path) -> Path:
-    cfg = tmp_path / "imgsync.toml"
-    cfg.write_text(f'[remotes.shots]\ntype = "local"\npath = "{tmp_path / "configured"}"\n')
-    return cfg
-
-
-def test_remote_name_without_colon_is_refused_with_a_hint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    src = _images(tmp_path / "src", 2)
-    monkeypatch.chdir(tmp_path)
-    assert main(["--config", str(_config(tmp_path)), "copy", str(src), "shots"]) == 2
-    err = capsys.readouterr().err
-    assert "shots:" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "shots").exists()
-    assert not (tmp_path / "configured").exists()
-
-
-def test_remote_name_without_colon_uses_an_existing_folder_with_a_note(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    src = _images(tmp_path / "src", 2)
-    (tmp_path / "shots").mkdir()
-    monkeypatch.chdir(tmp_path)  # the process below starts here
-    proc = run_cli("--config", str(_config(tmp_path)), "copy", str(src), "shots", "--no-progress")
-    assert proc.returncode == 0, proc.stderr
-    assert "shots:" in proc.stderr
-    assert len(list((tmp_path / "shots").iterdir())) == 2
 
 
 def _ok(*args: str) -> list[str]:
