@@ -46,6 +46,16 @@ def parse_rate(text: str) -> tuple[int, float]:
     return int(m.group(1)), mult * _UNITS[m.group(3)]
 
 
+def rate_limit(rate: str | None, default: str) -> tuple[int, float] | None:
+    """The ``--rate`` knob as ``(limit, period)``: ``default`` when unset, ``None`` for no
+    limit (``none``, ``off``, ``unlimited``, ``0`` or an empty text)."""
+    text = (default if rate is None else rate).strip().lower()
+    if text in ("", "none", "off", "unlimited", "0"):
+        return None
+    limit, period = parse_rate(text)
+    return (limit, period) if limit > 0 else None
+
+
 def parse_faults(text: str | None) -> dict[str, float]:
     """``"5xx=0.1,reset=0.05"`` -> probabilities per fault kind (unknown kinds are an error)."""
     out: dict[str, float] = {}

@@ -60,7 +60,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from .common import FakeHostBase, FixedWindow, Knobs, json_response, parse_rate, sha256_hex
+from .common import FakeHostBase, FixedWindow, Knobs, json_response, rate_limit, sha256_hex
 from .images import seed_image, sniff
 
 DEFAULT_RATE = "60/minute"
@@ -107,11 +107,8 @@ class Invalid(Exception):
 
 
 def _window(rate: str | None, clock: Callable[[], float]) -> FixedWindow | None:
-    text = (DEFAULT_RATE if rate is None else rate).strip().lower()
-    if text in ("", "none", "off", "unlimited", "0"):
-        return None
-    limit, period = parse_rate(text)
-    return FixedWindow(limit, period, clock) if limit > 0 else None
+    limit = rate_limit(rate, DEFAULT_RATE)
+    return FixedWindow(*limit, clock) if limit else None
 
 
 def _decode_base64(text: str) -> bytes:

@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import BodyPartReader, web
 
-from .common import FakeHostBase, FixedWindow, Knobs, json_response, parse_rate, sha256_hex
+from .common import FakeHostBase, FixedWindow, Knobs, json_response, rate_limit, sha256_hex
 from .images import seed_image, sniff
 
 DEFAULT_RATE = "12500/day"
@@ -96,11 +96,8 @@ def format_created_at(ts: float, style: int) -> str:
 
 
 def _window(rate: str | None, clock: Callable[[], float]) -> FixedWindow | None:
-    text = (DEFAULT_RATE if rate is None else rate).strip().lower()
-    if text in ("", "none", "off", "unlimited", "0"):
-        return None
-    limit, period = parse_rate(text)
-    return FixedWindow(limit, period, clock) if limit > 0 else None
+    limit = rate_limit(rate, DEFAULT_RATE)
+    return FixedWindow(*limit, clock) if limit else None
 
 
 class GyazoFake(FakeHostBase):

@@ -79,7 +79,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import BodyPartReader, web
 
-from .common import FakeHostBase, FixedWindow, Knobs, parse_rate, sha256_hex
+from .common import FakeHostBase, FixedWindow, Knobs, parse_rate, rate_limit, sha256_hex
 from .images import seed_image, sniff
 
 DEFAULT_RATE = "60/minute"
@@ -233,14 +233,6 @@ class Refused(Exception):
     """An upload the host turns down with a ``status: false`` envelope (HTTP 200)."""
 
 
-def _limiter(rate: str | None, clock: Callable[[], float]) -> tuple[int, float] | None:
-    text = (DEFAULT_RATE if rate is None else rate).strip().lower()
-    if text in ("", "none", "off", "unlimited", "0"):
-        return None
-    limit, period = parse_rate(text)
-    return (limit, period) if limit > 0 else None
-
-
 def _page_number(raw: str | None) -> int:
     """Laravel's ``resolveCurrentPage``: a valid integer of at least 1, else 1."""
     if raw is None or not re.fullmatch(r"\s*[+-]?\d+\s*", raw):
@@ -307,7 +299,7 @@ class LskyProFake(FakeHostBase):
         self.clock = clock
         self.wall_clock = wall_clock
         self.max_bytes = knobs.upload_limit(MAX_FILE_KB * 1024)
-        self.general = _limiter(knobs.rate, clock)
+        self.general = rate_limit(knobs.rate, DEFAULT_RATE)
         self.token_limit = parse_rate(token_rate)
         self.windows: dict[str, FixedWindow] = {}
         self.tokens: set[str] = {knobs.token}
