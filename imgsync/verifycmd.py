@@ -189,8 +189,9 @@ def _print_repairs(repairs: list[Repair], dest: str, dry_run: bool) -> None:
         counts[rep.action] = counts.get(rep.action, 0) + 1
         new = f" -> {rep.new_url}" if rep.new_url else ""
         why = f" ({rep.error})" if rep.error else ""
-        src = f" from {rep.source}" if rep.source else ""
-        print(f"  {rep.action}: {rep.old_url or rep.remote_id}{new}{src}{why}")
+        src = f" from {rep.source}" if rep.source and rep.source != rep.dest else ""
+        note = f" [{rep.note}]" if rep.note else ""
+        print(f"  {rep.action}: {rep.old_url or rep.remote_id}{new}{src}{why}{note}")
     parts = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing to repair"
     print(f"repair onto {dest}{' (dry run)' if dry_run else ''} - {parts}")
 

@@ -35,7 +35,7 @@ import base64
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,15 @@ class VerifyOptions:
     repair_to: str | None = None  # DEST spec (``NAME:``)
     dry_run: bool = False
     max_item_bytes: int = MAX_CHECK_BYTES
+    # a repair whose bytes another run is uploading to DEST now waits for it up to
+    # lease_wait seconds (looking every lease_poll), then relinks to what it recorded
+    lease_wait: float = 120.0
+    lease_poll: float = 0.5
+    # the waiting's monotonic clock and sleep (None: the real ones); tests pass a FakeClock
+    clock: Callable[[], float] | None = field(default=None, repr=False, compare=False)
+    sleep: Callable[[float], Awaitable[None]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass
@@ -123,15 +132,45 @@ class Repair:
     new_url: str | None = None
     new_page: str | None = None
     error: str = ""
+    dest: str = ""  # DEST's name
+    # a copy DEST already held, as the repair found it when it checked it just now:
+    # alive (re-used) | gone | altered (replaced by the upload) | unreachable (not relied
+    # on) | None (DEST held none)
+    dest_copy: str | None = None
+    dest_detail: str = ""
+    # dead copies at DEST the upload replaced: (url, page url) each
+    replaced: list[tuple[str | None, str | None]] = field(default_factory=list)
 
     def pairs(self) -> list[tuple[str, str]]:
         """(old URL, new URL) for the map and the documents."""
         out = []
-        if self.old_url and self.new_url:
-            out.append((self.old_url, self.new_url))
-        if self.old_page and (self.new_page or self.new_url) and self.old_page != self.old_url:
-            out.append((self.old_page, self.new_page or self.new_url or ""))
+        for old_url, old_page in [(self.old_url, self.old_page), *self.replaced]:
+            if old_url and self.new_url and old_url != self.new_url:
+                out.append((old_url, self.new_url))
+            new_page = self.new_page or self.new_url
+            if old_page and new_page and old_page not in (old_url, new_page):
+                out.append((old_page, new_page))
         return out
+
+    @property
+    def note(self) -> str:
+        """What the repair made of the copy DEST already held, in words."""
+        where = self.dest or "the destination"
+        if self.dest_copy == "alive":
+            return f"re-used the copy already at {where}, checked alive just now (same bytes)"
+        if self.dest_copy in ("gone", "altered"):
+            return (
+                f"the copy already at {where} is {self.dest_copy} ({self.dest_detail}): "
+                "not trusted, uploaded again"
+                if self.action in ("uploaded", "would upload")
+                else f"the copy already at {where} is {self.dest_copy} ({self.dest_detail})"
+            )
+        if self.dest_copy == "unreachable":
+            return (
+                f"the copy already at {where} could not be checked ({self.dest_detail}): "
+                "not relied on"
+            )
+        return ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,6 +182,9 @@ class Repair:
             "source": self.source,
             "new_url": self.new_url,
             "error": self.error,
+            "dest_copy": self.dest_copy,
+            "note": self.note,
+            "replaced": [url for url, _page in self.replaced if url],
         }
 
 
@@ -477,6 +519,7 @@ class Verifier:
         self, b: Broken, dest: Any, dest_cfg: RemoteConfig, dest_key: str
     ) -> Repair:
         rep = Repair(b.remote, b.remote_id, b.sha256, b.url, b.page_url, "lost")
+        rep.dest = dest_cfg.name
         if (b.remote, b.remote_id) not in self.definite:
             # a verdict from an earlier run, or a soft one (a placeholder page, other bytes):
             # look again before re-hosting, so a glitch never moves a live image
@@ -495,19 +538,25 @@ class Verifier:
             for c in await checks.copies(self.store, b.sha256)
             if not (c.remote == b.remote and c.remote_id == b.remote_id)
         ]
-        # 1. DEST already holds these bytes alive: use that copy
+        # 1. DEST already holds these bytes: re-used only when checked alive just now
+        dead: list[checks.Copy] = []
         for c in [c for c in copies if c.remote == dest_key]:
-            t = Target(c.remote_id, b.sha256, c.url, c.page_url, None, None, None, None)
-            v = await check_host(await self.rt.http(), dest_cfg.name, t, self.opts, reencodes=False)
+            v = await self._check_dest_copy(c, dest_cfg, dest_key)
             if v.status == "alive":
-                rep.action = "would relink" if self.opts.dry_run else "relinked"
-                rep.source = dest_cfg.name
-                rep.new_url, rep.new_page = c.url, c.page_url
-                if not self.opts.dry_run:
-                    await self._done(b, rep)
-                return rep
-            if not self.opts.dry_run and v.status != "unreachable":
-                await checks.record(self.store, dest_key, [v])
+                return await self._relink(b, rep, c.url, c.page_url, v)
+            if rep.dest_copy != "unreachable":
+                rep.dest_copy, rep.dest_detail = v.status, v.detail
+            if v.status != "unreachable":
+                dead.append(c)
+        if rep.dest_copy == "unreachable":
+            # neither trusted nor doubled: the host may well still have it
+            rep.action = "failed"
+            rep.error = (
+                f"the copy already at {dest_cfg.name} could not be checked "
+                f"({rep.dest_detail}); re-run to finish"
+            )
+            return rep
+        rep.replaced = [(c.url, c.page_url) for c in dead]
         # 2. the bytes from another copy, checked against the checksum
         got = await self._bytes_from(b.sha256, [c for c in copies if c.remote != dest_key])
         if got is None:
@@ -519,20 +568,85 @@ class Verifier:
             if self.opts.dry_run:
                 rep.action = "would upload"
                 return rep
-            return await self._upload(b, rep, body, dest, dest_key)
+            return await self._upload(b, rep, body, dest, dest_cfg, dest_key, dead)
         finally:
             body.discard()
 
-    async def _upload(self, b: Broken, rep: Repair, body: Body, dest: Any, dest_key: str) -> Repair:
-        # the dead location goes first: a repair onto the same host must not find it there
+    async def _check_dest_copy(
+        self, c: checks.Copy, dest_cfg: RemoteConfig, dest_key: str
+    ) -> Verdict:
+        """A copy DEST holds, checked now in full (the bytes hashed); the verdict is stored
+        (unless a dry run, or the host could not be asked)."""
+        t = await checks.target_at(self.store, dest_key, c.remote_id)
+        if t is None:
+            return Verdict(c.remote_id, "", c.url, c.page_url, "gone", "no longer recorded")
+        full = VerifyOptions(full=True, max_item_bytes=self.opts.max_item_bytes)
+        v = await check_host(
+            await self.rt.http(),
+            dest_cfg.name,
+            t,
+            full,
+            reencodes=await self._reencodes(dest_key),
+        )
+        if not self.opts.dry_run and v.status != "unreachable":
+            await checks.record(self.store, dest_key, [v])
+        return v
+
+    async def _relink(
+        self, b: Broken, rep: Repair, url: str | None, page: str | None, v: Verdict
+    ) -> Repair:
+        rep.action = "would relink" if self.opts.dry_run else "relinked"
+        rep.source = rep.dest
+        rep.dest_copy, rep.dest_detail = "alive", v.detail
+        rep.new_url, rep.new_page = url, page
+        if not self.opts.dry_run:
+            await self._done(b, rep)
+        return rep
+
+    async def _lease(self, dest_key: str, sha: str) -> tuple[bool, bool]:
+        """Lease ``sha`` at DEST as the copy pipeline does: (mine, recorded there). Held by
+        another run (another process, or another repair or job of this one): wait for it
+        up to ``lease_wait``, looking every ``lease_poll``."""
+        clock = self.opts.clock or time.monotonic
+        sleep = self.opts.sleep or anyio.sleep
+        deadline = clock() + self.opts.lease_wait
+        while True:
+            mine, present = await self.store.lease(dest_key, [sha])
+            if mine or present:
+                return bool(mine), bool(present)
+            now = clock()
+            if now >= deadline:
+                return False, False
+            await sleep(min(self.opts.lease_poll, deadline - now))
+
+    async def _upload(
+        self,
+        b: Broken,
+        rep: Repair,
+        body: Body,
+        dest: Any,
+        dest_cfg: RemoteConfig,
+        dest_key: str,
+        dead: list[checks.Copy],
+    ) -> Repair:
+        # the dead location goes first: a repair onto the same host must not find it there;
+        # so do dead copies at DEST, or the lease would find those bytes "already there"
         await queries.forget_location(self.store, b.remote, b.remote_id)
+        for c in dead:
+            await queries.forget_location(self.store, dest_key, c.remote_id)
         await self.store.flush()
-        mine, present = await self.store.lease(dest_key, [b.sha256])
-        if present:
-            return await self._relink_recorded(b, rep, dest_key)
+        mine, present = await self._lease(dest_key, b.sha256)
+        if present:  # another run recorded these bytes there meanwhile
+            return await self._relink_recorded(b, rep, dest_cfg, dest_key)
         if not mine:
+            from imgsync.state.db import describe_owner
+
+            holder = (await self.store.holders(dest_key, [b.sha256])).get(b.sha256)
             rep.action = "failed"
-            rep.error = "another run is uploading these bytes there now; re-run to finish"
+            rep.error = (
+                "another run is uploading these bytes there now"
+                f"{f' ({describe_owner(holder)})' if holder else ''}; re-run to finish"
+            )
             return rep
         try:
             name = _name_for(b, body.head())
@@ -557,6 +671,9 @@ class Verifier:
         rep.action = "uploaded"
         rep.new_url, rep.new_page = item.url, item.page_url
         await self._done(b, rep)
+        for c in dead:  # the dead copies at DEST are replaced by this one too
+            await checks.mark_repaired(self.store, dest_key, c.remote_id, item.url, item.page_url)
+        await self.store.flush()
         log.info("repaired", remote=self.name_of(b.remote), id=b.remote_id, source=rep.source)
         return rep
 
@@ -573,15 +690,23 @@ class Verifier:
             reencodes=await self._reencodes(b.remote),
         )
 
-    async def _relink_recorded(self, b: Broken, rep: Repair, dest_key: str) -> Repair:
-        row = await checks.url_at(self.store, dest_key, b.sha256)
-        if row is None or not row[0]:
-            rep.action = "failed"
-            rep.error = "recorded at the destination without a URL"
-            return rep
-        rep.action = "relinked"
-        rep.new_url, rep.new_page = row[0], row[1]
-        await self._done(b, rep)
+    async def _relink_recorded(
+        self, b: Broken, rep: Repair, dest_cfg: RemoteConfig, dest_key: str
+    ) -> Repair:
+        """Another run put these bytes at DEST while this one was getting them: re-used
+        once checked alive, like any copy found there."""
+        for c in await checks.copies(self.store, b.sha256):
+            if c.remote != dest_key:
+                continue
+            v = await self._check_dest_copy(c, dest_cfg, dest_key)
+            if v.status == "alive":
+                return await self._relink(b, rep, c.url, c.page_url, v)
+            rep.dest_copy, rep.dest_detail = v.status, v.detail
+        rep.action = "failed"
+        rep.error = (
+            f"another run put these bytes at {rep.dest} but that copy is "
+            f"{rep.dest_copy or 'not recorded'}; re-run to finish"
+        )
         return rep
 
     async def _done(self, b: Broken, rep: Repair) -> None:

@@ -97,6 +97,12 @@ async def targets(
     return [Target(*row) for row in await store.fetchall(sql, params)]
 
 
+async def target_at(store: StateStore, remote: str, remote_id: str) -> Target | None:
+    """The recorded location ``remote_id`` of ``remote`` as a check target, or None."""
+    row = await store.fetchone(_TARGETS + " AND l.remote_id = ?", (remote, remote_id))
+    return None if row is None else Target(*row)
+
+
 async def current_pass(store: StateStore, remote: str) -> tuple[float, float | None] | None:
     """(started, finished) of ``remote``'s latest full pass, or None."""
     row = await store.fetchone(

@@ -23,6 +23,11 @@ from imgsync.state.fleet import Fleet
 
 CLAIM_TTL = 6 * 3600.0
 
+# Leases held by the open stores of this process: (database, dest, sha256) -> the holding
+# store. Every store of one process has the same owner in the database (host:pid), so two
+# runs in one process (the daemon's jobs, two repairs) are told apart here.
+_HELD: dict[tuple[str, str, str], int] = {}
+
 
 @dataclass
 class _Op:
@@ -37,6 +42,7 @@ class StateStore:
 
     def __init__(self, path: Path, url: str | None = None) -> None:
         self.path = path
+        self._held_db = str(Path(path).resolve())
         self.url = url
         self.owner = owner_id()
         # fleet mode (``[state] url``): leases and locations shared through PostgreSQL
@@ -72,6 +78,7 @@ class StateStore:
 
     async def close(self) -> None:
         """Flush every queued write, stop the writer, close. Idempotent."""
+        self._forget_held()
         if self._writer is not None:
             await self._queue.put(None)
             await self._writer
@@ -140,11 +147,14 @@ class StateStore:
             return set(), set()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._put(_Op("", [], claim=(dest, list(shas), self.owner), future=fut))
-        result: tuple[set[str], set[str]] = await fut
-        if self.fleet is None or not result[0]:
-            return result
+        local, present = await fut
+        # another store of this process holds some: the database cannot tell them apart
+        local = {s for s in local if _HELD.get(self._held_key(dest, s), id(self)) == id(self)}
+        for s in local:
+            _HELD[self._held_key(dest, s)] = id(self)
+        if self.fleet is None or not local:
+            return local, present
         # fleet mode: what this machine may take is then leased across the fleet
-        local, present = result
         try:
             mine, elsewhere = await self.fleet.lease(dest, sorted(local))
         except BaseException:
@@ -153,6 +163,20 @@ class StateStore:
         if local - mine:
             await self._release_local(dest, local - mine)
         return mine, present | elsewhere
+
+    def _held_key(self, dest: str, sha: str) -> tuple[str, str, str]:
+        return (self._held_db, dest, sha)
+
+    def _forget_held(self, dest: str | None = None, shas: Iterable[str] | None = None) -> None:
+        """Drop this store's in-process leases (those named, or all of them)."""
+        if shas is not None and dest is not None:
+            for s in shas:
+                key = self._held_key(dest, s)
+                if _HELD.get(key) == id(self):
+                    del _HELD[key]
+            return
+        for key in [k for k, v in _HELD.items() if v == id(self)]:
+            del _HELD[key]
 
     async def holders(self, dest: str, shas: Sequence[str]) -> dict[str, str]:
         """Who else holds a lease on each of ``shas`` for ``dest`` now (checksum -> owner)."""
@@ -166,6 +190,9 @@ class StateStore:
                 [dest, self.owner, *chunk],
             )
             out.update((r[0], r[1]) for r in rows)
+        for s in shas:  # held by another run of this very process
+            if _HELD.get(self._held_key(dest, s), id(self)) != id(self):
+                out[s] = self.owner
         return out
 
     async def release(self, dest: str, shas: Iterable[str]) -> None:
@@ -175,6 +202,8 @@ class StateStore:
             await self.fleet.release(dest, shas)
 
     async def _release_local(self, dest: str, shas: Iterable[str]) -> None:
+        shas = list(shas)
+        self._forget_held(dest, shas)
         await self.write_many(
             "DELETE FROM claims WHERE sha256 = ? AND dest = ? AND owner = ?",
             [(s, dest, self.owner) for s in shas],
