@@ -261,6 +261,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 only if a daemon runs on this state and its /healthz says healthy",
     )
+    st.add_argument(
+        "--state",
+        metavar="PATH|URL",
+        default=None,
+        help="the state to read: a SQLite file or a postgresql:// URL "
+        "(default: [state] url or IMGSYNC_STATE_URL, else state.path)",
+    )
+
+    sv = sub.add_parser("state", help="state helpers: copy a state between SQLite and PostgreSQL")
+    sv_sub = sv.add_subparsers(
+        dest="state_verb", metavar="copy", required=True, parser_class=_Parser
+    )
+    sc = sv_sub.add_parser(
+        "copy",
+        help="copy what a state shares (locations, journal, cursors, pauses, owners) "
+        "from a SQLite file to a postgresql:// URL or back; safe to run again",
+    )
+    sc.add_argument("src", metavar="FROM", help="a SQLite state file or a postgresql:// URL")
+    sc.add_argument("dst", metavar="TO", help="a SQLite state file or a postgresql:// URL")
+    sc.add_argument("--json", action="store_true")
 
     r = sub.add_parser("remotes", help="configured remotes and their features")
     r.add_argument("--json", action="store_true")
@@ -462,7 +482,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if verb == "status":
         if args.check:
             return _health_check(cfg)
-        return _status(cfg, args.json)
+        return _status(cfg, args.json, args.state)
+    if verb == "state":
+        return _state_copy(args)
     if verb == "remotes":
         return _types(args.json) if args.types else _remotes(cfg, args.json)
     if verb == "rewrite":
@@ -571,38 +593,41 @@ def _health_check(cfg: Config) -> int:
     return 0
 
 
-def _status(cfg: Config, as_json: bool) -> int:
+def _status(cfg: Config, as_json: bool, state: str | None = None) -> int:
+    """What a state holds: the SQLite file, or with a state URL (``--state``, ``[state]
+    url``, ``IMGSYNC_STATE_URL``) the fleet's shared state, in the same shape."""
     from imgsync.pidfile import running_daemon
-    from imgsync.state.reader import open_reader
+    from imgsync.state.fleet.common import is_url
 
-    reader = open_reader(cfg.state_path, create=False)
-    if reader is None:
-        report: dict[str, Any] = {"state": str(cfg.state_path), "exists": False}
+    target = state if state is not None else cfg.state_url or str(cfg.state_path)
+    if is_url(target):
+        from imgsync.state.fleet.report import shared_status
+
+        report = shared_status(target)
+        if cfg.state_url and state is None:
+            report["worker_state"] = str(cfg.state_path)
     else:
-        with reader:
-            report = {"state": str(cfg.state_path), "exists": True, **reader.status()}
+        from imgsync.state.reader import open_reader
+
+        path = Path(target).expanduser()
+        reader = open_reader(path, create=False)
+        if reader is None:
+            report = {"state": str(path), "exists": False}
+        else:
+            with reader:
+                report = {"state": str(path), "exists": True, **reader.status()}
+    if report["exists"]:
         report["remotes"] = _by_name(cfg, report["remotes"])
         report["verify"] = _by_name(cfg, report.get("verify", {}))
     report["daemon"] = running_daemon(cfg.state_path)
-    if cfg.state_url:  # fleet mode: what all the workers recorded together
-        from imgsync.state.fleet import fleet_status
-
-        fleet = fleet_status(cfg.state_url)
-        fleet["remotes"] = _by_name(cfg, fleet["remotes"])
-        report["fleet"] = fleet
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"state: {cfg.state_path}")
+    fleet = report.get("fleet")
+    print(f"state: {report['state']}" + (" (shared by the fleet)" if is_url(target) else ""))
     _print_daemon(report["daemon"])
-    if "fleet" in report:
-        fleet = report["fleet"]
-        print(f"shared state: {fleet['url']}")
-        for name, r in fleet["remotes"].items():
-            print(f"  {name}: {r['items']} items (all workers)")
-        print(f"  {fleet['leases']} uploads in flight by {fleet['workers']} workers")
-        for auth, n in fleet["hosts"].items():
-            print(f"  {auth}: {n} requests in the last minute (all workers)")
+    if "worker_state" in report:
+        print(f"  this worker's own state: {report['worker_state']}")
     if not report["exists"]:
         print("  nothing recorded yet")
         return 0
@@ -624,6 +649,22 @@ def _status(cfg: Config, as_json: bool) -> int:
         print(f"  failed: {f['job']}: {f['item']}: {f['error']}")
     for d in report["possible_duplicates"]:
         print(f"  {d['note']} (job {d['job']})")
+    if fleet is not None:
+        print(f"  {fleet['leases']} uploads in flight by {fleet['workers']} workers")
+        for auth, n in fleet["hosts"].items():
+            print(f"  {auth}: {n} requests in the last minute (all workers)")
+    return 0
+
+
+def _state_copy(args: argparse.Namespace) -> int:
+    from imgsync.state.fleet.transfer import copy_state
+
+    counts = copy_state(args.src, args.dst)
+    if args.json:
+        print(json.dumps({"from": counts.source, "to": counts.target, "copied": counts.rows}))
+    else:
+        what = ", ".join(f"{n} {table}" for table, n in counts.rows.items())
+        print(f"copied {what} from {counts.source} to {counts.target}")
     return 0
 
 

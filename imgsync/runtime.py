@@ -80,13 +80,19 @@ def shared_limiters(cfg: Config) -> Any:
 
             gate = FleetLedger(cfg.state_url, owner_id())
         registry = LimiterRegistry(
-            cfg.limits, on_pause=functools.partial(_record_pause, cfg.state_path), gate=gate
+            cfg.limits,
+            on_pause=functools.partial(_record_pause, cfg.state_path, cfg.state_url),
+            gate=gate,
         )
         reader = open_reader(cfg.state_path, create=False)
         if reader is not None:
             with reader:
                 registry.load_pauses(reader.host_pauses())
                 registry.load_usage(reader.host_usage())
+        if cfg.state_url:  # the pauses other workers of the fleet stored
+            from imgsync.state.fleet.report import load_pauses
+
+            registry.load_pauses(load_pauses(cfg.state_url))
         _REGISTRIES[cfg.state_path] = registry
     return registry
 
@@ -97,8 +103,11 @@ def limiter_statistics(state_path: Path) -> dict[str, dict[str, Any]]:
     return registry.statistics() if registry is not None else {}
 
 
-async def _record_pause(state_path: Path, authority: str, until: float, reason: str) -> None:
-    """Store a host pause (its own short connection: it may come from any run)."""
+async def _record_pause(
+    state_path: Path, state_url: str | None, authority: str, until: float, reason: str
+) -> None:
+    """Store a host pause (its own short connection: it may come from any run); in fleet
+    mode in the shared state as well, where every other worker picks it up."""
     import asyncio
 
     from imgsync.state.reader import must_open
@@ -106,8 +115,46 @@ async def _record_pause(state_path: Path, authority: str, until: float, reason: 
     def write() -> None:
         with must_open(state_path) as db:
             db.save_pause(authority, until, reason)
+        if state_url:
+            from imgsync.state.fleet.report import save_pause
+
+            save_pause(state_url, authority, until, reason)
 
     await asyncio.to_thread(write)
+
+
+# fleet mode: how often a worker looks for pauses another worker stored (seconds)
+PAUSE_POLL = 2.0
+
+
+async def _watch_fleet_pauses(url: str, registry: Any) -> None:
+    """Apply the pauses other workers store (a 429 with a long Retry-After, an outage, a
+    spent daily budget) to this process's limiters while it runs, so one worker's pause
+    stops the whole fleet. A failed look is tried again (the run notices a lost database
+    through its own connection)."""
+    import asyncio
+
+    from imgsync.errors import StateError
+    from imgsync.state.db import owner_id
+    from imgsync.state.fleet import Fleet
+
+    fleet: Any = None
+    try:
+        while True:
+            with contextlib.suppress(StateError):
+                if fleet is None:
+                    fleet = await Fleet(url, owner_id()).open()
+                known = registry.pauses()
+                fresh = {
+                    a: p
+                    for a, p in (await fleet.pauses()).items()
+                    if a not in known or known[a][0] < p[0]
+                }
+                registry.load_pauses(fresh)
+            await asyncio.sleep(PAUSE_POLL)
+    finally:
+        if fleet is not None:
+            await fleet.close()
 
 
 async def _save_usage(state_path: Path, usage: dict[str, list[float]]) -> None:
@@ -156,7 +203,21 @@ class Runtime:
             self._limiters = shared_limiters(self.cfg)
             self._http = ApiClient(self._limiters)
             self._stack.push_async_callback(self._http.aclose)
+            if self.cfg.state_url:
+                self._watch_pauses(self.cfg.state_url)
         return self._http
+
+    def _watch_pauses(self, url: str) -> None:
+        import asyncio
+
+        task = asyncio.create_task(_watch_fleet_pauses(url, self._limiters))
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._stack.push_async_callback(stop)
 
     async def http(self) -> Any:
         """The process's ``ApiClient`` (paced by the shared per-host limiter)."""

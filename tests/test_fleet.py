@@ -192,12 +192,19 @@ async def test_three_workers_migrate_one_library_uploading_each_image_once(
                 rows = list(csv.DictReader(fh))
             assert len(rows) == 2 * n  # each image's file URL and permalink
             assert all(r["new_url"].startswith(guizhan.url) for r in rows)
-        # status shows the fleet's totals, from any worker
+        # status shows the fleet's totals, from any worker: every item of the job done once
         status = await run_cli_async("--config", str(cfg), "status", env=env)
         assert status.returncode == 0, status.stderr
-        assert f"gz: {n} items (all workers)" in status.stdout
+        assert "(shared by the fleet)" in status.stdout
+        assert f"  gz: {n} items\n" in status.stdout
         assert "0 uploads in flight by 0 workers" in status.stdout
         assert f"{guizhan.authority}: " in status.stdout
+        shown = await run_cli_async("--config", str(cfg), "status", "--json", env=env)
+        report = json.loads(shown.stdout)
+        (stages,) = report["jobs"].values()
+        assert stages.get("uploaded", 0) + stages.get("verified", 0) == n, stages
+        assert report["objects"] == n and report["bytes"] > 0
+        assert len([r for r in report["recent_runs"] if r["finished"]]) == 3
     finally:
         await gyazo.close()
         await guizhan.close()

@@ -335,7 +335,10 @@ async def record_objects(
 ) -> None:
     """(sha256, size, md5, mime) per object; existing rows are kept."""
     now = time.time()
-    await store.write_many(_INSERT_OBJECT, [(*r, now) for r in rows])
+    stamped = [(*r, now) for r in rows]
+    await store.write_many(_INSERT_OBJECT, stamped)
+    if store.fleet is not None:
+        await store.fleet.queue("objects", stamped)
 
 
 async def record_locations(
@@ -412,7 +415,10 @@ async def record_owners(
     store: StateStore, dest: str, source: str, shas: Iterable[str], *, wrote: bool
 ) -> None:
     """``source`` wrote (or relies on) these checksums at ``dest``."""
-    await store.write_many(_UPSERT_OWNER, [(dest, sha, source, int(wrote)) for sha in shas])
+    rows = [(dest, sha, source, int(wrote)) for sha in shas]
+    await store.write_many(_UPSERT_OWNER, rows)
+    if store.fleet is not None:
+        await store.fleet.queue("owners", rows)
 
 
 async def forget_owners(store: StateStore, dest: str, source: str, shas: Iterable[str]) -> None:
@@ -458,10 +464,10 @@ async def journal(
     attempt: bool = False,
 ) -> None:
     """Move one item of a job to ``stage`` (listed/fetched/uploaded/verified/failed/skipped)."""
-    await store.write(
-        _UPSERT_JOURNAL,
-        (job, source, source_id, dest, sha256, stage, error, 1 if attempt else 0, time.time()),
-    )
+    row = (job, source, source_id, dest, sha256, stage, error, 1 if attempt else 0, time.time())
+    await store.write(_UPSERT_JOURNAL, row)
+    if store.fleet is not None:
+        await store.fleet.journal([row])
 
 
 async def journal_many(
@@ -474,21 +480,24 @@ async def journal_many(
 ) -> None:
     """Move many items ((source_id, sha256)) of a job to ``stage`` in one write."""
     now = time.time()
-    await store.write_many(
-        _UPSERT_JOURNAL,
-        [(job, source, sid, dest, sha, stage, None, 0, now) for sid, sha in items],
-    )
+    rows = [(job, source, sid, dest, sha, stage, None, 0, now) for sid, sha in items]
+    await store.write_many(_UPSERT_JOURNAL, rows)
+    if store.fleet is not None:
+        await store.fleet.journal(rows)
 
 
 async def save_cursor(
     store: StateStore, remote: str, scope: str, cursor: str | None, *, done: bool = False
 ) -> None:
+    now = time.time()
     await store.write(
         "INSERT INTO cursors (remote, scope, cursor, done, updated) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (remote, scope) DO UPDATE SET cursor = excluded.cursor, "
         "done = excluded.done, updated = excluded.updated",
-        (remote, scope, cursor, int(done), time.time()),
+        (remote, scope, cursor, int(done), now),
     )
+    if store.fleet is not None:
+        await store.fleet.queue("cursors", [(remote, scope, cursor, done, now)])
 
 
 _SAVE_PAUSE = (
@@ -535,11 +544,16 @@ async def start_run(store: StateStore, job: str, verb: str) -> int:
     )
     await store.flush()
     row = await store.fetchone("SELECT MAX(id) FROM runs WHERE job = ?", (job,))
-    return int(row[0]) if row and row[0] is not None else 0
+    run_id = int(row[0]) if row and row[0] is not None else 0
+    if store.fleet is not None:
+        await store.fleet.start_run(run_id, job, verb)
+    return run_id
 
 
 async def finish_run(store: StateStore, run_id: int, summary: dict[str, Any]) -> None:
+    text = json.dumps(summary)
     await store.write(
-        "UPDATE runs SET finished = ?, summary = ? WHERE id = ?",
-        (time.time(), json.dumps(summary), run_id),
+        "UPDATE runs SET finished = ?, summary = ? WHERE id = ?", (time.time(), text, run_id)
     )
+    if store.fleet is not None:
+        await store.fleet.finish_run(run_id, text)

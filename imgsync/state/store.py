@@ -87,8 +87,11 @@ class StateStore:
             await self._conn.close()
             self._conn = None
         if self.fleet is not None:
-            await self.fleet.close()
-            self.fleet = None
+            fleet, self.fleet = self.fleet, None
+            try:
+                await fleet.push()  # the last of the job's shared record
+            finally:
+                await fleet.close()
 
     async def __aenter__(self) -> Self:
         return await self.open()

@@ -1,11 +1,18 @@
 """Fleet mode: the state several workers share through PostgreSQL (``[state] url``).
 
 What lives here is what makes "each image uploaded once" hold across machines: the
-leases (destination, checksum, owner, expiry) and the destinations' locations. Each
-worker keeps its own SQLite state for everything else (its scans, journal, cursors);
-:class:`~imgsync.state.store.StateStore` sends its leases here and mirrors the locations
-it records, and :meth:`Fleet.locations_at` brings the other workers' uploads back into
-the worker's own state before it writes a map.
+leases (destination, checksum, owner, expiry) and the destinations' locations; and the
+job's shared record, so that ``status``, progress and ``/metrics`` show the fleet's
+totals: the journal, objects, owners and cursors (sent in batches, see
+:meth:`Fleet.queue`), the runs, and host pauses (one worker's pause stops them all).
+Each worker also keeps its own SQLite state (its scans, its delete URLs, its copy of
+everything above): :class:`~imgsync.state.store.StateStore` sends its leases here and
+mirrors what it records, and :meth:`Fleet.locations_at` brings the other workers'
+uploads back into the worker's own state before it writes a map.
+
+The package: ``schema`` (the tables and their migrations), ``report`` (``imgsync status``
+on a shared state), ``transfer`` (``imgsync state copy``), ``common`` (the driver, URLs
+without their password).
 
 A lease is taken in one statement (``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` the
 holder's lease expired, ``RETURNING`` what was taken), then re-checked against the
@@ -21,52 +28,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import re
 import time
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Self
 
 from imgsync.errors import StateError
 from imgsync.state.db import owner_alive
+from imgsync.state.fleet import schema
+from imgsync.state.fleet.common import describe, driver, is_url, redact
 
 if TYPE_CHECKING:
     import psycopg
 
 LEASE_TTL = 15 * 60.0
 
-SCHEMA_VERSION = 2
-
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE IF NOT EXISTS fleet_claims (
-        dest    TEXT NOT NULL,
-        sha256  TEXT NOT NULL,
-        owner   TEXT NOT NULL,
-        expires DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (dest, sha256)
-    );
-    CREATE TABLE IF NOT EXISTS fleet_locations (
-        remote        TEXT NOT NULL,
-        remote_id     TEXT NOT NULL,
-        sha256        TEXT NOT NULL,
-        url           TEXT,
-        page_url      TEXT,
-        meta          TEXT,
-        stored_md5    TEXT,
-        updated       DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (remote, remote_id)
-    );
-    CREATE INDEX IF NOT EXISTS fleet_locations_by_sha ON fleet_locations (remote, sha256);
-    """,
-    2: """
-    CREATE TABLE IF NOT EXISTS fleet_rate_log (
-        authority TEXT NOT NULL,
-        stamp     DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS fleet_rate_log_by_time ON fleet_rate_log (authority, stamp);
-    """,
-}
+__all__ = ["LEASE_TTL", "Fleet", "FleetLedger", "describe", "is_url", "redact"]
 
 # The fleet's ledger counts a request from its admission (the database's clock, so the
 # workers' clocks need not agree) for its window's period plus this share of it, for
@@ -75,54 +52,34 @@ LEDGER_SLACK = 0.05
 LEDGER_KEEP = 300.0
 
 
-def redact(url: str) -> str:
-    """The URL without its password (it may appear in errors and logs)."""
-    return re.sub(r"(://[^:/@?]*):[^@/?]*@", r"\1:***@", url)
-
-
-def describe(url: str, exc: BaseException) -> StateError:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StateError(f"shared state {redact(url)}: {text}")
-
-
-def _driver() -> Any:
-    try:
-        import psycopg
-    except ImportError:
-        raise StateError(
-            "[state] url needs the PostgreSQL driver: pip install 'imgsync[postgres]'"
-        ) from None
-    # the driver's own warnings (a rollback failing on a dropped connection) would print
-    # lines of their own; every failure reaches the user as one StateError instead
-    quiet = logging.getLogger("psycopg")
-    if quiet.propagate:
-        quiet.addHandler(logging.NullHandler())
-        quiet.propagate = False
-    return psycopg
-
-
 class Fleet:
     """One async connection to the shared PostgreSQL state (one per worker run)."""
 
     def __init__(self, url: str, owner: str, *, ttl: float = LEASE_TTL) -> None:
-        if not url.startswith(("postgresql://", "postgres://")):
+        if not is_url(url):
             raise StateError(f"state URL {redact(url)} is not a postgresql:// URL")
         self.url = url
         self.owner = owner
         self.ttl = ttl
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
+        # the job's shared record (journal, objects, owners, cursors), sent in batches
+        self._pending: dict[str, list[tuple[Any, ...]]] = {}
+        self._pending_rows = 0
+        self._pushed = time.monotonic()
+        self._runs: dict[int, int] = {}  # this worker's run id -> the fleet's
+        self.totals: dict[str, dict[str, int]] = {}  # job -> stage -> items, fleet-wide
 
     def __repr__(self) -> str:
         return f"Fleet({redact(self.url)!r}, owner={self.owner!r})"
 
     async def open(self) -> Self:
-        psycopg = _driver()
+        psycopg = driver()
         try:
             self._conn = await psycopg.AsyncConnection.connect(
                 self.url, autocommit=False, connect_timeout=10
             )
-            await migrate(self._conn)
+            await schema.migrate(self._conn)
         except psycopg.Error as exc:
             await self.close()
             raise describe(self.url, exc) from None
@@ -134,13 +91,13 @@ class Fleet:
     async def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            psycopg = _driver()
+            psycopg = driver()
             with contextlib.suppress(psycopg.Error, OSError):  # a broken one: nothing to lose
                 await conn.close()
 
     async def _tx(self, work: Any) -> Any:
         """Run ``await work(cursor)`` in one transaction; database errors become StateError."""
-        psycopg = _driver()
+        psycopg = driver()
         if self._conn is None:
             raise StateError("shared state is not open")
         async with self._lock:
@@ -252,7 +209,9 @@ class Fleet:
                 "page_url = COALESCE(excluded.page_url, fleet_locations.page_url), "
                 "meta = excluded.meta, stored_md5 = excluded.stored_md5, "
                 "updated = excluded.updated",
-                [(remote, *r, now) for r in rows],
+                # in key order, so two workers recording the same rows take their locks in
+                # the same order (no deadlock)
+                sorted(((remote, *r, now) for r in rows), key=itemgetter(1)),
             )
 
         await self._tx(work)
@@ -306,6 +265,113 @@ class Fleet:
                 return False
             await asyncio.sleep(poll)
         return True
+
+    # ---- the job's shared record: journal, objects, owners, cursors -----------------
+
+    async def queue(self, statement: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Add rows for one of :data:`RECORDS`; sent with others in one transaction when
+        ``PUSH_ROWS`` are waiting or ``PUSH_EVERY`` seconds passed (and by :meth:`push`)."""
+        rows = list(rows)
+        if not rows:
+            return
+        self._pending.setdefault(statement, []).extend(rows)
+        self._pending_rows += len(rows)
+        if self._pending_rows >= PUSH_ROWS or time.monotonic() - self._pushed >= PUSH_EVERY:
+            await self.push()
+
+    async def push(self) -> None:
+        """Send what :meth:`queue` holds, and refresh :attr:`totals` of the jobs it touched.
+
+        Tables in one order and rows sorted by key, so two workers writing the same rows
+        lock them in the same order (no deadlock)."""
+        self._pushed = time.monotonic()
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_rows = self._pending, {}, 0
+        jobs = sorted({r[0] for r in pending.get("journal", ())})
+
+        async def work(cur: Any) -> dict[str, dict[str, int]]:
+            for name, statement in RECORDS.items():
+                rows = pending.get(name)
+                if rows:
+                    order = itemgetter(slice(0, _KEYS[name]))  # by key; stable within a key
+                    await cur.executemany(statement, sorted(rows, key=order))
+            totals: dict[str, dict[str, int]] = {}
+            if jobs:
+                await cur.execute(
+                    "SELECT job, stage, COUNT(*) FROM fleet_journal WHERE job = ANY(%s::text[]) "
+                    "GROUP BY job, stage",
+                    (jobs,),
+                )
+                for job, stage, n in await cur.fetchall():
+                    totals.setdefault(job, {})[stage] = int(n)
+            return totals
+
+        totals: dict[str, dict[str, int]] = await self._tx(work)
+        self.totals.update(totals)
+
+    async def journal(self, rows: Iterable[Sequence[Any]]) -> None:
+        """(job, source, source_id, dest, sha256, stage, error, attempts, updated) rows."""
+        await self.queue("journal", [(*r, self.owner) for r in rows])
+
+    async def start_run(self, local_id: int, job: str, verb: str) -> None:
+        async def work(cur: Any) -> int:
+            await cur.execute(
+                "INSERT INTO fleet_runs (owner, job, verb, started) VALUES (%s, %s, %s, %s) "
+                "RETURNING id",
+                (self.owner, job, verb, time.time()),
+            )
+            row = await cur.fetchone()
+            return int(row[0])
+
+        self._runs[local_id] = await self._tx(work)
+
+    async def finish_run(self, local_id: int, summary: str) -> None:
+        fleet_id = self._runs.pop(local_id, None)
+        if fleet_id is None:
+            return
+
+        async def work(cur: Any) -> None:
+            await cur.execute(
+                "UPDATE fleet_runs SET finished = %s, summary = %s WHERE id = %s",
+                (time.time(), summary, fleet_id),
+            )
+
+        await self._tx(work)
+
+    # ---- host pauses: one worker's pause holds every worker ------------------------
+
+    async def save_pause(self, authority: str, until: float, reason: str) -> None:
+        async def work(cur: Any) -> None:
+            await cur.execute(schema.PAUSE_UPSERT, (authority, until, reason))
+
+        await self._tx(work)
+
+    async def pauses(self) -> dict[str, tuple[float, str]]:
+        """Pauses in force: authority -> (until, reason)."""
+
+        async def work(cur: Any) -> dict[str, tuple[float, str]]:
+            await cur.execute(
+                "SELECT authority, until, reason FROM fleet_pauses WHERE until > %s",
+                (time.time(),),
+            )
+            return {a: (float(u), str(why)) for a, u, why in await cur.fetchall()}
+
+        found: dict[str, tuple[float, str]] = await self._tx(work)
+        return found
+
+
+# What :meth:`Fleet.queue` takes, in the order a push writes them, and how many leading
+# columns of each row are its key.
+RECORDS: dict[str, str] = {
+    "objects": schema.OBJECT_INSERT,
+    "owners": schema.OWNER_UPSERT,
+    "journal": schema.JOURNAL_UPSERT,
+    "cursors": schema.CURSOR_UPSERT,
+}
+_KEYS = {"objects": 1, "owners": 3, "journal": 4, "cursors": 2}
+PUSH_ROWS = 500
+PUSH_EVERY = 1.0
 
 
 class FleetLedger:
@@ -366,60 +432,3 @@ async def _admit(cur: Any, authority: str, windows: Sequence[tuple[int, float]])
         )
         return 0.0
     return max(wait, 0.001)
-
-
-def fleet_status(url: str) -> dict[str, Any]:
-    """What the shared state holds, for ``imgsync status``: locations per destination,
-    live leases and the workers holding them, requests per host in the last minute."""
-    psycopg = _driver()
-    now = time.time()
-    try:
-        with psycopg.connect(url, connect_timeout=10) as conn:
-            exists = conn.execute("SELECT to_regclass('fleet_schema') IS NOT NULL").fetchone()
-            if not exists or not exists[0]:
-                return {"url": redact(url), "remotes": {}, "leases": 0, "workers": 0, "hosts": {}}
-            remotes = {
-                r: {"items": int(n)}
-                for r, n in conn.execute(
-                    "SELECT remote, COUNT(*) FROM fleet_locations GROUP BY remote ORDER BY remote"
-                )
-            }
-            row = conn.execute(
-                "SELECT COUNT(*), COUNT(DISTINCT owner) FROM fleet_claims WHERE expires >= %s",
-                (now,),
-            ).fetchone()
-            hosts = {
-                a: int(n)
-                for a, n in conn.execute(
-                    "SELECT authority, COUNT(*) FROM fleet_rate_log WHERE stamp > "
-                    "EXTRACT(EPOCH FROM clock_timestamp()) - 60 GROUP BY authority"
-                )
-            }
-    except psycopg.Error as exc:
-        raise describe(url, exc) from None
-    return {
-        "url": redact(url),
-        "remotes": remotes,
-        "leases": int(row[0]) if row else 0,
-        "workers": int(row[1]) if row else 0,
-        "hosts": hosts,
-    }
-
-
-async def migrate(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Bring the shared schema to ``SCHEMA_VERSION`` (serialised by an advisory lock, so
-    workers starting together migrate once)."""
-    async with conn.transaction(), conn.cursor() as cur:
-        await cur.execute("SELECT pg_advisory_xact_lock(727274)")
-        await cur.execute("CREATE TABLE IF NOT EXISTS fleet_schema (version INTEGER NOT NULL)")
-        await cur.execute("SELECT MAX(version) FROM fleet_schema")
-        row = await cur.fetchone()
-        current = int(row[0]) if row and row[0] is not None else 0
-        if current > SCHEMA_VERSION:
-            raise StateError(
-                f"the shared state's schema is version {current}, newer than this imgsync "
-                f"knows ({SCHEMA_VERSION}); upgrade imgsync on this machine"
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            await cur.execute(_MIGRATIONS[version])
-            await cur.execute("INSERT INTO fleet_schema (version) VALUES (%s)", (version,))

@@ -1,0 +1,147 @@
+"""The synchronous side of the shared state: ``imgsync status`` on a state URL, and the
+host pauses a worker saves and loads outside its run's connection.
+
+``shared_status`` answers in the shape of the SQLite state's status (objects, remotes,
+jobs, failures, runs, pauses, cursors), counted over every worker, plus what only a
+fleet has (uploads in flight, live workers, requests per limited host).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from imgsync.state.fleet import schema
+from imgsync.state.fleet.common import describe, driver, redact
+
+
+def _connect(url: str) -> Any:
+    psycopg = driver()
+    try:
+        return psycopg.connect(url, connect_timeout=10, autocommit=True)
+    except (psycopg.Error, OSError) as exc:
+        raise describe(url, exc) from None
+
+
+def shared_status(url: str) -> dict[str, Any]:
+    """What the shared state at ``url`` holds (``exists`` False before any worker ran)."""
+    psycopg = driver()
+    now = time.time()
+    conn = _connect(url)
+    try:
+        with conn:
+            if not schema.version_sync(conn):
+                return {"state": redact(url), "exists": False}
+            return {"state": redact(url), "exists": True, **_status(conn, now)}
+    except psycopg.Error as exc:
+        raise describe(url, exc) from None
+
+
+def _status(conn: Any, now: float) -> dict[str, Any]:
+    objects, total = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM fleet_objects"
+    ).fetchone()
+    remotes = {
+        r: {"items": int(n)}
+        for r, n in conn.execute(
+            "SELECT remote, COUNT(*) FROM fleet_locations GROUP BY remote ORDER BY remote"
+        )
+    }
+    jobs: dict[str, dict[str, int]] = {}
+    for job, stage, n in conn.execute(
+        "SELECT job, stage, COUNT(*) FROM fleet_journal GROUP BY job, stage ORDER BY 1, 2"
+    ):
+        jobs.setdefault(job, {})[stage] = int(n)
+    failures = [
+        {"job": r[0], "source": r[1], "item": r[2], "dest": r[3], "error": r[4], "attempts": r[5]}
+        for r in conn.execute(
+            "SELECT job, source, source_id, dest, error, attempts FROM fleet_journal "
+            "WHERE stage = 'failed' ORDER BY updated DESC LIMIT 20"
+        )
+    ]
+    duplicates = [
+        {"job": r[0], "source": r[1], "item": r[2], "dest": r[3], "note": r[4]}
+        for r in conn.execute(
+            "SELECT job, source, source_id, dest, error FROM fleet_journal "
+            "WHERE error LIKE '%%possible duplicate:%%' ORDER BY updated DESC LIMIT 20"
+        )
+    ]
+    runs = [
+        {
+            "job": r[0],
+            "verb": r[1],
+            "started": r[2],
+            "finished": r[3],
+            "summary": json.loads(r[4]) if r[4] else None,
+            "worker": r[5],
+        }
+        for r in conn.execute(
+            "SELECT job, verb, started, finished, summary, owner FROM fleet_runs "
+            "ORDER BY id DESC LIMIT 5"
+        )
+    ]
+    pauses = {
+        a: {"until": float(u), "reason": why}
+        for a, u, why in conn.execute(
+            "SELECT authority, until, reason FROM fleet_pauses WHERE until > %s ORDER BY 1",
+            (now,),
+        )
+    }
+    cursors = {
+        f"{r[0]}/{r[1]}": {"cursor": r[2], "done": bool(r[3])}
+        for r in conn.execute("SELECT remote, scope, cursor, done FROM fleet_cursors ORDER BY 1, 2")
+    }
+    leases, workers = conn.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT owner) FROM fleet_claims WHERE expires >= %s", (now,)
+    ).fetchone()
+    hosts = {
+        a: int(n)
+        for a, n in conn.execute(
+            "SELECT authority, COUNT(*) FROM fleet_rate_log WHERE stamp > "
+            "EXTRACT(EPOCH FROM clock_timestamp()) - 60 GROUP BY authority ORDER BY 1"
+        )
+    }
+    return {
+        "objects": int(objects),
+        "bytes": int(total),
+        "remotes": remotes,
+        "jobs": jobs,
+        "recent_failures": failures,
+        "possible_duplicates": duplicates,
+        "recent_runs": runs,
+        "paused_hosts": pauses,
+        "cursors": cursors,
+        "verify": {},
+        "fleet": {"leases": int(leases), "workers": int(workers), "hosts": hosts},
+    }
+
+
+def save_pause(url: str, authority: str, until: float, reason: str) -> None:
+    """Store a host pause for every worker (a later end wins over an earlier one)."""
+    psycopg = driver()
+    conn = _connect(url)
+    try:
+        with conn:
+            if schema.version_sync(conn) < schema.SCHEMA_VERSION:
+                schema.migrate_sync(conn)
+            conn.execute(schema.PAUSE_UPSERT, (authority, until, reason))
+    except psycopg.Error as exc:
+        raise describe(url, exc) from None
+
+
+def load_pauses(url: str) -> dict[str, tuple[float, str]]:
+    """Host pauses in force for the fleet: authority -> (until, reason)."""
+    psycopg = driver()
+    conn = _connect(url)
+    try:
+        with conn:
+            if schema.version_sync(conn) < 3:
+                return {}
+            rows = conn.execute(
+                "SELECT authority, until, reason FROM fleet_pauses WHERE until > %s",
+                (time.time(),),
+            ).fetchall()
+    except psycopg.Error as exc:
+        raise describe(url, exc) from None
+    return {a: (float(u), str(why)) for a, u, why in rows}
