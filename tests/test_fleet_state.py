@@ -294,3 +294,18 @@ async def test_state_copy_and_status_round_trip_through_the_cli(
     text = capsys.readouterr().out
     assert "(shared by the fleet)" in text and "job migrate:gy:->imgz:: 1 failed" in text
     assert "paused: img.example until" in text
+
+
+def test_the_progress_line_shows_the_fleets_totals() -> None:
+    from io import StringIO
+
+    from imgsync.pipeline.progress import Progress
+    from imgsync.pipeline.run import fleet_note
+
+    totals: dict[str, dict[str, int]] = {}
+    progress = Progress(stream=StringIO(), width=400, clock=lambda: 10.0)
+    progress.fleet = lambda: fleet_note(totals, "job")
+    assert "fleet" not in progress.text()  # nothing pushed yet
+    totals["job"] = {"listed": 5, "uploaded": 300, "verified": 12, "failed": 2}
+    progress.tick(done=3, copied=3)
+    assert progress.text().endswith("| fleet: 312 copied, 2 failed of 319")

@@ -42,7 +42,8 @@ class Progress:
     ``total`` is set once the run knows how many items there are (a folder source's scan);
     the first tick after that (the items already there) is the ETA's starting mark, so
     instant skips do not make the estimate optimistic. ``current`` is the item being
-    transferred; ``throttle`` (optional) names hosts being held back.
+    transferred; ``throttle`` (optional) names hosts being held back; ``fleet`` (fleet
+    mode) what all the workers of the job have done together.
     """
 
     enabled: bool = False
@@ -54,6 +55,7 @@ class Progress:
     bytes: int = 0
     current: str = ""
     throttle: Callable[[], str] | None = None
+    fleet: Callable[[], str] | None = None  # fleet mode: the whole fleet's totals
     clock: Callable[[], float] = time.monotonic
     width: int = 0  # columns; 0: the terminal's
     started: float = -1.0
@@ -108,6 +110,9 @@ class Progress:
         held = self.throttle() if self.throttle is not None else ""
         if held:
             line += f" | {held}"
+        together = self.fleet() if self.fleet is not None else ""
+        if together:
+            line += f" | {together}"
         if self.current:  # a name's control characters must not steer the terminal
             line += " | " + "".join(ch if ch.isprintable() else "?" for ch in self.current)
         return line

@@ -17,6 +17,7 @@ loop, so a no-op re-run stays cheap). The recipe, in order:
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -241,6 +242,8 @@ async def _run(
         run = CopyRun(store, src, job.src_key, dst, job.dst_key, opts, progress, stop=stop)
         run.spool_dir = await anyio.to_thread.run_sync(_spool_dir, cfg)
         run_id = await queries.start_run(store, opts.job, opts.verb)
+        if store.fleet is not None:
+            progress.fleet = functools.partial(fleet_note, store.fleet.totals, opts.job)
         try:
             if plan is not None:
                 summary = await run.run_local(plan)
@@ -279,6 +282,15 @@ async def _run(
         await anyio.to_thread.run_sync(write_url_map, cfg, job, job.spec.map_path, summary)
     await anyio.to_thread.run_sync(_pages, cfg, job, summary)
     return summary
+
+
+def fleet_note(totals: dict[str, dict[str, int]], job: str) -> str:
+    """The fleet's totals for a progress line: ``fleet: 312 copied, 2 failed of 900``."""
+    stages = totals.get(job)
+    if not stages:
+        return ""
+    copied = stages.get("uploaded", 0) + stages.get("verified", 0)
+    return f"fleet: {copied} copied, {stages.get('failed', 0)} failed of {sum(stages.values())}"
 
 
 def _pages(cfg: Config, job: Resolved, summary: Summary) -> None:
