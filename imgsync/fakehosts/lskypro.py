@@ -55,6 +55,10 @@ Reproduced:
 - [OBS] ``GET /api/v1/profile``, ``GET /api/v1/albums`` (``albums=N`` makes N albums),
   ``GET /api/v1/strategies`` (no token needed). A known path with the wrong method is Laravel's 405.
 
+- [INF] ``private_files=True``: a private image's file (``permission`` 0) is served only to a
+  request with a valid token (``Authorization: Bearer``); anyone else gets the 404 page, as a
+  site that hides private images behind its login would answer.
+
 Inferred [INF]: the HTML of the 404 page; Carbon's coarser ``human_date`` units; the thumbnail is
 the stored file itself (it was, for the recorded tiny images, 22).
 """
@@ -285,10 +289,13 @@ class LskyProFake(FakeHostBase):
         albums: int = 0,
         utc_offset_hours: float = 8.0,
         token_rate: str = TOKEN_RATE,
+        private_files: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(knobs)
+        self.private_files = private_files
+        self.file_requests: list[dict[str, str]] = []  # headers of every file GET
         self.user_name = name
         self.email = email
         self.password = password
@@ -458,6 +465,14 @@ class LskyProFake(FakeHostBase):
 
     def serve_file(self, request: web.Request, key: str | None) -> web.Response:
         image = self.images.get(key) if key else None
+        self.file_requests.append(dict(request.headers))
+        if (
+            image is not None
+            and self.private_files
+            and image.permission == 0
+            and self.bearer(request) not in self.tokens
+        ):
+            image = None  # hidden from anyone but its owner
         if image is None:
             return web.Response(status=404, body=_NOT_FOUND_PAGE.encode(), headers=_html())
         return web.Response(body=image.data, headers={"Content-Type": image.mime})

@@ -15,6 +15,11 @@ limiter paces it like every other request):
   ``Content-Length`` other than the recorded size settles "altered"; with ``--full`` (or
   without a validator) the body is read and its SHA-256 compared.
 
+The GET carries the remote's credential (its token header) when the URL is on the remote's
+own origin (a host that hides private images from anyone else, or paces anonymous
+requests harder), never for another origin: redirects are then followed hop by hop and
+the credential is dropped at the first hop that leaves the origin.
+
 A folder's location is checked by hashing the file (missing -> gone).
 
 Every verdict is written to state with its time as it is made. A full check of a remote
@@ -32,14 +37,15 @@ map and for rewriting documents. An image with no other good copy is reported as
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -51,6 +57,7 @@ from imgsync.errors import (
     ImgsyncError,
     NotFound,
     ProviderError,
+    ResponseError,
     UsageError,
 )
 from imgsync.localfs import key_path, safe_name
@@ -68,7 +75,11 @@ log = get_logger("imgsync.verify")
 
 MAX_CHECK_BYTES = 2 * 1024**3
 UNREACHABLE_STREAK = 8  # this many unreachable in a row: stop checking that remote this run
+MAX_HOPS = 5  # redirects followed by a check that carries the account's credential
 _SNIFF = 512
+
+# ``url`` -> the remote's credential headers for a GET of it ({} for another origin)
+Credentials = Callable[[str], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -294,10 +305,57 @@ def redacted_url(url: str) -> str:
     return redact(url)
 
 
+class _Hop(ProviderError):
+    """Internal: a redirect answered to a request that carried the credential."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__("redirected")
+        self.location = location
+
+
+def _hop(resp: Any) -> ProviderError | None:
+    if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
+        return _Hop(resp.headers["Location"])
+    return None
+
+
+@contextlib.asynccontextmanager
+async def open_checked(
+    http: Any, remote: str, url: str, auth: Credentials | None
+) -> AsyncIterator[Any]:
+    """GET ``url`` through the shared client (its limiter, retries, redaction). With
+    ``auth``, the remote's credential goes with a request to the remote's own origin only:
+    redirects are then followed here, hop by hop, asking ``auth`` again for each, so a
+    redirect to a CDN or another storage never carries it (aiohttp would forward a custom
+    header such as ``X-API-Key`` to any origin)."""
+    for _ in range(MAX_HOPS + 1):
+        headers = auth(url) if auth is not None else {}
+        if not headers:
+            async with http.stream(url, remote=remote, allow_redirects=True) as body:
+                yield body
+            return
+        try:
+            async with http.stream(
+                url, remote=remote, headers=headers, allow_redirects=False, map_error=_hop
+            ) as body:
+                yield body
+            return
+        except _Hop as hop:
+            url = urljoin(url, hop.location)
+    raise ResponseError(f"more than {MAX_HOPS} redirects", remote=remote)
+
+
 async def check_host(
-    http: Any, remote: str, target: Target, opts: VerifyOptions, *, reencodes: bool
+    http: Any,
+    remote: str,
+    target: Target,
+    opts: VerifyOptions,
+    *,
+    reencodes: bool,
+    auth: Credentials | None = None,
 ) -> Verdict:
-    """One GET of a host location (see the module docstring)."""
+    """One GET of a host location (see the module docstring); ``auth`` gives the remote's
+    credential for a URL on its own origin."""
 
     def verdict(status: str, detail: str) -> Verdict:
         return Verdict(target.remote_id, target.sha256, target.url, target.page_url, status, detail)
@@ -305,7 +363,7 @@ async def check_host(
     if not target.url:
         return verdict("unreachable", "no URL recorded for this location")
     try:
-        async with http.stream(target.url, remote=remote, allow_redirects=True) as body:
+        async with open_checked(http, remote, target.url, auth) as body:
             redirected = body.url if _path_of(body.url) != _path_of(target.url) else None
             ctype = body.content_type or ""
             if not opts.full and redirected is None and not reencodes:
@@ -423,6 +481,19 @@ class Verifier:
 
         return bool(provider_class(remote.type).features.reencodes_uploads)
 
+    async def _auth(self, key: str) -> Credentials | None:
+        """The remote's credential for its own image URLs (None: a folder, an unknown
+        remote, or a remote the provider cannot open)."""
+        remote = self.by_key.get(key)
+        if remote is None or remote.type == "local":
+            return None
+        try:
+            provider = await self._provider(remote)
+        except ImgsyncError:
+            return None
+        creds: Credentials = provider.credentials_for
+        return creds
+
     async def check_remote(self, key: str, stop: StopSignal | None = None) -> RemoteResult:
         """Check ``key``'s locations (a pass, resumed if one was interrupted, or a sample)."""
         result = RemoteResult(self.name_of(key), key)
@@ -439,6 +510,7 @@ class Verifier:
                 todo = await checks.targets(self.store, key)
         local_root = key.removeprefix("local:") if key.startswith("local:") else None
         reencodes = await self._reencodes(key)
+        auth = await self._auth(key)
         http = None if local_root is not None else await self.rt.http()
         name = result.name
         send, recv = anyio.create_memory_object_stream[Target](self.opts.transfers)
@@ -463,7 +535,7 @@ class Verifier:
                 if local_root is not None:
                     v = await anyio.to_thread.run_sync(check_local, local_root, t)
                 else:
-                    v = await check_host(http, name, t, self.opts, reencodes=reencodes)
+                    v = await check_host(http, name, t, self.opts, reencodes=reencodes, auth=auth)
                 await checks.record(self.store, key, [v])
                 done.add(t.remote_id)
                 if v.status == "gone" and v.detail.startswith("HTTP 4"):
@@ -587,6 +659,7 @@ class Verifier:
             t,
             full,
             reencodes=await self._reencodes(dest_key),
+            auth=await self._auth(dest_key),
         )
         if not self.opts.dry_run and v.status != "unreachable":
             await checks.record(self.store, dest_key, [v])
@@ -688,6 +761,7 @@ class Verifier:
             t,
             full,
             reencodes=await self._reencodes(b.remote),
+            auth=await self._auth(b.remote),
         )
 
     async def _relink_recorded(

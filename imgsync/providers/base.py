@@ -347,6 +347,29 @@ class Provider(ABC):
             raise Unsupported("no base_url configured", remote=self.name)
         return url.rstrip("/")
 
+    # --- the account's credential on image files ----------------------------------------
+
+    def auth_headers(self) -> dict[str, str]:
+        """The header(s) that carry this remote's credential ({} when it has none)."""
+        return {}
+
+    def credentials_for(self, url: str) -> dict[str, str]:
+        """The credential headers for a GET of ``url`` (an image file): only when ``url``
+        is on the remote's own site (same scheme, host and port as its ``base_url``), so a
+        token never goes to a CDN or a storage on another origin. The caller follows
+        redirects itself and asks again for each hop."""
+        from yarl import URL
+
+        headers = self.auth_headers()
+        if not headers:
+            return {}
+        try:
+            own = URL(self.base_url).origin()
+            there = URL(url).origin()
+        except (ValueError, TypeError, Unsupported):
+            return {}
+        return headers if own == there else {}
+
     # --- the required core -------------------------------------------------------------
 
     async def list_page(self, cursor: str | None) -> Page:

@@ -484,6 +484,9 @@ class CheveretoProvider(Provider):
             )
         raise self._stamp(ResponseError("the delete link redirected too often; not confirmed"))
 
+    def auth_headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.config.token} if self.config.token else {}
+
     async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
         if not item.url:
             why = "no image URL is known (it awaited moderation when uploaded)"

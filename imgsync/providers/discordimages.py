@@ -265,6 +265,9 @@ class DiscordImagesProvider(Provider):
 
     # ---- transfer ----------------------------------------------------------------------
 
+    def auth_headers(self) -> dict[str, str]:
+        return dict(self._headers)
+
     async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
         url = item.url or f"{self.base_url}/{item.name}"
         async with self.http.stream(url, remote=self.name, map_error=self._map_error) as body:

@@ -175,6 +175,10 @@ class GuizhanProvider(Provider):
         """``<base>/v1/images`` (a base that already ends in ``/v1`` is not doubled)."""
         return f"{self.base_url.removesuffix('/v1')}/v1/images"
 
+    def auth_headers(self) -> dict[str, str]:
+        token = self.config.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def _headers(self) -> dict[str, str]:
         token = self.config.token
         if not token:

@@ -243,6 +243,10 @@ class GyazoProvider(Provider):
 
     # ---- plumbing ---------------------------------------------------------------------
 
+    def auth_headers(self) -> dict[str, str]:
+        token = self.config.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def _headers(self) -> dict[str, str]:
         token = self.config.token
         if not token:

@@ -219,6 +219,10 @@ class LskyProProvider(Provider):
         """``<base>/api/v1`` (a base written with ``/api/v1`` is not doubled)."""
         return self.base_url.removesuffix("/api/v1").removesuffix("/api") + "/api/v1"
 
+    def auth_headers(self) -> dict[str, str]:
+        token = self.config.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def _headers(self, *, need_token: bool) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         token = self.config.token
@@ -443,7 +447,10 @@ class LskyProProvider(Provider):
     async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
         if not item.url:
             raise NotFound(f"{item.name}: no file URL known", remote=self.name)
-        async with self.http.stream(item.url, remote=self.name) as body:
+        # the token goes to the site's own file server only (a private image is served to
+        # its owner alone); aiohttp drops Authorization on a redirect to another origin
+        headers = self.credentials_for(item.url) or None
+        async with self.http.stream(item.url, remote=self.name, headers=headers) as body:
             async for chunk in body:
                 yield chunk
 
