@@ -17,6 +17,8 @@ Sections (``--only`` takes their names):
 * ``download`` ``imgsync backup`` of N images from the Gyazo emulator (sidecars included), vs a
   bare loop that lists, GETs, writes each image and a JSON sidecar, then ``sync``s.
 * ``large``    5 large images uploaded to the Gyazo emulator, MB/s vs a raw streamed upload.
+  These three come from ``bench_net.py`` (each side its own emulator process, a warm-up
+  run each, rounds alternating; the ratio per round and of the medians, CPU seconds).
 * ``memory``   peak RSS: one 300 MB image up and down (``bench_stream.py``), an idle daemon.
 * ``scale``    a migration at 1,000 and 20,000 items: per-item cost and peak RSS
   (``bench_scale.py``).
@@ -29,8 +31,6 @@ printed because the machine may be shared. Never run by pytest; no assertions.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import shutil
 import statistics
@@ -42,8 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import bench_copy
-import bench_scale
-import bench_stream
+import bench_net
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -106,125 +105,8 @@ def fresh_state(env: dict[str, str], work: Path, tag: str) -> None:
     env["IMGSYNC_STATE"] = str(path)
 
 
-def emulator(kind: str, env: dict[str, str], *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = bench_stream.free_port()
-    token = CHV_TOKEN if kind == "chevereto" else GY_TOKEN
-    proc = bench_scale.start(kind, port, token, env, *extra)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def stop(*procs: subprocess.Popen[bytes]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        p.wait()
-
-
-def write_config(work: Path, chv: str = "", gy: str = "") -> Path:
-    text = ""
-    if chv:
-        text += f'[remotes.chv]\ntype = "chevereto"\nbase_url = "{chv}"\ntoken_env = "BENCH_CHV"\n'
-    if gy:
-        text += f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gy}"\ntoken_env = "BENCH_GY"\n'
-    cfg = work / f"cfg-{time.monotonic_ns()}.toml"
-    cfg.write_text(text)
-    return cfg
-
-
 def imgsync(cfg: Path | None = None) -> list[str]:
     return [PY, "-m", "imgsync", *(["--config", str(cfg)] if cfg else [])]
-
-
-def bare(mode: str, *args: str) -> list[str]:
-    return [PY, str(Path(__file__).resolve()), "--bare", mode, *args]
-
-
-# ---- the bare reference loops (run as whole processes through --bare) ----------------
-
-
-async def bare_upload(url: str, folder: str, concurrency: int) -> None:
-    """Multipart POSTs of every file to the Chevereto emulator, ``concurrency`` at a time."""
-    import aiohttp
-
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
-    sem = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession() as session:
-
-        async def one(path: Path) -> None:
-            async with sem:
-                form = aiohttp.FormData()
-                form.add_field("format", "json")
-                form.add_field("source", path.read_bytes(), filename=path.name)
-                async with session.post(
-                    f"{url}/api/1/upload", data=form, headers={"X-API-Key": CHV_TOKEN}
-                ) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        raise SystemExit(f"upload refused: {resp.status}")
-
-        await asyncio.gather(*(one(p) for p in files))
-
-
-async def bare_stream_upload(url: str, folder: str) -> None:
-    """Each file streamed (not read whole) as a Gyazo multipart upload, one after another."""
-    import aiohttp
-
-    files = sorted(p for p in Path(folder).iterdir() if p.is_file())
-    timeout = aiohttp.ClientTimeout(total=None)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for path in files:
-            with open(path, "rb") as fh:
-                form = aiohttp.FormData()
-                form.add_field("access_token", GY_TOKEN)
-                form.add_field("imagedata", fh, filename=path.name, content_type="image/png")
-                async with session.post(f"{url}/api/upload", data=form) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        raise SystemExit(f"upload refused: {resp.status}")
-
-
-async def bare_download(url: str, folder: str, concurrency: int) -> None:
-    """List every page, GET each image, write it and a JSON sidecar, then sync."""
-    import aiohttp
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    headers = {"Authorization": f"Bearer {GY_TOKEN}"}
-    sem = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession(headers=headers) as session:
-        items: list[dict[str, object]] = []
-        page = 1
-        while True:
-            async with session.get(f"{url}/api/images?page={page}&per_page=100") as resp:
-                batch = await resp.json()
-            if not batch:
-                break
-            items.extend(batch)
-            page += 1
-
-        async def one(item: dict[str, object]) -> None:
-            async with sem:
-                src = str(item["url"])
-                async with session.get(src) as resp:
-                    body = await resp.read()
-                name = src.rsplit("/", 1)[-1]
-                (out / name).write_bytes(body)
-                (out / f"{name}.json").write_text(json.dumps(item))
-
-        await asyncio.gather(*(one(i) for i in items if i.get("url")))
-    os.sync()
-
-
-def run_bare(argv: list[str]) -> None:
-    mode, *rest = argv
-    if mode == "upload":
-        asyncio.run(bare_upload(rest[0], rest[1], int(rest[2])))
-    elif mode == "stream":
-        asyncio.run(bare_stream_upload(rest[0], rest[1]))
-    elif mode == "download":
-        asyncio.run(bare_download(rest[0], rest[1], int(rest[2])))
-    else:
-        sys.exit(f"unknown bare mode {mode}")
 
 
 # ---- sections ------------------------------------------------------------------------
@@ -348,106 +230,17 @@ class Bench:
     def upload(self) -> None:
         n = 300 if self.quick else 2_000
         header(f"uploads, {n} x ~20 KB into the Chevereto emulator, {TRANSFERS} transfers")
-        src = self.tree("upimg", n, 10, 20_000, png=True)
-        env = env_base()
-        mine_t: list[float] = []
-        bare_t: list[float] = []
-        for rep in range(self.repeat):
-            a, url_a = emulator("chevereto", env, "--max-upload-mb", "50")
-            b, url_b = emulator("chevereto", env, "--max-upload-mb", "50")
-            try:
-                cfg = write_config(self.work, chv=url_a)
-                fresh_state(env, self.work, "up")
-                cmd = [*imgsync(cfg), "copy", str(src), "chv:", "--transfers", str(TRANSFERS)]
-                cmd.append("--no-progress")
-                ref = bare("upload", url_b, str(src), str(TRANSFERS))
-                steps = [
-                    lambda cmd=cmd: mine_t.append(timed(cmd, env)[0]),
-                    lambda ref=ref: bare_t.append(timed(ref, env)[0]),
-                ]
-                self.alternate(rep, steps)
-            finally:
-                stop(a, b)
-        mine_r = [n / t for t in mine_t]
-        bare_r = [n / t for t in bare_t]
-        print(f"  imgsync copy ./up chv:    {fig(mine_r, '/s', 0)}")
-        print(f"  bare aiohttp loop         {fig(bare_r, '/s', 0)}")
-        r = statistics.median(mine_r) / statistics.median(bare_r)
-        ratio("uploads vs bare loop", mine_r, bare_r, ">= 0.80", r >= 0.8)
+        bench_net.upload(self.work, bench_net.tree(self.work, n), n, self.repeat)
 
     def download(self) -> None:
         n = 300 if self.quick else 2_000
         header(f"downloads, backup of {n} images from the Gyazo emulator, {TRANSFERS} transfers")
-        env = env_base()
-        gy, url = emulator("gyazo", env, "--seed", str(n))
-        mine_r: list[float] = []
-        bare_r: list[float] = []
-        try:
-            cfg = write_config(self.work, gy=url)
-            for rep in range(self.repeat):
-
-                def mine() -> None:
-                    dst = self.work / "dst-backup"
-                    self.aside(dst)
-                    fresh_state(env, self.work, "down")
-                    cmd = [*imgsync(cfg), "backup", "gy:", str(dst), "--no-progress"]
-                    cmd += ["--transfers", str(TRANSFERS)]
-                    mine_r.append(n / timed(cmd, env)[0])
-
-                def ref() -> None:
-                    dst = self.work / "dst-bare-backup"
-                    self.aside(dst)
-                    bare_r.append(
-                        n / timed(bare("download", url, str(dst), str(TRANSFERS)), env)[0]
-                    )
-
-                self.alternate(rep, [mine, ref])
-        finally:
-            stop(gy)
-        print(f"  imgsync backup gy: ./out  {fig(mine_r, '/s', 0)}")
-        print(f"  bare loop (+ sidecars)    {fig(bare_r, '/s', 0)}")
-        r = statistics.median(mine_r) / statistics.median(bare_r)
-        ratio("downloads vs bare loop", mine_r, bare_r, ">= 0.80", r >= 0.8)
+        bench_net.download(self.work, n, self.repeat)
 
     def large(self) -> None:
         count, mb = (5, 20) if self.quick else (5, 200)
         header(f"large files, {count} x {mb} MB uploaded to the Gyazo emulator")
-        src = self.work / f"large-{count}x{mb}"
-        if not src.exists():
-            part = src.with_name(src.name + ".part")
-            part.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                bench_stream.make_image(part / f"big{i}.png", mb)
-            part.rename(src)
-        env = env_base()
-        mine_r: list[float] = []
-        bare_r: list[float] = []
-        rss: list[float] = []
-        total = count * mb
-        for rep in range(self.repeat):
-            gy, url = emulator("gyazo", env, "--max-upload-mb", str(mb * 2))
-            try:
-                cfg = write_config(self.work, gy=url)
-                fresh_state(env, self.work, "large")
-
-                cmd = [*imgsync(cfg), "copy", str(src), "gy:", "--no-progress"]
-                ref_cmd = bare("stream", url, str(src))
-
-                def mine(cmd: list[str] = cmd) -> None:
-                    t, r = timed(cmd, env)
-                    mine_r.append(total / t)
-                    rss.append(r)
-
-                def ref(ref_cmd: list[str] = ref_cmd) -> None:
-                    bare_r.append(total / timed(ref_cmd, env)[0])
-
-                self.alternate(rep, [mine, ref])
-            finally:
-                stop(gy)
-        print(f"  imgsync copy ./large gy:  {fig(mine_r, 'MB/s', 1)}  peak RSS {fig(rss, 'MB', 1)}")
-        print(f"  raw streamed upload       {fig(bare_r, 'MB/s', 1)}")
-        r = statistics.median(mine_r) / statistics.median(bare_r)
-        ratio("large uploads vs raw stream", mine_r, bare_r, ">= 0.80", r >= 0.8)
+        bench_net.large(self.work, count, mb, self.repeat)
 
     def memory(self) -> None:
         size = 50 if self.quick else 300
@@ -492,7 +285,7 @@ SECTIONS = ("copy", "upload", "download", "large", "memory", "scale")
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--bare":
-        run_bare(sys.argv[2:])
+        bench_net.run_bare(sys.argv[2:])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, one pass")

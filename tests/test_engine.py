@@ -189,3 +189,32 @@ def test_a_large_file_is_copied_between_folders_in_chunks(tmp_path: Path) -> Non
     assert (tmp_path / "dst" / "big.png").read_bytes() == big
     code, summary = run_json("copy", str(src), str(tmp_path / "dst"))
     assert code == 0 and summary["copied"] == 0
+
+
+async def test_the_committers_byte_budget_holds_fetched_items_back_until_a_group_is_written() -> (
+    None
+):
+    import anyio
+    from anyio import wait_all_tasks_blocked
+
+    from imgsync.pipeline.committer import ByteBudget
+
+    budget = ByteBudget(100)
+    await budget.take(60)
+    order: list[str] = []
+
+    async def second() -> None:
+        await budget.take(60)  # would pass the limit: waits for the first to be given back
+        order.append("second in")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await wait_all_tasks_blocked()
+        assert order == []
+        order.append("first out")
+        budget.give(60)
+    assert order == ["first out", "second in"]
+    assert budget.held == 60
+    budget.give(60)
+    await budget.take(500)  # larger than the whole budget: let through when nothing is held
+    assert budget.held == 500

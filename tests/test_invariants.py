@@ -210,6 +210,55 @@ async def test_sigkill_during_a_migration_redoes_at_most_what_was_in_flight(
         await chv.close()
 
 
+async def test_sigkill_during_a_backup_leaves_only_recorded_files_that_are_on_disk(
+    tmp_path: Path,
+) -> None:
+    """Backups write in groups (one flush each) while downloads go on: whatever state
+    records at the folder after a SIGKILL is there with the recorded bytes and its
+    sidecar, and the next run finishes the rest with no second copy of anything."""
+    count, kills = 120, 3
+    host = GyazoFake(Knobs(token=GY_TOKEN, seed=count))
+    gyazo = await start_fake(host)
+    out = tmp_path / "backup"
+    db = Path(os.environ["IMGSYNC_STATE"])
+    try:
+        cfg = _config(tmp_path / "cfg.toml", gy_url=gyazo.url)
+        args = [
+            sys.executable, "-m", "imgsync", "--config", str(cfg), "backup", "gy:", str(out),
+            "--transfers", "8",
+        ]  # fmt: skip
+        env = {**os.environ, **ENV}
+        for k in range(1, kills + 1):
+            start = host.stats.requests
+            proc = await asyncio.create_subprocess_exec(
+                *args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            while host.stats.requests < start + 30 * k and proc.returncode is None:
+                await asyncio.sleep(0.002)
+            proc.kill()
+            await proc.wait()
+            with sqlite3.connect(db) as conn:
+                rows = conn.execute(
+                    "SELECT remote_id, sha256 FROM locations WHERE remote LIKE 'local:%'"
+                ).fetchall()
+            for rel, sha in rows:
+                assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == sha, rel
+                assert json.loads((out / f"{rel}.json").read_text())["sha256"] == sha
+        proc = await asyncio.create_subprocess_exec(
+            *args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+    finally:
+        await gyazo.close()
+    files = [p for p in out.iterdir() if p.is_file()]
+    images = sorted(p.name for p in files if sniff_image(p.read_bytes()[:64]))
+    assert len(images) == count, images
+    assert not [n for n in images if " (" in n]  # no second copy under another name
+    assert all((out / f"{n}.json").is_file() for n in images)
+    assert not [p for p in out.iterdir() if p.name.startswith(".imgsync-tmp")]
+
+
 # ---- 5. two processes upload each image once -----------------------------------------
 
 

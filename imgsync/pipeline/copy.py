@@ -69,6 +69,7 @@ from imgsync.models import (
     is_image_name,
     sniff_image,
 )
+from imgsync.pipeline.committer import Committer
 from imgsync.pipeline.ledger import PageLedger
 from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.progress import Progress
@@ -100,6 +101,7 @@ class Candidate:
     sha256: str | None = None
     body: Body | None = None
     page: int = -1
+    handed: bool = False  # given to the committer, which finishes it
 
     @property
     def digest(self) -> Digest | None:
@@ -144,6 +146,7 @@ class CopyRun:
         # otherwise, so they can be renamed into place); None: the system's temp folder
         self.spool_dir: Path | None = None
         self.halted = False  # a remote failed as a whole: workers take no more items
+        self._committer: Committer | None = None  # host -> folder: the group writer
         self._slots = anyio.Semaphore(max(1, opts.transfers))  # uploads in flight, run-wide
         self.relied: list[str] = []  # checksums found already there (this source relies on)
         # items another live imgsync (or fleet worker) held a lease on when this run got
@@ -281,15 +284,25 @@ class CopyRun:
         send, recv = anyio.create_memory_object_stream[list[Candidate]](
             max_buffer_size=self.opts.transfers
         )
-        async with anyio.create_task_group() as tg:
-            for _ in range(self.opts.transfers):
-                tg.start_soon(self._worker, recv.clone())
-            recv.close()
-            async with send:
-                try:
-                    await self._feed(source, send)
-                except ImgsyncError as exc:
-                    self._remote_failed(exc, listing=True)
+        if self.dst.features.batch_writes and not self.opts.dry_run:
+            self._committer = Committer(self)
+        async with anyio.create_task_group() as outer:
+            if self._committer is not None:
+                outer.start_soon(self._committer.run)
+            try:
+                async with anyio.create_task_group() as tg:
+                    for _ in range(self.opts.transfers):
+                        tg.start_soon(self._worker, recv.clone())
+                    recv.close()
+                    async with send:
+                        try:
+                            await self._feed(source, send)
+                        except ImgsyncError as exc:
+                            self._remote_failed(exc, listing=True)
+            finally:
+                if self._committer is not None:
+                    self._committer.close()  # it writes what is left, then returns
+        self._committer = None  # what is fetched again below is written directly
         await self._settle_deferred()
         if (
             self.listing_complete
@@ -316,10 +329,14 @@ class CopyRun:
                     self.summary.not_attempted += len(batch)
                     continue
                 await self._process(batch)
-                if batch and batch[0].page >= 0:
-                    for c in batch:
-                        self.ledger.finish(c.page, ok=c.source_id not in self.failed_ids)
-                    await self._page_progress()
+                await self._settle([c for c in batch if not c.handed])
+
+    async def _settle(self, done: list[Candidate]) -> None:
+        """Listed items that are finished (copied, failed or given up): their pages."""
+        if done and done[0].page >= 0:
+            for c in done:
+                self.ledger.finish(c.page, ok=c.source_id not in self.failed_ids)
+            await self._page_progress()
 
     async def _process(self, batch: list[Candidate]) -> None:
         if batch[0].scan is not None:
@@ -338,6 +355,9 @@ class CopyRun:
                 break
             if not await self._fetch(c):
                 continue
+            if self._committer is not None:  # written (and recorded) in groups
+                await self._committer.put(c)
+                continue
             await self._record_sources([c])
             group.append(c)
             held += c.body.in_memory if c.body else 0
@@ -346,6 +366,21 @@ class CopyRun:
                 group, held = [], 0
         if group:
             await self._hand_on(group)
+
+    async def commit_group(self, group: list[Candidate]) -> None:
+        """The committer's step: record where the items came from, write them into the
+        folder destination (one flush), then finish their pages."""
+        try:
+            if self.halted:  # the destination failed as a whole
+                self._give_up(group)
+            else:  # a stop signal: what was fetched is still written and recorded
+                await self._record_sources(group)
+                await self._write_group(group)
+        finally:
+            for c in group:
+                if c.body is not None:
+                    c.body.discard()
+        await self._settle(group)
 
     async def _hand_on(self, group: list[Candidate]) -> None:
         if self.dst.features.batch_writes:
