@@ -82,6 +82,14 @@ def _transfer_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument(
+        "-L",
+        "--copy-links",
+        dest="copy_links",
+        action="store_true",
+        help="a folder SRC: follow symbolic links that stay inside it (default: skip every "
+        "link, with a warning)",
+    )
+    p.add_argument(
         "--max-item-size",
         type=_size,
         default=None,

@@ -39,6 +39,7 @@ def _options(cfg: Config, args: argparse.Namespace) -> CopyOptions:
         sidecars=args.verb == "backup",
         max_delete=getattr(args, "max_delete", 100),
         include_non_images=getattr(args, "include_non_images", False),
+        follow_links=getattr(args, "copy_links", False),
         **_limits(args),
     )
 
@@ -99,7 +100,14 @@ def run_report(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _warn_links(summary: Summary) -> None:
+    """One warning line per symbolic link the run left alone (stderr)."""
+    for rel, why in summary.links_skipped:
+        print(f"imgsync: warning: skipped symlink {rel}: {why}", file=sys.stderr)
+
+
 def _report(summary: Summary, as_json: bool) -> int:
+    _warn_links(summary)
     if summary.verb == "check":
         return _report_check(summary, as_json)
     if as_json:

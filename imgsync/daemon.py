@@ -88,6 +88,8 @@ async def run_job_once(
             report_path=job.report_path,
         )
         summary = await run_job(cfg, spec, stop=stop, admit=admit)
+        for rel, why in summary.links_skipped:
+            log.warning("symlink_skipped", job=job.name, path=rel, reason=why)
         log.info("job_run", job=job.name, dest=dest, summary=summary.line())
         summaries.append((dest, summary))
         if stop is not None and stop.is_set():

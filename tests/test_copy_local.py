@@ -140,17 +140,21 @@ def test_hostile_names_round_trip(tmp_path: Path) -> None:
     assert summary["copied"] == 0 and summary["already_present"] == 3
 
 
-def test_symlink_loop_and_broken_link_are_reported(image_tree: Path, tmp_path: Path) -> None:
-    """A symlink loop and a broken link are per-item failures; everything else is copied."""
+def test_symlink_loop_and_broken_link_are_skipped_or_reported(
+    image_tree: Path, tmp_path: Path
+) -> None:
+    """By default a folder loop and a broken link are links, skipped (exit 0); with
+    --copy-links the loop is still not entered and the broken link is a failure."""
     (image_tree / "sub" / "loop").symlink_to(image_tree)
-    (image_tree / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (image_tree / "gone.png").symlink_to(image_tree / "nowhere.png")
     dst = tmp_path / "dst"
     code, summary = run_json("copy", str(image_tree), str(dst))
+    assert code == 0 and summary["copied"] == 12 and summary["symlinks_skipped"] == 2
+    code, summary = run_json("copy", str(image_tree), str(tmp_path / "d2"), "--copy-links")
     assert code == 1
-    assert summary["copied"] == 12
+    assert summary["copied"] == 12 and summary["symlinks_skipped"] == 1  # the loop
     errors = {f["item"]: f["error"] for f in summary["failures"]}
-    assert any("symlink loop" in e for e in errors.values())
-    assert errors.get("gone.png") == "broken symlink"
+    assert errors == {"gone.png": "broken symlink"}
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read files without permission")

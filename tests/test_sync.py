@@ -45,12 +45,12 @@ def test_sync_refuses_to_delete_more_than_max_delete(image_tree: Path, tmp_path:
 
 
 def test_sync_deletes_nothing_after_errors(image_tree: Path, tmp_path: Path) -> None:
-    """A copy with a failure (a broken link) deletes nothing."""
+    """A copy with a failure (a broken link, followed with --copy-links) deletes nothing."""
     dst = tmp_path / "dst"
     assert run_json("sync", str(image_tree), str(dst))[0] == 0
     (image_tree / "img05.png").unlink()
-    (image_tree / "broken.png").symlink_to(tmp_path / "nowhere")
-    code, summary = run_json("sync", str(image_tree), str(dst))
+    (image_tree / "broken.png").symlink_to(image_tree / "nowhere")
+    code, summary = run_json("sync", str(image_tree), str(dst), "--copy-links")
     assert code == 1
     assert summary["deleted"] == 0 and "errors" in summary["delete_note"]
     assert (dst / "img05.png").exists()

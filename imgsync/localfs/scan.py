@@ -1,8 +1,12 @@
 """Scanning a folder tree.
 
-Follows symlinked directories once (a loop is reported, not followed again), keeps names
-that are not valid UTF-8 (as surrogate escapes; see :func:`~imgsync.localfs.paths.path_key`),
-and skips imgsync's own temp files.
+Symbolic links are not followed (as rclone does without ``-L``): each one that would
+otherwise be considered (a folder, or a file passing the name filters) is reported as a
+skipped link, so nothing outside the folder is ever copied through one. With
+``follow_links`` a link whose target stays inside the folder is followed (a folder loop is
+reported once and not entered); a link leading outside is still skipped. Names that are
+not valid UTF-8 are kept (as surrogate escapes; see
+:func:`~imgsync.localfs.paths.path_key`), and imgsync's own temp files are skipped.
 """
 
 from __future__ import annotations
@@ -31,8 +35,17 @@ class ScanEntry(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ScanProblem:
+    """A path the scan could not take: an error (``skipped=False``: the run counts it as
+    failed) or a symbolic link left alone on purpose (``skipped=True``: a warning)."""
+
     rel: str
     message: str
+    skipped: bool = False
+
+
+LINK_SKIPPED = "not followed (--copy-links follows links that stay inside the folder)"
+LINK_OUTSIDE = "not followed: it leads outside the folder"
+LINK_LOOP = "not followed: a folder loop"
 
 
 def matches(rel: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
@@ -50,11 +63,23 @@ def matches(rel: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
     return not any(hit(p) for p in exclude)
 
 
+def _inside(real_root: str, path: str) -> bool:
+    target = os.path.realpath(path)
+    return target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
 def scan_tree(
-    root: Path, include: Iterable[str] = (), exclude: Iterable[str] = (), images_only: bool = True
+    root: Path,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    images_only: bool = True,
+    *,
+    follow_links: bool = False,
 ) -> tuple[list[ScanEntry], list[ScanProblem], int]:
     """Walk ``root``: (files, problems, files skipped as non-images).
 
+    Symbolic links are skipped (listed in problems with ``skipped=True``) unless
+    ``follow_links``, which follows those whose target is inside ``root``.
     Raises ``LocalIOError`` when ``root`` itself is missing or unreadable.
     """
     include, exclude = list(include), list(exclude)
@@ -68,14 +93,18 @@ def scan_tree(
         raise LocalIOError(f"cannot read folder {root}: {exc.strerror}", path=str(root)) from None
     if not stat.S_ISDIR(top.st_mode):
         raise LocalIOError(f"{root} is not a folder", path=str(root))
-    seen_dirs = {(top.st_dev, top.st_ino)}
+    real_root = os.path.realpath(root)
     # this loop runs once per file on every re-run: local names, no helper calls
     append = entries.append
     make = ScanEntry._make
     exts = IMAGE_EXTENSIONS
-    stack: list[tuple[str, str]] = [(str(root), "")]
+    # each folder carries the identities of the folders above it: a followed link back
+    # to one of them is a loop (a link to a folder seen elsewhere is not)
+    stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
+        (str(root), "", frozenset({(top.st_dev, top.st_ino)}))
+    ]
     while stack:
-        folder, prefix = stack.pop()
+        folder, prefix, above = stack.pop()
         try:
             it = os.scandir(folder)
         except OSError as exc:
@@ -88,14 +117,24 @@ def scan_tree(
                     continue
                 rel = prefix + name
                 try:
-                    if de.is_dir():  # follows symlinks
+                    link = de.is_symlink()  # from the directory entry: no system call
+                    if link and not follow_links:
+                        if not de.is_dir() and not _wanted(
+                            rel, name, images_only, include, exclude, filtered
+                        ):
+                            continue
+                        problems.append(ScanProblem(rel, LINK_SKIPPED, skipped=True))
+                        continue
+                    if de.is_dir():  # a followed link to a folder too
+                        if link and not _inside(real_root, de.path):
+                            problems.append(ScanProblem(rel, LINK_OUTSIDE, skipped=True))
+                            continue
                         st = de.stat()
                         ident = (st.st_dev, st.st_ino)
-                        if ident in seen_dirs:
-                            problems.append(ScanProblem(rel, "symlink loop; not followed again"))
+                        if ident in above:
+                            problems.append(ScanProblem(rel, LINK_LOOP, skipped=True))
                             continue
-                        seen_dirs.add(ident)
-                        stack.append((de.path, rel + "/"))
+                        stack.append((de.path, rel + "/", above | {ident}))
                         continue
                     if images_only:
                         dot = name.rfind(".")
@@ -103,6 +142,9 @@ def scan_tree(
                             skipped += 1
                             continue
                     if filtered and not matches(rel, include, exclude):
+                        continue
+                    if link and not _inside(real_root, de.path):
+                        problems.append(ScanProblem(rel, LINK_OUTSIDE, skipped=True))
                         continue
                     st = de.stat()
                 except FileNotFoundError:
@@ -115,3 +157,20 @@ def scan_tree(
                 if S_ISREG(st.st_mode):
                     append(make((rel, st.st_size, st.st_mtime_ns, st.st_ino)))
     return entries, problems, skipped
+
+
+def _wanted(
+    rel: str,
+    name: str,
+    images_only: bool,
+    include: list[str],
+    exclude: list[str],
+    filtered: bool,
+) -> bool:
+    """Whether a file link would be taken if it were a file (only those get a warning:
+    a link named ``notes.txt`` is as uninteresting as the file would be)."""
+    if images_only:
+        dot = name.rfind(".")
+        if dot <= 0 or name[dot:].lower() not in IMAGE_EXTENSIONS:
+            return False
+    return not filtered or matches(rel, include, exclude)

@@ -176,6 +176,7 @@ class CopyRun:
         s.checked, s.present, s.non_images = plan.scanned, plan.present, plan.non_images
         for p in plan.problems:
             s.fail(display(p.rel), p.message)
+        s.links_skipped = [(display(p.rel), p.message) for p in plan.links]
         self.progress.total = plan.scanned
         self.progress.tick(done=plan.present)
         if plan.vanished and not self.opts.dry_run:

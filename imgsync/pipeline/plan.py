@@ -28,7 +28,8 @@ class LocalPlan:
     present: int = 0  # unchanged files whose bytes the destination already has
     to_hash: list[ScanEntry] = field(default_factory=list)  # new or changed files
     to_send: list[tuple[ScanEntry, KnownFile]] = field(default_factory=list)  # hashed, missing
-    problems: list[ScanProblem] = field(default_factory=list)
+    problems: list[ScanProblem] = field(default_factory=list)  # failures
+    links: list[ScanProblem] = field(default_factory=list)  # symbolic links skipped
     non_images: int = 0
     vanished: list[str] = field(default_factory=list)  # known rels no longer on disk
     dest_shas: set[str] = field(default_factory=set)
@@ -86,15 +87,19 @@ def plan_local(
     include: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
     dest_root: Path | None = None,
+    follow_links: bool = False,
 ) -> LocalPlan:
     """Scan ``root`` and sort its files by what a copy to ``dest_key`` must do with them.
 
     ``dest_root`` is given for a folder destination: files deleted there by hand are then
-    noticed (their locations are dropped, so they are copied again).
+    noticed (their locations are dropped, so they are copied again). Symbolic links are
+    skipped (``plan.links``) unless ``follow_links`` (then those inside ``root`` are followed).
     Raises ``LocalIOError`` when ``root`` is missing or unreadable.
     """
-    entries, problems, non_images = scan_tree(root, include, exclude)
+    entries, found, non_images = scan_tree(root, include, exclude, follow_links=follow_links)
+    problems = [p for p in found if not p.skipped]
     plan = LocalPlan(root=root, scanned=len(entries), problems=problems, non_images=non_images)
+    plan.links = [p for p in found if p.skipped]
     plan.fingerprint = fingerprint(entries, include, exclude)
     plan.dest_root = dest_root
     plan.folders = {e.rel.rpartition("/")[0] for e in entries}

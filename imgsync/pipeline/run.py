@@ -109,7 +109,13 @@ def prepare(cfg: Config, job: Resolved) -> LocalPlan | None:
         assert job.src.path is not None
         dest_root = job.dst.path if job.dst.type == "local" else None
         return plan_local(
-            db, job.src.path, job.dst_key, job.opts.include, job.opts.exclude, dest_root=dest_root
+            db,
+            job.src.path,
+            job.dst_key,
+            job.opts.include,
+            job.opts.exclude,
+            dest_root=dest_root,
+            follow_links=job.opts.follow_links,
         )
 
 
@@ -141,7 +147,15 @@ def nothing_to_do(cfg: Config, job: Resolved, plan: LocalPlan) -> Summary | None
         checked=plan.scanned,
         present=plan.present,
         non_images=plan.non_images,
+        links_skipped=skipped_links(plan),
     )
+
+
+def skipped_links(plan: LocalPlan) -> list[tuple[str, str]]:
+    """The symbolic links a plan left alone, as (printable path, why)."""
+    from imgsync.localfs import display
+
+    return [(display(p.rel), p.message) for p in plan.links]
 
 
 def run_job_blocking(

@@ -27,6 +27,7 @@ class CopyOptions:
     exclude: tuple[str, ...] = ()
     sidecars: bool = False  # backup: a JSON metadata file beside each image
     include_non_images: bool = False
+    follow_links: bool = False  # a folder source: follow symbolic links inside it (-L)
     max_delete: int = 100  # sync: refuse to delete more than this in one run
     max_item_bytes: int = 2 * 1024**3  # one item larger than this fails (above host limits)
     item_timeout: float = 3600.0  # overall deadline for one item's download and upload
@@ -57,6 +58,8 @@ class Summary:
     failed: int = 0
     bytes: int = 0
     non_images: int = 0
+    # symbolic links in a folder source left alone: (printable path, why), one warning each
+    links_skipped: list[tuple[str, str]] = field(default_factory=list)
     not_attempted: int = 0  # left alone after the remote failed as a whole
     # still leased by another running imgsync at the wait's deadline: not done
     held: int = 0
@@ -105,6 +108,8 @@ class Summary:
         )
         if self.non_images:
             text += f", {self.non_images} non-images skipped"
+        if self.links_skipped:
+            text += f", {len(self.links_skipped)} symlinks skipped"
         if self.not_attempted:
             text += f", {self.not_attempted} not attempted"
         if self.held:
@@ -142,6 +147,7 @@ class Summary:
             "failed": self.failed,
             "bytes": self.bytes,
             "non_images_skipped": self.non_images,
+            "symlinks_skipped": len(self.links_skipped),
             "not_attempted": self.not_attempted,
             "held_elsewhere": self.held,
             "held_by": sorted(self.held_by),

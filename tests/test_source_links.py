@@ -1,0 +1,107 @@
+"""Symbolic links in a source folder are skipped (as rclone does without ``-L``), with one
+warning line per link; ``--copy-links`` follows the ones that stay inside the folder.
+Nothing outside the source folder is ever copied or uploaded through a link."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from helpers import run_cli, start_fake, tree_files, write_config
+
+from imgsync.config import load_config
+from imgsync.fakehosts.common import Knobs
+from imgsync.fakehosts.gyazo import GyazoFake
+from imgsync.fakehosts.images import make_png
+from imgsync.pipeline.run import JobSpec, run_job
+from imgsync.pipeline.summary import CopyOptions
+
+TOKEN = "links-test-token-77"
+
+
+def _tree(tmp_path: Path) -> tuple[Path, Path]:
+    """src: 3 real images; links to a file and a folder outside, to /etc/passwd (under an
+    image name), a broken one, and a folder loop. outside: a private image."""
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    (src / "odd").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(make_png(9, 9, 900))
+    (src / "a.png").write_bytes(make_png(8, 8, 1))
+    (src / "odd" / "b.png").write_bytes(make_png(8, 8, 2))
+    (src / "odd" / "c.png").write_bytes(make_png(8, 8, 3))
+    (src / "odd" / "link.png").symlink_to(outside / "secret.png")
+    (src / "odd" / "passwd.png").symlink_to("/etc/passwd")
+    (src / "odd" / "gone.png").symlink_to(src / "odd" / "nowhere.png")
+    (src / "out").symlink_to(outside, target_is_directory=True)
+    (src / "odd" / "loop").symlink_to(src, target_is_directory=True)
+    return src, outside
+
+
+def test_links_are_skipped_with_one_warning_each(tmp_path: Path) -> None:
+    """Five links: none is followed, each gets one warning line on stderr, the summary
+    counts them as skipped; the run is clean (exit 0) and copies the 3 real images."""
+    src, _ = _tree(tmp_path)
+    dst = tmp_path / "dst"
+    proc = run_cli("copy", str(src), str(dst), "--no-progress", timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(tree_files(dst)) == ["a.png", "odd/b.png", "odd/c.png"]
+    warnings = [ln for ln in proc.stderr.splitlines() if "symlink" in ln]
+    assert len(warnings) == 5, proc.stderr
+    assert all(ln.startswith("imgsync: warning: skipped symlink ") for ln in warnings)
+    assert "5 symlinks skipped" in proc.stdout
+    again = run_cli("copy", str(src), str(dst), "--json", timeout=60)
+    summary = json.loads(again.stdout)
+    assert again.returncode == 0 and summary["symlinks_skipped"] == 5
+    assert summary["copied"] == 0 and summary["failed"] == 0
+
+
+async def test_links_are_never_uploaded(tmp_path: Path) -> None:
+    """copy SRC gyazo: uploads the 3 real images only; the private image outside the
+    folder and /etc/passwd never reach the host."""
+    src, outside = _tree(tmp_path)
+    fake = await start_fake(GyazoFake(Knobs(token=TOKEN)))
+    os.environ["GY"] = TOKEN
+    try:
+        cfg = load_config(
+            write_config(
+                tmp_path / "cfg.toml",
+                f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{fake.url}"\ntoken_env = "GY"\n',
+            ),
+            explicit=True,
+        )
+        summary = await run_job(cfg, JobSpec("copy", str(src), "gy:", CopyOptions()))
+        stored = set(fake.host.stored_checksums())
+    finally:
+        await fake.close()
+        del os.environ["GY"]
+    assert summary.copied == 3 and summary.failed == 0 and len(summary.links_skipped) == 5
+    secret = hashlib.sha256((outside / "secret.png").read_bytes()).hexdigest()
+    assert len(stored) == 3 and secret not in stored
+
+
+def test_copy_links_follows_links_that_stay_inside(tmp_path: Path) -> None:
+    """``--copy-links``: a link to an image and a link to a folder inside the source are
+    copied as what they point to; links leading outside are still skipped; the folder
+    loop is skipped with its warning and does not hang the scan; a broken link is a
+    failure."""
+    src, _ = _tree(tmp_path)
+    (src / "raw.bin").write_bytes(make_png(7, 7, 70))  # not an image by its name
+    (src / "alias.png").symlink_to(src / "raw.bin")
+    (src / "odd2").symlink_to(src / "odd", target_is_directory=True)
+    dst = tmp_path / "dst"
+    proc = run_cli("copy", str(src), str(dst), "--json", "--copy-links", timeout=60)
+    summary = json.loads(proc.stdout)
+    files = tree_files(dst)
+    assert files["alias.png"] == (src / "raw.bin").read_bytes()
+    assert not any(name.startswith("out/") for name in files)
+    assert "odd/link.png" not in files and "odd/passwd.png" not in files
+    errors = {f["item"]: f["error"] for f in summary["failures"]}
+    assert errors.get("odd/gone.png") == "broken symlink"
+    # out, odd/link.png, odd/passwd.png, odd/loop, and the last three again under odd2/
+    assert summary["symlinks_skipped"] == 7
+    assert sorted(errors) == ["odd/gone.png", "odd2/gone.png"]
+    # odd2 is odd: its images land once (copies dedupe by checksum)
+    assert sorted(n.split("/")[-1] for n in files) == ["a.png", "alias.png", "b.png", "c.png"]
+    assert proc.returncode == 1  # the broken link
