@@ -547,6 +547,7 @@ def _rewrite(cfg: Config, args: argparse.Namespace) -> int:
                     "undo": args.undo,
                     "files": result.changed,
                     "failures": [{"file": f, "error": e} for f, e in result.failures],
+                    "skipped": [{"file": f, "reason": r} for f, r in result.skipped],
                 }
             )
         )
@@ -558,6 +559,8 @@ def _rewrite(cfg: Config, args: argparse.Namespace) -> int:
         else:
             verb = "would rewrite" if args.dry_run else "rewrote"
         print(f"{verb} {result.links_replaced} links in {result.files_changed} files")
+    for f, r in result.skipped:
+        print(f"  skipped: {f}: {r}", file=sys.stderr)
     for f, e in result.failures:
         print(f"  failed: {f}: {e}", file=sys.stderr)
     return 1 if result.failures else 0

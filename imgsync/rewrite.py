@@ -15,6 +15,13 @@ different URL and is left alone, while sentence punctuation after a URL
 autolinks. In HTML files a URL whose ``&`` is written ``&amp;`` is matched too, and its
 replacement is written the same way.
 
+What is read: files named on the command line (a symbolic link named there is followed:
+it was asked for), and the document files found by walking a named folder. Symbolic links
+found while walking are not followed, to a file or to a folder: a rewrite never edits
+anything outside the tree it was given. Binary files (NUL bytes without a UTF-16/32
+byte-order mark) and anything that is not a regular file (a FIFO would block the read) are
+skipped with a note and left untouched.
+
 Undo: before a changed file is replaced, the edits (offset, new bytes, old bytes) and the
 SHA-256 of the file before and after are appended to a journal kept beside the state
 database (``<state dir>/rewrites/``, private to the user). ``--undo`` puts back the old
@@ -26,10 +33,12 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import errno
 import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -74,6 +83,7 @@ class RewriteResult:
     diffs: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why), left alone
 
     def count(self, doc: Path, links: int, before: bytes, after: bytes, dry_run: bool) -> None:
         """One file changed (or that would change: then its diff is kept)."""
@@ -84,15 +94,59 @@ class RewriteResult:
             self.diffs.append(_diff(doc, before, after))
 
 
-def documents(paths: Iterable[Path]) -> Iterable[Path]:
-    """The files to look at: named files as given, folders walked for document suffixes."""
+LINK_NOTE = "symbolic link; not followed (name the file itself to rewrite it)"
+SPECIAL_NOTE = "not a regular file; not read"
+BINARY_NOTE = "binary file (NUL bytes); not changed"
+
+
+def documents(
+    paths: Iterable[Path], skipped: list[tuple[str, str]] | None = None
+) -> Iterable[Path]:
+    """The files to look at: named files as given, folders walked for document suffixes.
+
+    Walking never follows a symbolic link (to a file or a folder); such links, and named
+    paths that are not regular files, are appended to ``skipped`` as (path, why)."""
+    notes: list[tuple[str, str]] = [] if skipped is None else skipped
     for p in paths:
         if p.is_dir():
-            for sub in sorted(p.rglob("*")):
-                if sub.is_file() and sub.suffix.lower() in REWRITE_SUFFIXES:
-                    yield sub
+            for folder, dirs, files in os.walk(p):  # does not enter linked folders
+                dirs.sort()
+                for name in sorted(files):
+                    sub = Path(folder, name)
+                    if sub.suffix.lower() not in REWRITE_SUFFIXES:
+                        continue
+                    if sub.is_symlink():
+                        notes.append((str(sub), LINK_NOTE))
+                    elif sub.is_file():
+                        yield sub
+        elif p.exists() and not p.is_file():
+            notes.append((str(p), SPECIAL_NOTE))
         else:
             yield p
+
+
+def _read_document(doc: Path, follow: bool) -> bytes:
+    """The bytes of ``doc``, refusing anything that is not a regular file when opened. A
+    file found by walking (``follow`` false) is opened with ``O_NOFOLLOW``: one swapped for
+    a link after the walk looked at it is refused, not followed."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(doc, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, LINK_NOTE) from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(errno.EINVAL, SPECIAL_NOTE)
+        return fh.read()
+
+
+def is_binary(data: bytes) -> bool:
+    """NUL bytes (git's test), unless a UTF-16/32 byte-order mark explains them."""
+    return _codec(data)[1] == "utf-8" and b"\x00" in data[:65536]
 
 
 def _codec(data: bytes) -> tuple[bytes, str]:
@@ -230,6 +284,24 @@ class UndoJournal:
         self.save(doc, recs)
 
 
+def _load(
+    doc: Path, named: set[Path], result: RewriteResult, *, text_only: bool = True
+) -> bytes | None:
+    """The document's bytes, or None with a failure or a note recorded."""
+    try:
+        data = _read_document(doc, doc in named)
+    except OSError as exc:
+        if exc.strerror in (SPECIAL_NOTE, LINK_NOTE):
+            result.skipped.append((str(doc), exc.strerror))
+        else:
+            result.failures.append((str(doc), f"cannot read: {exc.strerror or exc}"))
+        return None
+    if text_only and is_binary(data):
+        result.skipped.append((str(doc), BINARY_NOTE))
+        return None
+    return data
+
+
 def rewrite(
     mapping: dict[str, str],
     paths: Iterable[Path],
@@ -242,12 +314,12 @@ def rewrite(
     if not mapping:
         return result
     rw = Rewriter(mapping)
-    for doc in documents(paths):
+    paths = list(paths)
+    named = {p for p in paths if not p.is_dir()}
+    for doc in documents(paths, result.skipped):
         real = Path(os.path.realpath(doc))
-        try:
-            data = real.read_bytes()
-        except OSError as exc:
-            result.failures.append((str(doc), f"cannot read: {exc.strerror or exc}"))
+        data = _load(doc, named, result)
+        if data is None:
             continue
         new, edits = rw.rewrite_bytes(data, html=doc.suffix.lower() in _HTML_SUFFIXES)
         if not edits:
@@ -271,15 +343,15 @@ def undo(paths: Iterable[Path], journal: UndoJournal, *, dry_run: bool) -> Rewri
     ``failures``) and left alone; its record is kept.
     """
     result = RewriteResult()
-    for doc in documents(paths):
+    paths = list(paths)
+    named = {p for p in paths if not p.is_dir()}
+    for doc in documents(paths, result.skipped):
         real = Path(os.path.realpath(doc))
         recs = journal.records(real)
         if not recs:
             continue
-        try:
-            data = real.read_bytes()
-        except OSError as exc:
-            result.failures.append((str(doc), f"cannot read: {exc.strerror or exc}"))
+        data = _load(doc, named, result, text_only=False)
+        if data is None:
             continue
         last = recs[-1]
         digest = _sha(data)
