@@ -18,6 +18,7 @@ disk, and a file imgsync did not write is never overwritten.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import itertools
@@ -36,15 +37,24 @@ from imgsync.localfs.scan import ScanEntry
 
 
 @functools.cache
-def _syncfs() -> Any:
+def _libc_function(name: str) -> Any:
+    """A C library function through ctypes (errno kept), or None where there is none.
+
+    Looked up in the running process first: ``find_library`` starts a subprocess."""
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    if name:
+    with contextlib.suppress(OSError, AttributeError):
+        return getattr(ctypes.CDLL(None, use_errno=True), name)
+    lib = ctypes.util.find_library("c")
+    if lib:
         with contextlib.suppress(OSError, AttributeError):
-            return ctypes.CDLL(name, use_errno=True).syncfs
+            return getattr(ctypes.CDLL(lib, use_errno=True), name)
     return None
+
+
+def _syncfs() -> Any:
+    return _libc_function("syncfs")
 
 
 def sync_filesystem(folder: str | Path) -> None:
@@ -55,12 +65,16 @@ def sync_filesystem(folder: str | Path) -> None:
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        syncfs(fd)
+        if syncfs(fd) != 0:  # a write-back error (EIO): nothing may count as on disk
+            import ctypes
+
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(folder))
     finally:
         os.close(fd)
 
 
-UNIT_FILES = 512
+UNIT_FILES = 2048  # a whole folder of this size is renamed into place at once
 _counter = itertools.count()
 _swept: set[str] = set()
 _sweep_lock = threading.Lock()
@@ -204,19 +218,63 @@ def _put(dst_root: str, unit: Unit, f: StagedFile, data: bytes | Path, ns: int |
                 os.replace(data, tmp)
             except OSError:
                 shutil.copyfile(data, tmp)
+            if ns is not None:
+                os.utime(tmp, ns=(ns, ns))
+            elif f.mtime:
+                os.utime(tmp, (f.mtime, f.mtime))
         else:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-        if ns is not None:
-            os.utime(tmp, ns=(ns, ns))
-        elif f.mtime:
-            os.utime(tmp, (f.mtime, f.mtime))
+            # unbuffered, and the times set through the open file: a few system calls
+            # per file (each one lets another thread take the GIL, and waits to get it back)
+            with open(tmp, "wb", buffering=0) as fh:
+                _write_all(fh, data)
+                if ns is not None:
+                    os.utime(fh.fileno(), ns=(ns, ns))
+                elif f.mtime:
+                    os.utime(fh.fileno(), (f.mtime, f.mtime))
     except OSError as exc:
         f.error = io_error(exc, os.path.join(dst_root, f.rel))
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         return
     unit.staged.append(f)
+
+
+def _write_all(fh: Any, data: bytes) -> None:
+    """Every byte of ``data`` through an unbuffered file (a raw write may be partial)."""
+    done = fh.write(data)
+    if done == len(data):
+        return
+    view = memoryview(data)
+    while done < len(data):
+        n = fh.write(view[done:])
+        if not n:
+            raise OSError(errno.EIO, "short write")
+        done += n
+
+
+def _read_small(src: str, expect: int | None) -> tuple[bytes, os.stat_result]:
+    """The whole of a small file and its status read *after* the bytes (so a change made
+    while it was read shows in size or mtime). Asks for one byte more than ``expect`` (the
+    scanned size): a file that grew since gives itself away."""
+    fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if expect is None:
+            chunks = []
+            while chunk := os.read(fd, CHUNK):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        else:
+            data = os.read(fd, expect + 1)
+            if 0 < len(data) < expect:  # a short read (some filesystems): read on
+                parts = [data]
+                got = len(data)
+                while got <= expect and (chunk := os.read(fd, expect + 1 - got)):
+                    parts.append(chunk)
+                    got += len(chunk)
+                data = b"".join(parts)
+        return data, os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
 STREAM_ABOVE = 8 * 1024 * 1024  # larger files are copied and hashed in chunks
@@ -262,15 +320,14 @@ def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit
         return unit
     if not _open_stage(unit, os.path.dirname(unit.final_dir) if unit.folder else dst_root):
         return unit
+    join = os.path.join
     for f in unit.files:
-        src = os.path.join(src_root, f.rel)
+        src = join(src_root, f.rel)
         if f.scan is not None and f.scan.size > STREAM_ABOVE:
             _stage_streamed(src, dst_root, unit, f, with_md5)
             continue
         try:
-            with open(src, "rb") as fh:
-                data = fh.read()
-                st = os.fstat(fh.fileno())
+            data, st = _read_small(src, f.scan.size if f.scan is not None else None)
         except FileNotFoundError:
             f.error = LocalIOError("file vanished before it could be read", path=src)
             continue
@@ -489,16 +546,49 @@ def commit_units(dst_root: str, units: list[Unit]) -> None:
         _drop(unit)
 
 
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+@functools.cache
+def _renameat2() -> Any:
+    import ctypes
+
+    fn = _libc_function("renameat2")
+    if fn is not None:
+        fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        fn.restype = ctypes.c_int
+    return fn
+
+
+def _rename_new(src: str, dst: str) -> bool | None:
+    """Rename ``src`` to ``dst`` only if nothing has that name, in one atomic system call:
+    True if done, False if ``dst`` exists, None when this cannot be done here (no
+    ``renameat2``, a filesystem without it, a missing folder, any other error): the caller
+    then takes the slower checked way, which reports real errors."""
+    fn = _renameat2()
+    if fn is None:
+        return None
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    import ctypes
+
+    return False if ctypes.get_errno() == errno.EEXIST else None
+
+
 def _rename_whole(unit: Unit) -> bool:
-    if (
-        unit.final_dir == os.path.dirname(unit.stage_dir)
-        or os.path.lexists(unit.final_dir)
-        or any(f.staged_name for f in unit.staged)  # staged under other names
-    ):
+    staged_as_other = any(f.staged_name for f in unit.staged)  # staged under other names
+    if staged_as_other or unit.final_dir == os.path.dirname(unit.stage_dir):
         return False
-    try:
-        os.rename(unit.stage_dir, unit.final_dir)
-    except OSError:
+    done = _rename_new(unit.stage_dir, unit.final_dir)
+    if done is None:
+        if os.path.lexists(unit.final_dir):
+            return False
+        try:
+            os.rename(unit.stage_dir, unit.final_dir)
+        except OSError:
+            return False
+    elif not done:
         return False
     for f in unit.staged:
         if f.approved:
@@ -513,9 +603,14 @@ def _staged_name(f: StagedFile) -> str:
 def _commit_file(dst_root: str, unit: Unit, f: StagedFile) -> None:
     name = f.rel.rpartition("/")[2]
     tmp = os.path.join(unit.stage_dir, _staged_name(f))
+    target = os.path.join(unit.final_dir, name)
+    # the common case, a name nothing has yet: one system call that never replaces
+    if f.ours is None and _rename_new(tmp, target):
+        f.final = f"{unit.folder}/{name}" if unit.folder else name
+        return
     try:
         os.makedirs(unit.final_dir, exist_ok=True)
-        target, already = _target_for(tmp, os.path.join(unit.final_dir, name), f.ours)
+        target, already = _target_for(tmp, target, f.ours)
         if already:
             os.unlink(tmp)
             f.already_there = True

@@ -60,14 +60,14 @@ async def copy_folders(run: FolderRun, entries: list[ScanEntry]) -> None:
     assert src_root is not None
     with_md5 = bool(run.dst.features.checksums & {"md5"})
     pending: list[Unit] = []
-    counts = {"staged": 0}
+    counts = {"staged": 0, "scheduled": 0}
     commit_lock = anyio.Lock()
 
     async def commit() -> None:
         async with commit_lock:
             units = list(pending)
             pending.clear()
-            counts["staged"] = 0
+            counts["staged"] = counts["scheduled"] = 0
             if not units:
                 return
             await run.dst.commit(units)
@@ -105,8 +105,12 @@ async def copy_folders(run: FolderRun, entries: list[ScanEntry]) -> None:
                     f.ours = run.replaceable.get(path_key(f.rel))
                 pending.append(unit)
                 counts["staged"] += len(unit.staged)
-                if counts["staged"] >= COMMIT_FILES:
-                    await commit()
+                if counts["staged"] >= COMMIT_FILES and not counts["scheduled"]:
+                    if commit_lock.locked():  # the last commit is still running: wait
+                        await commit()
+                    else:  # committed by a task of its own: this worker stages on meanwhile
+                        counts["scheduled"] = 1
+                        tg.start_soon(commit)
 
     send, recv = anyio.create_memory_object_stream[Unit](max_buffer_size=4)
     workers = max(1, min(run.opts.transfers, os.cpu_count() or 1))
