@@ -455,10 +455,11 @@ def _redacted(text: str) -> str:
     return text
 
 
-# Verbs that need more of the state shared than fleet mode shares yet (sync's delete plan
-# needs every worker's writes, the daemon its pauses and usage, verify its verdicts):
-# refused with exit 2 rather than half working.
-_NOT_IN_FLEET = ("sync", "run", "verify")
+# Verbs that need more of the state shared than fleet mode shares yet (sync's deletes
+# need the delete URLs, which stay on the worker that uploaded; verify its verdicts):
+# refused with exit 2 rather than half working. The daemon (``run``) refuses only the
+# jobs that would delete or verify (``daemon.check_jobs``).
+_NOT_IN_FLEET = ("sync", "verify")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -485,7 +486,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cfg.state_url and verb in _NOT_IN_FLEET:
         raise UsageError(
             f"{verb} does not work with a shared state ([state] url or IMGSYNC_STATE_URL) "
-            "yet; fleet mode runs copy, backup, migrate and check"
+            "yet; fleet mode runs copy, backup, migrate, check and run (without delete or verify "
+            "jobs)"
         )
     if verb == "status":
         if args.check:

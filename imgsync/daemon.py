@@ -131,6 +131,19 @@ def verify_figures(cfg: Config) -> dict[str, dict[str, Any]]:
     return {names.get(key, key): v for key, v in found.items()}
 
 
+def fleet_figures(cfg: Config) -> dict[str, dict[str, int]]:
+    """Fleet mode: job -> stage -> items, counted over every worker (read at scrape time;
+    empty when the shared state cannot be read now: the scrape still answers)."""
+    if not cfg.state_url:
+        return {}
+    from imgsync.state.fleet.report import job_totals
+
+    try:
+        return job_totals(cfg.state_url)
+    except ImgsyncError:
+        return {}
+
+
 class JobRun(Protocol):
     def __call__(
         self,
@@ -360,6 +373,15 @@ def check_jobs(cfg: Config) -> None:
             src_cfg, _ = resolve_spec(cfg, job.source)
             if src_cfg.type != "local":
                 raise UsageError(f"job {job.name}: a watch job's source must be a folder")
+        if cfg.state_url and (job.kind == "verify" or job.delete):
+            # fleet mode shares what copying needs; deleting needs every worker's delete
+            # URLs and verdicts, which stay on the worker that has them
+            what = "verify" if job.kind == "verify" else "delete = true"
+            raise UsageError(
+                f"job {job.name} ({what}) does not work with a shared state ([state] url or "
+                "IMGSYNC_STATE_URL) yet; the daemon runs watch, mirror, migrate and backup "
+                "jobs without delete there"
+            )
 
 
 # ---- the daemon ---------------------------------------------------------------------------
@@ -387,6 +409,7 @@ class Daemon:
             started=self.clock.time(),
             hosts=lambda: limiter_statistics(self.cfg.state_path),
             verify=lambda: verify_figures(self.cfg),
+            fleet=lambda: fleet_figures(self.cfg),
         )
         self.loops: dict[str, JobLoop] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -448,6 +471,8 @@ class Daemon:
             check_jobs(new)
             if new.state_path != self.cfg.state_path:
                 raise UsageError("state.path cannot change while the daemon runs; restart it")
+            if new.state_url != self.cfg.state_url:
+                raise UsageError("state.url cannot change while the daemon runs; restart it")
         except ImgsyncError as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             log.error("reload_failed", problems=[redact(p) for p in problems], kept="old config")

@@ -98,6 +98,8 @@ class DaemonStats:
     hosts: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
     # remote -> the last link-rot verdict counts and check time (imgsync verify); at scrape time
     verify: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
+    # fleet mode: job -> stage -> items in the shared journal (every worker); at scrape time
+    fleet: Callable[[], Mapping[str, Mapping[str, int]]] = dict
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body): 200 when no job is failing, else 503."""
@@ -205,6 +207,16 @@ class _Collector:
                 checked.add_metric([remote, status], float(v.get(status, 0)))
             last_check.add_metric([remote], float(v.get("last_check", 0)))
         yield from (checked, last_check)
+
+        fleet = GaugeMetricFamily(
+            "imgsync_fleet_items",
+            "Fleet mode: the job's items by stage in the shared journal, all workers together",
+            labels=["job", "stage"],
+        )
+        for job, stages in sorted(s.fleet().items()):
+            for stage, n in sorted(stages.items()):
+                fleet.add_metric([job, stage], float(n))
+        yield fleet
 
         up = GaugeMetricFamily("imgsync_daemon_start_time_seconds", "Unix time the daemon started")
         up.add_metric([], s.started)

@@ -215,7 +215,7 @@ async def test_verbs_fleet_mode_does_not_cover_are_refused_in_one_line(tmp_path:
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     (src / "a.png").write_bytes(seed_image(0)[0])
-    for args in (("sync", str(src), str(dst)), ("run",), ("verify", str(dst))):
+    for args in (("sync", str(src), str(dst)), ("verify", str(dst))):
         proc = await run_cli_async(*args, env=env)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and "does not work with a shared state" in proc.stderr

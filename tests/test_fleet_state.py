@@ -309,3 +309,107 @@ def test_the_progress_line_shows_the_fleets_totals() -> None:
     totals["job"] = {"listed": 5, "uploaded": 300, "verified": 12, "failed": 2}
     progress.tick(done=3, copied=3)
     assert progress.text().endswith("| fleet: 312 copied, 2 failed of 319")
+
+
+# ---- the daemon in fleet mode ------------------------------------------------------
+
+
+def _daemon_config(tmp_path: Path, url: str, job: str, listen: bool = False) -> Path:
+    path = tmp_path / "config.toml"
+    daemon = 'listen = "127.0.0.1:0"' if listen else ""
+    path.write_text(
+        f"""
+[state]
+path = "{tmp_path / "state" / "state.db"}"
+url = "{url}"
+
+[daemon]
+debounce = "2s"
+{daemon}
+
+{job}
+"""
+    )
+    return path
+
+
+async def test_the_daemon_runs_copy_jobs_on_a_shared_state_and_shows_the_fleets_totals(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`imgsync run` with a state URL runs a watch job (folder -> host) as a worker of the
+    fleet, and its /metrics counts what every worker of that job did, not only its own."""
+    import os
+
+    import aiohttp
+    from daemonclock import VirtualClock, eventually
+    from helpers import start_fake
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from imgsync.config import load_config
+    from imgsync.daemon import Daemon
+    from imgsync.fakehosts.common import Knobs
+    from imgsync.fakehosts.guizhan import GuizhanFake
+    from imgsync.fakehosts.images import make_png
+
+    clock = VirtualClock()
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"a{i}.png").write_bytes(make_png(9, 9, i))
+        os.utime(src / f"a{i}.png", (clock.time() - 60, clock.time() - 60))
+    guizhan = await start_fake(GuizhanFake(Knobs(token="gz-token-1234")))
+    monkeypatch.setenv("GZ_TOKEN", "gz-token-1234")
+    job = (
+        f'[remotes.gz]\ntype = "guizhan"\nbase_url = "{guizhan.url}"\ntoken_env = "GZ_TOKEN"\n\n'
+        f'[[jobs]]\nname = "shots"\nkind = "watch"\nsource = "{src}"\ndestinations = ["gz:"]\n'
+    )
+    cfg = load_config(_daemon_config(tmp_path, pg_url, job, listen=True))
+    # another worker of the same job already copied two other images
+    async with StateStore(tmp_path / "other.db", pg_url) as other:
+        await queries.journal_many(
+            other, "shots", "local:/elsewhere", "x", "uploaded", [("b0", SHAS[0]), ("b1", SHAS[1])]
+        )
+    daemon = Daemon(cfg, clock=clock, signals=False, watch_events=False)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await eventually(lambda: daemon.ready.is_set() or task.done())
+        await eventually(
+            lambda: "shots" in daemon.stats.jobs and daemon.stats.jobs["shots"].runs > 0
+        )
+        assert daemon.stats.jobs["shots"].items.get(("gz:", "copied")) == 3
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{daemon.port}/metrics") as r,
+        ):
+            text = await r.text()
+        fleet = {
+            s.labels["stage"]: s.value
+            for f in text_string_to_metric_families(text)
+            if f.name == "imgsync_fleet_items"
+            for s in f.samples
+            if s.labels["job"] == "shots"
+        }
+        done = fleet.get("uploaded", 0) + fleet.get("verified", 0)
+        assert done == 5, fleet  # its own 3 and the other worker's 2
+    finally:
+        daemon.request_stop()
+        assert await task == 0
+        await guizhan.close()
+
+
+async def test_the_daemon_refuses_jobs_that_delete_or_verify_on_a_shared_state(
+    tmp_path: Path,
+) -> None:
+    from helpers import run_cli_async
+
+    src = tmp_path / "src"
+    src.mkdir()
+    url = "postgresql://me:s3cret@127.0.0.1:1/x"
+    job = (
+        f'[[jobs]]\nname = "mirror"\nkind = "watch"\nsource = "{src}"\n'
+        f'destinations = ["{tmp_path / "dst"}"]\ndelete = true\n'
+    )
+    proc = await run_cli_async("--config", str(_daemon_config(tmp_path, url, job)), "run")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "s3cret" not in proc.stderr
+    assert "job mirror (delete = true) does not work with a shared state" in proc.stderr

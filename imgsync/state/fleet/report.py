@@ -117,6 +117,24 @@ def _status(conn: Any, now: float) -> dict[str, Any]:
     }
 
 
+def job_totals(url: str) -> dict[str, dict[str, int]]:
+    """job -> stage -> items in the fleet's journal (``/metrics``)."""
+    psycopg = driver()
+    conn = _connect(url)
+    out: dict[str, dict[str, int]] = {}
+    try:
+        with conn:
+            if schema.version_sync(conn) < 3:
+                return out
+            for job, stage, n in conn.execute(
+                "SELECT job, stage, COUNT(*) FROM fleet_journal GROUP BY job, stage"
+            ):
+                out.setdefault(job, {})[stage] = int(n)
+    except psycopg.Error as exc:
+        raise describe(url, exc) from None
+    return out
+
+
 def save_pause(url: str, authority: str, until: float, reason: str) -> None:
     """Store a host pause for every worker (a later end wins over an earlier one)."""
     psycopg = driver()
