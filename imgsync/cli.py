@@ -613,6 +613,10 @@ def _status(cfg: Config, as_json: bool, state: str | None = None) -> int:
     from imgsync.state.fleet.common import is_url
 
     target = state if state is not None else cfg.state_url or str(cfg.state_path)
+    if "://" in target and not is_url(target):
+        from imgsync.state.fleet.common import redact
+
+        raise UsageError(f"--state {redact(target)}: neither a state file nor a postgresql:// URL")
     if is_url(target):
         from imgsync.state.fleet.report import shared_status
 
@@ -620,10 +624,15 @@ def _status(cfg: Config, as_json: bool, state: str | None = None) -> int:
         if cfg.state_url and state is None:
             report["worker_state"] = str(cfg.state_path)
     else:
-        from imgsync.state.reader import open_reader
+        from imgsync.state.reader import StateReader, open_reader
 
         path = Path(target).expanduser()
-        reader = open_reader(path, create=False)
+        if state is not None and path.exists():  # a file named here is read, not changed
+            from imgsync.state.db import open_readonly
+
+            reader: StateReader | None = StateReader(path, open_readonly(path))
+        else:
+            reader = open_reader(path, create=False)
         if reader is None:
             report = {"state": str(path), "exists": False}
         else:

@@ -275,6 +275,48 @@ def test_state_copy_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFi
         assert err.count("\n") == 1 and "s3cret" not in err, err
     assert "postgresql://me:***@127.0.0.1:1/x" in err
     assert not (tmp_path / "t.db").exists()
+    # a FROM or TO that is some other file is refused, and left exactly as it was
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database")
+    notes.chmod(0o644)
+    for args, code in (
+        (["state", "copy", str(notes), str(tmp_path / "t.db")], 66),
+        (["state", "copy", str(src), str(notes)], 2),
+        (["status", "--state", str(notes)], 66),
+    ):
+        assert main(args) == code, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not" in err, err
+        assert notes.read_text() == "not a database" and notes.stat().st_mode & 0o777 == 0o644
+
+
+async def test_state_copy_reads_an_older_state_file_without_changing_it(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A state file an older imgsync wrote (schema version 5) is copied as it is: migrated
+    in memory, the file itself not touched (its version, its bytes, its mode)."""
+    from imgsync.state.schema import MIGRATIONS
+
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    for number in range(5):
+        for stmt in MIGRATIONS[number].split(";"):
+            if stmt.strip():
+                conn.execute(stmt)
+    conn.execute(
+        "INSERT INTO locations (remote, remote_id, sha256, url, delete_url, updated, page_url) "
+        "VALUES (?, 'r1', ?, 'https://d/1', 'https://d/del/1', 1.0, 'https://d/p/1')",
+        (DST, SHAS[1]),
+    )
+    conn.execute("PRAGMA user_version = 5")
+    conn.commit()
+    conn.close()
+    old.chmod(0o640)
+    before = old.read_bytes()
+    assert copy_state(str(old), pg_url).rows["locations"] == 1
+    assert old.read_bytes() == before and old.stat().st_mode & 0o777 == 0o640
+    report = shared_status(pg_url)
+    assert report["remotes"] == {DST: {"items": 1}}
 
 
 async def test_state_copy_and_status_round_trip_through_the_cli(

@@ -113,6 +113,43 @@ def open_sync(path: Path, *, create: bool = True) -> sqlite3.Connection | None:
     return conn
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that reads the state file ``path`` without changing it or its mode
+    (``imgsync state copy FROM``, ``status --state``): opened read-only; a file an older
+    imgsync wrote is copied into memory and migrated there. Raises ``LocalIOError`` when
+    there is no file or it is not a SQLite database, ``StateError`` otherwise."""
+    from imgsync.errors import LocalIOError
+    from imgsync.state.schema import SCHEMA_VERSION
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+    except IsADirectoryError:
+        raise LocalIOError(f"{path} is a folder, not a state database", path=str(path)) from None
+    except FileNotFoundError:
+        raise LocalIOError(f"no state database at {path}", path=str(path)) from None
+    except OSError as exc:
+        raise LocalIOError(f"cannot read {path}: {exc.strerror}", path=str(path)) from None
+    if head != _SQLITE_HEADER:
+        raise LocalIOError(f"{path} is not an imgsync state database", path=str(path))
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            memory = sqlite3.connect(":memory:", isolation_level=None)
+            conn.backup(memory)
+            conn.close()
+            conn = memory
+            migrate(conn)
+    except (sqlite3.Error, RuntimeError) as exc:
+        raise describe_error(path, exc) from None
+    return conn
+
+
 def owner_id() -> str:
     """Who holds a claim: host and pid, so a dead owner's claims can be taken over."""
     import socket

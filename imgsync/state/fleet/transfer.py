@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from imgsync.errors import LocalIOError, StateError, UsageError
-from imgsync.state.db import describe_error, open_sync
+from imgsync.state.db import describe_error, open_readonly, open_sync
 from imgsync.state.fleet import schema
 from imgsync.state.fleet.common import describe, driver, is_url, redact
 
@@ -150,10 +150,10 @@ Rows = dict[str, list[tuple[Any, ...]]]
 
 
 def _read_local(path: Path) -> Rows:
-    if not path.is_file():
-        raise LocalIOError(f"state copy: no state database at {path}", path=str(path))
-    conn = open_sync(path, create=False)
-    assert conn is not None
+    try:
+        conn = open_readonly(path)  # FROM is read, never changed
+    except LocalIOError as exc:
+        raise LocalIOError(f"state copy: {exc}", path=str(path)) from None
     try:
         return {
             t.name: [
@@ -168,6 +168,10 @@ def _read_local(path: Path) -> Rows:
 
 
 def _write_local(path: Path, rows: Rows) -> None:
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as fh:
+            if fh.read(16) != b"SQLite format 3\x00":  # not a file of the user's to change
+                raise UsageError(f"state copy: TO {path} exists and is not a state database")
     conn = open_sync(path)  # created private (0600) and migrated when new
     assert conn is not None
     try:
