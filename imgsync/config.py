@@ -167,6 +167,8 @@ class Config:
     state_path: Path = field(default_factory=default_state_path)
     # fleet mode: the shared PostgreSQL state several workers coordinate through
     state_url: str | None = field(default_factory=lambda: default_state_url(None))
+    # fleet mode: seconds a worker's leases (items, listing pages) outlive its last renewal
+    lease_ttl: float = 30.0
     transfers: int = 4
     log_level: str = "info"
     log_format: str = "auto"
@@ -267,8 +269,15 @@ def parse_config(
         else:
             p.add("state.url", "must be a postgresql:// URL")
     state_url = default_state_url(state_url)
+    lease_ttl = 30.0
+    if "lease_ttl" in state:
+        value = state["lease_ttl"]
+        if isinstance(value, int | float) and not isinstance(value, bool) and 5 <= value <= 3600:
+            lease_ttl = float(value)
+        else:
+            p.add("state.lease_ttl", "must be a number of seconds from 5 to 3600")
     for key in state:
-        if key not in ("path", "url"):
+        if key not in ("path", "url", "lease_ttl"):
             p.add(f"state.{key}", "unknown key")
 
     transfers = data.get("transfers", 4)
@@ -303,6 +312,7 @@ def parse_config(
         path=Path(source) if source != "<config>" else None,
         state_path=state_path,
         state_url=state_url,
+        lease_ttl=lease_ttl,
         transfers=transfers,
         log_level=str(level),
         log_format=str(fmt),

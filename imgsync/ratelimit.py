@@ -84,7 +84,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
 
 from aiolimiter import AsyncLimiter
@@ -107,10 +107,19 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
 OnPause = Callable[[str, float, str], Awaitable[None]]
 """``on_pause(authority, until_unix, reason)``: record a new host pause (e.g. in state)."""
-Gate = Callable[[str, Sequence[tuple[int, float]]], Awaitable[float]]
-"""``gate(authority, [(count, period), ...])``: a ledger shared with other processes (fleet
-mode) admitting one more request: 0.0 when admitted, else seconds to wait and ask again.
-Asked after this process's own windows admitted the request."""
+
+
+class Gate(Protocol):
+    """A ledger shared with other processes (fleet mode), asked after this process's own
+    windows admitted a request."""
+
+    async def __call__(self, authority: str, windows: Sequence[tuple[int, float]]) -> float:
+        """Admit one more request under ``windows`` ((count, period) each): 0.0 when
+        admitted, else the seconds to wait before asking again."""
+
+    def answered(self, authority: str) -> None:
+        """One request this gate admitted got its answer (or gave up)."""
+
 
 DEFAULT_CONCURRENCY = 4
 OUTAGE_BUDGET = 30.0  # seconds a host may fail every request before its breaker opens
@@ -282,6 +291,7 @@ class HostLimiter:
         self._windows: tuple[_Window, ...] = ()
         self._smoother: AsyncLimiter | None = None
         self._gated = False
+        self._gate_pending = 0  # admitted by the gate, answer not reported to it yet
         self._delay = 0.0  # penalty spacing between request starts; 0 = none
         self._not_before = -math.inf  # monotonic time before which nothing starts
         self._escalated_at = -math.inf
@@ -399,6 +409,7 @@ class HostLimiter:
                 while (wait := await self._gate(self.authority, spec)) > 0:
                     await self._sleep(wait)
                     self._check_pause()
+                self._gate_pending += 1
                 now = self._clock()
             self._last_start = now
             for w in self._windows:
@@ -428,6 +439,9 @@ class HostLimiter:
             sleeper.cancel()
 
     def _answered(self) -> None:
+        if self._gate_pending and self._gate is not None:
+            self._gate_pending -= 1
+            self._gate.answered(self.authority)
         if self._windows:
             now = self._clock()
             for w in self._windows:
@@ -670,6 +684,11 @@ class LimiterRegistry:
         self._usage: dict[str, list[float]] = {}  # saved usage not yet applied
         for authority, rates in defaults.items():
             self.set_default(authority, rates)
+
+    @property
+    def gate(self) -> Gate | None:
+        """The ledger shared with other processes (fleet mode), if any."""
+        return self._gate
 
     def for_authority(self, authority: str) -> HostLimiter:
         """The limiter for ``authority`` (``host[:port]``, any case), created on first use."""

@@ -189,6 +189,10 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+        gate = getattr(self._limiters, "gate", None)
+        if gate is not None:  # fleet mode: the last answers reach the shared rate ledger
+            with contextlib.suppress(ImgsyncError, OSError):
+                await gate.flush()
         if self._limiters is not None and self._own_http:
             # best effort: a locked or full state database must not mask the run's outcome
             with contextlib.suppress(ImgsyncError, OSError):

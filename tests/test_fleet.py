@@ -182,10 +182,9 @@ async def test_three_workers_migrate_one_library_uploading_each_image_once(
         assert src["items"] == n
         assert dst["uploads"] == src["distinct_checksums"] == dst["items"]
         # 3 workers, each allowed the whole 20/second, held the limit together (without the
-        # shared ledger the host throttles ~20 of them). The ledger stamps a request when it
-        # is admitted, so a request delayed on a loaded machine can arrive late enough to
-        # land in the host's next window: one or two such refusals (retried) are tolerated.
-        assert dst["throttled"] <= 2
+        # shared ledger the host throttles ~20 of them; a request counts there until its
+        # answer, so one delayed on a loaded machine still lands inside its window)
+        assert dst["throttled"] == 0
         assert sum(s["copied"] for s in summaries) == src["distinct_checksums"]
         for w in range(3):
             with (tmp_path / f"map{w}.csv").open() as fh:

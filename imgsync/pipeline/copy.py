@@ -63,6 +63,7 @@ from imgsync.localfs import (
 from imgsync.log import get_logger
 from imgsync.models import (
     ItemMeta,
+    Page,
     RemoteItem,
     UploadSource,
     guess_mime,
@@ -70,6 +71,7 @@ from imgsync.models import (
     sniff_image,
 )
 from imgsync.pipeline.committer import Committer
+from imgsync.pipeline.fleetlist import SharedListing
 from imgsync.pipeline.ledger import PageLedger
 from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.progress import Progress
@@ -147,6 +149,8 @@ class CopyRun:
         self.spool_dir: Path | None = None
         self.halted = False  # a remote failed as a whole: workers take no more items
         self._committer: Committer | None = None  # host -> folder: the group writer
+        # fleet mode: the listing is split page by page between the workers
+        self.shared: SharedListing | None = None
         self._slots = anyio.Semaphore(max(1, opts.transfers))  # uploads in flight, run-wide
         self.relied: list[str] = []  # checksums found already there (this source relies on)
         # items another live imgsync (or fleet worker) held a lease on when this run got
@@ -214,6 +218,14 @@ class CopyRun:
         """Copy from a listable remote, page by page, resuming from the saved cursor."""
         started = time.monotonic()
         saved, done = None, False
+        fleet = self.store.fleet
+        if fleet is not None and not self.opts.dry_run:
+            # what the other workers found and uploaded counts as known here
+            await queries.import_fleet_locations(self.store, self.src_key)
+            await queries.import_fleet_locations(self.store, self.dst_key)
+            self.shared = SharedListing(
+                fleet, self.src, self.src_key, self.dst_key, sleep=self.opts.sleep or anyio.sleep
+            )
         if reader is not None:
             if self.dst.features.batch_writes:  # files deleted there by hand
                 known = await anyio.to_thread.run_sync(reader.items_at, self.dst_key)
@@ -232,8 +244,10 @@ class CopyRun:
             saved, done = await anyio.to_thread.run_sync(load)
         self.start_cursor = saved if (not done or self.src.features.listing_appends) else None
         try:
-            await self._drive(self._listing())
+            await self._drive(self._listing() if self.shared is None else self._shared_listing())
         finally:
+            if self.shared is not None:
+                await self.shared.release()  # pages left unfinished: for another worker
             await self._record_relied()
         self.summary.elapsed = time.monotonic() - started
         return self.summary
@@ -243,24 +257,7 @@ class CopyRun:
         last_cursor: str | None = self.start_cursor
         async for page, cursor in self.src.iter_all(self.start_cursor):
             last_cursor = cursor
-            batch: list[Candidate] = []
-            for item in page.items:
-                self.summary.checked += 1
-                if not item.is_image and not self.include_non_images:
-                    self.summary.non_images += 1
-                    continue
-                sha = self.known_remote.get(item.remote_id)
-                # a converting host's item is there if what was sent or what it serves is
-                stored = self.stored_remote.get(item.remote_id)
-                held = sha if sha in self.dest_shas else stored
-                if sha is not None and held in self.dest_shas:
-                    self.summary.present += 1
-                    self.progress.tick(done=1)
-                    self.relied.append(held)
-                    continue
-                batch.append(Candidate(item.remote_id, safe_name(item.name), remote=item))
-            if batch and not self.opts.dry_run:
-                await self._journal_batch("listed", [(c.source_id, c.sha256) for c in batch])
+            batch = await self._page_candidates(page)
             resume = page.next_cursor if page.next_cursor is not None else cursor
             index = self.ledger.add(resume, len(batch))
             for c in batch:
@@ -273,8 +270,49 @@ class CopyRun:
                 return
         self.listing_complete, self.last_cursor = True, last_cursor
 
+    async def _page_candidates(self, page: Page) -> list[Candidate]:
+        """A listed page's items still to copy (the rest counted as there or skipped)."""
+        batch: list[Candidate] = []
+        for item in page.items:
+            self.summary.checked += 1
+            if not item.is_image and not self.include_non_images:
+                self.summary.non_images += 1
+                continue
+            sha = self.known_remote.get(item.remote_id)
+            # a converting host's item is there if what was sent or what it serves is
+            stored = self.stored_remote.get(item.remote_id)
+            held = sha if sha in self.dest_shas else stored
+            if sha is not None and held in self.dest_shas:
+                self.summary.present += 1
+                self.progress.tick(done=1)
+                self.relied.append(held)
+                continue
+            batch.append(Candidate(item.remote_id, safe_name(item.name), remote=item))
+        if batch and not self.opts.dry_run:
+            await self._journal_batch("listed", [(c.source_id, c.sha256) for c in batch])
+        return batch
+
+    async def _shared_listing(self) -> AsyncIterator[list[Candidate]]:
+        """Fleet mode: the pages this worker claims, until the fleet's round is complete."""
+        shared = self.shared
+        assert shared is not None
+        while (got := await shared.next_page(lambda: self.stopping or self.halted)) is not None:
+            claim, page = got
+            batch = await self._page_candidates(page)
+            index = self.ledger.add(None, len(batch))
+            for c in batch:
+                c.page = index
+            await shared.track(index, claim, len(batch))
+            for start in range(0, len(batch), HOST_BATCH):
+                yield batch[start : start + HOST_BATCH]
+            if self.stopping:
+                return
+        self.listing_complete = shared.complete
+
     async def _page_progress(self) -> None:
         """Save the cursor after every leading page whose items are all done."""
+        if self.shared is not None:  # the fleet keeps the listing's place (fleet_pages)
+            return
         resume = self.ledger.advance()
         if resume is not None and not self.opts.dry_run:
             await queries.save_cursor(self.store, self.src_key, "list", resume, done=False)
@@ -311,6 +349,7 @@ class CopyRun:
             and not self.summary.remote_failure
             and not self.opts.dry_run
             and not self.stopping
+            and self.shared is None
         ):
             await queries.save_cursor(self.store, self.src_key, "list", self.last_cursor, done=True)
 
@@ -338,6 +377,8 @@ class CopyRun:
             for c in done:
                 self.ledger.finish(c.page, ok=c.source_id not in self.failed_ids)
             await self._page_progress()
+            if self.shared is not None and not (self.halted or self.stopping):
+                await self.shared.finished(c.page for c in done)
 
     async def _process(self, batch: list[Candidate]) -> None:
         if batch[0].scan is not None:

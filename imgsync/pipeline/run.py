@@ -246,7 +246,10 @@ async def _run(
             job.dst.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"cannot create {job.dst.path}: {exc.strerror}") from None
-    async with StateStore(cfg.state_path, cfg.state_url) as store, Runtime(cfg) as rt:
+    async with (
+        StateStore(cfg.state_path, cfg.state_url, lease_ttl=cfg.lease_ttl) as store,
+        Runtime(cfg) as rt,
+    ):
         src = await rt.open(job.src)
         dst = await rt.open(job.dst)
         if plan is None and not src.features.can_list:
@@ -291,6 +294,7 @@ async def _run(
             # they recorded, so this worker's map and status cover the whole job
             await store.fleet.settle(job.dst_key, within=FLEET_SETTLE)
             await queries.import_fleet_locations(store, job.dst_key)
+            await queries.import_fleet_locations(store, job.src_key)  # items others listed
         await queries.finish_run(store, run_id, summary.to_json())
     if opts.verb == "migrate" and not opts.dry_run and job.spec.map_path is not None:
         await anyio.to_thread.run_sync(write_url_map, cfg, job, job.spec.map_path, summary)
@@ -460,7 +464,7 @@ async def forget_gone_from_host(cfg: Config, job: Resolved) -> int:
 
     gone = [rid for rid in await anyio.to_thread.run_sync(known) if rid not in seen]
     if gone:
-        async with StateStore(cfg.state_path, cfg.state_url) as store:
+        async with StateStore(cfg.state_path, cfg.state_url, lease_ttl=cfg.lease_ttl) as store:
             await queries.forget_locations(store, job.dst_key, gone)
     return len(gone)
 

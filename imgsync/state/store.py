@@ -19,7 +19,7 @@ import aiosqlite
 
 from imgsync.errors import StateError
 from imgsync.state.db import BUSY_TIMEOUT_MS, describe_error, open_sync, owner_alive, owner_id
-from imgsync.state.fleet import Fleet
+from imgsync.state.fleet import LEASE_TTL, Fleet
 
 CLAIM_TTL = 6 * 3600.0
 
@@ -40,10 +40,11 @@ class _Op:
 class StateStore:
     """The async state handle: reads through aiosqlite, writes through one writer task."""
 
-    def __init__(self, path: Path, url: str | None = None) -> None:
+    def __init__(self, path: Path, url: str | None = None, *, lease_ttl: float = LEASE_TTL) -> None:
         self.path = path
         self._held_db = str(Path(path).resolve())
         self.url = url
+        self.lease_ttl = lease_ttl
         self.owner = owner_id()
         # fleet mode (``[state] url``): leases and locations shared through PostgreSQL
         self.fleet: Fleet | None = None
@@ -68,7 +69,8 @@ class StateStore:
             raise describe_error(self.path, exc) from None
         if self.url:
             try:
-                self.fleet = await Fleet(self.url, self.owner).open()
+                fleet = Fleet(self.url, self.owner, ttl=self.lease_ttl)
+                self.fleet = await fleet.open(renew=True)
             except BaseException:
                 await self._conn.close()
                 self._conn = None
@@ -182,7 +184,8 @@ class StateStore:
             del _HELD[key]
 
     async def holders(self, dest: str, shas: Sequence[str]) -> dict[str, str]:
-        """Who else holds a lease on each of ``shas`` for ``dest`` now (checksum -> owner)."""
+        """Who else holds a lease on each of ``shas`` for ``dest`` now (checksum -> owner):
+        another process on this state or, in fleet mode, another worker of the fleet."""
         out: dict[str, str] = {}
         for start in range(0, len(shas), 500):
             chunk = list(shas[start : start + 500])
@@ -196,6 +199,8 @@ class StateStore:
         for s in shas:  # held by another run of this very process
             if _HELD.get(self._held_key(dest, s), id(self)) != id(self):
                 out[s] = self.owner
+        if self.fleet is not None and shas:
+            out.update(await self.fleet.holders(dest, shas))
         return out
 
     async def release(self, dest: str, shas: Iterable[str]) -> None:

@@ -17,8 +17,15 @@ without their password).
 A lease is taken in one statement (``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` the
 holder's lease expired, ``RETURNING`` what was taken), then re-checked against the
 recorded locations in the same transaction: a location is committed before its lease is
-released, so bytes another worker uploaded are never leased again. A worker that dies
-keeps its leases until they expire (``LEASE_TTL``); another worker then takes them over.
+released, so bytes another worker uploaded are never leased again.
+
+Leases (on items and on listing pages, see :mod:`imgsync.state.fleet_pages`) carry an
+expiry ``ttl`` seconds ahead (``[state] lease_ttl``, 30 s by default). A live worker
+renews all of its leases every third of that (:meth:`Fleet.renew`, a background task),
+so a transfer of any length keeps its lease; a worker that dies stops renewing, and its
+leases are taken over once they expire (at once when the dead worker was on the same
+machine: its pid is gone). Expiries are kept on the database's clock: each worker
+measures its offset to it when it connects, so the machines' clocks need not agree.
 
 No delete URL leaves the worker that uploaded: the shared records hold where an image
 is, not the credential to delete it.
@@ -28,8 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Self
 
@@ -41,26 +50,41 @@ from imgsync.state.fleet.common import describe, driver, is_url, redact
 if TYPE_CHECKING:
     import psycopg
 
-LEASE_TTL = 15 * 60.0
+LEASE_TTL = 30.0  # seconds a lease outlives its worker's last renewal
 
 __all__ = ["LEASE_TTL", "Fleet", "FleetLedger", "describe", "is_url", "redact"]
 
-# The fleet's ledger counts a request from its admission (the database's clock, so the
-# workers' clocks need not agree) for its window's period plus this share of it, for
-# the time a request takes to reach the host.
-LEDGER_SLACK = 0.05
+# The fleet's ledger counts a request from its admission until its window's period after
+# its answer (both on the database's clock, so the workers' clocks need not agree), plus
+# this share of the period for the host's own clock granularity.
+LEDGER_SLACK = 0.01
 LEDGER_KEEP = 300.0
+# A request whose answer never reached the ledger (its worker died on another machine)
+# stops counting this long after its admission; one on this machine is settled as soon
+# as its worker is seen dead.
+LEDGER_PENDING_CAP = 60.0
 
 
 class Fleet:
     """One async connection to the shared PostgreSQL state (one per worker run)."""
 
-    def __init__(self, url: str, owner: str, *, ttl: float = LEASE_TTL) -> None:
+    def __init__(
+        self,
+        url: str,
+        owner: str,
+        *,
+        ttl: float = LEASE_TTL,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
         if not is_url(url):
             raise StateError(f"state URL {redact(url)} is not a postgresql:// URL")
         self.url = url
         self.owner = owner
         self.ttl = ttl
+        self._clock = clock  # None: this machine's clock, set to the database's
+        self._offset = 0.0
+        self._sleep = sleep
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lock = asyncio.Lock()
         # the job's shared record (journal, objects, owners, cursors), sent in batches
@@ -69,26 +93,88 @@ class Fleet:
         self._pushed = time.monotonic()
         self._runs: dict[int, int] = {}  # this worker's run id -> the fleet's
         self.totals: dict[str, dict[str, int]] = {}  # job -> stage -> items, fleet-wide
+        self._renewer: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        """The fleet's time (unix seconds on the database's clock) that leases expire by."""
+        return self._clock() if self._clock is not None else time.time() + self._offset
 
     def __repr__(self) -> str:
         return f"Fleet({redact(self.url)!r}, owner={self.owner!r})"
 
-    async def open(self) -> Self:
+    async def open(self, *, renew: bool = False) -> Self:
+        """Connect and migrate; ``renew``: keep this worker's leases alive in the background
+        (every third of the TTL) until :meth:`close`."""
         psycopg = driver()
         try:
             self._conn = await psycopg.AsyncConnection.connect(
                 self.url, autocommit=False, connect_timeout=10
             )
             await schema.migrate(self._conn)
+            if self._clock is None:
+                self._offset = await self._measure_offset()
         except psycopg.Error as exc:
             await self.close()
             raise describe(self.url, exc) from None
         except OSError as exc:
             await self.close()
             raise describe(self.url, exc) from None
+        if renew:
+            self._renewer = asyncio.create_task(self._renew_loop(), name="imgsync-fleet-renew")
         return self
 
+    async def _measure_offset(self) -> float:
+        """The database's clock minus this machine's (the best of three round trips)."""
+        assert self._conn is not None
+        best: tuple[float, float] | None = None
+        for _ in range(3):
+            before = time.time()
+            cur = await self._conn.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")
+            row = await cur.fetchone()
+            after = time.time()
+            await self._conn.rollback()
+            assert row is not None
+            trip, offset = after - before, float(row[0]) - (before + after) / 2
+            if best is None or trip < best[0]:
+                best = (trip, offset)
+        assert best is not None
+        return best[1]
+
+    async def renew(self) -> int:
+        """Push the expiry of every lease this worker holds (items and pages) a TTL ahead;
+        how many there were."""
+        now = self.now()
+
+        async def work(cur: Any) -> int:
+            await cur.execute(
+                "UPDATE fleet_claims SET expires = %s WHERE owner = %s",
+                (now + self.ttl, self.owner),
+            )
+            n = int(cur.rowcount or 0)
+            await cur.execute(
+                "UPDATE fleet_pages SET expires = %s WHERE owner = %s AND state <> 'done'",
+                (now + self.ttl, self.owner),
+            )
+            return n + int(cur.rowcount or 0)
+
+        n: int = await self._tx(work)
+        return n
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await self._sleep(self.ttl / 3)
+            try:
+                await self.renew()
+            except StateError:
+                # the next lease, record or release fails the same way and stops the run
+                logging.getLogger("imgsync.fleet").debug("lease renewal failed", exc_info=True)
+
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             psycopg = driver()
@@ -110,7 +196,7 @@ class Fleet:
     async def lease(self, dest: str, shas: Sequence[str]) -> tuple[set[str], set[str]]:
         """(leased to this worker, already recorded at ``dest``), atomically across workers."""
         shas = sorted(set(shas))  # one lock order for every worker: no deadlock
-        now = time.time()
+        now = self.now()
 
         async def work(cur: Any) -> tuple[set[str], set[str]]:
             await cur.execute(
@@ -161,10 +247,24 @@ class Fleet:
         """See :class:`FleetLedger`."""
 
         async def work(cur: Any) -> float:
-            return await _admit(cur, authority, windows)
+            return await _admit(cur, authority, windows, self.owner)
 
         wait: float = await self._tx(work)
         return wait
+
+    async def answered(self, authority: str, n: int) -> None:
+        """``n`` of this worker's requests to ``authority`` were answered: stamp the oldest
+        ``n`` pending ones answered now (the database's clock; see :class:`FleetLedger`)."""
+
+        async def work(cur: Any) -> None:
+            await cur.execute(
+                "UPDATE fleet_rate_log SET answered = EXTRACT(EPOCH FROM clock_timestamp()) "
+                "WHERE id = ANY(ARRAY(SELECT id FROM fleet_rate_log WHERE authority = %s "
+                "AND owner = %s AND answered IS NULL ORDER BY stamp LIMIT %s))",
+                (authority, self.owner, n),
+            )
+
+        await self._tx(work)
 
     async def present(self, dest: str, shas: Sequence[str]) -> set[str]:
         """Which of ``shas`` are recorded at ``dest`` by any worker."""
@@ -242,6 +342,20 @@ class Fleet:
         rows: list[tuple[Any, ...]] = await self._tx(work)
         return rows
 
+    async def holders(self, dest: str, shas: Sequence[str]) -> dict[str, str]:
+        """Which other worker holds a live lease on each of ``shas`` (checksum -> owner)."""
+
+        async def work(cur: Any) -> dict[str, str]:
+            await cur.execute(
+                "SELECT sha256, owner FROM fleet_claims WHERE dest = %s AND owner <> %s "
+                "AND expires >= %s AND sha256 = ANY(%s::text[])",
+                (dest, self.owner, self.now(), sorted(set(shas))),
+            )
+            return {r[0]: r[1] for r in await cur.fetchall() if owner_alive(r[1])}
+
+        held: dict[str, str] = await self._tx(work)
+        return held
+
     async def held_by_others(self, dest: str) -> int:
         """How many live leases other workers hold on ``dest`` (work still in flight)."""
 
@@ -249,7 +363,7 @@ class Fleet:
             await cur.execute(
                 "SELECT owner, COUNT(*) FROM fleet_claims WHERE dest = %s AND owner <> %s "
                 "AND expires >= %s GROUP BY owner",
-                (dest, self.owner, time.time()),
+                (dest, self.owner, self.now()),
             )
             return sum(int(n) for owner, n in await cur.fetchall() if owner_alive(owner))
 
@@ -378,6 +492,14 @@ class FleetLedger:
     """The rate ledger every worker's limiter asks before a request to a limited host
     (``HostLimiter``'s ``gate``): one sliding log per host in PostgreSQL, so N workers
     together stay inside each ``[limits]`` window. Its own connection, opened on first use.
+
+    A host counts a request when it arrives, which is some time after the worker was let
+    through (the gate's own round trip, a busy machine, the upload itself). So a request
+    counts from its admission until a window's period after its answer, as the worker's
+    own limiter counts it: whatever instant between the two the host uses, no window on
+    its clock can hold more than the limit. Both stamps are the database's clock (the
+    answer is stamped when the ledger hears of it, which is never earlier than it came),
+    so the workers' clocks and latencies do not matter.
     """
 
     def __init__(self, url: str, owner: str) -> None:
@@ -385,6 +507,8 @@ class FleetLedger:
         self.owner = owner
         self._fleet: Fleet | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._answers: Counter[str] = Counter()
+        self._flusher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"FleetLedger({redact(self.url)!r})"
@@ -398,37 +522,101 @@ class FleetLedger:
             self._loop = loop
         return await self._fleet.admit(authority, windows)
 
+    def answered(self, authority: str) -> None:
+        """One request this worker was admitted for got its answer (or gave up): stamped
+        in the ledger at once, in the background (the limiter calls this synchronously)."""
+        if self._fleet is None or self._loop is None:
+            return
+        self._answers[authority] += 1
+        if self._flusher is None or self._flusher.done():
+            self._flusher = self._loop.create_task(self._flush(), name="imgsync-ledger-answers")
+
+    async def _flush(self) -> None:
+        while self._answers and self._fleet is not None:
+            batch, self._answers = self._answers, Counter()
+            for authority, n in batch.items():
+                try:
+                    await self._fleet.answered(authority, n)
+                except StateError:  # the next admission fails the same way and says so
+                    return
+
+    async def flush(self) -> None:
+        """Wait until every answer heard so far is stamped in the ledger."""
+        if self._flusher is not None and self._loop is asyncio.get_running_loop():
+            await self._flusher
+
     async def close(self) -> None:
         if self._fleet is not None and self._loop is asyncio.get_running_loop():
+            await self.flush()
             await self._fleet.close()
         self._fleet = None
 
 
-async def _admit(cur: Any, authority: str, windows: Sequence[tuple[int, float]]) -> float:
+async def _admit(
+    cur: Any, authority: str, windows: Sequence[tuple[int, float]], owner: str
+) -> float:
     await cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("imgsync-rate:" + authority,))
     await cur.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8")
     row = await cur.fetchone()
     now = float(row[0])
+    longest = max(period for _n, period in windows) * (1 + LEDGER_SLACK)
     # kept a while past the longest window (the log shows what the fleet sent recently)
-    keep = max(max(period for _n, period in windows) * (1 + LEDGER_SLACK), LEDGER_KEEP)
+    keep = max(longest, LEDGER_KEEP)
     await cur.execute(
-        "DELETE FROM fleet_rate_log WHERE authority = %s AND stamp < %s",
-        (authority, now - keep),
+        "DELETE FROM fleet_rate_log WHERE authority = %s AND (answered < %s "
+        "OR (answered IS NULL AND stamp < %s))",
+        (authority, now - keep, now - keep - LEDGER_PENDING_CAP),
     )
+    wait = await _window_wait(cur, authority, windows, now)
+    if wait > 0 and await _settle_dead(cur, authority, owner, now):
+        wait = await _window_wait(cur, authority, windows, now)
+    if wait <= 0:
+        await cur.execute(
+            "INSERT INTO fleet_rate_log (authority, stamp, owner) VALUES (%s, %s, %s)",
+            (authority, now, owner),
+        )
+        return 0.0
+    return max(wait, 0.001)
+
+
+async def _window_wait(
+    cur: Any, authority: str, windows: Sequence[tuple[int, float]], now: float
+) -> float:
+    """Seconds until every window has room for one more request (0: it has now).
+
+    A request occupies a window from its admission until ``span`` after its answer; one
+    still unanswered is taken to be answered now, the earliest it can be. With ``count``
+    requests occupying it, the window has room once the ``count``-th latest end passed."""
     wait = 0.0
     for count, period in windows:
         span = period * (1 + LEDGER_SLACK)
         await cur.execute(
-            "SELECT stamp FROM fleet_rate_log WHERE authority = %s AND stamp > %s "
-            "ORDER BY stamp DESC OFFSET %s LIMIT 1",
-            (authority, now - span, max(0, count - 1)),
+            "SELECT COALESCE(answered, %s) + %s AS ends FROM fleet_rate_log "
+            "WHERE authority = %s AND stamp > %s AND (answered IS NULL OR answered > %s) "
+            "ORDER BY ends DESC OFFSET %s LIMIT 1",
+            (now, span, authority, now - span - LEDGER_PENDING_CAP, now - span, max(0, count - 1)),
         )
         full = await cur.fetchone()
-        if full is not None:  # ``count`` requests already in this window
-            wait = max(wait, float(full[0]) + span - now)
-    if wait <= 0:
-        await cur.execute(
-            "INSERT INTO fleet_rate_log (authority, stamp) VALUES (%s, %s)", (authority, now)
-        )
-        return 0.0
-    return max(wait, 0.001)
+        if full is not None:
+            wait = max(wait, float(full[0]) - now)
+    return wait
+
+
+async def _settle_dead(cur: Any, authority: str, owner: str, now: float) -> bool:
+    """Stamp answered the pending requests of workers on this machine that died (their
+    answers never come); True when there were any."""
+    await cur.execute(
+        "SELECT DISTINCT owner FROM fleet_rate_log WHERE authority = %s AND answered IS NULL "
+        "AND owner IS NOT NULL AND owner <> %s AND stamp < %s",
+        (authority, owner, now - 1.0),
+    )
+    dead = [r[0] for r in await cur.fetchall() if not owner_alive(r[0])]
+    if not dead:
+        return False
+    await cur.execute(
+        "UPDATE fleet_rate_log SET answered = %s WHERE authority = %s AND answered IS NULL "
+        "AND owner = ANY(%s::text[])",
+        (now, authority, dead),
+    )
+    return True
+

@@ -9,7 +9,10 @@ What the tables hold (the SQLite tables of the same meaning are in ``state/schem
 * ``fleet_claims``: leases (destination, checksum, owner, expiry) taken before an upload.
 * ``fleet_locations``: every place an image is, as in ``locations``, without the delete
   URL (a credential that stays on the worker that uploaded).
-* ``fleet_rate_log``: the requests the fleet sent to each limited host (the shared ledger).
+* ``fleet_rate_log``: the requests the fleet sent to each limited host (the shared ledger):
+  admitted at ``stamp``, answered at ``answered`` (NULL while in flight), by ``owner``.
+* ``fleet_pages``: listing pages claimed by the workers, page by page (see
+  ``state/fleet_pages.py``).
 * ``fleet_journal``: what was done per item of each job, by any worker (a stage reached by
   one worker is not taken back by another's later, lesser news: see ``JOURNAL_UPSERT``).
 * ``fleet_pauses``: host pauses (a spent budget, a long Retry-After): one worker's pause
@@ -105,6 +108,28 @@ MIGRATIONS: dict[int, str] = {
         finished DOUBLE PRECISION,
         summary  TEXT
     );
+    """,
+    4: """
+    CREATE TABLE IF NOT EXISTS fleet_pages (
+        src     TEXT NOT NULL,
+        dst     TEXT NOT NULL,
+        round   INTEGER NOT NULL,
+        seq     INTEGER NOT NULL,
+        cursor  TEXT,
+        owner   TEXT,
+        expires DOUBLE PRECISION NOT NULL DEFAULT 0,
+        state   TEXT NOT NULL DEFAULT 'open',
+        last    BOOLEAN NOT NULL DEFAULT FALSE,
+        takes   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (src, dst, round, seq)
+    );
+    CREATE INDEX IF NOT EXISTS fleet_claims_by_owner ON fleet_claims (owner);
+    ALTER TABLE fleet_rate_log ADD COLUMN IF NOT EXISTS id BIGSERIAL;
+    ALTER TABLE fleet_rate_log ADD COLUMN IF NOT EXISTS owner TEXT;
+    ALTER TABLE fleet_rate_log ADD COLUMN IF NOT EXISTS answered DOUBLE PRECISION;
+    UPDATE fleet_rate_log SET answered = stamp WHERE answered IS NULL;
+    CREATE INDEX IF NOT EXISTS fleet_rate_log_pending ON fleet_rate_log (authority, owner, stamp)
+        WHERE answered IS NULL;
     """,
 }
 
