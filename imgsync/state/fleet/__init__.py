@@ -619,4 +619,3 @@ async def _settle_dead(cur: Any, authority: str, owner: str, now: float) -> bool
         (now, authority, dead),
     )
     return True
-
