@@ -8,9 +8,10 @@ folder's locations), then prints:
 * the time of an update with nothing new (it writes nothing) and after 100 new images
   (which data files it rewrote)
 * the per-item cost at 1,000 vs N items (ratio; flat is the goal)
-* the time and size of a report page listing all N items
+* the time and size of a report page listing all N items (the page, and its data files)
 * when Debian's ``chromium`` is installed: how long a headless browser takes to open the
-  page (load, parse the data, lay out the first page) for 1,000 and for N items
+  page (load, parse the data, lay out the first page) for 1,000 and for N items, and
+  the report (its first 100 rows)
 
 Usage: python bench/bench_gallery.py [--items 20000] [--work DIR]
 """
@@ -31,7 +32,7 @@ from imgsync.fakehosts.images import seed_image
 from imgsync.hashing import digest_bytes
 from imgsync.models import ItemMeta, RemoteItem
 from imgsync.pages.gallery import DATA_DIR, update_gallery
-from imgsync.pages.report import write_report
+from imgsync.pages.report import data_dir, write_report
 from imgsync.state import queries
 from imgsync.state.reader import must_open
 from imgsync.state.store import StateStore
@@ -189,7 +190,7 @@ def main() -> int:
         )
         took = time.perf_counter() - started
         conn.close()
-        side = report.with_name(report.name + ".data")
+        side = data_dir(report)
         side_bytes = folder_bytes(side) if side.is_dir() else 0
         print(
             f"  report of {res.items} items: {took:.2f} s, page "

@@ -76,10 +76,21 @@ def gallery_items(index: Path) -> list[dict[str, Any]]:
     return items
 
 
-def report_items(path: Path) -> list[dict[str, Any]]:
+def report_files(path: Path) -> list[Path]:
+    """The data files a report page names (in its ``meta`` script), in order."""
     page = parse(path)
-    data = next(body for attrs, body in page.scripts if attrs.get("id") == "data")
-    items: list[dict[str, Any]] = json.loads(data)
+    meta = json.loads(next(body for attrs, body in page.scripts if attrs.get("id") == "meta"))
+    return [resolve(path.parent, href) for href in meta["files"]]
+
+
+def report_items(path: Path) -> list[dict[str, Any]]:
+    """The items of a report page: its data files, parsed."""
+    items: list[dict[str, Any]] = []
+    for n, file in enumerate(report_files(path)):
+        text = file.read_text(encoding="utf-8")
+        head, tail = f"IMGSYNC_REPORT({n}, [\n", "\n]);\n"
+        assert text.startswith(head) and text.endswith(tail)
+        items.extend(json.loads("[" + text[len(head) : -len(tail)] + "]"))
     return items
 
 

@@ -117,3 +117,49 @@ async def test_gallery_and_report_in_a_browser(tmp_path: Path) -> None:
     assert body_data(dom, "loaded") == "100" and body_data(dom, "broken") == "0"
     assert not script_errors(log), script_errors(log)
     assert "&lt;script&gt;document.title" in dom
+
+
+@pytest.mark.timeout(300)
+async def test_a_report_in_data_files_pages_and_filters_in_a_browser(tmp_path: Path) -> None:
+    """1,250 items in three data files: the first page shows the newest 100; a later page
+    and a filter load the other files (from file:, no server)."""
+    from imgsync.models import ItemMeta, RemoteItem
+    from imgsync.pages.report import write_report
+    from imgsync.state import queries
+    from imgsync.state.reader import must_open
+    from imgsync.state.store import StateStore
+
+    state = tmp_path / "state.db"
+    src, dst = "gyazo:https://api.gyazo.com#a", "chevereto:https://img.example/"
+    async with StateStore(state) as store:
+        shas = [f"{i:064x}" for i in range(1250)]
+        await queries.record_objects(store, [(s, 1000, None, "image/png") for s in shas])
+        await queries.record_locations(
+            store,
+            src,
+            [
+                (
+                    s,
+                    RemoteItem(
+                        f"g{i}",
+                        f"g{i}.png",
+                        meta=ItemMeta(title=f"shot-{i}-x", created_at=1.6e9 + i),
+                    ),
+                )
+                for i, s in enumerate(shas)
+            ],
+        )
+    page = tmp_path / "report.html"
+    with must_open(state) as db:
+        write_report(db, page, job="j", source=src, dest=dst, summary={"checked": 0})
+
+    dom, log = await render(page.as_uri())
+    assert body_data(dom, "shown") == "100" and body_data(dom, "missing") == "0"
+    assert "shot-1249-x" in dom and "shot-1149-x" not in dom
+    assert not script_errors(log), script_errors(log)
+    dom, log = await render(page.as_uri() + "#page=12")  # items 1101-1200: the third file
+    assert body_data(dom, "shown") == "100"
+    assert "shot-149-x" in dom and "shot-49-x" not in dom
+    dom, log = await render(page.as_uri() + "#q=shot-7-x")  # every file, then the filter
+    assert body_data(dom, "shown") == "1" and "shot-7-x" in dom
+    assert not script_errors(log), script_errors(log)

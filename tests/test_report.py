@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 from helpers import run_cli_async, start_fake, write_config
-from pagecheck import assert_offline, is_relative, parse, report_items, resolve
+from pagecheck import assert_offline, is_relative, parse, report_files, report_items, resolve
 
 from imgsync.fakehosts.chevereto import CheveretoFake
 from imgsync.fakehosts.common import Knobs
@@ -153,3 +153,86 @@ async def test_report_needs_a_run_and_a_real_one(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "--report needs a real run" in proc.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+async def test_a_large_report_is_a_small_page_that_loads_its_items_from_data_files(
+    tmp_path: Path,
+) -> None:
+    """1,250 items: the page stays small (totals, pager, script) and the items are in data
+    files beside it, 500 each; writing it again rewrites nothing that did not change and
+    leaves no stale data file."""
+    from imgsync.models import ItemMeta, RemoteItem
+    from imgsync.pages.report import PER_FILE, build_items, data_dir, write_report
+    from imgsync.state import queries
+    from imgsync.state.reader import must_open
+    from imgsync.state.store import StateStore
+
+    state = tmp_path / "state.db"
+    src, dst = "gyazo:https://api.gyazo.com#a", "chevereto:https://img.example/"
+
+    async def record(start: int, count: int) -> None:
+        async with StateStore(state) as store:
+            shas = [f"{i:064x}" for i in range(start, start + count)]
+            await queries.record_objects(
+                store, [(s, 1000 + i, None, "image/png") for i, s in enumerate(shas)]
+            )
+            await queries.record_locations(
+                store,
+                src,
+                [
+                    (
+                        s,
+                        RemoteItem(
+                            f"g{start + i}",
+                            f"g{start + i}.png",
+                            url=f"https://i.gyazo.com/{start + i}.png",
+                            meta=ItemMeta(
+                                title=f"shot {start + i} <b>", created_at=1.6e9 + start + i
+                            ),
+                        ),
+                    )
+                    for i, s in enumerate(shas)
+                ],
+            )
+            await queries.record_locations(
+                store,
+                dst,
+                [
+                    (
+                        s,
+                        RemoteItem(
+                            f"c{start + i}",
+                            f"c{start + i}.png",
+                            url=f"https://img.example/{start + i}.png",
+                        ),
+                    )
+                    for i, s in enumerate(shas)
+                ],
+            )
+
+    await record(0, 1250)
+    page = tmp_path / "out" / "report.html"
+    summary = {"verb": "migrate", "checked": 1250, "copied": 1250}
+    with must_open(state) as db:
+        res = write_report(db, page, job="j", source=src, dest=dst, summary=summary)
+        expected = build_items(db, "j", src, dst, page.parent)
+    assert res.items == 1250 and res.balanced
+    assert page.stat().st_size < 40_000  # the page itself: no item data in it
+    files = report_files(page)
+    assert [f.parent for f in files] == [data_dir(page)] * 3
+    assert report_items(page) == expected  # every item, newest first, in order
+    assert report_items(page)[0]["t"] == "shot 1249 <b>"
+    assert PER_FILE == 500 and all(f.stat().st_size < 400_000 for f in files)
+    assert_offline(page)
+    assert "shot 1249 <b>" not in page.read_text()
+
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    with must_open(state) as db:
+        write_report(db, page, job="j", source=src, dest=dst, summary=summary)
+    assert report_files(page) == files and {f: f.stat().st_mtime_ns for f in files} == stamps
+
+    await record(1250, 10)  # newer items: every file shifts, the old ones go
+    with must_open(state) as db:
+        write_report(db, page, job="j", source=src, dest=dst, summary=summary)
+    assert len(report_items(page)) == 1260
+    assert sorted(data_dir(page).iterdir()) == sorted(report_files(page))

@@ -1,4 +1,4 @@
-"""The migration report: one self-contained HTML page of what moved where.
+"""The migration report: a small HTML page of what moved where, its items in data files.
 
 Written by ``imgsync migrate --report FILE.html`` at the end of a run, or later from state
 by ``imgsync report FILE.html``. It lists every item of the source that state knows for
@@ -7,10 +7,23 @@ relatively from the report's folder; else the new URL; else the old one), old UR
 URL, which metadata fields the destination kept, dropped or changed, its status and the
 reason of a failure; above that the run's totals, the same numbers as its summary line,
 with the balance checked = copied + already there + skipped + failed shown.
+
+Layout (relative to the page, so the two can be moved together; no server, no CDN)::
+
+    report.html                   the totals, the failures, the pager; style and script inline
+    report_files/r-<hash>.js      the items' data, PER_FILE items per file, newest first
+
+The page is small whatever the number of items (20,000 items made one 13 MB page that took
+seconds to open): it loads only the data file(s) of the page of 100 rows it shows, and all
+of them only when a filter asks. Data files are ``<script>`` files (a browser will not
+``fetch`` a file: URL). Writing is atomic: data files under names made from their content
+(one that exists already is left as it is), the page replaced last, then the data files
+it no longer names removed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -26,9 +39,19 @@ from imgsync.pages.common import (
     human_size,
     js_data,
     place_name,
+    utf8,
     write_atomic,
 )
 from imgsync.state.reader import StateReader
+
+PER_FILE = 500  # items per data file (about 300 KB)
+DATA_PREFIX = "r-"
+
+
+def data_dir(page: Path) -> Path:
+    """The folder of a report page's data files: ``report.html`` -> ``report_files``."""
+    return page.with_name(f"{page.stem}_files")
+
 
 META_FIELDS = ("title", "description", "source_url", "app", "created_at", "tags")
 STATUSES = ("copied", "failed", "skipped", "pending")
@@ -168,18 +191,54 @@ def write_report(
     dest: str,
     summary: dict[str, Any],
 ) -> ReportResult:
-    """Write the report page to ``out`` (atomically). Raises ``OSError``."""
+    """Write the report page to ``out`` and its data files beside it (atomically).
+    Raises ``OSError``."""
     out = out.expanduser().absolute()
     items = build_items(db, job, source, dest, out.parent)
     counts = dict.fromkeys(STATUSES, 0)
     for it in items:
         counts[it["st"]] += 1
-    page, balanced = render_report(
-        items, counts, job=job, source=source, dest=dest, summary=summary
-    )
     out.parent.mkdir(parents=True, exist_ok=True)
+    folder = data_dir(out)
+    files = write_data_files(folder, items)
+    page, balanced = render_report(
+        items,
+        counts,
+        job=job,
+        source=source,
+        dest=dest,
+        summary=summary,
+        files=[file_href(f"{folder.name}/{f}") for f in files],
+    )
     write_atomic(out, page)
+    _remove_unused(folder, set(files))
     return ReportResult(out, len(items), counts, balanced)
+
+
+def data_text(index: int, items: list[dict[str, Any]]) -> str:
+    """One data file: ``IMGSYNC_REPORT(index, [...items...]);``."""
+    return f"IMGSYNC_REPORT({index}, [\n" + ",\n".join(js_data(it) for it in items) + "\n]);\n"
+
+
+def write_data_files(folder: Path, items: list[dict[str, Any]]) -> list[str]:
+    """Write the items' data files into ``folder`` (those not there already); their names,
+    in order."""
+    folder.mkdir(exist_ok=True)
+    names = []
+    for n, start in enumerate(range(0, len(items), PER_FILE)):
+        text = data_text(n, items[start : start + PER_FILE])
+        name = f"{DATA_PREFIX}{hashlib.sha256(utf8(text)).hexdigest()[:20]}.js"
+        if not (folder / name).is_file():
+            write_atomic(folder / name, text)
+        names.append(name)
+    return names
+
+
+def _remove_unused(folder: Path, keep: set[str]) -> None:
+    """Data files of an earlier version of the page (only ours: ``r-<hash>.js``)."""
+    for f in folder.iterdir():
+        if f.name.startswith(DATA_PREFIX) and f.name.endswith(".js") and f.name not in keep:
+            f.unlink(missing_ok=True)
 
 
 def render_report(
@@ -190,7 +249,9 @@ def render_report(
     source: str,
     dest: str,
     summary: dict[str, Any],
+    files: list[str],
 ) -> tuple[str, bool]:
+    """The page; ``files`` are the hrefs of its data files, ``PER_FILE`` items each."""
     t = totals_of(summary)
     right = t["copied"] + t["present"] + t["skipped"] + t["failed"]
     balanced = t["checked"] == right
@@ -260,7 +321,7 @@ there + {t["skipped"]} skipped + {t["failed"]} failed: {mark}</p>
 <div class="rows" id="rows"></div>
 <nav class="pager" id="pager"></nav>
 </main>
-<script id="data" type="application/json">{js_data(items)}</script>
+<script id="meta" type="application/json">{js_data({"count": len(items), "per_file": PER_FILE, "files": files})}</script>
 <script>{JS_COMMON}{JS_REPORT}</script>
 </body>
 </html>
@@ -270,16 +331,41 @@ there + {t["skipped"]} skipped + {t["failed"]} failed: {mark}</p>
 
 JS_REPORT = r"""
 (function () {
-  const items = JSON.parse(document.getElementById("data").textContent);
-  for (const it of items)
-    it._q = [it.id, it.o, it.op, it.n, it.np, it.t, it.e, it.st, it.h].filter(Boolean)
-            .join("\n").toLowerCase();
+  const meta = JSON.parse(document.getElementById("meta").textContent);
+  const perFile = meta.per_file, files = meta.files, got = new Array(files.length);
+  const waiting = {};
+  let missing = 0;
+  window.IMGSYNC_REPORT = function (n, list) {
+    for (const it of list)
+      it._q = [it.id, it.o, it.op, it.n, it.np, it.t, it.e, it.st, it.h].filter(Boolean)
+              .join("\n").toLowerCase();
+    got[n] = list;
+  };
+  // load the data files numbered ``ids`` (each once), then call ``done``
+  function load(ids, done) {
+    let left = 1;
+    const one = () => { if (--left === 0) done(); };
+    for (const n of ids) {
+      if (got[n]) continue;
+      left++;
+      if (waiting[n]) { waiting[n].push(one); continue; }
+      waiting[n] = [one];
+      const s = document.createElement("script");
+      s.src = files[n];
+      s.onload = s.onerror = () => {
+        if (!got[n]) { got[n] = []; missing++; document.body.dataset.missing = String(missing); }
+        const calls = waiting[n]; delete waiting[n]; calls.forEach((f) => f());
+      };
+      document.head.append(s);
+    }
+    one();
+  }
   const $ = (id) => document.getElementById(id);
   const rows = $("rows"), pagerBox = $("pager"), shown = $("shown"), q = $("q"), stSel = $("status");
   const st = readHash(); q.value = st.q || "";
   if (["copied", "failed", "skipped", "pending"].includes(st.status)) stSel.value = st.status;
   let page = Math.max(1, parseInt(st.page || "1", 10) || 1);
-  const per = 100; let broken = 0, loaded = 0;
+  const per = 100; let broken = 0, loaded = 0, ticket = 0;
   function row(it) {
     const thumb = it.th ? el("img", {cls: "thumb", src: it.th, alt: it.t || it.id,
                                      loading: "lazy", decoding: "async"})
@@ -311,26 +397,53 @@ JS_REPORT = r"""
         meta.length ? el("div", {cls: "m", text: "metadata " + meta.join("; ")}) : null,
         it.e ? el("div", {cls: "bad", text: "error: " + it.e}) : null])]);
   }
-  function render() {
-    const words = q.value.toLowerCase().split(/\s+/).filter(Boolean);
-    const view = items.filter((it) => (!stSel.value || it.st === stSel.value) &&
-                                      words.every((w) => it._q.includes(w)));
-    const pages = Math.max(1, Math.ceil(view.length / per));
-    page = Math.min(Math.max(1, page), pages);
-    const start = (page - 1) * per, slice = view.slice(start, start + per);
+  function show(slice, start, total, pages) {
     rows.replaceChildren(...slice.map(row));
     if (!slice.length) rows.append(el("p", {cls: "empty", text: "Nothing matches."}));
-    shown.textContent = (view.length ? (start + 1) + "–" + (start + slice.length) : "0") +
-        " of " + view.length;
+    if (missing) rows.prepend(el("p", {cls: "bad", text: missing +
+        " data file(s) missing beside this page: write the report again"}));
+    shown.textContent = (total ? (start + 1) + "–" + (start + slice.length) : "0") +
+        " of " + total;
     pager(pagerBox, page, pages, (p) => { page = p; render(); scrollTo(0, 0); });
     document.body.dataset.shown = String(slice.length);
     writeHash({q: q.value, status: stSel.value, page: page > 1 ? page : ""});
+  }
+  function render() {
+    const mine = ++ticket;
+    const words = q.value.toLowerCase().split(/\s+/).filter(Boolean);
+    if (!words.length && !stSel.value) {  // no filter: only this page's data file(s)
+      const pages = Math.max(1, Math.ceil(meta.count / per));
+      page = Math.min(Math.max(1, page), pages);
+      const start = (page - 1) * per, end = Math.min(meta.count, start + per), ids = [];
+      for (let n = Math.floor(start / perFile); n * perFile < end; n++) ids.push(n);
+      load(ids, () => {
+        if (mine !== ticket) return;
+        const slice = [];
+        for (let k = start; k < end; k++) {
+          const it = (got[Math.floor(k / perFile)] || [])[k % perFile];
+          if (it) slice.push(it);
+        }
+        show(slice, start, meta.count, pages);
+      });
+      return;
+    }
+    shown.textContent = "loading…";
+    load(files.map((_, n) => n), () => {
+      if (mine !== ticket) return;
+      const view = [].concat(...got).filter((it) => (!stSel.value || it.st === stSel.value) &&
+                                                      words.every((w) => it._q.includes(w)));
+      const pages = Math.max(1, Math.ceil(view.length / per));
+      page = Math.min(Math.max(1, page), pages);
+      const start = (page - 1) * per;
+      show(view.slice(start, start + per), start, view.length, pages);
+    });
   }
   let timer = null;
   q.addEventListener("input", () => { clearTimeout(timer);
                                       timer = setTimeout(() => { page = 1; render(); }, 120); });
   stSel.onchange = () => { page = 1; render(); };
   document.body.dataset.broken = "0"; document.body.dataset.loaded = "0";
+  document.body.dataset.missing = "0";
   render();
 })();
 """
