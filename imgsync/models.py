@@ -71,6 +71,23 @@ def parse_timestamp(value: Any) -> float | None:
     return seconds / 1000 if seconds > 1e11 else seconds
 
 
+def signed_expiry(url: str | None) -> float | None:
+    """When a Discord-style signed URL expires (its ``ex`` parameter, hex unix seconds,
+    next to an ``hm`` signature), or None for a URL that is not signed that way."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if not url or "?" not in url:
+        return None
+    query = parse_qs(urlsplit(url).query)
+    ex, hm = query.get("ex"), query.get("hm")
+    if not ex or not hm:
+        return None
+    try:
+        return float(int(ex[0], 16))
+    except ValueError:
+        return None
+
+
 def is_image_name(name: str) -> bool:
     """True when the name's extension is one of the image types imgsync handles."""
     dot = name.rfind(".")

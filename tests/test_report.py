@@ -231,8 +231,17 @@ async def test_a_large_report_is_a_small_page_that_loads_its_items_from_data_fil
         write_report(db, page, job="j", source=src, dest=dst, summary=summary)
     assert report_files(page) == files and {f: f.stat().st_mtime_ns for f in files} == stamps
 
+    # pages beside it have folders of their own
+    other = page.with_name("report.htm")
+    odd = page.with_name("my report #1 é.html")
+    with must_open(state) as db:
+        write_report(db, other, job="j", source=src, dest=dst, summary=summary)
+        write_report(db, odd, job="j", source=src, dest=dst, summary=summary)
     await record(1250, 10)  # newer items: every file shifts, the old ones go
     with must_open(state) as db:
         write_report(db, page, job="j", source=src, dest=dst, summary=summary)
     assert len(report_items(page)) == 1260
+    assert len(report_items(other)) == 1250 and len(report_items(odd)) == 1250
     assert sorted(data_dir(page).iterdir()) == sorted(report_files(page))
+    assert data_dir(other).name == "report.htm.files"
+    assert data_dir(odd).name == "my report #1 é_files" and len(report_files(odd)) == 3

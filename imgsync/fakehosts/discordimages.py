@@ -33,11 +33,20 @@ Inferred [INF] and off unless asked for (constructor options):
 - ``paging=True``: ``GET /api/uploads/{page}``, 0-based, 25 per page (``/api/uploads`` is then
   page 0); without it ``/api/uploads`` returns everything and the paged path is a 404;
 - ``delete=True``: ``POST /api/upload/delete`` with JSON ``{"id": N}`` -> ``{"success":true}``.
+- ``signed_ttl=SECONDS``: file URLs expire, as Discord's CDN attachment URLs do since 2024
+  (discord-api-docs PR 6650): every URL handed out carries ``ex`` (expiry, hex unix seconds),
+  ``is`` (issued) and ``hm`` (a signature of the path and both); past ``ex``, or with a bad
+  signature, the file answers 404 "This content is no longer available." while the file is
+  still there. ``POST /api/attachments/refresh-urls`` with ``{"attachment_urls": [...]}`` and
+  the token answers ``{"refreshed_urls": [{"original": url, "refreshed": url}]}`` (Discord's
+  shape) with fresh signatures for files it still has; ``refresh=False`` leaves that route
+  out (a host whose URLs expire with no way to renew them).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import mimetypes
 import string
@@ -113,6 +122,8 @@ class DiscordImagesFake(FakeHostBase):
         *,
         paging: bool = False,
         delete: bool = False,
+        signed_ttl: float | None = None,
+        refresh: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``paging`` and ``delete`` switch on the inferred lolisafe routes [INF] (see module doc);
@@ -120,6 +131,8 @@ class DiscordImagesFake(FakeHostBase):
         super().__init__(knobs)
         self.paging = paging
         self.delete = delete
+        self.signed_ttl = float(signed_ttl) if signed_ttl else None
+        self.refresh = refresh
         self.clock = clock
         self.window = FixedWindow(*parse_rate(knobs.rate)) if knobs.rate else None
         self._files: dict[
@@ -139,8 +152,16 @@ class DiscordImagesFake(FakeHostBase):
             app.router.add_get(r"/api/uploads/{page:\d+}", self._list)
         if self.delete:
             app.router.add_post("/api/upload/delete", self._delete)
+        if self.signed_ttl is not None and self.refresh:
+            app.router.add_post("/api/attachments/refresh-urls", self._refresh_urls)
         app.router.add_get("/thumbs/{thumb}", self._thumb)
         app.router.add_get("/{name}", self._file)
+
+    async def served_bytes(self, request: web.Request, path: str) -> bytes | None:
+        """The file at ``path`` (a signed URL's path: its signature is not needed here)."""
+        name = path.lstrip("/")
+        stored = self._files.get(name.rsplit(".", 1)[0])
+        return stored.data if stored is not None and stored.name == name else None
 
     def stored_checksums(self) -> list[str]:
         """Every stored file counts, images or not: the account list shows them all."""
@@ -219,7 +240,9 @@ class DiscordImagesFake(FakeHostBase):
         base = self.base(request)
         stored = [self._add(data, _extname(fn), int(self.clock()), None) for fn, data in parts]
         self.stats.uploads += len(stored)
-        files = [{"name": f.name, "size": len(f.data), "url": f"{base}/{f.name}"} for f in stored]
+        files = [
+            {"name": f.name, "size": len(f.data), "url": self.file_url(base, f)} for f in stored
+        ]
         return _json({"success": True, "files": files})
 
     async def _list(self, request: web.Request) -> web.Response:
@@ -241,7 +264,7 @@ class DiscordImagesFake(FakeHostBase):
             "albumid": f.albumid,
             "timestamp": f.timestamp,
             "size": pretty_bytes(len(f.data)),
-            "file": f"{base}/{f.name}",
+            "file": self.file_url(base, f),
             "date": lolisafe_date(f.timestamp),
             "album": f.album,
             "extname": f.extname,
@@ -271,11 +294,58 @@ class DiscordImagesFake(FakeHostBase):
 
     # ---- files ----------------------------------------------------------------------------------
 
+    # ---- signed URLs (signed_ttl) ---------------------------------------------------------------
+
+    def _signature(self, path: str, ex: str, issued: str) -> str:
+        key = f"{self.knobs.token}:{self.knobs.random_seed}".encode()
+        return hmac.new(key, f"{path}?{ex}:{issued}".encode(), hashlib.sha256).hexdigest()
+
+    def file_url(self, base: str, f: StoredFile) -> str:
+        """The URL handed out for ``f`` (signed, when ``signed_ttl`` is set)."""
+        url = f"{base}/{f.name}"
+        if self.signed_ttl is None:
+            return url
+        now = int(self.clock())
+        ex, issued = f"{now + int(self.signed_ttl):x}", f"{now:x}"
+        return f"{url}?ex={ex}&is={issued}&hm={self._signature('/' + f.name, ex, issued)}&"
+
+    def _signed_ok(self, request: web.Request) -> bool:
+        ex, issued, hm = (request.query.get(k, "") for k in ("ex", "is", "hm"))
+        try:
+            expires = int(ex, 16)
+        except ValueError:
+            return False
+        good = hmac.compare_digest(hm, self._signature(request.path, ex, issued))
+        return good and self.clock() < expires
+
+    async def _refresh_urls(self, request: web.Request) -> web.Response:
+        refused = self._gate(request)
+        if refused is not None:
+            return refused
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        urls = body.get("attachment_urls") if isinstance(body, dict) else None
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            return _failure("attachment_urls: a list of URLs", 400)
+        out = []
+        for url in urls:
+            name = url.split("?", 1)[0].rsplit("/", 1)[-1]
+            stored = self._files.get(name.rsplit(".", 1)[0])
+            if stored is not None and stored.name == name:
+                out.append(
+                    {"original": url, "refreshed": self.file_url(self.base(request), stored)}
+                )
+        return _json({"refreshed_urls": out})
+
     async def _file(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         stored = self._files.get(name.rsplit(".", 1)[0])
         if stored is None or stored.name != name:
             return _express_404(request)
+        if self.signed_ttl is not None and not self._signed_ok(request):
+            return web.Response(status=404, text="This content is no longer available.")
         mime = mimetypes.guess_type(stored.name)[0] or "application/octet-stream"
         return web.Response(body=stored.data, headers={"Content-Type": mime})
 

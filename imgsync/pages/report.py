@@ -18,7 +18,7 @@ seconds to open): it loads only the data file(s) of the page of 100 rows it show
 of them only when a filter asks. Data files are ``<script>`` files (a browser will not
 ``fetch`` a file: URL). Writing is atomic: data files under names made from their content
 (one that exists already is left as it is), the page replaced last, then the data files
-it no longer names removed.
+its earlier version named and it no longer does removed (nothing else in the folder).
 """
 
 from __future__ import annotations
@@ -49,8 +49,12 @@ DATA_PREFIX = "r-"
 
 
 def data_dir(page: Path) -> Path:
-    """The folder of a report page's data files: ``report.html`` -> ``report_files``."""
-    return page.with_name(f"{page.stem}_files")
+    """The folder of a report page's data files, its own: ``report.html`` ->
+    ``report_files`` (as a browser saves a page), any other name -> ``NAME.files``
+    (``report.htm`` -> ``report.htm.files``), so no two pages share one."""
+    if page.suffix.lower() == ".html":
+        return page.with_name(f"{page.stem}_files")
+    return page.with_name(f"{page.name}.files")
 
 
 META_FIELDS = ("title", "description", "source_url", "app", "created_at", "tags")
@@ -200,6 +204,7 @@ def write_report(
         counts[it["st"]] += 1
     out.parent.mkdir(parents=True, exist_ok=True)
     folder = data_dir(out)
+    before = _named_by(out)
     files = write_data_files(folder, items)
     page, balanced = render_report(
         items,
@@ -211,7 +216,8 @@ def write_report(
         files=[file_href(f"{folder.name}/{f}") for f in files],
     )
     write_atomic(out, page)
-    _remove_unused(folder, set(files))
+    for name in before - set(files):  # what this page's earlier version loaded, only
+        (folder / name).unlink(missing_ok=True)
     return ReportResult(out, len(items), counts, balanced)
 
 
@@ -234,11 +240,33 @@ def write_data_files(folder: Path, items: list[dict[str, Any]]) -> list[str]:
     return names
 
 
-def _remove_unused(folder: Path, keep: set[str]) -> None:
-    """Data files of an earlier version of the page (only ours: ``r-<hash>.js``)."""
-    for f in folder.iterdir():
-        if f.name.startswith(DATA_PREFIX) and f.name.endswith(".js") and f.name not in keep:
-            f.unlink(missing_ok=True)
+def _named_by(page: Path) -> set[str]:
+    """The data files an existing report page at ``page`` loads (names in its folder);
+    nothing for a page that is not an imgsync report. Another page's files (a report of
+    the same stem, ``a.htm`` beside ``a.html``) are never among them."""
+    import json
+    import re
+
+    try:
+        text = page.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    m = re.search(r'<script id="meta" type="application/json">(.*?)</script>', text, re.DOTALL)
+    if m is None or 'name="generator" content="imgsync' not in text:
+        return set()
+    try:
+        hrefs = json.loads(m.group(1)).get("files", [])
+    except (ValueError, AttributeError):
+        return set()
+    prefix = file_href(data_dir(page).name) + "/"
+    return {
+        h[len(prefix) :]
+        for h in hrefs
+        if isinstance(h, str)
+        and h.startswith(prefix)
+        and h[len(prefix) :].startswith(DATA_PREFIX)
+        and "/" not in h[len(prefix) :]
+    }
 
 
 def render_report(

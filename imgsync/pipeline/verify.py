@@ -20,6 +20,12 @@ own origin (a host that hides private images from anyone else, or paces anonymou
 requests harder), never for another origin: redirects are then followed hop by hop and
 the credential is dropped at the first hop that leaves the origin.
 
+A Discord-style signed URL (``ex``/``is``/``hm``) that has expired answers 404 while the
+image is still there: such an answer is not "gone". The remote is asked for a fresh URL
+(``Provider.refresh_url``); the fresh one is checked and, alive, recorded in place of the
+old; a host that gives none leaves the location **unreachable** ("expired"), never gone.
+A signed URL that has not expired and answers 404 is gone like any other.
+
 A folder's location is checked by hashing the file (missing -> gone).
 
 Every verdict is written to state with its time as it is made. A full check of a remote
@@ -62,7 +68,7 @@ from imgsync.errors import (
 )
 from imgsync.localfs import key_path, safe_name
 from imgsync.log import get_logger, redact
-from imgsync.models import ItemMeta, RemoteItem, guess_mime, sniff_image
+from imgsync.models import ItemMeta, RemoteItem, guess_mime, signed_expiry, sniff_image
 from imgsync.pipeline.run import _spool_dir as spool_dir
 from imgsync.pipeline.summary import StopSignal
 from imgsync.pipeline.transfer import SPOOL_THRESHOLD, Body, fetch, read_local
@@ -75,6 +81,7 @@ log = get_logger("imgsync.verify")
 
 MAX_CHECK_BYTES = 2 * 1024**3
 UNREACHABLE_STREAK = 8  # this many unreachable in a row: stop checking that remote this run
+EXPIRED = "the signed URL expired"
 MAX_HOPS = 5  # redirects followed by a check that carries the account's credential
 _SNIFF = 512
 
@@ -96,6 +103,8 @@ class VerifyOptions:
     lease_poll: float = 0.5
     # the waiting's monotonic clock and sleep (None: the real ones); tests pass a FakeClock
     clock: Callable[[], float] | None = field(default=None, repr=False, compare=False)
+    # unix time, to tell whether a signed URL expired (None: the real one)
+    wall: Callable[[], float] | None = field(default=None, repr=False, compare=False)
     sleep: Callable[[float], Awaitable[None]] | None = field(
         default=None, repr=False, compare=False
     )
@@ -494,6 +503,42 @@ class Verifier:
         creds: Credentials = provider.credentials_for
         return creds
 
+    async def _check(self, key: str, t: Target, opts: VerifyOptions, *, reencodes: bool) -> Verdict:
+        """One host location checked (see :func:`check_host`), an expired signed URL
+        renewed first (see the module docstring)."""
+        http = await self.rt.http()
+        name = self.name_of(key)
+        auth = await self._auth(key)
+        v = await check_host(http, name, t, opts, reencodes=reencodes, auth=auth)
+        expires = signed_expiry(t.url)
+        now = (self.opts.wall or time.time)()
+        if v.status not in ("gone", "unreachable") or expires is None or expires > now:
+            return v
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+        remote = self.by_key.get(key)
+        fresh = None
+        try:
+            if remote is not None:
+                fresh = await (await self._provider(remote)).refresh_url(t.url or "")
+        except ImgsyncError as exc:
+            return v._replace(
+                status="unreachable",
+                detail=f"{EXPIRED} {when}; renewing it failed: {redact(str(exc))[:200]}",
+            )
+        if not fresh:
+            return v._replace(
+                status="unreachable",
+                detail=f"{EXPIRED} {when} and the host gives no fresh one (not counted as gone)",
+            )
+        again = await check_host(
+            http, name, t._replace(url=fresh), opts, reencodes=reencodes, auth=auth
+        )
+        if again.status == "alive":
+            await checks.set_url(self.store, key, t.remote_id, fresh)
+            return again._replace(detail=f"{again.detail} ({EXPIRED} {when}: renewed)")
+        # the fresh URL answers gone or altered too: the image itself is dead
+        return again._replace(url=t.url, page_url=t.page_url)
+
     async def check_remote(self, key: str, stop: StopSignal | None = None) -> RemoteResult:
         """Check ``key``'s locations (a pass, resumed if one was interrupted, or a sample)."""
         result = RemoteResult(self.name_of(key), key)
@@ -510,8 +555,6 @@ class Verifier:
                 todo = await checks.targets(self.store, key)
         local_root = key.removeprefix("local:") if key.startswith("local:") else None
         reencodes = await self._reencodes(key)
-        auth = await self._auth(key)
-        http = None if local_root is not None else await self.rt.http()
         name = result.name
         send, recv = anyio.create_memory_object_stream[Target](self.opts.transfers)
         done: set[str] = set()
@@ -535,12 +578,13 @@ class Verifier:
                 if local_root is not None:
                     v = await anyio.to_thread.run_sync(check_local, local_root, t)
                 else:
-                    v = await check_host(http, name, t, self.opts, reencodes=reencodes, auth=auth)
+                    v = await self._check(key, t, self.opts, reencodes=reencodes)
                 await checks.record(self.store, key, [v])
                 done.add(t.remote_id)
                 if v.status == "gone" and v.detail.startswith("HTTP 4"):
                     self.definite.add((key, t.remote_id))  # a 404/410 just now: no doubt
-                streak = streak + 1 if v.status == "unreachable" else 0
+                down = v.status == "unreachable" and not v.detail.startswith(EXPIRED)
+                streak = streak + 1 if down else 0
                 if streak >= UNREACHABLE_STREAK and not result.gave_up:
                     result.gave_up = f"{streak} unreachable in a row ({v.detail})"
                     log.warning("verify_gave_up", remote=name, reason=result.gave_up)
@@ -615,7 +659,7 @@ class Verifier:
         for c in [c for c in copies if c.remote == dest_key]:
             v = await self._check_dest_copy(c, dest_cfg, dest_key)
             if v.status == "alive":
-                return await self._relink(b, rep, c.url, c.page_url, v)
+                return await self._relink(b, rep, v.url or c.url, c.page_url, v)
             if rep.dest_copy != "unreachable":
                 rep.dest_copy, rep.dest_detail = v.status, v.detail
             if v.status != "unreachable":
@@ -653,14 +697,7 @@ class Verifier:
         if t is None:
             return Verdict(c.remote_id, "", c.url, c.page_url, "gone", "no longer recorded")
         full = VerifyOptions(full=True, max_item_bytes=self.opts.max_item_bytes)
-        v = await check_host(
-            await self.rt.http(),
-            dest_cfg.name,
-            t,
-            full,
-            reencodes=await self._reencodes(dest_key),
-            auth=await self._auth(dest_key),
-        )
+        v = await self._check(dest_key, t, full, reencodes=await self._reencodes(dest_key))
         if not self.opts.dry_run and v.status != "unreachable":
             await checks.record(self.store, dest_key, [v])
         return v
@@ -755,14 +792,7 @@ class Verifier:
         if b.remote.startswith("local:"):
             return await anyio.to_thread.run_sync(check_local, b.remote.removeprefix("local:"), t)
         full = VerifyOptions(full=True, max_item_bytes=self.opts.max_item_bytes)
-        return await check_host(
-            await self.rt.http(),
-            self.name_of(b.remote),
-            t,
-            full,
-            reencodes=await self._reencodes(b.remote),
-            auth=await self._auth(b.remote),
-        )
+        return await self._check(b.remote, t, full, reencodes=await self._reencodes(b.remote))
 
     async def _relink_recorded(
         self, b: Broken, rep: Repair, dest_cfg: RemoteConfig, dest_key: str
@@ -774,7 +804,7 @@ class Verifier:
                 continue
             v = await self._check_dest_copy(c, dest_cfg, dest_key)
             if v.status == "alive":
-                return await self._relink(b, rep, c.url, c.page_url, v)
+                return await self._relink(b, rep, v.url or c.url, c.page_url, v)
             rep.dest_copy, rep.dest_detail = v.status, v.detail
         rep.action = "failed"
         rep.error = (

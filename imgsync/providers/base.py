@@ -370,6 +370,11 @@ class Provider(ABC):
             return {}
         return headers if own == there else {}
 
+    async def refresh_url(self, url: str) -> str | None:
+        """A fresh URL for an image URL whose signature expired (Discord-style ``ex``/``hm``
+        URLs), or None when the host gives none. Raises ``ProviderError``."""
+        return None
+
     # --- the required core -------------------------------------------------------------
 
     async def list_page(self, cursor: str | None) -> Page:

@@ -65,7 +65,15 @@ from imgsync.errors import (
     TransientError,
 )
 from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
-from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, is_image_name
+from imgsync.models import (
+    ItemMeta,
+    Page,
+    RemoteItem,
+    UploadSource,
+    guess_mime,
+    is_image_name,
+    signed_expiry,
+)
 from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
 from imgsync.providers.paging import resume_page
 
@@ -264,6 +272,31 @@ class DiscordImagesProvider(Provider):
         )
 
     # ---- transfer ----------------------------------------------------------------------
+
+    async def refresh_url(self, url: str) -> str | None:
+        """Fresh signatures for an expired signed file URL (``ex``/``is``/``hm``), asked as
+        Discord's ``POST attachments/refresh-urls`` is [INF]; None for an unsigned URL, a
+        host without that route, or a file it no longer has."""
+        if not signed_expiry(url):
+            return None
+        try:
+            resp = await self.http.request(
+                "POST",
+                self.base_url + "/api/attachments/refresh-urls",
+                remote=self.name,
+                headers=self._headers,
+                json={"attachment_urls": [url]},
+                map_error=self._map_error,
+                idempotent=True,
+            )
+        except (NotFound, RemoteMisconfigured):
+            return None
+        data = resp.data if isinstance(resp.data, dict) else {}
+        for entry in data.get("refreshed_urls") or []:
+            if isinstance(entry, dict) and entry.get("original") == url:
+                fresh = entry.get("refreshed")
+                return fresh if isinstance(fresh, str) and fresh else None
+        return None
 
     def auth_headers(self) -> dict[str, str]:
         return dict(self._headers)

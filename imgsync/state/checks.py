@@ -243,6 +243,13 @@ async def record(store: StateStore, remote: str, verdicts: Iterable[Verdict]) ->
     )
 
 
+async def set_url(store: StateStore, remote: str, remote_id: str, url: str) -> None:
+    """A location's URL changed where it is (a signed URL the host renewed)."""
+    await store.write(
+        "UPDATE locations SET url = ? WHERE remote = ? AND remote_id = ?", (url, remote, remote_id)
+    )
+
+
 async def start_pass(store: StateStore, remote: str, started: float) -> None:
     await store.write(
         "INSERT INTO verify_passes (remote, started, finished) VALUES (?, ?, NULL) "

@@ -1,0 +1,107 @@
+"""Discord-style expiring URLs: a signed URL past its ``ex`` answers 404 while the image is
+still there. verify renews it (and records the fresh URL) instead of calling it gone; a host
+that gives no fresh URL leaves it unreachable; an image deleted for real is gone."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import aiohttp
+
+from imgsync.config import Config, parse_config
+from imgsync.fakehosts.images import seed_image
+from imgsync.models import signed_expiry
+from imgsync.pipeline.run import JobSpec, run_job
+from imgsync.pipeline.summary import CopyOptions
+from imgsync.pipeline.verify import VerifyOptions, run_verify
+from imgsync.testing import FakeClock, RunningEmulator, serve_emulator
+
+DAY = 86400.0
+
+
+def _config(dis: RunningEmulator) -> Config:
+    return parse_config(
+        {"remotes": {"dis": {"type": "discordimages", "base_url": dis.url, "token": dis.token}}}
+    )
+
+
+async def _upload(cfg: Config, tmp: Path, n: int) -> dict[str, str]:
+    folder = tmp / "pics"
+    folder.mkdir()
+    for i in range(n):
+        data, ext = seed_image(i)
+        (folder / f"s{i}.{ext}").write_bytes(data)
+    s = await run_job(cfg, JobSpec("copy", str(folder), "dis:", CopyOptions(verb="copy")))
+    assert s.copied == n
+    return _urls(cfg)
+
+
+def _urls(cfg: Config) -> dict[str, str]:
+    """remote id -> the URL state records for it."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(cfg.state_path)) as db:
+        rows = db.execute(
+            "SELECT remote_id, url FROM locations WHERE remote LIKE 'discordimages:%'"
+        ).fetchall()
+    return {str(rid): str(url) for rid, url in rows}
+
+
+async def test_an_expired_signed_url_is_renewed_not_gone(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with serve_emulator("discordimages", signed_ttl=DAY, clock=clock.wall) as dis:
+        cfg = _config(dis)
+        first = await _upload(cfg, tmp_path, 3)
+        assert all(signed_expiry(u) for u in first.values())
+        opts = VerifyOptions(wall=clock.wall)
+        fresh = await run_verify(cfg, ["dis:"], opts)
+        assert fresh.remotes[0].counts["alive"] == 3
+
+        clock.advance(2 * DAY)  # every URL recorded has expired; the files are still there
+        async with aiohttp.ClientSession() as s, s.get(next(iter(first.values()))) as r:
+            assert r.status == 404
+        later = await run_verify(cfg, ["dis:"], opts)
+        assert later.remotes[0].counts == {"alive": 3, "gone": 0, "altered": 0, "unreachable": 0}
+        renewed = _urls(cfg)
+        assert set(renewed) == set(first)
+        for rid, url in renewed.items():  # the fresh URLs are recorded in place of the old
+            assert url != first[rid] and (signed_expiry(url) or 0) > clock.wall()
+            async with aiohttp.ClientSession() as s, s.get(url) as r:
+                assert r.status == 200
+
+        # one image is deleted for real: its renewed URL is 404 too, so it is gone
+        victim = min(renewed)
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{dis.url}/_fakehost/break", json={"url": renewed[victim], "how": "delete"}
+            ) as r,
+        ):
+            assert r.status == 200
+        clock.advance(2 * DAY)
+        again = await run_verify(cfg, ["dis:"], opts)
+        assert again.remotes[0].counts == {"alive": 2, "gone": 1, "altered": 0, "unreachable": 0}
+        (dead,) = again.remotes[0].problems
+        assert dead.remote_id == victim and dead.url == renewed[victim]
+
+
+async def test_an_expired_url_the_host_cannot_renew_is_unreachable_not_gone(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    async with serve_emulator(
+        "discordimages", signed_ttl=DAY, refresh=False, clock=clock.wall
+    ) as dis:
+        cfg = _config(dis)
+        first = await _upload(cfg, tmp_path, 9)
+        clock.advance(2 * DAY)
+        report = await run_verify(
+            cfg, ["dis:"], VerifyOptions(wall=clock.wall, repair_to="dis:", transfers=1)
+        )
+        (r,) = report.remotes
+        assert r.counts == {"alive": 0, "gone": 0, "altered": 0, "unreachable": 9}
+        assert all("signed URL expired" in v.detail for v in r.problems)
+        assert r.complete and not r.gave_up  # expired URLs are not a host that is down
+        assert report.repairs == [] and report.exit_code == 1  # nothing re-hosted
+        assert _urls(cfg) == first
