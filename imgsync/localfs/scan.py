@@ -11,6 +11,7 @@ not valid UTF-8 are kept (as surrogate escapes; see
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Iterable
@@ -84,9 +85,6 @@ def scan_tree(
     """
     include, exclude = list(include), list(exclude)
     filtered = bool(include or exclude)
-    entries: list[ScanEntry] = []
-    problems: list[ScanProblem] = []
-    skipped = 0
     try:
         top = os.stat(root)
     except OSError as exc:
@@ -94,22 +92,108 @@ def scan_tree(
     if not stat.S_ISDIR(top.st_mode):
         raise LocalIOError(f"{root} is not a folder", path=str(root))
     real_root = os.path.realpath(root)
+    opts = _Walk(real_root, images_only, include, exclude, filtered, follow_links)
+    first = (str(root), "", frozenset({(top.st_dev, top.st_ino)}))
+    workers = min(SCAN_THREADS, os.cpu_count() or 1)
+    walk = _walk_serially if workers < 2 else functools.partial(_walk_in_threads, workers=workers)
+    scanned = walk(first, opts)
+    # assembled in the order of a one-thread walk (a stack of folders, the last found
+    # first): the same tree always gives the same list, so its fingerprint holds
+    entries: list[ScanEntry] = []
+    problems: list[ScanProblem] = []
+    skipped = 0
+    stack = [""]
+    while stack:
+        done = scanned[stack.pop()]
+        entries += done.entries
+        problems += done.problems
+        skipped += done.skipped
+        stack.extend(sub[1] for sub in done.folders)
+    return entries, problems, skipped
+
+
+SCAN_THREADS = 2  # folders read at once: most of a file's cost is its stat, done unlocked
+
+_Folder = tuple[str, str, frozenset[tuple[int, int]]]  # path, relative prefix, ids above
+
+
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    real_root: str
+    images_only: bool
+    include: list[str]
+    exclude: list[str]
+    filtered: bool
+    follow_links: bool
+
+
+@dataclass(slots=True)
+class _Scanned:
+    """One folder's own files, problems and subfolders (in the order the folder lists them)."""
+
+    prefix: str
+    entries: list[ScanEntry]
+    problems: list[ScanProblem]
+    skipped: int
+    folders: list[_Folder]
+
+
+def _walk_serially(first: _Folder, opts: _Walk) -> dict[str, _Scanned]:
+    out: dict[str, _Scanned] = {}
+    todo = [first]
+    while todo:
+        folder = todo.pop()
+        done = _scan_folder(folder, opts)
+        out[folder[1]] = done
+        todo.extend(done.folders)
+    return out
+
+
+def _walk_in_threads(first: _Folder, opts: _Walk, workers: int) -> dict[str, _Scanned]:
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    out: dict[str, _Scanned] = {}
+    with ThreadPoolExecutor(workers, thread_name_prefix="imgsync-scan") as pool:
+        running: set[Future[_Scanned]] = {pool.submit(_scan_folder, first, opts)}
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                done = fut.result()
+                for sub in done.folders:
+                    running.add(pool.submit(_scan_folder, sub, opts))
+                out[done.prefix] = done
+    return out
+
+
+def _scan_folder(where: _Folder, opts: _Walk) -> _Scanned:
+    """Read one folder: its files (status read relative to the open folder, no walk down
+    the whole path per file), problems, non-images skipped, and subfolders to read."""
+    folder, prefix, above = where
+    entries: list[ScanEntry] = []
+    problems: list[ScanProblem] = []
+    folders: list[_Folder] = []
+    done = _Scanned(prefix, entries, problems, 0, folders)
+    skipped = 0
+    images_only, filtered, follow_links = opts.images_only, opts.filtered, opts.follow_links
+    include, exclude, real_root = opts.include, opts.exclude, opts.real_root
     # this loop runs once per file on every re-run: local names, no helper calls
     append = entries.append
-    make = ScanEntry._make
+    new_entry = tuple.__new__
     exts = IMAGE_EXTENSIONS
-    # each folder carries the identities of the folders above it: a followed link back
-    # to one of them is a loop (a link to a folder seen elsewhere is not)
-    stack: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
-        (str(root), "", frozenset({(top.st_dev, top.st_ino)}))
-    ]
-    while stack:
-        folder, prefix, above = stack.pop()
-        try:
+    lstat = os.stat
+    fd = -1
+    try:
+        if _RELATIVE:
+            fd = os.open(folder, _DIR_FLAGS)
+            it = os.scandir(fd)
+        else:
             it = os.scandir(folder)
-        except OSError as exc:
-            problems.append(ScanProblem(prefix.rstrip("/") or ".", f"cannot read: {exc.strerror}"))
-            continue
+    except OSError as exc:
+        if fd >= 0:
+            os.close(fd)
+        problems.append(ScanProblem(prefix.rstrip("/") or ".", f"cannot read: {exc.strerror}"))
+        return done
+    try:
         with it:
             for de in it:
                 name = de.name
@@ -126,7 +210,8 @@ def scan_tree(
                         problems.append(ScanProblem(rel, LINK_SKIPPED, skipped=True))
                         continue
                     if de.is_dir():  # a followed link to a folder too
-                        if link and not _inside(real_root, de.path):
+                        path = os.path.join(folder, name)
+                        if link and not _inside(real_root, path):
                             problems.append(ScanProblem(rel, LINK_OUTSIDE, skipped=True))
                             continue
                         st = de.stat()
@@ -134,7 +219,7 @@ def scan_tree(
                         if ident in above:
                             problems.append(ScanProblem(rel, LINK_LOOP, skipped=True))
                             continue
-                        stack.append((de.path, rel + "/", above | {ident}))
+                        folders.append((path, rel + "/", above | {ident}))
                         continue
                     if images_only:
                         dot = name.rfind(".")
@@ -143,10 +228,15 @@ def scan_tree(
                             continue
                     if filtered and not matches(rel, include, exclude):
                         continue
-                    if link and not _inside(real_root, de.path):
-                        problems.append(ScanProblem(rel, LINK_OUTSIDE, skipped=True))
-                        continue
-                    st = de.stat()
+                    if link:
+                        if not _inside(real_root, os.path.join(folder, name)):
+                            problems.append(ScanProblem(rel, LINK_OUTSIDE, skipped=True))
+                            continue
+                        st = de.stat()
+                    elif fd >= 0:
+                        st = lstat(name, dir_fd=fd, follow_symlinks=False)
+                    else:
+                        st = de.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     if de.is_symlink():
                         problems.append(ScanProblem(rel, "broken symlink"))
@@ -155,8 +245,16 @@ def scan_tree(
                     problems.append(ScanProblem(rel, f"cannot stat: {exc.strerror}"))
                     continue
                 if S_ISREG(st.st_mode):
-                    append(make((rel, st.st_size, st.st_mtime_ns, st.st_ino)))
-    return entries, problems, skipped
+                    append(new_entry(ScanEntry, (rel, st.st_size, st.st_mtime_ns, st.st_ino)))
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    done.skipped = skipped
+    return done
+
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_RELATIVE = os.stat in os.supports_dir_fd and os.scandir in os.supports_fd
 
 
 def _wanted(

@@ -37,6 +37,7 @@ class LocalPlan:
     fingerprint: str = ""
     folders: set[str] = field(default_factory=set)  # relative folders holding the files
     dest_root: Path | None = None  # a folder destination (keeps the same relative paths)
+    marked: bool = False  # the saved scan mark matched: nothing changed since the last run
 
     def dest_state(self) -> str:
         """The destination folders' state to save with a scan mark ("" for a host)."""
@@ -72,11 +73,8 @@ def fingerprint(
 ) -> str:
     """A digest of every scanned path, size, mtime and inode (and the filters)."""
     h = hashlib.sha256(repr((include, exclude)).encode())
-    h.update(
-        "\n".join([f"{e.rel}|{e.size}|{e.mtime_ns}|{e.inode}" for e in entries]).encode(
-            "utf-8", "surrogateescape"
-        )
-    )
+    # "rel|size|mtime_ns|inode" per file (formatted by ``%`` straight from each tuple)
+    h.update("\n".join(map("%s|%d|%d|%d".__mod__, entries)).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -114,6 +112,7 @@ def plan_local(
         and (dest_root is None or _folders_unchanged(dest_root, saved_state))
     ):
         plan.present = len(entries)  # same files, same destination: nothing to do
+        plan.marked = True
         return plan
     if dest_root is not None:
         gone = missing(dest_root, db.items_at(dest_key))

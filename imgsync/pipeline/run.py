@@ -125,20 +125,24 @@ def nothing_to_do(cfg: Config, job: Resolved, plan: LocalPlan) -> Summary | None
     if not plan.empty or plan.problems:
         return None
     opts = job.opts
-    with must_open(cfg.state_path) as db:
-        if opts.verb == "sync":
-            from imgsync.syncdelete import plan_deletes
+    # a plan that matched the saved scan mark needs no second look (unless sync deletes)
+    if opts.verb == "sync" or not (plan.marked or opts.dry_run):
+        with must_open(cfg.state_path) as db:
+            if opts.verb == "sync":
+                from imgsync.syncdelete import plan_deletes
 
-            found = plan_deletes(
-                db, str(plan.root), job.src_key, job.dst_key, job.dst.type == "local", 0
-            )
-            if found.candidates:
-                return None
-        if not opts.dry_run:
-            mark, count, latest, saved_state = db.scan_mark(str(plan.root), job.dst_key)
-            generation = db.dest_generation(job.dst_key)
-            if mark != plan.fingerprint or (count, latest) != generation or saved_state == "":
-                db.save_scan_mark(str(plan.root), job.dst_key, plan.fingerprint, plan.dest_state())
+                found = plan_deletes(
+                    db, str(plan.root), job.src_key, job.dst_key, job.dst.type == "local", 0
+                )
+                if found.candidates:
+                    return None
+            if not opts.dry_run:
+                mark, count, latest, saved = db.scan_mark(str(plan.root), job.dst_key)
+                generation = db.dest_generation(job.dst_key)
+                if mark != plan.fingerprint or (count, latest) != generation or saved == "":
+                    db.save_scan_mark(
+                        str(plan.root), job.dst_key, plan.fingerprint, plan.dest_state()
+                    )
     return Summary(
         opts.verb,
         job.src_key,
