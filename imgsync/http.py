@@ -67,7 +67,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self, cast
 
 import aiohttp
 import anyio
@@ -613,6 +613,13 @@ class ApiClient:
 
     async def _attempt(self, req: _Request, attempt: int) -> ApiResponse:
         body = await self._body(req)
+        headers = req.headers
+        data: Any = body
+        if isinstance(body, Multipart):
+            writer = multipart_writer(body)
+            data = await _rendered(writer) if _small(body) else writer
+            if isinstance(data, bytes):
+                headers = {**(headers or {}), aiohttp.hdrs.CONTENT_TYPE: writer.content_type}
         limiter = self.limiters.for_authority(req.authority)
         slot = await self._enter(limiter, req)
         answered = False
@@ -623,9 +630,9 @@ class ApiClient:
                     req.method,
                     req.url,
                     params=req.params,
-                    headers=req.headers,
+                    headers=headers,
                     json=req.json,
-                    data=multipart_writer(body) if isinstance(body, Multipart) else body,
+                    data=data,
                     allow_redirects=req.allow_redirects,
                     timeout=req.timeout,
                     **self._proxy(req.url),
@@ -855,6 +862,36 @@ def multipart_writer(body: Multipart) -> aiohttp.MultipartWriter:
         payload.headers[aiohttp.hdrs.CONTENT_DISPOSITION] = disposition
         writer.append_payload(payload)
     return writer
+
+
+_RENDER_BELOW = 1024 * 1024  # multipart bodies in memory up to this size go in one piece
+
+
+def _small(body: Multipart) -> bool:
+    """Every part is in memory and the whole is small."""
+    if any(f.path is not None for f in body.files):
+        return False
+    size = sum(len(f.data) for f in body.files) + sum(len(v) for _, v in body.fields)
+    return size < _RENDER_BELOW
+
+
+class _Collect:
+    """A stream writer that keeps what is written (to render a multipart body)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    async def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        self.chunks.append(bytes(chunk))
+
+
+async def _rendered(writer: aiohttp.MultipartWriter) -> bytes:
+    """The whole multipart body as bytes. aiohttp sends a multipart body piece by piece
+    (boundaries, part headers, values: a dozen writes, each its own ``send``); a small
+    upload rendered first goes out in one."""
+    out = _Collect()
+    await writer.write(cast(Any, out))
+    return b"".join(out.chunks)
 
 
 def _decode(

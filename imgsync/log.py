@@ -49,6 +49,11 @@ _MIN_SECRET_LEN = 4
 _secrets: set[str] = set()
 # Longest first, so a secret that contains another is masked whole. Rebuilt lazily.
 _ordered: tuple[str, ...] = ()
+# Past a few dozen secrets (a Chevereto migration registers every upload's delete URL),
+# testing each one against every text makes each redact cost grow with the run: secrets
+# are then found through their last characters instead (one dict lookup per position).
+_INDEX_ABOVE = 32
+_by_tail: dict[str, list[str]] = {}
 
 _CREDENTIAL_NAMES = (
     r"access_token|refresh_token|token|api_?key|apikey|key|auth|password|passwd|secret"
@@ -69,6 +74,7 @@ def register_secret(secret: str | None) -> None:
     global _ordered
     if secret and len(secret) >= _MIN_SECRET_LEN and secret not in _secrets:
         _secrets.add(secret)
+        _by_tail.setdefault(secret[-_MIN_SECRET_LEN:], []).append(secret)
         _ordered = ()
 
 
@@ -84,6 +90,20 @@ def _registered_in_order() -> tuple[str, ...]:
     return _ordered
 
 
+def _registered_in(text: str) -> Iterable[str]:
+    """The registered secrets to mask in ``text``, longest first."""
+    if len(_secrets) <= _INDEX_ABOVE:
+        return _registered_in_order()
+    k = _MIN_SECRET_LEN
+    get = _by_tail.get
+    found: set[str] = set()
+    for end in range(k, len(text) + 1):
+        bucket = get(text[end - k : end])
+        if bucket:
+            found.update(s for s in bucket if len(s) <= end and text.startswith(s, end - len(s)))
+    return sorted(found, key=len, reverse=True)
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every known credential replaced by ``***``.
 
@@ -94,7 +114,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     if not text:
         return text
     extra = sorted((s for s in secrets if s and len(s) >= _MIN_SECRET_LEN), key=len, reverse=True)
-    for group in (extra, _registered_in_order()):
+    for group in (extra, _registered_in(text)):
         for secret in group:
             if secret in text:
                 text = text.replace(secret, MASK)

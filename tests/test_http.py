@@ -755,3 +755,21 @@ async def test_requests_go_through_the_environment_proxy(
         with pytest.raises(ProviderError):
             await client.request("get", "http://bypassed.invalid/a.png", remote="r")
     assert hosts == ["images.example.invalid"]
+
+
+def test_redaction_with_thousands_of_registered_delete_urls_masks_each_one_found() -> None:
+    """A long migration registers every upload's delete URL; past a few dozen they are
+    found through an index, which must still mask each one (whole, the longest first)."""
+    from imgsync.log import MASK, redact, register_secret
+
+    urls = [f"http://127.0.0.1:9/delete/{i:08x}redact-index" for i in range(3000)]
+    for url in urls:
+        register_secret(url)
+    register_secret("tok-redact-index-9")  # ends like nothing else
+    longer = urls[7] + "/confirm"
+    register_secret(longer)  # contains another secret: masked whole
+    text = f"POST {urls[5]} then {longer} and {urls[2999]}?x=1 with tok-redact-index-9."
+    shown = redact(text)
+    assert shown == f"POST {MASK} then {MASK} and {MASK}?x=1 with {MASK}."
+    kept = "http://127.0.0.1:9/delete/zzzzzzzzredact-index is not registered"
+    assert redact(kept) == kept

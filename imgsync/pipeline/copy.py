@@ -674,11 +674,16 @@ class CopyRun:
                         return
                     try:
                         with anyio.fail_after(self.opts.item_timeout):
-                            await self._upload(c, body)
+                            sent = await self._upload(c, body)
                     except TimeoutError:
                         await self.store.release(self.dst_key, [sha])
                         self.taken.discard(sha)
                         self._item_failed(c, self._timeout("uploading"))
+                        return
+                    # recorded within the slot (a kill redoes at most --transfers uploads)
+                    # but outside the deadline: a sent upload never counts as failed
+                    if sent is not None:
+                        await self._record_upload(c, body.digest, *sent)
             finally:
                 body.discard()
 
@@ -708,14 +713,19 @@ class CopyRun:
         self.summary.present += n
         self.progress.tick(done=n)
 
-    async def _upload(self, c: Candidate, body: Body) -> None:
+    async def _upload(self, c: Candidate, body: Body) -> tuple[RemoteItem, str | None] | None:
+        """Send one leased item: what the host answered (and the note to journal when it
+        may have left a duplicate), or None when it was not uploaded (recorded as such)."""
         self.progress.current = c.rel
         d = body.digest
-        refusal = await anyio.to_thread.run_sync(self._refusal, body, c.rel)
+        if body.data is not None:  # nothing to read: no thread hop
+            refusal = self._refusal(body, c.rel)
+        else:
+            refusal = await anyio.to_thread.run_sync(self._refusal, body, c.rel)
         if refusal is not None:
             await self.store.release(self.dst_key, [d.sha256])
             self._item_failed(c, Rejected(refusal, remote=self.dst.name))
-            return
+            return None
         src = body.upload_source(c.rel.rsplit("/", 1)[-1], guess_mime(c.rel))
         meta = (
             c.remote.meta
@@ -730,7 +740,7 @@ class CopyRun:
             await self._journal(c, "skipped", error="host reports a duplicate upload")
             await self.store.release(self.dst_key, [d.sha256])
             self._present([d.sha256])
-            return
+            return None
         except ImgsyncError as exc:
             await self.store.release(self.dst_key, [d.sha256])
             self.taken.discard(d.sha256)
@@ -738,11 +748,17 @@ class CopyRun:
                 if self.summary.remote_failure is not None:  # already stopped: left, not failed
                     self.summary.not_attempted += 1
                     self.progress.tick(done=1)
-                    return
+                    return None
                 self._remote_failed(exc)
             self._item_failed(c, exc)
-            return
-        # the upload is committed to state before the item counts as done
+            return None
+        return item, duplicate_note
+
+    async def _record_upload(
+        self, c: Candidate, d: Digest, item: RemoteItem, duplicate_note: str | None
+    ) -> None:
+        """The upload is committed to state (then its lease released) before the item
+        counts as done."""
         await queries.record_locations(self.store, self.dst_key, [(d.sha256, item)])
         await queries.record_owners(self.store, self.dst_key, self.src_key, [d.sha256], wrote=True)
         # "verified" when the host reported a checksum the provider compared (Chevereto's

@@ -1,7 +1,9 @@
 """The async state handle: reads through aiosqlite, writes through one writer task.
 
 Every write is queued to a single writer task that groups what is queued into one
-transaction per batch (consecutive rows of one statement become one ``executemany``).
+transaction per batch (consecutive rows of one statement become one ``executemany``),
+run whole in one thread of its own on a plain ``sqlite3`` connection (one thread hop per
+transaction).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -48,7 +51,10 @@ class StateStore:
         self.owner = owner_id()
         # fleet mode (``[state] url``): leases and locations shared through PostgreSQL
         self.fleet: Fleet | None = None
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: aiosqlite.Connection | None = None  # reads
+        # writes: a plain connection used only by one thread, a whole transaction per hop
+        self._wconn: sqlite3.Connection | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgsync-state")
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue(maxsize=10_000)
         self._writer: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
@@ -62,18 +68,16 @@ class StateStore:
             self._conn = await aiosqlite.connect(self.path, isolation_level=None)
             await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await self._conn.execute("PRAGMA synchronous = NORMAL")
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._connect_sync)
         except (sqlite3.Error, OSError) as exc:
-            if self._conn is not None:
-                await self._conn.close()
-                self._conn = None
+            await self._close_conns()
             raise describe_error(self.path, exc) from None
         if self.url:
             try:
                 fleet = Fleet(self.url, self.owner, ttl=self.lease_ttl)
                 self.fleet = await fleet.open(renew=True)
             except BaseException:
-                await self._conn.close()
-                self._conn = None
+                await self._close_conns()
                 raise
         self._writer = asyncio.create_task(self._write_loop(), name="imgsync-state-writer")
         return self
@@ -85,15 +89,21 @@ class StateStore:
             await self._queue.put(None)
             await self._writer
             self._writer = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        await self._close_conns()
         if self.fleet is not None:
             fleet, self.fleet = self.fleet, None
             try:
                 await fleet.push()  # the last of the job's shared record
             finally:
                 await fleet.close()
+
+    async def _close_conns(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+        if self._wconn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._close_sync)
+        self._pool.shutdown(wait=False)
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -244,16 +254,50 @@ class StateStore:
                 await self._apply(batch)
 
     async def _apply(self, batch: list[_Op]) -> None:
-        assert self._conn is not None
-        conn = self._conn
+        """One transaction for ``batch``, run whole in the writer thread: one thread hop
+        per transaction (a hop per statement woke a thread and handed the interpreter
+        lock back and forth half a dozen times per upload)."""
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._pool, self._apply_sync, batch)
+        except (sqlite3.Error, OSError) as exc:
+            self._failure = exc
+            err = describe_error(self.path, exc)
+            for op in batch:
+                if op.future is not None and not op.future.done():
+                    op.future.set_exception(err)
+            return
+        for op, res in zip(batch, results, strict=True):
+            if op.future is not None and not op.future.done():
+                op.future.set_result(res)
+
+    def _connect_sync(self) -> None:
+        """The writer's own connection, opened in (and only used by) the writer thread."""
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        self._wconn = conn
+
+    def _close_sync(self) -> None:
+        if self._wconn is not None:
+            self._wconn.close()
+            self._wconn = None
+
+    def _apply_sync(self, batch: list[_Op]) -> list[Any]:
+        conn = self._wconn
+        assert conn is not None
         results: list[Any] = []
         try:
-            await conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             i = 0
             while i < len(batch):
                 op = batch[i]
                 if op.claim is not None:
-                    results.append(await self._claim(conn, *op.claim))
+                    results.append(self._claim(conn, *op.claim))
                     i += 1
                     continue
                 results.append(None)
@@ -267,28 +311,22 @@ class StateStore:
                     rows.extend(batch[j].rows)
                     results.append(None)
                     j += 1
-                await conn.executemany(op.sql, rows)
+                conn.executemany(op.sql, rows)
                 i = j
-            await conn.commit()
-        except (sqlite3.Error, OSError) as exc:
-            self._failure = exc
+            conn.execute("COMMIT")
+        except BaseException:
             with contextlib.suppress(sqlite3.Error):
-                await conn.rollback()
-            err = describe_error(self.path, exc)
-            for op in batch:
-                if op.future is not None and not op.future.done():
-                    op.future.set_exception(err)
-            return
-        for op, res in zip(batch, results, strict=True):
-            if op.future is not None and not op.future.done():
-                op.future.set_result(res)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            raise
+        return results
 
     @staticmethod
-    async def _claim(
-        conn: aiosqlite.Connection, dest: str, shas: list[str], owner: str
+    def _claim(
+        conn: sqlite3.Connection, dest: str, shas: list[str], owner: str
     ) -> tuple[set[str], set[str]]:
         now = time.time()
-        await conn.executemany(
+        conn.executemany(
             "INSERT OR IGNORE INTO claims (sha256, dest, owner, claimed_at) VALUES (?, ?, ?, ?)",
             [(s, dest, owner, now) for s in shas],
         )
@@ -296,12 +334,11 @@ class StateStore:
         for start in range(0, len(shas), 500):
             chunk = shas[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            async with conn.execute(
+            rows = conn.execute(
                 f"SELECT sha256, owner, claimed_at FROM claims WHERE dest = ? "
                 f"AND sha256 IN ({marks})",
                 [dest, *chunk],
-            ) as cur:
-                rows = await cur.fetchall()
+            ).fetchall()
             stale = []
             for sha, holder, claimed_at in rows:
                 if holder == owner:
@@ -309,7 +346,7 @@ class StateStore:
                 elif now - claimed_at > CLAIM_TTL or not owner_alive(holder):
                     stale.append(sha)
             if stale:
-                await conn.executemany(
+                conn.executemany(
                     "UPDATE claims SET owner = ?, claimed_at = ? WHERE sha256 = ? AND dest = ?",
                     [(owner, now, s, dest) for s in stale],
                 )
@@ -319,13 +356,16 @@ class StateStore:
         for start in range(0, len(held), 500):
             chunk = held[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            async with conn.execute(
-                f"SELECT DISTINCT sha256 FROM locations WHERE remote = ? AND sha256 IN ({marks})",
-                [dest, *chunk],
-            ) as cur:
-                present.update(r[0] for r in await cur.fetchall())
+            present.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT DISTINCT sha256 FROM locations WHERE remote = ? "
+                    f"AND sha256 IN ({marks})",
+                    [dest, *chunk],
+                )
+            )
         if present:
-            await conn.executemany(
+            conn.executemany(
                 "DELETE FROM claims WHERE sha256 = ? AND dest = ? AND owner = ?",
                 [(s, dest, owner) for s in present],
             )
