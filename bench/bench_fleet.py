@@ -1,16 +1,22 @@
-"""Benchmark: fleet mode, N `imgsync migrate` workers on one PostgreSQL state.
+"""Benchmark: fleet mode, N `imgsync migrate` workers on one PostgreSQL state (issue 18).
 
-A Gyazo emulator seeded with ``--images`` images migrates to a Guizhan emulator, every
-worker a separate process with its own empty SQLite state (separate machines, as far as
-imgsync can tell) and one throwaway PostgreSQL cluster (initdb in a temp folder, as
-``tests/pgserver.py`` does). Prints, per scenario:
+A Gyazo emulator seeded with ``--images`` images migrates to a Guizhan emulator (each
+emulator ``imgsync fakehost`` in its own process), every worker a separate process with
+its own empty SQLite state (separate machines, as far as imgsync can tell), on one
+throwaway PostgreSQL cluster (``tests/pgserver.py``). Printed, per scenario:
 
-* limited: the destination enforces ``--rate`` (and every worker's ``[limits]`` says the
-  same): uploads vs distinct checksums, throttled replies, the fleet's achieved rate as a
-  ratio of the limit (target >= 0.9, and never ~3x);
-* unlimited: ``--workers`` workers vs 1 worker, wall time ratio (target >= 2x).
+* limited: the destination enforces ``--rate`` per second (a fixed window, as Laravel
+  counts) and every worker's ``[limits]`` says the same. One worker is SIGKILLed once a
+  third of the images are uploaded; the others finish the job. Uploads vs distinct
+  checksums (nothing lost: distinct = images; extra uploads = what the killed worker had
+  in flight), map completeness of every surviving worker, throttled replies, and the
+  fleet's achieved rate over the uploads' span as a ratio of the limit (target >= 0.9,
+  and never above 1);
+* unlimited: ``--workers`` workers vs 1 worker, wall time ratio (target >= 2x), with
+  the CPU seconds the workers, the emulators and PostgreSQL used, against what the
+  machine's cores could give in that time (so "what bounds it" is a measurement).
 
-Usage: python bench/bench_fleet.py [--images 3000] [--workers 3] [--rate 30]
+Usage: python bench/bench_fleet.py [--images 3000] [--workers 3] [--rate 30] [--no-kill]
 """
 
 from __future__ import annotations
@@ -19,47 +25,146 @@ import argparse
 import asyncio
 import json
 import os
+import resource
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from pgserver import PgServer, pg_bindir
 
-from imgsync.fakehosts.common import Knobs
-from imgsync.fakehosts.guizhan import GuizhanFake
-from imgsync.fakehosts.gyazo import GyazoFake
-from imgsync.testing import serve_emulator
-
 GY, GZ = "bench-gyazo-token", "bench-guizhan-token"
+PY = sys.executable
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-async def stats(url: str) -> dict[str, int]:
-    import aiohttp
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
-    async with aiohttp.ClientSession() as s, s.get(url + "/_fakehost/stats") as r:
-        data: dict[str, int] = await r.json()
-        return data
+
+def cpu_of(pids: list[int], *, reaped: bool = False) -> float:
+    """CPU seconds (user + system) the processes used so far (``reaped``: with their
+    children that ended, such as PostgreSQL's backends of closed connections)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks = int(fields[11]) + int(fields[12])
+        if reaped:
+            ticks += int(fields[13]) + int(fields[14])
+        total += ticks / TICK
+    return total
+
+
+def postgres_cpu(pg: PgServer) -> float:
+    pids = postgres_pids(pg)
+    return cpu_of(pids[:1], reaped=True) + cpu_of(pids[1:])
+
+
+def postgres_pids(pg: PgServer) -> list[int]:
+    """The cluster's postmaster and its backends."""
+    try:
+        master = int((pg.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError):
+        return []
+    pids = [master]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == master:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+class Emulator:
+    """``imgsync fakehost KIND`` in its own process."""
+
+    def __init__(self, kind: str, token: str, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.authority = f"127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [PY, "-m", "imgsync", "fakehost", kind, "--port", str(self.port), "--token", token,
+             *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        for _ in range(1200):  # seeding many images takes a while
+            try:
+                self.stats()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        sys.exit(f"the {kind} emulator did not start")
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(self.url + "/_fakehost/stats", timeout=5) as r:
+            data: dict[str, int] = json.loads(r.read())
+            return data
+
+    def cpu(self) -> float:
+        return cpu_of([self.proc.pid])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+@dataclass
+class Result:
+    elapsed: float = 0.0
+    uploads: int = 0
+    distinct: int = 0
+    throttled: int = 0
+    maps: list[int] = field(default_factory=list)
+    span: float = 0.0  # first to last upload, as sampled
+    spanned: int = 0  # uploads within the span
+    killed_at: int | None = None
+    cpu_workers: float = 0.0
+    cpu_emulators: float = 0.0
+    cpu_postgres: float = 0.0
+    source_requests: int = 0
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 async def scenario(
-    pg: PgServer, work: Path, images: int, workers: int, rate: int | None
-) -> dict[str, float]:
-    gz_rate = f"{rate}/second" if rate else "none"
-    async with (
-        serve_emulator(GyazoFake(Knobs(token=GY, seed=images))) as gyazo,
-        serve_emulator(GuizhanFake(Knobs(token=GZ, rate=gz_rate))) as gz,
-    ):
-        limits = f'[limits."{gz.authority}"]\nrate = "{rate}/second"\n' if rate else ""
-        cfg = work / f"cfg-{workers}-{rate}.toml"
+    pg: PgServer, work: Path, images: int, workers: int, rate: int | None, kill: bool
+) -> Result:
+    tag = f"{workers}-{rate}"
+    gz_rate = f"{rate}/second" if rate else "1000000/second"
+    gyazo = Emulator("gyazo", GY, "--seed", str(images), "--rate", "1000000/second")
+    guizhan = Emulator("guizhan", GZ, "--rate", gz_rate)
+    res = Result()
+    try:
+        limits = f'[limits."{guizhan.authority}"]\nrate = "{rate}/second"\n' if rate else ""
+        cfg = work / f"cfg-{tag}.toml"
         cfg.write_text(
             limits + f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gyazo.url}"\n'
-            f'token_env = "GY"\n[remotes.gz]\ntype = "guizhan"\nbase_url = "{gz.url}"\n'
+            f'token_env = "GY"\n[remotes.gz]\ntype = "guizhan"\nbase_url = "{guizhan.url}"\n'
             'token_env = "GZ"\n'
         )
         url = pg.new_database()
+        pg_before = postgres_cpu(pg)
+        em_before = gyazo.cpu() + guizhan.cpu()
+        kids_before = children_cpu()
         procs = []
         start = time.perf_counter()
         for w in range(workers):
@@ -67,42 +172,69 @@ async def scenario(
                 **os.environ,
                 "GY": GY,
                 "GZ": GZ,
-                "IMGSYNC_STATE": str(work / f"s-{workers}-{rate}-{w}" / "state.db"),
+                "IMGSYNC_STATE": str(work / f"s-{tag}-{w}" / "state.db"),
                 "IMGSYNC_STATE_URL": url,
             }
+            args = ["--config", str(cfg), "migrate", "gy:", "gz:", "--json",
+                    "--map", str(work / f"map-{tag}-{w}.csv")]  # fmt: skip
             procs.append(
                 await asyncio.create_subprocess_exec(
-                    sys.executable,
+                    PY,
                     "-m",
                     "imgsync",
-                    "--config",
-                    str(cfg),
-                    "migrate",
-                    "gy:",
-                    "gz:",
-                    "--json",
-                    "--map",
-                    str(work / f"map-{workers}-{rate}-{w}.csv"),
+                    *args,
                     env=env,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
                 )
             )
-        outs = [await p.communicate() for p in procs]
-        elapsed = time.perf_counter() - start
-        for p, (_out, err) in zip(procs, outs, strict=True):
+        waiters = [asyncio.ensure_future(p.communicate()) for p in procs]
+        samples: list[tuple[float, int]] = []
+        while not all(w.done() for w in waiters):
+            up = guizhan.stats()["uploads"]
+            samples.append((time.perf_counter(), up))
+            if kill and res.killed_at is None and up >= images // 3:
+                procs[0].send_signal(signal.SIGKILL)
+                res.killed_at = up
+            await asyncio.sleep(0.25)
+        res.elapsed = time.perf_counter() - start
+        outs = [w.result() for w in waiters]
+        for i, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
+            if kill and i == 0:
+                continue
             if p.returncode != 0:
-                sys.exit(f"a worker failed ({p.returncode}): {err.decode()[-2000:]}")
-        maps = [json.loads(out)["map_rows"] for out, _ in outs]
-        src, dst = await stats(gyazo.url), await stats(gz.url)
-    return {
-        "elapsed": elapsed,
-        "uploads": dst["uploads"],
-        "distinct": src["distinct_checksums"],
-        "throttled": dst["throttled"],
-        "map_rows_min": min(maps),
-        "achieved": dst["uploads"] / elapsed,
-    }
+                sys.exit(f"worker {i} failed ({p.returncode}): {err.decode()[-2000:]}")
+            res.maps.append(json.loads(out)["map_rows"])
+        res.cpu_workers = children_cpu() - kids_before
+        res.cpu_emulators = gyazo.cpu() + guizhan.cpu() - em_before
+        res.cpu_postgres = postgres_cpu(pg) - pg_before
+        src, dst = gyazo.stats(), guizhan.stats()
+        res.uploads, res.distinct = dst["uploads"], dst["distinct_checksums"]
+        res.throttled, res.source_requests = dst["throttled"], src["requests"]
+        final = samples[-1][1] if samples else 0
+        moving = [(t, n) for t, n in samples if n > 0]
+        if moving:
+            first = moving[0]
+            last = next((t, n) for t, n in samples if n >= res.uploads) if final else first
+            res.span, res.spanned = last[0] - first[0], last[1] - first[1]
+    finally:
+        gyazo.stop()
+        guizhan.stop()
+    return res
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cpu_line(r: Result) -> str:
+    cores = os.cpu_count() or 1
+    used = r.cpu_workers + r.cpu_emulators + r.cpu_postgres
+    return (
+        f"CPU s: workers {r.cpu_workers:.1f}, emulators {r.cpu_emulators:.1f}, "
+        f"postgres {r.cpu_postgres:.1f} = {used:.1f} of {cores * r.elapsed:.1f} "
+        f"({cores} cores x {r.elapsed:.1f}s: {used / (cores * r.elapsed):.0%})"
+    )
 
 
 async def main() -> None:
@@ -110,6 +242,8 @@ async def main() -> None:
     ap.add_argument("--images", type=int, default=3000)
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--rate", type=int, default=30)
+    ap.add_argument("--no-kill", action="store_true", help="no SIGKILL in the limited run")
+    ap.add_argument("--only", choices=("limited", "unlimited"))
     args = ap.parse_args()
     bindir = pg_bindir()
     if bindir is None:
@@ -118,24 +252,45 @@ async def main() -> None:
     os.chmod(root, 0o755)
     pg = PgServer(root, bindir)
     pg.start()
+    n, w = args.images, args.workers
+    print(f"bench_fleet: {n} images, {w} workers, {os.cpu_count()} cores; {load()}")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            n, w = args.images, args.workers
-            lim = await scenario(pg, work, n, w, args.rate)
-            print(
-                f"limited {args.rate}/s, {w} workers, {n} images: uploads {lim['uploads']} "
-                f"(distinct {lim['distinct']}), throttled {lim['throttled']}, map rows "
-                f">= {lim['map_rows_min']} of {2 * n}, {lim['elapsed']:.1f}s, achieved "
-                f"{lim['achieved']:.1f}/s = {lim['achieved'] / args.rate:.2f}x the limit"
-            )
-            one = await scenario(pg, work, n, 1, None)
-            many = await scenario(pg, work, n, w, None)
-            print(
-                f"unlimited, {n} images: 1 worker {one['elapsed']:.1f}s, {w} workers "
-                f"{many['elapsed']:.1f}s (uploads {many['uploads']} of {many['distinct']}): "
-                f"{one['elapsed'] / many['elapsed']:.2f}x"
-            )
+            if args.only in (None, "limited"):
+                kill = not args.no_kill
+                lim = await scenario(pg, work, n, w, args.rate, kill)
+                rate = lim.spanned / lim.span if lim.span else 0.0
+                print(
+                    f"limited {args.rate}/s: uploads {lim.uploads}, distinct checksums "
+                    f"{lim.distinct} of {n} images ({lim.uploads - lim.distinct} extra), "
+                    f"throttled {lim.throttled}, maps {lim.maps} rows of {2 * n}"
+                )
+                print(
+                    f"  achieved {rate:.2f}/s over the uploads' {lim.span:.1f}s = "
+                    f"{rate / args.rate:.3f}x the limit; end to end {lim.elapsed:.1f}s "
+                    f"({lim.uploads / lim.elapsed / args.rate:.3f}x, start-up and the "
+                    f"last pages included); source requests {lim.source_requests}"
+                )
+                if kill:
+                    lost = n - lim.distinct
+                    print(
+                        f"  SIGKILL of worker 0 at {lim.killed_at} uploads: {lost} images "
+                        f"lost, {lim.uploads - lim.distinct} uploaded twice (its uploads in "
+                        f"flight); survivors' maps complete: "
+                        f"{all(m == 2 * n for m in lim.maps)}"
+                    )
+                print("  " + cpu_line(lim) + f"; {load()}")
+            if args.only in (None, "unlimited"):
+                one = await scenario(pg, work, n, 1, None, False)
+                many = await scenario(pg, work, n, w, None, False)
+                print(
+                    f"unlimited: 1 worker {one.elapsed:.1f}s, {w} workers {many.elapsed:.1f}s "
+                    f"(uploads {many.uploads} of {many.distinct}): "
+                    f"{one.elapsed / many.elapsed:.2f}x"
+                )
+                print("  1 worker:  " + cpu_line(one))
+                print(f"  {w} workers: " + cpu_line(many) + f"; {load()}")
     finally:
         pg.stop()
 

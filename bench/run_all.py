@@ -22,6 +22,8 @@ Sections (``--only`` takes their names):
 * ``memory``   peak RSS: one 300 MB image up and down (``bench_stream.py``), an idle daemon.
 * ``scale``    a migration at 1,000 and 20,000 items: per-item cost and peak RSS
   (``bench_scale.py``).
+* ``fleet``    issue 18: 3 workers on one PostgreSQL state, 3,000 images at 30/second with a
+  SIGKILL, and 3 vs 1 worker without a limit (``bench_fleet.py``; needs PostgreSQL).
 
 Every timed figure is a whole process (start-up included, as a user sees it), the median of
 ``--repeat`` runs with its spread (min-max), tools alternating order; the load average is
@@ -279,8 +281,18 @@ class Bench:
         subprocess.run([PY, str(HERE / "bench_scale.py"), "--sizes", sizes,
                         "--work", str(self.work / "scale")], check=True)  # fmt: skip
 
+    def fleet(self) -> None:
+        images = "300" if self.quick else "3000"
+        header(f"fleet mode, 3 workers, {images} images (bench_fleet.py, one run)")
+        if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")) and not shutil.which(
+            "initdb"
+        ):
+            print("  skipped: PostgreSQL is not installed (apt-get install -y postgresql)")
+            return
+        subprocess.run([PY, str(HERE / "bench_fleet.py"), "--images", images], check=True)
 
-SECTIONS = ("copy", "upload", "download", "large", "memory", "scale")
+
+SECTIONS = ("copy", "upload", "download", "large", "memory", "scale", "fleet")
 
 
 def main() -> None:
