@@ -141,7 +141,7 @@ async def _watch_fleet_pauses(url: str, registry: Any) -> None:
     fleet: Any = None
     try:
         while True:
-            with contextlib.suppress(StateError):
+            try:
                 if fleet is None:
                     fleet = await Fleet(url, owner_id()).open()
                 known = registry.pauses()
@@ -151,6 +151,10 @@ async def _watch_fleet_pauses(url: str, registry: Any) -> None:
                     if a not in known or known[a][0] < p[0]
                 }
                 registry.load_pauses(fresh)
+            except StateError:  # a dropped connection: a new one next time
+                if fleet is not None:
+                    await fleet.close()
+                fleet = None
             await asyncio.sleep(PAUSE_POLL)
     finally:
         if fleet is not None:

@@ -48,6 +48,8 @@ async def test_an_older_shared_schema_is_upgraded_keeping_its_rows(pg_url: str) 
             (SHAS[1],),
         )
         await conn.commit()
+        # status on it first: it is read as the current version (migrated as a worker would)
+        assert (await asyncio.to_thread(shared_status, pg_url))["remotes"] == {"dst": {"items": 1}}
         fleet = await Fleet(pg_url, "w:1").open()
         try:
             assert await fleet.locations_at("dst") == [
@@ -134,6 +136,26 @@ async def test_a_pause_one_worker_stores_stops_every_worker(
                 async with host_b.slot():
                     pass
             assert "Retry-After" in str(err.value)
+            # the database drops every connection (a restart): B's watch connects again
+            conn = await _connect(pg_url)
+            try:
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await conn.close()
+            other_b = runtime.shared_limiters(cfgs[1]).for_authority("upload.example")
+            await (
+                runtime.shared_limiters(cfgs[0])
+                .for_authority("upload.example")
+                .pause_for(600, "outage")
+            )
+            for _ in range(200):
+                if other_b.pause_reason:
+                    break
+                await asyncio.sleep(0.05)
+            assert other_b.pause_reason == "outage"
         late = runtime.shared_limiters(cfgs[2]).for_authority("api.example")
         assert late.paused_until == pytest.approx(until)
         assert shared_status(pg_url)["paused_hosts"]["api.example"]["until"] == pytest.approx(until)

@@ -31,8 +31,11 @@ def shared_status(url: str) -> dict[str, Any]:
     conn = _connect(url)
     try:
         with conn:
-            if not schema.version_sync(conn):
+            version = schema.version_sync(conn)
+            if not version:
                 return {"state": redact(url), "exists": False}
+            if version < schema.SCHEMA_VERSION:  # as the next worker to connect would
+                schema.migrate_sync(conn)
             return {"state": redact(url), "exists": True, **_status(conn, now)}
     except psycopg.Error as exc:
         raise describe(url, exc) from None
