@@ -503,12 +503,19 @@ class Verifier:
         creds: Credentials = provider.credentials_for
         return creds
 
-    async def _check(self, key: str, t: Target, opts: VerifyOptions, *, reencodes: bool) -> Verdict:
+    async def _check(
+        self,
+        key: str,
+        t: Target,
+        opts: VerifyOptions,
+        *,
+        reencodes: bool,
+        auth: Credentials | None,
+    ) -> Verdict:
         """One host location checked (see :func:`check_host`), an expired signed URL
         renewed first (see the module docstring)."""
         http = await self.rt.http()
         name = self.name_of(key)
-        auth = await self._auth(key)
         v = await check_host(http, name, t, opts, reencodes=reencodes, auth=auth)
         expires = signed_expiry(t.url)
         now = (self.opts.wall or time.time)()
@@ -555,6 +562,7 @@ class Verifier:
                 todo = await checks.targets(self.store, key)
         local_root = key.removeprefix("local:") if key.startswith("local:") else None
         reencodes = await self._reencodes(key)
+        auth = None if local_root is not None else await self._auth(key)  # opened once
         name = result.name
         send, recv = anyio.create_memory_object_stream[Target](self.opts.transfers)
         done: set[str] = set()
@@ -578,7 +586,7 @@ class Verifier:
                 if local_root is not None:
                     v = await anyio.to_thread.run_sync(check_local, local_root, t)
                 else:
-                    v = await self._check(key, t, self.opts, reencodes=reencodes)
+                    v = await self._check(key, t, self.opts, reencodes=reencodes, auth=auth)
                 await checks.record(self.store, key, [v])
                 done.add(t.remote_id)
                 if v.status == "gone" and v.detail.startswith("HTTP 4"):
@@ -697,7 +705,13 @@ class Verifier:
         if t is None:
             return Verdict(c.remote_id, "", c.url, c.page_url, "gone", "no longer recorded")
         full = VerifyOptions(full=True, max_item_bytes=self.opts.max_item_bytes)
-        v = await self._check(dest_key, t, full, reencodes=await self._reencodes(dest_key))
+        v = await self._check(
+            dest_key,
+            t,
+            full,
+            reencodes=await self._reencodes(dest_key),
+            auth=await self._auth(dest_key),
+        )
         if not self.opts.dry_run and v.status != "unreachable":
             await checks.record(self.store, dest_key, [v])
         return v
@@ -792,7 +806,13 @@ class Verifier:
         if b.remote.startswith("local:"):
             return await anyio.to_thread.run_sync(check_local, b.remote.removeprefix("local:"), t)
         full = VerifyOptions(full=True, max_item_bytes=self.opts.max_item_bytes)
-        return await self._check(b.remote, t, full, reencodes=await self._reencodes(b.remote))
+        return await self._check(
+            b.remote,
+            t,
+            full,
+            reencodes=await self._reencodes(b.remote),
+            auth=await self._auth(b.remote),
+        )
 
     async def _relink_recorded(
         self, b: Broken, rep: Repair, dest_cfg: RemoteConfig, dest_key: str
