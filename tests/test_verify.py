@@ -265,3 +265,49 @@ async def test_two_repairs_at_once_upload_each_image_once(tmp_path: Path) -> Non
     finally:
         await gyazo.close()
         await chv.close()
+
+
+async def test_a_repair_killed_mid_run_is_finished_by_the_next_one(tmp_path: Path) -> None:
+    """SIGKILL while repairing: the next run re-hosts only what is left (at most the one
+    upload in flight at the kill is made twice), and its map covers every dead URL,
+    those the killed run repaired included."""
+    import asyncio
+    import os
+    import sys
+
+    gyazo = await start_fake(GyazoFake(Knobs(token=GY_TOKEN, seed=24)))
+    chv = await start_fake(CheveretoFake(Knobs(token=CHV_TOKEN)))
+    try:
+        sc = Scenario(tmp_path, gyazo, chv)
+        rows = await sc.setup()
+        dead = [r["new_url"] for r in rows]
+        for url in dead:
+            await _break(chv, url, "alter")
+        before = chv.host.stats.uploads
+        args = ("verify", "chv:", "--repair", "chv:", "--map", str(sc.map), "--json")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "imgsync", "--config", str(sc.cfg), *args,
+            env={**os.environ, **ENV},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        while chv.host.stats.uploads < before + 8 and proc.returncode is None:
+            await asyncio.sleep(0.002)
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        assert chv.host.stats.uploads - before < len(dead)  # killed part-way
+
+        code, out, err = await sc.cli(*args)
+        assert code == 0, err + out
+        assert chv.host.stats.uploads - before <= len(dead) + 1
+        with sc.map.open() as fh:
+            mapped = {r["old_url"]: r["new_url"] for r in csv.DictReader(fh)}
+        for url in dead:  # every dead URL leads to a live copy of its bytes
+            status, _data = await _fetch(mapped[url])
+            assert status == 200, url
+        code, out, err = await sc.cli("verify", "chv:", "--json")
+        assert code == 0, err
+        assert json.loads(out)["remotes"][0]["gone"] == 0
+    finally:
+        await gyazo.close()
+        await chv.close()
