@@ -116,10 +116,12 @@ class RemoteConfig:
 
 @dataclass(frozen=True)
 class LimitConfig:
-    """One ``[limits."<authority>"]`` table."""
+    """One ``[limits."<authority>"]`` table. ``None``: the built-in default."""
 
     rates: tuple[str, ...] = ()
     concurrency: int | None = None
+    outage_budget: float | None = None  # seconds of failing every request before the breaker
+    cooldown: float | None = None  # seconds an open breaker stays open
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,7 @@ class DaemonConfig:
     retry_max: float = 900.0
     ignore: tuple[str, ...] = DEFAULT_IGNORE  # watched names never sent (hidden, temporary)
     listen: tuple[str, int] | None = None  # serve /healthz and /metrics here
+    lease_wait: float = 300.0  # wait this long for leases another imgsync holds (--lease-wait)
 
 
 @dataclass(frozen=True)
@@ -455,10 +458,29 @@ def _limit(p: _Problems, auth: str, tbl: Any) -> LimitConfig | None:
     if conc is not None and (not isinstance(conc, int) or isinstance(conc, bool) or conc < 1):
         p.add(f"{key}.concurrency", "must be a positive integer")
         conc = None
+    breaker = {k: _positive_duration(p, f"{key}.{k}", tbl[k]) for k in _BREAKER_KEYS if k in tbl}
     for k in tbl:
-        if k not in ("rate", "concurrency"):
-            p.add(f"{key}.{k}", "unknown key (known: rate, concurrency)")
-    return LimitConfig(rates=tuple(rates), concurrency=conc)
+        if k not in ("rate", "concurrency", *_BREAKER_KEYS):
+            p.add(
+                f"{key}.{k}", f"unknown key (known: rate, concurrency, {', '.join(_BREAKER_KEYS)})"
+            )
+    return LimitConfig(rates=tuple(rates), concurrency=conc, **breaker)
+
+
+_BREAKER_KEYS = ("outage_budget", "cooldown")
+
+
+def _positive_duration(p: _Problems, key: str, value: Any) -> float | None:
+    """A duration above zero (``"30s"``, ``"5m"``, 30), or ``None`` with the problem noted."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        p.add(key, str(exc))
+        return None
+    if not 0 < seconds <= 86400 * 7:
+        p.add(key, f"must be above 0 and at most 7d (got {value!r})")
+        return None
+    return seconds
 
 
 def _jobs(
@@ -625,7 +647,14 @@ def _remote_known(spec: str, remotes: dict[str, RemoteConfig]) -> bool:
     return True  # a folder path
 
 
-_DAEMON_DURATIONS = ("debounce", "rescan_interval", "shutdown_grace", "retry", "retry_max")
+_DAEMON_DURATIONS = (
+    "debounce",
+    "rescan_interval",
+    "shutdown_grace",
+    "retry",
+    "retry_max",
+    "lease_wait",
+)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -663,4 +692,7 @@ def _daemon(p: _Problems, tbl: dict[str, Any]) -> DaemonConfig:
             p.add(f"daemon.{k}", f"unknown key (known: {known})")
     if values.get("retry", 1.0) <= 0 or values.get("debounce", 0.0) < 0:
         p.add("daemon", "retry must be positive and debounce not negative")
+    if not 0 <= values.get("lease_wait", 0.0) <= 86400:
+        p.add("daemon.lease_wait", "must be from 0 (do not wait) to 1d")
+        values.pop("lease_wait")
     return DaemonConfig(**values)

@@ -39,7 +39,7 @@ from imgsync.metrics import DaemonStats, JobHealth
 from imgsync.pidfile import StateLock
 from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.summary import CopyOptions, StopSignal, Summary
-from imgsync.runtime import limiter_statistics, resolve_spec
+from imgsync.runtime import limiter_statistics, reload_limits, resolve_spec
 from imgsync.state.reader import open_reader
 from imgsync.watch import Clock, Settler, SystemClock, backoff, ignored
 
@@ -77,6 +77,7 @@ async def run_job_once(
             transfers=cfg.transfers,
             sidecars=job.kind == "backup",
             log_items=True,
+            lease_wait=cfg.daemon.lease_wait,
         )
         spec = JobSpec(
             verb,
@@ -349,12 +350,13 @@ def _changed(old: Config, new: Config, oj: JobConfig, nj: JobConfig) -> bool:
     if oj != nj or old.transfers != new.transfers:
         return True
     od, nd = old.daemon, new.daemon
-    if (od.debounce, od.rescan_interval, od.retry, od.retry_max, od.ignore) != (
+    if (od.debounce, od.rescan_interval, od.retry, od.retry_max, od.ignore, od.lease_wait) != (
         nd.debounce,
         nd.rescan_interval,
         nd.retry,
         nd.retry_max,
         nd.ignore,
+        nd.lease_wait,
     ):
         return True
     for spec in (nj.source, *nj.destinations):
@@ -473,6 +475,8 @@ class Daemon:
                 raise UsageError("state.path cannot change while the daemon runs; restart it")
             if new.state_url != self.cfg.state_url:
                 raise UsageError("state.url cannot change while the daemon runs; restart it")
+            # last: the shared limiter takes the new [limits] (its counts and pauses kept)
+            limits = reload_limits(new) if new.limits != self.cfg.limits else []
         except ImgsyncError as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             log.error("reload_failed", problems=[redact(p) for p in problems], kept="old config")
@@ -502,7 +506,7 @@ class Daemon:
                 log.error("listen_failed", error=str(exc))
         self.stats.reloads += 1
         self._lock.write(self._info())
-        log.info("reloaded", added=added, removed=removed, changed=changed)
+        log.info("reloaded", added=added, removed=removed, changed=changed, limits=limits)
         sdnotify.notify("READY=1")
         return True
 

@@ -32,10 +32,12 @@ What a request goes through
 5. **Circuit breaker.** A request that gets no usable answer (no connection, a reset, a
    timeout, a 5xx) reports :meth:`Slot.failed`. From the first such failure after the
    host's last answer, the host counts as *failing*: the HTTP client keeps retrying its
-   requests (an outage shorter than ``outage_budget``, 30 s by default, loses nothing).
+   requests (an outage shorter than ``outage_budget``, 30 s by default or the host's
+   ``[limits]`` ``outage_budget``, loses nothing).
    Once it has been failing that long with no answer in between, the breaker opens: every
    request to the host fails at once with :class:`~imgsync.errors.RemoteUnavailable`
-   (scope "remote": the run stops work for that remote). After ``cooldown`` (60 s) the
+   (scope "remote": the run stops work for that remote). After ``cooldown`` (60 s, or the
+   host's ``[limits]`` ``cooldown``) the
    breaker closes again, so a daemon's next cycle tries the host afresh. Any answer (a
    success, a refusal, a 429) ends a failing spell.
 
@@ -661,11 +663,13 @@ class LimiterRegistry:
         min_penalty: float = 1.0,
         max_penalty: float = 300.0,
         outage_budget: float | None = OUTAGE_BUDGET,
+        cooldown: float = BREAKER_COOLDOWN,
         gate: Gate | None = None,
     ) -> None:
         self._gate = gate
         self._limits = {k.lower(): v for k, v in limits.items()}
         self._outage_budget = outage_budget
+        self._cooldown = cooldown
         for key, lim in self._limits.items():
             for r in lim.rates:
                 parse_rate(r)  # fail early on a bad rate, naming it
@@ -697,6 +701,7 @@ class LimiterRegistry:
         limiter = self._limiters.get(key)
         if limiter is None:
             rates, concurrency, burst = self._settings(key)
+            budget, cooldown = self._breaker(key)
             limiter = HostLimiter(
                 key,
                 rates,
@@ -708,12 +713,34 @@ class LimiterRegistry:
                 min_penalty=self._min_penalty,
                 max_penalty=self._max_penalty,
                 on_pause=self._on_pause,
-                outage_budget=self._outage_budget,
+                outage_budget=budget,
+                cooldown=cooldown,
                 gate=self._gate,
             )
             self._limiters[key] = limiter
             self._apply_usage(key)
         return limiter
+
+    def reconfigure(self, limits: Mapping[str, LimitConfig]) -> list[str]:
+        """Take new ``[limits]`` tables (the daemon's SIGHUP): every live limiter gets its
+        new rates, cap and breaker settings in place, keeping what it has counted (its
+        windows' history, pauses, penalty). Returns the authorities whose settings changed.
+        Raises ``ValueError`` on a bad rate, changing nothing."""
+        new = {k.lower(): v for k, v in limits.items()}
+        for key, lim in new.items():
+            for r in lim.rates:
+                parse_rate(r)
+            if lim.concurrency is not None and lim.concurrency < 1:
+                raise ValueError(f"limits.{key}: concurrency must be at least 1")
+        changed = sorted(k for k in {*new, *self._limits} if new.get(k) != self._limits.get(k))
+        self._limits = new
+        for key, limiter in self._limiters.items():
+            rates, concurrency, burst = self._settings(key)
+            if (rates, concurrency) != (limiter.rates, limiter.concurrency):
+                limiter.configure(rates, concurrency=concurrency, burst=burst)
+                self._apply_usage(key)
+            limiter.outage_budget, limiter.cooldown = self._breaker(key)
+        return changed
 
     def for_url(self, url: str) -> HostLimiter:
         """The limiter for the authority of ``url``."""
@@ -756,6 +783,17 @@ class LimiterRegistry:
         if cfg is not None and cfg.concurrency is not None:
             concurrency = cfg.concurrency
         return rates, concurrency or self._concurrency, burst
+
+    def _breaker(self, key: str) -> tuple[float | None, float]:
+        """The outage budget and cooldown of ``key``: the config's, else the registry's."""
+        cfg = self._limits.get(key)
+        budget = self._outage_budget
+        if cfg is not None and cfg.outage_budget is not None and budget is not None:
+            budget = cfg.outage_budget  # a registry without a breaker (tests) stays without
+        cooldown = self._cooldown
+        if cfg is not None and cfg.cooldown is not None:
+            cooldown = cfg.cooldown
+        return budget, cooldown
 
     def load_pauses(self, pauses: Mapping[str, tuple[float, str]]) -> None:
         """Restore saved pauses (``authority -> (until_unix, reason)``); expired ones are

@@ -97,6 +97,14 @@ def shared_limiters(cfg: Config) -> Any:
     return registry
 
 
+def reload_limits(cfg: Config) -> list[str]:
+    """Apply ``cfg``'s ``[limits]`` to the process's limiters (the daemon's SIGHUP): new
+    rates, caps and breaker settings, keeping each host's counted requests and pauses.
+    Returns the authorities whose settings changed."""
+    changed: list[str] = shared_limiters(cfg).reconfigure(cfg.limits)
+    return changed
+
+
 def limiter_statistics(state_path: Path) -> dict[str, dict[str, Any]]:
     """Per-host counters of this process's limiters (empty before any host is used)."""
     registry = _REGISTRIES.get(state_path)

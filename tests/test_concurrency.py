@@ -174,3 +174,27 @@ async def test_parallel_uploads_stay_within_the_hosts_connection_cap(tmp_path: P
         stats = await emu.stats()
     assert summary.copied == 8, summary.line()
     assert stats["max_concurrent_uploads"] == 2, stats
+
+
+async def test_a_daemon_job_waits_for_leases_as_long_as_its_config_says(tmp_path: Path) -> None:
+    """``[daemon] lease_wait = 0``: a job run finds every item held by another live imgsync
+    and reports them at once (the built-in 300 s would hold it for five minutes)."""
+    from imgsync.daemon import run_job_once
+
+    shas = _images(tmp_path / "shots", 5)
+    other = OtherRun()
+    try:
+        async with serve_emulator(CheveretoFake(Knobs(token=TOKEN))) as emu:
+            job = (
+                f'[daemon]\nlease_wait = "0s"\n[[jobs]]\nname = "up"\nkind = "mirror"\n'
+                f'source = "{tmp_path / "shots"}"\ndestinations = ["chv:"]\n'
+            )
+            cfg = load_config(_config(tmp_path, emu.url, job))
+            _cfg, dest = resolve_spec(cfg, "chv:")
+            await other.lease(cfg.state_path, dest, shas)
+            [(_dest, summary)] = await run_job_once(cfg, cfg.jobs[0])
+            stats = await emu.stats()
+        assert stats["uploads"] == 0 and summary.held == 5, summary.line()
+        assert f"5 held by another running imgsync (pid {other.proc.pid})" in summary.line()
+    finally:
+        other.kill()

@@ -182,3 +182,39 @@ def test_verify_job_keys_are_checked() -> None:
         {"remotes": remotes, "jobs": [{"kind": "verify", "source": "chv:", "sample": 50}]}
     )
     assert ok.jobs[0].sample == 50 and ok.jobs[0].repair_to is None
+
+
+def test_breaker_and_lease_wait_keys_are_read_and_checked(tmp_path: Path) -> None:
+    """A host's outage budget and breaker cooldown, and the daemon's lease wait, are config
+    keys; bad values are one line each naming the key, and `config check` exits 78."""
+    cfg = parse_config(
+        {
+            "limits": {"img.example.org": {"outage_budget": "90s", "cooldown": "5m"}},
+            "daemon": {"lease_wait": "45s"},
+        }
+    )
+    assert cfg.limits["img.example.org"].outage_budget == 90.0
+    assert cfg.limits["img.example.org"].cooldown == 300.0
+    assert cfg.daemon.lease_wait == 45.0
+    assert parse_config({}).daemon.lease_wait == 300.0
+    assert parse_config({"daemon": {"lease_wait": 0}}).daemon.lease_wait == 0.0
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[limits."h.example"]\noutage_budget = "soon"\ncooldown = -5\n'
+        '[daemon]\nlease_wait = "-1s"\n'
+    )
+    proc = run_cli("--config", str(bad), "config", "check")
+    assert proc.returncode == 78, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert 'limits."h.example".outage_budget: bad duration' in lines[0]
+    assert 'limits."h.example".cooldown: must be above 0' in lines[1]
+    assert "daemon.lease_wait:" in lines[2]
+    assert "Traceback" not in proc.stderr
+
+
+def test_example_documents_the_breaker_and_lease_wait_keys() -> None:
+    """config.example.toml shows each of the keys (set or commented out)."""
+    text = EXAMPLE.read_text()
+    for key in ("outage_budget", "cooldown", "lease_wait"):
+        assert re.search(rf"(?m)^#?\s*{key}\s*=", text), key

@@ -362,6 +362,41 @@ async def test_reload_adds_removes_and_keeps_jobs(tmp_path: Path) -> None:
         assert await task == 0
 
 
+async def test_reload_gives_the_shared_limiter_the_new_limits(tmp_path: Path) -> None:
+    """SIGHUP's reload applies a changed [limits] table to the process's live limiter (the
+    same limiter, its counted requests kept) and a new lease_wait restarts the jobs."""
+    from imgsync.runtime import shared_limiters
+
+    clock = VirtualClock()
+    src, dst = tmp_path / "a", tmp_path / "a-out"
+    src.mkdir()
+    job = _watch_job("a", src, dst)
+    limits = '[limits."img.example.org"]\nrate = "2/minute"\noutage_budget = "30s"\n'
+    path = _config(tmp_path, limits + job)
+    daemon = Daemon(load_config(path), clock=clock, signals=False, watch_events=False)
+    task = await _start(daemon)
+    try:
+        limiter = shared_limiters(daemon.cfg).for_authority("img.example.org")
+        async with limiter.slot():
+            pass
+        kept = daemon.loops["a"]
+        path.write_text(
+            _config(
+                tmp_path,
+                limits.replace("2/minute", "5/minute").replace("30s", "2m") + job,
+                daemon='lease_wait = "20s"',
+            ).read_text()
+        )
+        assert await daemon.reload() is True
+        assert shared_limiters(daemon.cfg).for_authority("img.example.org") is limiter
+        assert (limiter.rates, limiter.outage_budget) == (("5/minute",), 120.0)
+        assert len(limiter.usage()) == 1  # the request made before the reload still counts
+        assert daemon.loops["a"] is not kept and daemon.loops["a"].cfg.daemon.lease_wait == 20
+    finally:
+        daemon.request_stop()
+        assert await task == 0
+
+
 async def test_healthz_and_metrics(tmp_path: Path) -> None:
     """/healthz is 200 while every job is healthy and 503 once one fails; /metrics is
     Prometheus text a Prometheus parser reads, with items by job, destination, outcome."""

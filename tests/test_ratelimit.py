@@ -21,7 +21,7 @@ import aiosqlite
 import pytest
 
 from imgsync.config import LimitConfig
-from imgsync.errors import RemotePaused
+from imgsync.errors import RemotePaused, RemoteUnavailable
 from imgsync.ratelimit import HostLimiter, LimiterRegistry, authority_of, next_utc_midnight
 
 T = TypeVar("T")
@@ -604,3 +604,83 @@ def test_saved_usage_waits_for_the_providers_default_rate() -> None:
         return loop.time() - t0
 
     assert run_virtual(main) == pytest.approx(59.0, abs=1.0)
+
+
+# --- [limits] read again (the daemon's SIGHUP) ------------------------------------------------
+
+
+def test_new_limits_keep_what_the_limiter_has_counted() -> None:
+    """reconfigure() gives a live limiter its new rate: the requests already answered in
+    the window still count (no fresh burst), a pause stays, and an unchanged host is left
+    as it was."""
+
+    async def main() -> tuple[list[float], list[str], bool, bool]:
+        loop = asyncio.get_running_loop()
+        reg = registry(
+            limits={"h": LimitConfig(rates=("2/minute",)), "other": LimitConfig(concurrency=3)}
+        )
+        lim, other = reg.for_authority("h"), reg.for_authority("other")
+        paused = reg.for_authority("p")
+        await paused.pause_for(3600, "daily budget spent")
+        t0 = loop.time()
+        times = []
+        for _ in range(2):
+            async with lim.slot():
+                times.append(loop.time() - t0)
+        changed = reg.reconfigure(
+            {
+                "h": LimitConfig(rates=("3/minute",), concurrency=2),
+                "other": LimitConfig(concurrency=3),
+                "p": LimitConfig(rates=("10/second",)),
+            }
+        )
+        for _ in range(3):  # one more fits the new window now; the next waits a minute
+            async with lim.slot():
+                times.append(loop.time() - t0)
+        same = reg.for_authority("other") is other and other.concurrency == 3
+        return times, changed, same, paused.paused_until is not None
+
+    times, changed, same, still_paused = run_virtual(main)
+    assert times == pytest.approx([0.0, 0.0, 0.0, 60.0, 60.0])
+    assert changed == ["h", "p"]
+    assert same and still_paused
+
+
+def test_breaker_settings_come_from_the_hosts_limits() -> None:
+    """outage_budget and cooldown in a host's [limits] table set its breaker (others keep
+    the defaults), also when changed on a live limiter."""
+
+    async def main() -> list[tuple[float | None, float]]:
+        reg = registry(limits={"slow.example": LimitConfig(outage_budget=120.0, cooldown=5.0)})
+        a, b = reg.for_authority("slow.example"), reg.for_authority("fast.example")
+        out = [(a.outage_budget, a.cooldown), (b.outage_budget, b.cooldown)]
+        reg.reconfigure({"fast.example": LimitConfig(outage_budget=10.0)})
+        out += [(a.outage_budget, a.cooldown), (b.outage_budget, b.cooldown)]
+        return out
+
+    assert run_virtual(main) == [(120.0, 5.0), (30.0, 60.0), (30.0, 60.0), (10.0, 60.0)]
+
+
+async def test_a_budget_from_the_config_opens_the_breaker_when_it_says() -> None:
+    """A host given outage_budget = 90 s still takes requests after 60 s of failures and
+    refuses them at 90 s; its cooldown of 10 s closes the breaker again."""
+    from vclock import VirtualClock
+
+    clock = VirtualClock()
+    reg = LimiterRegistry(
+        {"h:1": LimitConfig(outage_budget=90.0, cooldown=10.0)},
+        clock=clock.time,
+        wall=clock.time,
+        sleep=clock.sleep,
+    )
+    limiter = reg.for_authority("h:1")
+    slot = await limiter.acquire()
+    clock.now += 60
+    assert slot.failed("refused") is False  # the built-in 30 s would have opened it
+    clock.now += 30
+    assert slot.failed("refused") is True
+    slot.release()
+    with pytest.raises(RemoteUnavailable, match="for 90 s"):
+        await limiter.acquire()
+    clock.now += 10
+    (await limiter.acquire()).release()
