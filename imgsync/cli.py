@@ -317,7 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--port", type=int, default=8080)
     f.add_argument("--token", default="test-token", help="the credential it accepts")
     f.add_argument("--seed", type=int, default=0, help="start with N images")
-    f.add_argument("--rate", default=None, help="enforce a limit, e.g. 60/minute")
+    f.add_argument(
+        "--rate",
+        default=None,
+        help="enforce a limit, e.g. 60/minute; none: no limit (default: the host's own)",
+    )
     f.add_argument("--faults", default=None, help="e.g. 5xx=0.1,reset=0.05,slow=0.1")
     f.add_argument(
         "--max-upload-mb",
@@ -767,14 +771,13 @@ def _fakehost(args: argparse.Namespace) -> int:
     import asyncio
 
     from imgsync.fakehosts import emulator_factory, emulators
-    from imgsync.fakehosts.common import Knobs, parse_faults, parse_rate, serve
+    from imgsync.fakehosts.common import Knobs, parse_faults, rate_limit, serve
 
     if args.kind not in emulators():
         raise UsageError(f"fakehost: no emulator {args.kind!r} (known: {', '.join(emulators())})")
 
     try:
-        if args.rate:
-            parse_rate(args.rate)
+        rate_limit(args.rate, "none")  # a rate, or none/off/unlimited/0: no limit
         faults = parse_faults(args.faults)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

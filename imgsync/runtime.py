@@ -15,7 +15,7 @@ from typing import Any, Self
 from imgsync.config import Config, RemoteConfig
 from imgsync.errors import ConfigError, ImgsyncError, UsageError
 from imgsync.providers import provider_class
-from imgsync.providers.base import Provider, ProviderContext
+from imgsync.providers.base import OWN_HOST, Provider, ProviderContext
 
 
 def resolve_spec(cfg: Config, spec: str) -> tuple[RemoteConfig, str]:
@@ -184,6 +184,16 @@ async def _save_usage(state_path: Path, usage: dict[str, list[float]]) -> None:
     await asyncio.to_thread(write)
 
 
+def own_authority(remote: RemoteConfig, default_base_url: str | None = None) -> str:
+    """The limiter key of the host ``remote`` talks to (its ``base_url``'s authority)."""
+    from imgsync.ratelimit import authority_of
+
+    url = remote.base_url or default_base_url
+    if not url:
+        raise ConfigError(f"remotes.{remote.name}: needs base_url")
+    return authority_of(url)
+
+
 class Runtime:
     """Opens providers on demand and closes everything at the end (``async with``)."""
 
@@ -254,6 +264,8 @@ class Runtime:
             limiters = self._limiters
             assert limiters is not None
             for authority, rate in info.default_limits.items():
+                if authority == OWN_HOST:  # a self-hosted site: the remote's own host
+                    authority = own_authority(remote, info.default_base_url)
                 limiters.set_default(authority, rate)  # the config's [limits] still win
             for authority, budget in info.shared_limits.items():
                 limiters.share(authority, budget)

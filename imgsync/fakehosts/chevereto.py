@@ -83,7 +83,7 @@ from imgsync.fakehosts.chevereto_image import (
     jpeg_exifdata,
     variant_bytes,
 )
-from imgsync.fakehosts.common import FakeHostBase, Knobs, parse_rate
+from imgsync.fakehosts.common import FakeHostBase, Knobs, rate_limit
 from imgsync.fakehosts.images import (
     bmp_to_png,
     derived_file,
@@ -200,7 +200,7 @@ class CheveretoFake(FakeHostBase):
         self.reject_duplicates = reject_duplicates
         self.clock = clock
         self.utc_offset = float(utc_offset) * 3600
-        self.flood = parse_rate(knobs.rate) if knobs.rate else None
+        self.flood = rate_limit(knobs.rate, "none")  # a stock site's guard is off here
         self._upload_times: deque[tuple[float, str]] = deque()  # (time, id_encoded)
         self._images: dict[str, StoredImage] = {}  # by id_encoded
         self._expiring: dict[str, StoredImage] = {}  # the ones with an expiration date

@@ -57,7 +57,7 @@ from typing import Any
 
 from aiohttp import web
 
-from imgsync.fakehosts.common import FakeHostBase, FixedWindow, Knobs, json_response, parse_rate
+from imgsync.fakehosts.common import FakeHostBase, FixedWindow, Knobs, json_response, rate_limit
 from imgsync.fakehosts.images import make_png, seed_image
 
 PAGE_SIZE = 25
@@ -134,7 +134,8 @@ class DiscordImagesFake(FakeHostBase):
         self.signed_ttl = float(signed_ttl) if signed_ttl else None
         self.refresh = refresh
         self.clock = clock
-        self.window = FixedWindow(*parse_rate(knobs.rate)) if knobs.rate else None
+        limit = rate_limit(knobs.rate, "none")
+        self.window = FixedWindow(*limit) if limit else None
         self._files: dict[
             str, StoredFile
         ] = {}  # by stem (the 5-character code), so thumbs are unique

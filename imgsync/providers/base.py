@@ -145,6 +145,10 @@ class NoOptions:
     """For a provider without options of its own."""
 
 
+OWN_HOST = ""
+"""A ``default_limits`` key: the host the remote's ``base_url`` names (self-hosted sites)."""
+
+
 @dataclass(frozen=True)
 class ProviderInfo:
     """Everything imgsync needs to know about a remote type, declared in its module.
@@ -159,7 +163,8 @@ class ProviderInfo:
             exists) or ``none`` (not an HTTP host).
         default_base_url: the public host, when there is one.
         default_limits: authority -> rate (``"60/minute"``) installed unless the config's
-            ``[limits]`` says otherwise.
+            ``[limits]`` says otherwise. The key :data:`OWN_HOST` (``""``) stands for the
+            authority of the remote's own ``base_url``: a self-hosted site's default.
         shared_limits: authority -> authority whose budget it draws from (Gyazo's upload
             host counts against its API host's day).
         path: the remote is a local folder and needs ``path``.
@@ -219,7 +224,10 @@ class ProviderInfo:
             "token": self.token,
             "base_url": self.base_url,
             "default_base_url": self.default_base_url,
-            "default_limits": dict(self.default_limits),
+            "default_limits": {
+                (k if k != OWN_HOST else "(the base_url's host)"): v
+                for k, v in self.default_limits.items()
+            },
             "path": self.path,
             "options": [spec.describe() for spec in self.option_specs],
         }

@@ -77,7 +77,14 @@ from imgsync.hashing import md5_hex
 from imgsync.http import FilePart, Multipart
 from imgsync.log import get_logger
 from imgsync.models import ItemMeta, RemoteItem, UploadSource, sniff_image
-from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
+from imgsync.providers.base import (
+    OWN_HOST,
+    Features,
+    Provider,
+    ProviderContext,
+    ProviderInfo,
+    option,
+)
 
 if TYPE_CHECKING:
     from imgsync.config import RemoteConfig
@@ -266,6 +273,9 @@ class CheveretoProvider(Provider):
         options=CheveretoOptions,
         token="required",
         base_url="required",
+        # a stock site's flood guard: 50 uploads a minute per IP (then code 130; its hour,
+        # day ... windows pause the host when they answer); [limits] overrides it
+        default_limits={OWN_HOST: "50/minute"},
         emulator="chevereto",
     )
     options: CheveretoOptions
