@@ -90,24 +90,26 @@ rate = "3/second"
 
 
 async def test_a_self_hosted_site_gets_its_types_default_limit(tmp_path: Path) -> None:
-    """Chevereto and Lsky Pro declare a default for "the remote's own host": a fresh
-    remote at any base_url is paced by it, and the config's [limits] still win."""
+    """Lsky Pro declares a default for "the remote's own host": a fresh remote at any
+    base_url is paced by it, and the config's [limits] still win."""
     cfg = parse_config(
         {
             "state": {"path": str(tmp_path / "state.db")},
             "remotes": {
                 "lsky": {"type": "lskypro", "base_url": "https://img.example.org/", "token": "t"},
-                "chv": {"type": "chevereto", "base_url": "http://127.0.0.1:9/x", "token": "k"},
+                "lan": {"type": "lskypro", "base_url": "http://127.0.0.1:9/lsky", "token": "k"},
+                "chv": {"type": "chevereto", "base_url": "https://chv.example", "token": "k"},
                 "own": {"type": "lskypro", "base_url": "https://pics.example:8443", "token": "t"},
             },
             "limits": {"pics.example:8443": {"rate": "300/minute"}},
         }
     )
     async with Runtime(cfg) as rt:
-        for name in ("lsky", "chv", "own"):
+        for name in ("lsky", "lan", "chv", "own"):
             await rt.open(cfg.remotes[name])
         limiters = runtime.shared_limiters(cfg)
         assert limiters.for_authority("img.example.org").rates == ("60/minute",)
-        assert limiters.for_authority("127.0.0.1:9").rates == ("50/minute",)
+        assert limiters.for_authority("127.0.0.1:9").rates == ("60/minute",)
+        assert limiters.for_authority("chv.example").rates == ()
         assert limiters.for_authority("pics.example:8443").rates == ("300/minute",)
         assert limiters.for_authority("elsewhere.example").rates == ()

@@ -77,14 +77,7 @@ from imgsync.hashing import md5_hex
 from imgsync.http import FilePart, Multipart
 from imgsync.log import get_logger
 from imgsync.models import ItemMeta, RemoteItem, UploadSource, sniff_image
-from imgsync.providers.base import (
-    OWN_HOST,
-    Features,
-    Provider,
-    ProviderContext,
-    ProviderInfo,
-    option,
-)
+from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
 
 if TYPE_CHECKING:
     from imgsync.config import RemoteConfig
@@ -273,9 +266,8 @@ class CheveretoProvider(Provider):
         options=CheveretoOptions,
         token="required",
         base_url="required",
-        # a stock site's flood guard: 50 uploads a minute per IP (then code 130; its hour,
-        # day ... windows pause the host when they answer); [limits] overrides it
-        default_limits={OWN_HOST: "50/minute"},
+        # no default rate: the flood guard (stock 50/minute, 500/hour ... per IP) is set by
+        # each site's admin, often off; its code 130 pauses the host for the window it names
         emulator="chevereto",
     )
     options: CheveretoOptions
