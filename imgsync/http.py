@@ -94,7 +94,7 @@ from imgsync.errors import (
 if TYPE_CHECKING:
     from imgsync.models import UploadSource
 from imgsync.log import get_logger, redact, register_secret
-from imgsync.ratelimit import HostLimiter, LimiterRegistry, Slot, authority_of
+from imgsync.ratelimit import HostLimiter, LimiterRegistry, Slot
 from imgsync.retry import OnRetry, RetryPolicy
 
 __all__ = [
@@ -549,7 +549,7 @@ class ApiClient:
             method=method,
             url=url,
             remote=remote,
-            authority=authority_of(url),
+            authority=self.limiters.key_of(url),
             shown=self.redact(shown),
             params=params,
             headers=headers,

@@ -670,6 +670,9 @@ class LimiterRegistry:
         self._limits = {k.lower(): v for k, v in limits.items()}
         self._outage_budget = outage_budget
         self._cooldown = cooldown
+        self._scopes: dict[str, list[str]] = {}  # authority -> path prefixes, longest first
+        for key in self._limits:
+            self._scope(key)
         for key, lim in self._limits.items():
             for r in lim.rates:
                 parse_rate(r)  # fail early on a bad rate, naming it
@@ -734,6 +737,8 @@ class LimiterRegistry:
                 raise ValueError(f"limits.{key}: concurrency must be at least 1")
         changed = sorted(k for k in {*new, *self._limits} if new.get(k) != self._limits.get(k))
         self._limits = new
+        for key in new:
+            self._scope(key)
         for key, limiter in self._limiters.items():
             rates, concurrency, burst = self._settings(key)
             if (rates, concurrency) != (limiter.rates, limiter.concurrency):
@@ -743,8 +748,31 @@ class LimiterRegistry:
         return changed
 
     def for_url(self, url: str) -> HostLimiter:
-        """The limiter for the authority of ``url``."""
-        return self.for_authority(authority_of(url))
+        """The limiter for ``url``: its authority's, or a path scope's (:meth:`key_of`)."""
+        return self.for_authority(self.key_of(url))
+
+    def key_of(self, url: str) -> str:
+        """The limiter key of ``url``: its authority, or ``authority/path`` when a limit
+        is set for that part of the host (``img.example.org/api/v1``: a host whose API is
+        throttled but whose files are not). The longest matching path wins."""
+        authority = authority_of(url)
+        scopes = self._scopes.get(authority)
+        if scopes:
+            path = urlsplit(url).path
+            for prefix in scopes:
+                if path == prefix or path.startswith(prefix + "/"):
+                    return authority + prefix
+        return authority
+
+    def _scope(self, key: str) -> None:
+        """Note ``key`` as a path scope when it is ``authority/path``."""
+        authority, slash, path = key.partition("/")
+        if slash and path.strip("/"):
+            prefix = "/" + path.strip("/")
+            scopes = self._scopes.setdefault(authority, [])
+            if prefix not in scopes:
+                scopes.append(prefix)
+                scopes.sort(key=len, reverse=True)
 
     def set_default(
         self,
@@ -764,6 +792,7 @@ class LimiterRegistry:
         for r in rate_tuple:
             parse_rate(r)
         self._defaults[key] = (rate_tuple, concurrency, burst)
+        self._scope(key)
         limiter = self._limiters.get(key)
         if limiter is not None:
             new_rates, new_conc, new_burst = self._settings(key)

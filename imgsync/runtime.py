@@ -184,14 +184,26 @@ async def _save_usage(state_path: Path, usage: dict[str, list[float]]) -> None:
     await asyncio.to_thread(write)
 
 
-def own_authority(remote: RemoteConfig, default_base_url: str | None = None) -> str:
-    """The limiter key of the host ``remote`` talks to (its ``base_url``'s authority)."""
+def own_key(remote: RemoteConfig, default_base_url: str | None, path: str = OWN_HOST) -> str:
+    """The limiter key of the host ``remote`` talks to: its ``base_url``'s authority, or
+    with ``path`` ("/api/v1") that part of the site (below the base_url's own path)."""
+    from urllib.parse import urlsplit
+
     from imgsync.ratelimit import authority_of
 
     url = remote.base_url or default_base_url
     if not url:
         raise ConfigError(f"remotes.{remote.name}: needs base_url")
-    return authority_of(url)
+    if path == OWN_HOST:
+        return authority_of(url)
+    base = urlsplit(url).path.rstrip("/")
+    parts = path.strip("/").split("/")
+    for k in range(len(parts), 0, -1):  # a base_url already ending in "/api": no "/api/api"
+        overlap = "/" + "/".join(parts[:k])
+        if base.endswith(overlap):
+            base = base.removesuffix(overlap)
+            break
+    return authority_of(url) + base + path
 
 
 class Runtime:
@@ -264,8 +276,8 @@ class Runtime:
             limiters = self._limiters
             assert limiters is not None
             for authority, rate in info.default_limits.items():
-                if authority == OWN_HOST:  # a self-hosted site: the remote's own host
-                    authority = own_authority(remote, info.default_base_url)
+                if authority == OWN_HOST or authority.startswith("/"):  # a self-hosted site
+                    authority = own_key(remote, info.default_base_url, authority)
                 limiters.set_default(authority, rate)  # the config's [limits] still win
             for authority, budget in info.shared_limits.items():
                 limiters.share(authority, budget)

@@ -50,6 +50,7 @@ def make_folder(root: Path, count: int) -> dict[str, bytes]:
 
 
 def config(tmp_path: Path, lsky: RunningFake, extra: str = "") -> Path:
+    # the emulator runs without its API throttle here: so does imgsync's default pacing
     return write_config(
         tmp_path / "cfg.toml",
         f"""
@@ -57,6 +58,9 @@ def config(tmp_path: Path, lsky: RunningFake, extra: str = "") -> Path:
 type = "lskypro"
 base_url = "{lsky.url}"
 token_env = "LSKY_TOKEN"
+
+[limits."{lsky.authority}/api/v1"]
+rate = "1000/second"
 {extra}
 """,
     )

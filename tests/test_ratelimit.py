@@ -684,3 +684,23 @@ async def test_a_budget_from_the_config_opens_the_breaker_when_it_says() -> None
         await limiter.acquire()
     clock.now += 10
     (await limiter.acquire()).release()
+
+
+def test_a_limit_can_cover_one_part_of_a_host() -> None:
+    """A key ``authority/path`` gives that part of the host its own limiter (the longest
+    matching prefix, whole path segments only); the rest of the host keeps its own."""
+    reg = LimiterRegistry(
+        {
+            "h.example/api": LimitConfig(rates=("10/minute",)),
+            "h.example/api/v2": LimitConfig(rates=("5/minute",)),
+        }
+    )
+    reg.set_default("h.example:8080/api/v1", "60/minute")
+    assert reg.key_of("https://h.example/api/v1/upload?x=1") == "h.example/api"
+    assert reg.key_of("https://H.example/api/v2/images") == "h.example/api/v2"
+    assert reg.key_of("https://h.example/api") == "h.example/api"
+    assert reg.key_of("https://h.example/apix/1") == "h.example"
+    assert reg.key_of("https://h.example/i/a.png") == "h.example"
+    assert reg.key_of("http://h.example:8080/api/v1/images") == "h.example:8080/api/v1"
+    assert reg.for_url("http://h.example:8080/api/v1/x").rates == ("60/minute",)
+    assert reg.for_url("http://h.example:8080/i/x.png").rates == ()

@@ -90,8 +90,9 @@ rate = "3/second"
 
 
 async def test_a_self_hosted_site_gets_its_types_default_limit(tmp_path: Path) -> None:
-    """Lsky Pro declares a default for "the remote's own host": a fresh remote at any
-    base_url is paced by it, and the config's [limits] still win."""
+    """Lsky Pro declares a default for the API of "the remote's own host": a fresh remote
+    at any base_url has its API requests paced by it (not its image files, which the host
+    does not throttle), and the config's [limits] still win."""
     cfg = parse_config(
         {
             "state": {"path": str(tmp_path / "state.db")},
@@ -101,15 +102,20 @@ async def test_a_self_hosted_site_gets_its_types_default_limit(tmp_path: Path) -
                 "chv": {"type": "chevereto", "base_url": "https://chv.example", "token": "k"},
                 "own": {"type": "lskypro", "base_url": "https://pics.example:8443", "token": "t"},
             },
-            "limits": {"pics.example:8443": {"rate": "300/minute"}},
+            "limits": {"pics.example:8443/api/v1": {"rate": "300/minute"}},
         }
     )
     async with Runtime(cfg) as rt:
         for name in ("lsky", "lan", "chv", "own"):
             await rt.open(cfg.remotes[name])
         limiters = runtime.shared_limiters(cfg)
-        assert limiters.for_authority("img.example.org").rates == ("60/minute",)
-        assert limiters.for_authority("127.0.0.1:9").rates == ("60/minute",)
-        assert limiters.for_authority("chv.example").rates == ()
-        assert limiters.for_authority("pics.example:8443").rates == ("300/minute",)
-        assert limiters.for_authority("elsewhere.example").rates == ()
+
+        def rates(url: str) -> tuple[str, ...]:
+            return tuple(limiters.for_url(url).rates)
+
+        assert rates("https://img.example.org/api/v1/upload") == ("60/minute",)
+        assert rates("https://img.example.org/i/2026/11/30/a.png") == ()
+        assert rates("http://127.0.0.1:9/lsky/api/v1/images?page=2") == ("60/minute",)
+        assert rates("http://127.0.0.1:9/lsky/i/a.png") == ()
+        assert rates("https://pics.example:8443/api/v1/images") == ("300/minute",)
+        assert rates("https://chv.example/api/1/upload") == ()

@@ -146,7 +146,8 @@ class NoOptions:
 
 
 OWN_HOST = ""
-"""A ``default_limits`` key: the host the remote's ``base_url`` names (self-hosted sites)."""
+"""A ``default_limits`` key: the host the remote's ``base_url`` names (self-hosted sites);
+``"/path"`` keys name a part of it."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,9 @@ class ProviderInfo:
         default_base_url: the public host, when there is one.
         default_limits: authority -> rate (``"60/minute"``) installed unless the config's
             ``[limits]`` says otherwise. The key :data:`OWN_HOST` (``""``) stands for the
-            authority of the remote's own ``base_url``: a self-hosted site's default.
+            authority of the remote's own ``base_url`` (a self-hosted site's default), and a
+            key starting with ``/`` for that path below it (``"/api/v1"``: a site whose
+            API is throttled but whose files are not).
         shared_limits: authority -> authority whose budget it draws from (Gyazo's upload
             host counts against its API host's day).
         path: the remote is a local folder and needs ``path``.
@@ -225,7 +228,7 @@ class ProviderInfo:
             "base_url": self.base_url,
             "default_base_url": self.default_base_url,
             "default_limits": {
-                (k if k != OWN_HOST else "(the base_url's host)"): v
+                (k if k and k[0] != "/" else f"(the base_url's host){k}"): v
                 for k, v in self.default_limits.items()
             },
             "path": self.path,

@@ -21,8 +21,9 @@ inference.
   An unknown route is Laravel's bare 404 ``{"message": ...}`` [REC 33] -> ``RemoteMisconfigured``.
 * Throttling [REC 35, SRC]: HTTP 429 with the envelope "Too Many Attempts." and, as Lsky's
   exception handler drops Laravel's headers, usually no ``Retry-After``; the API limit is 60 a
-  minute per user on a stock instance: declared for the remote's own host (``OWN_HOST``),
-  and an instance that allows more or less sets ``[limits."<authority>"]``.
+  minute per user on a stock instance: declared for the API path of the remote's own host
+  (``/api/v1``; downloads of image files are not throttled and not paced by it), and an
+  instance that allows more or less sets ``[limits."<authority>/api/v1"]``.
 * Listing [REC 15-18, SRC]: ``GET /api/v1/images?page=N&order=...`` is a Laravel paginator,
   40 a page whatever ``per_page`` says; the next page exists while ``current_page <
   last_page``; a page past the end is empty [REC 16]. ``order`` is an option (default
@@ -75,14 +76,7 @@ from imgsync.errors import (
 from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.log import get_logger, redact
 from imgsync.models import IMAGE_EXTENSIONS, ItemMeta, Page, RemoteItem, UploadSource
-from imgsync.providers.base import (
-    OWN_HOST,
-    Features,
-    Provider,
-    ProviderContext,
-    ProviderInfo,
-    option,
-)
+from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
 
 if TYPE_CHECKING:
     from imgsync.config import RemoteConfig
@@ -188,6 +182,9 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
+API_SCOPE = "/api/v1"  # the part of an instance Laravel's API throttle counts
+
+
 class LskyProProvider(Provider):
     """A Lsky Pro 2 instance through its ``/api/v1``."""
 
@@ -197,8 +194,9 @@ class LskyProProvider(Provider):
         options=LskyProOptions,
         token="optional",
         base_url="required",
-        # Laravel's throttle:api on a stock instance: 60 requests a minute per user
-        default_limits={OWN_HOST: "60/minute"},
+        # Laravel's throttle:api on a stock instance: 60 API requests a minute per user
+        # (the image files are not throttled: they are paced apart)
+        default_limits={API_SCOPE: "60/minute"},
         emulator="lskypro",
         full_options={"order": "earliest"},
     )
