@@ -245,3 +245,37 @@ async def test_a_large_report_is_a_small_page_that_loads_its_items_from_data_fil
     assert sorted(data_dir(page).iterdir()) == sorted(report_files(page))
     assert data_dir(other).name == "report.htm.files"
     assert data_dir(odd).name == "my report #1 é_files" and len(report_files(odd)) == 3
+
+
+async def test_a_host_that_keeps_no_metadata_shows_it_dropped(tmp_path: Path) -> None:
+    """Gyazo -> Discord Images: the host keeps no title, description, source URL or date
+    of an upload, and its upload reply echoes none; the report says so (dropped), not
+    "carried" as the upload's own metadata claimed."""
+    from imgsync.fakehosts.discordimages import DiscordImagesFake
+
+    gyazo = await start_fake(GyazoFake(Knobs(token=GY, seed=0, rate="100000/second")))
+    di = await start_fake(DiscordImagesFake(Knobs(token=CHV)))
+    try:
+        form = aiohttp.FormData()
+        form.add_field("access_token", GY)
+        form.add_field("title", "a titled picture")
+        form.add_field("referer_url", "https://example.org/src")
+        form.add_field("imagedata", seed_image(901)[0], filename="t.png")
+        async with aiohttp.ClientSession() as s, s.post(gyazo.url + "/api/upload", data=form) as r:
+            assert r.status == 200
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gyazo.url}"\ntoken_env = "GY"\n'
+            f'[remotes.di]\ntype = "discordimages"\nbase_url = "{di.url}"\ntoken_env = "DI"\n',
+        )
+        page = tmp_path / "gy-to-di.html"
+        args = ("--config", str(cfg), "migrate", "gy:", "di:", "--map", str(tmp_path / "m.csv"))
+        proc = await run_cli_async(*args, "--report", str(page), env={"GY": GY, "DI": CHV})
+        assert proc.returncode == 0, proc.stderr
+        [item] = report_items(page)
+        assert item["st"] == "copied" and item["m"]["title"] == "a titled picture"
+        assert {"title", "source_url", "created_at"} <= set(item["x"]), item
+        assert not item.get("c"), item
+    finally:
+        await gyazo.close()
+        await di.close()

@@ -340,7 +340,9 @@ class DiscordImagesProvider(Provider):
             size=size if isinstance(size, int) and not isinstance(size, bool) else src.size,
             url=str(url) if url else f"{self.base_url}/{name}",
             mime=src.mime,
-            meta=meta,
+            # what the host keeps of ``meta``: nothing (no title, description, tags or
+            # source URL, and the file's date is the upload's own)
+            meta=ItemMeta(),
         )
 
     async def delete(self, item: RemoteItem) -> None:

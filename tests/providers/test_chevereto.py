@@ -616,3 +616,23 @@ async def test_cli_same_site_under_a_second_remote_name_uploads_nothing_again(
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert json.loads(proc.stdout)["copied"] == 0
     assert stats["uploads"] == 4
+
+
+async def test_accented_and_spaced_names_are_stored_as_the_real_site_slugs_them() -> None:
+    """Through the provider, as fixture 47 recorded a real 4.2.0 site: ``ñandú é.png`` (NFC,
+    or NFD as macOS writes it) is stored as ``nandu-e.png``, the name arrives unchanged
+    (raw UTF-8) and the next upload under the same name gets a 16-hex suffix."""
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "chevereto-4.2.0"
+    recorded = json.loads((fixture / "47-filename-raw-utf8.json").read_text(encoding="utf-8"))
+    stored = recorded["response"]["body"]["image"]["name"]  # "nandu-e" + 16 hex: name taken
+    host = CheveretoFake(Knobs(token=KEY))
+    async with fake(host) as running, fast_client() as http:
+        p = provider(running.url, http)
+        names = []
+        for i, rel in enumerate(["ñandú é.png", "n\u0303andu\u0301 e\u0301.png"]):
+            data = make_png(20, 12, 900 + i)
+            item = await p.upload(source(data, name=rel), ItemMeta(), rel_path=rel)
+            names.append(item.name)
+    assert names[0] == "nandu-e.png" == stored[:-16] + ".png"
+    assert names[1].startswith("nandu-e") and len(names[1]) == len("nandu-e.png") + 16
+    assert host.received_names == ["ñandú é.png", "n\u0303andu\u0301 e\u0301.png"]
