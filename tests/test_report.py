@@ -33,6 +33,17 @@ def _totals(path: Path) -> dict[str, int]:
     return values
 
 
+async def _gyazo_upload(url: str, title: str, seed: int) -> None:
+    """One image with a title and a source URL, uploaded to the Gyazo emulator at ``url``."""
+    form = aiohttp.FormData()
+    form.add_field("access_token", GY)
+    form.add_field("title", title)
+    form.add_field("referer_url", "https://example.org/src")
+    form.add_field("imagedata", seed_image(seed)[0], filename="t.png")
+    async with aiohttp.ClientSession() as s, s.post(url + "/api/upload", data=form) as r:
+        assert r.status == 200
+
+
 async def test_migration_report_lists_every_item_with_both_urls_and_balanced_totals(
     tmp_path: Path,
 ) -> None:
@@ -40,13 +51,7 @@ async def test_migration_report_lists_every_item_with_both_urls_and_balanced_tot
     chv_host = CheveretoFake(Knobs(token=CHV, max_upload_bytes=3000, rate="100000/second"))
     chv = await start_fake(chv_host)
     try:
-        form = aiohttp.FormData()
-        form.add_field("access_token", GY)
-        form.add_field("title", HOSTILE)
-        form.add_field("referer_url", "https://example.org/src")
-        form.add_field("imagedata", seed_image(900)[0], filename="h.png")
-        async with aiohttp.ClientSession() as s, s.post(gyazo.url + "/api/upload", data=form) as r:
-            assert r.status == 200
+        await _gyazo_upload(gyazo.url, HOSTILE, 900)
         cfg = write_config(
             tmp_path / "cfg.toml",
             f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gyazo.url}"\ntoken_env = "GY"\n'
@@ -256,13 +261,7 @@ async def test_a_host_that_keeps_no_metadata_shows_it_dropped(tmp_path: Path) ->
     gyazo = await start_fake(GyazoFake(Knobs(token=GY, seed=0, rate="100000/second")))
     di = await start_fake(DiscordImagesFake(Knobs(token=CHV)))
     try:
-        form = aiohttp.FormData()
-        form.add_field("access_token", GY)
-        form.add_field("title", "a titled picture")
-        form.add_field("referer_url", "https://example.org/src")
-        form.add_field("imagedata", seed_image(901)[0], filename="t.png")
-        async with aiohttp.ClientSession() as s, s.post(gyazo.url + "/api/upload", data=form) as r:
-            assert r.status == 200
+        await _gyazo_upload(gyazo.url, "a titled picture", 901)
         cfg = write_config(
             tmp_path / "cfg.toml",
             f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gyazo.url}"\ntoken_env = "GY"\n'

@@ -130,6 +130,34 @@ def human_size(n: int | None) -> str:
 
 GENERATOR = f"imgsync {__version__}"
 
+
+def page_start(title: str, kind: str, count: int) -> str:
+    """The start of every page imgsync writes, up to its opened ``<header>`` and heading:
+    the document head (offline: the one stylesheet inline) and ``<body data-kind
+    data-count>``, which the tests and scripts read."""
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="{esc(GENERATOR)}">
+<title>{esc(title)}</title>
+<style>{CSS}</style>
+</head>
+<body data-kind="{esc(kind)}" data-count="{count}">
+<header>
+<h1>{esc(title)}</h1>
+"""
+
+
+def page_end(script: str) -> str:
+    """The end of every page: the shared script and the page's own, then the closing tags."""
+    return f"""<script>{JS_COMMON}{script}</script>
+</body>
+</html>
+"""
+
+
 # One style sheet for both pages: system fonts only (no web fonts, nothing fetched).
 CSS = """
 :root { color-scheme: light dark; --bg: #f6f6f4; --fg: #1d1d1b; --muted: #6b6b66;

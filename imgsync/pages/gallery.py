@@ -34,14 +34,14 @@ from typing import Any
 import imgsync.pages.common as pages_common
 from imgsync.models import is_image_name
 from imgsync.pages.common import (
-    CSS,
     GENERATOR,
-    JS_COMMON,
     esc,
     file_href,
     human_size,
     iso_date,
     js_data,
+    page_end,
+    page_start,
     place_name,
     utf8,
     write_atomic,
@@ -363,19 +363,9 @@ def render_index(
         'onerror="IMGSYNC_MISSING++"></script>'
         for name in chunk_files
     )
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="{esc(GENERATOR)}">
-<title>{esc(title)}</title>
-<style>{CSS}</style>
-</head>
-<body data-kind="gallery" data-count="{count}">
-<header>
-<h1>{esc(title)}</h1>
-<p class="sub" id="summary">{count} files · {esc(human_size(total))} · from {esc(src_text)}
+    return (
+        page_start(title, "gallery", count)
+        + f"""<p class="sub" id="summary">{count} files · {esc(human_size(total))} · from {esc(src_text)}
 {(" · " + esc(span)) if span else ""}</p>
 <div class="bar">
 <input type="search" id="q" placeholder="Filter: title, name, URL, date, tag, description…"
@@ -397,10 +387,9 @@ files in this folder, each with a .json sidecar.</p></noscript>
 <dialog id="detail"></dialog>
 <script>var IMGSYNC_ITEMS = []; var IMGSYNC_MISSING = 0;</script>
 {scripts}
-<script>{JS_COMMON}{JS_GALLERY}</script>
-</body>
-</html>
 """
+        + page_end(JS_GALLERY)
+    )
 
 
 JS_GALLERY = r"""

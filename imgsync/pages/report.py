@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from imgsync.pages.common import (
-    CSS,
-    GENERATOR,
-    JS_COMMON,
     esc,
     file_href,
     human_size,
     js_data,
+    page_end,
+    page_start,
     place_name,
     utf8,
     write_atomic,
@@ -310,19 +309,9 @@ def render_report(
         else ""
     )
     state_line = " · ".join(f"{counts[s]} {s}" for s in STATUSES)
-    page = f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="{esc(GENERATOR)}">
-<title>{esc(title)}</title>
-<style>{CSS}</style>
-</head>
-<body data-kind="report" data-count="{len(items)}">
-<header>
-<h1>{esc(title)}</h1>
-<p class="sub">job <code>{esc(job)}</code>{(" · " + esc(when_text)) if when_text else ""}
+    page = (
+        page_start(title, "report", len(items))
+        + f"""<p class="sub">job <code>{esc(job)}</code>{(" · " + esc(when_text)) if when_text else ""}
  · {esc(human_size(summary.get("bytes") if isinstance(summary.get("bytes"), int) else None))}
  moved in the last run</p>
 <table class="totals" id="totals">
@@ -350,10 +339,9 @@ there + {t["skipped"]} skipped + {t["failed"]} failed: {mark}</p>
 <nav class="pager" id="pager"></nav>
 </main>
 <script id="meta" type="application/json">{js_data({"count": len(items), "per_file": PER_FILE, "files": files})}</script>
-<script>{JS_COMMON}{JS_REPORT}</script>
-</body>
-</html>
 """
+        + page_end(JS_REPORT)
+    )
     return page, balanced
 
 

@@ -71,6 +71,7 @@ from imgsync.log import get_logger, redact
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
 from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
 from imgsync.providers.paging import resume_page
+from imgsync.providers.values import as_int
 
 if TYPE_CHECKING:
     from imgsync.config import RemoteConfig
@@ -82,17 +83,6 @@ CODE_UNAUTHENTICATED = 1001  # [INF] the emulator's choice; 401/403 are recognis
 CODE_TOO_LARGE = 1002  # [DOC] "Image size exceeds the limit."
 
 _log = get_logger("imgsync.providers.guizhan")
-
-
-def _as_int(value: Any) -> int | None:
-    """An integer from an int or a numeric string (``None`` otherwise)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return None
 
 
 parse_time = parse_timestamp  # upload_time: "2021-01-09T17:52:03.000000Z" (hosts.md §1)
@@ -111,11 +101,11 @@ def _parse_cursor(cursor: str | None, per_page: int) -> tuple[int, Watermark | N
         return 1, None
     number, _, rest = cursor.partition("@")
     size, _, mark = rest.partition("@")
-    page = _as_int(number)
+    page = as_int(number)
     if page is None or page < 1:
         _log.warning("guizhan_bad_cursor", cursor=cursor[:40])
         return 1, None
-    if size and _as_int(size) != per_page:
+    if size and as_int(size) != per_page:
         _log.info("guizhan_page_size_changed", saved=size, now=per_page)
         return 1, None
     if not mark:
@@ -214,7 +204,7 @@ class GuizhanProvider(Provider):
                     f"no Guizhan API at {self.api_url}; check base_url", status=status
                 )
             return None  # by status: 401 -> AuthError, 5xx -> TransientError ...
-        code = _as_int(data["code"])
+        code = as_int(data["code"])
         if code == 0:
             return None  # a success (or, at an error status, the status decides)
         what = f"{message or 'error'} (code {data['code']})"
@@ -229,7 +219,7 @@ class GuizhanProvider(Provider):
     @staticmethod
     def _retry_after(resp: ApiResponse) -> float | None:
         wait = parse_retry_after(resp.headers.get("Retry-After"))
-        if wait is None and (reset := _as_int(resp.headers.get("X-RateLimit-Reset"))):
+        if wait is None and (reset := as_int(resp.headers.get("X-RateLimit-Reset"))):
             wait = max(0.0, reset - time.time())
         return wait
 
@@ -253,7 +243,7 @@ class GuizhanProvider(Provider):
             raise ResponseError(f"image entry without a name: {row!r:.200}", remote=self.name)
         filename = fullname if isinstance(fullname, str) and fullname else key
         url = row.get("url")
-        size = _as_int(row.get("size"))
+        size = as_int(row.get("size"))
         return RemoteItem(
             remote_id=key,
             name=filename,

@@ -77,6 +77,7 @@ from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.log import get_logger, redact
 from imgsync.models import IMAGE_EXTENSIONS, ItemMeta, Page, RemoteItem, UploadSource
 from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
+from imgsync.providers.values import as_int
 
 if TYPE_CHECKING:
     from imgsync.config import RemoteConfig
@@ -170,16 +171,6 @@ class LskyProOptions:
         doc="the server's clock zone: its dates carry no offset",
         check=_zone_problem,
     )
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
 
 
 API_SCOPE = "/api/v1"  # the part of an instance Laravel's API throttle counts
@@ -367,7 +358,7 @@ class LskyProProvider(Provider):
         if cursor is None:
             return 1, "", None
         parts = cursor.split("@")
-        number = _as_int(parts[0])
+        number = as_int(parts[0], negative=False)
         if (
             len(parts) != 5
             or number is None
@@ -376,7 +367,7 @@ class LskyProProvider(Provider):
         ):
             _log.info("lskypro_cursor_restart", remote=self.name, cursor=cursor[:60])
             return 1, "", None
-        return number, parts[3], _as_int(parts[4])
+        return number, parts[3], as_int(parts[4], negative=False)
 
     async def _fetch(self, page: int) -> tuple[list[RemoteItem], bool]:
         """One page of the listing: its items and whether a later page exists."""
@@ -396,7 +387,10 @@ class LskyProProvider(Provider):
         if not isinstance(rows, list):
             raise ResponseError("listing has no data list", remote=self.name, status=resp.status)
         items = [self._item(row) for row in rows]
-        current, last = _as_int(data.get("current_page")), _as_int(data.get("last_page"))
+        current, last = (
+            as_int(data.get("current_page"), negative=False),
+            as_int(data.get("last_page"), negative=False),
+        )
         more = bool(rows) and current is not None and last is not None and current < last
         return items, more
 
