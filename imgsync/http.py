@@ -23,7 +23,13 @@ One attempt of :meth:`ApiClient.request`
 
 Transport failures map onto the tree: connection errors, resets and truncated bodies ->
 ``TransientError``; timeouts -> ``ProviderTimeout``; a success reply that is not the JSON
-that was expected -> ``ResponseError`` (never retried, with a short redacted excerpt).
+that was expected -> ``ResponseError`` (with a short redacted excerpt; a web page is named
+by its title, never shown as HTML). That one is retried only in a narrow case: an
+idempotent request (a listing page) to a host that has already answered JSON to this
+client may be sent again, up to ``GARBLED_ATTEMPTS`` times in all -- a proxy's or CDN's
+interstitial page, or a body cut off mid-JSON, is passing trouble. A host that has never
+answered JSON (a wrong ``base_url`` serving a website) is not retried at all, so such a
+run stops after its first request.
 :class:`~imgsync.retry.RetryPolicy` retries what is retryable, at most ``attempts`` times,
 and the last error says how many attempts were made. A 401 is never retried.
 
@@ -163,8 +169,35 @@ _SECRET_PARAM = re.compile(
     r"(?i)^(access_token|refresh_token|token|api_?key|apikey|key|auth|password|secret)$"
 )
 _SPACES = re.compile(r"\s+")
+_TITLE = re.compile(rb"(?is)<title[^>]*>(.*?)</title>")
+_TAGS = re.compile(rb"(?s)<[^>]*>?")
+# attempts in all for a 2xx reply that is not the JSON expected, from a host that has
+# already answered JSON to this client (see the module docstring)
+GARBLED_ATTEMPTS = 3
 # What a send or a body read can raise that is the network's fault, not ours.
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+class _Garbled(TransientError):
+    """A 2xx reply that was not the JSON expected, worth another try; ``final`` is the
+    ``ResponseError`` raised when the tries run out."""
+
+    def __init__(self, final: ResponseError) -> None:
+        super().__init__(final.detail, remote=final.remote, host=final.host, status=final.status)
+        self.final = final
+
+
+def _what_came(raw: bytes, ctype: str) -> str:
+    """A reply that should have been JSON, in a few words: a web page by its title."""
+    if not raw:
+        return f"an empty {ctype} reply"
+    if "html" in ctype or raw.lstrip()[:15].lower().startswith((b"<!doctype", b"<html")):
+        m = _TITLE.search(raw[:65536])
+        if m:
+            return f"a web page ({ctype}, titled {excerpt(_TAGS.sub(b' ', m.group(1)), 80)!r})"
+        text = excerpt(_TAGS.sub(b" ", raw[:65536]))
+        return f"a web page ({ctype})" + (f": {text}" if text else "")
+    return f"{ctype}: {excerpt(raw)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +352,7 @@ class ApiClient:
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[str, str] = {}
         self._secrets: set[str] = set()
+        self._spoke_json: set[str] = set()  # authorities that answered JSON to this client
         self._log = get_logger("imgsync.http")
         for s in secrets:
             self.add_secret(s)
@@ -412,11 +446,14 @@ class ApiClient:
             idempotent = req.method not in ("POST", "PATCH")
         if not idempotent:
             req = replace(req, idempotent=False)
-        return await self.retry.run(
-            functools.partial(self._attempt, req),
-            on_retry=self._retry_logger(req),
-            persist=self._outage_persists(req),
-        )
+        try:
+            return await self.retry.run(
+                functools.partial(self._attempt, req),
+                on_retry=self._retry_logger(req),
+                persist=self._outage_persists(req),
+            )
+        except _Garbled as exc:  # the retry budget ran out before GARBLED_ATTEMPTS
+            raise exc.final from None
 
     def _outage_persists(self, req: _Request) -> Callable[[BaseException, float], bool]:
         """Whether a failed request is worth another try beyond its attempts: its host has
@@ -429,7 +466,7 @@ class ApiClient:
             return (
                 budget is not None
                 and isinstance(exc, TransientError)
-                and not isinstance(exc, RateLimited | CutShort)
+                and not isinstance(exc, RateLimited | CutShort | _Garbled)
                 and limiter.failing
                 and slept < 2 * budget
             )
@@ -652,10 +689,17 @@ class ApiClient:
             data, parsed = _decode(raw, charset, req.expect if ok else "lenient")
             if ok and not parsed:
                 slot.succeeded()
-                got = f"{ctype}: {excerpt(raw)}" if raw else ctype
-                self._fail_plain(
-                    ResponseError(f"{req.what}: expected JSON, got {got}"), req, status
-                )
+                err = ResponseError(f"{req.what}: expected JSON, got {_what_came(raw, ctype)}")
+                self._finish(err, req, status)
+                if (
+                    req.idempotent
+                    and req.authority in self._spoke_json
+                    and attempt < min(GARBLED_ATTEMPTS, self.retry.attempts)
+                ):
+                    raise _Garbled(err)
+                raise err
+            if ok and req.expect == "json":
+                self._spoke_json.add(req.authority)
             resp = ApiResponse(status, headers, final_url, data, req.method)
             await self._check(resp, req, slot, limiter)
             return resp

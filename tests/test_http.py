@@ -210,11 +210,46 @@ async def test_bad_json_is_a_response_error_and_not_retried(serve: Serve, ft: Fa
     async with fake_client(ft) as client:
         with pytest.raises(ResponseError, match=r'expected JSON.*"truncated":'):
             await client.request("GET", str(server.make_url("/broken")), remote="r")
-        with pytest.raises(ResponseError, match="text/html: <html><body>Maintenance"):
+        with pytest.raises(ResponseError, match=r"a web page \(text/html\): Maintenance"):
             await client.request("GET", str(server.make_url("/html")), remote="r")
         text = await client.request("GET", str(server.make_url("/html")), remote="r", expect="text")
     assert app.count == 3
     assert "Maintenance" in text.data
+
+
+async def test_a_garbled_reply_from_a_host_that_answered_json_is_retried(
+    serve: Serve, ft: FakeTime
+) -> None:
+    """Once the host has answered JSON, a GET answered by a web page (a CDN's interstitial)
+    is sent again, at most GARBLED_ATTEMPTS times in all; a POST is never sent again."""
+    from imgsync.http import GARBLED_ATTEMPTS
+
+    flaky = {"left": 1}
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        portal = web.Response(
+            text="<html><head><title>Just a moment...</title></head></html>",
+            content_type="text/html",
+        )
+        if request.path == "/flaky" and flaky["left"]:
+            flaky["left"] -= 1
+            return portal
+        if request.path in ("/always", "/post"):
+            return portal
+        return web.json_response({"ok": True})
+
+    app = counting_app(handler)
+    server = await serve(app)
+    async with fake_client(ft) as client:
+        await client.request("GET", str(server.make_url("/ok")), remote="r")
+        resp = await client.request("GET", str(server.make_url("/flaky")), remote="r")
+        assert resp.data == {"ok": True} and app.count == 3
+        with pytest.raises(ResponseError, match=r"a web page .*'Just a moment\.\.\.'"):
+            await client.request("GET", str(server.make_url("/always")), remote="r")
+        assert app.count == 3 + GARBLED_ATTEMPTS
+        with pytest.raises(ResponseError):
+            await client.request("POST", str(server.make_url("/post")), remote="r")
+        assert app.count == 4 + GARBLED_ATTEMPTS
 
 
 # --- rate limiting and pauses --------------------------------------------------------------
