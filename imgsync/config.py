@@ -382,7 +382,7 @@ def _remote(
     ):
         p.add(f"{key}.base_url", "must be an http(s) URL such as https://www.imgz.io")
         base_url = None
-    if info.base_url == "required" and not base_url:
+    if info.base_url == "required" and not base_url and tbl.get("base_url") is None:
         p.add(f"{key}.base_url", f"a {rtype} remote needs base_url (every site has its own)")
     token = None
     if info.token == "none":

@@ -225,28 +225,6 @@ async def test_two_updates_at_once_leave_a_page_whose_data_is_all_there(tmp_path
     assert len(gallery_items(out / "index.html")) == 30
 
 
-async def test_an_index_html_imgsync_did_not_write_is_left_alone(tmp_path: Path) -> None:
-    """The user's own index.html in the backup folder: the images are backed up, the page
-    is not written over it, and the run says so (exit 1, one line)."""
-    fake = await start_fake(GyazoFake(Knobs(token=TOKEN, seed=4)))
-    out = tmp_path / "backup"
-    out.mkdir()
-    (out / "index.html").write_text("<p>my own notes</p>")
-    try:
-        cfg = _config(tmp_path, fake.url)
-        proc = await run_cli_async(
-            "--config", str(cfg), "backup", "gy:", str(out), "--json", env={"GY": TOKEN}
-        )
-        assert proc.returncode == 1
-        summary = json.loads(proc.stdout)
-        assert summary["copied"] == 4 and summary["failed"] == 1
-        assert "is not a gallery imgsync wrote" in summary["failures"][0]["error"]
-        assert (out / "index.html").read_text() == "<p>my own notes</p>"
-        assert not (out / DATA_DIR).exists()
-    finally:
-        await fake.close()
-
-
 def test_odd_file_names_link_to_their_files(tmp_path: Path) -> None:
     """Names with spaces, #, ?, %, a colon (a would-be scheme), markup, and bytes that are
     not UTF-8, in a subfolder too: every link of the page opens that very file."""

@@ -29,19 +29,29 @@ def after_run(
 ) -> None:
     """At the end of a run: update the backup folder's gallery (``backup`` with
     ``gallery``) and write the report page (``report``). A page that cannot be written is
-    one failure of the run (exit 1); the images are untouched either way."""
+    reported on its own (``gallery_error``/``report_error``, exit 1), not as an item; the
+    images are untouched either way."""
     if summary.dry_run or not (gallery or report):
         return
     from imgsync.state.reader import must_open
 
     with must_open(state_path) as db:
-        if gallery and summary.verb == "backup" and dst_path is not None and dst_path.is_dir():
+        if (
+            gallery
+            and summary.verb == "backup"
+            and dst_path is not None
+            and dst_path.is_dir()
+            # nothing backed up there (a wrong token, an empty host): no empty page
+            and (summary.copied or summary.present or (dst_path / "index.html").exists())
+        ):
             from imgsync.pages.gallery import update_gallery
 
             try:
                 res = update_gallery(db, dst_path, summary.dest, source=summary.source)
             except OSError as exc:
-                summary.fail("index.html", f"cannot write the gallery: {exc.strerror or exc}")
+                summary.gallery_error = f"cannot write {dst_path / 'index.html'}: " + str(
+                    exc.strerror or exc
+                )
             else:
                 summary.gallery_path = str(res.path)
         if report is not None:
@@ -54,7 +64,7 @@ def after_run(
                     db, report, job=job, source=summary.source, dest=summary.dest, summary=data
                 )
             except OSError as exc:
-                summary.fail(str(report), f"cannot write the report: {exc.strerror or exc}")
+                summary.report_error = f"cannot write {report}: {exc.strerror or exc}"
             else:
                 summary.report_path = str(report)
 

@@ -237,6 +237,59 @@ async def _run(
     progress: Progress,
     stop: StopSignal | None,
 ) -> Summary:
+    opts = job.opts
+    created: Path | None = None  # the topmost folder this run made for a folder destination
+    if job.dst.type == "local" and job.dst.path is not None and not opts.dry_run:
+        created = _first_missing(job.dst.path)
+        try:
+            job.dst.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {job.dst.path}: {exc.strerror}") from None
+    try:
+        summary = await _run_in(cfg, job, plan, progress, stop)
+    except BaseException:
+        _remove_if_unused(created, job.dst.path)
+        raise
+    if summary.copied == 0:
+        _remove_if_unused(created, job.dst.path)
+    return summary
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` that does not exist yet (None: it all exists)."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove_if_unused(created: Path | None, dest: Path | None) -> None:
+    """A run that made its destination folder and wrote nothing into it takes it away
+    again (a backup refused by the host before anything was copied leaves no empty
+    folder behind); only empty folders are removed, from ``dest`` up to ``created``."""
+    if created is None or dest is None:
+        return
+    import contextlib
+    import os
+
+    folder = dest
+    with contextlib.suppress(OSError):
+        while True:
+            os.rmdir(folder)  # fails (and stops) on a folder that is not empty
+            if folder == created:
+                break
+            folder = folder.parent
+
+
+async def _run_in(
+    cfg: Config,
+    job: Resolved,
+    plan: LocalPlan | None,
+    progress: Progress,
+    stop: StopSignal | None,
+) -> Summary:
     import anyio.to_thread
 
     from imgsync.pipeline.copy import CopyRun
@@ -245,11 +298,6 @@ async def _run(
     from imgsync.state.store import StateStore
 
     opts = job.opts
-    if job.dst.type == "local" and job.dst.path is not None and not opts.dry_run:
-        try:
-            job.dst.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create {job.dst.path}: {exc.strerror}") from None
     async with (
         StateStore(cfg.state_path, cfg.state_url, lease_ttl=cfg.lease_ttl) as store,
         Runtime(cfg) as rt,

@@ -78,6 +78,9 @@ class Summary:
     map_path: str | None = None
     gallery_path: str | None = None  # backup: the folder's index.html, updated
     report_path: str | None = None  # migrate --report: the page written
+    # pages that could not be written (not items: the images are fine): exit 1
+    gallery_error: str | None = None
+    report_error: str | None = None
 
     def fail(self, item: str, message: str) -> None:
         self.failed += 1
@@ -88,7 +91,8 @@ class Summary:
     def exit_code(self) -> int:
         if self.remote_failure:
             return EXIT_REMOTE_FAILURE
-        return EXIT_ITEM_FAILURES if self.failed or self.held else EXIT_OK
+        trouble = self.failed or self.held or self.gallery_error or self.report_error
+        return EXIT_ITEM_FAILURES if trouble else EXIT_OK
 
     def held_note(self) -> str:
         """``N held by another running imgsync (pid P)``."""
@@ -133,6 +137,10 @@ class Summary:
             text += f"; gallery: {self.gallery_path}"
         if self.report_path is not None:
             text += f"; report: {self.report_path}"
+        if self.gallery_error is not None:
+            text += f"\ngallery not written: {self.gallery_error}"
+        if self.report_error is not None:
+            text += f"\nreport not written: {self.report_error}"
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -164,4 +172,6 @@ class Summary:
             "map_path": self.map_path,
             "gallery": self.gallery_path,
             "report": self.report_path,
+            "gallery_error": self.gallery_error,
+            "report_error": self.report_error,
         }
