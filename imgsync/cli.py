@@ -582,7 +582,9 @@ def _by_name(cfg: Config, remotes: dict[str, Any]) -> dict[str, Any]:
             names.setdefault(resolve_spec(cfg, f"{name}:")[1], name)
         except ImgsyncError:
             continue
-    return {names.get(key, key): {**value, "key": key} for key, value in remotes.items()}
+    from imgsync.pipeline.summary import shown_key
+
+    return {names.get(key, shown_key(key)): {**value, "key": key} for key, value in remotes.items()}
 
 
 def _health_check(cfg: Config) -> int:

@@ -145,7 +145,7 @@ def _report_check(summary: Summary, as_json: bool) -> int:
         if summary.copied > len(summary.would_copy):
             print(f"... and {summary.copied - len(summary.would_copy)} more")
         print(
-            f"check {summary.source} -> {summary.dest}: {summary.checked} checked, "
+            f"check {summary.shown_source} -> {summary.shown_dest}: {summary.checked} checked, "
             f"{summary.copied} missing at the destination, {summary.present} present, "
             f"{summary.failed} could not be checked"
         )

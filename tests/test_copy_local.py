@@ -192,7 +192,7 @@ def test_status_reports_what_state_knows(image_tree: Path, tmp_path: Path) -> No
     proc = run_cli("status")
     assert proc.returncode == 0
     assert "12 distinct images" in proc.stdout
-    assert f"local:{dst.resolve()}: 12 items" in proc.stdout
+    assert f"  {dst.resolve()}: 12 items" in proc.stdout
 
 
 def test_nested_folders_refused(image_tree: Path) -> None:

@@ -92,8 +92,8 @@ def report_from_state(
                 db,
                 out,
                 job=run.job,
-                source=str(data.get("source")),
-                dest=str(data.get("dest")),
+                source=str(data.get("source_key", data.get("source"))),
+                dest=str(data.get("dest_key", data.get("dest"))),
                 summary=data,
             )
         except OSError as exc:

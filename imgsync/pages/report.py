@@ -288,7 +288,11 @@ def render_report(
         else f'<span class="bad" id="balance">does not balance: {t["checked"]} ≠ {right}</span>'
     )
     verb = str(summary.get("verb") or "migrate")
-    title = f"{verb} report: {place_name(source)} → {place_name(dest)}"
+    if "source_key" in summary:  # the run recorded the names the user gave
+        names = (str(summary.get("source")), str(summary.get("dest")))
+    else:
+        names = (place_name(source), place_name(dest))
+    title = f"{verb} report: {names[0]} → {names[1]}"
     failures = summary.get("failures") or []
     fail_rows = "\n".join(
         f"<li><code>{esc(f.get('item', ''))}</code>: {esc(f.get('error', ''))}</li>"

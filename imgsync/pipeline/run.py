@@ -66,9 +66,22 @@ class Resolved:
     dst: RemoteConfig
     dst_key: str
 
+    def named(self, summary: Summary) -> Summary:
+        """``summary`` showing the source and destination as the user named them."""
+        summary.source_name = _shown(self.spec.source, self.src)
+        summary.dest_name = _shown(self.spec.dest, self.dst)
+        return summary
+
     @property
     def opts(self) -> CopyOptions:
         return self.spec.options
+
+
+def _shown(spec: str, remote: RemoteConfig) -> str:
+    """``gy:`` for a configured remote, a folder's full path, as the user reads them."""
+    if remote.type == "local" and remote.path is not None and not spec.endswith(":"):
+        return str(remote.path)
+    return f"{remote.name}:"
 
 
 def resolve(cfg: Config, spec: JobSpec) -> Resolved:
@@ -143,15 +156,17 @@ def nothing_to_do(cfg: Config, job: Resolved, plan: LocalPlan) -> Summary | None
                     db.save_scan_mark(
                         str(plan.root), job.dst_key, plan.fingerprint, plan.dest_state()
                     )
-    return Summary(
-        opts.verb,
-        job.src_key,
-        job.dst_key,
-        dry_run=opts.dry_run,
-        checked=plan.scanned,
-        present=plan.present,
-        non_images=plan.non_images,
-        links_skipped=skipped_links(plan),
+    return job.named(
+        Summary(
+            opts.verb,
+            job.src_key,
+            job.dst_key,
+            dry_run=opts.dry_run,
+            checked=plan.scanned,
+            present=plan.present,
+            non_images=plan.non_images,
+            links_skipped=skipped_links(plan),
+        )
     )
 
 
@@ -309,6 +324,7 @@ async def _run_in(
                 f"{job.src.name} ({job.src.type}) cannot be listed, so it can only be a destination"
             )
         run = CopyRun(store, src, job.src_key, dst, job.dst_key, opts, progress, stop=stop)
+        job.named(run.summary)
         run.spool_dir = await anyio.to_thread.run_sync(_spool_dir, cfg)
         run_id = await queries.start_run(store, opts.job, opts.verb)
         if store.fleet is not None:

@@ -44,14 +44,25 @@ class CopyOptions:
     )
 
 
+def shown_key(key: str) -> str:
+    """A state key as a person reads it when no configured name is at hand: a folder's
+    path, a host's address without the account fingerprint."""
+    if key.startswith("local:"):
+        return key.removeprefix("local:")
+    return key.partition("#")[0]
+
+
 @dataclass
 class Summary:
     """The outcome of one run; ``line()`` is the one-line summary, ``to_json()`` the machine one."""
 
     verb: str
-    source: str
+    source: str  # the state keys (what the source and destination are) ...
     dest: str
     dry_run: bool = False
+    # ... and how the user names them (``gy:``, a folder's path): what is shown
+    source_name: str = ""
+    dest_name: str = ""
     checked: int = 0
     copied: int = 0
     present: int = 0
@@ -99,6 +110,14 @@ class Summary:
         who = ", ".join(sorted(self.held_by))
         return f"{self.held} held by another running imgsync ({who})"
 
+    @property
+    def shown_source(self) -> str:
+        return self.source_name or shown_key(self.source)
+
+    @property
+    def shown_dest(self) -> str:
+        return self.dest_name or shown_key(self.dest)
+
     def line(self) -> str:
         rate = self.bytes / self.elapsed if self.elapsed > 0 else 0.0
         done = (  # a dry run moved nothing: no rate
@@ -107,7 +126,7 @@ class Summary:
             else f"copied {self.copied} ({human_bytes(self.bytes)}, {human_bytes(rate)}/s)"
         )
         text = (
-            f"{self.verb} {self.source} -> {self.dest}: {self.checked} checked, "
+            f"{self.verb} {self.shown_source} -> {self.shown_dest}: {self.checked} checked, "
             f"{done}, {self.present} already there, {self.failed} failed"
         )
         if self.non_images:
@@ -146,8 +165,10 @@ class Summary:
     def to_json(self) -> dict[str, Any]:
         return {
             "verb": self.verb,
-            "source": self.source,
-            "dest": self.dest,
+            "source": self.shown_source,
+            "dest": self.shown_dest,
+            "source_key": self.source,
+            "dest_key": self.dest,
             "dry_run": self.dry_run,
             "checked": self.checked,
             "copied": self.copied,

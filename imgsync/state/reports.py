@@ -168,9 +168,10 @@ def latest_run(
     )
     for job, verb, started, finished, text in cur:
         summary = _meta(text)
-        if source is not None and summary.get("source") != source:
+        # runs recorded since names are shown keep the keys under source_key/dest_key
+        if source is not None and summary.get("source_key", summary.get("source")) != source:
             continue
-        if dest is not None and summary.get("dest") != dest:
+        if dest is not None and summary.get("dest_key", summary.get("dest")) != dest:
             continue
         if summary.get("dry_run"):
             continue
