@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 def make_tree(root: Path, files: int, folders: int = 100, size: int = 20_000) -> None:
@@ -41,6 +42,14 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
 
     Dirty pages of earlier runs are flushed first, so no run pays for another's writeback.
     """
+    elapsed, usage = run_usage(cmd, env)
+    return elapsed, usage.ru_maxrss
+
+
+def run_usage(cmd: list[str], env: dict[str, str]) -> tuple[float, Any]:
+    """Wall seconds and the ``rusage`` (CPU seconds, peak RSS) of one whole process, after
+    a flush of earlier runs' dirty pages. CPU seconds hold still on a shared machine where
+    wall time follows the load."""
     os.sync()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -50,7 +59,7 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage
 
 
 def timed_sync() -> float:

@@ -156,29 +156,37 @@ class Bench:
         src = self.tree("src", n, 10, 20_000)
         env = env_base()
         res: dict[str, list[float]] = {
-            k: [] for k in ("fresh", "durable", "noop", "rc", "rc_durable", "rc_noop", "cp_durable")
-        }
+            k: []
+            for k in ("fresh", "durable", "noop", "rc", "rc_durable", "rc_noop", "cp_durable",
+                      "cpu", "rc_cpu", "noop_cpu", "rc_noop_cpu")
+        }  # fmt: skip
         rss: list[float] = []
+
+        def cpu_run(cmd: list[str], key: str) -> float:
+            t, usage = bench_copy.run_usage(cmd, env)
+            res[key].append(usage.ru_utime + usage.ru_stime)
+            if key == "cpu":
+                rss.append(usage.ru_maxrss / 1024)
+            return t
 
         def mine() -> None:
             dst = self.work / "dst-imgsync"
             self.aside(dst)
             fresh_state(env, self.work, "copy")
             cmd = [*imgsync(), "copy", str(src), str(dst), "--no-progress"]
-            t, r = timed(cmd, env)
+            t = cpu_run(cmd, "cpu")
             res["fresh"].append(t)
             res["durable"].append(t + timed_sync())
-            rss.append(r)
-            res["noop"].append(timed(cmd, env)[0])
+            res["noop"].append(cpu_run(cmd, "noop_cpu"))
 
         def rclone() -> None:
             assert self.rclone
             dst = self.work / "dst-rclone"
             self.aside(dst)
-            t, _ = timed([self.rclone, "copy", "--checksum", str(src), str(dst)], env)
+            t = cpu_run([self.rclone, "copy", "--checksum", str(src), str(dst)], "rc_cpu")
             res["rc"].append(t)
             res["rc_durable"].append(t + timed_sync())
-            res["rc_noop"].append(timed([self.rclone, "copy", str(src), str(dst)], env)[0])
+            res["rc_noop"].append(cpu_run([self.rclone, "copy", str(src), str(dst)], "rc_noop_cpu"))
 
         def cp() -> None:
             dst = self.work / "dst-cp"
@@ -198,6 +206,9 @@ class Bench:
             r = statistics.median(res["durable"]) / statistics.median(res["rc_durable"])
             ratio("durable vs rclone+sync", res["durable"], res["rc_durable"], "<= 0.70", r <= 0.7)
             ratio("raw vs raw rclone", res["fresh"], res["rc"], "none", None)
+            print(f"  CPU seconds, imgsync      {fig(res['cpu'])}")
+            print(f"  CPU seconds, rclone       {fig(res['rc_cpu'])}")
+            ratio("CPU vs rclone (steady under load)", res["cpu"], res["rc_cpu"], "none", None)
         else:
             print("  rclone not installed (apt-get install -y rclone): cp-based floor only")
         r = statistics.median(res["durable"]) / statistics.median(res["cp_durable"])
@@ -207,6 +218,7 @@ class Bench:
             print(f"  rclone copy no-op         {fig(res['rc_noop'])}")
             r = statistics.median(res["noop"]) / statistics.median(res["rc_noop"])
             ratio("no-op vs rclone", res["noop"], res["rc_noop"], "<= 0.60", r <= 0.6)
+            ratio("no-op CPU vs rclone's", res["noop_cpu"], res["rc_noop_cpu"], "none", None)
         print(f"  imgsync peak RSS          {fig(rss, 'MB', 1)}")
 
         big_n = 10_000 if self.quick else 100_000
@@ -217,10 +229,13 @@ class Bench:
         fresh_state(env, self.work, "big")
         cmd = [*imgsync(), "copy", str(big), str(dst), "--no-progress"]
         timed(cmd, env)
-        runs, starts = [], []
+        runs, starts, cpu = [], [], []
         for _ in range(self.repeat):
-            runs.append(timed(cmd, env)[0])
-            starts.append(timed([*imgsync(), "--version"], env)[0])
+            t, used = bench_copy.run_usage(cmd, env)
+            t0, used0 = bench_copy.run_usage([*imgsync(), "--version"], env)
+            runs.append(t)
+            starts.append(t0)
+            cpu.append(sum((used.ru_utime, used.ru_stime, -used0.ru_utime, -used0.ru_stime)))
         work = [a - b for a, b in zip(runs, starts, strict=True)]
         print(f"  imgsync no-op             {fig(runs)}")
         print(f"  imgsync --version         {fig(starts)} (start-up alone)")
@@ -228,6 +243,7 @@ class Bench:
         print(
             f"  -> work beyond start-up: {fig(work)} (target <= 0.5 s)  {'MET' if ok else 'MISSED'}"
         )
+        print(f"     its CPU seconds: {fig(cpu)} (steady under load)")
 
     def upload(self) -> None:
         n = 300 if self.quick else 2_000
