@@ -150,18 +150,45 @@ def _walk_serially(first: _Folder, opts: _Walk) -> dict[str, _Scanned]:
 
 
 def _walk_in_threads(first: _Folder, opts: _Walk, workers: int) -> dict[str, _Scanned]:
-    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+    """Folders read by ``workers`` threads (plain threads and queues: a no-op re-run does
+    not otherwise import ``concurrent.futures`` and the logging it pulls in)."""
+    import threading
+    from queue import SimpleQueue
 
+    todo: SimpleQueue[_Folder | None] = SimpleQueue()
+    results: SimpleQueue[_Scanned | BaseException] = SimpleQueue()
+
+    def reader() -> None:
+        while (folder := todo.get()) is not None:
+            try:
+                results.put(_scan_folder(folder, opts))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+                results.put(exc)
+
+    threads = [
+        threading.Thread(target=reader, name=f"imgsync-scan-{i}", daemon=True)
+        for i in range(workers)
+    ]
+    for t in threads:
+        t.start()
     out: dict[str, _Scanned] = {}
-    with ThreadPoolExecutor(workers, thread_name_prefix="imgsync-scan") as pool:
-        running: set[Future[_Scanned]] = {pool.submit(_scan_folder, first, opts)}
-        while running:
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                done = fut.result()
-                for sub in done.folders:
-                    running.add(pool.submit(_scan_folder, sub, opts))
-                out[done.prefix] = done
+    todo.put(first)
+    waiting = 1
+    try:
+        while waiting:
+            done = results.get()
+            waiting -= 1
+            if isinstance(done, BaseException):
+                raise done
+            out[done.prefix] = done
+            for sub in done.folders:
+                todo.put(sub)
+                waiting += 1
+    finally:
+        for _ in threads:
+            todo.put(None)
+        for t in threads:
+            t.join()
     return out
 
 
