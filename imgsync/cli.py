@@ -253,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --repair: a URL map (.csv/.json) to extend with dead URL -> new URL",
     )
     vf.add_argument("--dry-run", action="store_true", help="with --repair: show, change nothing")
+    vf.add_argument(
+        "--lease-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --repair: how long to wait for an image another running imgsync is "
+        "uploading to DEST before leaving it for the next run (default 120)",
+    )
     vf.add_argument("--transfers", type=int, default=None, metavar="N", help="checks at once")
     vf.add_argument("--json", action="store_true", help="print a JSON report on stdout")
 

@@ -137,12 +137,16 @@ def run_verify_cmd(cfg: Config, args: argparse.Namespace) -> int:
     transfers = args.transfers if args.transfers is not None else cfg.transfers
     if not 1 <= transfers <= 64:
         raise UsageError("--transfers must be between 1 and 64")
+    lease_wait = getattr(args, "lease_wait", None)
+    if lease_wait is not None and not 0 <= lease_wait <= 86400:
+        raise UsageError("--lease-wait must be between 0 and 86400 seconds")
     opts = VerifyOptions(
         full=args.full,
         sample=args.sample,
         transfers=transfers,
         repair_to=args.repair,
         dry_run=args.dry_run,
+        **({"lease_wait": lease_wait} if lease_wait is not None else {}),
     )
     setup_logging(cfg, args)
     remotes = None if args.all else [args.remote]

@@ -311,3 +311,15 @@ async def test_a_repair_killed_mid_run_is_finished_by_the_next_one(tmp_path: Pat
     finally:
         await gyazo.close()
         await chv.close()
+
+
+async def test_a_bad_lease_wait_is_a_usage_error(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "cfg.toml",
+        '[remotes.chv]\ntype = "chevereto"\nbase_url = "http://127.0.0.1:9"\ntoken_env = "CHV_TOKEN"\n',
+    )
+    proc = await run_cli_async(
+        "--config", str(cfg), "verify", "chv:", "--repair", "chv:", "--lease-wait", "-1", env=ENV
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--lease-wait" in proc.stderr
