@@ -218,3 +218,44 @@ async def test_the_committers_byte_budget_holds_fetched_items_back_until_a_group
     budget.give(60)
     await budget.take(500)  # larger than the whole budget: let through when nothing is held
     assert budget.held == 500
+
+
+async def test_a_large_uploads_md5_is_taken_beside_the_upload_and_recorded(
+    tmp_path: Path,
+) -> None:
+    """Above the spool threshold, a file bound for a host that does not compare MD5 is
+    hashed (SHA-256) before its upload and MD5-hashed beside it: state ends up with both,
+    for the objects and for the folder's files, exactly as if hashed up front."""
+    import hashlib
+    import os
+    import sqlite3
+
+    from imgsync.fakehosts.images import make_png
+
+    src = tmp_path / "src"
+    src.mkdir()
+    want = {}
+    for i in range(3):
+        data = make_png(8, 8, i)[:33] + os.urandom(30_000 + i)
+        (src / f"big{i}.png").write_bytes(data)
+        want[hashlib.sha256(data).hexdigest()] = hashlib.md5(data).hexdigest()
+    (src / "small.png").write_bytes(make_png(8, 8, 9))  # below the threshold: hashed up front
+    small = (src / "small.png").read_bytes()
+    want[hashlib.sha256(small).hexdigest()] = hashlib.md5(small).hexdigest()
+    host = GyazoFake(Knobs(token=TOKEN))
+    fake = await start_fake(host)
+    os.environ["GY"] = TOKEN
+    try:
+        cfg = load_config(_gyazo_config(tmp_path, fake.url), explicit=True)
+        opts = CopyOptions(job="up", verb="copy", spool_threshold=4096)
+        summary = await run_job(cfg, JobSpec("copy", str(src), "gy:", opts))
+        assert summary.copied == 4, summary.failures
+        assert (await fake.stats())["uploads"] == 4
+    finally:
+        os.environ.pop("GY", None)
+        await fake.close()
+    with sqlite3.connect(cfg.state_path) as db:
+        objects = dict(db.execute("SELECT sha256, md5 FROM objects").fetchall())
+        files = dict(db.execute("SELECT sha256, md5 FROM local_files").fetchall())
+    assert objects == want
+    assert files == want

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ from imgsync.pipeline.ledger import PageLedger
 from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.progress import Progress
 from imgsync.pipeline.summary import CopyOptions, StopSignal, Summary
-from imgsync.pipeline.transfer import Body, changed_since_scan, fetch, read_local
+from imgsync.pipeline.transfer import Body, changed_since_scan, fetch, file_md5, read_local
 from imgsync.providers.base import Provider
 from imgsync.retry import RetryPolicy
 from imgsync.state import queries
@@ -104,6 +104,7 @@ class Candidate:
     body: Body | None = None
     page: int = -1
     handed: bool = False  # given to the committer, which finishes it
+    md5_done: anyio.Event | None = None  # set once a late MD5 (see _md5_late) is known
 
     @property
     def digest(self) -> Digest | None:
@@ -166,6 +167,12 @@ class CopyRun:
         self._log = log.bind()
         self.with_md5 = (
             bool(dst.features.checksums & {"md5"}) or opts.sidecars or (not dst.features.is_local)
+        )
+        # a large local file bound for a host that does not compare MD5 before it answers:
+        # only its SHA-256 (fast) is taken before the upload (the lease needs it); its MD5
+        # (three times slower) is taken beside the upload, not before it
+        self.md5_late = self.with_md5 and not (
+            dst.features.checksums & {"md5"} or opts.sidecars or dst.features.is_local
         )
 
     @property
@@ -386,8 +393,8 @@ class CopyRun:
     async def _process(self, batch: list[Candidate]) -> None:
         if batch[0].scan is not None:
             ready = await self._read_batch(batch)
-            if ready:
-                await self._record_sources(ready)
+            if ready:  # those whose MD5 comes late are recorded once it is known
+                await self._record_sources([c for c in ready if not self._md5_pending(c)])
                 await self._deliver_group(ready)
             return
         # host items stream one by one; what is fetched is handed on in groups (one lease
@@ -452,7 +459,10 @@ class CopyRun:
             for c in batch:
                 assert c.scan is not None
                 try:
-                    c.body = read_local(root / c.rel, c.scan.size, self.with_md5, threshold)
+                    late = self.md5_late and c.scan.size > threshold
+                    c.body = read_local(
+                        root / c.rel, c.scan.size, self.with_md5 and not late, threshold
+                    )
                 except LocalIOError as exc:
                     out.append(exc)
                     continue
@@ -716,9 +726,50 @@ class CopyRun:
         self.summary.present += n
         self.progress.tick(done=n)
 
+    def _md5_pending(self, c: Candidate) -> bool:
+        """A local file whose MD5 is taken beside its upload (see ``md5_late``)."""
+        body = c.body
+        return (
+            self.md5_late
+            and body is not None
+            and body.path is not None
+            and body.digest.md5 is None
+            and c.scan is not None
+        )
+
     async def _upload(self, c: Candidate, body: Body) -> tuple[RemoteItem, str | None] | None:
         """Send one leased item: what the host answered (and the note to journal when it
-        may have left a duplicate), or None when it was not uploaded (recorded as such)."""
+        may have left a duplicate), or None when it was not uploaded (recorded as such).
+
+        A large file's MD5, when it is not needed before sending, is taken in a thread
+        while the upload goes out (a second read of a file the upload just read into the
+        page cache, on the other core), then the file is recorded with it."""
+        if not self._md5_pending(c):
+            return await self._upload_now(c, body)
+        assert body.path is not None
+        done = c.md5_done = anyio.Event()
+        path = body.path
+
+        async def late_md5() -> None:
+            try:
+                md5 = await anyio.to_thread.run_sync(file_md5, path)
+                if md5 is not None:
+                    body.digest = body.digest._replace(md5=md5)
+            finally:
+                done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(late_md5)
+            try:
+                sent = await self._upload_now(c, body)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await done.wait()
+                    if not self.opts.dry_run:
+                        await self._record_sources([c])
+        return sent
+
+    async def _upload_now(self, c: Candidate, body: Body) -> tuple[RemoteItem, str | None] | None:
         self.progress.current = c.rel
         d = body.digest
         if body.data is not None:  # nothing to read: no thread hop
@@ -801,6 +852,10 @@ class CopyRun:
             return await self.dst.upload(src, meta, rel_path=c.rel), None
         except ReplyLost as lost:
             first = lost
+        if src.md5 is None and c.md5_done is not None:  # looked for by its MD5 too
+            await c.md5_done.wait()
+            if c.body is not None and c.body.digest.md5 is not None:
+                src = replace(src, md5=c.body.digest.md5)
         shown = display(key_path(c.source_id))
         if self.dst.features.can_list:
             try:

@@ -221,3 +221,15 @@ def read_local(path: Path, size_hint: int, with_md5: bool, spool_threshold: int)
         raise LocalIOError(f"cannot read: {exc.strerror}", path=str(path)) from None
     digest = Digest(sha.hexdigest(), md5.hexdigest() if md5 is not None else None, size)
     return Body(digest, path=path, owned=False)
+
+
+def file_md5(path: Path) -> str | None:
+    """MD5 of a file read in chunks (in a worker thread); None when it cannot be read."""
+    md5 = hashlib.md5()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                md5.update(chunk)
+    except OSError:
+        return None
+    return md5.hexdigest()
