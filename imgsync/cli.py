@@ -686,6 +686,15 @@ def _status(cfg: Config, as_json: bool, state: str | None = None) -> int:
     for d in report["possible_duplicates"]:
         print(f"  {d['note']} (job {d['job']})")
     if fleet is not None:
+        names = {v["key"]: k for k, v in report["remotes"].items()}
+        for listing in fleet.get("listings", {}).values():
+            src = names.get(listing["source"], listing["source"])
+            dst = names.get(listing["dest"], listing["dest"])
+            state = "complete" if listing["complete"] else f"{listing['held']} being worked on"
+            print(
+                f"  listing {src} -> {dst}, pass {listing['round']}: {listing['done']} of "
+                f"{listing['pages']} pages done, {state}"
+            )
         print(f"  {fleet['leases']} uploads in flight by {fleet['workers']} workers")
         for auth, n in fleet["hosts"].items():
             print(f"  {auth}: {n} requests in the last minute (all workers)")

@@ -198,12 +198,16 @@ async def test_three_workers_migrate_one_library_uploading_each_image_once(
         assert f"  gz: {n} items\n" in status.stdout
         assert "0 uploads in flight by 0 workers" in status.stdout
         assert f"{guizhan.authority}: " in status.stdout
+        assert "listing gy -> gz, pass 1: " in status.stdout, status.stdout
+        assert "pages done, complete" in status.stdout
         shown = await run_cli_async("--config", str(cfg), "status", "--json", env=env)
         report = json.loads(shown.stdout)
         (stages,) = report["jobs"].values()
         assert stages.get("uploaded", 0) + stages.get("verified", 0) == n, stages
         assert report["objects"] == n and report["bytes"] > 0
         assert len([r for r in report["recent_runs"] if r["finished"]]) == 3
+        (listing,) = report["fleet"]["listings"].values()
+        assert listing["complete"] and listing["done"] == listing["pages"] >= 1, listing
     finally:
         await gyazo.close()
         await guizhan.close()

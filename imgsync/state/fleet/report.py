@@ -15,6 +15,8 @@ from typing import Any
 from imgsync.state.fleet import schema
 from imgsync.state.fleet.common import describe, driver, redact
 
+_DB_NOW = "EXTRACT(EPOCH FROM clock_timestamp())"
+
 
 def _connect(url: str) -> Any:
     psycopg = driver()
@@ -95,8 +97,8 @@ def _status(conn: Any, now: float) -> dict[str, Any]:
         f"{r[0]}/{r[1]}": {"cursor": r[2], "done": bool(r[3])}
         for r in conn.execute("SELECT remote, scope, cursor, done FROM fleet_cursors ORDER BY 1, 2")
     }
-    leases, workers = conn.execute(
-        "SELECT COUNT(*), COUNT(DISTINCT owner) FROM fleet_claims WHERE expires >= %s", (now,)
+    leases, workers = conn.execute(  # lease expiries are on the database's clock
+        f"SELECT COUNT(*), COUNT(DISTINCT owner) FROM fleet_claims WHERE expires >= {_DB_NOW}"
     ).fetchone()
     hosts = {
         a: int(n)
@@ -105,6 +107,25 @@ def _status(conn: Any, now: float) -> dict[str, Any]:
             "EXTRACT(EPOCH FROM clock_timestamp()) - 60 GROUP BY authority ORDER BY 1"
         )
     }
+    listings = {}
+    if schema.version_sync(conn) >= 4:
+        for src, dst, rnd, pages, done, held, last in conn.execute(
+            "SELECT p.src, p.dst, p.round, COUNT(*), "
+            "COUNT(*) FILTER (WHERE p.state = 'done'), "
+            "COUNT(*) FILTER (WHERE p.state <> 'done' AND p.owner IS NOT NULL "
+            f"AND p.expires >= {_DB_NOW}), BOOL_OR(p.last) FROM fleet_pages p "
+            "WHERE p.round = (SELECT MAX(q.round) FROM fleet_pages q "
+            "WHERE q.src = p.src AND q.dst = p.dst) GROUP BY p.src, p.dst, p.round ORDER BY 1, 2"
+        ):
+            listings[f"{src} -> {dst}"] = {
+                "source": src,
+                "dest": dst,
+                "round": int(rnd),
+                "pages": int(pages),
+                "done": int(done),
+                "held": int(held),
+                "complete": bool(last) and int(done) == int(pages),
+            }
     return {
         "objects": int(objects),
         "bytes": int(total),
@@ -116,7 +137,12 @@ def _status(conn: Any, now: float) -> dict[str, Any]:
         "paused_hosts": pauses,
         "cursors": cursors,
         "verify": {},
-        "fleet": {"leases": int(leases), "workers": int(workers), "hosts": hosts},
+        "fleet": {
+            "leases": int(leases),
+            "workers": int(workers),
+            "hosts": hosts,
+            "listings": listings,
+        },
     }
 
 

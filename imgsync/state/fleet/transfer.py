@@ -18,6 +18,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -226,8 +227,9 @@ def _write_shared(url: str, rows: Rows) -> None:
             for t in TABLES:
                 fix = _to_shared.get(t.name)
                 data = rows[t.name] if fix is None else [fix(r) for r in rows[t.name]]
-                if data:
-                    cur.executemany(t.shared_upsert, data)
+                if data:  # in key order, as workers write: two writers never deadlock
+                    order = itemgetter(slice(0, t.key))
+                    cur.executemany(t.shared_upsert, sorted(data, key=order))
 
     _shared(url, work)
 
