@@ -563,6 +563,7 @@ class CopyRun:
                 self.src_key,
                 [(c.digest.sha256, c.remote) for c in ready if c.digest and c.remote],
                 converts=self.src.features.reencodes_uploads,
+                later=True,  # fleet mode: shared with the next release or finished page
             )
 
     # ---- delivering ----------------------------------------------------------------
@@ -813,7 +814,7 @@ class CopyRun:
     ) -> None:
         """The upload is committed to state (then its lease released) before the item
         counts as done."""
-        await queries.record_locations(self.store, self.dst_key, [(d.sha256, item)])
+        await queries.record_locations(self.store, self.dst_key, [(d.sha256, item)], later=True)
         await queries.record_owners(self.store, self.dst_key, self.src_key, [d.sha256], wrote=True)
         # "verified" when the host reported a checksum the provider compared (Chevereto's
         # md5) of the bytes it stores; a host that re-encodes uploads stores other bytes
@@ -959,7 +960,7 @@ class CopyRun:
             )
             done.append((c.digest.sha256, item))
             counts.append((c, f))
-        await queries.record_locations(self.store, self.dst_key, done)
+        await queries.record_locations(self.store, self.dst_key, done, later=True)  # see release
         await queries.record_owners(
             self.store, self.dst_key, self.src_key, [s for s, _ in done], wrote=True
         )

@@ -360,6 +360,7 @@ async def _run_in(
         if store.fleet is not None and not opts.dry_run and not stopped:
             # fleet mode: wait for the other workers' uploads in flight, then take in what
             # they recorded, so this worker's map and status cover the whole job
+            await store.fleet.send_later()  # this worker's last locations, for the others
             await store.fleet.settle(job.dst_key, within=FLEET_SETTLE)
             await queries.import_fleet_locations(store, job.dst_key)
             await queries.import_fleet_locations(store, job.src_key)  # items others listed

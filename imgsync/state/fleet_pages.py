@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imgsync.state.db import owner_alive
-from imgsync.state.fleet import Fleet
+from imgsync.state.fleet import Fleet, _upsert_locations
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +145,12 @@ async def page_listed(
 
 
 async def page_done(fleet: Fleet, src: str, dst: str, page: PageClaim) -> None:
-    """Every item of the page is finished (uploaded, found there, or failed and reported)."""
+    """Every item of the page is finished (uploaded, found there, or failed and reported);
+    the locations this worker held back go with it (the fleet's map needs them)."""
+    later = fleet._take_later()
 
     async def work(cur: Any) -> None:
+        await _upsert_locations(cur, later)
         await cur.execute(
             "UPDATE fleet_pages SET state = 'done', owner = NULL "
             "WHERE src = %s AND dst = %s AND round = %s AND seq = %s",

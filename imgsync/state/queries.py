@@ -348,8 +348,12 @@ async def record_locations(
     rows: Iterable[tuple[str, RemoteItem]],
     *,
     converts: bool = False,
+    later: bool = False,
 ) -> None:
     """(sha256, item) per location of ``remote`` (``item.md5``: what the host stored).
+
+    ``later`` (fleet mode): the shared copy goes with the next lease release or finished
+    page of this worker (see ``Fleet.record_locations``).
 
     ``converts``: ``remote`` stores other bytes than it is sent (``reencodes_uploads``), so
     a known location keeps its sha256 (the bytes imgsync sent, which dedupe knows) and
@@ -374,7 +378,8 @@ async def record_locations(
         ],
     )
     if store.fleet is not None and not converts:
-        # committed in the shared state before the caller releases its lease (no delete URL)
+        # committed in the shared state before the caller releases its lease (no delete URL);
+        # ``later``: sent with the lease's release or the page's end, in one transaction
         await store.fleet.record_locations(
             remote,
             [
@@ -388,6 +393,7 @@ async def record_locations(
                 )
                 for sha, item in rows
             ],
+            later=later,
         )
 
 

@@ -94,6 +94,7 @@ class Fleet:
         self._runs: dict[int, int] = {}  # this worker's run id -> the fleet's
         self.totals: dict[str, dict[str, int]] = {}  # job -> stage -> items, fleet-wide
         self._renewer: asyncio.Task[None] | None = None
+        self._later: list[tuple[Any, ...]] = []  # location rows held back (``later``)
 
     def now(self) -> float:
         """The fleet's time (unix seconds on the database's clock) that leases expire by."""
@@ -170,6 +171,9 @@ class Fleet:
                 logging.getLogger("imgsync.fleet").debug("lease renewal failed", exc_info=True)
 
     async def close(self) -> None:
+        if self._later and self._conn is not None:
+            with contextlib.suppress(StateError):
+                await self.send_later()
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -281,11 +285,15 @@ class Fleet:
         return there
 
     async def release(self, dest: str, shas: Iterable[str]) -> None:
+        """Give up this worker's leases on ``shas``; the locations it holds back
+        (:meth:`record_locations` ``later``) are committed first, in the same transaction."""
         shas = sorted(set(shas))
         if not shas:
             return
+        later = self._take_later()
 
         async def work(cur: Any) -> None:
+            await _upsert_locations(cur, later)
             await cur.execute(
                 "DELETE FROM fleet_claims WHERE dest = %s AND owner = %s "
                 "AND sha256 = ANY(%s::text[])",
@@ -294,27 +302,41 @@ class Fleet:
 
         await self._tx(work)
 
-    async def record_locations(self, remote: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Mirror location rows (remote_id, sha256, url, page_url, meta, stored_md5)."""
+    async def record_locations(
+        self, remote: str, rows: Sequence[Sequence[Any]], *, later: bool = False
+    ) -> None:
+        """Mirror location rows (remote_id, sha256, url, page_url, meta, stored_md5).
+
+        ``later``: held back and sent with this worker's next lease release or finished
+        page (one transaction instead of two), or by :meth:`send_later`. A location of an
+        upload is so still committed before its lease is released; one of a source item
+        before its page is done (until then, another worker would list it again)."""
         if not rows:
             return
         now = time.time()
+        batch = [(remote, *r, now) for r in rows]
+        if later:
+            self._later.extend(batch)
+            return
 
         async def work(cur: Any) -> None:
-            await cur.executemany(
-                "INSERT INTO fleet_locations (remote, remote_id, sha256, url, page_url, meta, "
-                "stored_md5, updated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (remote, remote_id) DO UPDATE SET sha256 = excluded.sha256, "
-                "url = COALESCE(excluded.url, fleet_locations.url), "
-                "page_url = COALESCE(excluded.page_url, fleet_locations.page_url), "
-                "meta = excluded.meta, stored_md5 = excluded.stored_md5, "
-                "updated = excluded.updated",
-                # in key order, so two workers recording the same rows take their locks in
-                # the same order (no deadlock)
-                sorted(((remote, *r, now) for r in rows), key=itemgetter(1)),
-            )
+            await _upsert_locations(cur, batch)
 
         await self._tx(work)
+
+    def _take_later(self) -> list[tuple[Any, ...]]:
+        rows, self._later = self._later, []
+        return rows
+
+    async def send_later(self) -> None:
+        """Commit the locations held back (see :meth:`record_locations`)."""
+        rows = self._take_later()
+        if rows:
+
+            async def work(cur: Any) -> None:
+                await _upsert_locations(cur, rows)
+
+            await self._tx(work)
 
     async def forget_locations(self, remote: str, remote_ids: Sequence[str]) -> None:
         if not remote_ids:
@@ -486,6 +508,26 @@ RECORDS: dict[str, str] = {
 _KEYS = {"objects": 1, "owners": 3, "journal": 4, "cursors": 2}
 PUSH_ROWS = 500
 PUSH_EVERY = 1.0
+
+
+_UPSERT_LOCATIONS = (
+    "INSERT INTO fleet_locations (remote, remote_id, sha256, url, page_url, meta, "
+    "stored_md5, updated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (remote, remote_id) DO UPDATE SET sha256 = excluded.sha256, "
+    "url = COALESCE(excluded.url, fleet_locations.url), "
+    "page_url = COALESCE(excluded.page_url, fleet_locations.page_url), "
+    "meta = excluded.meta, stored_md5 = excluded.stored_md5, "
+    "updated = excluded.updated"
+)
+
+
+async def _upsert_locations(cur: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(remote, remote_id, sha256, url, page_url, meta, stored_md5, updated) rows, in key
+    order, so two workers recording the same rows take their locks in the same order (no
+    deadlock); the last of one key wins."""
+    if rows:
+        latest = {(r[0], r[1]): r for r in rows}
+        await cur.executemany(_UPSERT_LOCATIONS, [latest[k] for k in sorted(latest)])
 
 
 class FleetLedger:
