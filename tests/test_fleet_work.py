@@ -270,3 +270,25 @@ token_env = "GZ_TOKEN"
     finally:
         await gyazo.close()
         await guizhan.close()
+
+
+async def test_a_location_held_back_is_committed_with_the_lease_release(pg_url: str) -> None:
+    """A worker sends the location of an upload with the release of its lease (one
+    transaction): another worker never finds the lease gone but the location missing."""
+    a = await Fleet(pg_url, "host-a:1").open()
+    b = await Fleet(pg_url, "host-b:2").open()
+    try:
+        assert (await a.lease("dst", [SHAS[0]]))[0] == {SHAS[0]}
+        row = ("id0", SHAS[0], "https://d/0.png", None, None, None)
+        await a.record_locations("dst", [row], later=True)
+        await a.record_locations(
+            "src", [("s0", SHAS[0], "https://s/0", None, None, None)], later=True
+        )
+        assert await b.lease("dst", [SHAS[0]]) == (set(), set())  # still a's, not there yet
+        assert await b.locations_at("dst") == []
+        await a.release("dst", [SHAS[0]])
+        assert await b.lease("dst", [SHAS[0]]) == (set(), {SHAS[0]})  # there: not leased again
+        assert [r[0] for r in await b.locations_at("src")] == ["s0"]  # sent in the same go
+    finally:
+        await a.close()
+        await b.close()
