@@ -105,6 +105,52 @@ _MAGIC = (
 )
 
 
+def image_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's first bytes (PNG, GIF, JPEG, BMP, WebP), or None
+    when the format is another or the bytes end before the size is given. A JPEG's size
+    comes after its metadata segments: pass up to 64 KB."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) >= 24 and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    if head.startswith(b"BM") and len(head) >= 26:
+        width = int.from_bytes(head[18:22], "little", signed=True)
+        height = int.from_bytes(head[22:26], "little", signed=True)
+        return abs(width), abs(height)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        kind = head[12:16]
+        if kind == b"VP8X":
+            return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(
+                head[27:30], "little"
+            )
+        if kind == b"VP8L":
+            bits = int.from_bytes(head[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if kind == b"VP8 ":
+            return (
+                int.from_bytes(head[26:28], "little") & 0x3FFF,
+                int.from_bytes(head[28:30], "little") & 0x3FFF,
+            )
+        return None
+    if head.startswith(b"\xff\xd8"):
+        at = 2
+        while at + 9 <= len(head):
+            if head[at] != 0xFF:
+                return None
+            marker = head[at + 1]
+            if marker == 0xFF:  # fill byte
+                at += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+                at += 2
+                continue
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height = int.from_bytes(head[at + 5 : at + 7], "big")
+                return int.from_bytes(head[at + 7 : at + 9], "big"), height
+            at += 2 + int.from_bytes(head[at + 2 : at + 4], "big")
+    return None
+
+
 def sniff_image(data: bytes) -> str | None:
     """The MIME type the first bytes announce, or None when they are not an image."""
     for magic, mime in _MAGIC:

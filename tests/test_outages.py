@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -259,3 +260,52 @@ async def test_cli_reports_possible_duplicates_in_summary_json_and_status(
     noted = json.loads(status.stdout)["possible_duplicates"]
     assert {d["item"] for d in noted} >= {d["item"] for d in duplicates if "first" in d["note"]}
     assert line.returncode in (0, 1)
+
+
+async def test_lsky_pro_finds_an_upload_whose_reply_was_cut_off(tmp_path: Path) -> None:
+    """Lsky Pro (listed oldest first by default, and re-encoding what it stores) with
+    cut-off upload replies: the lost upload is found among the newest images by its name
+    and size and recorded, never sent a second time; no duplicate to report."""
+    from imgsync.fakehosts.lskypro import LskyProFake
+    from imgsync.providers.lskypro import LskyProProvider
+
+    token = "5|lsky0outage0token0aaaaaaaaaaaaaaaaaaaaaaaaaa"
+    clock = VirtualClock()
+    host = LskyProFake(Knobs(token=token, rate="none", faults={"truncate": 0.3}))
+    folder = folder_of(tmp_path / "pics", 15)
+    async with serving(host) as running, clock.client() as http:
+        cfg = RemoteConfig(name="lsky", type="lskypro", base_url=running.url, token=token)
+        summary = await copy_into(folder, LskyProProvider(cfg, ProviderContext(http=http)))
+        stats = await running.stats()
+    assert summary.exit_code == 0, summary.line()
+    assert summary.copied == 15 and not summary.possible_duplicates, summary.line()
+    assert stats["faults"] > 0
+    assert len(host.received_names) == 15  # each image sent exactly once
+
+
+async def test_the_lost_reply_search_looks_past_the_first_page() -> None:
+    """Uploads that went on meanwhile may push the lost one off the first page of a
+    newest-first listing: the search reads on (here Gyazo at 2 a page, the lost upload 6th
+    from the top), and a file that was never stored is still not found."""
+    from imgsync.models import ItemMeta, UploadSource
+
+    token = "gy-token-0123456789"
+    clock = VirtualClock()
+    async with serving(GyazoFake(Knobs(token=token))) as running, clock.client() as http:
+        cfg = RemoteConfig(
+            name="gy", type="gyazo", base_url=running.url, token=token, options={"per_page": 2}
+        )
+        gyazo = GyazoProvider(cfg, ProviderContext(http=http))
+        sources = []
+        for i in range(7):
+            data, ext = seed_image(40 + i)
+            src = UploadSource(
+                name=f"p{i}.{ext}", size=len(data), sha256=f"{i:064x}",
+                md5=hashlib.md5(data).hexdigest(), mime="image/png", data=data,
+            )  # fmt: skip
+            sources.append(src)
+            if i < 6:
+                await gyazo.upload(src, ItemMeta(), rel_path=src.name)
+        found = await gyazo.find_upload(sources[0], rel_path=sources[0].name)
+        missing = await gyazo.find_upload(sources[6], rel_path=sources[6].name)
+    assert found is not None and missing is None

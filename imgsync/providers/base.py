@@ -145,6 +145,9 @@ class NoOptions:
     """For a provider without options of its own."""
 
 
+FIND_UPLOAD_ITEMS = 100  # the newest items searched for an upload whose reply was lost
+FIND_UPLOAD_PAGES = 5  # ... in at most this many listing pages
+
 OWN_HOST = ""
 """A ``default_limits`` key: the host the remote's ``base_url`` names (self-hosted sites);
 ``"/path"`` keys name a part of it."""
@@ -417,23 +420,32 @@ class Provider(ABC):
         """The item an upload of ``src`` made, if the host has one (``None``: not found).
 
         Asked after an upload's reply broke off, before sending it again. The default looks
-        at the first page of a listing that shows the newest first, for an item with the
-        same checksum (when the host reports one) or the same name and size. Raises
-        ``Unsupported`` when the host cannot be listed.
+        through the newest :data:`FIND_UPLOAD_ITEMS` items of a listing that shows the
+        newest first (other uploads in flight meanwhile may have pushed it off the first
+        page; at most :data:`FIND_UPLOAD_PAGES` pages), for an item with the same checksum
+        (when the host reports one) or the same name and size. Raises ``Unsupported`` when
+        the host cannot be listed.
         """
         if not self.features.can_list:
             raise Unsupported("this remote cannot be listed", remote=self.name)
         if self.features.listing_appends:  # oldest first: the newest are on the last page
             return None
-        page = await self.list_page(None)
         stem = PurePosixPath(rel_path).stem
-        for item in page.items:
-            if item.sha256 is not None and item.sha256 == src.sha256:
-                return item
-            if src.md5 and src.md5 in (item.md5, item.md5_hint):
-                return item
-            if item.size == src.size and PurePosixPath(item.name).stem == stem:
-                return item
+        cursor: str | None = None
+        looked = 0
+        for _ in range(FIND_UPLOAD_PAGES):
+            page = await self.list_page(cursor)
+            for item in page.items:
+                if item.sha256 is not None and item.sha256 == src.sha256:
+                    return item
+                if src.md5 and src.md5 in (item.md5, item.md5_hint):
+                    return item
+                if item.size == src.size and PurePosixPath(item.name).stem == stem:
+                    return item
+            looked += len(page.items)
+            if looked >= FIND_UPLOAD_ITEMS or page.next_cursor in (None, cursor):
+                break
+            cursor = page.next_cursor
         return None
 
     async def delete(self, item: RemoteItem) -> None:

@@ -32,7 +32,10 @@ inference.
   The cursor is ``<page>@<order>@<album>@<key>@<time>``, the last two naming the watermark
   (the item before that page); a cursor saved under other options restarts. A later run
   resuming a saved cursor re-reads the page before it and steps back while images deleted
-  on the website moved the watermark up, so no new image is skipped (``earliest`` only).
+  on the website moved the watermark up, so no new image is skipped. Only ``earliest``
+  resumes: with ``newest``/``utmost``/``least`` any image added or deleted since shifts the
+  pages, so a cursor saved by an earlier run restarts the listing at page 1 (with a
+  warning): listed again, nothing is skipped, and what is already copied is not fetched.
 * Items [REC 15]: ``key`` (the id), ``origin_name`` (the uploaded file name, used as the
   name), ``size`` in **KB as a float** (``bytes / 1024``, so exact), ``md5``/``sha1`` of the
   stored file, ``date`` ``YYYY-MM-DD HH:MM:SS`` in the **server's zone without an offset**
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -75,7 +79,7 @@ from imgsync.errors import (
 )
 from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.log import get_logger, redact
-from imgsync.models import IMAGE_EXTENSIONS, ItemMeta, Page, RemoteItem, UploadSource
+from imgsync.models import IMAGE_EXTENSIONS, ItemMeta, Page, RemoteItem, UploadSource, image_size
 from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
 from imgsync.providers.values import as_int
 
@@ -207,6 +211,8 @@ class LskyProProvider(Provider):
         zone = parse_zone(self.options.timezone)
         self.zone: tzinfo = zone if zone is not None else timezone(timedelta(hours=8))
         self._issued: set[str] = set()  # cursors this provider handed out (this run)
+        self._sent_at: dict[str, float] = {}  # sha256 -> when its latest upload was sent
+        self._mine: set[str] = set()  # keys of the images whose upload replies arrived
         if self.options.order != "earliest":
             self.features = dataclasses.replace(self.features, listing_appends=False)
 
@@ -369,9 +375,9 @@ class LskyProProvider(Provider):
             return 1, "", None
         return number, parts[3], as_int(parts[4], negative=False)
 
-    async def _fetch(self, page: int) -> tuple[list[RemoteItem], bool]:
-        """One page of the listing: its items and whether a later page exists."""
-        params: dict[str, str | int] = {"page": page, "order": self.options.order}
+    async def _rows(self, page: int, order: str) -> tuple[list[Any], dict[str, Any]]:
+        """One page of the listing in ``order``: its image objects and the paginator."""
+        params: dict[str, str | int] = {"page": page, "order": order}
         if self.options.album_id:
             params["album_id"] = self.options.album_id
         resp = await self.http.request(
@@ -386,6 +392,11 @@ class LskyProProvider(Provider):
         rows = data.get("data")
         if not isinstance(rows, list):
             raise ResponseError("listing has no data list", remote=self.name, status=resp.status)
+        return rows, data
+
+    async def _fetch(self, page: int) -> tuple[list[RemoteItem], bool]:
+        """One page of the listing: its items and whether a later page exists."""
+        rows, data = await self._rows(page, self.options.order)
         items = [self._item(row) for row in rows]
         current, last = (
             as_int(data.get("current_page"), negative=False),
@@ -406,22 +417,34 @@ class LskyProProvider(Provider):
         """One page (40 items). A cursor this provider handed out is read as is; one saved by
         an earlier run is checked against its watermark first (see :meth:`_resume`)."""
         page, mark, when = self._read_cursor(cursor)
-        if cursor is None or cursor in self._issued or page == 1 or not mark:
-            items, more = await self._fetch(page)
-            return self._page(page, items, more)
-        return await self._resume(page, mark, when)
+        if cursor is not None and cursor not in self._issued and page > 1:
+            if self.options.order != "earliest":
+                # newest/utmost/least: an image deleted or added since moves every later one
+                # by a place, and the page number of the saved cursor no longer says where
+                # this run stopped; listing again from the start skips nothing
+                _log.warning(
+                    "lskypro_listing_restarts",
+                    remote=self.name,
+                    order=self.options.order,
+                    why="only order = earliest resumes a listing; the others list again",
+                )
+                page = 1
+            elif mark:
+                return await self._resume(page, mark, when)
+        items, more = await self._fetch(page)
+        return self._page(page, items, more)
 
     async def _resume(self, page: int, mark: str, when: int | None) -> Page:
         """Resume after the watermark ``mark`` (the item before ``page``), which images
         deleted on the website since may have moved to an earlier page.
 
-        Only ``order = earliest`` keeps a meaning here (new images go to the end): the page
-        before ``page`` is re-read, stepping back while the watermark is not on it and its
-        first image is not older than the watermark, and what follows the watermark there
-        (or, if it was deleted, everything from its time on) is the page returned. Other
-        orders, or a watermark without a time, take ``page`` as it is now.
+        Only ``order = earliest`` comes here (new images go to the end): the page before
+        ``page`` is re-read, stepping back while the watermark is not on it and its first
+        image is not older than the watermark, and what follows the watermark there (or, if
+        it was deleted, everything from its time on) is the page returned. A watermark
+        without a time takes ``page`` as it is now.
         """
-        if self.options.order != "earliest" or when is None:
+        if when is None:
             items, more = await self._fetch(page)
             return self._page(page, items, more)
         at = page - 1
@@ -478,6 +501,7 @@ class LskyProProvider(Provider):
         async def form() -> Multipart:
             return Multipart(fields=fields, files=[FilePart.upload("file", filename, src)])
 
+        self._sent_at[src.sha256] = time.time()
         resp = await self.http.request(
             "POST",
             f"{self.api}/upload",
@@ -487,11 +511,42 @@ class LskyProProvider(Provider):
             map_error=self._map_error,
         )
         item = self._item(self._data(resp))
+        self._mine.add(item.remote_id)
         if item.size is not None and item.size != src.size:
             _log.debug(
                 "lskypro_stored_converted", remote=self.name, sent=src.size, stored=item.size
             )
         return item
+
+    async def find_upload(self, src: UploadSource, *, rel_path: str) -> RemoteItem | None:
+        """The image an upload of ``src`` whose reply broke off made, if the host has it.
+
+        The host re-encodes what it stores (no checksum or size to match), so the newest
+        page (40 images, ``order=newest``) is searched for one with the name sent and the
+        width and height of ``src``, stored since that upload was sent (two minutes of
+        clock difference allowed) and not the reply to another upload of this run. When
+        anything is unknown (a guest upload is not listed, a format whose size cannot be
+        read) it is not found, and the caller sends it again and reports the possible copy.
+        """
+        sent = self._sent_at.get(src.sha256)
+        size = image_size(await src.head(65536))
+        if sent is None or size is None or not self.config.token:
+            return None
+        rows, _paginator = await self._rows(1, "newest")
+        name = self._file_name(src)
+        for row in rows:
+            if not isinstance(row, dict) or (row.get("width"), row.get("height")) != size:
+                continue
+            item = self._item(row)
+            if (
+                item.name == name
+                and item.remote_id not in self._mine
+                and item.mtime is not None
+                and item.mtime >= sent - 120
+            ):
+                self._mine.add(item.remote_id)
+                return item
+        return None
 
     async def _exists(self, item: RemoteItem) -> bool:
         """Whether the host still has ``item``: its file answers, or the listing shows it."""

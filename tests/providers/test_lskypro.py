@@ -338,3 +338,28 @@ async def test_delete_confirmation_copes_with_storage_that_answers_403_or_refuse
     finally:
         await running.close()
     assert fake.stats.deletes == 1
+
+
+@pytest.mark.parametrize("order", ["newest", "utmost", "least"])
+async def test_other_orders_resume_without_skipping_what_deletions_moved_up(order: str) -> None:
+    """A listing in ``newest``/``utmost``/``least`` order stopped after page 1; ten images of
+    that page are then deleted on the website, moving every later image up by ten. A later
+    run given the saved cursor still lists every image the first run did not see (it lists
+    from the start again, and says so)."""
+    async with emulator(seed=85) as (running, fake):
+        async with provider(running.url, order=order) as lsky:
+            first = await lsky.list_page(None)
+        assert len(first.items) == 40 and first.next_cursor
+        for item in first.items[:10]:
+            fake._remove(fake.images[item.remote_id])  # deleted on the website
+        with capture_logs() as logs:
+            async with provider(running.url, order=order) as later:
+                seen = {
+                    item.remote_id
+                    async for page, _ in later.iter_all(first.next_cursor)
+                    for item in page.items
+                }
+        remaining = {image.key for image in fake.user_images()}
+    assert len(remaining) == 75
+    assert remaining - {i.remote_id for i in first.items} <= seen
+    assert any(e["event"] == "lskypro_listing_restarts" for e in logs)
