@@ -411,8 +411,10 @@ class Daemon:
             started=self.clock.time(),
             hosts=lambda: limiter_statistics(self.cfg.state_path),
             verify=lambda: verify_figures(self.cfg),
-            fleet=lambda: fleet_figures(self.cfg),
+            fleet=lambda: self._fleet_figures,
         )
+        # fleet mode: the fleet's totals, read (in a thread) when /metrics is asked
+        self._fleet_figures: dict[str, dict[str, int]] = {}
         self.loops: dict[str, JobLoop] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.draining: set[asyncio.Task[None]] = set()
@@ -534,6 +536,8 @@ class Daemon:
             return status, "application/json", body
 
         async def metrics() -> tuple[int, str, bytes]:
+            if self.cfg.state_url:  # a slow or lost database never holds up the daemon
+                self._fleet_figures = await asyncio.to_thread(fleet_figures, self.cfg)
             ctype, body = self.stats.metrics_text()
             return 200, ctype, body
 

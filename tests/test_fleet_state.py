@@ -291,11 +291,13 @@ def test_state_copy_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFi
         (["state", "copy", str(tmp_path / "none.db"), secret], 66),
         (["state", "copy", str(src), secret], 75),
         (["state", "copy", secret, str(tmp_path / "t.db")], 75),
+        (["state", "copy", str(src), "postgresql://me@127.0.0.1:1/x?password=s3cret"], 75),
+        (["status", "--state", "postgresql://me@127.0.0.1:1/x?sslmode=off&password=s3cret"], 75),
     ):
         assert main(args) == code, args
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "s3cret" not in err, err
-    assert "postgresql://me:***@127.0.0.1:1/x" in err
+    assert "postgresql://me@127.0.0.1:1/x?sslmode=off&password=***" in err
     assert not (tmp_path / "t.db").exists()
     # a FROM or TO that is some other file is refused, and left exactly as it was
     notes = tmp_path / "notes.txt"
