@@ -14,7 +14,10 @@ throwaway PostgreSQL cluster (``tests/pgserver.py``). Printed, per scenario:
   and never above 1);
 * unlimited: ``--workers`` workers vs 1 worker, wall time ratio (target >= 2x), with
   the CPU seconds the workers, the emulators and PostgreSQL used, against what the
-  machine's cores could give in that time (so "what bounds it" is a measurement).
+  machine's cores could give in that time (so "what bounds it" is a measurement); and,
+  as the machine's own ceiling, ``--workers`` runs that share nothing at all (SQLite
+  only, each its own pair of emulators and ``images / workers`` images) against one such
+  run of all the images: the most any coordination could get here.
 
 Usage: python bench/bench_fleet.py [--images 3000] [--workers 3] [--rate 30] [--no-kill]
 """
@@ -143,6 +146,53 @@ class Result:
 def children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
+
+
+async def independent(work: Path, images: int, runs: int) -> float:
+    """Wall time of ``runs`` SQLite-only migrations sharing nothing, all at once, of
+    ``images / runs`` images each (each its own emulators, started beforehand)."""
+    each = images // runs
+    emus = []
+    for _ in range(runs):
+        emus.append(Emulator("gyazo", GY, "--seed", str(each), "--rate", "1000000/second"))
+        emus.append(Emulator("guizhan", GZ, "--rate", "1000000/second"))
+    try:
+        procs = []
+        start = time.perf_counter()
+        for i in range(runs):
+            gy, gz = emus[2 * i], emus[2 * i + 1]
+            cfg = work / f"alone-{runs}-{i}.toml"
+            cfg.write_text(
+                f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gy.url}"\ntoken_env = "GY"\n'
+                f'[remotes.gz]\ntype = "guizhan"\nbase_url = "{gz.url}"\ntoken_env = "GZ"\n'
+            )
+            env = {
+                **os.environ,
+                "GY": GY,
+                "GZ": GZ,
+                "IMGSYNC_STATE": str(work / f"alone-{runs}-{i}" / "state.db"),
+            }
+            env.pop("IMGSYNC_STATE_URL", None)
+            args = ["--config", str(cfg), "migrate", "gy:", "gz:", "--map",
+                    str(work / f"alone-{runs}-{i}.csv")]  # fmt: skip
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    PY,
+                    "-m",
+                    "imgsync",
+                    *args,
+                    env=env,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )
+            )
+        codes = [await p.wait() for p in procs]
+        if any(codes):
+            sys.exit(f"an independent run failed: {codes}")
+        return time.perf_counter() - start
+    finally:
+        for e in emus:
+            e.stop()
 
 
 async def scenario(
@@ -291,6 +341,14 @@ async def main() -> None:
                 )
                 print("  1 worker:  " + cpu_line(one))
                 print(f"  {w} workers: " + cpu_line(many) + f"; {load()}")
+                alone1 = await independent(work, n, 1)
+                alone = await independent(work, n, w)
+                print(
+                    f"  the machine's ceiling: {w} runs sharing nothing (SQLite, own emulators, "
+                    f"{n // w} images each) {alone:.1f}s vs one run of {n} {alone1:.1f}s: "
+                    f"{alone1 / alone:.2f}x; the fleet got "
+                    f"{(one.elapsed / many.elapsed) / (alone1 / alone):.0%} of that; {load()}"
+                )
     finally:
         pg.stop()
 
