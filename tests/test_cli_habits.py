@@ -83,3 +83,66 @@ def test_progress_shows_percent_eta_elapsed_item_and_puts_logs_above() -> None:
     shown = [s for s in _screen(out.getvalue()) if s]
     assert shown[0] == "2026-11-30 host_paused host=api.example"  # its own line, above
     assert shown[1].startswith(" 60% 6/10")  # the progress line, drawn again below it
+
+
+def _renders(text: str) -> list[str]:
+    """Every progress line drawn (each starts with the erase sequence)."""
+    return [part for part in text.split("\r\x1b[K") if part]
+
+
+async def test_the_progress_line_moves_during_one_long_upload(tmp_path: Path) -> None:
+    """One upload that takes a while (the emulator holds it): the line is drawn again and
+    again meanwhile, naming the item with its own clock, not only when an item ends."""
+    import io
+    import itertools
+
+    from imgsync.config import parse_config
+    from imgsync.fakehosts.chevereto import CheveretoFake
+    from imgsync.fakehosts.common import Knobs
+    from imgsync.pipeline.progress import Progress
+    from imgsync.pipeline.run import JobSpec, run_job
+    from imgsync.testing import serve_emulator
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.png").write_bytes(seed_image(3)[0])
+    ticks = itertools.count()
+    out = io.StringIO()
+    progress = Progress(
+        enabled=True, stream=out, width=300, clock=lambda: float(next(ticks)), redraw_every=0.05
+    )
+    key = "chv_progress_key_0123"
+    host = CheveretoFake(Knobs(token=key, faults={"slow": 1.0}, slow_seconds=1.5))
+    async with serve_emulator(host) as emu:
+        cfg = parse_config(
+            {
+                "state": {"path": str(tmp_path / "state.db")},
+                "remotes": {"chv": {"type": "chevereto", "base_url": emu.url, "token": key}},
+            }
+        )
+        summary = await run_job(cfg, JobSpec("copy", str(src), "chv:"), progress=progress)
+    assert summary.copied == 1, summary.line()
+    during = [r for r in _renders(out.getvalue()) if "0 copied" in r and "| big.png" in r]
+    assert len(during) >= 3, _renders(out.getvalue())
+    assert any(r.rstrip().endswith(")") and "big.png (" in r for r in during)  # its clock
+
+
+async def test_a_folder_to_folder_copy_names_what_it_copies(tmp_path: Path) -> None:
+    import io
+
+    from imgsync.config import parse_config
+    from imgsync.pipeline.progress import Progress
+    from imgsync.pipeline.run import JobSpec, run_job
+
+    src = _images(tmp_path / "src", 40)
+    for sub in ("a", "b", "c"):
+        _images(src / sub, 40)
+    out = io.StringIO()
+    progress = Progress(enabled=True, stream=out, width=300, redraw_every=0.0005)
+    cfg = parse_config({"state": {"path": str(tmp_path / "state.db")}})
+    summary = await run_job(
+        cfg, JobSpec("copy", str(src), str(tmp_path / "dst")), progress=progress
+    )
+    assert summary.checked == 160 and summary.failed == 0, summary.line()
+    named = [r for r in _renders(out.getvalue()) if " | " in r and "img" in r.split(" | ")[-1]]
+    assert named, _renders(out.getvalue())

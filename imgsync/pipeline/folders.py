@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from imgsync.errors import ImgsyncError
     from imgsync.localfs import StagedFile
+    from imgsync.pipeline.progress import Progress
     from imgsync.pipeline.summary import CopyOptions
     from imgsync.providers.base import Provider
 
@@ -29,6 +30,7 @@ class FolderRun(Protocol):
     dst: Provider
     opts: CopyOptions
     replaceable: dict[str, str]
+    progress: Progress
 
     @property
     def stopping(self) -> bool: ...
@@ -90,6 +92,8 @@ async def copy_folders(run: FolderRun, entries: list[ScanEntry]) -> None:
     async def worker(recv: MemoryObjectReceiveStream[Unit]) -> None:
         async with recv:
             async for unit in recv:
+                if unit.files:  # the progress line names what is being copied now
+                    run.progress.current = unit.files[0].rel
                 await run.dst.stage_copy(src_root, unit, with_md5)
                 for f in unit.files:
                     if f.error is not None and f not in unit.staged:

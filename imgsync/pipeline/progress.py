@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -42,8 +42,11 @@ class Progress:
     ``total`` is set once the run knows how many items there are (a folder source's scan);
     the first tick after that (the items already there) is the ETA's starting mark, so
     instant skips do not make the estimate optimistic. ``current`` is the item being
-    transferred; ``throttle`` (optional) names hosts being held back; ``fleet`` (fleet
-    mode) what all the workers of the job have done together.
+    transferred (shown with how long it has been, once that is a few seconds: a 300 MB
+    upload shows its clock moving); ``throttle`` (optional) names hosts being held back;
+    ``fleet`` (fleet mode) what all the workers of the job have done together.
+    :meth:`redraw` draws the line every ``redraw_every`` seconds while the run lasts, so
+    it moves between items too.
     """
 
     enabled: bool = False
@@ -59,7 +62,10 @@ class Progress:
     clock: Callable[[], float] = time.monotonic
     width: int = 0  # columns; 0: the terminal's
     started: float = -1.0
+    redraw_every: float = 0.5
+    sleep: Callable[[float], Awaitable[object]] | None = None  # None: asyncio.sleep
     _last: float = -1.0
+    _item: tuple[str, float] = ("", 0.0)  # the current item as last drawn, and since when
     _mark: tuple[float, int] | None = None
     _shown: bool = False
 
@@ -114,8 +120,24 @@ class Progress:
         if together:
             line += f" | {together}"
         if self.current:  # a name's control characters must not steer the terminal
+            if self._item[0] != self.current:
+                self._item = (self.current, now)
             line += " | " + "".join(ch if ch.isprintable() else "?" for ch in self.current)
+            if now - self._item[1] >= 2:
+                line += f" ({clock_text(now - self._item[1])})"
         return line
+
+    async def redraw(self) -> None:
+        """Draw the line every ``redraw_every`` seconds until cancelled (the run's end)."""
+        if self.sleep is None:
+            import asyncio  # here: the no-op path never draws and never pays for it
+
+            self.sleep = asyncio.sleep
+        while self.enabled:
+            await self.sleep(self.redraw_every)
+            if self.enabled:
+                self._last = self.clock()
+                self.render()
 
     def render(self) -> None:
         width = self.width or shutil.get_terminal_size().columns

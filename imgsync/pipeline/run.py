@@ -329,6 +329,12 @@ async def _run_in(
         run_id = await queries.start_run(store, opts.job, opts.verb)
         if store.fleet is not None:
             progress.fleet = functools.partial(fleet_note, store.fleet.totals, opts.job)
+        # the line moves during one long transfer too (elapsed, the item's own clock)
+        redraw = None
+        if progress.enabled:
+            import asyncio
+
+            redraw = asyncio.ensure_future(progress.redraw())
         try:
             if plan is not None:
                 summary = await run.run_local(plan)
@@ -339,6 +345,8 @@ async def _run_in(
                 finally:
                     reader.close()
         finally:
+            if redraw is not None:
+                redraw.cancel()
             progress.close()
             await run.finish()
         stopped = stop is not None and stop.is_set()
