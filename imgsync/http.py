@@ -975,7 +975,8 @@ class ByteStream:
     """A download's body: ``async for chunk in body`` (bytes, never the whole image).
 
     ``size`` is the announced length (``None`` if unknown), ``received`` the bytes so far.
-    A body that ends early raises ``TransientError``; a stall ``ProviderTimeout``.
+    A body that ends early, breaks off or stalls (no byte for the read timeout) raises
+    ``CutShort``: the caller fetches it again from the start.
     """
 
     def __init__(
@@ -1012,8 +1013,12 @@ class ByteStream:
         except _TRANSPORT_ERRORS as exc:
             try:
                 self._client._transport_failed(exc, self._req, 0, time.monotonic())
-            except ProviderTimeout:
-                raise
+            except ProviderTimeout:  # the body began, then stalled: fetch it again too
+                stalled = CutShort(
+                    f"{self._req.what}: reply stalled after {self.received} bytes "
+                    f"(nothing for {self._client._read_timeout:g} s)"
+                )
+                raise self._client._finish(stalled, self._req, self.status) from None
             except TransientError as broke:  # the connection broke mid-body
                 cut = CutShort(broke.detail)
                 raise self._client._finish(cut, self._req, self.status) from exc

@@ -71,22 +71,30 @@ def _cut(text: str, limit: int) -> str:
     return cut.decode("utf-8", "surrogateescape")
 
 
+# Characters FAT/exFAT/NTFS (a USB disk, an SMB share) refuse in a name: a name from a host
+# is written the same on every filesystem, so a backup folder can be moved to one.
+_NOT_ON_FAT = str.maketrans(dict.fromkeys('<>:"|?*', "_"))
+
+
 def safe_name(name: str, limit: int = HOST_NAME_BYTES) -> str:
     """A host-given file name made safe to write as one file in one folder.
 
-    No folders (``/`` and ``\\`` become ``_``), no control characters, not hidden; at most
+    No folders (``/`` and ``\\`` become ``_``), no control characters, none of
+    ``<>:"|?*`` (``_``: FAT, exFAT and SMB refuse them) and no trailing dot or space, not
+    hidden; at most
     ``limit`` bytes, cut in the stem so the extension survives whatever the cut; ``.``,
     ``..``, an empty name, or one that is only dots and an extension (``...png``) become
     ``image`` with that extension. The same name always gives the same result.
     """
-    name = name.replace("/", "_").replace("\\", "_").strip()
+    name = name.replace("/", "_").replace("\\", "_").translate(_NOT_ON_FAT).strip()
     name = "".join(ch if ch.isprintable() else "_" for ch in name)
     stem, dot, ext = name.rpartition(".")
     if not dot or not ext.isalnum() or _bytes(ext) > _EXT_MAX_BYTES:
         stem, ext = name, ""
     stem = stem.lstrip(". ").rstrip(" ")
     suffix = f".{ext}" if ext else ""
-    stem = _cut(stem, limit - _bytes(suffix)).rstrip(" ") or "image"
+    # no trailing dot or space at the end of the whole name (FAT, exFAT and SMB drop them)
+    stem = _cut(stem, limit - _bytes(suffix)).rstrip(" " if suffix else " .") or "image"
     return stem + suffix
 
 

@@ -627,6 +627,12 @@ def _commit_file(dst_root: str, unit: Unit, f: StagedFile) -> None:
     f.final = os.path.relpath(target, dst_root).replace(os.sep, "/")
 
 
+def discard_stage(unit: Unit) -> None:
+    """Remove ``unit``'s staging folder and what is left in it (idempotent)."""
+    if unit.stage_dir:
+        _drop(unit)
+
+
 def _drop(unit: Unit) -> None:
     with contextlib.suppress(OSError):
         for name in os.listdir(unit.stage_dir):

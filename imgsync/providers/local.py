@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
@@ -24,6 +25,7 @@ from imgsync.localfs import (
     StagedFile,
     Unit,
     commit_units,
+    discard_stage,
     display,
     file_sha256,
     key_path,
@@ -35,7 +37,10 @@ from imgsync.localfs import (
     write_sidecars,
 )
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource
-from imgsync.providers.base import Features, Provider, ProviderInfo
+from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo
+
+if TYPE_CHECKING:
+    from imgsync.config import RemoteConfig
 
 
 class LocalProvider(Provider):
@@ -56,6 +61,10 @@ class LocalProvider(Provider):
         is_local=True,
         batch_writes=True,
     )
+
+    def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
+        super().__init__(config, ctx)
+        self._pending_units: dict[int, Unit] = {}  # staged, not yet committed
 
     @property
     def root(self) -> Path:
@@ -148,12 +157,24 @@ class LocalProvider(Provider):
         await anyio.to_thread.run_sync(write)
 
     async def stage_copy(self, src_root: Path, unit: Unit, with_md5: bool) -> None:
-        """Read, hash and stage the files of ``unit`` from the folder ``src_root``."""
+        """Read, hash and stage the files of ``unit`` from the folder ``src_root``. Until
+        :meth:`commit` takes it, the staging is this provider's to drop on close."""
+        self._pending_units[id(unit)] = unit
         await anyio.to_thread.run_sync(stage_unit, str(src_root), str(self.root), unit, with_md5)
 
     async def commit(self, units: list[Unit]) -> None:
         """One flush, then every approved staged file of ``units`` under its final name."""
         await anyio.to_thread.run_sync(commit_units, str(self.root), units)
+        for unit in units:
+            self._pending_units.pop(id(unit), None)
+
+    async def aclose(self) -> None:
+        """Drop the staging of batches never committed (a run cancelled between staging
+        and commit): a long-lived process (the daemon) leaves no ``.imgsync-tmp-*``
+        behind; ``sweep_stale`` only clears those of processes that are gone."""
+        pending, self._pending_units = self._pending_units, {}
+        for unit in pending.values():
+            discard_stage(unit)
 
     async def missing(self, remote_ids: Iterable[str]) -> list[str]:
         """Which of ``remote_ids`` are gone from the folder (deleted by hand)."""
