@@ -580,8 +580,8 @@ def _rewrite(cfg: Config, args: argparse.Namespace) -> int:
     return 1 if result.failures else 0
 
 
-def _by_name(cfg: Config, remotes: dict[str, Any]) -> dict[str, Any]:
-    """State keys (what a destination is) shown as the config's remote names where known."""
+def _names(cfg: Config) -> dict[str, str]:
+    """State key -> the configured remote's name, for every remote that resolves."""
     from imgsync.runtime import resolve_spec
 
     names: dict[str, str] = {}
@@ -590,9 +590,29 @@ def _by_name(cfg: Config, remotes: dict[str, Any]) -> dict[str, Any]:
             names.setdefault(resolve_spec(cfg, f"{name}:")[1], name)
         except ImgsyncError:
             continue
+    return names
+
+
+def _by_name(cfg: Config, remotes: dict[str, Any]) -> dict[str, Any]:
+    """State keys (what a destination is) shown as the config's remote names where known."""
     from imgsync.pipeline.summary import shown_key
 
+    names = _names(cfg)
     return {names.get(key, shown_key(key)): {**value, "key": key} for key, value in remotes.items()}
+
+
+def _name_rows(cfg: Config, rows: list[dict[str, Any]]) -> None:
+    """Journal rows (failures, possible duplicates): ``source``/``dest`` as people name
+    them (``gy:``, a folder's path), the state keys kept as ``source_key``/``dest_key``."""
+    from imgsync.pipeline.summary import shown_key
+
+    names = _names(cfg)
+    for row in rows:
+        for field in ("source", "dest"):
+            key = row.get(field)
+            if isinstance(key, str) and f"{field}_key" not in row:
+                row[f"{field}_key"] = key
+                row[field] = f"{names[key]}:" if key in names else shown_key(key)
 
 
 def _health_check(cfg: Config) -> int:
@@ -655,6 +675,8 @@ def _status(cfg: Config, as_json: bool, state: str | None = None) -> int:
     if report["exists"]:
         report["remotes"] = _by_name(cfg, report["remotes"])
         report["verify"] = _by_name(cfg, report.get("verify", {}))
+        _name_rows(cfg, report.get("recent_failures", []))
+        _name_rows(cfg, report.get("possible_duplicates", []))
     report["daemon"] = running_daemon(cfg.state_path)
     if as_json:
         print(json.dumps(report, indent=2))

@@ -33,6 +33,7 @@ async def test_summaries_status_and_reports_use_the_configured_names(tmp_path: P
         backup = await run_cli_async(*c, "backup", "gy:", str(dest), "--no-progress", env=ENV)
         refused = await run_cli_async(*c, "copy", str(src), "wrong:", "--json", env=ENV)
         status = await run_cli_async(*c, "status", env=ENV)
+        as_json = await run_cli_async(*c, "status", "--json", env=ENV)
         report = await run_cli_async(*c, "report", str(tmp_path / "r.html"), env=ENV)
     finally:
         await fake.close()
@@ -44,6 +45,9 @@ async def test_summaries_status_and_reports_use_the_configured_names(tmp_path: P
     assert summary["source_key"] == f"local:{src}" and summary["dest_key"].startswith("gyazo:")
     assert status.returncode == 0 and report.returncode == 0, status.stderr + report.stderr
     assert f"  {dest}: 4 items" in status.stdout and "  gy: 4 items" in status.stdout
+    failures = json.loads(as_json.stdout)["recent_failures"]
+    assert failures and {(f["source"], f["dest"]) for f in failures} == {(str(src), "wrong:")}
+    assert failures[0]["dest_key"] == summary["dest_key"]
     page = (tmp_path / "r.html").read_text()
     assert f"<title>copy report: {src} → wrong:</title>" in page  # the latest run
     # (the --json summary names the keys too, on purpose: source_key, dest_key)
