@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from helpers import run_cli_async, start_fake, write_config
 from vclock import VirtualClock
 
@@ -292,3 +293,88 @@ async def test_a_location_held_back_is_committed_with_the_lease_release(pg_url: 
     finally:
         await a.close()
         await b.close()
+
+
+def _other_machine() -> list[str] | None:
+    """A command prefix running a process under another host name (a UTS namespace), so
+    its liveness cannot be checked by pid: the leases' TTL alone decides; None if not
+    allowed here."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return None
+    probe = subprocess.run(
+        ["unshare", "-u", "sh", "-c", "hostname imgsync-other && hostname"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0 or probe.stdout.strip() != "imgsync-other":
+        return None
+    return ["unshare", "-u", "sh", "-c", 'hostname imgsync-other && exec "$@"', "sh"]
+
+
+async def test_a_worker_killed_on_another_machine_is_taken_over_after_the_ttl(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Its pid means nothing here, so only the expiry of its leases (renewed while it
+    lived, `lease_ttl = 5`) gives its pages and images to the survivor, which finishes the
+    job: every image there, its map complete, exit 0."""
+    other = _other_machine()
+    if other is None:
+        pytest.skip("cannot run a process under another host name here (unshare -u)")
+    n = 300
+    gyazo = await start_fake(GyazoFake(Knobs(token=GY_TOKEN, seed=n)))
+    slow = Knobs(token=GZ_TOKEN, rate="none", faults={"slow": 1.0}, slow_seconds=0.02)
+    guizhan = await start_fake(GuizhanFake(slow))
+    try:
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f"""
+[state]
+lease_ttl = 5
+
+[remotes.gy]
+type = "gyazo"
+base_url = "{gyazo.url}"
+token_env = "GY_TOKEN"
+per_page = 30
+
+[remotes.gz]
+type = "guizhan"
+base_url = "{guizhan.url}"
+token_env = "GZ_TOKEN"
+""",
+        )
+        procs = []
+        for w, prefix in enumerate((other, [])):
+            args = ["--config", str(cfg), "migrate", "gy:", "gz:", "--json",
+                    "--map", str(tmp_path / f"map{w}.csv")]  # fmt: skip
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    *prefix,
+                    sys.executable,
+                    "-m",
+                    "imgsync",
+                    *args,
+                    env=_worker_env(tmp_path, w, pg_url),
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+            )
+        for _ in range(1200):
+            if (await _stats(guizhan.url))["uploads"] >= n // 3:
+                break
+            await asyncio.sleep(0.05)
+        procs[0].kill()  # sh exec'd into imgsync: the worker itself
+        await procs[0].wait()
+        out, err = await asyncio.wait_for(procs[1].communicate(), 180)
+        assert procs[1].returncode == 0, err.decode()
+        assert json.loads(out)["map_rows"] == 2 * n
+        dst = await _stats(guizhan.url)
+        assert dst["distinct_checksums"] == n
+        assert n <= dst["uploads"] <= n + 4  # the killed worker's uploads in flight
+    finally:
+        await gyazo.close()
+        await guizhan.close()
