@@ -378,3 +378,15 @@ token_env = "GZ_TOKEN"
     finally:
         await gyazo.close()
         await guizhan.close()
+
+
+def test_the_lease_ttl_is_a_state_setting_with_bounds() -> None:
+    from imgsync.config import parse_config
+    from imgsync.errors import ConfigError
+
+    assert parse_config({}).lease_ttl == 30.0
+    assert parse_config({"state": {"lease_ttl": 45}}).lease_ttl == 45.0
+    for bad in (1, 0, -3, "30", True, 7200):
+        with pytest.raises(ConfigError) as err:
+            parse_config({"state": {"lease_ttl": bad}})
+        assert "state.lease_ttl" in str(err.value.problems)
