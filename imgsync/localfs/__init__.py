@@ -10,6 +10,8 @@
 Imports nothing from providers, the pipeline or state (floor 3 in DESIGN.md).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from imgsync.localfs.paths import (
     TMP_PREFIX,
     display,
@@ -20,23 +22,56 @@ from imgsync.localfs.paths import (
     safe_name,
 )
 from imgsync.localfs.scan import ScanEntry, ScanProblem, matches, scan_tree
-from imgsync.localfs.stage import (
-    StagedFile,
-    Unit,
-    commit_units,
-    discard_stage,
-    file_sha256,
-    find_sidecar,
-    is_sidecar_of,
-    linked_folder,
-    make_units,
-    sidecar_names,
-    stage_blobs,
-    stage_unit,
-    sweep_stale,
-    sync_filesystem,
-    write_sidecars,
+
+if TYPE_CHECKING:
+    from imgsync.localfs.stage import (
+        StagedFile,
+        Unit,
+        commit_units,
+        discard_stage,
+        file_sha256,
+        find_sidecar,
+        is_sidecar_of,
+        linked_folder,
+        make_units,
+        sidecar_names,
+        stage_blobs,
+        stage_unit,
+        sweep_stale,
+        sync_filesystem,
+        write_sidecars,
+    )
+
+# The staging half (and hashlib, json, shutil, threading with it) is imported on first
+# use: a no-op re-run writes nothing and starts faster without it.
+_STAGE_NAMES = frozenset(
+    {
+        "StagedFile",
+        "Unit",
+        "commit_units",
+        "discard_stage",
+        "file_sha256",
+        "find_sidecar",
+        "is_sidecar_of",
+        "linked_folder",
+        "make_units",
+        "sidecar_names",
+        "stage_blobs",
+        "stage_unit",
+        "sweep_stale",
+        "sync_filesystem",
+        "write_sidecars",
+    }
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STAGE_NAMES:
+        from imgsync.localfs import stage
+
+        return getattr(stage, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "TMP_PREFIX",
