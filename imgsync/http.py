@@ -73,7 +73,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, Self, cast
 
 import aiohttp
 import anyio
@@ -136,13 +136,14 @@ class FilePart:
     data: bytes = field(default=b"", repr=False)
     mime: str = "application/octet-stream"
     path: Path | None = None
+    on_read: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def upload(cls, name: str, filename: str, src: UploadSource) -> FilePart:
         """The part for an upload source: its bytes, or its file streamed from disk."""
         if src.data is not None:
             return cls(name, filename, src.data, src.mime)
-        return cls(name, filename, mime=src.mime, path=src.path)
+        return cls(name, filename, mime=src.mime, path=src.path, on_read=src.on_read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -888,7 +889,28 @@ def _file_payload(part: FilePart) -> aiohttp.payload.Payload:
     if part.path is None:
         return aiohttp.payload.BytesPayload(part.data, content_type=part.mime)
     # aiohttp reads it in chunks as it sends (off the event loop) and closes it at the end
-    return aiohttp.payload.BufferedReaderPayload(open(part.path, "rb"), content_type=part.mime)
+    fh = open(part.path, "rb")  # noqa: SIM115 (the payload closes it)
+    if part.on_read is not None:
+        counted = cast("IO[bytes]", _Counted(fh, part.on_read))  # a file in all but name
+        return aiohttp.payload.BufferedReaderPayload(counted, content_type=part.mime)
+    return aiohttp.payload.BufferedReaderPayload(fh, content_type=part.mime)
+
+
+class _Counted:
+    """A file whose reads are counted (``on_read(n)`` per piece); everything else is the
+    file's own."""
+
+    def __init__(self, fh: Any, on_read: Callable[[int], None]) -> None:
+        self._fh, self._on_read = fh, on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._fh.read(size)
+        if data:
+            self._on_read(len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
 
 
 def multipart_writer(body: Multipart) -> aiohttp.MultipartWriter:

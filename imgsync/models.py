@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,9 @@ class UploadSource:
     mime: str
     path: Path | None = None
     data: bytes | None = field(default=None, repr=False)
+    # told the size of each piece read from ``path`` as an upload sends it (from a worker
+    # thread: it must only count); the progress line shows how far a long upload is
+    on_read: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
     async def read(self) -> bytes:
         """The whole body. Called once per attempt, so each retry sends complete bytes."""

@@ -101,6 +101,7 @@ async def test_the_progress_line_moves_during_one_long_upload(tmp_path: Path) ->
     from imgsync.fakehosts.common import Knobs
     from imgsync.pipeline.progress import Progress
     from imgsync.pipeline.run import JobSpec, run_job
+    from imgsync.pipeline.summary import CopyOptions
     from imgsync.testing import serve_emulator
 
     src = tmp_path / "src"
@@ -120,11 +121,15 @@ async def test_the_progress_line_moves_during_one_long_upload(tmp_path: Path) ->
                 "remotes": {"chv": {"type": "chevereto", "base_url": emu.url, "token": key}},
             }
         )
-        summary = await run_job(cfg, JobSpec("copy", str(src), "chv:"), progress=progress)
+        opts = CopyOptions(spool_threshold=64)  # streamed from the file, as a large one is
+        spec = JobSpec("copy", str(src), "chv:", opts)
+        summary = await run_job(cfg, spec, progress=progress)
     assert summary.copied == 1, summary.line()
     during = [r for r in _renders(out.getvalue()) if "0 copied" in r and "| big.png" in r]
     assert len(during) >= 3, _renders(out.getvalue())
-    assert any(r.rstrip().endswith(")") and "big.png (" in r for r in during)  # its clock
+    assert any(r.rstrip().endswith(")") and "big.png " in r for r in during)  # its clock
+    size = len(seed_image(3)[0])
+    assert any(f"| big.png {size / 1000:.1f} KB sent" in r for r in during), during
 
 
 async def test_a_folder_to_folder_copy_names_what_it_copies(tmp_path: Path) -> None:
@@ -146,3 +151,23 @@ async def test_a_folder_to_folder_copy_names_what_it_copies(tmp_path: Path) -> N
     assert summary.checked == 160 and summary.failed == 0, summary.line()
     named = [r for r in _renders(out.getvalue()) if " | " in r and "img" in r.split(" | ")[-1]]
     assert named, _renders(out.getvalue())
+
+
+async def test_redrawing_stops_quietly_when_the_terminal_goes_away() -> None:
+    """A closed stream under the progress line (the terminal closed) ends the redrawing
+    without an error escaping from its task."""
+    import io
+
+    from imgsync.pipeline.progress import Progress
+
+    out = io.StringIO()
+    naps: list[float] = []
+
+    async def nap(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 3:
+            out.close()
+
+    progress = Progress(enabled=True, stream=out, width=80, redraw_every=0.25, sleep=nap)
+    await progress.redraw()  # returns instead of raising "I/O operation on closed file"
+    assert naps == [0.25, 0.25, 0.25]

@@ -29,6 +29,7 @@ a paused host) stops work for that destination only.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -781,7 +782,11 @@ class CopyRun:
             await self.store.release(self.dst_key, [d.sha256])
             self._item_failed(c, Rejected(refusal, remote=self.dst.name))
             return None
-        src = body.upload_source(c.rel.rsplit("/", 1)[-1], guess_mime(c.rel))
+        src = body.upload_source(
+            c.rel.rsplit("/", 1)[-1],
+            guess_mime(c.rel),
+            functools.partial(self.progress.sent, c.rel),
+        )
         meta = (
             c.remote.meta
             if c.remote

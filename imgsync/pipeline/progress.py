@@ -66,6 +66,7 @@ class Progress:
     sleep: Callable[[float], Awaitable[object]] | None = None  # None: asyncio.sleep
     _last: float = -1.0
     _item: tuple[str, float] = ("", 0.0)  # the current item as last drawn, and since when
+    _sent: dict[str, int] = field(default_factory=dict)  # bytes of an upload read so far
     _mark: tuple[float, int] | None = None
     _shown: bool = False
 
@@ -122,10 +123,20 @@ class Progress:
         if self.current:  # a name's control characters must not steer the terminal
             if self._item[0] != self.current:
                 self._item = (self.current, now)
+                self._sent = {k: v for k, v in self._sent.items() if k == self.current}
             line += " | " + "".join(ch if ch.isprintable() else "?" for ch in self.current)
+            sent = self._sent.get(self.current)
+            if sent:
+                line += f" {human_bytes(sent)} sent"
             if now - self._item[1] >= 2:
                 line += f" ({clock_text(now - self._item[1])})"
         return line
+
+    def sent(self, item: str, nbytes: int) -> None:
+        """``nbytes`` more of ``item``'s upload were read to be sent (from a worker thread:
+        it only counts; the next drawing shows it). Kept for the item being shown."""
+        if item == self.current:  # several in flight: the one shown is counted
+            self._sent[item] = self._sent.get(item, 0) + nbytes
 
     async def redraw(self) -> None:
         """Draw the line every ``redraw_every`` seconds until cancelled (the run's end)."""
@@ -137,7 +148,10 @@ class Progress:
             await self.sleep(self.redraw_every)
             if self.enabled:
                 self._last = self.clock()
-                self.render()
+                try:
+                    self.render()
+                except (OSError, ValueError):  # the terminal went away: stop drawing
+                    return
 
     def render(self) -> None:
         width = self.width or shutil.get_terminal_size().columns

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,7 +49,9 @@ class Body:
     def in_memory(self) -> int:
         return len(self.data) if self.data is not None else 0
 
-    def upload_source(self, name: str, mime: str) -> UploadSource:
+    def upload_source(
+        self, name: str, mime: str, on_read: Callable[[int], None] | None = None
+    ) -> UploadSource:
         return UploadSource(
             name=name,
             size=self.digest.size,
@@ -57,6 +60,7 @@ class Body:
             mime=mime,
             path=self.path,
             data=self.data,
+            on_read=on_read,
         )
 
     def head(self) -> bytes:
