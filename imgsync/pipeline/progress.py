@@ -66,7 +66,8 @@ class Progress:
     sleep: Callable[[float], Awaitable[object]] | None = None  # None: asyncio.sleep
     _last: float = -1.0
     _item: tuple[str, float] = ("", 0.0)  # the current item as last drawn, and since when
-    _sent: dict[str, int] = field(default_factory=dict)  # bytes of an upload read so far
+    _sent_for: str = ""  # the item whose upload bytes are counted ...
+    _sent_bytes: int = 0  # ... and how many were read to be sent so far
     _mark: tuple[float, int] | None = None
     _shown: bool = False
 
@@ -123,9 +124,8 @@ class Progress:
         if self.current:  # a name's control characters must not steer the terminal
             if self._item[0] != self.current:
                 self._item = (self.current, now)
-                self._sent = {k: v for k, v in self._sent.items() if k == self.current}
             line += " | " + "".join(ch if ch.isprintable() else "?" for ch in self.current)
-            sent = self._sent.get(self.current)
+            sent = self._sent_bytes if self._sent_for == self.current else 0
             if sent:
                 line += f" {human_bytes(sent)} sent"
             if now - self._item[1] >= 2:
@@ -135,8 +135,11 @@ class Progress:
     def sent(self, item: str, nbytes: int) -> None:
         """``nbytes`` more of ``item``'s upload were read to be sent (from a worker thread:
         it only counts; the next drawing shows it). Kept for the item being shown."""
-        if item == self.current:  # several in flight: the one shown is counted
-            self._sent[item] = self._sent.get(item, 0) + nbytes
+        if item != self.current:  # several in flight: the one shown is counted
+            return
+        if self._sent_for != item:  # plain attributes: nothing to iterate while it counts
+            self._sent_for, self._sent_bytes = item, 0
+        self._sent_bytes += nbytes
 
     async def redraw(self) -> None:
         """Draw the line every ``redraw_every`` seconds until cancelled (the run's end)."""

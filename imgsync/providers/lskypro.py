@@ -510,6 +510,7 @@ class LskyProProvider(Provider):
             form=form,
             map_error=self._map_error,
         )
+        self._sent_at.pop(src.sha256, None)  # answered: no search will need it
         item = self._item(self._data(resp))
         self._mine.add(item.remote_id)
         if item.size is not None and item.size != src.size:
