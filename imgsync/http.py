@@ -25,11 +25,11 @@ Transport failures map onto the tree: connection errors, resets and truncated bo
 ``TransientError``; timeouts -> ``ProviderTimeout``; a success reply that is not the JSON
 that was expected -> ``ResponseError`` (with a short redacted excerpt; a web page is named
 by its title, never shown as HTML). That one is retried only in a narrow case: an
-idempotent request (a listing page) to a host that has already answered JSON to this
-client may be sent again, up to ``GARBLED_ATTEMPTS`` times in all -- a proxy's or CDN's
-interstitial page, or a body cut off mid-JSON, is passing trouble. A host that has never
-answered JSON (a wrong ``base_url`` serving a website) is not retried at all, so such a
-run stops after its first request.
+idempotent request (a listing page) may be sent again, up to ``GARBLED_ATTEMPTS`` times
+in all, when the host has already answered JSON to this client (a proxy's or CDN's
+interstitial page is passing trouble) or the reply itself claims to be JSON (a body cut
+off mid-JSON). A web page from a host that has never answered JSON (a wrong ``base_url``
+serving a website) is not retried at all, so such a run stops after its first request.
 :class:`~imgsync.retry.RetryPolicy` retries what is retryable, at most ``attempts`` times,
 and the last error says how many attempts were made. A 401 is never retried.
 
@@ -692,11 +692,10 @@ class ApiClient:
                 slot.succeeded()
                 err = ResponseError(f"{req.what}: expected JSON, got {_what_came(raw, ctype)}")
                 self._finish(err, req, status)
-                if (
-                    req.idempotent
-                    and req.authority in self._spoke_json
-                    and attempt < min(GARBLED_ATTEMPTS, self.retry.attempts)
-                ):
+                # an API glitch, not a website: the host has answered JSON before, or
+                # this reply claims to be JSON (a body cut off mid-JSON)
+                api = req.authority in self._spoke_json or "json" in ctype
+                if req.idempotent and api and attempt < min(GARBLED_ATTEMPTS, self.retry.attempts):
                     raise _Garbled(err)
                 raise err
             if ok and req.expect == "json":

@@ -27,9 +27,10 @@ PORTAL = (
 class FlakyListing(GyazoFake):
     """Gyazo whose listing pages after the first can be answered by an HTML page (200)."""
 
-    def __init__(self, knobs: Knobs, *, every_page: bool = False) -> None:
+    def __init__(self, knobs: Knobs, *, every_page: bool = False, portal: bool = True) -> None:
         super().__init__(knobs)
         self.every_page = every_page
+        self.portal = portal  # else the emulator's own fault: JSON cut off mid-way
         self.listing_requests = 0
 
     def fault_applies(self, request: web.Request) -> bool:
@@ -39,6 +40,8 @@ class FlakyListing(GyazoFake):
         return self.every_page or request.query.get("page", "1") != "1"
 
     def malformed_body(self) -> web.Response:
+        if not self.portal:
+            return super().malformed_body()
         return web.Response(status=200, text=PORTAL, content_type="text/html")
 
 
@@ -92,3 +95,13 @@ async def test_a_web_page_from_the_first_request_is_not_retried(tmp_path: Path) 
     summary, _dest = await _backup(host, tmp_path)
     assert summary.exit_code == 3
     assert host.listing_requests == 1
+
+
+async def test_a_first_page_cut_off_mid_json_is_retried(tmp_path: Path) -> None:
+    """The very first listing request answers JSON cut off mid-way (it claims to be JSON:
+    an API glitch, not a website): retried, and the backup gets all 18 images."""
+    host = FlakyListing(Knobs(token=TOKEN, seed=18), every_page=True, portal=False)
+    host.fail_next("malformed", 1)
+    summary, _dest = await _backup(host, tmp_path)
+    assert summary.exit_code == 0 and summary.copied == 18, summary.remote_failure
+    assert host.stats.faults == 1

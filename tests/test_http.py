@@ -197,8 +197,11 @@ async def test_redirect_is_reported_not_followed(serve: Serve, ft: FakeTime) -> 
     assert resp.data == {"here": True}
 
 
-async def test_bad_json_is_a_response_error_and_not_retried(serve: Serve, ft: FakeTime) -> None:
-    """Malformed JSON, or HTML where JSON was expected, fails once with an excerpt."""
+async def test_bad_json_and_web_pages_are_response_errors(serve: Serve, ft: FakeTime) -> None:
+    """HTML where JSON was expected, from a host that never answered JSON, fails at once
+    (a wrong base_url); JSON cut off mid-way is tried GARBLED_ATTEMPTS times; both errors
+    carry an excerpt."""
+    from imgsync.http import GARBLED_ATTEMPTS
 
     async def handler(request: web.Request, n: int) -> web.StreamResponse:
         if request.path == "/broken":
@@ -213,7 +216,7 @@ async def test_bad_json_is_a_response_error_and_not_retried(serve: Serve, ft: Fa
         with pytest.raises(ResponseError, match=r"a web page \(text/html\): Maintenance"):
             await client.request("GET", str(server.make_url("/html")), remote="r")
         text = await client.request("GET", str(server.make_url("/html")), remote="r", expect="text")
-    assert app.count == 3
+    assert app.count == GARBLED_ATTEMPTS + 2
     assert "Maintenance" in text.data
 
 
