@@ -171,3 +171,51 @@ async def test_redrawing_stops_quietly_when_the_terminal_goes_away() -> None:
     progress = Progress(enabled=True, stream=out, width=80, redraw_every=0.25, sleep=nap)
     await progress.redraw()  # returns instead of raising "I/O operation on closed file"
     assert naps == [0.25, 0.25, 0.25]
+
+
+async def test_a_long_download_shows_how_much_has_arrived(tmp_path: Path) -> None:
+    """A backup of one image the host sends slowly, in pieces: the line shows the bytes
+    of it received so far while it arrives."""
+    import asyncio
+    import io
+
+    from aiohttp import web
+
+    from imgsync.config import parse_config
+    from imgsync.fakehosts.common import Knobs
+    from imgsync.fakehosts.gyazo import GyazoFake
+    from imgsync.pipeline.progress import Progress
+    from imgsync.pipeline.run import JobSpec, run_job
+    from imgsync.testing import serve_emulator
+
+    class Trickle(GyazoFake):
+        async def serve_file(self, request: web.Request) -> web.StreamResponse:  # type: ignore[override]
+            whole = await super().serve_file(request)
+            body = bytes(whole.body) if isinstance(whole.body, bytes) else b""
+            if request.path.startswith("/thumb/") or len(body) < 4:
+                return whole
+            resp = web.StreamResponse(headers={"Content-Type": str(whole.content_type)})
+            resp.content_length = len(body)
+            await resp.prepare(request)
+            half = len(body) // 2
+            await resp.write(body[:half])
+            await asyncio.sleep(0.6)  # the rest comes later
+            await resp.write(body[half:])
+            return resp
+
+    token = "gyazo-progress-token-1"
+    out = io.StringIO()
+    progress = Progress(enabled=True, stream=out, width=300, redraw_every=0.05)
+    async with serve_emulator(Trickle(Knobs(token=token, seed=1))) as emu:
+        cfg = parse_config(
+            {
+                "state": {"path": str(tmp_path / "state.db")},
+                "remotes": {"gy": {"type": "gyazo", "base_url": emu.url, "token": token}},
+            }
+        )
+        spec = JobSpec("backup", "gy:", str(tmp_path / "bk"))
+        summary = await run_job(cfg, spec, progress=progress)
+    assert summary.copied == 1, summary.line()
+    assert any(" received" in r and "0 copied" in r for r in _renders(out.getvalue())), _renders(
+        out.getvalue()
+    )

@@ -509,6 +509,7 @@ class CopyRun:
                             max_item_bytes=self.opts.max_item_bytes,
                             with_md5=self.with_md5,
                             check_image=c.remote.is_image,
+                            on_chunk=functools.partial(self.progress.received, c.rel),
                         )
                         break
                     except CutShort as exc:

@@ -66,8 +66,9 @@ class Progress:
     sleep: Callable[[float], Awaitable[object]] | None = None  # None: asyncio.sleep
     _last: float = -1.0
     _item: tuple[str, float] = ("", 0.0)  # the current item as last drawn, and since when
-    _sent_for: str = ""  # the item whose upload bytes are counted ...
-    _sent_bytes: int = 0  # ... and how many were read to be sent so far
+    _sent_for: str = ""  # the item whose bytes are counted ...
+    _sent_how: str = "sent"  # ... whether they are "sent" or "received" ...
+    _sent_bytes: int = 0  # ... and how many so far
     _mark: tuple[float, int] | None = None
     _shown: bool = False
 
@@ -127,7 +128,7 @@ class Progress:
             line += " | " + "".join(ch if ch.isprintable() else "?" for ch in self.current)
             sent = self._sent_bytes if self._sent_for == self.current else 0
             if sent:
-                line += f" {human_bytes(sent)} sent"
+                line += f" {human_bytes(sent)} {self._sent_how}"
             if now - self._item[1] >= 2:
                 line += f" ({clock_text(now - self._item[1])})"
         return line
@@ -135,10 +136,17 @@ class Progress:
     def sent(self, item: str, nbytes: int) -> None:
         """``nbytes`` more of ``item``'s upload were read to be sent (from a worker thread:
         it only counts; the next drawing shows it). Kept for the item being shown."""
+        self._count(item, nbytes, "sent")
+
+    def received(self, item: str, nbytes: int) -> None:
+        """``nbytes`` more of ``item``'s download arrived."""
+        self._count(item, nbytes, "received")
+
+    def _count(self, item: str, nbytes: int, how: str) -> None:
         if item != self.current:  # several in flight: the one shown is counted
             return
-        if self._sent_for != item:  # plain attributes: nothing to iterate while it counts
-            self._sent_for, self._sent_bytes = item, 0
+        if (self._sent_for, self._sent_how) != (item, how):  # plain attributes: nothing to
+            self._sent_for, self._sent_how, self._sent_bytes = item, how, 0  # iterate
         self._sent_bytes += nbytes
 
     async def redraw(self) -> None:

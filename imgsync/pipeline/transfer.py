@@ -106,8 +106,10 @@ async def fetch(
     max_item_bytes: int = MAX_ITEM_BYTES,
     with_md5: bool = True,
     check_image: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> Body:
-    """Stream ``item`` from ``src``: hashed, checked, in memory or spooled to a file.
+    """Stream ``item`` from ``src``: hashed, checked, in memory or spooled to a file
+    (``on_chunk(n)`` is told the size of each piece as it arrives).
 
     Raises what ``src.open`` raises, ``TransientError`` for bytes that are not an image,
     ``Rejected`` past ``max_item_bytes``, ``LocalIOError`` when the spool cannot be written.
@@ -122,6 +124,8 @@ async def fetch(
     try:
         async for chunk in src.open(item):
             size += len(chunk)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
             if size > max_item_bytes:
                 raise Rejected(
                     f"larger than the per-item size cap of {max_item_bytes} bytes",
