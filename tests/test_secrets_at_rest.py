@@ -15,6 +15,7 @@ from imgsync.errors import StateError
 from imgsync.models import ItemMeta, RemoteItem
 from imgsync.state import queries
 from imgsync.state.db import open_sync
+from imgsync.state.schema import MIGRATIONS
 from imgsync.state.store import StateStore
 
 
@@ -58,8 +59,8 @@ def test_wide_database_is_fixed_with_a_warning(
     path = folder / "state.db"
     raw = sqlite3.connect(path)
     raw.execute("PRAGMA journal_mode = WAL")
-    raw.execute("CREATE TABLE t (x)")
-    raw.execute("INSERT INTO t VALUES (1)")
+    raw.executescript(MIGRATIONS[0])  # what the first imgsync wrote: its tables, version 1
+    raw.execute("PRAGMA user_version = 1")
     raw.commit()
     os.chmod(folder, 0o755)
     os.chmod(path, 0o644)

@@ -16,6 +16,7 @@ from imgsync.errors import StateError
 from imgsync.state.schema import migrate
 
 BUSY_TIMEOUT_MS = 5000
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def describe_error(path: Path, exc: BaseException) -> StateError:
@@ -96,13 +97,46 @@ def make_private(path: Path) -> None:
             _warn(f"state file {f} was readable by others ({mode:o}); made it 600")
 
 
+def _foreign(conn: sqlite3.Connection) -> bool:
+    """A SQLite database imgsync never wrote: version 0 (imgsync's first migration sets
+    it) yet tables in it, another program's."""
+    if conn.execute("PRAGMA user_version").fetchone()[0]:
+        return False
+    return conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None
+
+
+def foreign_database(path: Path) -> bool:
+    """Whether ``path`` is another program's SQLite database (read without changing it).
+
+    Read through SQLite only: closing any other descriptor of the file would drop the
+    locks this process's open connections hold on it (POSIX locks are per process), and
+    another process could then checkpoint and remove the WAL under them."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except (OSError, sqlite3.Error):
+        return False  # opening it for real says what is wrong
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return _foreign(conn)
+    except sqlite3.Error:
+        return False  # not a database at all, or locked: opening it for real says so
+    finally:
+        conn.close()
+
+
 def open_sync(path: Path, *, create: bool = True) -> sqlite3.Connection | None:
     """A migrated sqlite3 connection, or None when ``create`` is False and there is no file.
 
-    Raises ``StateError`` for a corrupt, locked or unwritable database.
+    Raises ``StateError`` for a corrupt, locked or unwritable database, or another
+    program's SQLite database (never changed, nor its mode).
     """
     if not create and not path.exists():
         return None
+    if path.is_file() and foreign_database(path):
+        raise StateError(
+            f"state database {path} is another program's SQLite database, not an imgsync "
+            "state (left as it is; name another file)"
+        )
     try:
         make_private(path)
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -111,9 +145,6 @@ def open_sync(path: Path, *, create: bool = True) -> sqlite3.Connection | None:
     except (sqlite3.Error, OSError, RuntimeError) as exc:
         raise describe_error(path, exc) from None
     return conn
-
-
-_SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -138,6 +169,9 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if _foreign(conn):
+            conn.close()
+            raise LocalIOError(f"{path} is not an imgsync state database", path=str(path))
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
             memory = sqlite3.connect(":memory:", isolation_level=None)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from imgsync.errors import LocalIOError, StateError, UsageError
-from imgsync.state.db import describe_error, open_readonly, open_sync
+from imgsync.state.db import describe_error, foreign_database, open_readonly, open_sync
 from imgsync.state.fleet import schema
 from imgsync.state.fleet.common import describe, driver, is_url, redact
 
@@ -171,8 +171,9 @@ def _read_local(path: Path) -> Rows:
 def _write_local(path: Path, rows: Rows) -> None:
     if path.is_file() and path.stat().st_size:
         with path.open("rb") as fh:
-            if fh.read(16) != b"SQLite format 3\x00":  # not a file of the user's to change
-                raise UsageError(f"state copy: TO {path} exists and is not a state database")
+            theirs = fh.read(16) != b"SQLite format 3\x00"
+        if theirs or foreign_database(path):  # not a file of the user's to change
+            raise UsageError(f"state copy: TO {path} exists and is not an imgsync state database")
     conn = open_sync(path)  # created private (0600) and migrated when new
     assert conn is not None
     try:

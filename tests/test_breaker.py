@@ -1,0 +1,46 @@
+"""Hostile-user findings of the breaker pass: each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from imgsync.cli import main
+from imgsync.state.reader import must_open
+
+
+def _foreign(path: Path) -> bytes:
+    """Another program's SQLite database (a browser's history, say), world-readable."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT)")
+    conn.execute("INSERT INTO moz_places (url) VALUES ('https://example.org/')")
+    conn.commit()
+    conn.close()
+    path.chmod(0o644)
+    return path.read_bytes()
+
+
+def test_another_programs_sqlite_database_is_never_taken_for_a_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`state copy s.db places.sqlite` (or --state places.sqlite) used to add imgsync's
+    tables to that database and chmod it 600: a SQLite header was all it checked."""
+    src = tmp_path / "s.db"
+    must_open(src).close()
+    other = tmp_path / "places.sqlite"
+    before = _foreign(other)
+    for args, code in (
+        (["state", "copy", str(src), str(other)], 2),
+        (["state", "copy", str(other), str(tmp_path / "t.db")], 66),
+        (["status", "--state", str(other)], 66),
+    ):
+        assert main(args) == code, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not an imgsync state" in err, err
+        assert other.read_bytes() == before
+        assert other.stat().st_mode & 0o777 == 0o644
+        assert not (tmp_path / "t.db").exists()
+    tables = sqlite3.connect(other).execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == [("moz_places",)]
