@@ -106,6 +106,7 @@ class Candidate:
     page: int = -1
     handed: bool = False  # given to the committer, which finishes it
     md5_done: anyio.Event | None = None  # set once a late MD5 (see _md5_late) is known
+    taken_over: bool = False  # its lease was taken from a holder that did not finish
 
     @property
     def digest(self) -> Digest | None:
@@ -600,12 +601,14 @@ class CopyRun:
         """Lease ``todo`` at the destination: (leased to this run, held by another live
         imgsync). What is recorded there meanwhile is counted as already there."""
         shas = [c.digest.sha256 for c in todo if c.digest]
-        mine, present = await self.store.lease(self.dst_key, shas)
+        leased = await self.store.lease(self.dst_key, shas)
+        mine, present = leased
         ours, held = [], []
         for c in todo:
             assert c.body is not None
             sha = c.body.digest.sha256
             if sha in mine:
+                c.taken_over = sha in leased.taken_over
                 ours.append(c)
             elif sha in present:  # recorded there meanwhile
                 self._present([sha])
@@ -645,7 +648,8 @@ class CopyRun:
             await sleep(min(self.opts.lease_poll, deadline - now))
             waiting, self.deferred = self.deferred, []
             shas = [c.sha256 for c in waiting if c.sha256]
-            mine, present = await self.store.lease(self.dst_key, shas)
+            leased = await self.store.lease(self.dst_key, shas)
+            mine, present = leased
             again: list[Candidate] = []
             for c in waiting:
                 assert c.sha256 is not None
@@ -654,6 +658,7 @@ class CopyRun:
                     self.relied.append(c.sha256)
                 elif c.sha256 in mine:  # released, expired or its owner died: ours now
                     self.failed_ids.discard(c.source_id)
+                    c.taken_over = c.sha256 in leased.taken_over
                     again.append(c)
                 else:
                     self.deferred.append(c)
@@ -853,26 +858,28 @@ class CopyRun:
 
         An upload whose reply broke off after the host got it is never re-sent blindly: a
         host that can be listed is searched for it first; otherwise (or when it is not
-        found) it is sent once more, and the possible extra copy is reported.
+        found) it is sent once more, and the possible extra copy is reported. So is one
+        whose lease was taken over from a holder that did not finish (killed, or its
+        lease expired): that holder may have sent it already.
         """
+        if c.taken_over:
+            found, src = await self._find_sent(c, src)
+            if found is not None:
+                self._log.info(
+                    "found at the destination",
+                    item=display(c.rel),
+                    dest=self.dst.name,
+                    why="its lease was taken over from a run that did not finish",
+                )
+                return found, None
         try:
             return await self.dst.upload(src, meta, rel_path=c.rel), None
         except ReplyLost as lost:
             first = lost
-        if src.md5 is None and c.md5_done is not None:  # looked for by its MD5 too
-            await c.md5_done.wait()
-            if c.body is not None and c.body.digest.md5 is not None:
-                src = replace(src, md5=c.body.digest.md5)
         shown = display(key_path(c.source_id))
-        if self.dst.features.can_list:
-            try:
-                found = await self.dst.find_upload(src, rel_path=c.rel)
-            except ImgsyncError as exc:
-                if exc.scope != "item":
-                    raise
-                found = None
-            if found is not None:
-                return found, None
+        found, src = await self._find_sent(c, src)
+        if found is not None:
+            return found, None
         try:
             item = await self.dst.upload(src, meta, rel_path=c.rel)
         except ReplyLost as again:
@@ -889,6 +896,25 @@ class CopyRun:
         )
         self.summary.possible_duplicates.append((shown, note))
         return item, note
+
+    async def _find_sent(
+        self, c: Candidate, src: UploadSource
+    ) -> tuple[RemoteItem | None, UploadSource]:
+        """The item an earlier upload of ``src`` made at the destination, when it can be
+        listed (None: not found, or it cannot be listed); and ``src``, with its MD5 when
+        that was being taken late (so it is looked for by its MD5 too)."""
+        if not self.dst.features.can_list:
+            return None, src
+        if src.md5 is None and c.md5_done is not None:
+            await c.md5_done.wait()
+            if c.body is not None and c.body.digest.md5 is not None:
+                src = replace(src, md5=c.body.digest.md5)
+        try:
+            return await self.dst.find_upload(src, rel_path=c.rel), src
+        except ImgsyncError as exc:
+            if exc.scope != "item":
+                raise
+            return None, src
 
     def _refusal(self, body: Body, rel: str) -> str | None:
         """Why the destination would refuse these bytes, checked before sending them."""

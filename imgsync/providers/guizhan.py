@@ -50,6 +50,7 @@ Lsky Pro 2, a similar Laravel host (fixtures/lsky-2, flavour only).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -69,7 +70,15 @@ from imgsync.errors import (
 from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.log import get_logger, redact
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
-from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
+from imgsync.providers.base import (
+    FIND_UPLOAD_ITEMS,
+    FIND_UPLOAD_PAGES,
+    Features,
+    Provider,
+    ProviderContext,
+    ProviderInfo,
+    option,
+)
 from imgsync.providers.paging import resume_page
 from imgsync.providers.values import as_int
 
@@ -261,7 +270,7 @@ class GuizhanProvider(Provider):
         rows = await self._rows(page)
         return [self._item(row) for row in rows], len(rows) >= self.per_page
 
-    async def _rows(self, page: int) -> list[Any]:
+    async def _rows(self, page: int, direction: str = "ASC") -> list[Any]:
         resp = await self.http.request(
             "GET",
             self.api_url,
@@ -270,7 +279,7 @@ class GuizhanProvider(Provider):
                 "page": page,
                 "per_page": self.per_page,
                 "order": "upload_time",
-                "direction": "ASC",
+                "direction": direction,
             },
             headers=self._headers(),
             map_error=self._map_error,
@@ -316,6 +325,31 @@ class GuizhanProvider(Provider):
             return f"{page}@{self.per_page}"
         stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return f"{page}@{self.per_page}@{stamp}@{last.remote_id}"
+
+    async def find_upload(self, src: UploadSource, *, rel_path: str) -> RemoteItem | None:
+        """The image an earlier upload of ``src`` made, if the host has one.
+
+        The listing is read newest first (``direction=DESC``; the pages of a resumable
+        listing stay oldest first), at most :data:`FIND_UPLOAD_ITEMS` images. The host
+        renames every upload and reports no checksum, so an image of the same size is
+        downloaded and its SHA-256 compared: a match is the very bytes, never a guess."""
+        looked = 0
+        for page in range(1, FIND_UPLOAD_PAGES + 1):
+            rows = await self._rows(page, direction="DESC")
+            for row in rows:
+                item = self._item(row)
+                if item.size == src.size and await self._sha256(item) == src.sha256:
+                    return item
+            looked += len(rows)
+            if len(rows) < self.per_page or looked >= FIND_UPLOAD_ITEMS:
+                break
+        return None
+
+    async def _sha256(self, item: RemoteItem) -> str:
+        digest = hashlib.sha256()
+        async for chunk in self.open(item):
+            digest.update(chunk)
+        return digest.hexdigest()
 
     async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
         if not item.url:

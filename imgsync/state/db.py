@@ -10,7 +10,9 @@ import os
 import sqlite3
 import stat
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Self
 
 from imgsync.errors import StateError
 from imgsync.state.schema import migrate
@@ -212,3 +214,26 @@ def owner_alive(owner: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class Leased(tuple[set[str], set[str]]):
+    """What a lease call answers: ``(mine, present)`` (leased to the caller; already
+    recorded at the destination), and ``taken_over``: those of ``mine`` whose lease was
+    taken from a previous holder that did not finish (its process died, or its lease
+    expired). Such a holder may have sent the bytes before it stopped, so an upload of
+    one of these looks at the destination first; a fresh lease costs nothing extra."""
+
+    taken_over: frozenset[str]
+
+    def __new__(cls, mine: set[str], present: set[str], taken_over: Iterable[str] = ()) -> Self:
+        self = super().__new__(cls, (mine, present))
+        self.taken_over = frozenset(taken_over) & frozenset(mine)
+        return self
+
+    @property
+    def mine(self) -> set[str]:
+        return self[0]
+
+    @property
+    def present(self) -> set[str]:
+        return self[1]

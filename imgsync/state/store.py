@@ -21,7 +21,14 @@ from typing import Any, Self
 import aiosqlite
 
 from imgsync.errors import StateError
-from imgsync.state.db import BUSY_TIMEOUT_MS, describe_error, open_sync, owner_alive, owner_id
+from imgsync.state.db import (
+    BUSY_TIMEOUT_MS,
+    Leased,
+    describe_error,
+    open_sync,
+    owner_alive,
+    owner_id,
+)
 from imgsync.state.fleet import LEASE_TTL, Fleet
 
 CLAIM_TTL = 6 * 3600.0
@@ -148,9 +155,10 @@ class StateStore:
         mine, _present = await self.lease(dest, shas)
         return mine
 
-    async def lease(self, dest: str, shas: Sequence[str]) -> tuple[set[str], set[str]]:
+    async def lease(self, dest: str, shas: Sequence[str]) -> Leased:
         """Lease each checksum for ``dest`` before uploading it: (leased to this process,
-        already recorded at ``dest``).
+        already recorded at ``dest``), and ``.taken_over``: those leased from a holder that
+        did not finish (see :class:`~imgsync.state.db.Leased`).
 
         A lease held by a live owner is respected; a dead owner's (same host) or one
         older than the TTL is taken over. Within the same transaction each lease is
@@ -159,25 +167,26 @@ class StateStore:
         processes (one transaction).
         """
         if not shas:
-            return set(), set()
+            return Leased(set(), set())
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._put(_Op("", [], claim=(dest, list(shas), self.owner), future=fut))
-        local, present = await fut
+        local, present, stale = await fut
         # another store of this process holds some: the database cannot tell them apart
         local = {s for s in local if _HELD.get(self._held_key(dest, s), id(self)) == id(self)}
         for s in local:
             _HELD[self._held_key(dest, s)] = id(self)
         if self.fleet is None or not local:
-            return local, present
+            return Leased(local, present, stale)
         # fleet mode: what this machine may take is then leased across the fleet
         try:
-            mine, elsewhere = await self.fleet.lease(dest, sorted(local))
+            got = await self.fleet.lease(dest, sorted(local))
         except BaseException:
             await self.release(dest, local)
             raise
+        mine, elsewhere = got
         if local - mine:
             await self._release_local(dest, local - mine)
-        return mine, present | elsewhere
+        return Leased(mine, present | elsewhere, stale | got.taken_over)
 
     def _held_key(self, dest: str, sha: str) -> tuple[str, str, str]:
         return (self._held_db, dest, sha)
@@ -324,13 +333,15 @@ class StateStore:
     @staticmethod
     def _claim(
         conn: sqlite3.Connection, dest: str, shas: list[str], owner: str
-    ) -> tuple[set[str], set[str]]:
+    ) -> tuple[set[str], set[str], set[str]]:
+        """(leased, recorded at ``dest``, leased from a dead or expired holder)."""
         now = time.time()
         conn.executemany(
             "INSERT OR IGNORE INTO claims (sha256, dest, owner, claimed_at) VALUES (?, ?, ?, ?)",
             [(s, dest, owner, now) for s in shas],
         )
         got: set[str] = set()
+        taken: set[str] = set()
         for start in range(0, len(shas), 500):
             chunk = shas[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -351,6 +362,7 @@ class StateStore:
                     [(owner, now, s, dest) for s in stale],
                 )
                 got.update(stale)
+                taken.update(stale)
         present: set[str] = set()
         held = sorted(got)
         for start in range(0, len(held), 500):
@@ -369,4 +381,4 @@ class StateStore:
                 "DELETE FROM claims WHERE sha256 = ? AND dest = ? AND owner = ?",
                 [(s, dest, owner) for s in present],
             )
-        return got - present, present
+        return got - present, present, taken - present

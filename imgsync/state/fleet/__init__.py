@@ -43,7 +43,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Self
 
 from imgsync.errors import StateError
-from imgsync.state.db import owner_alive
+from imgsync.state.db import Leased, owner_alive
 from imgsync.state.fleet import schema
 from imgsync.state.fleet.common import describe, driver, is_url, redact
 
@@ -197,22 +197,32 @@ class Fleet:
             except psycopg.Error as exc:
                 raise describe(self.url, exc) from None
 
-    async def lease(self, dest: str, shas: Sequence[str]) -> tuple[set[str], set[str]]:
-        """(leased to this worker, already recorded at ``dest``), atomically across workers."""
+    async def lease(self, dest: str, shas: Sequence[str]) -> Leased:
+        """(leased to this worker, already recorded at ``dest``), atomically across workers;
+        ``.taken_over``: those whose lease was another worker's, expired or dead (it may
+        have sent the bytes before it stopped)."""
         shas = sorted(set(shas))  # one lock order for every worker: no deadlock
         now = self.now()
 
-        async def work(cur: Any) -> tuple[set[str], set[str]]:
+        async def work(cur: Any) -> Leased:
+            # ``prev`` sees the leases as they were before this statement: a row that had
+            # another owner and is now this worker's was taken over
             await cur.execute(
-                "INSERT INTO fleet_claims (dest, sha256, owner, expires) "
+                "WITH prev AS (SELECT sha256, owner FROM fleet_claims WHERE dest = %s "
+                "AND sha256 = ANY(%s::text[])), "
+                "up AS (INSERT INTO fleet_claims (dest, sha256, owner, expires) "
                 "SELECT %s, s, %s, %s FROM unnest(%s::text[]) AS s "
                 "ON CONFLICT (dest, sha256) DO UPDATE SET owner = excluded.owner, "
                 "expires = excluded.expires "
                 "WHERE fleet_claims.owner = excluded.owner OR fleet_claims.expires < %s "
-                "RETURNING sha256",
-                (dest, self.owner, now + self.ttl, shas, now),
+                "RETURNING sha256) "
+                "SELECT up.sha256, prev.owner IS NOT NULL AND prev.owner <> %s "
+                "FROM up LEFT JOIN prev USING (sha256)",
+                (dest, shas, dest, self.owner, now + self.ttl, shas, now, self.owner),
             )
-            mine = {r[0] for r in await cur.fetchall()}
+            rows = await cur.fetchall()
+            mine = {r[0] for r in rows}
+            taken = {r[0] for r in rows if r[1]}
             if len(mine) < len(shas):
                 # a holder on this machine that died is known dead now, not at expiry
                 await cur.execute(
@@ -228,7 +238,9 @@ class Fleet:
                         "RETURNING sha256",
                         (self.owner, now + self.ttl, dest, shas, dead),
                     )
-                    mine.update(r[0] for r in await cur.fetchall())
+                    revived = {r[0] for r in await cur.fetchall()}
+                    mine.update(revived)
+                    taken.update(revived)
             await cur.execute(
                 "SELECT DISTINCT sha256 FROM fleet_locations "
                 "WHERE remote = %s AND sha256 = ANY(%s::text[])",
@@ -242,9 +254,9 @@ class Fleet:
                     "AND sha256 = ANY(%s::text[])",
                     (dest, self.owner, done),
                 )
-            return mine - present, present
+            return Leased(mine - present, present, taken - present)
 
-        result: tuple[set[str], set[str]] = await self._tx(work)
+        result: Leased = await self._tx(work)
         return result
 
     async def admit(self, authority: str, windows: Sequence[tuple[int, float]]) -> float:

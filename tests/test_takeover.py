@@ -1,0 +1,157 @@
+"""An upload whose lease is taken over from a holder that did not finish (its process was
+killed, or its fleet lease expired) looks at the destination first: the bytes the killed
+holder already sent are found there and recorded, not uploaded a second time."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from helpers import run_cli_async, start_fake, write_config
+
+from imgsync.fakehosts.common import Knobs
+from imgsync.fakehosts.guizhan import GuizhanFake
+from imgsync.fakehosts.images import seed_image
+
+GZ_TOKEN = "guizhan-takeover-token-4321"
+
+
+def _images(folder: Path, count: int) -> list[str]:
+    """``count`` images in ``folder``; their checksums."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shas = []
+    for i in range(count):
+        data, ext = seed_image(i)
+        (folder / f"pic{i:03d}.{ext}").write_bytes(data)
+        shas.append(hashlib.sha256(data).hexdigest())
+    return shas
+
+
+def _config(path: Path, url: str) -> Path:
+    return write_config(
+        path, f'[remotes.gz]\ntype = "guizhan"\nbase_url = "{url}"\ntoken_env = "GZ_TOKEN"\n'
+    )
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+async def test_sqlite_a_dead_runs_lease_is_searched_for_and_not_uploaded_twice(
+    tmp_path: Path,
+) -> None:
+    """A run killed after its uploads reached the host but before it recorded them leaves
+    their leases (owner: its dead pid). The re-run takes them over and finds the bytes at
+    the destination: the host got one upload per image, and the map has each one's URL."""
+    import socket
+
+    fake = await start_fake(GuizhanFake(Knobs(token=GZ_TOKEN)))
+    try:
+        src = tmp_path / "shots"
+        shas = _images(src, 5)
+        cfg = _config(tmp_path / "cfg.toml", fake.url)
+        env = {**os.environ, "GZ_TOKEN": GZ_TOKEN}
+        first = await run_cli_async(
+            "--config", str(cfg), "copy", str(src), "gz:", "--json", env=env
+        )
+        assert first.returncode == 0, first.stderr
+        stats = await fake.stats()
+        assert stats["uploads"] == 5
+        # a clean run never searches the destination (no lease was taken over)
+        assert stats["requests"] == stats["uploads"], stats
+        # the kill: 3 uploads reached the host, the run died before recording them
+        lost = shas[1:4]
+        db = sqlite3.connect(os.environ["IMGSYNC_STATE"])
+        (dest,) = db.execute("SELECT DISTINCT remote FROM locations").fetchone()
+        dead = f"{socket.gethostname()}:{_dead_pid()}"
+        with db:
+            for table in ("locations", "owners"):
+                db.executemany(f"DELETE FROM {table} WHERE sha256 = ?", [(s,) for s in lost])
+            db.execute("DELETE FROM scan_marks")  # the folder is no longer all there
+            db.executemany(
+                "INSERT INTO claims (sha256, dest, owner, claimed_at) VALUES (?, ?, ?, ?)",
+                [(s, dest, dead, time.time()) for s in lost],
+            )
+        db.close()
+        again = await run_cli_async(
+            "--config", str(cfg), "copy", str(src), "gz:", "--json", env=env
+        )
+        assert again.returncode == 0, again.stderr
+        stats = await fake.stats()
+        assert stats["distinct_checksums"] == 5
+        assert stats["uploads"] == 5, stats  # none of the dead run's uploads sent again
+        db = sqlite3.connect(os.environ["IMGSYNC_STATE"])
+        urls = dict(db.execute("SELECT sha256, url FROM locations"))
+        recorded = set(urls)
+        assert all(str(urls[s]).startswith("http") for s in lost), urls  # each one's URL
+        left = db.execute("SELECT COUNT(*) FROM claims").fetchone()[0]
+        db.close()
+        assert recorded == set(shas)
+        assert left == 0
+    finally:
+        await fake.close()
+
+
+async def test_fleet_a_dead_workers_expired_lease_is_searched_and_not_uploaded_twice(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Fleet: a worker on another machine leased 3 images, its uploads reached the host,
+    and it died before recording them. Once its leases expire, another worker (its own
+    empty SQLite) takes them over, finds the bytes at the destination and records them:
+    one upload per image in all."""
+    import psycopg
+
+    fake = await start_fake(GuizhanFake(Knobs(token=GZ_TOKEN)))
+    try:
+        src = tmp_path / "shots"
+        shas = _images(src, 5)
+        cfg = _config(tmp_path / "cfg.toml", fake.url)
+
+        def env(w: int) -> dict[str, str]:
+            return {
+                **os.environ,
+                "GZ_TOKEN": GZ_TOKEN,
+                "IMGSYNC_STATE": str(tmp_path / f"worker{w}" / "state.db"),
+                "IMGSYNC_STATE_URL": pg_url,
+            }
+
+        args = ("--config", str(cfg), "copy", str(src), "gz:", "--json")
+        first = await run_cli_async(*args, env=env(0))
+        assert first.returncode == 0, first.stderr
+        assert (await fake.stats())["uploads"] == 5
+        lost = shas[:3]
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT DISTINCT remote FROM fleet_locations")
+            rows: list[Any] = await cur.fetchall()
+            (dest,) = rows[0]
+            await conn.execute(
+                "DELETE FROM fleet_locations WHERE sha256 = ANY(%s::text[])", (lost,)
+            )
+            await conn.execute(  # the dead worker's leases, expired a second ago
+                "INSERT INTO fleet_claims (dest, sha256, owner, expires) "
+                "SELECT %s, s, 'elsewhere.example:4242', "
+                "EXTRACT(EPOCH FROM clock_timestamp()) - 1 FROM unnest(%s::text[]) AS s",
+                (dest, lost),
+            )
+        again = await run_cli_async(*args, env=env(1))
+        assert again.returncode == 0, again.stderr
+        stats = await fake.stats()
+        assert stats["distinct_checksums"] == 5
+        assert stats["uploads"] == 5, stats  # found, not uploaded a second time
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT sha256, url FROM fleet_locations")
+            urls = {r[0]: r[1] for r in await cur.fetchall()}
+            assert set(urls) == set(shas)
+            assert all(str(urls[s]).startswith("http") for s in lost), urls
+            cur = await conn.execute("SELECT COUNT(*) FROM fleet_claims")
+            assert (await cur.fetchone() or [None])[0] == 0
+    finally:
+        await fake.close()
