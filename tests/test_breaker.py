@@ -44,3 +44,19 @@ def test_another_programs_sqlite_database_is_never_taken_for_a_state(
         assert not (tmp_path / "t.db").exists()
     tables = sqlite3.connect(other).execute("SELECT name FROM sqlite_master").fetchall()
     assert tables == [("moz_places",)]
+
+
+@pytest.mark.parametrize(
+    "password", ["se@cr3tpw", "se/cr3tpw", "se?cr3tpw", "se#cr3tpw", "a@b@cr3tpw"]
+)
+def test_a_state_url_password_with_unencoded_url_characters_never_shows(
+    password: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pasted password with an unencoded @ / ? # (the URL needs them %-encoded) used to
+    show whole or in part: the redaction stopped at the first @, / or ?, and the driver's
+    message named the rest as a host ("failed to resolve host 'cr3tpw@127.0.0.1'")."""
+    url = f"postgresql://me:{password}@127.0.0.1:1/x"
+    assert main(["status", "--state", url]) == 75
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "cr3tpw" not in err, err
