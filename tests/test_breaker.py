@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,72 @@ def test_a_state_url_password_with_unencoded_url_characters_never_shows(
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert "cr3tpw" not in err, err
+
+
+async def _stats(url: str) -> dict[str, int]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.get(url + "/_fakehost/stats") as r:
+        data: dict[str, int] = await r.json()
+        return data
+
+
+@pytest.mark.xfail(
+    strict=False,  # it sends 204 for 200 every time here; timing could make it pass
+    reason="breaker finding, not fixed yet: uploads in flight when PostgreSQL drops the "
+    "worker are not recorded in the shared state, and the re-run sends some again",
+)
+async def test_a_rerun_after_postgresql_dropped_the_worker_uploads_nothing_twice(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """By hand: two workers, 1,500 images Gyazo -> Chevereto, PostgreSQL stopped with
+    `pg_ctl -m immediate` mid-run (exit 75, one line: held), started again, the command
+    run again: 1,507 uploads of 1,500 checksums, and the fleet's journal still said 93
+    "fetched" after the complete re-run."""
+    import psycopg
+    from helpers import start_fake, write_config
+
+    from imgsync.fakehosts.chevereto import CheveretoFake
+    from imgsync.fakehosts.common import Knobs
+    from imgsync.fakehosts.gyazo import GyazoFake
+
+    gyazo = await start_fake(GyazoFake(Knobs(token="gy-breaker-token-1", seed=200)))
+    chv = await start_fake(CheveretoFake(Knobs(token="chv-breaker-token-2")))
+    try:
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gyazo.url}"\ntoken_env = "GY_T"\n'
+            f'[remotes.chv]\ntype = "chevereto"\nbase_url = "{chv.url}"\ntoken_env = "CHV_T"\n',
+        )
+        env = {
+            **os.environ,
+            "GY_T": "gy-breaker-token-1",
+            "CHV_T": "chv-breaker-token-2",
+            "IMGSYNC_STATE_URL": pg_url,
+        }
+        args = [
+            sys.executable, "-m", "imgsync", "--config", str(cfg), "migrate", "gy:", "chv:",
+            "--map", str(tmp_path / "map.csv"), "--transfers", "8",
+        ]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        while (await _stats(chv.url))["uploads"] < 40 and proc.returncode is None:
+            await asyncio.sleep(0.01)
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 75, err.decode()
+        again = await asyncio.create_subprocess_exec(
+            *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(again.communicate(), 120)
+        assert again.returncode == 0, err.decode()
+        stats = await _stats(chv.url)
+        assert stats["uploads"] == stats["distinct_checksums"] == 200, stats
+    finally:
+        await gyazo.close()
+        await chv.close()
