@@ -134,11 +134,9 @@ async def test_a_rerun_after_postgresql_dropped_the_worker_uploads_nothing_twice
         await chv.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="breaker finding, not fixed yet: a folder -> folder copy ignores --max-item-size",
-)
-def test_max_item_size_fails_a_large_file_in_a_folder_copy_too(tmp_path: Path) -> None:
+def test_max_item_size_fails_a_large_file_in_a_folder_copy_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """README: `--max-item-size SIZE` fails one item larger than SIZE. A 5 MB file copied
     folder -> folder with `--max-item-size 1M` was copied, exit 0."""
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -147,3 +145,7 @@ def test_max_item_size_fails_a_large_file_in_a_folder_copy_too(tmp_path: Path) -
     (src / "small.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     assert main(["copy", str(src), str(dst), "--max-item-size", "1M", "--no-progress"]) == 1
     assert (dst / "small.png").is_file() and not (dst / "big.png").exists()
+    out = capsys.readouterr()
+    lines = [ln for ln in (out.out + out.err).splitlines() if "big.png" in ln]
+    assert len(lines) == 1 and "per-item size cap of 1048576 bytes" in lines[0], lines
+    assert "copied 1 " in out.out and "1 failed" in out.out, out.out

@@ -128,3 +128,27 @@ def test_a_file_that_shrank_since_the_scan_is_not_staged(tmp_path: Path) -> None
     assert by_rel["a.png"].error is not None and by_rel["a.png"] not in unit.staged
     assert "changed while it was read" in str(by_rel["a.png"].error)
     assert by_rel["b.png"] in unit.staged and by_rel["b.png"].digest is not None
+
+
+def test_files_over_the_item_size_cap_are_not_staged_whichever_way_they_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--max-item-size`` for a folder source: a file scanned larger fails, and so does one
+    that grew past the cap while it was streamed; smaller ones stage on both paths."""
+    monkeypatch.setattr(stage_mod, "STREAM_ABOVE", 1_000)  # files above 1,000 B are streamed
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    for name, size in (("small.png", 500), ("streamed.png", 3_000), ("big.png", 9_000)):
+        (src / name).write_bytes(b"\x89PNG" + bytes(size - 4))
+    (src / "grows.png").write_bytes(bytes(3_000))
+    entries, _, _ = scan_tree(src)
+    (src / "grows.png").write_bytes(bytes(20_000))  # grew after the scan
+    (unit,) = make_units(entries)
+    stage_unit(str(src), str(dst), unit, with_md5=False, max_bytes=5_000)
+    by_rel = {f.rel: f for f in unit.files}
+    for rel in ("big.png", "grows.png"):
+        assert by_rel[rel] not in unit.staged
+        assert "larger than the per-item size cap of 5000 bytes" in str(by_rel[rel].error)
+    assert {f.rel for f in unit.staged} == {"small.png", "streamed.png"}
+    assert sorted(os.listdir(unit.stage_dir)) == ["small.png", "streamed.png"]

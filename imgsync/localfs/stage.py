@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgsync.errors import ImgsyncError, LocalIOError
+from imgsync.errors import ImgsyncError, LocalIOError, Rejected
 from imgsync.hashing import CHUNK, Digest, digest_bytes
 from imgsync.localfs.paths import TMP_PREFIX, display, io_error
 from imgsync.localfs.scan import ScanEntry
@@ -280,8 +280,11 @@ def _read_small(src: str, expect: int | None) -> tuple[bytes, os.stat_result]:
 STREAM_ABOVE = 8 * 1024 * 1024  # larger files are copied and hashed in chunks
 
 
-def _stage_streamed(src: str, dst_root: str, unit: Unit, f: StagedFile, with_md5: bool) -> None:
-    """Copy and hash a large file in chunks into the staging folder (bounded memory)."""
+def _stage_streamed(
+    src: str, dst_root: str, unit: Unit, f: StagedFile, with_md5: bool, max_bytes: int | None
+) -> None:
+    """Copy and hash a large file in chunks into the staging folder (bounded memory); one
+    that grows past ``max_bytes`` while it is read fails."""
     tmp = os.path.join(unit.stage_dir, _staged_name(f))
     sha = hashlib.sha256()
     md5 = hashlib.md5() if with_md5 else None
@@ -302,6 +305,13 @@ def _stage_streamed(src: str, dst_root: str, unit: Unit, f: StagedFile, with_md5
                     md5.update(chunk)
                 fout.write(chunk)
                 size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    break
+        if max_bytes is not None and size > max_bytes:  # grew past the cap since the scan
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            f.error = _too_large(max_bytes)
+            return
         if f.scan is not None:
             os.utime(tmp, ns=(f.scan.mtime_ns, f.scan.mtime_ns))
     except OSError as exc:
@@ -313,18 +323,32 @@ def _stage_streamed(src: str, dst_root: str, unit: Unit, f: StagedFile, with_md5
     unit.staged.append(f)
 
 
-def stage_unit(src_root: str, dst_root: str, unit: Unit, with_md5: bool) -> Unit:
-    """Read, hash and stage every file of ``unit``; per-file errors are kept on the file."""
+def _too_large(max_bytes: int) -> Rejected:
+    return Rejected(f"larger than the per-item size cap of {max_bytes} bytes")
+
+
+def stage_unit(
+    src_root: str, dst_root: str, unit: Unit, with_md5: bool, max_bytes: int | None = None
+) -> Unit:
+    """Read, hash and stage every file of ``unit``; per-file errors are kept on the file.
+
+    A file larger than ``max_bytes`` (``--max-item-size``) fails with ``Rejected``; the
+    check rides on the size test that already picks streamed files, so it costs nothing
+    per file."""
     unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
     if _refuse_links(dst_root, unit, unit.files):
         return unit
     if not _open_stage(unit, os.path.dirname(unit.final_dir) if unit.folder else dst_root):
         return unit
     join = os.path.join
+    big = STREAM_ABOVE if max_bytes is None else min(STREAM_ABOVE, max_bytes)
     for f in unit.files:
         src = join(src_root, f.rel)
-        if f.scan is not None and f.scan.size > STREAM_ABOVE:
-            _stage_streamed(src, dst_root, unit, f, with_md5)
+        if f.scan is not None and f.scan.size > big:
+            if max_bytes is not None and f.scan.size > max_bytes:
+                f.error = _too_large(max_bytes)
+                continue
+            _stage_streamed(src, dst_root, unit, f, with_md5, max_bytes)
             continue
         try:
             data, st = _read_small(src, f.scan.size if f.scan is not None else None)

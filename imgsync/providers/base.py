@@ -459,8 +459,11 @@ class Provider(ABC):
         Per-file outcomes are set on ``unit.files``. ``Unsupported`` if not declared."""
         raise Unsupported("this remote has no batch writes", remote=self.name)
 
-    async def stage_copy(self, src_root: Path, unit: Unit, with_md5: bool) -> None:
-        """Read, hash and stage ``unit``'s files from the folder ``src_root``."""
+    async def stage_copy(
+        self, src_root: Path, unit: Unit, with_md5: bool, max_item_bytes: int | None = None
+    ) -> None:
+        """Read, hash and stage ``unit``'s files from the folder ``src_root`` (one larger
+        than ``max_item_bytes`` fails with ``Rejected``)."""
         raise Unsupported("this remote has no batch writes", remote=self.name)
 
     async def commit(self, units: list[Unit]) -> None:

@@ -156,11 +156,16 @@ class LocalProvider(Provider):
 
         await anyio.to_thread.run_sync(write)
 
-    async def stage_copy(self, src_root: Path, unit: Unit, with_md5: bool) -> None:
-        """Read, hash and stage the files of ``unit`` from the folder ``src_root``. Until
-        :meth:`commit` takes it, the staging is this provider's to drop on close."""
+    async def stage_copy(
+        self, src_root: Path, unit: Unit, with_md5: bool, max_item_bytes: int | None = None
+    ) -> None:
+        """Read, hash and stage the files of ``unit`` from the folder ``src_root`` (one
+        larger than ``max_item_bytes`` fails). Until :meth:`commit` takes it, the staging
+        is this provider's to drop on close."""
         self._pending_units[id(unit)] = unit
-        await anyio.to_thread.run_sync(stage_unit, str(src_root), str(self.root), unit, with_md5)
+        await anyio.to_thread.run_sync(
+            stage_unit, str(src_root), str(self.root), unit, with_md5, max_item_bytes
+        )
 
     async def commit(self, units: list[Unit]) -> None:
         """One flush, then every approved staged file of ``units`` under its final name."""
