@@ -134,18 +134,22 @@ async def test_a_rerun_after_postgresql_dropped_the_worker_uploads_nothing_twice
         await chv.close()
 
 
-def test_max_item_size_fails_a_large_file_in_a_folder_copy_too(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_max_item_size_fails_a_large_file_in_a_folder_copy_too(tmp_path: Path) -> None:
     """README: `--max-item-size SIZE` fails one item larger than SIZE. A 5 MB file copied
     folder -> folder with `--max-item-size 1M` was copied, exit 0."""
+    from imgsync.config import load_config
+    from imgsync.pipeline.run import JobSpec, run_job
+    from imgsync.pipeline.summary import CopyOptions
+
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     (src / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(5_000_000))
     (src / "small.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     assert main(["copy", str(src), str(dst), "--max-item-size", "1M", "--no-progress"]) == 1
     assert (dst / "small.png").is_file() and not (dst / "big.png").exists()
-    out = capsys.readouterr()
-    lines = [ln for ln in (out.out + out.err).splitlines() if "big.png" in ln]
-    assert len(lines) == 1 and "per-item size cap of 1048576 bytes" in lines[0], lines
-    assert "copied 1 " in out.out and "1 failed" in out.out, out.out
+    # run again in-process: the file is not taken for done, and fails with one line again
+    opts = CopyOptions(job="c", max_item_bytes=1024**2)
+    again = asyncio.run(run_job(load_config(None), JobSpec("copy", str(src), str(dst), opts)))
+    assert again.exit_code == 1 and again.failed == 1 and again.copied == 0, again
+    assert again.failures == [("big.png", "larger than the per-item size cap of 1048576 bytes")]
+    assert not (dst / "big.png").exists()

@@ -449,13 +449,29 @@ def _place_new(tmp: str, target: str) -> bool:
 
 
 def write_sidecars(dst_root: str, unit: Unit) -> None:
-    """A JSON sidecar beside every committed file that has sidecar metadata.
+    """A JSON sidecar beside every committed file that has sidecar metadata, then one
+    filesystem flush when any was written (so the caller records no file as done whose
+    sidecar a crash could still lose, and the files' own renames are on disk too); a
+    failed flush fails the unit's committed files.
 
     It goes to ``<file>.json`` when that name is free or holds this image's own sidecar
     from an earlier run (updated in place); otherwise to the first free (or own) name of
     :func:`sidecar_names`. A file imgsync did not write as this image's sidecar (the
     user's own, or a host item named like one) is never replaced.
     """
+    _write_sidecars(dst_root, unit)
+    if not any(f.sidecar_final for f in unit.staged):
+        return
+    try:
+        sync_filesystem(dst_root)
+    except OSError as exc:
+        err = io_error(exc, dst_root)
+        for f in unit.staged:
+            if f.final is not None and f.error is None:
+                f.error = err
+
+
+def _write_sidecars(dst_root: str, unit: Unit) -> None:
     for f in unit.staged:
         if f.final is None or f.sidecar is None:
             continue

@@ -2,8 +2,9 @@
 
 The transfer workers only fetch (``--transfers`` downloads in flight); every fetched item
 is handed to one committer, which writes whatever has gathered meanwhile as one group:
-staged, one filesystem flush, renamed, sidecars, then recorded and committed to state
-(so an item still counts as done only once its bytes are on disk and recorded). While a
+staged, one filesystem flush, renamed, sidecars (and one more flush when any were written),
+then recorded and committed to state (so an item still counts as done only once its bytes
+and its sidecar are on disk and recorded). While a
 group is being written the workers keep fetching, so a slow flush makes the next group
 larger instead of stalling the downloads; one writer thread instead of one per worker
 also keeps the threads from fighting over the interpreter lock.

@@ -146,7 +146,8 @@ class LocalProvider(Provider):
 
     async def write_batch(self, unit: Unit, bodies: list[bytes | Path]) -> None:
         """Stage ``bodies`` (bytes, or spooled files that are moved in) for ``unit``'s files,
-        flush once, rename, then write sidecars. Sets ``final``/``error`` per file."""
+        flush once, rename, then write sidecars (flushed too, when any). Sets ``final``/``error``
+        per file."""
         root = str(self.root)
 
         def write() -> None:
