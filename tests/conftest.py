@@ -20,6 +20,19 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
 
 
+@pytest.fixture(autouse=True)
+def _structlog_restored() -> Iterator[None]:
+    """A test that runs a CLI command in-process configures structlog (its level, its
+    stream): later tests get the configuration back as it was, so a test capturing debug
+    events, or one logging after another's captured stream was closed, does not depend
+    on which tests ran before it."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 @pytest.fixture
 def image_tree(tmp_path: Path) -> Path:
     """A folder of 12 distinct images in nested folders, plus one text file."""
