@@ -218,6 +218,36 @@ def save_host_usage(conn: sqlite3.Connection, usage: dict[str, list[float]]) -> 
     )
 
 
+def journal_overview(
+    conn: Any, table: str
+) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per-job stage counts, the latest failures and possible duplicates of a journal.
+
+    Shared by the SQLite state and the fleet's (``table`` is one of the two journals'
+    names, never user input; ``conn`` is either database's connection).
+    """
+    jobs: dict[str, dict[str, int]] = {}
+    for job, stage, n in conn.execute(
+        f"SELECT job, stage, COUNT(*) FROM {table} GROUP BY job, stage ORDER BY 1, 2"
+    ):
+        jobs.setdefault(job, {})[stage] = int(n)
+    failures = [
+        {"job": r[0], "source": r[1], "item": r[2], "dest": r[3], "error": r[4], "attempts": r[5]}
+        for r in conn.execute(
+            f"SELECT job, source, source_id, dest, error, attempts FROM {table} "
+            "WHERE stage = 'failed' ORDER BY updated DESC LIMIT 20"
+        )
+    ]
+    duplicates = [
+        {"job": r[0], "source": r[1], "item": r[2], "dest": r[3], "note": r[4]}
+        for r in conn.execute(
+            f"SELECT job, source, source_id, dest, error FROM {table} "
+            "WHERE error LIKE '%possible duplicate:%' ORDER BY updated DESC LIMIT 20"
+        )
+    ]
+    return jobs, failures, duplicates
+
+
 def status(conn: sqlite3.Connection) -> dict[str, Any]:
     """What ``imgsync status`` prints: objects, per-remote and per-job counts, failures."""
     objects, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects").fetchone()
@@ -225,25 +255,7 @@ def status(conn: sqlite3.Connection) -> dict[str, Any]:
         r[0]: {"items": r[1]}
         for r in conn.execute("SELECT remote, COUNT(*) FROM locations GROUP BY remote ORDER BY 1")
     }
-    jobs: dict[str, dict[str, int]] = {}
-    for job, stage, n in conn.execute(
-        "SELECT job, stage, COUNT(*) FROM journal GROUP BY job, stage ORDER BY 1, 2"
-    ):
-        jobs.setdefault(job, {})[stage] = n
-    failures = [
-        {"job": r[0], "source": r[1], "item": r[2], "dest": r[3], "error": r[4], "attempts": r[5]}
-        for r in conn.execute(
-            "SELECT job, source, source_id, dest, error, attempts FROM journal "
-            "WHERE stage = 'failed' ORDER BY updated DESC LIMIT 20"
-        )
-    ]
-    duplicates = [
-        {"job": r[0], "source": r[1], "item": r[2], "dest": r[3], "note": r[4]}
-        for r in conn.execute(
-            "SELECT job, source, source_id, dest, error FROM journal "
-            "WHERE error LIKE '%possible duplicate:%' ORDER BY updated DESC LIMIT 20"
-        )
-    ]
+    jobs, failures, duplicates = journal_overview(conn, "journal")
     runs = [
         {
             "job": r[0],

@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+from imgsync.state import queries
 from imgsync.state.fleet import schema
 from imgsync.state.fleet.common import describe, driver, redact
 
@@ -53,25 +54,7 @@ def _status(conn: Any, now: float) -> dict[str, Any]:
             "SELECT remote, COUNT(*) FROM fleet_locations GROUP BY remote ORDER BY remote"
         )
     }
-    jobs: dict[str, dict[str, int]] = {}
-    for job, stage, n in conn.execute(
-        "SELECT job, stage, COUNT(*) FROM fleet_journal GROUP BY job, stage ORDER BY 1, 2"
-    ):
-        jobs.setdefault(job, {})[stage] = int(n)
-    failures = [
-        {"job": r[0], "source": r[1], "item": r[2], "dest": r[3], "error": r[4], "attempts": r[5]}
-        for r in conn.execute(
-            "SELECT job, source, source_id, dest, error, attempts FROM fleet_journal "
-            "WHERE stage = 'failed' ORDER BY updated DESC LIMIT 20"
-        )
-    ]
-    duplicates = [
-        {"job": r[0], "source": r[1], "item": r[2], "dest": r[3], "note": r[4]}
-        for r in conn.execute(
-            "SELECT job, source, source_id, dest, error FROM fleet_journal "
-            "WHERE error LIKE '%%possible duplicate:%%' ORDER BY updated DESC LIMIT 20"
-        )
-    ]
+    jobs, failures, duplicates = queries.journal_overview(conn, "fleet_journal")
     runs = [
         {
             "job": r[0],
