@@ -261,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --repair: how long to wait for an image another running imgsync is "
         "uploading to DEST before leaving it for the next run (default 120)",
     )
+    vf.add_argument(
+        "--ignore-unreachable-dest",
+        action="store_true",
+        help="with --repair: a copy DEST already holds that cannot be checked (it answers "
+        "403, say) is treated as dead: the image is uploaded again and links to that copy "
+        "are mapped to the new one",
+    )
     vf.add_argument("--transfers", type=int, default=None, metavar="N", help="checks at once")
     vf.add_argument("--json", action="store_true", help="print a JSON report on stdout")
 

@@ -145,6 +145,7 @@ class JobConfig:
     rewrite: tuple[Path, ...] = ()
     sample: int | None = None
     full: bool = False
+    ignore_unreachable_dest: bool = False  # verify with repair_to: see VerifyOptions
 
 
 DEFAULT_IGNORE = (".*", "~*", "*~", "*.tmp", "*.part", "*.crdownload", "*.download", "*.swp")
@@ -587,7 +588,7 @@ def _jobs(
     return jobs
 
 
-_VERIFY_KEYS = ("repair_to", "rewrite", "sample", "full")
+_VERIFY_KEYS = ("repair_to", "rewrite", "sample", "full", "ignore_unreachable_dest")
 
 
 def _verify_job(
@@ -638,6 +639,13 @@ def _verify_job(
         p.add(f"{key}.full", "full and sample do not go together")
     else:
         out["full"] = full
+    ignore = tbl.get("ignore_unreachable_dest", False)
+    if not isinstance(ignore, bool):
+        p.add(f"{key}.ignore_unreachable_dest", "true or false")
+    elif ignore and repair_to is None:
+        p.add(f"{key}.ignore_unreachable_dest", "needs repair_to")
+    else:
+        out["ignore_unreachable_dest"] = ignore
     return out
 
 

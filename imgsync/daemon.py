@@ -106,7 +106,11 @@ async def verify_job_once(cfg: Config, job: JobConfig, stop: StopSignal | None =
     from imgsync.verifycmd import verify_once
 
     opts = VerifyOptions(
-        full=job.full, sample=job.sample, transfers=cfg.transfers, repair_to=job.repair_to
+        full=job.full,
+        sample=job.sample,
+        transfers=cfg.transfers,
+        repair_to=job.repair_to,
+        ignore_unreachable_dest=job.ignore_unreachable_dest,
     )
     outcome = await verify_once(cfg, [job.source], opts, list(job.rewrite), job.map_path, stop)
     for r in outcome.report.remotes:

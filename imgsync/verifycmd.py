@@ -134,6 +134,9 @@ def run_verify_cmd(cfg: Config, args: argparse.Namespace) -> int:
         raise UsageError("--sample must be at least 1")
     if (args.rewrite or args.map) and args.repair is None:
         raise UsageError("--rewrite and --map need --repair DEST")
+    ignore_dest = bool(getattr(args, "ignore_unreachable_dest", False))
+    if ignore_dest and args.repair is None:
+        raise UsageError("--ignore-unreachable-dest needs --repair DEST")
     transfers = args.transfers if args.transfers is not None else cfg.transfers
     if not 1 <= transfers <= 64:
         raise UsageError("--transfers must be between 1 and 64")
@@ -146,6 +149,7 @@ def run_verify_cmd(cfg: Config, args: argparse.Namespace) -> int:
         transfers=transfers,
         repair_to=args.repair,
         dry_run=args.dry_run,
+        ignore_unreachable_dest=ignore_dest,
         **({"lease_wait": lease_wait} if lease_wait is not None else {}),
     )
     setup_logging(cfg, args)

@@ -167,6 +167,8 @@ def test_verify_job_keys_are_checked() -> None:
                     {"kind": "verify", "source": "chv:", "sample": 0},
                     {"kind": "verify", "source": "chv:", "sample": 5, "full": True},
                     {"kind": "backup", "source": "chv:", "destinations": ["pics:"], "full": True},
+                    {"kind": "verify", "source": "chv:", "ignore_unreachable_dest": True},
+                    {"kind": "verify", "source": "chv:", "ignore_unreachable_dest": "yes"},
                 ],
             }
         )
@@ -178,6 +180,11 @@ def test_verify_job_keys_are_checked() -> None:
     assert "jobs[3].sample: must be a whole number" in text
     assert "jobs[4].full: full and sample do not go together" in text
     assert 'jobs[5].full: only a kind = "verify" job' in text
+    assert "jobs[6].ignore_unreachable_dest: needs repair_to" in text
+    assert "jobs[7].ignore_unreachable_dest: true or false" in text
+    both = {"repair_to": "chv:", "ignore_unreachable_dest": True}
+    job = {"kind": "verify", "source": "chv:", **both}
+    assert parse_config({"remotes": remotes, "jobs": [job]}).jobs[0].ignore_unreachable_dest
     ok = parse_config(
         {"remotes": remotes, "jobs": [{"kind": "verify", "source": "chv:", "sample": 50}]}
     )

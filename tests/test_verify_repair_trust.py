@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -194,3 +195,43 @@ async def test_a_repair_waits_for_a_lease_another_run_of_this_process_holds(
         report = await run_verify(cfg, ["chv:"], opts)
         (rep,) = report.repairs
         assert rep.action == "uploaded" and (await chv.stats())["uploads"] == before + 1
+
+
+async def test_a_copy_at_the_destination_that_always_refuses_has_a_way_through(
+    tmp_path: Path,
+) -> None:
+    """DEST's copy answers 403 to every check (a hotlink block that never lifts): the
+    repair does not trust it and says how to get past it; with ``ignore_unreachable_dest``
+    (``--ignore-unreachable-dest``) that copy is treated as dead: uploaded again, and its
+    URL mapped to the new one."""
+    async with serve_emulator("gyazo", seed=3) as gy, serve_emulator("chevereto") as chv:
+        cfg = _config(gy, chv)
+        rows = await _setup(cfg, tmp_path)
+        gy_url, chv_url, sha = rows[0]
+        await _break(gy, gy_url, "delete")
+        await _break(chv, chv_url, "forbid")
+        status, _ = await _get(chv_url)
+        assert status == 403
+        before = (await chv.stats())["uploads"]
+        for _ in range(2):  # a re-run does not get past it either
+            report = await run_verify(cfg, ["gy:"], VerifyOptions(repair_to="chv:"))
+            (rep,) = report.repairs
+            assert rep.action == "failed" and rep.dest_copy == "unreachable", rep
+            assert "403" in rep.error and "--ignore-unreachable-dest" in rep.error
+            assert (await chv.stats())["uploads"] == before
+        opts = VerifyOptions(repair_to="chv:", ignore_unreachable_dest=True)
+        dry = await run_verify(cfg, ["gy:"], replace(opts, dry_run=True))
+        assert [r.action for r in dry.repairs] == ["would upload"]
+        assert (await chv.stats())["uploads"] == before
+        report = await run_verify(cfg, ["gy:"], opts)
+        (rep,) = report.repairs
+        assert rep.action == "uploaded" and rep.new_url not in (None, chv_url), rep
+        assert rep.dest_copy == "unreachable" and "ignore-unreachable-dest" in rep.note
+        status, data = await _get(rep.new_url or "")
+        assert status == 200 and hashlib.sha256(data).hexdigest() == sha
+        assert (await chv.stats())["uploads"] == before + 1
+        mapping = report.mapping()
+        assert mapping[gy_url] == mapping[chv_url] == rep.new_url  # (and the pages')
+        assert report.exit_code == 0
+        again = await run_verify(cfg, ["gy:"], opts)  # done: nothing left to repair
+        assert again.repairs == [] and (await chv.stats())["uploads"] == before + 1

@@ -161,7 +161,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-BREAK_HOWS = ("delete", "alter", "placeholder")
+BREAK_HOWS = ("delete", "alter", "placeholder", "forbid")
 _INTERNAL = "X-Fakehost-Internal"
 
 
@@ -169,7 +169,7 @@ _INTERNAL = "X-Fakehost-Internal"
 class Breakage:
     """One image URL broken behind the user's back (``POST /_fakehost/break``)."""
 
-    how: str  # delete | alter | placeholder
+    how: str  # delete | alter | placeholder | forbid
     original: bytes
     altered: bytes | None = None
 
@@ -258,6 +258,15 @@ class FakeHostBase:
             content_type="text/html",
         )
 
+    def forbidden_response(self, request: web.Request) -> web.StreamResponse:
+        """What the host answers for an image it refuses to serve (a hotlink block)."""
+        return web.Response(
+            status=403,
+            text="<!DOCTYPE html><html><head><title>403 Forbidden</title></head>"
+            "<body><h1>Forbidden</h1></body></html>",
+            content_type="text/html",
+        )
+
     def forget_served(self, path: str) -> bool:
         """Drop the image served at ``path`` from the host's own store, as its own delete
         does, and return True (a subclass hook). The default returns False, and the base
@@ -301,8 +310,10 @@ class FakeHostBase:
         return web.json_response({"down_for": seconds})
 
     async def _break(self, request: web.Request) -> web.Response:
-        """``{"url": ..., "how": "delete" | "alter" | "placeholder"}``: break one image URL
-        this emulator serves; 404 for a URL it never served."""
+        """``{"url": ..., "how": "delete" | "alter" | "placeholder" | "forbid"}``: break one
+        image URL this emulator serves (``forbid``: it answers 403 to everyone from then on,
+        as a hotlink block or a permission wall that never lifts); 404 for a URL it never
+        served."""
         try:
             body = await request.json()
         except ValueError:
@@ -345,6 +356,8 @@ class FakeHostBase:
             return self.gone_response(request)
         if breakage.how == "placeholder":
             return self.placeholder_response(request)
+        if breakage.how == "forbid":
+            return self.forbidden_response(request)
         assert breakage.altered is not None
         resp = await handler(request)
         if resp.status != 200:

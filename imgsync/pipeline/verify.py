@@ -35,7 +35,10 @@ is a *pass*: an interrupted pass resumes with the locations it had not checked y
 Repair (``--repair DEST``): for each gone or altered location not yet repaired, the bytes
 are taken from another recorded copy (a folder's file first, then another host), checked
 against the SHA-256, and uploaded to DEST under a lease (as every upload is), unless DEST
-already holds a live copy, which is then used as it is. The dead location is forgotten, the
+already holds a live copy, which is then used as it is. A copy at DEST that cannot be
+checked (refused, not answering) is neither trusted nor doubled: that image's repair fails
+until it answers, or until the user says it is dead (``ignore_unreachable_dest``, the CLI's
+``--ignore-unreachable-dest``: it is then replaced like a gone one). The dead location is forgotten, the
 check remembers what replaced it, and the old URL -> new URL pairs are returned for the
 map and for rewriting documents. An image with no other good copy is reported as lost.
 """
@@ -96,6 +99,10 @@ class VerifyOptions:
     transfers: int = 4
     repair_to: str | None = None  # DEST spec (``NAME:``)
     dry_run: bool = False
+    # a copy DEST already holds that cannot be checked (it answers 403 for good, say) is
+    # treated as dead: uploaded again and its URL mapped to the new one (default: the
+    # repair of that image fails, and the message names this option)
+    ignore_unreachable_dest: bool = False
     max_item_bytes: int = MAX_CHECK_BYTES
     # a repair whose bytes another run is uploading to DEST now waits for it up to
     # lease_wait seconds (looking every lease_poll), then relinks to what it recorded
@@ -186,6 +193,11 @@ class Repair:
                 else f"the copy already at {where} is {self.dest_copy} ({self.dest_detail})"
             )
         if self.dest_copy == "unreachable":
+            if self.action in ("uploaded", "would upload"):
+                return (
+                    f"the copy already at {where} could not be checked ({self.dest_detail}): "
+                    "treated as dead (--ignore-unreachable-dest), uploaded again"
+                )
             return (
                 f"the copy already at {where} could not be checked ({self.dest_detail}): "
                 "not relied on"
@@ -670,14 +682,15 @@ class Verifier:
                 return await self._relink(b, rep, v.url or c.url, c.page_url, v)
             if rep.dest_copy != "unreachable":
                 rep.dest_copy, rep.dest_detail = v.status, v.detail
-            if v.status != "unreachable":
+            if v.status != "unreachable" or self.opts.ignore_unreachable_dest:
                 dead.append(c)
-        if rep.dest_copy == "unreachable":
+        if rep.dest_copy == "unreachable" and not self.opts.ignore_unreachable_dest:
             # neither trusted nor doubled: the host may well still have it
             rep.action = "failed"
             rep.error = (
                 f"the copy already at {dest_cfg.name} could not be checked "
-                f"({rep.dest_detail}); re-run to finish"
+                f"({rep.dest_detail}); re-run to finish, or, if {dest_cfg.name} refuses "
+                "it for good, add --ignore-unreachable-dest to upload it again"
             )
             return rep
         rep.replaced = [(c.url, c.page_url) for c in dead]
