@@ -105,3 +105,47 @@ async def test_an_expired_url_the_host_cannot_renew_is_unreachable_not_gone(
         assert r.complete and not r.gave_up  # expired URLs are not a host that is down
         assert report.repairs == [] and report.exit_code == 1  # nothing re-hosted
         assert _urls(cfg) == first
+
+
+async def test_a_refresh_route_that_renews_nothing_leaves_it_unreachable_not_gone(
+    tmp_path: Path,
+) -> None:
+    """The refresh endpoint is a guess (Discord Images documents none): a host whose route
+    answers with the expired URL itself, unrenewed, does not make the image gone."""
+    clock = FakeClock()
+    async with serve_emulator(
+        "discordimages", signed_ttl=DAY, refresh_echo=True, clock=clock.wall
+    ) as dis:
+        cfg = _config(dis)
+        first = await _upload(cfg, tmp_path, 3)
+        clock.advance(2 * DAY)
+        report = await run_verify(
+            cfg, ["dis:"], VerifyOptions(wall=clock.wall, repair_to="dis:", transfers=1)
+        )
+        (r,) = report.remotes
+        assert r.counts == {"alive": 0, "gone": 0, "altered": 0, "unreachable": 3}
+        assert all("no fresh one" in v.detail for v in r.problems), r.problems
+        assert report.repairs == [] and _urls(cfg) == first
+
+
+async def test_a_clock_behind_the_hosts_does_not_make_an_expired_url_gone(
+    tmp_path: Path,
+) -> None:
+    """Our clock runs 5 minutes behind the host's: a URL the host already calls expired
+    (404) still has a minute to go by ours. It is treated as expired (a margin for clock
+    differences), not gone, and with no refresh route it is unreachable."""
+    clock = FakeClock()
+    async with serve_emulator(
+        "discordimages", signed_ttl=DAY, refresh=False, clock=clock.wall
+    ) as dis:
+        cfg = _config(dis)
+        first = await _upload(cfg, tmp_path, 2)
+        clock.advance(DAY + 240)  # the host: expired 4 minutes ago
+
+        def behind() -> float:
+            return clock.wall() - 300.0  # ours: a minute left
+
+        report = await run_verify(cfg, ["dis:"], VerifyOptions(wall=behind, repair_to="dis:"))
+        (r,) = report.remotes
+        assert r.counts == {"alive": 0, "gone": 0, "altered": 0, "unreachable": 2}
+        assert report.repairs == [] and _urls(cfg) == first

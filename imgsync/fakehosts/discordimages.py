@@ -40,7 +40,9 @@ Inferred [INF] and off unless asked for (constructor options):
   still there. ``POST /api/attachments/refresh-urls`` with ``{"attachment_urls": [...]}`` and
   the token answers ``{"refreshed_urls": [{"original": url, "refreshed": url}]}`` (Discord's
   shape) with fresh signatures for files it still has; ``refresh=False`` leaves that route
-  out (a host whose URLs expire with no way to renew them).
+  out (a host whose URLs expire with no way to renew them), ``refresh_echo=True`` makes it
+  answer each URL with itself, unrenewed (a route that exists but renews nothing). Neither
+  signed URLs nor this route are in Discord Images' docs: the shape is Discord's own CDN's.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class DiscordImagesFake(FakeHostBase):
         delete: bool = False,
         signed_ttl: float | None = None,
         refresh: bool = True,
+        refresh_echo: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``paging`` and ``delete`` switch on the inferred lolisafe routes [INF] (see module doc);
@@ -133,6 +136,7 @@ class DiscordImagesFake(FakeHostBase):
         self.delete = delete
         self.signed_ttl = float(signed_ttl) if signed_ttl else None
         self.refresh = refresh
+        self.refresh_echo = refresh_echo
         self.clock = clock
         limit = rate_limit(knobs.rate, "none")
         self.window = FixedWindow(*limit) if limit else None
@@ -335,9 +339,8 @@ class DiscordImagesFake(FakeHostBase):
             name = url.split("?", 1)[0].rsplit("/", 1)[-1]
             stored = self._files.get(name.rsplit(".", 1)[0])
             if stored is not None and stored.name == name:
-                out.append(
-                    {"original": url, "refreshed": self.file_url(self.base(request), stored)}
-                )
+                fresh = url if self.refresh_echo else self.file_url(self.base(request), stored)
+                out.append({"original": url, "refreshed": fresh})
         return _json({"refreshed_urls": out})
 
     async def _file(self, request: web.Request) -> web.Response:

@@ -23,8 +23,11 @@ the credential is dropped at the first hop that leaves the origin.
 A Discord-style signed URL (``ex``/``is``/``hm``) that has expired answers 404 while the
 image is still there: such an answer is not "gone". The remote is asked for a fresh URL
 (``Provider.refresh_url``); the fresh one is checked and, alive, recorded in place of the
-old; a host that gives none leaves the location **unreachable** ("expired"), never gone.
-A signed URL that has not expired and answers 404 is gone like any other.
+old; a host that gives none (no refresh route: Discord Images documents none, and its
+provider's is a guess; or one that answers with the same, or another expired, URL) leaves
+the location **unreachable** ("expired"), never gone. "Expired" allows for the host's
+clock being ahead of ours (:data:`CLOCK_SKEW`). A signed URL far from its expiry that
+answers 404 is gone like any other.
 
 A folder's location is checked by hashing the file (missing -> gone).
 
@@ -85,6 +88,9 @@ log = get_logger("imgsync.verify")
 MAX_CHECK_BYTES = 2 * 1024**3
 UNREACHABLE_STREAK = 8  # this many unreachable in a row: stop checking that remote this run
 EXPIRED = "the signed URL expired"
+# a signed URL this close to its expiry by our clock counts as expired: the host's clock
+# may be ahead of ours, and it already answers 404
+CLOCK_SKEW = 600.0
 MAX_HOPS = 5  # redirects followed by a check that carries the account's credential
 _SNIFF = 512
 
@@ -531,8 +537,10 @@ class Verifier:
         v = await check_host(http, name, t, opts, reencodes=reencodes, auth=auth)
         expires = signed_expiry(t.url)
         now = (self.opts.wall or time.time)()
-        if v.status not in ("gone", "unreachable") or expires is None or expires > now:
+        if v.status not in ("gone", "unreachable") or expires is None:
             return v
+        if expires > now + CLOCK_SKEW:
+            return v  # far from its expiry: a 404 there is the image's
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
         remote = self.by_key.get(key)
         fresh = None
@@ -544,6 +552,8 @@ class Verifier:
                 status="unreachable",
                 detail=f"{EXPIRED} {when}; renewing it failed: {redact(str(exc))[:200]}",
             )
+        if fresh and (fresh == t.url or (signed_expiry(fresh) or now + 1) <= now):
+            fresh = None  # the route answered but renewed nothing: no news of the image
         if not fresh:
             return v._replace(
                 status="unreachable",

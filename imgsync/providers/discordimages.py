@@ -42,6 +42,9 @@ Choices made here:
   non-image files too (the engine reads it, as it reads ``--include-non-images``).
 * a non-empty ``album`` becomes the one tag of ``meta.tags``; ``timestamp`` becomes
   ``meta.created_at``. The host keeps no title or description.
+* expired signed URLs (``ex``/``is``/``hm``, as Discord's CDN hands out) are renewed through
+  a guessed route (:meth:`DiscordImagesProvider.refresh_url`): nothing about them is
+  documented for this host.
 * downloads go to the ``file`` URL without the token (it may be another host's URL).
 * the host reports no rate limit; 429 is mapped to ``RateLimited`` if it ever comes.
 """
@@ -274,9 +277,15 @@ class DiscordImagesProvider(Provider):
     # ---- transfer ----------------------------------------------------------------------
 
     async def refresh_url(self, url: str) -> str | None:
-        """Fresh signatures for an expired signed file URL (``ex``/``is``/``hm``), asked as
-        Discord's ``POST attachments/refresh-urls`` is [INF]; None for an unsigned URL, a
-        host without that route, or a file it no longer has."""
+        """Fresh signatures for an expired signed file URL (``ex``/``is``/``hm``); None for
+        an unsigned URL, a host without the route, or a file it no longer has.
+
+        NOT DOCUMENTED: Discord Images' docs mention neither signed URLs nor any way to
+        renew one. This asks ``POST /api/attachments/refresh-urls`` in the shape of
+        Discord's own CDN endpoint (``{"attachment_urls": [...]}`` ->
+        ``{"refreshed_urls": [{"original", "refreshed"}]}``), a guess [INF]. A host without
+        it answers 404 (-> None) or some other refusal (raised); the caller then leaves the
+        image unreachable, never gone."""
         if not signed_expiry(url):
             return None
         try:
