@@ -147,6 +147,24 @@ class NoOptions:
 
 FIND_UPLOAD_ITEMS = 100  # the newest items searched for an upload whose reply was lost
 FIND_UPLOAD_PAGES = 5  # ... in at most this many listing pages
+# With a time bound (``find_upload(..., since=)``) the search goes back until items are
+# older than the bound less FIND_SINCE_SLACK seconds (the host's clock may differ from the
+# one the bound was read on), in at most FIND_SINCE_PAGES pages.
+FIND_SINCE_SLACK = 15.0
+FIND_SINCE_PAGES = 500
+
+
+def item_time(item: RemoteItem) -> float | None:
+    """When the host says ``item`` was stored (unix seconds), if it says."""
+    return item.meta.created_at if item.meta.created_at is not None else item.mtime
+
+
+def older_than(item: RemoteItem, since: float | None) -> bool:
+    """Whether ``item`` was stored before ``since`` (less :data:`FIND_SINCE_SLACK`): a
+    newest-first search bound by ``since`` stops there. An item without a time is not."""
+    when = item_time(item)
+    return since is not None and when is not None and when < since - FIND_SINCE_SLACK
+
 
 OWN_HOST = ""
 """A ``default_limits`` key: the host the remote's ``base_url`` names (self-hosted sites);
@@ -416,15 +434,20 @@ class Provider(ABC):
         ``AuthError``, ``TransientError`` (after the client's own retries).
         """
 
-    async def find_upload(self, src: UploadSource, *, rel_path: str) -> RemoteItem | None:
+    async def find_upload(
+        self, src: UploadSource, *, rel_path: str, since: float | None = None
+    ) -> RemoteItem | None:
         """The item an upload of ``src`` made, if the host has one (``None``: not found).
 
-        Asked after an upload's reply broke off, before sending it again. The default looks
-        through the newest :data:`FIND_UPLOAD_ITEMS` items of a listing that shows the
-        newest first (other uploads in flight meanwhile may have pushed it off the first
-        page; at most :data:`FIND_UPLOAD_PAGES` pages), for an item with the same checksum
-        (when the host reports one) or the same name and size. Raises ``Unsupported`` when
-        the host cannot be listed.
+        Asked after an upload's reply broke off, or when a lease is taken over from a
+        holder that started sending, before sending again. ``since``: the earliest time
+        (unix seconds) that upload can have been sent; the search then goes back through
+        the listing until items are older than that (less :data:`FIND_SINCE_SLACK`), however
+        many uploads came since. Without it, the newest :data:`FIND_UPLOAD_ITEMS` items are
+        searched (at most :data:`FIND_UPLOAD_PAGES` pages). The default reads a listing that
+        shows the newest first, for an item with the same checksum (when the host reports
+        one) or the same name and size. Raises ``Unsupported`` when the host cannot be
+        listed.
         """
         if not self.features.can_list:
             raise Unsupported("this remote cannot be listed", remote=self.name)
@@ -433,7 +456,7 @@ class Provider(ABC):
         stem = PurePosixPath(rel_path).stem
         cursor: str | None = None
         looked = 0
-        for _ in range(FIND_UPLOAD_PAGES):
+        for _ in range(FIND_SINCE_PAGES if since is not None else FIND_UPLOAD_PAGES):
             page = await self.list_page(cursor)
             for item in page.items:
                 if item.sha256 is not None and item.sha256 == src.sha256:
@@ -443,7 +466,11 @@ class Provider(ABC):
                 if item.size == src.size and PurePosixPath(item.name).stem == stem:
                     return item
             looked += len(page.items)
-            if looked >= FIND_UPLOAD_ITEMS or page.next_cursor in (None, cursor):
+            if page.next_cursor in (None, cursor):
+                break
+            if since is None and looked >= FIND_UPLOAD_ITEMS:
+                break
+            if page.items and older_than(page.items[-1], since):
                 break
             cursor = page.next_cursor
         return None

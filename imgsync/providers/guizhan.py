@@ -50,6 +50,7 @@ Lsky Pro 2, a similar Laravel host (fixtures/lsky-2, flavour only).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -71,12 +72,14 @@ from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.log import get_logger, redact
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
 from imgsync.providers.base import (
+    FIND_SINCE_PAGES,
     FIND_UPLOAD_ITEMS,
     FIND_UPLOAD_PAGES,
     Features,
     Provider,
     ProviderContext,
     ProviderInfo,
+    older_than,
     option,
 )
 from imgsync.providers.paging import resume_page
@@ -166,6 +169,9 @@ class GuizhanProvider(Provider):
         # the cursor this instance handed out last: a listing going on reads it as is; any
         # other cursor (saved by an earlier run) is resumed by looking back for its watermark
         self._handed_out: str | None = None
+        # the SHA-256 of images a search downloaded (by name), and one search at a time
+        self._searched: dict[str, str] = {}
+        self._search_lock = asyncio.Lock()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -270,14 +276,16 @@ class GuizhanProvider(Provider):
         rows = await self._rows(page)
         return [self._item(row) for row in rows], len(rows) >= self.per_page
 
-    async def _rows(self, page: int, direction: str = "ASC") -> list[Any]:
+    async def _rows(
+        self, page: int, direction: str = "ASC", per_page: int | None = None
+    ) -> list[Any]:
         resp = await self.http.request(
             "GET",
             self.api_url,
             remote=self.name,
             params={
                 "page": page,
-                "per_page": self.per_page,
+                "per_page": per_page or self.per_page,
                 "order": "upload_time",
                 "direction": direction,
             },
@@ -326,24 +334,41 @@ class GuizhanProvider(Provider):
         stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return f"{page}@{self.per_page}@{stamp}@{last.remote_id}"
 
-    async def find_upload(self, src: UploadSource, *, rel_path: str) -> RemoteItem | None:
+    async def find_upload(
+        self, src: UploadSource, *, rel_path: str, since: float | None = None
+    ) -> RemoteItem | None:
         """The image an earlier upload of ``src`` made, if the host has one.
 
-        The listing is read newest first (``direction=DESC``; the pages of a resumable
-        listing stay oldest first), at most :data:`FIND_UPLOAD_ITEMS` images. The host
-        renames every upload and reports no checksum, so an image of the same size is
-        downloaded and its SHA-256 compared: a match is the very bytes, never a guess."""
+        The listing is read newest first (``direction=DESC``, the largest pages; the pages
+        of a resumable listing stay oldest first): back to ``since`` when given (see
+        :meth:`Provider.find_upload`), else at most :data:`FIND_UPLOAD_ITEMS` images. The
+        host renames every upload and reports no checksum, so an image of the same size is
+        downloaded and its SHA-256 compared: a match is the very bytes, never a guess. The
+        checksums read are kept, so searches one after another download an image once."""
         looked = 0
-        for page in range(1, FIND_UPLOAD_PAGES + 1):
-            rows = await self._rows(page, direction="DESC")
-            for row in rows:
-                item = self._item(row)
-                if item.size == src.size and await self._sha256(item) == src.sha256:
-                    return item
-            looked += len(rows)
-            if len(rows) < self.per_page or looked >= FIND_UPLOAD_ITEMS:
-                break
+        async with self._search_lock:
+            pages = FIND_SINCE_PAGES if since is not None else FIND_UPLOAD_PAGES
+            for page in range(1, pages + 1):
+                rows = await self._rows(page, direction="DESC", per_page=PER_PAGE_MAX)
+                items = [self._item(row) for row in rows]
+                for item in items:
+                    if item.size == src.size and await self._known_sha256(item) == src.sha256:
+                        return item
+                looked += len(rows)
+                if len(rows) < PER_PAGE_MAX:
+                    break
+                if since is None and looked >= FIND_UPLOAD_ITEMS:
+                    break
+                if items and older_than(items[-1], since):
+                    break
         return None
+
+    async def _known_sha256(self, item: RemoteItem) -> str:
+        """:meth:`_sha256` of ``item``, read once per image for this provider's life."""
+        known = self._searched.get(item.remote_id)
+        if known is None:
+            known = self._searched[item.remote_id] = await self._sha256(item)
+        return known
 
     async def _sha256(self, item: RemoteItem) -> str:
         digest = hashlib.sha256()

@@ -519,7 +519,9 @@ class LskyProProvider(Provider):
             )
         return item
 
-    async def find_upload(self, src: UploadSource, *, rel_path: str) -> RemoteItem | None:
+    async def find_upload(
+        self, src: UploadSource, *, rel_path: str, since: float | None = None
+    ) -> RemoteItem | None:
         """The image an upload of ``src`` whose reply broke off made, if the host has it.
 
         The host re-encodes what it stores (no checksum or size to match), so the newest
@@ -529,7 +531,7 @@ class LskyProProvider(Provider):
         anything is unknown (a guest upload is not listed, a format whose size cannot be
         read) it is not found, and the caller sends it again and reports the possible copy.
         """
-        sent = self._sent_at.get(src.sha256)
+        sent = self._sent_at.get(src.sha256, since)  # since: another run's (a lease taken over)
         size = image_size(await src.head(65536))
         if sent is None or size is None or not self.config.token:
             return None

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Self
 
@@ -220,14 +220,24 @@ class Leased(tuple[set[str], set[str]]):
     """What a lease call answers: ``(mine, present)`` (leased to the caller; already
     recorded at the destination), and ``taken_over``: those of ``mine`` whose lease was
     taken from a previous holder that did not finish (its process died, or its lease
-    expired). Such a holder may have sent the bytes before it stopped, so an upload of
-    one of these looks at the destination first; a fresh lease costs nothing extra."""
+    expired) and may have sent the bytes before it stopped, so an upload of one of these
+    looks at the destination first; a fresh lease costs nothing extra. ``since``: for each
+    of ``taken_over`` whose time is known, the earliest time (unix seconds, this machine's
+    clock) a holder can have sent it: the search goes back to then."""
 
     taken_over: frozenset[str]
+    since: dict[str, float]
 
-    def __new__(cls, mine: set[str], present: set[str], taken_over: Iterable[str] = ()) -> Self:
+    def __new__(
+        cls,
+        mine: set[str],
+        present: set[str],
+        taken_over: Iterable[str] = (),
+        since: Mapping[str, float] | None = None,
+    ) -> Self:
         self = super().__new__(cls, (mine, present))
         self.taken_over = frozenset(taken_over) & frozenset(mine)
+        self.since = {s: t for s, t in (since or {}).items() if s in self.taken_over}
         return self
 
     @property

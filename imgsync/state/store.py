@@ -170,13 +170,13 @@ class StateStore:
             return Leased(set(), set())
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self._put(_Op("", [], claim=(dest, list(shas), self.owner), future=fut))
-        local, present, stale = await fut
+        local, present, stale = await fut  # stale: checksum -> when its dead holder leased it
         # another store of this process holds some: the database cannot tell them apart
         local = {s for s in local if _HELD.get(self._held_key(dest, s), id(self)) == id(self)}
         for s in local:
             _HELD[self._held_key(dest, s)] = id(self)
         if self.fleet is None or not local:
-            return Leased(local, present, stale)
+            return Leased(local, present, stale, stale)
         # fleet mode: what this machine may take is then leased across the fleet
         try:
             got = await self.fleet.lease(dest, sorted(local))
@@ -186,7 +186,14 @@ class StateStore:
         mine, elsewhere = got
         if local - mine:
             await self._release_local(dest, local - mine)
-        return Leased(mine, present | elsewhere, stale | got.taken_over)
+        # the fleet knows whether a holder started sending (and when): it alone decides
+        return Leased(mine, present | elsewhere, got.taken_over, got.since)
+
+    async def sending(self, dest: str, shas: Sequence[str]) -> None:
+        """The bytes of these leased checksums are about to be sent to ``dest``: in fleet
+        mode the mark lets a worker taking a lease over know to search, and since when."""
+        if self.fleet is not None and shas:
+            await self.fleet.sending(dest, shas)
 
     def _held_key(self, dest: str, sha: str) -> tuple[str, str, str]:
         return (self._held_db, dest, sha)
@@ -333,15 +340,16 @@ class StateStore:
     @staticmethod
     def _claim(
         conn: sqlite3.Connection, dest: str, shas: list[str], owner: str
-    ) -> tuple[set[str], set[str], set[str]]:
-        """(leased, recorded at ``dest``, leased from a dead or expired holder)."""
+    ) -> tuple[set[str], set[str], dict[str, float]]:
+        """(leased, recorded at ``dest``, leased from a dead or expired holder: checksum ->
+        when that holder had leased it)."""
         now = time.time()
         conn.executemany(
             "INSERT OR IGNORE INTO claims (sha256, dest, owner, claimed_at) VALUES (?, ?, ?, ?)",
             [(s, dest, owner, now) for s in shas],
         )
         got: set[str] = set()
-        taken: set[str] = set()
+        taken: dict[str, float] = {}
         for start in range(0, len(shas), 500):
             chunk = shas[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -356,13 +364,13 @@ class StateStore:
                     got.add(sha)
                 elif now - claimed_at > CLAIM_TTL or not owner_alive(holder):
                     stale.append(sha)
+                    taken[sha] = float(claimed_at)
             if stale:
                 conn.executemany(
                     "UPDATE claims SET owner = ?, claimed_at = ? WHERE sha256 = ? AND dest = ?",
                     [(owner, now, s, dest) for s in stale],
                 )
                 got.update(stale)
-                taken.update(stale)
         present: set[str] = set()
         held = sorted(got)
         for start in range(0, len(held), 500):
@@ -381,4 +389,4 @@ class StateStore:
                 "DELETE FROM claims WHERE sha256 = ? AND dest = ? AND owner = ?",
                 [(s, dest, owner) for s in present],
             )
-        return got - present, present, taken - present
+        return got - present, present, {s: t for s, t in taken.items() if s not in present}

@@ -199,8 +199,10 @@ class Fleet:
 
     async def lease(self, dest: str, shas: Sequence[str]) -> Leased:
         """(leased to this worker, already recorded at ``dest``), atomically across workers;
-        ``.taken_over``: those whose lease was another worker's, expired or dead (it may
-        have sent the bytes before it stopped)."""
+        ``.taken_over``: those whose lease was another worker's (expired, or its worker
+        dead): it may have sent the bytes before it stopped; ``.since``: for those a holder
+        had started sending (see :meth:`sending`), when that first send began (this
+        machine's clock), so the destination is searched back to then."""
         shas = sorted(set(shas))  # one lock order for every worker: no deadlock
         now = self.now()
 
@@ -215,14 +217,15 @@ class Fleet:
                 "ON CONFLICT (dest, sha256) DO UPDATE SET owner = excluded.owner, "
                 "expires = excluded.expires "
                 "WHERE fleet_claims.owner = excluded.owner OR fleet_claims.expires < %s "
-                "RETURNING sha256) "
-                "SELECT up.sha256, prev.owner IS NOT NULL AND prev.owner <> %s "
+                "RETURNING sha256, sent) "
+                "SELECT up.sha256, prev.owner IS NOT NULL AND prev.owner <> %s, up.sent "
                 "FROM up LEFT JOIN prev USING (sha256)",
                 (dest, shas, dest, self.owner, now + self.ttl, shas, now, self.owner),
             )
             rows = await cur.fetchall()
             mine = {r[0] for r in rows}
             taken = {r[0] for r in rows if r[1]}
+            sent = {r[0]: float(r[2]) for r in rows if r[1] and r[2] is not None}
             if len(mine) < len(shas):
                 # a holder on this machine that died is known dead now, not at expiry
                 await cur.execute(
@@ -235,12 +238,14 @@ class Fleet:
                     await cur.execute(
                         "UPDATE fleet_claims SET owner = %s, expires = %s WHERE dest = %s "
                         "AND sha256 = ANY(%s::text[]) AND owner = ANY(%s::text[]) "
-                        "RETURNING sha256",
+                        "RETURNING sha256, sent",
                         (self.owner, now + self.ttl, dest, shas, dead),
                     )
-                    revived = {r[0] for r in await cur.fetchall()}
-                    mine.update(revived)
-                    taken.update(revived)
+                    for sha, at in await cur.fetchall():
+                        mine.add(sha)
+                        taken.add(sha)
+                        if at is not None:
+                            sent[sha] = float(at)
             await cur.execute(
                 "SELECT DISTINCT sha256 FROM fleet_locations "
                 "WHERE remote = %s AND sha256 = ANY(%s::text[])",
@@ -254,10 +259,26 @@ class Fleet:
                     "AND sha256 = ANY(%s::text[])",
                     (dest, self.owner, done),
                 )
-            return Leased(mine - present, present, taken - present)
+            since = {sha: at - self._offset for sha, at in sent.items()}
+            return Leased(mine - present, present, taken - present, since)
 
         result: Leased = await self._tx(work)
         return result
+
+    async def sending(self, dest: str, shas: Sequence[str]) -> None:
+        """Mark this worker's leases on ``shas`` as being sent (now), before the bytes go:
+        whoever takes one over then knows to search ``dest`` back to the first send. A
+        lease no holder marked was never sent, so a takeover sends it without a search."""
+        now = self.now()
+
+        async def work(cur: Any) -> None:
+            await cur.execute(
+                "UPDATE fleet_claims SET sent = COALESCE(sent, %s) WHERE dest = %s "
+                "AND owner = %s AND sha256 = ANY(%s::text[])",
+                (now, dest, self.owner, sorted(set(shas))),
+            )
+
+        await self._tx(work)
 
     async def admit(self, authority: str, windows: Sequence[tuple[int, float]]) -> float:
         """See :class:`FleetLedger`."""

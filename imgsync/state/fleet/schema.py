@@ -6,7 +6,8 @@ by a newer imgsync is refused (one line) rather than misread.
 
 What the tables hold (the SQLite tables of the same meaning are in ``state/schema.py``):
 
-* ``fleet_claims``: leases (destination, checksum, owner, expiry) taken before an upload.
+* ``fleet_claims``: leases (destination, checksum, owner, expiry) taken before an upload,
+  and when a holder first started sending (``sent``; kept when the lease is taken over).
 * ``fleet_locations``: every place an image is, as in ``locations``, without the delete
   URL (a credential that stays on the worker that uploaded).
 * ``fleet_rate_log``: the requests the fleet sent to each limited host (the shared ledger):
@@ -130,6 +131,11 @@ MIGRATIONS: dict[int, str] = {
     UPDATE fleet_rate_log SET answered = stamp WHERE answered IS NULL;
     CREATE INDEX IF NOT EXISTS fleet_rate_log_pending ON fleet_rate_log (authority, owner, stamp)
         WHERE answered IS NULL;
+    """,
+    # when a holder of the lease first started sending the bytes (the database's clock;
+    # NULL: never): whoever takes the lease over searches the destination back to then
+    5: """
+    ALTER TABLE fleet_claims ADD COLUMN IF NOT EXISTS sent DOUBLE PRECISION;
     """,
 }
 
