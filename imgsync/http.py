@@ -43,7 +43,7 @@ breaker opens and every request to that host raises ``RemoteUnavailable`` (scope
 A request that is not safe to repeat (``idempotent=False``; by default any POST or PATCH:
 an upload) whose reply breaks off *after* its status line arrived reached the host, which
 may have acted on it. It is not sent again: ``ReplyLost`` goes to the caller, which knows
-whether it can look for the result first (see :mod:`imgsync.pipeline.copy`).
+whether it can look for the result first (see :mod:`imgsync.pipeline.delivery`).
 
 Downloads use :meth:`ApiClient.stream`: the same slot and error mapping, with the
 connection phase retried; the body arrives in chunks and is never held whole.

@@ -1,0 +1,167 @@
+"""What a copy run records in state: where the items came from, what was uploaded or
+written (committed before it counts as done), what this source relies on, the journal,
+and the one log line per transferred item."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from imgsync.hashing import Digest
+from imgsync.localfs import StagedFile, display, path_key
+from imgsync.models import RemoteItem, guess_mime
+from imgsync.pipeline.candidate import Candidate
+from imgsync.state import queries
+from imgsync.state.queries import KnownFile
+
+if TYPE_CHECKING:
+    from imgsync.pipeline.copy import CopyRun
+
+
+class Recorder:
+    """Records a run's items in state and the journal (one per run; see the module)."""
+
+    def __init__(self, run: CopyRun) -> None:
+        self.run = run
+
+    async def record_sources(self, ready: list[Candidate]) -> None:
+        if self.run.opts.dry_run:
+            return
+        rows = []
+        local_rows = []
+        for c in ready:
+            d = c.digest
+            assert d is not None
+            rows.append((d.sha256, d.size, d.md5, guess_mime(c.rel)))
+            if c.scan is not None:
+                local_rows.append(
+                    (
+                        c.source_id,
+                        KnownFile(c.scan.size, c.scan.mtime_ns, c.scan.inode, d.sha256, d.md5),
+                    )
+                )
+        await queries.record_objects(self.run.store, rows)
+        if local_rows:
+            assert self.run.src.folder is not None
+            await queries.record_local_files(self.run.store, str(self.run.src.folder), local_rows)
+        else:
+            await queries.record_locations(
+                self.run.store,
+                self.run.src_key,
+                [(c.digest.sha256, c.remote) for c in ready if c.digest and c.remote],
+                converts=self.run.src.features.reencodes_uploads,
+                later=True,  # fleet mode: shared with the next release or finished page
+            )
+
+    async def record_upload(
+        self, c: Candidate, d: Digest, item: RemoteItem, duplicate_note: str | None
+    ) -> None:
+        """The upload is committed to state (then its lease released) before the item
+        counts as done."""
+        await queries.record_locations(
+            self.run.store, self.run.dst_key, [(d.sha256, item)], later=True
+        )
+        await queries.record_owners(
+            self.run.store, self.run.dst_key, self.run.src_key, [d.sha256], wrote=True
+        )
+        # "verified" when the host reported a checksum the provider compared (Chevereto's
+        # md5) of the bytes it stores; a host that re-encodes uploads stores other bytes
+        features = self.run.dst.features
+        stage = "verified" if features.checksums and not features.reencodes_uploads else "uploaded"
+        await self.journal(c, stage, error=duplicate_note, attempt=True)
+        await self.run.store.flush()
+        await self.run.store.release(self.run.dst_key, [d.sha256])
+        self.run.summary.copied += 1
+        self.run.summary.bytes += d.size
+        self.run.progress.tick(done=1, copied=1, nbytes=d.size)
+        self.log_item(c.rel, item.url or item.remote_id, d.size)
+
+    def log_item(self, name: str, where: str, size: int) -> None:
+        """One line per transferred item, with where it is now (its new URL)."""
+        emit = self.run._log.info if self.run.opts.log_items else self.run._log.debug
+        emit(
+            "transferred",
+            job=self.run.opts.job,
+            item=display(name),
+            dest=self.run.dst.name,
+            url=where,
+            bytes=size,
+        )
+
+    async def record_hashed(self, files: Iterable[StagedFile]) -> None:
+        """Objects and ``local_files`` rows for source files just hashed."""
+        root = self.run.src.folder
+        assert root is not None
+        rows, local_rows = [], []
+        for f in files:
+            d, scan = f.digest, f.scan
+            assert d is not None and scan is not None
+            rows.append((d.sha256, d.size, d.md5, guess_mime(f.rel)))
+            local_rows.append(
+                (path_key(f.rel), KnownFile(scan.size, scan.mtime_ns, scan.inode, d.sha256, d.md5))
+            )
+        await queries.record_objects(self.run.store, rows)
+        await queries.record_local_files(self.run.store, str(root), local_rows)
+
+    async def record_written(self, done: Sequence[tuple[str, str, int, bool]]) -> None:
+        """Locations for (sha256, final rel, size, already there) just committed at a local
+        destination; committed to state before they count as done."""
+        await queries.record_locations(
+            self.run.store,
+            self.run.dst_key,
+            [
+                (sha, RemoteItem(remote_id=path_key(rel), name=rel, size=size))
+                for sha, rel, size, _already in done
+            ],
+        )
+        await queries.record_owners(
+            self.run.store,
+            self.run.dst_key,
+            self.run.src_key,
+            [d[0] for d in done if not d[3]],
+            wrote=True,
+        )
+        self.run.relied.extend(d[0] for d in done if d[3])
+        await self.run.store.flush()
+        for _sha, rel, size, already in done:
+            if already:
+                self.run.summary.present += 1
+                self.run.progress.tick(done=1)
+                continue
+            self.run.summary.copied += 1
+            self.run.summary.bytes += size
+            self.run.progress.tick(done=1, copied=1, nbytes=size)
+            self.log_item(rel, os.path.join(str(self.run.dst.folder), rel), size)
+
+    async def record_relied(self) -> None:
+        """This source relies on bytes it found already at the destination."""
+        if self.run.relied and not self.run.opts.dry_run:
+            await queries.record_owners(
+                self.run.store,
+                self.run.dst_key,
+                self.run.src_key,
+                set(self.run.relied),
+                wrote=False,
+            )
+            self.run.relied.clear()
+
+    async def journal_batch(self, stage: str, items: list[tuple[str, str | None]]) -> None:
+        await queries.journal_many(
+            self.run.store, self.run.opts.job, self.run.src_key, self.run.dst_key, stage, items
+        )
+
+    async def journal(
+        self, c: Candidate, stage: str, *, error: str | None = None, attempt: bool = False
+    ) -> None:
+        await queries.journal(
+            self.run.store,
+            self.run.opts.job,
+            self.run.src_key,
+            c.source_id,
+            self.run.dst_key,
+            stage,
+            sha256=c.digest.sha256 if c.digest else None,
+            error=error,
+            attempt=attempt,
+        )
