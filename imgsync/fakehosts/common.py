@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-FAULT_KINDS = ("5xx", "reset", "slow", "truncate", "malformed")
+FAULT_KINDS = ("5xx", "reset", "slow", "truncate", "malformed", "stall")
 _UNITS = {
     "second": 1.0,
     "sec": 1.0,
@@ -438,6 +438,15 @@ class FakeHostBase:
             return await handler(request)
         if fault == "malformed":
             return self.malformed_body()
+        if fault == "stall":
+            # the request is carried out (an upload is stored), then the reply is held
+            # until the client goes away or ``slow_seconds`` pass: a killed client's upload
+            resp = await handler(request)
+            waited = 0.0
+            while waited < self.knobs.slow_seconds and not _gone(request):
+                await asyncio.sleep(0.05)
+                waited += 0.05
+            return resp
         # truncate: promise more bytes than are sent, then drop the connection
         resp = await handler(request)
         body = getattr(resp, "body", None)
@@ -455,6 +464,12 @@ class FakeHostBase:
         if request.transport is not None:
             request.transport.close()
         return stream
+
+
+def _gone(request: web.Request) -> bool:
+    """Whether the client of ``request`` closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def json_response(

@@ -69,6 +69,7 @@ from imgsync.errors import (
     ImgsyncError,
     NotFound,
     ProviderError,
+    ReplyLost,
     ResponseError,
     UsageError,
 )
@@ -93,6 +94,10 @@ EXPIRED = "the signed URL expired"
 CLOCK_SKEW = 600.0
 MAX_HOPS = 5  # redirects followed by a check that carries the account's credential
 _SNIFF = 512
+
+# what a repair that succeeded did: uploaded; found (the upload of a run that did not
+# finish, found at DEST); relinked (to a live copy DEST held); alive again (no repair needed)
+REPAIRED = ("uploaded", "found", "relinked", "alive again")
 
 # ``url`` -> the remote's credential headers for a GET of it ({} for another origin)
 Credentials = Callable[[str], dict[str, str]]
@@ -160,7 +165,7 @@ class Repair:
     sha256: str
     old_url: str | None
     old_page: str | None
-    action: str  # uploaded | relinked | would upload | would relink | lost | failed
+    action: str  # uploaded | found | relinked | would upload | would relink | lost | failed
     source: str = ""  # where the bytes came from
     new_url: str | None = None
     new_page: str | None = None
@@ -195,11 +200,11 @@ class Repair:
             return (
                 f"the copy already at {where} is {self.dest_copy} ({self.dest_detail}): "
                 "not trusted, uploaded again"
-                if self.action in ("uploaded", "would upload")
+                if self.action in ("uploaded", "found", "would upload")
                 else f"the copy already at {where} is {self.dest_copy} ({self.dest_detail})"
             )
         if self.dest_copy == "unreachable":
-            if self.action in ("uploaded", "would upload"):
+            if self.action in ("uploaded", "found", "would upload"):
                 return (
                     f"the copy already at {where} could not be checked ({self.dest_detail}): "
                     "treated as dead (--ignore-unreachable-dest), uploaded again"
@@ -258,9 +263,7 @@ class VerifyReport:
         """0 when every checked location is alive (or, repairing, every dead one was
         repaired); 1 otherwise."""
         if self.dest is not None and not self.dry_run:
-            left = [
-                r for r in self.repairs if r.action not in ("uploaded", "relinked", "alive again")
-            ]
+            left = [r for r in self.repairs if r.action not in REPAIRED]
             unreachable = sum(r.counts["unreachable"] for r in self.remotes)
             return 1 if left or unreachable else 0
         return 1 if self.not_alive else 0
@@ -750,20 +753,21 @@ class Verifier:
             await self._done(b, rep)
         return rep
 
-    async def _lease(self, dest_key: str, sha: str) -> tuple[bool, bool]:
-        """Lease ``sha`` at DEST as the copy pipeline does: (mine, recorded there). Held by
-        another run (another process, or another repair or job of this one): wait for it
-        up to ``lease_wait``, looking every ``lease_poll``."""
+    async def _lease(self, dest_key: str, sha: str) -> tuple[bool, bool, bool]:
+        """Lease ``sha`` at DEST as the copy pipeline does: (mine, recorded there, taken
+        over from a holder that did not finish). Held by another run (another process, or
+        another repair or job of this one): wait for it up to ``lease_wait``, looking
+        every ``lease_poll``."""
         clock = self.opts.clock or time.monotonic
         sleep = self.opts.sleep or anyio.sleep
         deadline = clock() + self.opts.lease_wait
         while True:
-            mine, present = await self.store.lease(dest_key, [sha])
-            if mine or present:
-                return bool(mine), bool(present)
+            got = await self.store.lease(dest_key, [sha])
+            if got.mine or got.present:
+                return bool(got.mine), bool(got.present), sha in got.taken_over
             now = clock()
             if now >= deadline:
-                return False, False
+                return False, False, False
             await sleep(min(self.opts.lease_poll, deadline - now))
 
     async def _upload(
@@ -782,7 +786,7 @@ class Verifier:
         for c in dead:
             await queries.forget_location(self.store, dest_key, c.remote_id)
         await self.store.flush()
-        mine, present = await self._lease(dest_key, b.sha256)
+        mine, present, taken_over = await self._lease(dest_key, b.sha256)
         if present:  # another run recorded these bytes there meanwhile
             return await self._relink_recorded(b, rep, dest_cfg, dest_key)
         if not mine:
@@ -798,7 +802,21 @@ class Verifier:
         try:
             name = _name_for(b, body.head())
             src = body.upload_source(name, guess_mime(name))
-            item = await dest.upload(src, ItemMeta(title=Path(name).stem), rel_path=name)
+            found = None
+            if taken_over:  # the holder that died may have sent them: look first
+                found = await self._find_sent(dest, src, name)
+            if found is not None:
+                item = found
+                rep.action = "found"
+                log.info(
+                    "found at the destination",
+                    remote=self.name_of(b.remote),
+                    id=b.remote_id,
+                    dest=dest_cfg.name,
+                    why="its lease was taken over from a run that did not finish",
+                )
+            else:
+                item = await self._send(dest, src, name, rep)
         except Duplicate:
             await self.store.release(dest_key, [b.sha256])
             rep.action = "failed"
@@ -815,7 +833,8 @@ class Verifier:
         )
         await self.store.flush()
         await self.store.release(dest_key, [b.sha256])
-        rep.action = "uploaded"
+        if rep.action != "found":
+            rep.action = "uploaded"
         rep.new_url, rep.new_page = item.url, item.page_url
         await self._done(b, rep)
         for c in dead:  # the dead copies at DEST are replaced by this one too
@@ -823,6 +842,40 @@ class Verifier:
         await self.store.flush()
         log.info("repaired", remote=self.name_of(b.remote), id=b.remote_id, source=rep.source)
         return rep
+
+    async def _find_sent(self, dest: Any, src: Any, name: str) -> RemoteItem | None:
+        """What an earlier upload of ``src`` left at DEST, when DEST can be listed (None:
+        not found, or it cannot be searched)."""
+        if not dest.features.can_list:
+            return None
+        try:
+            found: RemoteItem | None = await dest.find_upload(src, rel_path=name)
+        except ImgsyncError as exc:
+            if exc.scope != "item":
+                raise
+            return None
+        return found
+
+    async def _send(self, dest: Any, src: Any, name: str, rep: Repair) -> RemoteItem:
+        """Upload ``src`` to DEST. A reply that broke off is not sent again blindly: DEST
+        is searched first (when it can be listed); otherwise it is sent once more and the
+        possible extra copy noted."""
+        meta = ItemMeta(title=Path(name).stem)
+        try:
+            item: RemoteItem = await dest.upload(src, meta, rel_path=name)
+            return item
+        except ReplyLost as lost:
+            first = lost
+        found = await self._find_sent(dest, src, name)
+        if found is not None:
+            rep.action = "found"
+            return found
+        item = await dest.upload(src, meta, rel_path=name)
+        rep.error = (
+            f"possible duplicate: the reply to the first upload broke off ({first.detail}); "
+            f"{rep.dest} may hold an extra copy imgsync has no delete link for"
+        )
+        return item
 
     async def _recheck(self, b: Broken) -> Verdict:
         t = Target(b.remote_id, b.sha256, b.url, b.page_url, None, None, 0.0, None)
