@@ -59,6 +59,7 @@ inference.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -79,7 +80,15 @@ from imgsync.errors import (
 )
 from imgsync.http import ApiResponse, FilePart, Multipart, parse_retry_after
 from imgsync.log import get_logger, redact
-from imgsync.models import IMAGE_EXTENSIONS, ItemMeta, Page, RemoteItem, UploadSource, image_size
+from imgsync.models import (
+    IMAGE_EXTENSIONS,
+    ItemMeta,
+    Page,
+    RemoteItem,
+    UploadSource,
+    image_size,
+    sniff_image,
+)
 from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
 from imgsync.providers.values import as_int
 
@@ -178,6 +187,31 @@ class LskyProOptions:
 
 
 API_SCOPE = "/api/v1"  # the part of an instance Laravel's API throttle counts
+
+
+# types the host stores byte for byte (their md5 in the listing is the sent bytes') [REC 12, 21]
+STORED_AS_SENT = frozenset({"image/gif"})
+
+
+async def _digests(src: UploadSource) -> tuple[str, str]:
+    """MD5 and SHA-1 of what ``src`` sends (a file is read in pieces, in a thread: this is
+    the rare path of a lost reply, and the file may be large)."""
+    import anyio.to_thread
+
+    def both() -> tuple[str, str]:
+        md5, sha1 = hashlib.md5(), hashlib.sha1()
+        if src.data is not None:
+            md5.update(src.data)
+            sha1.update(src.data)
+        else:
+            assert src.path is not None
+            with open(src.path, "rb") as fh:
+                while piece := fh.read(1 << 20):
+                    md5.update(piece)
+                    sha1.update(piece)
+        return md5.hexdigest(), sha1.hexdigest()
+
+    return await anyio.to_thread.run_sync(both)
 
 
 class LskyProProvider(Provider):
@@ -524,32 +558,58 @@ class LskyProProvider(Provider):
     ) -> RemoteItem | None:
         """The image an upload of ``src`` whose reply broke off made, if the host has it.
 
-        The host re-encodes what it stores (no checksum or size to match), so the newest
-        page (40 images, ``order=newest``) is searched for one with the name sent and the
-        width and height of ``src``, stored since that upload was sent (two minutes of
-        clock difference allowed) and not the reply to another upload of this run. When
-        anything is unknown (a guest upload is not listed, a format whose size cannot be
-        read) it is not found, and the caller sends it again and reports the possible copy.
+        The newest page (40 images, ``order=newest``) is searched for images stored since
+        that upload was sent (or ``since``, for another run's upload whose lease was taken
+        over; two minutes of clock difference allowed) that are not the reply to another
+        upload of this run:
+
+        * one whose ``md5``/``sha1`` (of the stored file) is the sent bytes' is it: the
+          host stored them as sent (a GIF [REC 12, 21]);
+        * otherwise the host re-encoded what it stored (PNG, JPEG: a new checksum every
+          time [REC 13]), so the candidates are those with the name sent, the mimetype of
+          ``src`` and its width and height. Exactly one is taken; two or more (another
+          client stored an image of the same name and size meanwhile) are ambiguous and
+          none is taken; for a GIF, which would have matched by checksum, none is taken.
+
+        When anything is unknown (a guest upload is not listed, a format whose size cannot
+        be read) it is not found, and the caller sends it again and reports the possible
+        copy: a duplicate is recoverable, another image's URL in the map is not.
         """
         sent = self._sent_at.get(src.sha256, since)  # since: another run's (a lease taken over)
-        size = image_size(await src.head(65536))
+        head = await src.head(65536)
+        size = image_size(head)
         if sent is None or size is None or not self.config.token:
             return None
+        md5, sha1 = await _digests(src)
         rows, _paginator = await self._rows(1, "newest")
         name = self._file_name(src)
+        kind = sniff_image(head)
+        candidates: list[RemoteItem] = []
         for row in rows:
-            if not isinstance(row, dict) or (row.get("width"), row.get("height")) != size:
+            if not isinstance(row, dict):
                 continue
             item = self._item(row)
-            if (
-                item.name == name
-                and item.remote_id not in self._mine
-                and item.mtime is not None
-                and item.mtime >= sent - 120
-            ):
+            if item.remote_id in self._mine or item.mtime is None or item.mtime < sent - 120:
+                continue
+            if (item.md5 is not None and item.md5 == md5) or row.get("sha1") == sha1:
                 self._mine.add(item.remote_id)
-                return item
-        return None
+                return item  # the very bytes sent
+            mimetype = row.get("mimetype")
+            same_type = kind is None or not isinstance(mimetype, str) or mimetype == kind
+            if item.name == name and (row.get("width"), row.get("height")) == size and same_type:
+                candidates.append(item)
+        if kind in STORED_AS_SENT or len(candidates) != 1:
+            if candidates:
+                _log.info(
+                    "lskypro_lost_upload_ambiguous",
+                    remote=self.name,
+                    name=name,
+                    candidates=len(candidates),
+                )
+            return None
+        (item,) = candidates
+        self._mine.add(item.remote_id)
+        return item
 
     async def _exists(self, item: RemoteItem) -> bool:
         """Whether the host still has ``item``: its file answers, or the listing shows it."""

@@ -363,3 +363,54 @@ async def test_other_orders_resume_without_skipping_what_deletions_moved_up(orde
     assert len(remaining) == 75
     assert remaining - {i.remote_id for i in first.items} <= seen
     assert any(e["event"] == "lskypro_listing_restarts" for e in logs)
+
+
+async def _lost_upload(lsky: LskyProProvider, fake: LskyProFake, src: UploadSource) -> None:
+    """Upload ``src`` with its reply cut off (the host stores it)."""
+    from imgsync.errors import ReplyLost
+
+    fake.fail_next("truncate")
+    with pytest.raises(ReplyLost):
+        await lsky.upload(src, ItemMeta(), rel_path=src.name)
+
+
+@pytest.mark.parametrize("kind", ["png", "gif"])
+async def test_the_lost_reply_search_never_takes_another_image_of_the_same_name_and_size(
+    kind: str,
+) -> None:
+    """Our upload's reply is lost; right after it another client stores another image
+    with the same name and the same width and height. A GIF is stored as sent, so the
+    listing's md5 tells ours apart and it is found; a PNG is re-encoded (no checksum to
+    match): two candidates are ambiguous, so it is not found (the caller sends it again
+    and reports the possible copy) rather than taking the other one's URL."""
+    from imgsync.fakehosts.images import make_gif
+
+    if kind == "gif":
+        ours, theirs, mime = make_gif(1), make_gif(2), "image/gif"
+    else:
+        ours, theirs, mime = make_png(40, 30, 1), make_png(40, 30, 2), "image/png"
+    name = f"shot.{kind}"
+    async with (
+        emulator() as (running, fake),
+        provider(running.url) as lsky,
+        provider(running.url) as other,
+    ):
+        src = source(ours, name, mime)
+        await _lost_upload(lsky, fake, src)
+        await other.upload(source(theirs, name, mime), ItemMeta(), rel_path=name)
+        found = await lsky.find_upload(src, rel_path=name)
+        if kind == "gif":
+            assert found is not None
+            assert await read_all(lsky, found) == ours
+        else:
+            assert found is None
+
+
+async def test_the_lost_reply_search_finds_a_lone_reencoded_upload() -> None:
+    """With one candidate (name, width, height, time) a re-encoded upload is found."""
+    data = make_png(40, 30, 3)
+    async with emulator() as (running, fake), provider(running.url) as lsky:
+        src = source(data, "alone.png")
+        await _lost_upload(lsky, fake, src)
+        found = await lsky.find_upload(src, rel_path="alone.png")
+        assert found is not None and found.name == "alone.png"
