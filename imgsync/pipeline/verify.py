@@ -753,21 +753,22 @@ class Verifier:
             await self._done(b, rep)
         return rep
 
-    async def _lease(self, dest_key: str, sha: str) -> tuple[bool, bool, bool]:
+    async def _lease(self, dest_key: str, sha: str) -> tuple[bool, bool, bool, float | None]:
         """Lease ``sha`` at DEST as the copy pipeline does: (mine, recorded there, taken
-        over from a holder that did not finish). Held by another run (another process, or
-        another repair or job of this one): wait for it up to ``lease_wait``, looking
-        every ``lease_poll``."""
+        over from a holder that did not finish, the earliest time that holder can have
+        sent it, when known). Held by another run (another process, or another repair or
+        job of this one): wait for it up to ``lease_wait``, looking every ``lease_poll``."""
         clock = self.opts.clock or time.monotonic
         sleep = self.opts.sleep or anyio.sleep
         deadline = clock() + self.opts.lease_wait
         while True:
             got = await self.store.lease(dest_key, [sha])
             if got.mine or got.present:
-                return bool(got.mine), bool(got.present), sha in got.taken_over
+                taken = sha in got.taken_over
+                return bool(got.mine), bool(got.present), taken, got.since.get(sha)
             now = clock()
             if now >= deadline:
-                return False, False, False
+                return False, False, False, None
             await sleep(min(self.opts.lease_poll, deadline - now))
 
     async def _upload(
@@ -786,7 +787,7 @@ class Verifier:
         for c in dead:
             await queries.forget_location(self.store, dest_key, c.remote_id)
         await self.store.flush()
-        mine, present, taken_over = await self._lease(dest_key, b.sha256)
+        mine, present, taken_over, since = await self._lease(dest_key, b.sha256)
         if present:  # another run recorded these bytes there meanwhile
             return await self._relink_recorded(b, rep, dest_cfg, dest_key)
         if not mine:
@@ -804,7 +805,7 @@ class Verifier:
             src = body.upload_source(name, guess_mime(name))
             found = None
             if taken_over:  # the holder that died may have sent them: look first
-                found = await self._find_sent(dest, src, name)
+                found = await self._find_sent(dest, src, name, since)
             if found is not None:
                 item = found
                 rep.action = "found"
@@ -843,13 +844,15 @@ class Verifier:
         log.info("repaired", remote=self.name_of(b.remote), id=b.remote_id, source=rep.source)
         return rep
 
-    async def _find_sent(self, dest: Any, src: Any, name: str) -> RemoteItem | None:
-        """What an earlier upload of ``src`` left at DEST, when DEST can be listed (None:
-        not found, or it cannot be searched)."""
+    async def _find_sent(
+        self, dest: Any, src: Any, name: str, since: float | None = None
+    ) -> RemoteItem | None:
+        """What an earlier upload of ``src`` left at DEST (sent no earlier than ``since``,
+        when known), when DEST can be listed (None: not found, or it cannot be searched)."""
         if not dest.features.can_list:
             return None
         try:
-            found: RemoteItem | None = await dest.find_upload(src, rel_path=name)
+            found: RemoteItem | None = await dest.find_upload(src, rel_path=name, since=since)
         except ImgsyncError as exc:
             if exc.scope != "item":
                 raise
