@@ -99,9 +99,40 @@ def test_copy_links_follows_links_that_stay_inside(tmp_path: Path) -> None:
     assert "odd/link.png" not in files and "odd/passwd.png" not in files
     errors = {f["item"]: f["error"] for f in summary["failures"]}
     assert errors.get("odd/gone.png") == "broken symlink"
-    # out, odd/link.png, odd/passwd.png, odd/loop, and the last three again under odd2/
-    assert summary["symlinks_skipped"] == 7
-    assert sorted(errors) == ["odd/gone.png", "odd2/gone.png"]
-    # odd2 is odd: its images land once (copies dedupe by checksum)
-    assert sorted(n.split("/")[-1] for n in files) == ["a.png", "alias.png", "b.png", "c.png"]
+    # out, odd/link.png, odd/passwd.png, odd/loop, and odd2 (odd is read once, as odd/)
+    assert summary["symlinks_skipped"] == 5
+    assert sorted(errors) == ["odd/gone.png"]
+    assert sorted(files) == ["a.png", "alias.png", "odd/b.png", "odd/c.png"]
     assert proc.returncode == 1  # the broken link
+
+
+def test_copy_links_reads_each_real_folder_once(tmp_path: Path) -> None:
+    """``-L``: a folder with two links to it, and two folders linking to each other, are
+    each read once, under their own paths; every extra way in is one warning; the same
+    tree gives the same list on every scan."""
+    from imgsync.localfs import scan_tree
+    from imgsync.localfs.scan import LINK_LOOP, LINK_TWICE
+
+    src = tmp_path / "src"
+    for folder in ("photos/sub", "p", "q"):
+        (src / folder).mkdir(parents=True)
+    for rel in ("photos/a.png", "photos/sub/b.png", "p/c.png", "q/d.png"):
+        (src / rel).write_bytes(make_png(4, 4, len(rel)))
+    (src / "l1").symlink_to(src / "photos", target_is_directory=True)
+    (src / "l2").symlink_to("photos", target_is_directory=True)
+    (src / "photos" / "sub" / "up").symlink_to(src / "photos", target_is_directory=True)
+    (src / "p" / "to-q").symlink_to(src / "q", target_is_directory=True)
+    (src / "q" / "to-p").symlink_to(src / "p", target_is_directory=True)
+    entries, problems, _ = scan_tree(src, follow_links=True)
+    rels = sorted(e.rel for e in entries)
+    assert rels == ["p/c.png", "photos/a.png", "photos/sub/b.png", "q/d.png"]
+    why = {p.rel: p.message for p in problems}
+    assert why == {
+        "l1": LINK_TWICE,
+        "l2": LINK_TWICE,
+        "photos/sub/up": LINK_LOOP,
+        "p/to-q": LINK_TWICE,
+        "q/to-p": LINK_TWICE,
+    }
+    assert all(p.skipped for p in problems)
+    assert scan_tree(src, follow_links=True) == (entries, problems, 0)

@@ -3,8 +3,11 @@
 Symbolic links are not followed (as rclone does without ``-L``): each one that would
 otherwise be considered (a folder, or a file passing the name filters) is reported as a
 skipped link, so nothing outside the folder is ever copied through one. With
-``follow_links`` a link whose target stays inside the folder is followed (a folder loop is
-reported once and not entered); a link leading outside is still skipped. Names that are
+``follow_links`` a link whose target stays inside the folder is followed; a link leading
+outside is still skipped. Each real folder is read once, whatever number of links lead to
+it: folders are known by (device, inode), the real tree is read first, then the linked
+folders not read yet (in path order, so the same tree always gives the same list); a
+link to a folder already read (a second name, or a loop) is reported and not entered. Names that are
 not valid UTF-8 are kept (as surrogate escapes; see
 :func:`~imgsync.localfs.paths.path_key`), and imgsync's own temp files are skipped.
 """
@@ -15,10 +18,10 @@ import functools
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from imgsync.errors import LocalIOError
 from imgsync.localfs.paths import TMP_PREFIX
@@ -47,6 +50,7 @@ class ScanProblem:
 LINK_SKIPPED = "not followed (--copy-links follows links that stay inside the folder)"
 LINK_OUTSIDE = "not followed: it leads outside the folder"
 LINK_LOOP = "not followed: a folder loop"
+LINK_TWICE = "not followed: that folder is copied once, under another path"
 
 
 def matches(rel: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
@@ -97,6 +101,8 @@ def scan_tree(
     workers = min(SCAN_THREADS, os.cpu_count() or 1)
     walk = _walk_serially if workers < 2 else functools.partial(_walk_in_threads, workers=workers)
     scanned = walk(first, opts)
+    if follow_links:
+        _walk_linked(scanned, walk, opts, (top.st_dev, top.st_ino))
     # assembled in the order of a one-thread walk (a stack of folders, the last found
     # first): the same tree always gives the same list, so its fingerprint holds
     entries: list[ScanEntry] = []
@@ -115,6 +121,7 @@ def scan_tree(
 SCAN_THREADS = 2  # folders read at once: most of a file's cost is its stat, done unlocked
 
 _Folder = tuple[str, str, frozenset[tuple[int, int]]]  # path, relative prefix, ids above
+_Ident = tuple[int, int]  # (st_dev, st_ino) of a folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +143,39 @@ class _Scanned:
     problems: list[ScanProblem]
     skipped: int
     folders: list[_Folder]
+    # folder links to follow once the real tree is read (``follow_links``): folder, ident
+    linked: list[tuple[_Folder, _Ident]] = field(default_factory=list)
+
+
+def _walk_linked(scanned: dict[str, _Scanned], walk: Any, opts: _Walk, top: _Ident) -> None:
+    """Read the folders reached only through links (``follow_links``), each real folder
+    once: a link to a folder read already (under its own path, or through an earlier
+    link) is reported, not entered. Links are taken in path order, round by round, so
+    the same tree always gives the same list."""
+    seen = {top}  # every folder read: each one's ``above`` holds its own ident
+    for done in scanned.values():
+        for sub in done.folders:
+            seen |= sub[2]
+    pending = sorted(
+        (link for done in scanned.values() for link in done.linked), key=lambda x: x[0][1]
+    )
+    while pending:
+        found: list[tuple[_Folder, _Ident]] = []
+        for folder, ident in pending:
+            rel = folder[1].rstrip("/")
+            parent = scanned[rel.rpartition("/")[0] + "/" if "/" in rel else ""]
+            if ident in seen:
+                parent.problems.append(ScanProblem(rel, LINK_TWICE, skipped=True))
+                continue
+            seen.add(ident)
+            more: dict[str, _Scanned] = walk(folder, opts)
+            for done in more.values():
+                for sub in done.folders:
+                    seen |= sub[2]
+                found += done.linked
+            scanned.update(more)
+            parent.folders.append(folder)
+        pending = sorted(found, key=lambda x: x[0][1])
 
 
 def _walk_serially(first: _Folder, opts: _Walk) -> dict[str, _Scanned]:
@@ -245,6 +285,9 @@ def _scan_folder(where: _Folder, opts: _Walk) -> _Scanned:
                         ident = (st.st_dev, st.st_ino)
                         if ident in above:
                             problems.append(ScanProblem(rel, LINK_LOOP, skipped=True))
+                            continue
+                        if link:  # read after the real tree, if it is not read by then
+                            done.linked.append(((path, rel + "/", above | {ident}), ident))
                             continue
                         folders.append((path, rel + "/", above | {ident}))
                         continue
