@@ -14,6 +14,7 @@ classification, so nothing downstream ever matches on message text:
     ├── ConfigError              bad or missing config             exit 78 (EX_CONFIG)
     ├── StateError               SQLite open/migrate/lock failure  exit 75 (EX_TEMPFAIL)
     ├── LocalIOError             scope="item": unreadable file, vanished file, full disk
+    │   └── LinkSkipped          a source file that is a symbolic link when read: a warning
     └── ProviderError            .remote .host .status .detail; scope="item"
         ├── TransientError       retryable: 5xx, reset, truncated body
         │   ├── RateLimited      .retry_after (429 or the host's own "too fast" code)
@@ -46,6 +47,7 @@ __all__ = [
     "CutShort",
     "Duplicate",
     "ImgsyncError",
+    "LinkSkipped",
     "LocalIOError",
     "NotFound",
     "ProviderError",
@@ -111,6 +113,12 @@ class LocalIOError(ImgsyncError):
     def __init__(self, message: str, *, path: str = "") -> None:
         super().__init__(message)
         self.path = path
+
+
+class LinkSkipped(LocalIOError):
+    """A source file turned out to be a symbolic link when it was opened (it was swapped
+    for one after the scan): it is left alone with the scan's one-line warning, not
+    counted as a failure."""
 
 
 class ProviderError(ImgsyncError):

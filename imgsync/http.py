@@ -99,6 +99,7 @@ from imgsync.errors import (
 
 if TYPE_CHECKING:
     from imgsync.models import UploadSource
+from imgsync.localfs.paths import open_source
 from imgsync.log import get_logger, redact, register_secret
 from imgsync.ratelimit import HostLimiter, LimiterRegistry, Slot
 from imgsync.retry import OnRetry, RetryPolicy
@@ -888,7 +889,8 @@ def _file_payload(part: FilePart) -> aiohttp.payload.Payload:
     if part.path is None:
         return aiohttp.payload.BytesPayload(part.data, content_type=part.mime)
     # aiohttp reads it in chunks as it sends (off the event loop) and closes it at the end
-    fh = open(part.path, "rb")  # noqa: SIM115 (the payload closes it)
+    # never through a symbolic link: a source file swapped for one since it was hashed
+    fh = os.fdopen(open_source(part.path), "rb")
     if part.on_read is not None:
         counted = cast("IO[bytes]", _Counted(fh, part.on_read))  # a file in all but name
         return aiohttp.payload.BufferedReaderPayload(counted, content_type=part.mime)

@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from helpers import run_cli, start_fake, tree_files, write_config
 
 from imgsync.config import load_config
@@ -136,3 +137,76 @@ def test_copy_links_reads_each_real_folder_once(tmp_path: Path) -> None:
     }
     assert all(p.skipped for p in problems)
     assert scan_tree(src, follow_links=True) == (entries, problems, 0)
+
+
+def _swap_for_link(path: Path, target: Path) -> None:
+    """Replace the file ``path`` by a link to ``target``, which is given the same size and
+    modification time, so nothing but the link itself tells them apart."""
+    st = path.stat()
+    assert target.stat().st_size == st.st_size
+    os.utime(target, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    path.unlink()
+    path.symlink_to(target)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_file_swapped_for_a_link_after_the_scan_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """Folder -> folder: the scan saw a file; by the time it is read it is a link to a
+    private file outside the folder. Its bytes are never read or staged: the file gets the
+    scan's own "not followed" note (a warning, not a failure); its neighbour is copied."""
+    from imgsync.errors import LinkSkipped
+    from imgsync.localfs import make_units, scan_tree, stage_unit
+    from imgsync.localfs import stage as stage_mod
+    from imgsync.localfs.paths import LINK_SKIPPED
+
+    if streamed:
+        monkeypatch.setattr(stage_mod, "STREAM_ABOVE", 10)
+    src, outside, dst = tmp_path / "src", tmp_path / "outside", tmp_path / "dst"
+    src.mkdir()
+    outside.mkdir()
+    (src / "a.png").write_bytes(make_png(8, 8, 1))
+    (src / "b.png").write_bytes(make_png(8, 8, 2))
+    secret = b"private" * 40  # the same size as a.png
+    secret = secret[: (src / "a.png").stat().st_size]
+    (outside / "secret.png").write_bytes(secret)
+    entries, problems, _ = scan_tree(src)
+    assert not problems
+    _swap_for_link(src / "a.png", outside / "secret.png")
+    (unit,) = make_units(entries)
+    stage_unit(str(src), str(dst), unit, False)
+    by_rel = {f.rel: f for f in unit.files}
+    err = by_rel["a.png"].error
+    assert isinstance(err, LinkSkipped) and str(err) == LINK_SKIPPED
+    assert [f.rel for f in unit.staged] == ["b.png"]
+    staged = [p.read_bytes() for p in Path(unit.stage_dir).iterdir()]
+    assert secret not in staged and len(staged) == 1
+
+
+@pytest.mark.parametrize("threshold", [1 << 20, 10])
+def test_read_local_never_reads_through_a_link(tmp_path: Path, threshold: int) -> None:
+    """Uploads read a source file with ``read_local`` (whole, or hashed in chunks and sent
+    from disk): a link there is not read, and with ``--copy-links`` only one that stays
+    inside the folder is (a large one is then sent from its real path)."""
+    from imgsync.errors import LinkSkipped
+    from imgsync.localfs.paths import LINK_OUTSIDE
+    from imgsync.pipeline.transfer import read_local
+
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    src.mkdir()
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(make_png(8, 8, 3))
+    (src / "real.png").write_bytes(make_png(8, 8, 4))
+    (src / "in.png").symlink_to(src / "real.png")
+    (src / "out.png").symlink_to(outside / "secret.png")
+    for name in ("in.png", "out.png"):
+        with pytest.raises(LinkSkipped):
+            read_local(src / name, 100, False, threshold)
+    root = os.path.realpath(src)
+    with pytest.raises(LinkSkipped, match=LINK_OUTSIDE):
+        read_local(src / "out.png", 100, False, threshold, follow_root=root)
+    body = read_local(src / "in.png", 100, False, threshold, follow_root=root)
+    want = hashlib.sha256((src / "real.png").read_bytes()).hexdigest()
+    assert body.digest.sha256 == want
+    assert body.path is None or body.path == src / "real.png"

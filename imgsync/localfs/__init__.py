@@ -18,6 +18,7 @@ from imgsync.localfs.paths import (
     io_error,
     key_path,
     missing,
+    open_source,
     path_key,
     safe_name,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "make_units",
     "matches",
     "missing",
+    "open_source",
     "path_key",
     "safe_name",
     "scan_tree",

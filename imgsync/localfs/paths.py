@@ -13,9 +13,39 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from imgsync.errors import LocalIOError
+from imgsync.errors import LinkSkipped, LocalIOError
 
 TMP_PREFIX = ".imgsync-tmp-"
+
+LINK_SKIPPED = "not followed (--copy-links follows links that stay inside the folder)"
+LINK_OUTSIDE = "not followed: it leads outside the folder"
+
+_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def inside(real_root: str, path: str | Path) -> bool:
+    """Does ``path``, every link resolved, lead to ``real_root`` or below it?"""
+    target = os.path.realpath(path)
+    return target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def open_source(path: str | Path, follow_root: str | None = None) -> int:
+    """A read-only descriptor of the source file ``path``, never opened through a symbolic
+    link (``O_NOFOLLOW``): a file swapped for a link after the scan raises ``LinkSkipped``
+    (with the scan's own words). With ``follow_root`` (``--copy-links``: the real path of
+    the source folder) a link that stays inside that folder is followed, as the scan does.
+    Other failures raise ``OSError``."""
+    try:
+        return os.open(path, _READ | _NOFOLLOW)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EMLINK) or not os.path.islink(path):
+            raise
+    if follow_root is None:
+        raise LinkSkipped(LINK_SKIPPED, path=str(path))
+    if not inside(follow_root, path):
+        raise LinkSkipped(LINK_OUTSIDE, path=str(path))
+    return os.open(os.path.realpath(path), _READ | _NOFOLLOW)
 
 
 def path_key(rel: str) -> str:

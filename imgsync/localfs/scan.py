@@ -24,7 +24,8 @@ from stat import S_ISREG
 from typing import Any, NamedTuple
 
 from imgsync.errors import LocalIOError
-from imgsync.localfs.paths import TMP_PREFIX
+from imgsync.localfs.paths import LINK_OUTSIDE, LINK_SKIPPED, TMP_PREFIX
+from imgsync.localfs.paths import inside as _inside
 from imgsync.models import IMAGE_EXTENSIONS
 
 
@@ -47,8 +48,6 @@ class ScanProblem:
     skipped: bool = False
 
 
-LINK_SKIPPED = "not followed (--copy-links follows links that stay inside the folder)"
-LINK_OUTSIDE = "not followed: it leads outside the folder"
 LINK_LOOP = "not followed: a folder loop"
 LINK_TWICE = "not followed: that folder is copied once, under another path"
 
@@ -66,11 +65,6 @@ def matches(rel: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
     if inc and not any(hit(p) for p in inc):
         return False
     return not any(hit(p) for p in exclude)
-
-
-def _inside(real_root: str, path: str) -> bool:
-    target = os.path.realpath(path)
-    return target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 def scan_tree(

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imgsync.errors import ImgsyncError, LocalIOError, Rejected
+from imgsync.errors import ImgsyncError, LinkSkipped, LocalIOError, Rejected
 from imgsync.hashing import CHUNK, Digest, digest_bytes
-from imgsync.localfs.paths import TMP_PREFIX, display, io_error
+from imgsync.localfs.paths import TMP_PREFIX, display, io_error, open_source
 from imgsync.localfs.scan import ScanEntry
 
 
@@ -252,11 +252,14 @@ def _write_all(fh: Any, data: bytes) -> None:
         done += n
 
 
-def _read_small(src: str, expect: int | None) -> tuple[bytes, os.stat_result]:
+def _read_small(
+    src: str, expect: int | None, follow_root: str | None = None
+) -> tuple[bytes, os.stat_result]:
     """The whole of a small file and its status read *after* the bytes (so a change made
     while it was read shows in size or mtime). Asks for one byte more than ``expect`` (the
-    scanned size): a file that grew since gives itself away."""
-    fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    scanned size): a file that grew since gives itself away. Never read through a link
+    (see :func:`~imgsync.localfs.paths.open_source`)."""
+    fd = open_source(src, follow_root)
     try:
         if expect is None:
             chunks = []
@@ -281,7 +284,13 @@ STREAM_ABOVE = 8 * 1024 * 1024  # larger files are copied and hashed in chunks
 
 
 def _stage_streamed(
-    src: str, dst_root: str, unit: Unit, f: StagedFile, with_md5: bool, max_bytes: int | None
+    src: str,
+    dst_root: str,
+    unit: Unit,
+    f: StagedFile,
+    with_md5: bool,
+    max_bytes: int | None,
+    follow_root: str | None = None,
 ) -> None:
     """Copy and hash a large file in chunks into the staging folder (bounded memory); one
     that grows past ``max_bytes`` while it is read fails."""
@@ -290,7 +299,10 @@ def _stage_streamed(
     md5 = hashlib.md5() if with_md5 else None
     size = 0
     try:
-        fin = open(src, "rb")  # noqa: SIM115 - closed by the with below
+        fin = os.fdopen(open_source(src, follow_root), "rb")
+    except LinkSkipped as exc:
+        f.error = exc
+        return
     except FileNotFoundError:
         f.error = LocalIOError("file vanished before it could be read", path=src)
         return
@@ -328,13 +340,19 @@ def _too_large(max_bytes: int) -> Rejected:
 
 
 def stage_unit(
-    src_root: str, dst_root: str, unit: Unit, with_md5: bool, max_bytes: int | None = None
+    src_root: str,
+    dst_root: str,
+    unit: Unit,
+    with_md5: bool,
+    max_bytes: int | None = None,
+    follow_links: bool = False,
 ) -> Unit:
     """Read, hash and stage every file of ``unit``; per-file errors are kept on the file.
 
     A file larger than ``max_bytes`` (``--max-item-size``) fails with ``Rejected``; the
     check rides on the size test that already picks streamed files, so it costs nothing
-    per file."""
+    per file. A file that is a symbolic link by now gets ``LinkSkipped`` (not read) unless
+    ``follow_links`` and it stays inside ``src_root``."""
     unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
     if _refuse_links(dst_root, unit, unit.files):
         return unit
@@ -342,16 +360,20 @@ def stage_unit(
         return unit
     join = os.path.join
     big = STREAM_ABOVE if max_bytes is None else min(STREAM_ABOVE, max_bytes)
+    follow_root = os.path.realpath(src_root) if follow_links else None
     for f in unit.files:
         src = join(src_root, f.rel)
         if f.scan is not None and f.scan.size > big:
             if max_bytes is not None and f.scan.size > max_bytes:
                 f.error = _too_large(max_bytes)
                 continue
-            _stage_streamed(src, dst_root, unit, f, with_md5, max_bytes)
+            _stage_streamed(src, dst_root, unit, f, with_md5, max_bytes, follow_root)
             continue
         try:
-            data, st = _read_small(src, f.scan.size if f.scan is not None else None)
+            data, st = _read_small(src, f.scan.size if f.scan is not None else None, follow_root)
+        except LinkSkipped as exc:
+            f.error = exc
+            continue
         except FileNotFoundError:
             f.error = LocalIOError("file vanished before it could be read", path=src)
             continue

@@ -94,7 +94,9 @@ async def copy_folders(run: FolderRun, entries: list[ScanEntry]) -> None:
             async for unit in recv:
                 if unit.files:  # the progress line names what is being copied now
                     run.progress.current = unit.files[0].rel
-                await run.dst.stage_copy(src_root, unit, with_md5, run.opts.max_item_bytes)
+                await run.dst.stage_copy(
+                    src_root, unit, with_md5, run.opts.max_item_bytes, run.opts.follow_links
+                )
                 for f in unit.files:
                     if f.error is not None and f not in unit.staged:
                         run.file_failed(f.rel, f.error, None)

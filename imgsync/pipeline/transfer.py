@@ -24,9 +24,9 @@ from typing import Any, BinaryIO
 
 import anyio.to_thread
 
-from imgsync.errors import LocalIOError, Rejected, TransientError
+from imgsync.errors import LinkSkipped, LocalIOError, Rejected, TransientError
 from imgsync.hashing import CHUNK, Digest, digest_bytes
-from imgsync.localfs import TMP_PREFIX, ScanEntry, io_error
+from imgsync.localfs import TMP_PREFIX, ScanEntry, io_error, open_source
 from imgsync.models import RemoteItem, UploadSource, sniff_image
 from imgsync.providers.base import Provider
 
@@ -68,7 +68,7 @@ class Body:
         if self.data is not None:
             return self.data[:_SNIFF]
         assert self.path is not None
-        with open(self.path, "rb") as fh:
+        with os.fdopen(open_source(self.path), "rb") as fh:
             return fh.read(_SNIFF)
 
     def discard(self) -> None:
@@ -203,21 +203,30 @@ def changed_since_scan(path: Path, scan: ScanEntry, size_read: int) -> LocalIOEr
     return None
 
 
-def read_local(path: Path, size_hint: int, with_md5: bool, spool_threshold: int) -> Body:
+def read_local(
+    path: Path,
+    size_hint: int,
+    with_md5: bool,
+    spool_threshold: int,
+    follow_root: str | None = None,
+) -> Body:
     """Read and hash a local file (in a worker thread). A file above ``spool_threshold`` is
     hashed in chunks and left where it is (uploads stream it from there).
 
+    Never read through a symbolic link (a file swapped for one since the scan raises
+    ``LinkSkipped``) unless ``follow_root`` (``--copy-links``: the source folder's real
+    path) and it stays inside; a large file is then left under its real path.
     Raises ``LocalIOError`` for a vanished or unreadable file.
     """
     try:
         if size_hint <= spool_threshold:
-            with open(path, "rb") as fh:
+            with os.fdopen(open_source(path, follow_root), "rb") as fh:
                 data = fh.read()
             return Body(digest_bytes(data, with_md5), data=data)
         sha = hashlib.sha256()
         md5 = hashlib.md5() if with_md5 else None
         size = 0
-        with open(path, "rb") as fh:
+        with os.fdopen(open_source(path, follow_root), "rb") as fh:
             while chunk := fh.read(CHUNK):
                 size += len(chunk)
                 sha.update(chunk)
@@ -228,6 +237,8 @@ def read_local(path: Path, size_hint: int, with_md5: bool, spool_threshold: int)
     except OSError as exc:
         raise LocalIOError(f"cannot read: {exc.strerror}", path=str(path)) from None
     digest = Digest(sha.hexdigest(), md5.hexdigest() if md5 is not None else None, size)
+    if follow_root is not None and os.path.islink(path):  # a followed link, checked above:
+        path = Path(os.path.realpath(path))  # uploads open it without following links
     return Body(digest, path=path, owned=False)
 
 
@@ -235,9 +246,9 @@ def file_md5(path: Path) -> str | None:
     """MD5 of a file read in chunks (in a worker thread); None when it cannot be read."""
     md5 = hashlib.md5()
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(open_source(path), "rb") as fh:
             while chunk := fh.read(CHUNK):
                 md5.update(chunk)
-    except OSError:
+    except (OSError, LinkSkipped):
         return None
     return md5.hexdigest()

@@ -487,10 +487,16 @@ class Provider(ABC):
         raise Unsupported("this remote has no batch writes", remote=self.name)
 
     async def stage_copy(
-        self, src_root: Path, unit: Unit, with_md5: bool, max_item_bytes: int | None = None
+        self,
+        src_root: Path,
+        unit: Unit,
+        with_md5: bool,
+        max_item_bytes: int | None = None,
+        follow_links: bool = False,
     ) -> None:
         """Read, hash and stage ``unit``'s files from the folder ``src_root`` (one larger
-        than ``max_item_bytes`` fails with ``Rejected``)."""
+        than ``max_item_bytes`` fails with ``Rejected``; one that is a symbolic link by
+        now gets ``LinkSkipped`` unless ``follow_links`` and it stays inside)."""
         raise Unsupported("this remote has no batch writes", remote=self.name)
 
     async def commit(self, units: list[Unit]) -> None:

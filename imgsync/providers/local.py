@@ -30,6 +30,7 @@ from imgsync.localfs import (
     file_sha256,
     key_path,
     missing,
+    open_source,
     path_key,
     scan_tree,
     stage_blobs,
@@ -110,7 +111,7 @@ class LocalProvider(Provider):
 
         path = self.full(item.remote_id)
         try:
-            async with aiofiles.open(path, "rb") as fh:
+            async with aiofiles.open(path, "rb", opener=_no_link_opener) as fh:
                 while chunk := await fh.read(CHUNK):
                     yield chunk
         except FileNotFoundError:
@@ -158,14 +159,20 @@ class LocalProvider(Provider):
         await anyio.to_thread.run_sync(write)
 
     async def stage_copy(
-        self, src_root: Path, unit: Unit, with_md5: bool, max_item_bytes: int | None = None
+        self,
+        src_root: Path,
+        unit: Unit,
+        with_md5: bool,
+        max_item_bytes: int | None = None,
+        follow_links: bool = False,
     ) -> None:
         """Read, hash and stage the files of ``unit`` from the folder ``src_root`` (one
-        larger than ``max_item_bytes`` fails). Until :meth:`commit` takes it, the staging
-        is this provider's to drop on close."""
+        larger than ``max_item_bytes`` fails; one swapped for a symbolic link since the
+        scan is not read through it). Until :meth:`commit` takes it, the staging is this
+        provider's to drop on close."""
         self._pending_units[id(unit)] = unit
         await anyio.to_thread.run_sync(
-            stage_unit, str(src_root), str(self.root), unit, with_md5, max_item_bytes
+            stage_unit, str(src_root), str(self.root), unit, with_md5, max_item_bytes, follow_links
         )
 
     async def commit(self, units: list[Unit]) -> None:
@@ -204,6 +211,12 @@ class LocalProvider(Provider):
             raise NotFound(f"{display(item.remote_id)} already gone", remote=self.name) from None
 
 
+def _no_link_opener(path: str, flags: int) -> int:
+    """``open()``'s opener for a source file: never through a symbolic link (the listing
+    leaves links out; one made since is not read)."""
+    return open_source(path)
+
+
 def _copy_aside(root: Path, path: Path) -> Path:
     """A private copy of ``path`` beside the destination, to be moved into staging."""
     import os
@@ -213,5 +226,6 @@ def _copy_aside(root: Path, path: Path) -> Path:
 
     target = root / f"{TMP_PREFIX}{os.getpid()}-upload-{path.name}"
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, target)
+    with os.fdopen(open_source(path), "rb") as src, open(target, "wb") as out:
+        shutil.copyfileobj(src, out)
     return target
