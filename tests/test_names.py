@@ -54,3 +54,49 @@ def test_a_name_over_255_bytes_is_written_not_failed_forever(tmp_path: Path) -> 
     commit_units(str(tmp_path), [unit])
     assert unit.files[0].error is None
     assert os.listdir(tmp_path) == [name]
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("CON", "CON_"),
+        ("con.png", "con_.png"),
+        ("Nul.tar.gz", "Nul_.tar.gz"),
+        ("aux .jpg", "aux_.jpg"),
+        ("PRN.JPEG", "PRN_.JPEG"),
+        ("com1.png", "com1_.png"),
+        ("LPT9", "LPT9_"),
+        ("lpt¹.gif", "lpt¹_.gif"),
+        ("COM0.png", "COM0_.png"),
+        # not reserved: kept as they are
+        ("CONSOLE.png", "CONSOLE.png"),
+        ("com10.png", "com10.png"),
+        ("my con.png", "my con.png"),
+        ("nul_.png", "nul_.png"),
+    ],
+)
+def test_windows_reserved_names_are_mapped(given: str, expected: str) -> None:
+    """Windows (an SMB share, a FAT disk mounted there) cannot hold a file called CON, NUL,
+    COM1, LPT1 ... whatever its extension and case: such a host name gets ``_`` after the
+    reserved word, keeping its extension; the same name always maps the same way."""
+    assert safe_name(given) == expected
+    assert safe_name(given) == safe_name(given)
+
+
+def test_reserved_names_map_to_distinct_names_and_are_written(tmp_path: Path) -> None:
+    """Every reserved word, in two cases and with or without an extension, maps to a
+    distinct name that is not reserved any more; a host that also has the mapped name
+    keeps both files (the second gets `` (1)``)."""
+    words = ["CON", "PRN", "AUX", "NUL"] + [f"{w}{n}" for w in ("COM", "LPT") for n in range(10)]
+    given = [v for w in words for v in (w, w.lower() + ".png", w.title() + ".tar.gz")]
+    out = [safe_name(g) for g in given]
+    assert len(set(out)) == len(out)
+    for name in out:
+        base = name.partition(".")[0].rstrip(" ").upper()
+        assert base not in words, name
+    names = [safe_name("NUL.png"), safe_name("NUL_.png")]
+    assert names == ["NUL_.png", "NUL_.png"]
+    unit = Unit("", [StagedFile(n, approved=True) for n in names])
+    stage_blobs(str(tmp_path), unit, [b"first", b"second"])
+    commit_units(str(tmp_path), [unit])
+    assert sorted(os.listdir(tmp_path)) == ["NUL_ (1).png", "NUL_.png"]

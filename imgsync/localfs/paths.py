@@ -104,6 +104,12 @@ def _cut(text: str, limit: int) -> str:
 # Characters FAT/exFAT/NTFS (a USB disk, an SMB share) refuse in a name: a name from a host
 # is written the same on every filesystem, so a backup folder can be moved to one.
 _NOT_ON_FAT = str.maketrans(dict.fromkeys('<>:"|?*', "_"))
+# Names Windows keeps for devices, whatever the extension and case (``nul.tar.gz`` too):
+# a file by one of them cannot be made or opened on an SMB share or by Windows itself.
+_RESERVED_ON_WINDOWS = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"{dev}{n}" for dev in ("COM", "LPT") for n in ("0123456789" + "\u00b9\u00b2\u00b3")]
+)
 
 
 def safe_name(name: str, limit: int = HOST_NAME_BYTES) -> str:
@@ -111,7 +117,9 @@ def safe_name(name: str, limit: int = HOST_NAME_BYTES) -> str:
 
     No folders (``/`` and ``\\`` become ``_``), no control characters, none of
     ``<>:"|?*`` (``_``: FAT, exFAT and SMB refuse them) and no trailing dot or space, not
-    hidden; at most
+    hidden, not a name Windows keeps for a device (``CON``, ``NUL``, ``COM1``, ``LPT1`` ...
+    with any extension, in any case: ``_`` is put after the word, ``con.png`` ->
+    ``con_.png``); at most
     ``limit`` bytes, cut in the stem so the extension survives whatever the cut; ``.``,
     ``..``, an empty name, or one that is only dots and an extension (``...png``) become
     ``image`` with that extension. The same name always gives the same result.
@@ -125,6 +133,10 @@ def safe_name(name: str, limit: int = HOST_NAME_BYTES) -> str:
     suffix = f".{ext}" if ext else ""
     # no trailing dot or space at the end of the whole name (FAT, exFAT and SMB drop them)
     stem = _cut(stem, limit - _bytes(suffix)).rstrip(" " if suffix else " .") or "image"
+    base = stem.partition(".")[0].rstrip(" ")
+    if base.upper() in _RESERVED_ON_WINDOWS:  # CON.png -> CON_.png
+        stem = _cut(f"{base}_{stem[len(base) :]}", limit - _bytes(suffix))
+        stem = stem.rstrip(" " if suffix else " .")
     return stem + suffix
 
 
