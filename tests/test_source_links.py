@@ -16,6 +16,7 @@ from imgsync.config import load_config
 from imgsync.fakehosts.common import Knobs
 from imgsync.fakehosts.gyazo import GyazoFake
 from imgsync.fakehosts.images import make_png
+from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.run import JobSpec, run_job
 from imgsync.pipeline.summary import CopyOptions
 
@@ -160,7 +161,7 @@ def test_a_file_swapped_for_a_link_after_the_scan_is_not_read(
     from imgsync.localfs import make_units, scan_tree, stage_unit
     from imgsync.localfs import stage as stage_mod
     from imgsync.localfs.paths import LINK_SKIPPED
-
+    
     if streamed:
         monkeypatch.setattr(stage_mod, "STREAM_ABOVE", 10)
     src, outside, dst = tmp_path / "src", tmp_path / "outside", tmp_path / "dst"
@@ -210,3 +211,35 @@ def test_read_local_never_reads_through_a_link(tmp_path: Path, threshold: int) -
     want = hashlib.sha256((src / "real.png").read_bytes()).hexdigest()
     assert body.digest.sha256 == want
     assert body.path is None or body.path == src / "real.png"
+
+
+async def test_a_copy_skips_a_file_swapped_for_a_link_with_a_warning(tmp_path: Path) -> None:
+    """A whole folder -> folder run: a file becomes a link to a private file between the
+    scan and the read. The run goes on (exit 0), the link is one warning like a link the
+    scan found, its target is never copied; and once the file is put back as it was, the
+    next run copies it (the run that met the link left no scan mark behind)."""
+    src, outside, dst = tmp_path / "src", tmp_path / "outside", tmp_path / "dst"
+    src.mkdir()
+    outside.mkdir()
+    (src / "a.png").write_bytes(make_png(8, 8, 1))
+    (src / "b.png").write_bytes(make_png(8, 8, 2))
+    secret = (b"private" * 40)[: (src / "a.png").stat().st_size]
+    (outside / "secret.png").write_bytes(secret)
+    aside = tmp_path / "a.png.aside"
+
+    def swap(plan: LocalPlan) -> LocalPlan:
+        os.link(src / "a.png", aside)  # the original, to be put back later as it was
+        _swap_for_link(src / "a.png", outside / "secret.png")
+        return plan
+
+    cfg = load_config(None)
+    summary = await run_job(cfg, JobSpec("copy", str(src), str(dst), CopyOptions()), admit=swap)
+    assert summary.exit_code == 0 and summary.failed == 0, summary.failures
+    why = "not followed (--copy-links follows links that stay inside the folder)"
+    assert summary.links_skipped == [("a.png", why)]
+    assert tree_files(dst) == {"b.png": (src / "b.png").read_bytes()}
+    (src / "a.png").unlink()
+    os.rename(aside, src / "a.png")  # back, with its inode, size and time
+    again = await run_job(cfg, JobSpec("copy", str(src), str(dst), CopyOptions()))
+    assert again.copied == 1 and again.exit_code == 0 and not again.links_skipped
+    assert sorted(tree_files(dst)) == ["a.png", "b.png"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Protocol
 
-from imgsync.localfs import ScanEntry, Unit, make_units, path_key
+from imgsync.errors import LinkSkipped
+from imgsync.localfs import ScanEntry, Unit, display, make_units, path_key
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from imgsync.errors import ImgsyncError
     from imgsync.localfs import StagedFile
     from imgsync.pipeline.progress import Progress
-    from imgsync.pipeline.summary import CopyOptions
+    from imgsync.pipeline.summary import CopyOptions, Summary
     from imgsync.providers.base import Provider
 
 
@@ -29,6 +30,7 @@ class FolderRun(Protocol):
     src: Provider
     dst: Provider
     opts: CopyOptions
+    summary: Summary
     replaceable: dict[str, str]
     progress: Progress
 
@@ -98,7 +100,10 @@ async def copy_folders(run: FolderRun, entries: list[ScanEntry]) -> None:
                     src_root, unit, with_md5, run.opts.max_item_bytes, run.opts.follow_links
                 )
                 for f in unit.files:
-                    if f.error is not None and f not in unit.staged:
+                    if isinstance(f.error, LinkSkipped):  # swapped for a link since the scan
+                        run.summary.link_skipped(display(f.rel), str(f.error), at_read=True)
+                        run.progress.tick(done=1)
+                    elif f.error is not None and f not in unit.staged:
                         run.file_failed(f.rel, f.error, None)
                 wanted = [f for f in unit.staged if f.digest and run.first_missing(f.digest.sha256)]
                 # No SQLite claim here: a folder destination needs none. A file only becomes

@@ -355,6 +355,7 @@ async def _run_in(
             and not summary.failed
             and not summary.remote_failure
             and not summary.held
+            and not summary.links_at_read
         )
         if opts.verb == "sync" and plan is not None:
             if stopped:

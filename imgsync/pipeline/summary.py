@@ -71,6 +71,9 @@ class Summary:
     non_images: int = 0
     # symbolic links in a folder source left alone: (printable path, why), one warning each
     links_skipped: list[tuple[str, str]] = field(default_factory=list)
+    # of those, source files that were a link only by the time they were read (swapped
+    # after the scan): the run does not save its scan mark, so a file put back is copied
+    links_at_read: int = 0
     not_attempted: int = 0  # left alone after the remote failed as a whole
     # still leased by another running imgsync at the wait's deadline: not done
     held: int = 0
@@ -92,6 +95,13 @@ class Summary:
     # pages that could not be written (not items: the images are fine): exit 1
     gallery_error: str | None = None
     report_error: str | None = None
+
+    def link_skipped(self, item: str, why: str, *, at_read: bool = False) -> None:
+        """A symbolic link left alone (one warning line): found by the scan, or by the
+        read of a file the scan saw (``at_read``)."""
+        self.links_skipped.append((item, why))
+        if at_read:
+            self.links_at_read += 1
 
     def fail(self, item: str, message: str) -> None:
         self.failed += 1
