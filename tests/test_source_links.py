@@ -161,7 +161,7 @@ def test_a_file_swapped_for_a_link_after_the_scan_is_not_read(
     from imgsync.localfs import make_units, scan_tree, stage_unit
     from imgsync.localfs import stage as stage_mod
     from imgsync.localfs.paths import LINK_SKIPPED
-    
+
     if streamed:
         monkeypatch.setattr(stage_mod, "STREAM_ABOVE", 10)
     src, outside, dst = tmp_path / "src", tmp_path / "outside", tmp_path / "dst"
