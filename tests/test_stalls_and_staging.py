@@ -61,10 +61,10 @@ async def test_a_body_that_stalls_midway_is_cut_short(stalling: str) -> None:
 
 def test_host_names_are_safe_on_fat_and_smb_folders() -> None:
     """``<>:"|?*`` (and backslash) are replaced, a trailing dot or space is dropped; the
-    extension is kept, and the same name always maps the same way."""
+    extension is kept, a Windows device name gets `_`, and the same name always maps the same way."""
     for name, want in [
         ('a<b>:c"d|e?f*.png', "a_b__c_d_e_f_.png"),
-        ("CON.png", "CON.png"),
+        ("CON.png", "CON_.png"),  # a name Windows keeps for a device
         ("notes. ", "notes"),
         ("shot.png.", "shot.png"),
         ("what?.jpg", "what_.jpg"),
