@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from imgsync.pids import pid_alive
+
 
 def pg_bindir() -> Path | None:
     """Where ``initdb``/``pg_ctl`` are: ``IMGSYNC_PG_BIN``, Debian's versioned folder, PATH."""
@@ -63,16 +65,6 @@ PREFIX = "imgsync-pg-"
 _OWNER = "owner.pid"  # the pid of the process the cluster belongs to
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stop_cluster(root: Path, bindir: Path, prefix: list[str]) -> None:
     """Stop the cluster in ``root`` (if it runs) and remove the folder."""
     data = root / "data"
@@ -98,7 +90,7 @@ def sweep_stale(tmp: Path = Path("/tmp")) -> list[Path]:
             owner = int((root / _OWNER).read_text())
         except (OSError, ValueError):
             continue  # not ours, or made by an older version (its cluster may be in use)
-        if _alive(owner) or bindir is None:
+        if pid_alive(owner) or bindir is None:
             continue
         _stop_cluster(root, bindir, _run_as())
         swept.append(root)

@@ -34,6 +34,7 @@ from imgsync.errors import ImgsyncError, LinkSkipped, LocalIOError, Rejected
 from imgsync.hashing import CHUNK, Digest, digest_bytes
 from imgsync.localfs.paths import TMP_PREFIX, display, io_error, open_source
 from imgsync.localfs.scan import ScanEntry
+from imgsync.pids import pid_alive
 
 
 @functools.cache
@@ -96,7 +97,7 @@ def sweep_stale(parent: str) -> None:
         return
     for name in names:
         pid = name[len(TMP_PREFIX) :].partition("-")[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
         path = os.path.join(parent, name)
         with contextlib.suppress(OSError):
@@ -106,16 +107,6 @@ def sweep_stale(parent: str) -> None:
                 os.rmdir(path)
             else:
                 os.unlink(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(slots=True)

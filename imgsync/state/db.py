@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Self
 
 from imgsync.errors import StateError
+from imgsync.pids import pid_alive
 from imgsync.state.schema import migrate
 
 BUSY_TIMEOUT_MS = 5000
@@ -208,12 +209,9 @@ def owner_alive(owner: str) -> bool:
     if host != socket.gethostname():
         return True  # cannot tell; the TTL decides
     try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
+        return pid_alive(int(pid))
+    except ValueError:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Leased(tuple[set[str], set[str]]):
