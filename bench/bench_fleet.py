@@ -165,6 +165,7 @@ async def independent(work: Path, images: int, runs: int) -> float:
             cfg.write_text(
                 f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gy.url}"\ntoken_env = "GY"\n'
                 f'[remotes.gz]\ntype = "guizhan"\nbase_url = "{gz.url}"\ntoken_env = "GZ"\n'
+                f'[limits."{gz.authority}"]\nrate = "none"\n'
             )
             env = {
                 **os.environ,
@@ -204,7 +205,9 @@ async def scenario(
     guizhan = Emulator("guizhan", GZ, "--rate", gz_rate)
     res = Result()
     try:
-        limits = f'[limits."{guizhan.authority}"]\nrate = "{rate}/second"\n' if rate else ""
+        # no limit: rate = "none" lifts Guizhan's default 60/minute too
+        limit = f"{rate}/second" if rate else "none"
+        limits = f'[limits."{guizhan.authority}"]\nrate = "{limit}"\n'
         cfg = work / f"cfg-{tag}.toml"
         cfg.write_text(
             limits + f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gyazo.url}"\n'

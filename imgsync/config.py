@@ -116,9 +116,11 @@ class RemoteConfig:
 
 @dataclass(frozen=True)
 class LimitConfig:
-    """One ``[limits."<authority>"]`` table. ``None``: the built-in default."""
+    """One ``[limits."<authority>"]`` table. ``None``: the built-in default. ``unlimited``:
+    ``rate = "none"`` (no rate windows, not even a provider's default)."""
 
     rates: tuple[str, ...] = ()
+    unlimited: bool = False
     concurrency: int | None = None
     outage_budget: float | None = None  # seconds of failing every request before the breaker
     cooldown: float | None = None  # seconds an open breaker stays open
@@ -446,9 +448,12 @@ def _limit(p: _Problems, auth: str, tbl: Any) -> LimitConfig | None:
         p.add(key, "must be a table")
         return None
     raw = tbl.get("rate", [])
+    unlimited = isinstance(raw, str) and raw.strip().lower() == "none"
+    if unlimited:
+        raw = []
     rates = (raw,) if isinstance(raw, str) else tuple(raw) if isinstance(raw, list) else None
     if rates is None or not all(isinstance(r, str) for r in rates):
-        p.add(f"{key}.rate", 'must be a string like "60/minute" or a list of them')
+        p.add(f"{key}.rate", 'must be a string like "60/minute", a list of them, or "none"')
         rates = ()
     for r in rates:
         try:
@@ -465,7 +470,7 @@ def _limit(p: _Problems, auth: str, tbl: Any) -> LimitConfig | None:
             p.add(
                 f"{key}.{k}", f"unknown key (known: rate, concurrency, {', '.join(_BREAKER_KEYS)})"
             )
-    return LimitConfig(rates=tuple(rates), concurrency=conc, **breaker)
+    return LimitConfig(rates=tuple(rates), concurrency=conc, unlimited=unlimited, **breaker)
 
 
 _BREAKER_KEYS = ("outage_budget", "cooldown")

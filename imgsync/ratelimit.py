@@ -761,6 +761,8 @@ class LimiterRegistry:
             path = urlsplit(url).path
             for prefix in scopes:
                 if path == prefix or path.startswith(prefix + "/"):
+                    if authority in self._limits and authority + prefix not in self._limits:
+                        break  # a provider's default scope: the config's whole-host limit wins
                     return authority + prefix
         return authority
 
@@ -807,7 +809,7 @@ class LimiterRegistry:
     def _settings(self, key: str) -> tuple[tuple[str, ...], int, int | None]:
         cfg = self._limits.get(key)
         rates, concurrency, burst = self._defaults.get(key, ((), None, None))
-        if cfg is not None and cfg.rates:
+        if cfg is not None and (cfg.rates or cfg.unlimited):
             rates = cfg.rates
         if cfg is not None and cfg.concurrency is not None:
             concurrency = cfg.concurrency

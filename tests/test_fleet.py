@@ -254,7 +254,8 @@ async def test_a_worker_killed_mid_run_loses_nothing(pg_url: str, tmp_path: Path
     slow = Knobs(token=GZ_TOKEN, rate="none", faults={"slow": 1.0}, slow_seconds=0.05)
     guizhan = await start_fake(GuizhanFake(slow))
     try:
-        cfg = _fleet_config(tmp_path / "cfg.toml", gyazo.url, guizhan.url)
+        unlimited = f'[limits."{guizhan.authority}"]\nrate = "none"\n'  # not Guizhan's 60/min
+        cfg = _fleet_config(tmp_path / "cfg.toml", gyazo.url, guizhan.url, unlimited)
 
         def env(w: int) -> dict[str, str]:
             return {
@@ -348,7 +349,8 @@ async def test_losing_the_shared_state_mid_run_is_exit_75_in_one_line(
     slow = Knobs(token=GZ_TOKEN, rate="none", faults={"slow": 1.0}, slow_seconds=0.05)
     guizhan = await start_fake(GuizhanFake(slow))
     try:
-        cfg = _fleet_config(tmp_path / "cfg.toml", gyazo.url, guizhan.url)
+        unlimited = f'[limits."{guizhan.authority}"]\nrate = "none"\n'  # not Guizhan's 60/min
+        cfg = _fleet_config(tmp_path / "cfg.toml", gyazo.url, guizhan.url, unlimited)
         env = {
             **os.environ,
             "GY_TOKEN": GY_TOKEN,

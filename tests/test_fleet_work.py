@@ -335,6 +335,9 @@ async def test_a_worker_killed_on_another_machine_is_taken_over_after_the_ttl(
 [state]
 lease_ttl = 5
 
+[limits."{guizhan.authority}"]
+rate = "none"
+
 [remotes.gy]
 type = "gyazo"
 base_url = "{gyazo.url}"
@@ -390,3 +393,65 @@ def test_the_lease_ttl_is_a_state_setting_with_bounds() -> None:
         with pytest.raises(ConfigError) as err:
             parse_config({"state": {"lease_ttl": bad}})
         assert "state.lease_ttl" in str(err.value.problems)
+
+
+# A worker whose Guizhan default rate is 20/second instead of 60/minute (the provider's
+# declared key unchanged), so the test takes seconds, not minutes.
+_FAST_DEFAULT = """
+import dataclasses, sys
+from imgsync.cli import main
+from imgsync.providers.guizhan import GuizhanProvider as G
+G.info = dataclasses.replace(G.info, default_limits={k: "20/second" for k in G.info.default_limits})
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_three_workers_hold_guizhans_default_limit_with_no_limits_configured(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """No [limits] at all: Guizhan's own default (here 20/second, the emulator's too) paces
+    the fleet as a whole through the shared ledger, wherever base_url points. Three workers
+    against Guizhan's default got 19 HTTP 429s: the default was only for api.gzssimg.com."""
+    n = 150
+    gyazo = await start_fake(GyazoFake(Knobs(token=GY_TOKEN, seed=n)))
+    guizhan = await start_fake(GuizhanFake(Knobs(token=GZ_TOKEN, rate="20/second")))
+    try:
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f"""
+[remotes.gy]
+type = "gyazo"
+base_url = "{gyazo.url}"
+token_env = "GY_TOKEN"
+
+[remotes.gz]
+type = "guizhan"
+base_url = "{guizhan.url}"
+token_env = "GZ_TOKEN"
+""",
+        )
+
+        def args(w: int) -> list[str]:
+            return ["-c", _FAST_DEFAULT, "--config", str(cfg), "migrate", "gy:", "gz:",
+                    "--json", "--map", str(tmp_path / f"map{w}.csv")]  # fmt: skip
+
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                *args(w),
+                env=_worker_env(tmp_path, w, pg_url),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for w in range(3)
+        ]
+        for p in procs:
+            out, err = await asyncio.wait_for(p.communicate(), 120)
+            assert p.returncode == 0, err.decode()
+            assert json.loads(out)["map_rows"] == 2 * n
+        dst = await _stats(guizhan.url)
+        assert dst["uploads"] == dst["distinct_checksums"] == n
+        assert dst["throttled"] == 0, dst
+    finally:
+        await gyazo.close()
+        await guizhan.close()

@@ -119,3 +119,37 @@ async def test_a_self_hosted_site_gets_its_types_default_limit(tmp_path: Path) -
         assert rates("http://127.0.0.1:9/lsky/i/a.png") == ()
         assert rates("https://pics.example:8443/api/v1/images") == ("300/minute",)
         assert rates("https://chv.example/api/1/upload") == ()
+
+
+async def test_guizhan_anywhere_gets_its_default_limit_and_rate_none_lifts_it(
+    tmp_path: Path,
+) -> None:
+    """Guizhan's 60 requests a minute applies to the API of whatever host base_url names
+    (a stand-in such as the emulator too: three fleet workers against it with no [limits]
+    were throttled 19 times); a whole-host [limits] table wins over it, and its
+    rate = "none" lifts it."""
+    cfg = parse_config(
+        {
+            "state": {"path": str(tmp_path / "state.db")},
+            "remotes": {
+                "pub": {"type": "guizhan", "token": "t"},
+                "emu": {"type": "guizhan", "base_url": "http://127.0.0.1:9", "token": "t"},
+                "fast": {"type": "guizhan", "base_url": "http://127.0.0.1:10", "token": "t"},
+                "free": {"type": "guizhan", "base_url": "http://127.0.0.1:11", "token": "t"},
+            },
+            "limits": {"127.0.0.1:10": {"rate": "20/second"}, "127.0.0.1:11": {"rate": "none"}},
+        }
+    )
+    async with Runtime(cfg) as rt:
+        for name in ("pub", "emu", "fast", "free"):
+            await rt.open(cfg.remotes[name])
+        limiters = runtime.shared_limiters(cfg)
+
+        def rates(url: str) -> tuple[str, ...]:
+            return tuple(limiters.for_url(url).rates)
+
+        assert rates("https://api.gzssimg.com/v1/images?page=1") == ("60/minute",)
+        assert rates("http://127.0.0.1:9/v1/images") == ("60/minute",)
+        assert rates("http://127.0.0.1:9/21w03/abc.png") == ()  # image files: not the API
+        assert rates("http://127.0.0.1:10/v1/images") == ("20/second",)
+        assert rates("http://127.0.0.1:11/v1/images") == ()

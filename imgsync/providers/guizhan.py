@@ -16,9 +16,10 @@ Lsky Pro 2, a similar Laravel host (fixtures/lsky-2, flavour only).
   permanent, never retried. ``1001``/401/403/"Unauthenticated." -> ``AuthError`` [INF];
   any other code -> ``Rejected`` carrying the host's message; an envelope at 5xx ->
   ``TransientError``. A success reply that is not the envelope -> ``ResponseError``.
-* 60 requests a minute [DOC]: ``info.default_limits``; the runtime installs it for
-  ``api.gzssimg.com`` and ``[limits."<authority>"]`` overrides it. The shared limiter
-  paces us, so nothing is done here. Over the limit Laravel's ``throttle`` answers 429
+* 60 requests a minute [DOC]: ``info.default_limits``; the runtime installs it for the
+  API (``/v1``) of the host ``base_url`` names (``api.gzssimg.com``, or a stand-in such as
+  the emulator), and ``[limits."<authority>"]`` overrides it. The shared limiter paces
+  us (in fleet mode through the fleet's rate ledger), so nothing is done here. Over the limit Laravel's ``throttle`` answers 429
   ``{"message":"Too Many Attempts."}`` with ``Retry-After`` and ``X-RateLimit-*`` [INF]
   (Lsky sent the 429 without ``Retry-After`` [OBS]): ``RateLimited``, with the wait taken
   from ``Retry-After``, else from ``X-RateLimit-Reset``; the headers are hints only.
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
 __all__ = ["GuizhanProvider"]
 
 PER_PAGE_MIN, PER_PAGE_MAX = 5, 20
+API_SCOPE = "/v1"  # the part of the host Laravel's API throttle counts (60 a minute)
 CODE_UNAUTHENTICATED = 1001  # [INF] the emulator's choice; 401/403 are recognised as well
 CODE_TOO_LARGE = 1002  # [DOC] "Image size exceeds the limit."
 
@@ -149,7 +151,7 @@ class GuizhanProvider(Provider):
         token="required",
         base_url="optional",
         default_base_url="https://api.gzssimg.com",
-        default_limits={"api.gzssimg.com": "60/minute"},
+        default_limits={API_SCOPE: "60/minute"},
         emulator="guizhan",
         full_options={"per_page": PER_PAGE_MIN},
     )

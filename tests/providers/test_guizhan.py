@@ -245,20 +245,20 @@ def test_upload_time_is_parsed_leniently() -> None:
 
 
 def test_features_and_default_rate_for_the_public_host() -> None:
-    """Declared abilities; the runtime's default "60/minute" for api.gzssimg.com, which a
-    [limits] table overrides."""
+    """Declared abilities; the runtime's default "60/minute" for the API of the host the
+    remote names (api.gzssimg.com's /v1), which a [limits] table overrides."""
     f = GuizhanProvider.features
     assert (f.can_list, f.can_get, f.can_delete, f.checksums) == (True, False, False, frozenset())
     assert f.page_size == (5, 20) and f.listing_appends
     assert GuizhanProvider.default_base_url == "https://api.gzssimg.com"
-    rate = GuizhanProvider.info.default_limits["api.gzssimg.com"]
+    rate = GuizhanProvider.info.default_limits["/v1"]
     assert rate == "60/minute"
     reg = LimiterRegistry()
-    reg.set_default("api.gzssimg.com", rate)
-    assert reg.for_authority("api.gzssimg.com").rates == ("60/minute",)
+    reg.set_default("api.gzssimg.com/v1", rate)
+    assert reg.for_url("https://api.gzssimg.com/v1/images").rates == ("60/minute",)
     reg = LimiterRegistry({"api.gzssimg.com": LimitConfig(rates=("30/minute",))})
-    reg.set_default("api.gzssimg.com", rate)
-    assert reg.for_authority("api.gzssimg.com").rates == ("30/minute",)
+    reg.set_default("api.gzssimg.com/v1", rate)
+    assert reg.for_url("https://api.gzssimg.com/v1/images").rates == ("30/minute",)
 
 
 # --- through the CLI --------------------------------------------------------------------
