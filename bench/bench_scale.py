@@ -103,6 +103,10 @@ def main() -> None:
     env.pop("IMGSYNC_CONFIG", None)
     if args.pythonpath:
         env["PYTHONPATH"] = args.pythonpath
+    else:
+        from bench_copy import compile_imgsync
+
+        print(compile_imgsync())
     results = []
     for size in [int(s) for s in args.sizes.split(",")]:
         print(f"migrating {size} items ...", flush=True)

@@ -331,6 +331,7 @@ def main() -> None:
         sys.exit(f"unknown section(s): {', '.join(unknown)} (choose from {', '.join(SECTIONS)})")
     bench = Bench(args)
     print(f"imgsync benchmarks in {args.work}, {os.cpu_count()} cores, {load()}")
+    print(bench_copy.compile_imgsync())
     print(f"rclone: {bench.rclone or 'not installed (apt-get install -y rclone)'}")
     for name in SECTIONS:
         if name in chosen:

@@ -31,7 +31,38 @@ EXIT_NOINPUT = 66
 EXIT_SOFTWARE = 70
 
 
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it (``$COLUMNS``, then
+    the terminal, else 80), without importing shutil and the archive modules it loads."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        width = _columns() - 2 if width is None else width  # as argparse does
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> Any:  # one line, exit 2 (argparse's own code)
         self.print_usage(sys.stderr)
         print(f"imgsync: error: {message}", file=sys.stderr)
@@ -134,7 +165,46 @@ def _size(text: str) -> int:
     return int(value)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Skipped:
+    """What a verb other than the one being run is built into: takes every argument,
+    group and sub-verb, keeps nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
+
+
+class _OneVerb:
+    """``add_subparsers()`` that builds the parser of one verb only: building all 18 costs
+    a no-op re-run a few milliseconds, and the other verbs cannot be on its command line."""
+
+    def __init__(self, sub: Any, verb: str) -> None:
+        self._sub, self._verb = sub, verb
+        self.found = False
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if name != self._verb:
+            return _Skipped()
+        self.found = True
+        return self._sub.add_parser(name, **kwargs)
+
+
+def _verb_of(argv: list[str]) -> str | None:
+    """The verb of a command line whose global options come first (``_globals_first``),
+    or None when unsure (a help request, an unknown or abbreviated option, no verb)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-v", "--verbose") or arg.startswith("--config="):
+            i += 1
+        elif arg == "--config":
+            i += 2
+        else:
+            return None if arg.startswith("-") else arg
+    return None
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``verb``, only that verb's (the one being run)."""
     p = _Parser(
         prog="imgsync",
         description="Mirror, migrate and back up image libraries "
@@ -152,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="config file (default: $IMGSYNC_CONFIG or the user config dir)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    sub: Any = p.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    if verb is not None:
+        sub = one = _OneVerb(sub, verb)
 
     _transfer_verb(sub, "copy", "copy what DST lacks (dedupe by checksum); never deletes")
     sy = _transfer_verb(
@@ -352,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="an emulator option, e.g. paging=true (discordimages), "
         "checksum_field=checksum (chevereto), mixed_dates=true (gyazo)",
     )
+    if verb is not None and not one.found:  # not a verb: the whole parser says so
+        return build_parser()
     return p
 
 
@@ -388,7 +462,8 @@ def _globals_first(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``imgsync`` command. Returns the exit code."""
-    args = build_parser().parse_args(_globals_first(sys.argv[1:] if argv is None else argv))
+    argv = _globals_first(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_verb_of(argv)).parse_args(argv)
     try:
         code = _dispatch(args)
         sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit

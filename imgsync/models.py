@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".avif", ".tif", ".tiff", ".heic", ".svg"}
-)
-
+# re-exported: the extensions live in a module of their own (the scan reads only that)
+from imgsync.imagetypes import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS  # noqa: PLC0414
+from imgsync.imagetypes import is_image_name as is_image_name  # noqa: PLC0414
 
 _MIME = {
     ".png": "image/png",
@@ -87,12 +86,6 @@ def signed_expiry(url: str | None) -> float | None:
         return float(int(ex[0], 16))
     except ValueError:
         return None
-
-
-def is_image_name(name: str) -> bool:
-    """True when the name's extension is one of the image types imgsync handles."""
-    dot = name.rfind(".")
-    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
 _MAGIC = (

@@ -10,12 +10,16 @@ from __future__ import annotations
 import contextlib
 import functools
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from imgsync.config import Config, RemoteConfig
 from imgsync.errors import ConfigError, ImgsyncError, UsageError
-from imgsync.providers import provider_class
-from imgsync.providers.base import OWN_HOST, Provider, ProviderContext
+
+if TYPE_CHECKING:
+    from imgsync.providers.base import Provider
+
+# (the provider registry and base classes are imported where a provider is opened: a
+# folder -> folder no-op re-run resolves its folders here and never loads provider code)
 
 
 def resolve_spec(cfg: Config, spec: str) -> tuple[RemoteConfig, str]:
@@ -42,6 +46,7 @@ def resolve_spec(cfg: Config, spec: str) -> tuple[RemoteConfig, str]:
 def remote_key(remote: RemoteConfig) -> str:
     """The state key of a host remote: what it is (normalised base URL + account), not
     its name (see :mod:`imgsync.state.keys`)."""
+    from imgsync.providers import provider_class
     from imgsync.state.keys import host_key
 
     base = remote.base_url
@@ -184,11 +189,13 @@ async def _save_usage(state_path: Path, usage: dict[str, list[float]]) -> None:
     await asyncio.to_thread(write)
 
 
-def own_key(remote: RemoteConfig, default_base_url: str | None, path: str = OWN_HOST) -> str:
-    """The limiter key of the host ``remote`` talks to: its ``base_url``'s authority, or
-    with ``path`` ("/api/v1") that part of the site (below the base_url's own path)."""
+def own_key(remote: RemoteConfig, default_base_url: str | None, path: str = "") -> str:
+    """The limiter key of the host ``remote`` talks to: its ``base_url``'s authority
+    (``path`` empty: :data:`~imgsync.providers.base.OWN_HOST`), or with ``path``
+    ("/api/v1") that part of the site (below the base_url's own path)."""
     from urllib.parse import urlsplit
 
+    from imgsync.providers.base import OWN_HOST
     from imgsync.ratelimit import authority_of
 
     url = remote.base_url or default_base_url
@@ -263,6 +270,9 @@ class Runtime:
 
     async def open(self, remote: RemoteConfig) -> Provider:
         """A ready provider for ``remote``. Raises ``ConfigError`` for an unknown type."""
+        from imgsync.providers import provider_class
+        from imgsync.providers.base import OWN_HOST, ProviderContext
+
         try:
             cls = provider_class(remote.type)
         except (KeyError, ImportError) as exc:

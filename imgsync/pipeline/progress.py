@@ -9,7 +9,6 @@ no-op path would pay for.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -165,7 +164,11 @@ class Progress:
                     return
 
     def render(self) -> None:
-        width = self.width or shutil.get_terminal_size().columns
+        width = self.width
+        if not width:  # the terminal's (it may be resized while the line is drawn)
+            import shutil  # (only a drawn line needs it: not a no-op re-run's start-up)
+
+            width = shutil.get_terminal_size().columns
         line = self.text()
         if len(line) > width - 1:
             line = line[: max(0, width - 2)] + "…"

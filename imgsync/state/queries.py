@@ -9,9 +9,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from imgsync.models import ItemMeta, RemoteItem
-
 if TYPE_CHECKING:
+    from imgsync.models import RemoteItem
     from imgsync.state.store import StateStore
 
 
@@ -288,7 +287,6 @@ def status(conn: sqlite3.Connection) -> dict[str, Any]:
 
 # ---- writes (through the writer) ---------------------------------------------------
 
-_NO_META = ItemMeta()
 _UPSERT_LOCAL = (
     "INSERT INTO local_files (root, rel, size, mtime_ns, inode, sha256, md5) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (root, rel) DO UPDATE SET size = excluded.size, "
@@ -370,6 +368,9 @@ async def record_locations(
     ``converts``: ``remote`` stores other bytes than it is sent (``reencodes_uploads``), so
     a known location keeps its sha256 (the bytes imgsync sent, which dedupe knows) and
     different bytes read back from it are recorded as its ``stored_sha256``."""
+    from imgsync.models import ItemMeta  # (not on a no-op re-run's path)
+
+    no_meta = ItemMeta()
     now = time.time()
     rows = list(rows)
     await store.write_many(
@@ -381,7 +382,7 @@ async def record_locations(
                 sha,
                 item.url,
                 item.delete_url,
-                json.dumps(item.meta.to_json()) if item.meta != _NO_META else None,
+                json.dumps(item.meta.to_json()) if item.meta != no_meta else None,
                 now,
                 item.page_url,
                 item.md5,
@@ -400,7 +401,7 @@ async def record_locations(
                     sha,
                     item.url,
                     item.page_url,
-                    json.dumps(item.meta.to_json()) if item.meta != _NO_META else None,
+                    json.dumps(item.meta.to_json()) if item.meta != no_meta else None,
                     item.md5,
                 )
                 for sha, item in rows

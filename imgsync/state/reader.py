@@ -12,11 +12,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from imgsync.state import checks, queries, reports
+from imgsync.state import queries
 from imgsync.state.db import describe_error, open_sync
 from imgsync.state.queries import KnownFile
+
+if TYPE_CHECKING:
+    from imgsync.state import reports
+
+# (state.checks and state.reports are imported by the methods that use them: the planner
+# of a no-op re-run needs neither)
 
 T = TypeVar("T")
 
@@ -103,6 +109,8 @@ class StateReader:
 
     def status(self) -> dict[str, Any]:
         """What ``imgsync status`` shows, with the last link-rot check per remote."""
+        from imgsync.state import checks
+
         return {**self._q(queries.status), "verify": self._q(checks.summary)}
 
     def host_pauses(self) -> dict[str, tuple[float, str]]:
@@ -121,34 +129,52 @@ class StateReader:
 
     def stored_items(self, remote: str) -> list[reports.StoredItem]:
         """Every item recorded at ``remote``, oldest record first."""
+        from imgsync.state import reports
+
         return self._q(reports.items_at, remote)
 
     def other_places(self, remote: str) -> dict[str, list[reports.Place]]:
         """sha256 -> where else (with a URL) the bytes held at ``remote`` are."""
+        from imgsync.state import reports
+
         return self._q(reports.other_places, remote)
 
     def pages_generation(self, remote: str) -> tuple[Any, ...]:
         """Changes whenever :meth:`stored_items` or :meth:`other_places` may have."""
+        from imgsync.state import reports
+
         return self._q(reports.generation, remote)
 
     def places_of(self, remote: str) -> dict[str, reports.Place]:
+        from imgsync.state import reports
+
         return self._q(reports.places_of, remote)
 
     def by_checksum(self, remote: str) -> dict[str, reports.Place]:
+        from imgsync.state import reports
+
         return self._q(reports.by_checksum, remote)
 
     def local_copies(self, shas: set[str]) -> dict[str, tuple[str, str]]:
+        from imgsync.state import reports
+
         return self._q(reports.local_copies, shas)
 
     def object_sizes(self, shas: set[str]) -> dict[str, int]:
+        from imgsync.state import reports
+
         return self._q(reports.object_sizes, shas)
 
     def journal_of(self, job: str, source: str, dest: str) -> list[reports.JournalRow]:
+        from imgsync.state import reports
+
         return self._q(reports.journal_of, job, source, dest)
 
     def latest_run(
         self, verbs: tuple[str, ...], source: str | None, dest: str | None
     ) -> reports.RunRow | None:
+        from imgsync.state import reports
+
         return self._q(reports.latest_run, verbs, source, dest)
 
 

@@ -1,0 +1,245 @@
+"""The no-op re-run of a folder copy: what it trusts, what it notices, what it loads.
+
+A re-run whose scan matches the saved mark (a digest of every path, size, mtime and
+inode) copies nothing without looking at state per file; any change to one of those must
+break the match, and the files that changed are copied again. In-process runs of the
+real CLI on real files and a real SQLite state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imgsync.cli import main
+from imgsync.localfs import ScanEntry, scan_tree
+from imgsync.pipeline.plan import fingerprint, plan_local
+from imgsync.state.reader import must_open
+
+
+def _copy(src: Path, dst: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main(["copy", str(src), str(dst), "--no-progress", "--json"]) == 0
+    out: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return out
+
+
+def _tree(root: Path) -> None:
+    for folder in ("", "a", "a/b", "c"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            name = f"{folder.replace('/', '-') or 'top'}{i}.png"
+            (root / folder / name).write_bytes(f"{folder}:{i}".encode() * 50)
+    (root / "only-text").mkdir()
+    (root / "only-text" / "notes.txt").write_text("no images here")
+
+
+def _marked(src: Path, dst: Path) -> bool:
+    with must_open(Path(os.environ["IMGSYNC_STATE"])) as db:
+        plan = plan_local(db, src, f"local:{dst.resolve()}", dest_root=dst)
+    return plan.marked
+
+
+def test_a_rerun_matches_the_mark_and_copies_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    assert _copy(src, dst, capsys)["copied"] == 12
+    assert _marked(src, dst)
+    again = _copy(src, dst, capsys)
+    assert again["copied"] == 0 and again["already_present"] == 12
+
+
+def test_a_file_rewritten_in_place_with_the_same_size_is_copied_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Same name, same size, same inode: only the mtime tells it changed."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    _copy(src, dst, capsys)
+    target = src / "a" / "b" / "a-b1.png"
+    before = target.stat()
+    new = bytes(reversed(target.read_bytes()))
+    assert len(new) == before.st_size and new != target.read_bytes()
+    with open(target, "r+b") as fh:  # in place: the inode stays
+        fh.write(new)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert target.stat().st_ino == before.st_ino and target.stat().st_size == before.st_size
+    assert not _marked(src, dst)
+    summary = _copy(src, dst, capsys)
+    assert summary["copied"] == 1
+    assert (dst / "a" / "b" / "a-b1.png").read_bytes() == new
+
+
+def test_a_file_with_its_old_mtime_but_another_size_is_copied_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rewritten and its mtime put back (as some tools do): the size still tells."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    _copy(src, dst, capsys)
+    target = src / "c" / "c2.png"
+    before = target.stat()
+    with open(target, "ab") as fh:
+        fh.write(b"more")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert target.stat().st_mtime_ns == before.st_mtime_ns
+    summary = _copy(src, dst, capsys)
+    assert summary["copied"] == 1
+    assert (dst / "c" / "c2.png").read_bytes() == target.read_bytes()
+
+
+def test_the_digest_changes_with_every_field_the_order_and_the_filters() -> None:
+    base = [
+        ScanEntry("a/one.png", 10, 1_700_000_000_000_000_000, 5),
+        ScanEntry("b/tw\udcffo.png", 20, 1_700_000_000_000_000_001, 6),  # not UTF-8
+    ]
+    digest = fingerprint(base, (), ())
+    assert digest == fingerprint(list(base), (), ())  # the same files: the same digest
+    changed = [
+        [base[0]._replace(rel="a/one.PNG"), base[1]],
+        [base[0]._replace(size=11), base[1]],
+        [base[0]._replace(mtime_ns=base[0].mtime_ns + 1), base[1]],
+        [base[0]._replace(inode=7), base[1]],
+        [base[1], base[0]],
+        base[:1],
+    ]
+    digests = {fingerprint(entries, (), ()) for entries in changed}
+    assert len(digests) == len(changed) and digest not in digests
+    assert fingerprint(base, ("*.png",), ()) != digest
+    assert fingerprint(base, (), ("*.png",)) != digest
+
+
+def test_an_mtime_past_2262_is_digested_too() -> None:
+    """A nanosecond mtime past 2**63 (year 2262) does not fit the packed column: it is
+    digested as digits instead, and still tells one time from another."""
+    far = 2**63 + 5
+    one = [ScanEntry("x.png", 1, far, 9)]
+    assert fingerprint(one, (), ()) == fingerprint(list(one), (), ())
+    assert fingerprint(one, (), ()) != fingerprint([one[0]._replace(mtime_ns=far + 1)], (), ())
+    assert fingerprint(one, (), ()) != fingerprint([one[0]._replace(size=2)], (), ())
+
+
+def test_the_scan_names_the_folders_that_hold_files(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    folders: set[str] = set()
+    entries, _problems, skipped = scan_tree(src, folders=folders)
+    assert skipped == 1  # notes.txt
+    assert folders == {e.rel.rpartition("/")[0] for e in entries} == {"", "a", "a/b", "c"}
+
+
+def test_a_no_op_rerun_loads_no_http_tls_or_openssl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Folder -> folder with nothing to do: no event loop, no aiohttp, no ssl, no
+    OpenSSL-backed hashlib, no provider code (a fresh interpreter tells what was loaded)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    _copy(src, dst, capsys)
+    probe = (
+        "import sys\n"
+        "from imgsync.cli import main\n"
+        f"code = main(['copy', {str(src)!r}, {str(dst)!r}, '--no-progress'])\n"
+        "heavy = ('asyncio', 'aiohttp', 'ssl', '_ssl', '_hashlib', 'anyio', 'aiosqlite',\n"
+        "         'structlog', 'imgsync.providers.base', 'imgsync.http', 'concurrent.futures')\n"
+        "print(code, sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "0 []"
+
+
+@pytest.mark.parametrize("xdg", [None, "", "relative/dir", "/abs/xdg"])
+@pytest.mark.parametrize("home", ["/home/someone", "/home/someone/", "/"])
+def test_the_default_paths_are_platformdirs_own(
+    xdg: str | None, home: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config and state paths worked out without importing platformdirs are the
+    ones platformdirs gives."""
+    import platformdirs
+
+    from imgsync.config import default_config_path, default_state_path
+
+    monkeypatch.delenv("IMGSYNC_CONFIG", raising=False)
+    monkeypatch.delenv("IMGSYNC_STATE", raising=False)
+    monkeypatch.setenv("HOME", home)
+    for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME"):
+        if xdg is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, xdg)
+    assert default_config_path() == platformdirs.user_config_path("imgsync") / "config.toml"
+    assert default_state_path() == platformdirs.user_state_path("imgsync") / "state.db"
+
+
+_COMMAND_LINES = [
+    ["copy", "a", "b"],
+    ["--config", "c.toml", "-v", "sync", "a", "b", "--max-delete", "5"],
+    ["--config=c.toml", "backup", "gy:", "out", "--no-gallery", "--transfers", "3"],
+    ["migrate", "gy:", "chv:", "--map", "m.csv", "--report", "r.html"],
+    ["verify", "gy:", "--sample", "3", "--repair", "chv:", "--dry-run"],
+    ["state", "copy", "s.db", "postgresql://h/db", "--json"],
+    ["config", "check"],
+    ["status", "--json", "--state", "s.db"],
+    ["fakehost", "gyazo", "--port", "0", "--option", "paging=true"],
+]
+_BAD_LINES = [
+    ["copy", "a"],  # DST missing
+    ["copy", "a", "b", "--bogus"],
+    ["copyy", "a", "b"],  # no such verb
+    ["--conf", "c.toml", "copy", "a", "b"],  # an abbreviated global option
+    ["migrate", "gy:", "chv:"],  # --map missing
+    ["verify", "--sample", "1", "--full"],  # mutually exclusive
+    ["state"],
+    [],
+]
+
+
+def _parse(argv: list[str], verb: str | None) -> tuple[Any, str]:
+    import contextlib
+    import io
+
+    from imgsync.cli import build_parser
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            return vars(build_parser(verb).parse_args(argv)), err.getvalue()
+        except SystemExit as exc:
+            return ("exit", exc.code), err.getvalue()
+
+
+def test_the_parser_of_the_verb_alone_reads_every_line_as_the_whole_parser_does() -> None:
+    """A run builds only its own verb's parser: the same namespace, the same one-line
+    errors and exit codes as the parser of every verb."""
+    from imgsync.cli import _globals_first, _verb_of
+
+    for argv in _COMMAND_LINES + _BAD_LINES:
+        argv = _globals_first(argv)
+        assert _parse(argv, _verb_of(argv)) == _parse(argv, None), argv
+    assert _parse(["copyy", "a", "b"], "copyy")[0] == ("exit", 2)
+
+
+def test_a_verbs_help_is_the_same_from_its_own_parser(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imgsync.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "100")
+    pages = []
+    for verb in ("copy", None):
+        with pytest.raises(SystemExit):
+            build_parser(verb).parse_args(["copy", "--help"])
+        pages.append(capsys.readouterr().out)
+    assert pages[0] == pages[1] and "--max-item-size" in pages[0]
+    assert max(len(line) for line in pages[0].splitlines()) <= 98
