@@ -78,7 +78,7 @@ from imgsync.models import (
     signed_expiry,
 )
 from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
-from imgsync.providers.paging import resume_page
+from imgsync.providers.paging import WatermarkListing
 
 if TYPE_CHECKING:
     from imgsync.config import RemoteConfig
@@ -149,6 +149,12 @@ def _parse_cursor(cursor: str | None) -> tuple[int, int | None]:
     return page, int(mark) if mark.isdigit() else None
 
 
+def _next_cursor(page: int, last: RemoteItem) -> str:
+    """``<page>@<id>``; the bare page number when ``last`` has no numeric id."""
+    last_id = _id(last)
+    return f"{page}@{last_id}" if last_id is not None else str(page)
+
+
 class DiscordImagesProvider(Provider):
     """A Discord Images account: list, upload, and (``delete = true``) delete."""
 
@@ -172,7 +178,9 @@ class DiscordImagesProvider(Provider):
         self.paging = self.options.paging
         self.features = dataclasses.replace(type(self).features, can_delete=self.options.delete)
         self._headers = {"token": config.token} if config.token else {}
-        self._handed_out: str | None = None  # the cursor handed out last (a listing going on)
+        self._listing = WatermarkListing(
+            self._page, first=0, parse=_parse_cursor, after=_older, cursor=_next_cursor
+        )
 
     # ---- errors ------------------------------------------------------------------------
 
@@ -213,22 +221,7 @@ class DiscordImagesProvider(Provider):
         watermark (:mod:`imgsync.providers.paging`), never by page number alone."""
         if not self.paging:
             return Page(items=await self._items(None), next_cursor=None)
-        page, mark = _parse_cursor(cursor)
-        going_on, self._handed_out = cursor is not None and cursor == self._handed_out, None
-        if mark is not None and not going_on:
-            page, items, last, full = await resume_page(
-                self._page, page, first=0, after=lambda item: _older(item, mark)
-            )
-        else:
-            if not going_on:
-                page = 0  # no cursor, or a bare page number saved by an older version
-            items, full = await self._page(page)
-            last = items[-1] if items else None
-        if not full or last is None:
-            return Page(items=items, next_cursor=None)
-        last_id = _id(last)
-        self._handed_out = f"{page + 1}@{last_id}" if last_id is not None else str(page + 1)
-        return Page(items=items, next_cursor=self._handed_out)
+        return await self._listing.page(cursor)
 
     async def _page(self, page: int) -> tuple[list[RemoteItem], bool]:
         """One page of files, and whether it was full (a shorter page is the last)."""

@@ -83,7 +83,7 @@ from imgsync.providers.base import (
     older_than,
     option,
 )
-from imgsync.providers.paging import resume_page
+from imgsync.providers.paging import WatermarkListing
 from imgsync.providers.values import as_int
 
 if TYPE_CHECKING:
@@ -168,9 +168,16 @@ class GuizhanProvider(Provider):
     def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
         super().__init__(config, ctx)
         self.per_page = self.options.per_page
-        # the cursor this instance handed out last: a listing going on reads it as is; any
-        # other cursor (saved by an earlier run) is resumed by looking back for its watermark
-        self._handed_out: str | None = None
+        # a listing going on reads the cursor it handed out last as it is; any other cursor
+        # (saved by an earlier run) is resumed by looking back for its watermark
+        self._listing = WatermarkListing(
+            self._items,
+            first=1,
+            parse=lambda cursor: _parse_cursor(cursor, self.per_page),
+            after=self._after,
+            cursor=self._cursor,
+            restarting=self._restarting,
+        )
         # the SHA-256 of images a search downloaded (by name), and one search at a time
         self._searched: dict[str, str] = {}
         self._search_lock = asyncio.Lock()
@@ -307,25 +314,13 @@ class GuizhanProvider(Provider):
     async def list_page(self, cursor: str | None) -> Page:
         """One page, oldest first; ``next_cursor`` names the next page and the last image
         handed out, or is ``None`` after a short or empty page."""
-        page, mark = _parse_cursor(cursor, self.per_page)
-        going_on, self._handed_out = cursor is not None and cursor == self._handed_out, None
-        if mark is None and page > 1 and not going_on:
-            # a saved page number without a watermark (an older version's cursor): what
-            # moved since cannot be told, so list again from the start (known images are
-            # skipped without a download); skipping would be forever
-            _log.info("guizhan_cursor_without_watermark", remote=self.name, page=page)
-            page = 1
-        if mark is not None and not going_on:  # a saved cursor: find the watermark again
-            page, items, last, full = await resume_page(
-                self._items, page, first=1, after=lambda item: self._after(item, mark)
-            )
-        else:
-            items, full = await self._items(page)
-            last = items[-1] if items else None
-        if not full or last is None:
-            return Page(items=items, next_cursor=None)
-        self._handed_out = self._cursor(page + 1, last)
-        return Page(items=items, next_cursor=self._handed_out)
+        return await self._listing.page(cursor)
+
+    def _restarting(self, page: int) -> None:
+        """A saved page number without a watermark (an older version's cursor): what moved
+        since cannot be told, so the listing starts again (known images are skipped
+        without a download); skipping would be forever."""
+        _log.info("guizhan_cursor_without_watermark", remote=self.name, page=page)
 
     def _cursor(self, page: int, last: RemoteItem) -> str:
         """``<page>@<per_page>@<upload_time>@<name>``; without a readable upload time, the

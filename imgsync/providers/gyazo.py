@@ -88,7 +88,7 @@ from imgsync.http import ApiResponse, FilePart, Multipart, excerpt, parse_retry_
 from imgsync.log import get_logger
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
 from imgsync.providers.base import Features, Provider, ProviderInfo, option
-from imgsync.providers.paging import resume_page
+from imgsync.providers.paging import WatermarkListing
 from imgsync.ratelimit import authority_of, next_utc_midnight
 
 if TYPE_CHECKING:
@@ -205,6 +205,12 @@ def _older(item: RemoteItem, mark: tuple[float, str]) -> bool:
     return when is None or when < mark[0] or (when == mark[0] and item.remote_id != mark[1])
 
 
+def _next_cursor(page: int, last: RemoteItem) -> str:
+    """``<page>@<created_at>@<image_id>``; the bare page number when ``last`` has no time."""
+    when = last.meta.created_at
+    return f"{page}@{when!r}@{last.remote_id}" if when is not None else str(page)
+
+
 class GyazoProvider(Provider):
     """A Gyazo account (or a Gyazo-compatible host at ``base_url``)."""
 
@@ -239,7 +245,9 @@ class GyazoProvider(Provider):
         # base_url unset, or set to the public API host itself: the two public hosts
         self.public = authority_of(self.base_url) == authority_of(PUBLIC_API)
         self.upload_url = PUBLIC_UPLOAD if self.public else f"{self.base_url}/api/upload"
-        self._handed_out: str | None = None  # the cursor handed out last (a listing going on)
+        self._listing = WatermarkListing(
+            self._page, first=1, parse=_parse_cursor, after=_older, cursor=_next_cursor
+        )
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -319,24 +327,7 @@ class GyazoProvider(Provider):
         next page and the last image handed out. Deleting images on the site moves every
         older one up a place, so a cursor saved by an earlier run is resumed from that
         watermark (:mod:`imgsync.providers.paging`), never by page number alone."""
-        page, mark = _parse_cursor(cursor)
-        going_on, self._handed_out = cursor is not None and cursor == self._handed_out, None
-        if mark is not None and not going_on:
-            page, items, last, more = await resume_page(
-                self._page, page, first=1, after=lambda item: _older(item, mark)
-            )
-        else:
-            if not going_on:
-                page = 1  # no cursor, or a bare page number saved by an older version
-            items, more = await self._page(page)
-            last = items[-1] if items else None
-        if not more or last is None:
-            return Page(items=items, next_cursor=None)
-        when = last.meta.created_at
-        self._handed_out = (
-            f"{page + 1}@{when!r}@{last.remote_id}" if when is not None else str(page + 1)
-        )
-        return Page(items=items, next_cursor=self._handed_out)
+        return await self._listing.page(cursor)
 
     async def _page(self, page: int) -> tuple[list[RemoteItem], bool]:
         """One page of images, and whether more pages follow."""
