@@ -105,3 +105,52 @@ def test_a_host_item_named_like_a_sidecar_is_never_replaced(tmp_path: Path) -> N
     assert second.files[0].final == "photo.png (1).json"
     assert (other / "photo.png (1).json").read_bytes() == host_json
     assert json.loads((other / "photo.png.json").read_bytes())["sha256"] == sha
+
+
+def test_sidecars_are_staged_with_their_images(tmp_path: Path) -> None:
+    """A sidecar is written into the staging folder with its image and renamed into place
+    by the commit (so the flush before the renames covers its bytes): after the commit it
+    is there, complete, naming its file; the staging folder is gone. An image that gets
+    another name (its own is taken by another file) gets a sidecar naming that name."""
+    root = str(tmp_path)
+    (tmp_path / "taken.png").write_bytes(b"someone else's file")
+    imgs = [b"\x89PNG one", b"\x89PNG two", b"\x89PNG three"]
+    names = ["a.png", "b.png", "taken.png"]
+    unit = Unit(
+        "",
+        [
+            StagedFile(n, sidecar=_side(sha256_hex(b)), approved=True)
+            for n, b in zip(names, imgs, strict=True)
+        ],
+    )
+    stage_blobs(root, unit, list(imgs))
+    commit_units(root, [unit])
+    assert [f.final for f in unit.files] == ["a.png", "b.png", "taken (1).png"]
+    # placed by the commit: the image kept its name and <image>.json was free
+    assert [f.sidecar_final for f in unit.files] == ["a.png.json", "b.png.json", None]
+    for n, b in zip(names[:2], imgs[:2], strict=True):
+        side = json.loads((tmp_path / f"{n}.json").read_bytes())
+        assert side["file"] == n and side["sha256"] == sha256_hex(b)
+    write_sidecars(root, unit)
+    assert [f.error for f in unit.files] == [None, None, None]
+    side = json.loads((tmp_path / "taken (1).png.json").read_bytes())
+    assert side["file"] == "taken (1).png" and side["sha256"] == sha256_hex(imgs[2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*names, "a.png.json", "b.png.json", "taken (1).png", "taken (1).png.json"]
+    )
+
+
+def test_an_own_sidecar_from_an_earlier_run_is_updated_in_place(tmp_path: Path) -> None:
+    """The same image backed up again (its file and sidecar still there): the staged
+    sidecar does not take another name; the one there is rewritten, no second file."""
+    root = str(tmp_path)
+    png = b"\x89PNG same bytes"
+    for meta in ({"title": "old"}, {"title": "new"}):
+        f = StagedFile("p.png", sidecar={**_side(sha256_hex(png)), "metadata": meta}, approved=True)
+        unit = Unit("", [f])
+        stage_blobs(root, unit, [png])
+        commit_units(root, [unit])
+        write_sidecars(root, unit)
+        assert f.error is None and f.final == "p.png" and f.sidecar_final == "p.png.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "p.png.json"]
+    assert json.loads((tmp_path / "p.png.json").read_bytes())["metadata"] == {"title": "new"}

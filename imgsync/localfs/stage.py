@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,7 @@ class StagedFile:
     ours: str | None = None  # sha256 imgsync wrote at this destination path before
     final: str | None = None  # relative path it was committed under
     sidecar_final: str | None = None  # relative path its sidecar was written to
+    sidecar_staged: str = ""  # its sidecar's name in the staging folder (stage_blobs)
 
 
 @dataclass(slots=True)
@@ -388,6 +390,11 @@ def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes | Path]) -> Unit:
 
     Staged names carry an index, so two items that want the same name can share a unit
     (the second one gets ``name (1).ext`` at commit).
+
+    A file's sidecar is staged beside it, as it will read when the file keeps its name:
+    it is flushed with the images and renamed into place by :func:`commit_units` (no
+    second write after the commit); when the file gets another name, or the sidecar's
+    name is taken, :func:`write_sidecars` writes it the careful way.
     """
     unit.final_dir = os.path.join(dst_root, unit.folder) if unit.folder else dst_root
     if _refuse_links(dst_root, unit, unit.files):
@@ -397,22 +404,57 @@ def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes | Path]) -> Unit:
     for i, (f, data) in enumerate(zip(unit.files, blobs, strict=True)):
         f.staged_name = f"{i}-{f.rel.rpartition('/')[2]}"
         _put(dst_root, unit, f, data, None)
+        if f.sidecar is not None and f.error is None:
+            _stage_sidecar(unit, f, f"s{i}-{f.rel.rpartition('/')[2]}.json")
     return unit
+
+
+def _sidecar_bytes(f: StagedFile, final: str) -> bytes:
+    assert f.sidecar is not None
+    record = {**f.sidecar, "file": final.rpartition("/")[2]}
+    return json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _stage_sidecar(unit: Unit, f: StagedFile, name: str) -> None:
+    """Write ``f``'s sidecar into the staging folder (``name`` starts with a letter: no
+    staged image's name does). On any failure nothing is left there and the sidecar is
+    written after the commit instead, where a failure fails the item."""
+    path = os.path.join(unit.stage_dir, name)
+    try:
+        data = _sidecar_bytes(f, f.rel)
+        fd = os.open(path, _NEW_FILE, 0o666)
+        try:
+            done = os.write(fd, data)
+            while done < len(data):  # a raw write may be partial
+                n = os.write(fd, data[done:])
+                if not n:
+                    raise OSError(errno.EIO, "short write")
+                done += n
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return
+    f.sidecar_staged = name
 
 
 SIDECAR_TRIES = 100
 _SIDECAR_MAX_BYTES = 1 << 20
 
 
-def sidecar_names(rel: str) -> list[str]:
+def sidecar_names(rel: str) -> Iterator[str]:
     """Where the sidecar of the file ``rel`` may be, in the order they are tried:
     ``<file>.json``, then ``<file>.imgsync.json``, ``<file>.imgsync (1).json`` ... for when
-    a file imgsync did not write as that image's sidecar holds the name."""
-    return [
-        f"{rel}.json",
-        f"{rel}.imgsync.json",
-        *(f"{rel}.imgsync ({n}).json" for n in range(1, SIDECAR_TRIES)),
-    ]
+    a file imgsync did not write as that image's sidecar holds the name (made as needed:
+    nearly always only the first is)."""
+    yield f"{rel}.json"
+    yield f"{rel}.imgsync.json"
+    for n in range(1, SIDECAR_TRIES):
+        yield f"{rel}.imgsync ({n}).json"
 
 
 def is_sidecar_of(path: str | Path, sha256: str) -> bool:
@@ -486,8 +528,8 @@ def write_sidecars(dst_root: str, unit: Unit) -> None:
 
 def _write_sidecars(dst_root: str, unit: Unit) -> None:
     for f in unit.staged:
-        if f.final is None or f.sidecar is None:
-            continue
+        if f.final is None or f.sidecar is None or f.sidecar_final is not None:
+            continue  # no file, no sidecar, or placed by commit_units already
         sha = str(f.sidecar.get("sha256") or "")
         record = {**f.sidecar, "file": f.final.rpartition("/")[2]}
         folder = os.path.dirname(os.path.join(dst_root, f.final))
@@ -596,7 +638,21 @@ def commit_units(dst_root: str, units: list[Unit]) -> None:
         for f in unit.staged:
             if f.approved:
                 _commit_file(dst_root, unit, f)
+        _place_sidecars(dst_root, unit)
         _drop(unit)
+
+
+def _place_sidecars(dst_root: str, unit: Unit) -> None:
+    """Rename each staged sidecar to ``<file>.json`` when its file kept the name it was
+    staged for and nothing has that name (one system call that never replaces); the
+    others are left to :func:`write_sidecars`. After every file of the unit, so a host's
+    own ``<file>.json`` item in the same unit keeps its name, as it would without this."""
+    for f in unit.staged:
+        if f.sidecar_staged and f.error is None and f.final is not None and f.final == f.rel:
+            name = f"{f.final}.json"
+            tmp = os.path.join(unit.stage_dir, f.sidecar_staged)
+            if _rename_new(tmp, os.path.join(dst_root, name)):
+                f.sidecar_final = name
 
 
 _AT_FDCWD = -100
