@@ -154,3 +154,21 @@ def test_an_own_sidecar_from_an_earlier_run_is_updated_in_place(tmp_path: Path) 
         assert f.error is None and f.final == "p.png" and f.sidecar_final == "p.png.json"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "p.png.json"]
     assert json.loads((tmp_path / "p.png.json").read_bytes())["metadata"] == {"title": "new"}
+
+
+def test_a_fifo_named_like_a_sidecar_is_not_read(tmp_path: Path) -> None:
+    """A named pipe where a sidecar would be is not a sidecar: looking (the gallery, a
+    later backup) does not wait forever for a writer; the image's sidecar goes elsewhere."""
+    import os
+
+    png = b"\x89PNG fake image bytes"
+    sha = sha256_hex(png)
+    os.mkfifo(tmp_path / "photo.png.json")
+    assert find_sidecar(tmp_path, "photo.png", sha) is None
+    unit = Unit("", [StagedFile("photo.png", sidecar=_side(sha), approved=True)])
+    stage_blobs(str(tmp_path), unit, [png])
+    commit_units(str(tmp_path), [unit])
+    write_sidecars(str(tmp_path), unit)
+    assert unit.files[0].error is None
+    assert unit.files[0].sidecar_final == "photo.png.imgsync.json"
+    assert find_sidecar(tmp_path, "photo.png", sha) == "photo.png.imgsync.json"

@@ -25,6 +25,7 @@ import itertools
 import json
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -461,13 +462,22 @@ def is_sidecar_of(path: str | Path, sha256: str) -> bool:
     """Is ``path`` a sidecar imgsync wrote for the image with these bytes? (A regular
     file, a JSON object with that ``sha256`` and imgsync's ``source``/``remote_id`` keys.)
     A user's own ``.json`` file, or a host's item that happens to end in ``.json``, is not."""
+    try:  # one open that refuses a link, and its status: no separate lstat and stat
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
     try:
-        if os.path.islink(path) or os.path.getsize(path) > _SIDECAR_MAX_BYTES:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _SIDECAR_MAX_BYTES:
             return False
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        parts = [os.read(fd, st.st_size + 1)]
+        while parts[-1] and sum(map(len, parts)) <= _SIDECAR_MAX_BYTES:  # short reads
+            parts.append(os.read(fd, _SIDECAR_MAX_BYTES))
+        data = json.loads(b"".join(parts))
     except (OSError, ValueError):
         return False
+    finally:
+        os.close(fd)
     return (
         isinstance(data, dict)
         and data.get("sha256") == sha256

@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,14 +83,44 @@ def display(rel: str) -> str:
     return printable(rel)
 
 
-def find_sidecar(root: Path, rel: str, sha256: str) -> str | None:
+def find_sidecar(
+    root: Path, rel: str, sha256: str, present: Container[str] | None = None
+) -> str | None:
     """The sidecar of the file ``rel`` if it is there and is that item's (its recorded
     checksum matches), as a path relative to ``root``; else None. It is ``<file>.json``
     unless that name held another file when the backup was made (see
-    :func:`imgsync.localfs.sidecar_names`)."""
+    :func:`imgsync.localfs.sidecar_names`). ``present``: the names in ``rel``'s folder,
+    when known (then a missing name costs no system call)."""
     from imgsync.localfs import find_sidecar as find
+    from imgsync.localfs import is_sidecar_of, sidecar_names
 
-    return find(root, rel, sha256)
+    if present is None:
+        return find(root, rel, sha256)
+    for name in sidecar_names(rel):
+        if name.rpartition("/")[2] not in present:
+            return None
+        if is_sidecar_of(os.path.join(root, name), sha256):
+            return name
+    return None
+
+
+class _Listings:
+    """The names in each folder of the backup, listed once per update (one ``listdir``
+    instead of a ``stat`` per item and per sidecar name tried)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self._names: dict[str, frozenset[str]] = {}
+
+    def names(self, folder: str) -> frozenset[str]:
+        got = self._names.get(folder)
+        if got is None:
+            try:
+                got = frozenset(os.listdir(os.path.join(self.root, folder)))
+            except OSError:  # missing, not a folder, unreadable: nothing there
+                got = frozenset()
+            self._names[folder] = got
+        return got
 
 
 def _clean(meta: dict[str, Any]) -> dict[str, Any]:
@@ -245,10 +275,13 @@ def _update(
     stored_by_key: dict[str, reports.StoredItem] = {}
     sources: dict[str, int] = {}
     texts: dict[str, str] = {}  # records drawn in this update, as page data
+    listings = _Listings(root)
     for item in stored:
         key = item.remote_id
         rel = _key_path(key)
-        if not os.path.lexists(root / rel):
+        folder, _, base = rel.rpartition("/")
+        present = listings.names(folder)
+        if base not in present:
             continue  # deleted by hand since; the next backup fetches it again
         src = source_of(places.get(item.sha256, []), source)
         there = f"{src.remote}:{src.remote_id}:{src.updated}" if src else ""
@@ -257,7 +290,7 @@ def _update(
         if prev and len(prev) == 5 and prev[0] == stamp:
             entries[key] = prev
         else:
-            sidecar = find_sidecar(root, rel, item.sha256)
+            sidecar = find_sidecar(root, rel, item.sha256, present)
             rec = build_record(item, src, sidecar)
             js = js_data(rec)
             digest = hashlib.sha256(utf8(js)).hexdigest()[:20]
