@@ -110,18 +110,6 @@ class Emulator:
         self.proc.wait()
 
 
-def compile_imgsync() -> None:
-    """Write imgsync's bytecode, as installing it (pip) does. Without this, under
-    ``PYTHONDONTWRITEBYTECODE`` (or a read-only checkout) every timed imgsync process
-    would compile its ~80 modules from source (about 0.1 s of CPU per run) while the bare
-    loops import only installed, compiled packages. Idempotent and quick when done."""
-    import compileall
-
-    import imgsync
-
-    compileall.compile_dir(Path(imgsync.__file__).parent, quiet=1)
-
-
 def env_base(work: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("IMGSYNC_CONFIG", None)
@@ -553,7 +541,9 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="imgsync-bench-net-"))
     work.mkdir(parents=True, exist_ok=True)
     chosen = {s.strip() for s in args.only.split(",") if s.strip()}
-    compile_imgsync()
+    import bench_copy  # beside this file
+
+    print(bench_copy.compile_imgsync())  # as an install has it: see there
     print(f"imgsync host benchmarks in {work}, {os.cpu_count()} cores, {load()}")
     n = 300 if args.quick else 2_000
     if "upload" in chosen:

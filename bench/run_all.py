@@ -330,7 +330,6 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown section(s): {', '.join(unknown)} (choose from {', '.join(SECTIONS)})")
     bench = Bench(args)
-    bench_net.compile_imgsync()  # imgsync's bytecode, as an install has it (see there)
     print(f"imgsync benchmarks in {args.work}, {os.cpu_count()} cores, {load()}")
     print(bench_copy.compile_imgsync())
     print(f"rclone: {bench.rclone or 'not installed (apt-get install -y rclone)'}")
