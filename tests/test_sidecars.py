@@ -205,3 +205,32 @@ def test_sidecar_json_is_what_json_dumps_writes() -> None:
     samples += [{1: "x", "a": [1, (2, 3)]}, {"a": {None: 1}}, {"a": {"b": {}, "c": []}}]
     for v in samples:
         assert pretty_json(v) == json.dumps(v, indent=2, ensure_ascii=False)
+
+
+async def test_a_lone_surrogate_in_host_metadata_is_written_escaped(tmp_path: Path) -> None:
+    """A host's JSON may carry a lone UTF-16 surrogate escape (``"\\ud800"``: valid JSON,
+    not encodable as UTF-8). The backup does not fail on it (it stopped with a traceback
+    while writing the sidecar): the sidecar holds the same escape, so it reads back as
+    the host sent it, and the gallery is written."""
+    from imgsync.fakehosts.gyazo import GyazoFake
+
+    fake = GyazoFake(Knobs(token=TOKEN, seed=3, rate="none"))
+    odd = next(iter(fake.images.values()))
+    odd.title = "before \ud800 after"
+    running = await start_fake(fake)
+    dest = tmp_path / "backup"
+    try:
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{running.url}"\ntoken_env = "GY"\n',
+        )
+        args = ("--config", str(cfg), "backup", "gy:", str(dest), "--json")
+        done = await run_cli_async(*args, env={"GY": TOKEN})
+    finally:
+        await running.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["copied"] == 3
+    sides = [json.loads(p.read_bytes()) for p in dest.glob("*.json")]
+    titles = [s["metadata"].get("title") for s in sides]
+    assert "before \ud800 after" in titles
+    assert (dest / "index.html").is_file()

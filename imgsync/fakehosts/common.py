@@ -480,12 +480,16 @@ def json_response(
     escape_slashes: bool = False,
     content_type: str = "application/json",
 ) -> web.Response:
-    """JSON as hosts write it (optionally with PHP's escaped slashes)."""
+    """JSON as hosts write it (optionally with PHP's escaped slashes). A lone surrogate in
+    a string (stored from a ``\\ud800`` escape) goes out as that escape, as a host's JSON
+    encoder writes it."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     if escape_slashes:
         text = text.replace("/", "\\/")
-    resp = web.Response(status=status, text=text, headers=headers)
+    body = text.encode("utf-8", "backslashreplace")
+    resp = web.Response(status=status, body=body, headers=headers)
     resp.content_type = content_type
+    resp.charset = "utf-8"
     return resp
 
 

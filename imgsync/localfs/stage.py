@@ -414,7 +414,9 @@ def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes | Path]) -> Unit:
 def _sidecar_bytes(f: StagedFile, final: str) -> bytes:
     assert f.sidecar is not None
     record = {**f.sidecar, "file": final.rpartition("/")[2]}
-    return pretty_json(record).encode("utf-8")
+    # a lone surrogate (a host's "\\ud800" escape, a name that was not UTF-8) can only
+    # be inside a JSON string: written as that escape, it reads back the same
+    return pretty_json(record).encode("utf-8", "backslashreplace")
 
 
 _STRING = json.encoder.encode_basestring  # the C function json uses (ensure_ascii=False)
@@ -588,13 +590,12 @@ def _write_sidecars(dst_root: str, unit: Unit) -> None:
         if f.final is None or f.sidecar is None or f.sidecar_final is not None:
             continue  # no file, no sidecar, or placed by commit_units already
         sha = str(f.sidecar.get("sha256") or "")
-        record = {**f.sidecar, "file": f.final.rpartition("/")[2]}
         folder = os.path.dirname(os.path.join(dst_root, f.final))
         tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{next(_counter)}")
         side = os.path.join(dst_root, f.final + ".json")
         try:
             with open(tmp, "wb") as fh:
-                fh.write(pretty_json(record).encode("utf-8"))
+                fh.write(_sidecar_bytes(f, f.final))
             for name in sidecar_names(f.final):
                 side = os.path.join(dst_root, name)
                 if not os.path.lexists(side):
