@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import imgsync.pages.common as pages_common
+from imgsync.localfs import display as printable_name
+from imgsync.localfs import key_path, stage
 from imgsync.models import is_image_name
 from imgsync.pages.common import (
     GENERATOR,
@@ -71,16 +73,8 @@ class _Chunk:
     file: str | None  # None: (re)write it
 
 
-def _key_path(key: str) -> str:
-    from imgsync.localfs import key_path
-
-    return key_path(key)
-
-
-def display(rel: str) -> str:
-    from imgsync.localfs import display as printable
-
-    return printable(rel)
+_key_path = key_path  # a state key as a relative path
+display = printable_name  # a relative path as people read it
 
 
 def find_sidecar(
@@ -91,12 +85,10 @@ def find_sidecar(
     unless that name held another file when the backup was made (see
     :func:`imgsync.localfs.sidecar_names`). ``present``: the names in ``rel``'s folder,
     when known (then a missing name costs no system call)."""
-    from imgsync.localfs import find_sidecar as find
-    from imgsync.localfs import is_sidecar_of, sidecar_names
-
     if present is None:
-        return find(root, rel, sha256)
-    for name in sidecar_names(rel):
+        return stage.find_sidecar(root, rel, sha256)
+    is_sidecar_of = stage.is_sidecar_of
+    for name in stage.sidecar_names(rel):
         if name.rpartition("/")[2] not in present:
             return None
         if is_sidecar_of(os.path.join(root, name), sha256):
