@@ -135,10 +135,12 @@ async def test_fleet_a_dead_workers_expired_lease_is_searched_and_not_uploaded_t
             await conn.execute(
                 "DELETE FROM fleet_locations WHERE sha256 = ANY(%s::text[])", (lost,)
             )
-            await conn.execute(  # the dead worker's leases, expired a second ago
-                "INSERT INTO fleet_claims (dest, sha256, owner, expires) "
+            await conn.execute(  # the dead worker's leases, expired a second ago, marked
+                # as sending (as a worker does just before the bytes go) ten seconds ago
+                "INSERT INTO fleet_claims (dest, sha256, owner, expires, sent) "
                 "SELECT %s, s, 'elsewhere.example:4242', "
-                "EXTRACT(EPOCH FROM clock_timestamp()) - 1 FROM unnest(%s::text[]) AS s",
+                "EXTRACT(EPOCH FROM clock_timestamp()) - 1, "
+                "EXTRACT(EPOCH FROM clock_timestamp()) - 10 FROM unnest(%s::text[]) AS s",
                 (dest, lost),
             )
         again = await run_cli_async(*args, env=env(1))

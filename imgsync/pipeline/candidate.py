@@ -32,6 +32,7 @@ class Candidate:
     handed: bool = False  # given to the committer, which finishes it
     md5_done: anyio.Event | None = None  # set once a late MD5 (see Delivery.md5_pending) is known
     taken_over: bool = False  # its lease was taken from a holder that did not finish
+    search_since: float | None = None  # ... that began sending it then: searched back to it
 
     @property
     def digest(self) -> Digest | None:

@@ -71,7 +71,9 @@ class Delivery:
             assert c.body is not None
             sha = c.body.digest.sha256
             if sha in mine:
-                c.taken_over = sha in leased.taken_over
+                if sha in leased.taken_over:  # else as it was: a deferred item taken over
+                    c.taken_over = True  # by settle_deferred's lease is leased again here
+                    c.search_since = leased.since.get(sha)
                 ours.append(c)
             elif sha in present:  # recorded there meanwhile
                 self.run.present([sha])
@@ -122,6 +124,7 @@ class Delivery:
                 elif c.sha256 in mine:  # released, expired or its owner died: ours now
                     self.run.failed_ids.discard(c.source_id)
                     c.taken_over = c.sha256 in leased.taken_over
+                    c.search_since = leased.since.get(c.sha256)
                     again.append(c)
                 else:
                     self.deferred.append(c)
@@ -278,7 +281,7 @@ class Delivery:
         lease expired): that holder may have sent it already.
         """
         if c.taken_over:
-            found, src = await self._find_sent(c, src)
+            found, src = await self._find_sent(c, src, c.search_since)
             if found is not None:
                 self.run._log.info(
                     "found at the destination",
@@ -287,12 +290,16 @@ class Delivery:
                     why="its lease was taken over from a run that did not finish",
                 )
                 return found, None
+        # fleet mode: the lease says its bytes are on their way, so whoever takes it over
+        # (this worker dies) searches the destination back to now before sending again
+        await self.run.store.sending(self.run.dst_key, [src.sha256])
+        sent_at = time.time()
         try:
             return await self.run.dst.upload(src, meta, rel_path=c.rel), None
         except ReplyLost as lost:
             first = lost
         shown = display(key_path(c.source_id))
-        found, src = await self._find_sent(c, src)
+        found, src = await self._find_sent(c, src, sent_at)
         if found is not None:
             return found, None
         try:
@@ -313,11 +320,12 @@ class Delivery:
         return item, note
 
     async def _find_sent(
-        self, c: Candidate, src: UploadSource
+        self, c: Candidate, src: UploadSource, since: float | None
     ) -> tuple[RemoteItem | None, UploadSource]:
         """The item an earlier upload of ``src`` made at the destination, when it can be
         listed (None: not found, or it cannot be listed); and ``src``, with its MD5 when
-        that was being taken late (so it is looked for by its MD5 too)."""
+        that was being taken late (so it is looked for by its MD5 too). ``since``: when
+        that upload was first sent (the search goes back to then), if known."""
         if not self.run.dst.features.can_list:
             return None, src
         if src.md5 is None and c.md5_done is not None:
@@ -325,7 +333,7 @@ class Delivery:
             if c.body is not None and c.body.digest.md5 is not None:
                 src = replace(src, md5=c.body.digest.md5)
         try:
-            return await self.run.dst.find_upload(src, rel_path=c.rel), src
+            return await self.run.dst.find_upload(src, rel_path=c.rel, since=since), src
         except ImgsyncError as exc:
             if exc.scope != "item":
                 raise

@@ -200,9 +200,10 @@ class Fleet:
     async def lease(self, dest: str, shas: Sequence[str]) -> Leased:
         """(leased to this worker, already recorded at ``dest``), atomically across workers;
         ``.taken_over``: those whose lease was another worker's (expired, or its worker
-        dead): it may have sent the bytes before it stopped; ``.since``: for those a holder
-        had started sending (see :meth:`sending`), when that first send began (this
-        machine's clock), so the destination is searched back to then."""
+        dead) that a holder had started sending (see :meth:`sending`): it may have sent
+        the bytes before it stopped; ``.since``: when that first send began (this
+        machine's clock), so the destination is searched back to then. A lease taken over
+        that no holder marked was never sent: it is not searched for."""
         shas = sorted(set(shas))  # one lock order for every worker: no deadlock
         now = self.now()
 
@@ -260,7 +261,8 @@ class Fleet:
                     (dest, self.owner, done),
                 )
             since = {sha: at - self._offset for sha, at in sent.items()}
-            return Leased(mine - present, present, taken - present, since)
+            # a lease no holder marked as sending was never sent: taken over, nothing to search
+            return Leased(mine - present, present, (taken & set(sent)) - present, since)
 
         result: Leased = await self._tx(work)
         return result
