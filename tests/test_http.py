@@ -616,6 +616,72 @@ async def test_multipart_file_names_go_out_as_raw_utf8(
     assert seen == [("title", None, title), ("source", arrives, "bytes")]
 
 
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "read-pieces"])
+async def test_a_streamed_file_arrives_whole_with_its_fields(
+    serve: Serve, ft: FakeTime, tmp_path: Path, sendfile: bool
+) -> None:
+    """A file part with a path goes out from the file (over ``os.sendfile``, or read in
+    pieces as over TLS), between its fields, in several pieces; every byte read is counted
+    for the progress line, and the host sees exactly the file and the fields."""
+    payload = os.urandom(9 * 1024 * 1024 + 12345)  # more than one 8 MiB sendfile piece
+    path = tmp_path / "big.png"
+    path.write_bytes(payload)
+    received: list[tuple[str, str | None, bytes]] = []
+    counted: list[int] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        assert request.content_length == int(request.headers["Content-Length"])
+        reader = await request.multipart()
+        async for part in reader:
+            assert isinstance(part, BodyPartReader)
+            data = bytearray()
+            while chunk := await part.read_chunk(1 << 20):  # (read() stops at 1 MiB)
+                data += chunk
+            received.append((str(part.name), part.filename, bytes(data)))
+        return web.json_response({"ok": True})
+
+    async def form() -> Multipart:
+        part = FilePart("imagedata", "big.png", mime="image/png", path=path, on_read=counted.append)
+        return Multipart([("title", "cat"), ("desc", "")], [part])
+
+    server = await serve(counting_app(handler))
+    async with fake_client(ft, sendfile=sendfile) as client:
+        resp = await client.request("POST", str(server.make_url("/up")), remote="r", form=form)
+    assert resp.data == {"ok": True}
+    assert received == [
+        ("title", None, b"cat"),
+        ("desc", None, b""),
+        ("imagedata", "big.png", payload),
+    ]
+    assert sum(counted) == len(payload) and len(counted) >= 2
+
+
+async def test_a_file_changed_since_it_was_hashed_is_not_sent(
+    serve: Serve, ft: FakeTime, tmp_path: Path
+) -> None:
+    """A streamed file whose size is no longer the one it was hashed at (still being
+    written) fails as a local error before a byte goes out, so the host never stores bytes
+    other than those recorded."""
+    path = tmp_path / "growing.png"
+    path.write_bytes(b"x" * 1000)
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        return web.json_response({})
+
+    async def form() -> Multipart:
+        return Multipart([], [FilePart("f", "growing.png", path=path, size=999)])
+
+    app = counting_app(handler)
+    server = await serve(app)
+    async with fake_client(ft) as client:
+        with pytest.raises(LocalIOError, match="changed since it was read"):
+            await client.request("POST", str(server.make_url("/up")), remote="r", form=form)
+        path.unlink()  # and one that vanished is a local error too, not a network one
+        with pytest.raises(LocalIOError, match="cannot read the upload"):
+            await client.request("POST", str(server.make_url("/up")), remote="r", form=form)
+    assert app.count == 0
+
+
 async def test_unreadable_upload_is_a_local_error(
     serve: Serve, ft: FakeTime, tmp_path: Path
 ) -> None:

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 import anyio.to_thread
 
 from imgsync.errors import LinkSkipped, LocalIOError, Rejected, TransientError
-from imgsync.hashing import CHUNK, Digest, digest_bytes
+from imgsync.hashing import Digest, digest_bytes, digest_file
 from imgsync.localfs import TMP_PREFIX, ScanEntry, io_error, open_source
 from imgsync.models import RemoteItem, UploadSource, sniff_image
 from imgsync.providers.base import Provider
@@ -211,7 +211,7 @@ def read_local(
     follow_root: str | None = None,
 ) -> Body:
     """Read and hash a local file (in a worker thread). A file above ``spool_threshold`` is
-    hashed in chunks and left where it is (uploads stream it from there).
+    hashed in pieces and left where it is (uploads stream it from there).
 
     Never read through a symbolic link (a file swapped for one since the scan raises
     ``LinkSkipped``) unless ``follow_root`` (``--copy-links``: the source folder's real
@@ -219,36 +219,24 @@ def read_local(
     Raises ``LocalIOError`` for a vanished or unreadable file.
     """
     try:
-        if size_hint <= spool_threshold:
-            with os.fdopen(open_source(path, follow_root), "rb") as fh:
-                data = fh.read()
-            return Body(digest_bytes(data, with_md5), data=data)
-        sha = hashlib.sha256()
-        md5 = hashlib.md5() if with_md5 else None
-        size = 0
-        with os.fdopen(open_source(path, follow_root), "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                size += len(chunk)
-                sha.update(chunk)
-                if md5 is not None:
-                    md5.update(chunk)
+        with os.fdopen(open_source(path, follow_root), "rb", buffering=0) as fh:
+            if size_hint <= spool_threshold:
+                data = fh.readall()
+                return Body(digest_bytes(data, with_md5), data=data)
+            digest = digest_file(fh, with_md5)
     except FileNotFoundError:
         raise LocalIOError("file vanished before it could be read", path=str(path)) from None
     except OSError as exc:
         raise LocalIOError(f"cannot read: {exc.strerror}", path=str(path)) from None
-    digest = Digest(sha.hexdigest(), md5.hexdigest() if md5 is not None else None, size)
     if follow_root is not None and os.path.islink(path):  # a followed link, checked above:
         path = Path(os.path.realpath(path))  # uploads open it without following links
     return Body(digest, path=path, owned=False)
 
 
 def file_md5(path: Path) -> str | None:
-    """MD5 of a file read in chunks (in a worker thread); None when it cannot be read."""
-    md5 = hashlib.md5()
+    """MD5 of a file read in pieces (in a worker thread); None when it cannot be read."""
     try:
-        with os.fdopen(open_source(path), "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                md5.update(chunk)
+        with os.fdopen(open_source(path), "rb", buffering=0) as fh:
+            return digest_file(fh, sha256=False).md5
     except (OSError, LinkSkipped):
         return None
-    return md5.hexdigest()
