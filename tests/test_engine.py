@@ -220,12 +220,14 @@ async def test_the_committers_byte_budget_holds_fetched_items_back_until_a_group
     assert budget.held == 500
 
 
-async def test_a_large_uploads_md5_is_taken_beside_the_upload_and_recorded(
+async def test_no_md5_is_taken_for_a_host_that_reports_none_yet_lost_replies_are_found(
     tmp_path: Path,
 ) -> None:
-    """Above the spool threshold, a file bound for a host that does not compare MD5 is
-    hashed (SHA-256) before its upload and MD5-hashed beside it: state ends up with both,
-    for the objects and for the folder's files, exactly as if hashed up front."""
+    """Gyazo reports no checksum: files bound for it are hashed once (SHA-256, which the
+    lease needs) and never MD5-hashed (2.3x the CPU) -- state records no MD5 for them.
+    The one use of an MD5 there, finding an upload whose reply was cut off (Gyazo's image
+    id is the MD5 of the bytes), takes it when that happens: files streamed from disk and
+    in memory alike are found and sent once, none reported as a possible duplicate."""
     import hashlib
     import os
     import sqlite3
@@ -234,28 +236,32 @@ async def test_a_large_uploads_md5_is_taken_beside_the_upload_and_recorded(
 
     src = tmp_path / "src"
     src.mkdir()
-    want = {}
-    for i in range(3):
+    sent = {}
+    for i in range(10):  # above the spool threshold: streamed from the file
         data = make_png(8, 8, i)[:33] + os.urandom(30_000 + i)
         (src / f"big{i}.png").write_bytes(data)
-        want[hashlib.sha256(data).hexdigest()] = hashlib.md5(data).hexdigest()
-    (src / "small.png").write_bytes(make_png(8, 8, 9))  # below the threshold: hashed up front
-    small = (src / "small.png").read_bytes()
-    want[hashlib.sha256(small).hexdigest()] = hashlib.md5(small).hexdigest()
-    host = GyazoFake(Knobs(token=TOKEN))
+        sent[hashlib.sha256(data).hexdigest()] = hashlib.md5(data).hexdigest()
+    for i in range(4):  # below it: read whole
+        data = make_png(8, 8, 20 + i)
+        (src / f"small{i}.png").write_bytes(data)
+        sent[hashlib.sha256(data).hexdigest()] = hashlib.md5(data).hexdigest()
+    host = GyazoFake(Knobs(token=TOKEN, faults={"truncate": 0.4}))
     fake = await start_fake(host)
     os.environ["GY"] = TOKEN
     try:
         cfg = load_config(_gyazo_config(tmp_path, fake.url), explicit=True)
         opts = CopyOptions(job="up", verb="copy", spool_threshold=4096)
         summary = await run_job(cfg, JobSpec("copy", str(src), "gy:", opts))
-        assert summary.copied == 4, summary.failures
-        assert (await fake.stats())["uploads"] == 4
+        stats = await fake.stats()
     finally:
         os.environ.pop("GY", None)
         await fake.close()
+    assert summary.copied == 14 and summary.exit_code == 0, summary.failures
+    assert stats["faults"] > 0  # replies were cut off ...
+    assert stats["uploads"] == 14 and not summary.possible_duplicates  # ... and found
     with sqlite3.connect(cfg.state_path) as db:
         objects = dict(db.execute("SELECT sha256, md5 FROM objects").fetchall())
         files = dict(db.execute("SELECT sha256, md5 FROM local_files").fetchall())
-    assert objects == want
-    assert files == want
+        urls = dict(db.execute("SELECT sha256, remote_id FROM locations").fetchall())
+    assert objects == files == dict.fromkeys(sent)
+    assert urls == sent  # each recorded as the image its own bytes made (id = its MD5)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import anyio
-
 from imgsync.hashing import Digest
 from imgsync.localfs import ScanEntry
 from imgsync.models import RemoteItem
@@ -30,7 +28,6 @@ class Candidate:
     body: Body | None = None
     page: int = -1
     handed: bool = False  # given to the committer, which finishes it
-    md5_done: anyio.Event | None = None  # set once a late MD5 (see Delivery.md5_pending) is known
     taken_over: bool = False  # its lease was taken from a holder that did not finish
     search_since: float | None = None  # ... that began sending it then: searched back to it
 

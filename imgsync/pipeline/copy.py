@@ -125,15 +125,11 @@ class CopyRun:
         # bound once per run: each call through the module's lazy proxy binds anew (a
         # filtered-out debug line cost ~10 us per item that way, ~1 us bound)
         self._log = log.bind()
-        self.with_md5 = (
-            bool(dst.features.checksums & {"md5"}) or opts.sidecars or (not dst.features.is_local)
-        )
-        # a large local file bound for a host that does not compare MD5 before it answers:
-        # only its SHA-256 (fast) is taken before the upload (the lease needs it); its MD5
-        # (three times slower) is taken beside the upload, not before it
-        self.md5_late = self.with_md5 and not (
-            dst.features.checksums & {"md5"} or opts.sidecars or dst.features.is_local
-        )
+        # MD5 (2.3x the CPU of SHA-256) is taken only where it is used: a host that reports
+        # one (Chevereto compares it with what it stored) and sidecars. A host that reports
+        # none (Gyazo, Guizhan, Discord Images) never sees it: the one use there, Gyazo's
+        # image_id as an MD5 hint in the lost-reply search, takes it then (Delivery)
+        self.with_md5 = bool(dst.features.checksums & {"md5"}) or opts.sidecars
         # the run's parts (each holds this run, which keeps what they share)
         self.sources = Sources(self)
         self.delivery = Delivery(self)
@@ -295,10 +291,8 @@ class CopyRun:
     async def process(self, batch: list[Candidate]) -> None:
         if batch[0].scan is not None:
             ready = await self.sources.read_batch(batch)
-            if ready:  # those whose MD5 comes late are recorded once it is known
-                await self.records.record_sources(
-                    [c for c in ready if not self.delivery.md5_pending(c)]
-                )
+            if ready:
+                await self.records.record_sources(ready)
                 await self.delivery.deliver_group(ready)
             return
         # host items stream one by one; what is fetched is handed on in groups (one lease

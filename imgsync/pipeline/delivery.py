@@ -18,7 +18,7 @@ from imgsync.errors import Duplicate, ImgsyncError, Rejected, ReplyLost
 from imgsync.localfs import display, key_path
 from imgsync.models import ItemMeta, RemoteItem, UploadSource, guess_mime, sniff_image
 from imgsync.pipeline.candidate import HOST_BATCH, Candidate
-from imgsync.pipeline.transfer import Body, file_md5
+from imgsync.pipeline.transfer import Body, source_md5
 
 if TYPE_CHECKING:
     from imgsync.pipeline.copy import CopyRun
@@ -183,50 +183,9 @@ class Delivery:
                 raise group.exceptions[0] from None
             raise
 
-    def md5_pending(self, c: Candidate) -> bool:
-        """A local file whose MD5 is taken beside its upload (see ``md5_late``)."""
-        body = c.body
-        return (
-            self.run.md5_late
-            and body is not None
-            and body.path is not None
-            and body.digest.md5 is None
-            and c.scan is not None
-        )
-
     async def _upload(self, c: Candidate, body: Body) -> tuple[RemoteItem, str | None] | None:
         """Send one leased item: what the host answered (and the note to journal when it
-        may have left a duplicate), or None when it was not uploaded (recorded as such).
-
-        A large file's MD5, when it is not needed before sending, is taken in a thread
-        while the upload goes out (a second read of a file the upload just read into the
-        page cache, on the other core), then the file is recorded with it."""
-        if not self.md5_pending(c):
-            return await self._upload_now(c, body)
-        assert body.path is not None
-        done = c.md5_done = anyio.Event()
-        path = body.path
-
-        async def late_md5() -> None:
-            try:
-                md5 = await anyio.to_thread.run_sync(file_md5, path)
-                if md5 is not None:
-                    body.digest = body.digest._replace(md5=md5)
-            finally:
-                done.set()
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(late_md5)
-            try:
-                sent = await self._upload_now(c, body)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await done.wait()
-                    if not self.run.opts.dry_run:
-                        await self.run.records.record_sources([c])
-        return sent
-
-    async def _upload_now(self, c: Candidate, body: Body) -> tuple[RemoteItem, str | None] | None:
+        may have left a duplicate), or None when it was not uploaded (recorded as such)."""
         self.run.progress.current = c.rel
         d = body.digest
         if body.data is not None:  # nothing to read: no thread hop
@@ -323,15 +282,16 @@ class Delivery:
         self, c: Candidate, src: UploadSource, since: float | None
     ) -> tuple[RemoteItem | None, UploadSource]:
         """The item an earlier upload of ``src`` made at the destination, when it can be
-        listed (None: not found, or it cannot be listed); and ``src``, with its MD5 when
-        that was being taken late (so it is looked for by its MD5 too). ``since``: when
-        that upload was first sent (the search goes back to then), if known."""
+        listed (None: not found, or it cannot be listed); and ``src``, with its MD5 (taken
+        now when the run did not need it before: Gyazo's image ids look like the MD5 of the
+        bytes, so the search matches on it). ``since``: when that upload was first sent
+        (the search goes back to then), if known."""
         if not self.run.dst.features.can_list:
             return None, src
-        if src.md5 is None and c.md5_done is not None:
-            await c.md5_done.wait()
-            if c.body is not None and c.body.digest.md5 is not None:
-                src = replace(src, md5=c.body.digest.md5)
+        if src.md5 is None:
+            md5 = await anyio.to_thread.run_sync(source_md5, src)
+            if md5 is not None:
+                src = replace(src, md5=md5)
         try:
             return await self.run.dst.find_upload(src, rel_path=c.rel, since=since), src
         except ImgsyncError as exc:

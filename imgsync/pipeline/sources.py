@@ -106,10 +106,7 @@ class Sources:
             for c in batch:
                 assert c.scan is not None
                 try:
-                    late = self.run.md5_late and c.scan.size > threshold
-                    c.body = read_local(
-                        root / c.rel, c.scan.size, self.run.with_md5 and not late, threshold
-                    )
+                    c.body = read_local(root / c.rel, c.scan.size, self.run.with_md5, threshold)
                 except LocalIOError as exc:
                     out.append(exc)
                     continue

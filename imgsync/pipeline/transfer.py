@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 import anyio.to_thread
 
 from imgsync.errors import LinkSkipped, LocalIOError, Rejected, TransientError
-from imgsync.hashing import Digest, digest_bytes, digest_file
+from imgsync.hashing import Digest, digest_bytes, digest_file, md5_hex
 from imgsync.localfs import TMP_PREFIX, ScanEntry, io_error, open_source
 from imgsync.models import RemoteItem, UploadSource, sniff_image
 from imgsync.providers.base import Provider
@@ -233,10 +233,14 @@ def read_local(
     return Body(digest, path=path, owned=False)
 
 
-def file_md5(path: Path) -> str | None:
-    """MD5 of a file read in pieces (in a worker thread); None when it cannot be read."""
+def source_md5(src: UploadSource) -> str | None:
+    """MD5 of an upload's bytes, in memory or read from its file in pieces (in a worker
+    thread); None when the file cannot be read."""
+    if src.data is not None:
+        return md5_hex(src.data)
+    assert src.path is not None
     try:
-        with os.fdopen(open_source(path), "rb", buffering=0) as fh:
+        with os.fdopen(open_source(src.path), "rb", buffering=0) as fh:
             return digest_file(fh, sha256=False).md5
     except (OSError, LinkSkipped):
         return None
