@@ -61,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json as jsonlib
 import logging
 import math
@@ -923,6 +924,13 @@ def _utf8(text: str) -> str:
     return text
 
 
+# A multipart boundary: random once per process (it cannot be guessed, so no file holds
+# it), numbered per body. A fresh os.urandom per upload cost a system call that gave up the
+# interpreter lock, and getting it back waited on the state writer's thread.
+_BOUNDARY = f"imgsync-{os.urandom(12).hex()}-"
+_BODIES = itertools.count()
+
+
 class _Encoded:
     """A :class:`Multipart` as it goes on the wire: ``pieces`` are the literal bytes
     (boundaries, part headers, field values, in-memory files) and the files streamed from
@@ -930,7 +938,7 @@ class _Encoded:
     anything is sent) and closed by :meth:`close`."""
 
     def __init__(self, body: Multipart) -> None:
-        self.boundary = os.urandom(16).hex()
+        self.boundary = f"{_BOUNDARY}{next(_BODIES):x}"
         self.content_type = f"multipart/form-data; boundary={self.boundary}"
         self.pieces: list[bytes | _OpenFile] = []
         self.size = 0

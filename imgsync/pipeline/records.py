@@ -70,8 +70,8 @@ class Recorder:
         features = self.run.dst.features
         stage = "verified" if features.checksums and not features.reencodes_uploads else "uploaded"
         await self.journal(c, stage, error=duplicate_note, attempt=True)
-        await self.run.store.flush()
-        await self.run.store.release(self.run.dst_key, [d.sha256])
+        # committed with its lease's end: one transaction (and one thread hop) per upload
+        await self.run.store.commit_and_release(self.run.dst_key, [d.sha256])
         self.run.summary.copied += 1
         self.run.summary.bytes += d.size
         self.run.progress.tick(done=1, copied=1, nbytes=d.size)

@@ -32,6 +32,7 @@ from imgsync.state.db import (
 from imgsync.state.fleet import LEASE_TTL, Fleet
 
 CLAIM_TTL = 6 * 3600.0
+_RELEASE = "DELETE FROM claims WHERE sha256 = ? AND dest = ? AND owner = ?"
 
 # Leases held by the open stores of this process: (database, dest, sha256) -> the holding
 # store. Every store of one process has the same owner in the database (host:pid), so two
@@ -235,13 +236,21 @@ class StateStore:
         if self.fleet is not None:
             await self.fleet.release(dest, shas)
 
+    async def commit_and_release(self, dest: str, shas: Iterable[str]) -> None:
+        """:meth:`flush` then :meth:`release`, in one transaction: what was queued (an
+        upload's record) is committed together with the end of its leases, and only then
+        are they given up in this process (and, in fleet mode, in the fleet)."""
+        shas = list(shas)
+        await self.write_many(_RELEASE, [(s, dest, self.owner) for s in shas])
+        await self.flush()
+        self._forget_held(dest, shas)
+        if self.fleet is not None:
+            await self.fleet.release(dest, shas)
+
     async def _release_local(self, dest: str, shas: Iterable[str]) -> None:
         shas = list(shas)
         self._forget_held(dest, shas)
-        await self.write_many(
-            "DELETE FROM claims WHERE sha256 = ? AND dest = ? AND owner = ?",
-            [(s, dest, self.owner) for s in shas],
-        )
+        await self.write_many(_RELEASE, [(s, dest, self.owner) for s in shas])
 
     async def _put(self, op: _Op) -> None:
         if self._failure is not None:
