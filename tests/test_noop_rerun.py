@@ -8,6 +8,8 @@ real CLI on real files and a real SQLite state.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -23,11 +25,15 @@ from imgsync.pipeline.plan import fingerprint, plan_local
 from imgsync.state.reader import must_open
 
 
-def _copy(src: Path, dst: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    capsys.readouterr()
-    assert main(["copy", str(src), str(dst), "--no-progress", "--json"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
+def _copy(src: Path, dst: Path) -> dict[str, Any]:
+    """One in-process run's JSON summary (stdout taken with redirect_stdout, not capsys:
+    a run that copies configures logging on the stderr of the moment, and the loggers
+    it caches must not keep a stream capsys closes after the test)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["copy", str(src), str(dst), "--no-progress", "--json"]) == 0
+    summary: dict[str, Any] = json.loads(out.getvalue())
+    return summary
 
 
 def _tree(root: Path) -> None:
@@ -46,24 +52,20 @@ def _marked(src: Path, dst: Path) -> bool:
     return plan.marked
 
 
-def test_a_rerun_matches_the_mark_and_copies_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_rerun_matches_the_mark_and_copies_nothing(tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     _tree(src)
-    assert _copy(src, dst, capsys)["copied"] == 12
+    assert _copy(src, dst)["copied"] == 12
     assert _marked(src, dst)
-    again = _copy(src, dst, capsys)
+    again = _copy(src, dst)
     assert again["copied"] == 0 and again["already_present"] == 12
 
 
-def test_a_file_rewritten_in_place_with_the_same_size_is_copied_again(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_file_rewritten_in_place_with_the_same_size_is_copied_again(tmp_path: Path) -> None:
     """Same name, same size, same inode: only the mtime tells it changed."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     _tree(src)
-    _copy(src, dst, capsys)
+    _copy(src, dst)
     target = src / "a" / "b" / "a-b1.png"
     before = target.stat()
     new = bytes(reversed(target.read_bytes()))
@@ -73,25 +75,23 @@ def test_a_file_rewritten_in_place_with_the_same_size_is_copied_again(
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
     assert target.stat().st_ino == before.st_ino and target.stat().st_size == before.st_size
     assert not _marked(src, dst)
-    summary = _copy(src, dst, capsys)
+    summary = _copy(src, dst)
     assert summary["copied"] == 1
     assert (dst / "a" / "b" / "a-b1.png").read_bytes() == new
 
 
-def test_a_file_with_its_old_mtime_but_another_size_is_copied_again(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_file_with_its_old_mtime_but_another_size_is_copied_again(tmp_path: Path) -> None:
     """Rewritten and its mtime put back (as some tools do): the size still tells."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     _tree(src)
-    _copy(src, dst, capsys)
+    _copy(src, dst)
     target = src / "c" / "c2.png"
     before = target.stat()
     with open(target, "ab") as fh:
         fh.write(b"more")
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert target.stat().st_mtime_ns == before.st_mtime_ns
-    summary = _copy(src, dst, capsys)
+    summary = _copy(src, dst)
     assert summary["copied"] == 1
     assert (dst / "c" / "c2.png").read_bytes() == target.read_bytes()
 
@@ -136,14 +136,12 @@ def test_the_scan_names_the_folders_that_hold_files(tmp_path: Path) -> None:
     assert folders == {e.rel.rpartition("/")[0] for e in entries} == {"", "a", "a/b", "c"}
 
 
-def test_a_no_op_rerun_loads_no_http_tls_or_openssl(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_no_op_rerun_loads_no_http_tls_or_openssl(tmp_path: Path) -> None:
     """Folder -> folder with nothing to do: no event loop, no aiohttp, no ssl, no
     OpenSSL-backed hashlib, no provider code (a fresh interpreter tells what was loaded)."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     _tree(src)
-    _copy(src, dst, capsys)
+    _copy(src, dst)
     probe = (
         "import sys\n"
         "from imgsync.cli import main\n"
@@ -211,9 +209,6 @@ _BAD_LINES = [
 
 
 def _parse(argv: list[str], verb: str | None) -> tuple[Any, str]:
-    import contextlib
-    import io
-
     from imgsync.cli import build_parser
 
     err = io.StringIO()
@@ -248,3 +243,34 @@ def test_a_verbs_help_is_the_same_from_its_own_parser(
         pages.append(capsys.readouterr().out)
     assert pages[0] == pages[1] and "--max-item-size" in pages[0]
     assert max(len(line) for line in pages[0].splitlines()) <= 98
+
+
+def test_names_that_look_like_images_but_are_not_plain_files(tmp_path: Path) -> None:
+    """The scan's short path (a lower-case image extension, one status read) hands
+    everything that is not a plain file to the full checks: a folder, a link, a pipe,
+    and names that are only an extension or shout it."""
+    src = tmp_path / "src"
+    (src / "album.png").mkdir(parents=True)  # a folder named like an image
+    (src / "album.png" / "inside.jpg").write_bytes(b"1")
+    (src / "a.png").write_bytes(b"2")  # five characters: an image
+    (src / ".png").write_bytes(b"3")  # only an extension: not an image
+    (src / ".jpeg").write_bytes(b"4")
+    (src / "LOUD.PNG").write_bytes(b"5")  # upper case: an image
+    (src / "Mixed.JpEg").write_bytes(b"6")
+    os.mkfifo(src / "pipe.png")  # not a regular file: not copied, no error
+    os.symlink(src / "a.png", src / "link.png")  # a link: skipped with a warning
+    (src / "notes.txt").write_text("x")
+    folders: set[str] = set()
+    entries, problems, skipped = scan_tree(src, folders=folders)
+    assert sorted(e.rel for e in entries) == [
+        "LOUD.PNG",
+        "Mixed.JpEg",
+        "a.png",
+        "album.png/inside.jpg",
+    ]
+    assert [(p.rel, p.skipped) for p in problems] == [("link.png", True)]
+    assert skipped == 3  # .png, .jpeg, notes.txt
+    assert folders == {"", "album.png"}
+    by_rel = {e.rel: e for e in entries}
+    st = os.stat(src / "a.png")
+    assert by_rel["a.png"][1:] == (st.st_size, st.st_mtime_ns, st.st_ino)

@@ -20,6 +20,7 @@ import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any, NamedTuple
@@ -37,6 +38,17 @@ class ScanEntry(NamedTuple):
     size: int
     mtime_ns: int
     inode: int
+
+
+# A scanned file as the walk makes it: (rel, size, mtime_ns, inode), a plain tuple. A
+# no-op re-run only digests these; making each a ScanEntry (a tuple subclass, allocated
+# the slow way) cost a tenth of its scan, so only the files with work to do become one.
+ScanRow = tuple[str, int, int, int]
+
+
+def entries_of(rows: Iterable[ScanRow]) -> list[ScanEntry]:
+    """``rows`` as ``ScanEntry`` values (one C-level pass)."""
+    return list(map(tuple.__new__, repeat(ScanEntry), rows))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +89,24 @@ def scan_tree(
     follow_links: bool = False,
     folders: set[str] | None = None,
 ) -> tuple[list[ScanEntry], list[ScanProblem], int]:
-    """Walk ``root``: (files, problems, files skipped as non-images).
+    """:func:`scan_rows` with each file as a :class:`ScanEntry`."""
+    rows, problems, skipped = scan_rows(
+        root, include, exclude, images_only, follow_links=follow_links, folders=folders
+    )
+    return entries_of(rows), problems, skipped
+
+
+def scan_rows(
+    root: Path,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    images_only: bool = True,
+    *,
+    follow_links: bool = False,
+    folders: set[str] | None = None,
+) -> tuple[list[ScanRow], list[ScanProblem], int]:
+    """Walk ``root``: (files as ``(rel, size, mtime_ns, inode)``, problems, files skipped
+    as non-images).
 
     Symbolic links are skipped (listed in problems with ``skipped=True``) unless
     ``follow_links``, which follows those whose target is inside ``root``. ``folders``,
@@ -112,7 +141,7 @@ def scan_tree(
             gc.enable()
     # assembled in the order of a one-thread walk (a stack of folders, the last found
     # first): the same tree always gives the same list, so its fingerprint holds
-    entries: list[ScanEntry] = []
+    entries: list[ScanRow] = []
     problems: list[ScanProblem] = []
     skipped = 0
     stack = [""]
@@ -149,7 +178,7 @@ class _Scanned:
     """One folder's own files, problems and subfolders (in the order the folder lists them)."""
 
     prefix: str
-    entries: list[ScanEntry]
+    entries: list[ScanRow]
     problems: list[ScanProblem]
     skipped: int
     folders: list[_Folder]
@@ -246,7 +275,7 @@ def _scan_folder(where: _Folder, opts: _Walk) -> _Scanned:
     """Read one folder: its files (status read relative to the open folder, no walk down
     the whole path per file), problems, non-images skipped, and subfolders to read."""
     folder, prefix, above = where
-    entries: list[ScanEntry] = []
+    entries: list[ScanRow] = []
     problems: list[ScanProblem] = []
     folders: list[_Folder] = []
     done = _Scanned(prefix, entries, problems, 0, folders)
@@ -255,10 +284,9 @@ def _scan_folder(where: _Folder, opts: _Walk) -> _Scanned:
     include, exclude, real_root = opts.include, opts.exclude, opts.real_root
     # this loop runs once per file on every re-run: local names, no helper calls
     append = entries.append
-    new_entry = tuple.__new__
     exts = IMAGE_EXTENSIONS
     lstat = os.stat
-    is_file = os.DirEntry.is_file
+    ends = _IMAGE_ENDINGS
     fd = -1
     try:
         if _RELATIVE:
@@ -277,35 +305,23 @@ def _scan_folder(where: _Folder, opts: _Walk) -> _Scanned:
                 name = de.name
                 if name[0] == "." and name.startswith(TMP_PREFIX):
                     continue
-                # the common case first: a plain file (the type comes with the folder's
-                # listing, no system call), then one status read for its size and mtime
-                try:
-                    plain = is_file(de, follow_symlinks=False)
-                except OSError:  # a file system without types in its listing: below
-                    plain = False
-                if plain:
-                    if images_only:
-                        dot = name.rfind(".")
-                        if dot <= 0 or name[dot:].lower() not in exts:
-                            skipped += 1
-                            continue
-                    rel = prefix + name
-                    if filtered and not matches(rel, include, exclude):
-                        continue
+                # the common case first: a name with a lower-case image extension (no
+                # filters), whose one status read (links not followed) finds a plain file
+                if not filtered and (
+                    not images_only or (name.endswith(ends) and (len(name) > 5 or name not in exts))
+                ):
                     try:
                         st = (
                             lstat(name, dir_fd=fd, follow_symlinks=False)
                             if fd >= 0
                             else de.stat(follow_symlinks=False)
                         )
-                    except FileNotFoundError:
-                        continue  # it vanished during the scan
-                    except OSError as exc:
-                        problems.append(ScanProblem(rel, f"cannot stat: {exc.strerror}"))
-                        continue
-                    if S_ISREG(st.st_mode):
-                        append(new_entry(ScanEntry, (rel, st.st_size, st.st_mtime_ns, st.st_ino)))
-                    continue
+                        if S_ISREG(st.st_mode):
+                            append((prefix + name, st.st_size, st.st_mtime_ns, st.st_ino))
+                            continue
+                    except OSError:
+                        pass  # told below as for any other entry (vanished, a link...)
+                    # a folder, a link or another kind of file by that name: as below
                 rel = prefix + name
                 try:
                     link = de.is_symlink()  # from the directory entry: no system call
@@ -355,7 +371,7 @@ def _scan_folder(where: _Folder, opts: _Walk) -> _Scanned:
                     problems.append(ScanProblem(rel, f"cannot stat: {exc.strerror}"))
                     continue
                 if S_ISREG(st.st_mode):
-                    append(new_entry(ScanEntry, (rel, st.st_size, st.st_mtime_ns, st.st_ino)))
+                    append((rel, st.st_size, st.st_mtime_ns, st.st_ino))
     finally:
         if fd >= 0:
             os.close(fd)
@@ -363,6 +379,7 @@ def _scan_folder(where: _Folder, opts: _Walk) -> _Scanned:
     return done
 
 
+_IMAGE_ENDINGS = tuple(sorted(IMAGE_EXTENSIONS))  # for str.endswith: no slice, no lower()
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _RELATIVE = os.stat in os.supports_dir_fd and os.scandir in os.supports_fd
 

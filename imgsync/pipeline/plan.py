@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
-from imgsync.localfs import ScanEntry, ScanProblem, missing, path_key, scan_tree
+from imgsync.localfs import ScanEntry, ScanProblem, missing, path_key
+from imgsync.localfs.scan import ScanRow, entries_of, scan_rows
 from imgsync.state.queries import KnownFile
 from imgsync.state.reader import StateReader
 
@@ -75,10 +76,11 @@ def _folders_unchanged(dest_root: Path, saved: str) -> bool:
 
 
 _REL, _SIZE, _MTIME, _INODE = (itemgetter(i) for i in range(4))
+_FILE = itemgetter(0, 1, 2, 3)  # (rel key, size, mtime_ns, inode) of a local_files row
 
 
 def fingerprint(
-    entries: list[ScanEntry], include: tuple[str, ...], exclude: tuple[str, ...]
+    entries: Sequence[ScanRow], include: tuple[str, ...], exclude: tuple[str, ...]
 ) -> str:
     """A digest of every scanned path, size, mtime and inode (and the filters), in order.
 
@@ -119,17 +121,17 @@ def plan_local(
     Raises ``LocalIOError`` when ``root`` is missing or unreadable.
     """
     folders: set[str] = set()
-    entries, found, non_images = scan_tree(
+    rows, found, non_images = scan_rows(
         root, include, exclude, follow_links=follow_links, folders=folders
     )
     problems = [p for p in found if not p.skipped]
-    plan = LocalPlan(root=root, scanned=len(entries), problems=problems, non_images=non_images)
+    plan = LocalPlan(root=root, scanned=len(rows), problems=problems, non_images=non_images)
     plan.links = [p for p in found if p.skipped]
-    plan.fingerprint = fingerprint(entries, include, exclude)
+    plan.fingerprint = fingerprint(rows, include, exclude)
     plan.dest_root = dest_root
     plan.folders = folders
     if db is None:
-        plan.to_hash = entries
+        plan.to_hash = entries_of(rows)
         return plan
     root_key = str(root)
     mark, count, latest, saved_state = db.scan_mark(root_key, dest_key)
@@ -138,7 +140,7 @@ def plan_local(
         and (count, latest) == db.dest_generation(dest_key)
         and (dest_root is None or _folders_unchanged(dest_root, saved_state))
     ):
-        plan.present = len(entries)  # same files, same destination: nothing to do
+        plan.present = len(rows)  # same files, same destination: nothing to do
         plan.marked = True
         return plan
     if dest_root is not None:
@@ -146,18 +148,22 @@ def plan_local(
         if gone:
             db.forget_locations(dest_key, gone)
     known = db.local_files(root_key, dest_key)
-    seen: set[str] = set()
-    for e in entries:
-        key = path_key(e.rel)
-        seen.add(key)
-        k = known.get(key)
-        if k is None or k[1] != e.size or k[2] != e.mtime_ns or k[3] != e.inode:
-            plan.to_hash.append(e)
+    # each file looked up by (rel key, size, mtime_ns, inode) in one dict built at C
+    # speed: a miss is a new or changed file; names are their own keys when ASCII
+    recorded = dict(zip(map(_FILE, known.values()), known.values(), strict=True))
+    keyed = rows
+    if not all(map(str.isascii, map(_REL, rows))):
+        keyed = [(path_key(r[0]), r[1], r[2], r[3]) for r in rows]
+    new = tuple.__new__
+    for row, k in zip(rows, map(recorded.get, keyed), strict=True):
+        if k is None:
+            plan.to_hash.append(new(ScanEntry, row))
         elif k[6]:
             plan.present += 1
         else:
-            plan.to_send.append((e, KnownFile(*k[1:6])))
-    if not include and not exclude and len(seen) != len(known):
+            plan.to_send.append((new(ScanEntry, row), KnownFile(*k[1:6])))
+    if not include and not exclude and len(keyed) != len(known):
+        seen = set(map(_REL, keyed))
         plan.vanished = [rel for rel in known if rel not in seen]
     if not plan.empty:
         plan.dest_items = db.items_at(dest_key)
