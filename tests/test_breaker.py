@@ -7,6 +7,7 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,18 +74,15 @@ async def _stats(url: str) -> dict[str, int]:
         return data
 
 
-@pytest.mark.xfail(
-    strict=False,  # it sends 204 for 200 every time here; timing could make it pass
-    reason="breaker finding, not fixed yet: uploads in flight when PostgreSQL drops the "
-    "worker are not recorded in the shared state, and the re-run sends some again",
-)
 async def test_a_rerun_after_postgresql_dropped_the_worker_uploads_nothing_twice(
     pg_url: str, tmp_path: Path
 ) -> None:
     """By hand: two workers, 1,500 images Gyazo -> Chevereto, PostgreSQL stopped with
     `pg_ctl -m immediate` mid-run (exit 75, one line: held), started again, the command
     run again: 1,507 uploads of 1,500 checksums, and the fleet's journal still said 93
-    "fetched" after the complete re-run."""
+    "fetched" after the complete re-run. Now the uploads in flight when the state fails
+    finish and are recorded in the worker's own state, and the re-run shares them with
+    the fleet (Chevereto cannot be listed: no search could find them)."""
     import psycopg
     from helpers import start_fake, write_config
 
@@ -129,6 +127,19 @@ async def test_a_rerun_after_postgresql_dropped_the_worker_uploads_nothing_twice
         assert again.returncode == 0, err.decode()
         stats = await _stats(chv.url)
         assert stats["uploads"] == stats["distinct_checksums"] == 200, stats
+        # and the fleet knows it all: every location, no lease left, no item half-done
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+
+            async def one(sql: str) -> Any:
+                row = await (await conn.execute(sql)).fetchone()
+                return row[0] if row else None
+
+            where = "WHERE remote LIKE 'chevereto:%%'"
+            assert await one(f"SELECT COUNT(DISTINCT sha256) FROM fleet_locations {where}") == 200
+            assert await one("SELECT COUNT(*) FROM fleet_claims") == 0
+            cur = await conn.execute("SELECT stage, COUNT(*) FROM fleet_journal GROUP BY stage")
+            stages: dict[str, int] = {str(k): int(n) for k, n in await cur.fetchall()}
+            assert stages == {"verified": 200}, stages  # the dropped run's last rows too
     finally:
         await gyazo.close()
         await chv.close()

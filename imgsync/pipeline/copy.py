@@ -49,7 +49,7 @@ import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from imgsync.errors import ImgsyncError, ProviderTimeout
+from imgsync.errors import ImgsyncError, ProviderTimeout, StateError
 from imgsync.hashing import Digest
 from imgsync.localfs import TMP_PREFIX, StagedFile, display, key_path, path_key, safe_name
 from imgsync.log import get_logger
@@ -113,6 +113,9 @@ class CopyRun:
         # otherwise, so they can be renamed into place); None: the system's temp folder
         self.spool_dir: Path | None = None
         self.halted = False  # a remote failed as a whole: workers take no more items
+        # the state failed (PostgreSQL dropped this worker): uploads in flight finish and
+        # are recorded in this machine's state, then the run stops with this error
+        self.state_error: StateError | None = None
         self._committer: Committer | None = None  # host -> folder: the group writer
         # fleet mode: the listing is split page by page between the workers
         self.shared: SharedListing | None = None
@@ -244,12 +247,16 @@ class CopyRun:
                     async with send:
                         try:
                             await self._feed(source, send)
+                        except StateError as exc:
+                            self.state_failed(exc)
                         except ImgsyncError as exc:
                             self.remote_failed(exc, listing=True)
             finally:
                 if self._committer is not None:
                     self._committer.close()  # it writes what is left, then returns
         self._committer = None  # what is fetched again below is written directly
+        if self.state_error is not None:
+            raise self.state_error
         await self.delivery.settle_deferred()
         if (
             self.listing_complete
@@ -276,8 +283,11 @@ class CopyRun:
                 if self.halted or self.stopping:
                     self.summary.not_attempted += len(batch)
                     continue
-                await self.process(batch)
-                await self._settle([c for c in batch if not c.handed])
+                try:
+                    await self.process(batch)
+                    await self._settle([c for c in batch if not c.handed])
+                except StateError as exc:  # the other workers' uploads in flight finish
+                    self.state_failed(exc)
 
     async def _settle(self, done: list[Candidate]) -> None:
         """Listed items that are finished (copied, failed or given up): their pages."""
@@ -415,6 +425,14 @@ class CopyRun:
             self.summary.remote_failure = redact(f"{where}: {exc}")
         if not listing:  # items already listed are still worth fetching after a listing failure
             self.halted = True
+
+    def state_failed(self, exc: StateError) -> None:
+        """The state cannot be written (PostgreSQL dropped this worker): take no more
+        items; what is in flight finishes (and is recorded in this machine's state, which
+        the next run shares), then the run stops with ``exc``."""
+        if self.state_error is None:
+            self.state_error = exc
+        self.halted = True
 
     async def finish(self) -> None:
         """Write the failures of this run to the journal and flush state."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from imgsync.errors import Duplicate, ImgsyncError, Rejected, ReplyLost
+from imgsync.errors import Duplicate, ImgsyncError, Rejected, ReplyLost, StateError
 from imgsync.localfs import display, key_path
 from imgsync.models import ItemMeta, RemoteItem, UploadSource, guess_mime, sniff_image
 from imgsync.pipeline.candidate import HOST_BATCH, Candidate
@@ -171,6 +171,10 @@ class Delivery:
                     # but outside the deadline: a sent upload never counts as failed
                     if sent is not None:
                         await self.run.records.record_upload(c, body.digest, *sent)
+            except StateError as exc:
+                # not the siblings' cancellation: their uploads may be at the host already,
+                # so they finish and are recorded here (this machine's state) first
+                self.run.state_failed(exc)
             finally:
                 body.discard()
 

@@ -30,6 +30,7 @@ from imgsync.state.db import (
     owner_id,
 )
 from imgsync.state.fleet import LEASE_TTL, Fleet
+from imgsync.state.fleet.orphans import adopt as adopt_orphans
 
 CLAIM_TTL = 6 * 3600.0
 _RELEASE = "DELETE FROM claims WHERE sha256 = ? AND dest = ? AND owner = ?"
@@ -84,7 +85,12 @@ class StateStore:
             try:
                 fleet = Fleet(self.url, self.owner, ttl=self.lease_ttl)
                 self.fleet = await fleet.open(renew=True)
+                # what a worker of this machine that stopped mid-run recorded here only
+                await adopt_orphans(self.fleet, self.fetchall)
             except BaseException:
+                if self.fleet is not None:
+                    await self.fleet.close()
+                    self.fleet = None
                 await self._close_conns()
                 raise
         self._writer = asyncio.create_task(self._write_loop(), name="imgsync-state-writer")
