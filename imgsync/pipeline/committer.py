@@ -2,12 +2,13 @@
 
 The transfer workers only fetch (``--transfers`` downloads in flight); every fetched item
 is handed to one committer, which writes whatever has gathered meanwhile as one group:
-staged, one filesystem flush, renamed, sidecars (and one more flush when any were written),
-then recorded and committed to state (so an item still counts as done only once its bytes
-and its sidecar are on disk and recorded). While a
-group is being written the workers keep fetching, so a slow flush makes the next group
-larger instead of stalling the downloads; one writer thread instead of one per worker
-also keeps the threads from fighting over the interpreter lock.
+hashed (the bodies are fetched without their digest and hashed here, in one worker
+thread, while the event loop goes on fetching), staged with their sidecars, one
+filesystem flush, renamed, one more flush for the renames, then recorded and committed
+to state (so an item still counts as done only once its bytes and its sidecar are on
+disk and recorded). While a group is being written the workers keep fetching, so a slow
+flush makes the next group larger instead of stalling the downloads; one writer thread
+instead of one per worker also keeps the threads from fighting over the interpreter lock.
 
 What waits for the committer is bounded by a byte budget (bodies held in memory, plus a
 small charge per item, so many tiny items are bounded too): a worker whose item does not
@@ -23,6 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 if TYPE_CHECKING:
     from imgsync.pipeline.copy import Candidate, CopyRun
+    from imgsync.pipeline.transfer import Body
 
 BUDGET_BYTES = 16 * 1024 * 1024  # fetched bytes waiting to be written
 ITEM_CHARGE = 16 * 1024  # counted per waiting item besides its bytes in memory
@@ -89,6 +91,14 @@ class Committer:
                         break
                 charged = sum(self.charge(c) for c in group)
                 try:
+                    bodies = [c.body for c in group if c.body is not None and not c.body.hashed]
+                    if bodies:  # hashing lets the interpreter lock go: the loop goes on
+                        await anyio.to_thread.run_sync(_hash_all, bodies)
                     await self.copy.commit_group(group)
                 finally:
                     self.budget.give(charged)
+
+
+def _hash_all(bodies: list[Body]) -> None:
+    for body in bodies:
+        body.hash_now()

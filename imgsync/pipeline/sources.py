@@ -153,6 +153,9 @@ class Sources:
                             with_md5=self.run.with_md5,
                             check_image=c.remote.is_image,
                             on_chunk=functools.partial(self.run.progress.received, c.rel),
+                            # written to a folder: hashed by the committer, a group at a
+                            # time in a worker thread (see Body)
+                            defer_hash=self.run.dst.features.batch_writes,
                         )
                         break
                     except CutShort as exc:

@@ -18,7 +18,6 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,15 +34,59 @@ MAX_ITEM_BYTES = 2 * 1024**3  # above every host's own upload limit
 _SNIFF = 512
 
 
-@dataclass(slots=True)
 class Body:
     """One item's bytes: in memory, or in a file (a spool file this run owns, or the
-    source file itself)."""
+    source file itself).
 
-    digest: Digest
-    data: bytes | None = None
-    path: Path | None = None
-    owned: bool = False  # a spool file: moved into place or deleted by :meth:`discard`
+    Bytes in memory may come without their digest (``digest=None``, see ``fetch``'s
+    ``defer_hash``): it is taken from them when first asked for, or beforehand, for a
+    whole group in a worker thread, by :meth:`hash_now` (hashing lets the interpreter
+    lock go, so the event loop goes on meanwhile).
+    """
+
+    __slots__ = ("_digest", "_with_md5", "data", "owned", "path")
+
+    def __init__(
+        self,
+        digest: Digest | None,
+        data: bytes | None = None,
+        path: Path | None = None,
+        owned: bool = False,  # a spool file: moved into place or deleted by discard()
+        *,
+        with_md5: bool = True,
+    ) -> None:
+        if digest is None and data is None:
+            raise ValueError("a body without its digest needs its bytes")
+        self._digest = digest
+        self._with_md5 = with_md5
+        self.data = data
+        self.path = path
+        self.owned = owned
+
+    def __repr__(self) -> str:
+        where = f"{self.in_memory} bytes in memory" if self.data is not None else self.path
+        return f"<Body {where}, {self._digest}>"
+
+    @property
+    def digest(self) -> Digest:
+        if self._digest is None:
+            self.hash_now()
+        assert self._digest is not None
+        return self._digest
+
+    @digest.setter
+    def digest(self, value: Digest) -> None:
+        self._digest = value
+
+    @property
+    def hashed(self) -> bool:
+        return self._digest is not None
+
+    def hash_now(self) -> None:
+        """Take the digest of the bytes in memory, if not taken yet (any thread)."""
+        if self._digest is None:
+            assert self.data is not None
+            self._digest = digest_bytes(self.data, self._with_md5)
 
     @property
     def in_memory(self) -> int:
@@ -72,7 +115,10 @@ class Body:
             return fh.read(_SNIFF)
 
     def discard(self) -> None:
-        """Drop the bytes; a spool file not moved into place is deleted."""
+        """Drop the bytes (the digest is kept: taken first if it was not yet); a spool file
+        not moved into place is deleted."""
+        if self._digest is None and self.data is not None:
+            self.hash_now()
         self.data = None
         if self.owned and self.path is not None:
             with contextlib.suppress(OSError):
@@ -107,9 +153,12 @@ async def fetch(
     with_md5: bool = True,
     check_image: bool = True,
     on_chunk: Callable[[int], None] | None = None,
+    defer_hash: bool = False,
 ) -> Body:
     """Stream ``item`` from ``src``: hashed, checked, in memory or spooled to a file
-    (``on_chunk(n)`` is told the size of each piece as it arrives).
+    (``on_chunk(n)`` is told the size of each piece as it arrives). With ``defer_hash``,
+    a body that stays in memory is returned without its digest (see :class:`Body`); a
+    spooled one is hashed as it streams, as always.
 
     Raises what ``src.open`` raises, ``TransientError`` for bytes that are not an image,
     ``Rejected`` past ``max_item_bytes``, ``LocalIOError`` when the spool cannot be written.
@@ -134,15 +183,21 @@ async def fetch(
             if fh is not None:
                 await _spool_io(path, _absorb, fh, chunk, sha, md5)
                 continue
-            sha.update(chunk)
-            if md5 is not None:
-                md5.update(chunk)
+            if not defer_hash:
+                sha.update(chunk)
+                if md5 is not None:
+                    md5.update(chunk)
             buf += chunk
             if not checked and len(buf) >= _SNIFF:
                 if sniff_image(bytes(buf[:_SNIFF])) is None:
                     raise _not_an_image(bytes(buf), src.name)
                 checked = True
             if len(buf) > spool_threshold:
+                if defer_hash:  # from here on it is hashed as it streams
+                    defer_hash = False
+                    sha.update(buf)
+                    if md5 is not None:
+                        md5.update(buf)
                 spool, path = await anyio.to_thread.run_sync(_open_spool, spool_dir)
                 fh = spool
                 await _spool_io(path, spool.write, bytes(buf))
@@ -160,6 +215,8 @@ async def fetch(
             with contextlib.suppress(OSError):
                 os.unlink(path)
         raise
+    if defer_hash:
+        return Body(None, data=bytes(buf), with_md5=with_md5)
     digest = Digest(sha.hexdigest(), md5.hexdigest() if md5 is not None else None, size)
     if path is not None:
         return Body(digest, path=path, owned=True)

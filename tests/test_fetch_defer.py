@@ -1,0 +1,54 @@
+"""Downloads bound for a folder are hashed by the committer, a group at a time in a worker
+thread (``fetch(defer_hash=True)``): the digest is the same as hashing while streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from imgsync.config import RemoteConfig
+from imgsync.fakehosts.images import make_png
+from imgsync.hashing import digest_bytes
+from imgsync.pipeline.committer import _hash_all
+from imgsync.pipeline.transfer import Body, fetch
+from imgsync.providers.base import ProviderContext
+from imgsync.providers.memory import MemoryProvider, store
+
+
+async def test_a_deferred_digest_is_the_streamed_one(tmp_path: Path) -> None:
+    small, big = make_png(40, 40, 3), make_png(300, 300, 7)
+    bucket = store("defer-hash")
+    items = [bucket.put("small.png", small), bucket.put("big.png", big)]
+    cfg = RemoteConfig(name="m", type="memory", options={"bucket": "defer-hash"})
+    async with MemoryProvider(cfg, ProviderContext()) as p:
+        for item, data in zip(items, (small, big), strict=True):
+            for with_md5 in (True, False):
+                want = digest_bytes(data, with_md5)
+                streamed, deferred = [
+                    await fetch(
+                        p,
+                        item,
+                        spool_dir=tmp_path,
+                        spool_threshold=64 * 1024,
+                        with_md5=with_md5,
+                        defer_hash=defer,
+                    )
+                    for defer in (False, True)
+                ]
+                assert streamed.digest == want
+                if data is small:  # kept in memory: no digest until asked, or hashed
+                    assert not deferred.hashed  # by the committer in a thread
+                    await anyio.to_thread.run_sync(_hash_all, [deferred])
+                else:  # spooled past the threshold: hashed as it streamed, as always
+                    assert deferred.hashed and deferred.path is not None
+                assert deferred.digest == want
+                for body in (streamed, deferred):
+                    body.discard()
+
+
+def test_a_body_dropped_before_its_digest_was_asked_keeps_it() -> None:
+    data = make_png(20, 20, 1)
+    body = Body(None, data=data)
+    body.discard()
+    assert body.data is None and body.digest == digest_bytes(data, True)
