@@ -89,8 +89,6 @@ async def run_job_once(
             report_path=job.report_path,
         )
         summary = await run_job(cfg, spec, stop=stop, admit=admit)
-        for rel, why in summary.links_skipped:
-            log.warning("symlink_skipped", job=job.name, path=rel, reason=why)
         log.info("job_run", job=job.name, dest=dest, summary=summary.line())
         summaries.append((dest, summary))
         if stop is not None and stop.is_set():
@@ -198,6 +196,16 @@ class JobLoop:
         self.watcher: asyncio.Task[None] | None = None
         self.watched: tuple[int, int] | None = None  # the folder the watcher watches
         self.watch_starts = 0
+        # symbolic links the runs skipped, warned about once: path -> (why, link target)
+        self.links_warned: dict[str, tuple[str, str]] = {}
+        self.source_folder: Path | None = None
+        if job.kind != "verify":
+            try:
+                source = resolve_spec(cfg, job.source)[0]
+            except ImgsyncError:  # the run says what is wrong with it
+                source = None
+            if source is not None and source.type == "local":
+                self.source_folder = source.path
 
     def stop(self) -> None:
         """Start no new run and hand out no new item; what is in flight finishes."""
@@ -264,6 +272,7 @@ class JobLoop:
         except ImgsyncError as exc:
             error = redact(str(exc))
             log.error("job_failed", job=self.job.name, error=error)
+        self._warn_links(summaries)
         now = self.clock.monotonic()
         stopped = self.stopping.is_set()
         healthy = self.health.record(summaries, error, self.clock.time(), stopped=stopped)
@@ -282,6 +291,29 @@ class JobLoop:
             log.warning("job_retry_scheduled", job=self.job.name, seconds=round(wait, 1))
         self.rescan_due = now + self.period
         return healthy
+
+    def _warn_links(self, summaries: list[tuple[str, Summary]]) -> None:
+        """One ``symlink_skipped`` warning per link for the life of this job, not one per
+        run (a rescan finds the same link every hour), and one per link whatever the
+        number of destinations; a link given another target, or one that went and came
+        back, is warned about again."""
+        now: dict[str, tuple[str, str]] = {}
+        for _dest, summary in summaries:
+            for rel, why in summary.links_skipped:
+                now.setdefault(rel, (why, self._link_target(rel)))
+        for rel, seen in now.items():
+            if self.links_warned.get(rel) != seen:
+                log.warning("symlink_skipped", job=self.job.name, path=rel, reason=seen[0])
+        if summaries:  # a run that failed as a whole saw nothing: keep what was warned
+            self.links_warned = now
+
+    def _link_target(self, rel: str) -> str:
+        if self.source_folder is None:
+            return ""
+        try:
+            return os.readlink(os.path.join(self.source_folder, rel))
+        except OSError:
+            return ""
 
     def _folder_ident(self) -> tuple[int, int] | None:
         assert self.folder is not None

@@ -545,3 +545,52 @@ async def test_an_unwritable_state_folder_fails_at_start(tmp_path: Path) -> None
     with pytest.raises(StateError) as info:
         await daemon.run()
     assert info.value.exit_code == 75 and "cannot write the state folder" in str(info.value)
+
+
+# ---- warnings said once ---------------------------------------------------------------------
+
+
+async def test_a_skipped_link_is_warned_once_per_daemon_life(tmp_path: Path) -> None:
+    """A watch job whose folder holds a link: every rescan skips it again, but the warning
+    is logged once, not once per run; a link that changes (another target) or a new link
+    is warned about once more; the images are copied all along."""
+    import structlog
+
+    clock = VirtualClock()
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    src.mkdir()
+    outside.mkdir()
+    (src / "a.png").write_bytes(make_png(8, 8, 1))
+    (outside / "x.png").write_bytes(make_png(8, 8, 2))
+    (outside / "y.png").write_bytes(make_png(8, 8, 3))
+    (src / "link.png").symlink_to(outside / "x.png")
+    cfg = load_config(
+        _config(tmp_path, _watch_job("w", src, dst), daemon='rescan_interval = "60s"')
+    )
+    loop = JobLoop(cfg, cfg.jobs[0], JobHealth("w", "watch"), clock=clock, watch_events=False)
+
+    def warned() -> list[str]:
+        return [e["path"] for e in logs if e["event"] == "symlink_skipped"]
+
+    async def rescan(runs: int) -> None:
+        clock.advance(60)
+        await eventually(lambda: loop.health.runs == runs and clock.waiters > 0)
+
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(loop.loop())
+        try:
+            await eventually(lambda: loop.health.runs == 1 and clock.waiters > 0)
+            await rescan(2)
+            await rescan(3)
+            assert warned() == ["link.png"]
+            (src / "link.png").unlink()
+            (src / "link.png").symlink_to(outside / "y.png")  # another target
+            (src / "other.png").symlink_to(outside / "x.png")
+            (src / "b.png").write_bytes(make_png(8, 8, 4))
+            await rescan(4)
+            await rescan(5)
+            assert sorted(warned()) == ["link.png", "link.png", "other.png"]
+            assert sorted(tree_files(dst)) == ["a.png", "b.png"]
+        finally:
+            loop.stop()
+            await task
