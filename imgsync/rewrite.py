@@ -43,6 +43,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 REWRITE_SUFFIXES = frozenset(
     {".md", ".markdown", ".mdx", ".html", ".htm", ".xhtml", ".txt", ".rst", ".bbcode"}
@@ -94,6 +95,14 @@ class RewriteResult:
             self.diffs.append(_diff(doc, before, after))
 
 
+# A document's first block decides whether it is text (binary files are skipped unread);
+# a larger one than STREAM_ABOVE is rewritten a piece at a time (pieces end after a line
+# end, else after any whitespace), so memory stays bounded whatever its size.
+SNIFF_BYTES = 65536
+STREAM_ABOVE = 8 * 1024 * 1024
+STREAM_PIECE = 256 * 1024
+_CUTS = re.compile(r"[\n \t\r]")
+
 LINK_NOTE = "symbolic link; not followed (name the file itself to rewrite it)"
 SPECIAL_NOTE = "not a regular file; not read"
 BINARY_NOTE = "binary file (NUL bytes); not changed"
@@ -125,10 +134,10 @@ def documents(
             yield p
 
 
-def _read_document(doc: Path, follow: bool) -> bytes:
-    """The bytes of ``doc``, refusing anything that is not a regular file when opened. A
-    file found by walking (``follow`` false) is opened with ``O_NOFOLLOW``: one swapped for
-    a link after the walk looked at it is refused, not followed."""
+def _open_document(doc: Path, follow: bool) -> BinaryIO:
+    """``doc`` open for reading, refusing anything that is not a regular file when opened.
+    A file found by walking (``follow`` false) is opened with ``O_NOFOLLOW``: one swapped
+    for a link after the walk looked at it is refused, not followed."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
     if not follow:
         flags |= getattr(os, "O_NOFOLLOW", 0)
@@ -138,10 +147,11 @@ def _read_document(doc: Path, follow: bool) -> bytes:
         if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, LINK_NOTE) from None
         raise
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise OSError(errno.EINVAL, SPECIAL_NOTE)
-        return fh.read()
+    fh = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        fh.close()
+        raise OSError(errno.EINVAL, SPECIAL_NOTE)
+    return fh
 
 
 def is_binary(data: bytes) -> bool:
@@ -179,11 +189,15 @@ class Rewriter:
             return None
         return re.compile("(?:" + "|".join(re.escape(o) for o in olds) + ")" + _WHOLE)
 
+    @property
+    def streamable(self) -> bool:
+        """Can a document be cut after a line end, space, tab or CR? (No old URL holds
+        one: then no match spans a cut, and what follows a match is judged the same on
+        either side of it.)"""
+        return not any(_CUTS.search(old) for old in self.mapping)
+
     def rewrite_bytes(self, data: bytes, *, html: bool) -> tuple[bytes, list[Edit]]:
         """The new bytes and the edits; ``data`` itself when nothing matched."""
-        pattern = self._html if html else self._plain
-        if pattern is None:
-            return data, []
         bom, codec = _codec(data)
         errors = _errors(codec)
         try:
@@ -191,24 +205,37 @@ class Rewriter:
         except UnicodeDecodeError:
             return data, []
         pieces: list[bytes] = [bom]
+        edits = self.rewrite_text(text, codec, html=html, offset=len(bom), out=pieces)
+        if not edits:
+            return data, []
+        return b"".join(pieces), edits
+
+    def rewrite_text(
+        self, text: str, codec: str, *, html: bool, offset: int, out: list[bytes]
+    ) -> list[Edit]:
+        """Append the encoded new text of ``text`` to ``out``; the edits, at byte offsets
+        counted from ``offset`` (where this text starts in the new file)."""
+        pattern = self._html if html else self._plain
+        errors = _errors(codec)
+        if pattern is None:
+            out.append(text.encode(codec, errors))
+            return []
         edits: list[Edit] = []
         pos = 0
-        size = len(bom)
+        size = offset
         for m in pattern.finditer(text):
             before = text[pos : m.start()].encode(codec, errors)
-            pieces.append(before)
+            out.append(before)
             size += len(before)
             old = m.group(0).encode(codec, errors)
             new = self.mapping[m.group(0)].encode(codec, errors)
             if new != old:
                 edits.append(Edit(size, new, old))
-            pieces.append(new)
+            out.append(new)
             size += len(new)
             pos = m.end()
-        if not edits:
-            return data, []
-        pieces.append(text[pos:].encode(codec, errors))
-        return b"".join(pieces), edits
+        out.append(text[pos:].encode(codec, errors))
+        return edits
 
 
 def _sha(data: bytes) -> str:
@@ -273,33 +300,55 @@ class UndoJournal:
         os.replace(tmp, target)
 
     def push(self, doc: Path, before: bytes, after: bytes, edits: list[Edit]) -> None:
+        self.push_digests(doc, _sha(before), _sha(after), edits)
+
+    def push_digests(self, doc: Path, before: str, after: str, edits: list[Edit]) -> None:
         recs = self.records(doc)
         recs.append(
             {
-                "before": _sha(before),
-                "after": _sha(after),
+                "before": before,
+                "after": after,
                 "edits": [[e.offset, e.new.hex(), e.old.hex()] for e in edits],
             }
         )
         self.save(doc, recs)
 
 
-def _load(
-    doc: Path, named: set[Path], result: RewriteResult, *, text_only: bool = True
-) -> bytes | None:
-    """The document's bytes, or None with a failure or a note recorded."""
+def _open(doc: Path, named: set[Path], result: RewriteResult) -> tuple[BinaryIO, bytes] | None:
+    """The open document and its first block; None when it is not read (a failure or a
+    note recorded: a link, not a regular file, a binary file seen from its first block)."""
     try:
-        data = _read_document(doc, doc in named)
+        fh = _open_document(doc, doc in named)
     except OSError as exc:
         if exc.strerror in (SPECIAL_NOTE, LINK_NOTE):
             result.skipped.append((str(doc), exc.strerror))
         else:
             result.failures.append((str(doc), f"cannot read: {exc.strerror or exc}"))
         return None
-    if text_only and is_binary(data):
+    try:
+        head = fh.read(SNIFF_BYTES)
+    except OSError as exc:
+        fh.close()
+        result.failures.append((str(doc), f"cannot read: {exc.strerror or exc}"))
+        return None
+    if is_binary(head):
+        fh.close()
         result.skipped.append((str(doc), BINARY_NOTE))
         return None
-    return data
+    return fh, head
+
+
+def _load(doc: Path, named: set[Path], result: RewriteResult) -> bytes | None:
+    """The whole document's bytes (binary or not), or None with a failure or a note."""
+    try:
+        with _open_document(doc, doc in named) as fh:
+            return fh.read()
+    except OSError as exc:
+        if exc.strerror in (SPECIAL_NOTE, LINK_NOTE):
+            result.skipped.append((str(doc), exc.strerror))
+        else:
+            result.failures.append((str(doc), f"cannot read: {exc.strerror or exc}"))
+        return None
 
 
 def rewrite(
@@ -316,12 +365,25 @@ def rewrite(
     rw = Rewriter(mapping)
     paths = list(paths)
     named = {p for p in paths if not p.is_dir()}
+    streamable = rw.streamable
     for doc in documents(paths, result.skipped):
         real = Path(os.path.realpath(doc))
-        data = _load(doc, named, result)
-        if data is None:
+        html = doc.suffix.lower() in _HTML_SUFFIXES
+        opened = _open(doc, named, result)
+        if opened is None:
             continue
-        new, edits = rw.rewrite_bytes(data, html=doc.suffix.lower() in _HTML_SUFFIXES)
+        fh, head = opened
+        with fh:
+            try:
+                large = os.fstat(fh.fileno()).st_size > STREAM_ABOVE and streamable
+                if large:
+                    _rewrite_streamed(rw, doc, real, fh, head, html, result, dry_run, journal)
+                    continue
+                data = head + fh.read()
+            except OSError as exc:
+                result.failures.append((str(doc), f"cannot read: {exc.strerror or exc}"))
+                continue
+        new, edits = rw.rewrite_bytes(data, html=html)
         if not edits:
             continue
         result.count(doc, len(edits), data, new, dry_run)
@@ -334,6 +396,130 @@ def rewrite(
         except OSError as exc:
             result.failures.append((str(doc), f"cannot write: {exc.strerror or exc}"))
     return result
+
+
+def _pieces(fh: BinaryIO, head: bytes, codec: str, raw_seen: Any) -> Iterable[str]:
+    """The document's text (after its byte-order mark) in pieces of about
+    ``STREAM_PIECE`` bytes, each ending after a line end, else after a space, tab or
+    carriage return (a piece with none grows until it has one, or the text ends); every
+    block read after ``head`` is passed to ``raw_seen``. Raises UnicodeDecodeError."""
+    decoder = codecs.getincrementaldecoder(codec)(_errors(codec))
+    bom = _codec(head)[0]
+    pending = decoder.decode(head[len(bom) :])
+    while True:
+        raw = fh.read(STREAM_PIECE)
+        raw_seen(raw)
+        pending += decoder.decode(raw, final=not raw)
+        if not raw:
+            if pending:
+                yield pending
+            return
+        cut = pending.rfind("\n") + 1 or max(pending.rfind(c) for c in " \t\r") + 1
+        if cut:
+            yield pending[:cut]
+            pending = pending[cut:]
+
+
+def _rewrite_streamed(
+    rw: Rewriter,
+    doc: Path,
+    real: Path,
+    fh: BinaryIO,
+    head: bytes,
+    html: bool,
+    result: RewriteResult,
+    dry_run: bool,
+    journal: UndoJournal | None,
+) -> None:
+    """Rewrite a large document a piece at a time into a temporary file beside it (memory
+    bounded by the piece size), then replace it as :func:`_replace_file` does; a dry run
+    keeps only the diff of the pieces that change."""
+    bom, codec = _codec(head)
+    before, after = hashlib.sha256(head), hashlib.sha256(bom)
+    edits: list[Edit] = []
+    hunks: list[str] = []
+    size, line = len(bom), 0
+    out: BinaryIO | None = None
+    tmp = ""
+    if not dry_run:
+        fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".imgsync-tmp", dir=real.parent)
+        out = os.fdopen(fd, "wb")
+    try:
+        if out is not None:
+            out.write(bom)
+        for text in _pieces(fh, head, codec, before.update):
+            chunks: list[bytes] = []
+            found = rw.rewrite_text(text, codec, html=html, offset=size, out=chunks)
+            new = b"".join(chunks)
+            after.update(new)
+            size += len(new)
+            if found:
+                edits += found
+                if dry_run:
+                    hunks.append(_hunks(text, new.decode(codec, _errors(codec)), line))
+            if dry_run:  # lines are numbered for the diff only
+                line += len(text.splitlines())
+            if out is not None:
+                out.write(new)
+        if not edits:
+            return
+        result.files_changed += 1
+        result.links_replaced += len(edits)
+        result.changed.append(str(doc))
+        if dry_run:
+            result.diffs.append(f"--- a/{doc}\n+++ b/{doc}\n" + "".join(hunks))
+            return
+        assert out is not None
+        out.flush()
+        os.fsync(out.fileno())
+        out.close()
+        os.chmod(tmp, os.stat(real).st_mode & 0o7777)
+        if journal is not None:
+            journal.push_digests(real, before.hexdigest(), after.hexdigest(), edits)
+        os.replace(tmp, real)
+        tmp = ""
+    except UnicodeDecodeError:
+        return  # not text in its own encoding after all: left as it is (as a whole read)
+    except OSError as exc:
+        result.failures.append((str(doc), f"cannot write: {exc.strerror or exc}"))
+    finally:
+        if out is not None:
+            out.close()
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _hunks(old: str, new: str, line: int) -> str:
+    """The unified-diff hunks of one piece (its lines numbered from ``line`` + 1)."""
+    a = old.encode("utf-8", "surrogateescape").decode("utf-8", "replace").splitlines(True)
+    b = new.encode("utf-8", "surrogateescape").decode("utf-8", "replace").splitlines(True)
+    shifted = []
+    end = "\n\\ No newline at end of file\n"
+    for text in list(difflib.unified_diff(a, b, n=3))[2:]:
+        m = _HUNK.match(text)
+        if m:
+            a0, a1, b0, b1 = m.groups()
+            text = f"@@ -{int(a0) + line}{a1 or ''} +{int(b0) + line}{b1 or ''} @@\n"
+        shifted.append(text if text.endswith("\n") else text + end)
+    return "".join(shifted)
+
+
+_HUNK = re.compile(r"@@ -(\d+)(,\d+)? \+(\d+)(,\d+)? @@")
+
+
+def _put_back(data: bytes, edits: list[list[Any]]) -> bytes | None:
+    """``data`` with each edit's old bytes back in place of its new ones (one pass: a
+    file with thousands of edits is not copied once per edit); None if one does not fit."""
+    pieces: list[bytes] = []
+    pos = 0
+    for offset, new_hex, old_hex in edits:
+        new_b = bytes.fromhex(new_hex)
+        if offset < pos or data[offset : offset + len(new_b)] != new_b:
+            return None
+        pieces += (data[pos:offset], bytes.fromhex(old_hex))
+        pos = offset + len(new_b)
+    pieces.append(data[pos:])
+    return b"".join(pieces)
 
 
 def undo(paths: Iterable[Path], journal: UndoJournal, *, dry_run: bool) -> RewriteResult:
@@ -350,7 +536,7 @@ def undo(paths: Iterable[Path], journal: UndoJournal, *, dry_run: bool) -> Rewri
         recs = journal.records(real)
         if not recs:
             continue
-        data = _load(doc, named, result, text_only=False)
+        data = _load(doc, named, result)
         if data is None:
             continue
         last = recs[-1]
@@ -364,15 +550,11 @@ def undo(paths: Iterable[Path], journal: UndoJournal, *, dry_run: bool) -> Rewri
                 (str(doc), "edited since the last rewrite; not undone (restore it by hand)")
             )
             continue
-        out = data
         raw_edits = last.get("edits")
         assert isinstance(raw_edits, list)
-        for offset, new_hex, old_hex in reversed(raw_edits):
-            new_b, old_b = bytes.fromhex(new_hex), bytes.fromhex(old_hex)
-            if out[offset : offset + len(new_b)] != new_b:  # cannot happen when the hash matched
-                result.failures.append((str(doc), "undo record does not fit the file"))
-                break
-            out = out[:offset] + old_b + out[offset + len(new_b) :]
+        out = _put_back(data, raw_edits)
+        if out is None:  # cannot happen when the hash matched
+            result.failures.append((str(doc), "undo record does not fit the file"))
         else:
             result.count(doc, len(raw_edits), data, out, dry_run)
             if dry_run:
