@@ -152,3 +152,33 @@ def test_files_over_the_item_size_cap_are_not_staged_whichever_way_they_are_read
         assert "larger than the per-item size cap of 5000 bytes" in str(by_rel[rel].error)
     assert {f.rel for f in unit.staged} == {"small.png", "streamed.png"}
     assert sorted(os.listdir(unit.stage_dir)) == ["small.png", "streamed.png"]
+
+
+def test_a_held_file_changed_before_the_commit_fails_the_item(tmp_path: Path) -> None:
+    """A destination file found holding the source's bytes is not staged again; if it
+    changes between that comparison and the commit, the item fails (tried again next run)
+    instead of counting a file that no longer holds those bytes; the unchanged one is
+    adopted as it is."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    for name in ("a.png", "b.png"):
+        data = make_png(6, 6, len(name) + ord(name[0]))
+        (src / name).write_bytes(data)
+        (dst / name).write_bytes(data)
+    entries, _, _ = scan_tree(src)
+    (unit,) = make_units(entries)
+    stage_unit(str(src), str(dst), unit, False)
+    assert [f.held is not None for f in unit.staged] == [True, True]
+    assert os.listdir(unit.stage_dir) == []  # nothing written for them
+    (dst / "a.png").write_bytes(b"replaced by the user meanwhile")
+    for f in unit.staged:
+        f.approved = True
+    commit_units(str(dst), [unit])
+    by_rel = {f.rel: f for f in unit.staged}
+    assert by_rel["a.png"].error is not None and by_rel["a.png"].final is None
+    assert "changed while imgsync compared it" in str(by_rel["a.png"].error)
+    assert by_rel["b.png"].error is None and by_rel["b.png"].already_there
+    assert by_rel["b.png"].final == "b.png"
+    assert (dst / "a.png").read_bytes() == b"replaced by the user meanwhile"
+    assert sorted(os.listdir(dst)) == ["a.png", "b.png"]

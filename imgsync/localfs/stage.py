@@ -120,6 +120,9 @@ class StagedFile:
     sidecar: dict[str, Any] | None = None  # JSON written beside the committed file
     staged_name: str = ""  # name inside the staging folder (default: the base name)
     already_there: bool = False  # the destination held these bytes under that name already
+    # (size, mtime_ns) of the file found at the destination holding these bytes when it was
+    # staged (nothing was staged for it): checked again at commit, then ``already_there``
+    held: tuple[int, int] | None = None
     digest: Digest | None = None
     error: ImgsyncError | None = None
     approved: bool = False  # set by the engine after dedupe and claim
@@ -356,6 +359,7 @@ def stage_unit(
     join = os.path.join
     big = STREAM_ABOVE if max_bytes is None else min(STREAM_ABOVE, max_bytes)
     follow_root = os.path.realpath(src_root) if follow_links else None
+    there = _names_in(unit.final_dir)  # None: a new folder (nothing to compare with)
     for f in unit.files:
         src = join(src_root, f.rel)
         if f.scan is not None and f.scan.size > big:
@@ -382,8 +386,38 @@ def stage_unit(
             f.error = LocalIOError("file changed while it was read; tried again later", path=src)
             continue
         f.digest = digest_bytes(data, with_md5)
+        name = f.rel.rpartition("/")[2]
+        if there and name in there and _already_holds(join(unit.final_dir, name), data, f):
+            unit.staged.append(f)  # nothing to write: adopted at commit
+            continue
         _put(dst_root, unit, f, data, f.scan.mtime_ns if f.scan else None)
     return unit
+
+
+def _names_in(folder: str) -> frozenset[str] | None:
+    """The names in ``folder`` (one listing, no status per file), or None when it is not
+    there: a fresh copy into new folders pays nothing more."""
+    try:
+        return frozenset(os.listdir(folder))
+    except OSError:
+        return None
+
+
+def _already_holds(path: str, data: bytes, f: StagedFile) -> bool:
+    """Does the destination file ``path`` (which imgsync has no record of) hold exactly
+    ``data``? Sizes first (one status); the bytes are read and compared only when they
+    match. On a match ``f.held`` keeps the file's size and time, checked again at commit."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != len(data):
+            return False
+        with os.fdopen(open_source(path), "rb") as fh:
+            same = fh.read(len(data) + 1) == data
+    except (OSError, LinkSkipped):
+        return False
+    if same:
+        f.held = (st.st_size, st.st_mtime_ns)
+    return same
 
 
 def stage_blobs(dst_root: str, unit: Unit, blobs: list[bytes | Path]) -> Unit:
@@ -744,7 +778,8 @@ def _rename_new(src: str, dst: str) -> bool | None:
 
 
 def _rename_whole(unit: Unit) -> bool:
-    staged_as_other = any(f.staged_name for f in unit.staged)  # staged under other names
+    # staged under other names, or found already there (the folder exists then anyway)
+    staged_as_other = any(f.staged_name or f.held for f in unit.staged)
     if staged_as_other or unit.final_dir == os.path.dirname(unit.stage_dir):
         return False
     done = _rename_new(unit.stage_dir, unit.final_dir)
@@ -769,6 +804,9 @@ def _staged_name(f: StagedFile) -> str:
 
 def _commit_file(dst_root: str, unit: Unit, f: StagedFile) -> None:
     name = f.rel.rpartition("/")[2]
+    if f.held is not None:  # nothing staged: the destination already held these bytes
+        _commit_held(unit, f, name)
+        return
     tmp = os.path.join(unit.stage_dir, _staged_name(f))
     target = os.path.join(unit.final_dir, name)
     # the common case, a name nothing has yet: one system call that never replaces
@@ -792,6 +830,27 @@ def _commit_file(dst_root: str, unit: Unit, f: StagedFile) -> None:
             os.unlink(tmp)
         return
     f.final = os.path.relpath(target, dst_root).replace(os.sep, "/")
+
+
+def _commit_held(unit: Unit, f: StagedFile, name: str) -> None:
+    """A file found holding these bytes when it was staged counts as already there if it
+    is still what was compared (its size and time); else the item fails for this run."""
+    target = os.path.join(unit.final_dir, name)
+    try:
+        st = os.lstat(target)
+        now: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+        if not stat.S_ISREG(st.st_mode):
+            now = None
+    except OSError:
+        now = None
+    if now != f.held:
+        f.error = LocalIOError(
+            f"{display(target)} changed while imgsync compared it; tried again next run",
+            path=target,
+        )
+        return
+    f.already_there = True
+    f.final = f"{unit.folder}/{name}" if unit.folder else name
 
 
 def discard_stage(unit: Unit) -> None:
