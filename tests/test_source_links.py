@@ -243,3 +243,70 @@ async def test_a_copy_skips_a_file_swapped_for_a_link_with_a_warning(tmp_path: P
     again = await run_job(cfg, JobSpec("copy", str(src), str(dst), CopyOptions()))
     assert again.copied == 1 and again.exit_code == 0 and not again.links_skipped
     assert sorted(tree_files(dst)) == ["a.png", "b.png"]
+
+
+async def test_an_upload_skips_a_file_swapped_for_a_link_with_a_warning(tmp_path: Path) -> None:
+    """Folder -> host: a file swapped for a link to a private file after the scan is not
+    read through the link: one warning, not a failure (exit 0); its target never reaches
+    the host; the other image is uploaded."""
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    src.mkdir()
+    outside.mkdir()
+    (src / "a.png").write_bytes(make_png(8, 8, 1))
+    (src / "b.png").write_bytes(make_png(8, 8, 2))
+    secret = make_png(8, 8, 3)
+    secret = secret + b"\x00" * max(0, (src / "a.png").stat().st_size - len(secret))
+    (outside / "secret.png").write_bytes(secret[: (src / "a.png").stat().st_size])
+
+    def swap(plan: LocalPlan) -> LocalPlan:
+        _swap_for_link(src / "a.png", outside / "secret.png")
+        return plan
+
+    fake = await start_fake(GyazoFake(Knobs(token=TOKEN)))
+    os.environ["GY"] = TOKEN
+    try:
+        cfg = load_config(
+            write_config(
+                tmp_path / "cfg.toml",
+                f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{fake.url}"\ntoken_env = "GY"\n',
+            ),
+            explicit=True,
+        )
+        summary = await run_job(cfg, JobSpec("copy", str(src), "gy:", CopyOptions()), admit=swap)
+        stored = set(fake.host.stored_checksums())
+    finally:
+        await fake.close()
+        del os.environ["GY"]
+    assert summary.exit_code == 0 and summary.failed == 0, summary.failures
+    assert summary.copied == 1 and [rel for rel, _ in summary.links_skipped] == ["a.png"]
+    leaked = hashlib.sha256((outside / "secret.png").read_bytes()).hexdigest()
+    assert len(stored) == 1 and leaked not in stored
+
+
+@pytest.mark.parametrize("threshold", [8 << 20, 10])  # in memory; hashed and sent from disk
+async def test_copy_links_uploads_a_link_that_stays_inside(tmp_path: Path, threshold: int) -> None:
+    """``-L`` to a host: a link to a file inside the folder is read (through the link, as
+    the scan followed it), small or streamed from disk; links leading outside are not."""
+    src, outside = _tree(tmp_path)
+    (src / "raw.bin").write_bytes(make_png(7, 7, 70))  # not an image by its name
+    (src / "alias.png").symlink_to(src / "raw.bin")
+    fake = await start_fake(GyazoFake(Knobs(token=TOKEN)))
+    os.environ["GY"] = TOKEN
+    try:
+        cfg = load_config(
+            write_config(
+                tmp_path / "cfg.toml",
+                f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{fake.url}"\ntoken_env = "GY"\n',
+            ),
+            explicit=True,
+        )
+        opts = CopyOptions(follow_links=True, spool_threshold=threshold)
+        summary = await run_job(cfg, JobSpec("copy", str(src), "gy:", opts))
+        stored = set(fake.host.stored_checksums())
+    finally:
+        await fake.close()
+        del os.environ["GY"]
+    alias = hashlib.sha256((src / "raw.bin").read_bytes()).hexdigest()
+    secret = hashlib.sha256((outside / "secret.png").read_bytes()).hexdigest()
+    assert summary.exit_code == 1 and summary.failed == 1  # the broken link, as at scan time
+    assert alias in stored and secret not in stored and len(stored) == 4

@@ -49,7 +49,7 @@ import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from imgsync.errors import ImgsyncError, ProviderTimeout, StateError
+from imgsync.errors import ImgsyncError, LinkSkipped, ProviderTimeout, StateError
 from imgsync.hashing import Digest
 from imgsync.localfs import TMP_PREFIX, StagedFile, display, key_path, path_key, safe_name
 from imgsync.log import get_logger
@@ -410,6 +410,10 @@ class CopyRun:
     def item_failed(self, c: Candidate, exc: ImgsyncError) -> None:
         from imgsync.log import redact
 
+        if isinstance(exc, LinkSkipped):  # a source file swapped for a link since the scan
+            self.summary.link_skipped(display(key_path(c.source_id)), str(exc), at_read=True)
+            self.progress.tick(done=1)
+            return
         message = redact(str(exc))  # it is printed, stored and shown by `status`
         self.failed_ids.add(c.source_id)
         self.summary.fail(display(key_path(c.source_id)), message)

@@ -5,6 +5,7 @@ batch of local files read and hashed in one thread hop."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -100,13 +101,18 @@ class Sources:
         root = self.run.src.folder
         assert root is not None
         threshold = self.run.opts.spool_threshold
+        follow_links = self.run.opts.follow_links
 
         def read_all() -> list[ImgsyncError | None]:
+            # -L: a link is read only if it stays inside the folder (as the scan followed it)
+            follow_root = os.path.realpath(root) if follow_links else None
             out: list[ImgsyncError | None] = []
             for c in batch:
                 assert c.scan is not None
                 try:
-                    c.body = read_local(root / c.rel, c.scan.size, self.run.with_md5, threshold)
+                    c.body = read_local(
+                        root / c.rel, c.scan.size, self.run.with_md5, threshold, follow_root
+                    )
                 except LocalIOError as exc:
                     out.append(exc)
                     continue
