@@ -274,3 +274,36 @@ def test_names_that_look_like_images_but_are_not_plain_files(tmp_path: Path) -> 
     by_rel = {e.rel: e for e in entries}
     st = os.stat(src / "a.png")
     assert by_rel["a.png"][1:] == (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def test_a_no_op_program_run_ends_early_with_all_its_output(tmp_path: Path) -> None:
+    """Run as a program, a no-op re-run ends without the interpreter's teardown: its
+    summary (stdout, a pipe) and its warnings (stderr) are all there, the code too."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    os.symlink(src / "a" / "a0.png", src / "link.png")  # a warning on every run
+    _copy(src, dst)
+    probe = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(print, 'teardown ran', file=sys.stderr)\n"
+        "runpy.run_module('imgsync', run_name='__main__')\n"
+    )
+    runs = {
+        "program": [sys.executable, "-m", "imgsync"],
+        "with an exit handler": [sys.executable, "-c", probe],
+    }
+    for how, cmd in runs.items():
+        proc = subprocess.run(
+            [*cmd, "copy", str(src), str(dst), "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, (how, proc.stderr)
+        summary = json.loads(proc.stdout)
+        assert summary["copied"] == 0 and summary["already_present"] == 12, how
+        assert "skipped symlink link.png" in proc.stderr, how
+        # an exit handler is honoured: that run takes the interpreter's own way out
+        assert ("teardown ran" in proc.stderr) == (how == "with an exit handler")
