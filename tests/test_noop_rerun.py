@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -307,3 +308,28 @@ def test_a_no_op_program_run_ends_early_with_all_its_output(tmp_path: Path) -> N
         assert "skipped symlink link.png" in proc.stderr, how
         # an exit handler is honoured: that run takes the interpreter's own way out
         assert ("teardown ran" in proc.stderr) == (how == "with an exit handler")
+
+
+def test_a_rerun_without_its_mark_trusts_state_for_every_kind_of_name(tmp_path: Path) -> None:
+    """With no scan mark to match (dropped here), each file is looked up in state by
+    its key, size, mtime and inode: names that are not ASCII, or not even UTF-8, are
+    found as well as plain ones, so nothing is read or copied again."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    (src / "фото.png").write_bytes(b"cyrillic" * 20)
+    (src / os.fsdecode(b"caf\xe9.png")).write_bytes(b"latin-1" * 20)  # not UTF-8
+    assert _copy(src, dst)["copied"] == 14
+    state = Path(os.environ["IMGSYNC_STATE"])
+    with sqlite3.connect(state) as conn:
+        conn.execute("DELETE FROM scan_marks")
+    conn.close()
+    with must_open(state) as db:
+        plan = plan_local(db, src.resolve(), f"local:{dst.resolve()}", dest_root=dst.resolve())
+    assert not plan.marked and plan.to_hash == [] and plan.present == 14
+    again = _copy(src, dst)
+    assert again["copied"] == 0 and again["already_present"] == 14
+    (src / "фото.png").write_bytes(b"changed!" * 20)  # same size, a new mtime
+    os.utime(src / "фото.png", ns=(1, 1))
+    with must_open(state) as db:
+        plan = plan_local(db, src.resolve(), f"local:{dst.resolve()}", dest_root=dst.resolve())
+    assert [e.rel for e in plan.to_hash] == ["фото.png"]
