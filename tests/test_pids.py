@@ -30,6 +30,8 @@ def test_a_pid_no_process_can_have_is_not_alive() -> None:
     process, not an OverflowError."""
     assert not pid_alive(2**31)
     assert not pid_alive(10**20)
+    assert not pid_alive(0)  # kill(0) and kill(-1) would reach a whole process group
+    assert not pid_alive(-1)
 
 
 def test_a_lease_owner_on_this_host_is_alive_while_its_process_runs() -> None:
@@ -40,6 +42,8 @@ def test_a_lease_owner_on_this_host_is_alive_while_its_process_runs() -> None:
     assert not owner_alive(f"{host}:{_dead_pid()}")
     assert not owner_alive(f"{host}:not-a-pid")
     assert not owner_alive(f"{host}:{10**20}")
+    assert not owner_alive(f"{host}:0")
+    assert not owner_alive(f"{host}:-1")
     assert owner_alive(f"another-host.invalid:{_dead_pid()}")  # cannot tell: the TTL decides
 
 
@@ -49,7 +53,8 @@ def test_the_staging_sweep_removes_only_what_dead_processes_left(tmp_path: Path)
     live = tmp_path / f"{TMP_PREFIX}{os.getpid()}-1"
     dead = tmp_path / f"{TMP_PREFIX}{_dead_pid()}-1"
     odd = tmp_path / f"{TMP_PREFIX}{10**20}-1"
-    for d in (live, dead, odd):
+    zero = tmp_path / f"{TMP_PREFIX}0-1"
+    for d in (live, dead, odd, zero):
         d.mkdir()
         (d / "part").write_bytes(b"x")
     sweep_stale(str(tmp_path))
