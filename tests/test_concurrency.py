@@ -17,6 +17,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from imgsync.config import load_config
 from imgsync.fakehosts.chevereto import CheveretoFake
 from imgsync.fakehosts.common import Knobs
@@ -146,34 +148,29 @@ async def test_a_run_waits_for_leases_and_takes_over_a_killed_owners(tmp_path: P
         other.kill() if other.proc.poll() is None else None
 
 
-async def test_a_folder_uploads_up_to_transfers_files_at_once(tmp_path: Path) -> None:
-    """16 files, ``--transfers 8``, every upload answered slowly: 8 are in flight at once
-    (the host's limiter allows 8 here), never more."""
-    _images(tmp_path / "shots", 16)
-    host = CheveretoFake(Knobs(token=TOKEN, faults={"slow": 1.0}, slow_seconds=0.5))
+@pytest.mark.parametrize(
+    ("files", "cap", "slow"),
+    [
+        pytest.param(16, 8, 0.5, id="transfers-bound"),  # the host allows 8: 8 in flight
+        pytest.param(8, 2, 0.3, id="host-cap-bound"),  # --transfers 8, the host allows 2
+    ],
+)
+async def test_parallel_uploads_stay_within_transfers_and_the_hosts_cap(
+    tmp_path: Path, files: int, cap: int, slow: float
+) -> None:
+    """``--transfers 8``, every upload answered slowly: as many are in flight at once as
+    the smaller of ``--transfers`` and the host's connection cap allows, never more."""
+    _images(tmp_path / "shots", files)
+    host = CheveretoFake(Knobs(token=TOKEN, faults={"slow": 1.0}, slow_seconds=slow))
     async with serve_emulator(host) as emu:
-        extra = f'[limits."{emu.authority}"]\nconcurrency = 8\n'
+        extra = f'[limits."{emu.authority}"]\nconcurrency = {cap}\n'
         cfg = load_config(_config(tmp_path, emu.url, extra))
         summary = await run_job(
             cfg, JobSpec("copy", str(tmp_path / "shots"), "chv:", CopyOptions(transfers=8))
         )
         stats = await emu.stats()
-    assert summary.copied == 16, summary.line()
-    assert stats["max_concurrent_uploads"] == 8, stats
-
-
-async def test_parallel_uploads_stay_within_the_hosts_connection_cap(tmp_path: Path) -> None:
-    _images(tmp_path / "shots", 8)
-    host = CheveretoFake(Knobs(token=TOKEN, faults={"slow": 1.0}, slow_seconds=0.3))
-    async with serve_emulator(host) as emu:
-        extra = f'[limits."{emu.authority}"]\nconcurrency = 2\n'
-        cfg = load_config(_config(tmp_path, emu.url, extra))
-        summary = await run_job(
-            cfg, JobSpec("copy", str(tmp_path / "shots"), "chv:", CopyOptions(transfers=8))
-        )
-        stats = await emu.stats()
-    assert summary.copied == 8, summary.line()
-    assert stats["max_concurrent_uploads"] == 2, stats
+    assert summary.copied == files, summary.line()
+    assert stats["max_concurrent_uploads"] == cap, stats
 
 
 async def test_a_daemon_job_waits_for_leases_as_long_as_its_config_says(tmp_path: Path) -> None:
