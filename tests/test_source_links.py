@@ -310,3 +310,37 @@ async def test_copy_links_uploads_a_link_that_stays_inside(tmp_path: Path, thres
     secret = hashlib.sha256((outside / "secret.png").read_bytes()).hexdigest()
     assert summary.exit_code == 1 and summary.failed == 1  # the broken link, as at scan time
     assert alias in stored and secret not in stored and len(stored) == 4
+
+
+@pytest.mark.parametrize("threshold", [8 << 20, 1000])  # read whole; hashed from disk
+async def test_max_item_size_fails_a_large_file_uploaded_to_a_host(
+    tmp_path: Path, threshold: int
+) -> None:
+    """README: `--max-item-size SIZE` fails one item larger than SIZE, for folder -> host
+    uploads too: one clear line for the large file, nothing of it sent, the small one
+    uploaded, exit 1 (some items failed)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    big, small = make_png(300, 300, 5), make_png(8, 8, 6)
+    big += bytes(300_000 - len(big)) if len(big) < 300_000 else b""
+    (src / "big.png").write_bytes(big)
+    (src / "small.png").write_bytes(small)
+    fake = await start_fake(GyazoFake(Knobs(token=TOKEN)))
+    os.environ["GY"] = TOKEN
+    try:
+        cfg = load_config(
+            write_config(
+                tmp_path / "cfg.toml",
+                f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{fake.url}"\ntoken_env = "GY"\n',
+            ),
+            explicit=True,
+        )
+        opts = CopyOptions(max_item_bytes=100_000, spool_threshold=threshold)
+        summary = await run_job(cfg, JobSpec("copy", str(src), "gy:", opts))
+        stored = set(fake.host.stored_checksums())
+    finally:
+        await fake.close()
+        del os.environ["GY"]
+    assert summary.exit_code == 1 and summary.copied == 1 and summary.failed == 1
+    assert summary.failures == [("big.png", "larger than the per-item size cap of 100000 bytes")]
+    assert stored == {hashlib.sha256(small).hexdigest()}

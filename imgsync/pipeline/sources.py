@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from imgsync.errors import CutShort, ImgsyncError, LocalIOError
+from imgsync.errors import CutShort, ImgsyncError, LocalIOError, Rejected
 from imgsync.localfs import safe_name
 from imgsync.models import Page
 from imgsync.pipeline.candidate import HOST_BATCH, Candidate
@@ -102,6 +102,7 @@ class Sources:
         assert root is not None
         threshold = self.run.opts.spool_threshold
         follow_links = self.run.opts.follow_links
+        cap = self.run.opts.max_item_bytes  # --max-item-size: a larger file fails unread
 
         def read_all() -> list[ImgsyncError | None]:
             # -L: a link is read only if it stays inside the folder (as the scan followed it)
@@ -109,12 +110,19 @@ class Sources:
             out: list[ImgsyncError | None] = []
             for c in batch:
                 assert c.scan is not None
+                if c.scan.size > cap:
+                    out.append(_too_large(cap))
+                    continue
                 try:
                     c.body = read_local(
                         root / c.rel, c.scan.size, self.run.with_md5, threshold, follow_root
                     )
                 except LocalIOError as exc:
                     out.append(exc)
+                    continue
+                if c.body.digest.size > cap:  # grew past the cap since the scan
+                    c.body.discard()
+                    out.append(_too_large(cap))
                     continue
                 out.append(None)
             return out
@@ -184,3 +192,8 @@ class Sources:
         if not self.run.opts.dry_run and not self.run.dst.features.batch_writes:
             await self.run.records.journal(c, "fetched")
         return True
+
+
+def _too_large(cap: int) -> Rejected:
+    """``--max-item-size``: the one-line failure of a local file larger than ``cap``."""
+    return Rejected(f"larger than the per-item size cap of {cap} bytes")
