@@ -682,6 +682,38 @@ async def test_a_file_changed_since_it_was_hashed_is_not_sent(
     assert app.count == 0
 
 
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "read-pieces"])
+async def test_a_file_cut_short_while_it_is_sent_is_never_stored_short(
+    serve: Serve, ft: FakeTime, tmp_path: Path, sendfile: bool
+) -> None:
+    """A file truncated while its upload is on the wire (the host has read its first
+    bytes): the request breaks off instead of ending early -- the host never gets a
+    complete body of other bytes -- and the attempt after it stops at the changed size,
+    as a local error, with nothing stored."""
+    path = tmp_path / "shrinking.png"
+    path.write_bytes(os.urandom(20 * 1024 * 1024))
+    size = path.stat().st_size
+    complete: list[int] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        got = 0
+        while chunk := await request.content.read(1 << 16):
+            if got == 0:
+                os.truncate(path, 1_000_000)  # the user's editor rewrote it meanwhile
+            got += len(chunk)
+        complete.append(got)
+        return web.json_response({"got": got})
+
+    async def form() -> Multipart:
+        return Multipart([], [FilePart("f", "shrinking.png", path=path, size=size)])
+
+    server = await serve(counting_app(handler))
+    async with fake_client(ft, sendfile=sendfile) as client:
+        with pytest.raises(LocalIOError, match="changed since it was read"):
+            await client.request("POST", str(server.make_url("/up")), remote="r", form=form)
+    assert complete == []  # no request body ever arrived whole
+
+
 async def test_unreadable_upload_is_a_local_error(
     serve: Serve, ft: FakeTime, tmp_path: Path
 ) -> None:
