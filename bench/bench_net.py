@@ -19,6 +19,7 @@ imgsync is given the same concurrency as the bare loop: ``--transfers 8`` and
 Run through ``bench/run_all.py --only upload,download,large``, or alone::
 
     python bench/bench_net.py [--quick] [--repeat 5] [--only download] [--work DIR]
+                              [--pythonpath OLD_CHECKOUT]
 """
 
 from __future__ import annotations
@@ -536,9 +537,18 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=None, help="rounds (default 3, quick 1)")
     ap.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (kept for reuse)")
+    ap.add_argument(
+        "--pythonpath",
+        type=Path,
+        default=None,
+        help="run the imgsync of another checkout (e.g. the code before a change)",
+    )
     args = ap.parse_args()
     repeat = args.repeat or (1 if args.quick else 3)
-    work = args.work or Path(tempfile.mkdtemp(prefix="imgsync-bench-net-"))
+    work = (args.work or Path(tempfile.mkdtemp(prefix="imgsync-bench-net-"))).resolve()
+    if args.pythonpath is not None:  # ``python -m imgsync`` looks in the current folder
+        os.environ["PYTHONPATH"] = str(args.pythonpath.resolve())  # first, then here
+        os.chdir(args.pythonpath)
     work.mkdir(parents=True, exist_ok=True)
     chosen = {s.strip() for s in args.only.split(",") if s.strip()}
     import bench_copy  # beside this file
