@@ -21,8 +21,8 @@ from imgsync.fakehosts.common import Knobs
 from imgsync.fakehosts.guizhan import GuizhanFake
 from imgsync.fakehosts.gyazo import GyazoFake
 from imgsync.ratelimit import HostLimiter
-from imgsync.state import fleet_pages
 from imgsync.state.fleet import Fleet, FleetLedger
+from imgsync.state.fleet import pages as fleet_pages
 from imgsync.state.store import StateStore
 
 SHAS = [f"{i:064x}" for i in range(20)]

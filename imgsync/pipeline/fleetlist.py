@@ -1,4 +1,4 @@
-"""Fleet mode: this worker's share of a listing (see :mod:`imgsync.state.fleet_pages`).
+"""Fleet mode: this worker's share of a listing (see :mod:`imgsync.state.fleet.pages`).
 
 The copy engine asks :meth:`SharedListing.next_page` instead of walking the source's
 listing itself: it gets a page no other worker has, listed from its cursor, or None once
@@ -16,9 +16,9 @@ import anyio
 
 from imgsync.models import Page
 from imgsync.providers.base import Provider
-from imgsync.state import fleet_pages
 from imgsync.state.fleet import Fleet
-from imgsync.state.fleet_pages import PageClaim
+from imgsync.state.fleet import pages as fleet_pages
+from imgsync.state.fleet.pages import PageClaim
 
 PAGE_POLL = 0.25  # seconds between looks for a page while others hold the rest
 

@@ -203,12 +203,26 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _check_version(version: int) -> None:
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"state database has schema version {version}; this imgsync knows up to "
-            f"{SCHEMA_VERSION} (upgrade imgsync)"
+class NewerSchema(RuntimeError):
+    """A state written by a newer imgsync (schema ``found``; this one knows ``known``):
+    refused rather than misread."""
+
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(
+            f"state database has schema version {found}; this imgsync knows up to "
+            f"{known} (upgrade imgsync)"
         )
+        self.found, self.known = found, known
+
+
+def steps(current: int, latest: int) -> range:
+    """The migration numbers (from 1) that bring a schema at version ``current`` (0: none
+    yet) to ``latest``, in order: the one loop both states' migrations run (SQLite's here,
+    the shared PostgreSQL state's in ``state/fleet/schema.py``). Raises
+    :class:`NewerSchema` when ``current`` is newer than ``latest``."""
+    if current > latest:
+        raise NewerSchema(current, latest)
+    return range(current + 1, latest + 1)
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -220,15 +234,13 @@ def migrate(conn: sqlite3.Connection) -> None:
     file and ``RuntimeError`` when the file was written by a newer imgsync.
     """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    _check_version(version)
-    if version == SCHEMA_VERSION:
+    if not steps(version, SCHEMA_VERSION):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        _check_version(version)
-        for number in range(version, SCHEMA_VERSION):
-            for stmt in MIGRATIONS[number].split(";"):
+        for number in steps(version, SCHEMA_VERSION):
+            for stmt in MIGRATIONS[number - 1].split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -45,7 +45,7 @@ async def dead_leases(fleet: Fleet) -> tuple[list[str], dict[str, set[str]]]:
             found.setdefault(dest, set()).add(sha)
         return dead, found
 
-    leases: tuple[list[str], dict[str, set[str]]] = await fleet._tx(work)
+    leases: tuple[list[str], dict[str, set[str]]] = await fleet.tx(work)
     return leases
 
 
@@ -69,7 +69,7 @@ async def _adopt_runs(fleet: Fleet, fetch: Fetch) -> None:
         )
         return [tuple(r) for r in await cur.fetchall() if not owner_alive(r[1])]
 
-    unfinished: list[tuple[int, str, str, float]] = await fleet._tx(runs)
+    unfinished: list[tuple[int, str, str, float]] = await fleet.tx(runs)
     for run_id, _owner, job, started in unfinished:
         rows = await fetch(
             "SELECT job, source, source_id, dest, sha256, stage, error, attempts, updated "
@@ -85,7 +85,7 @@ async def _adopt_runs(fleet: Fleet, fetch: Fetch) -> None:
                 (time.time(), STOPPED, run_id),
             )
 
-        await fleet._tx(stop)
+        await fleet.tx(stop)
 
 
 async def _adopt_leases(fleet: Fleet, fetch: Fetch) -> int:
@@ -123,6 +123,6 @@ async def _adopt_leases(fleet: Fleet, fetch: Fetch) -> int:
                 (dest, there, dead),
             )
 
-        await fleet._tx(drop)
+        await fleet.tx(drop)
         adopted += len(there)
     return adopted

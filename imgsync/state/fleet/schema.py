@@ -13,7 +13,7 @@ What the tables hold (the SQLite tables of the same meaning are in ``state/schem
 * ``fleet_rate_log``: the requests the fleet sent to each limited host (the shared ledger):
   admitted at ``stamp``, answered at ``answered`` (NULL while in flight), by ``owner``.
 * ``fleet_pages``: listing pages claimed by the workers, page by page (see
-  ``state/fleet_pages.py``).
+  ``state/fleet/pages.py``).
 * ``fleet_journal``: what was done per item of each job, by any worker (a stage reached by
   one worker is not taken back by another's later, lesser news: see ``JOURNAL_UPSERT``).
 * ``fleet_pauses``: host pauses (a spent budget, a long Retry-After): one worker's pause
@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from imgsync.errors import StateError
+from imgsync.state.schema import NewerSchema, steps
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -188,12 +189,18 @@ PAUSE_UPSERT = (
 )
 
 
-def _check(current: int) -> None:
-    if current > SCHEMA_VERSION:
+def _steps(current: int, upto: int) -> list[tuple[str, tuple[int]]]:
+    """The statements that bring the shared schema from ``current`` to ``upto``, each
+    migration with the row that records it (the loop is the SQLite state's:
+    :func:`imgsync.state.schema.steps`)."""
+    try:
+        steps(current, SCHEMA_VERSION)  # a newer schema is refused, not misread
+    except NewerSchema:
         raise StateError(
             f"the shared state's schema is version {current}, newer than this imgsync "
             f"knows ({SCHEMA_VERSION}); upgrade imgsync on this machine"
-        )
+        ) from None
+    return [(MIGRATIONS[n], (n,)) for n in steps(min(current, upto), upto)]
 
 
 def _version(row: Any) -> int:
@@ -206,11 +213,9 @@ async def migrate(conn: Any, upto: int = SCHEMA_VERSION) -> None:
         await cur.execute(_LOCK)
         await cur.execute(_TABLE)
         await cur.execute(_CURRENT)
-        current = _version(await cur.fetchone())
-        _check(current)
-        for version in range(current + 1, upto + 1):
-            await cur.execute(MIGRATIONS[version])
-            await cur.execute(_DONE, (version,))
+        for script, done in _steps(_version(await cur.fetchone()), upto):
+            await cur.execute(script)
+            await cur.execute(_DONE, done)
 
 
 def migrate_sync(conn: Any, upto: int = SCHEMA_VERSION) -> None:
@@ -219,11 +224,9 @@ def migrate_sync(conn: Any, upto: int = SCHEMA_VERSION) -> None:
         cur.execute(_LOCK)
         cur.execute(_TABLE)
         cur.execute(_CURRENT)
-        current = _version(cur.fetchone())
-        _check(current)
-        for version in range(current + 1, upto + 1):
-            cur.execute(MIGRATIONS[version])
-            cur.execute(_DONE, (version,))
+        for script, done in _steps(_version(cur.fetchone()), upto):
+            cur.execute(script)
+            cur.execute(_DONE, done)
 
 
 def version_sync(conn: Any) -> int:
@@ -232,5 +235,5 @@ def version_sync(conn: Any) -> int:
     if not row or not row[0]:
         return 0
     current = _version(conn.execute(_CURRENT).fetchone())
-    _check(current)
+    _steps(current, current)  # refuses a newer one
     return current

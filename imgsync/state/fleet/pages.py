@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imgsync.state.db import owner_alive
-from imgsync.state.fleet import Fleet, _upsert_locations
+from imgsync.state.fleet import Fleet, upsert_locations
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,7 @@ async def begin_round(fleet: Fleet, src: str, dst: str, *, appends: bool) -> int
         )
         return number
 
-    number: int = await fleet._tx(work)
+    number: int = await fleet.tx(work)
     return number
 
 
@@ -119,7 +119,7 @@ async def claim_page(fleet: Fleet, src: str, dst: str, round_: int) -> PageClaim
         )
         return await take(cur)
 
-    claim: PageClaim | None = await fleet._tx(work)
+    claim: PageClaim | None = await fleet.tx(work)
     return claim
 
 
@@ -141,7 +141,7 @@ async def page_listed(
             (next_cursor is None, src, dst, page.round, page.seq),
         )
 
-    await fleet._tx(work)
+    await fleet.tx(work)
 
 
 async def page_done(fleet: Fleet, src: str, dst: str, page: PageClaim) -> None:
@@ -150,14 +150,14 @@ async def page_done(fleet: Fleet, src: str, dst: str, page: PageClaim) -> None:
     later = fleet._take_later()
 
     async def work(cur: Any) -> None:
-        await _upsert_locations(cur, later)
+        await upsert_locations(cur, later)
         await cur.execute(
             "UPDATE fleet_pages SET state = 'done', owner = NULL "
             "WHERE src = %s AND dst = %s AND round = %s AND seq = %s",
             (src, dst, page.round, page.seq),
         )
 
-    await fleet._tx(work)
+    await fleet.tx(work)
 
 
 async def release_page(fleet: Fleet, src: str, dst: str, page: PageClaim) -> None:
@@ -170,7 +170,7 @@ async def release_page(fleet: Fleet, src: str, dst: str, page: PageClaim) -> Non
             (src, dst, page.round, page.seq, fleet.owner),
         )
 
-    await fleet._tx(work)
+    await fleet.tx(work)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,5 +195,5 @@ async def round_state(fleet: Fleet, src: str, dst: str, round_: int) -> RoundSta
         assert row is not None
         return RoundState(bool(row[2]), int(row[0]), int(row[1]), tuple(row[3] or ()))
 
-    state: RoundState = await fleet._tx(work)
+    state: RoundState = await fleet.tx(work)
     return state
