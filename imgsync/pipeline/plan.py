@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
-from imgsync.localfs import ScanEntry, ScanProblem, missing, path_key
+from imgsync.localfs import ScanEntry, ScanProblem, key_path, missing, path_key
 from imgsync.localfs.scan import ScanRow, entries_of, scan_rows
 from imgsync.state.queries import KnownFile
 from imgsync.state.reader import StateReader
@@ -45,17 +45,30 @@ class LocalPlan:
     folders: set[str] = field(default_factory=set)  # relative folders holding the files
     dest_root: Path | None = None  # a folder destination (keeps the same relative paths)
     marked: bool = False  # the saved scan mark matched: nothing changed since the last run
+    # the destination folders' mtimes, read before the plan looked for files deleted there
+    dest_before: dict[str, int] = field(default_factory=dict)
 
-    def dest_state(self) -> str:
-        """The destination folders' state to save with a scan mark ("" for a host)."""
-        return folder_state(self.dest_root, self.folders) if self.dest_root else ""
+    def dest_state(self, keys: Callable[[], Iterable[str]]) -> str | None:
+        """The destination folders' state to save with a scan mark ("" for a host), or
+        None when no mark may be saved: a file the state places (``keys``: the
+        destination's item keys) in a folder whose mtime moved since the plan looked (the
+        run wrote there, or the user deleted something meanwhile) is gone. Folders are
+        read after their state, so a deletion later still changes what the next run sees.
+        """
+        if self.dest_root is None:
+            return ""
+        now = folder_mtimes(self.dest_root, self.folders)
+        changed = {rel for rel, ns in now.items() if self.dest_before.get(rel) != ns}
+        if changed and _gone_in(self.dest_root, changed, keys()):
+            return None
+        return json.dumps(now, separators=(",", ":"))
 
     @property
     def empty(self) -> bool:
         return not self.to_hash and not self.to_send and not self.vanished
 
 
-def folder_state(dest_root: Path, folders: Iterable[str]) -> str:
+def folder_mtimes(dest_root: Path, folders: Iterable[str]) -> dict[str, int]:
     """mtime of every destination folder the files go to: adding or removing a file by hand
     changes its folder's mtime, so a re-run notices without looking at each file."""
     state = {}
@@ -64,7 +77,31 @@ def folder_state(dest_root: Path, folders: Iterable[str]) -> str:
             state[rel] = os.stat(os.path.join(dest_root, rel) if rel else dest_root).st_mtime_ns
         except OSError:
             state[rel] = -1
-    return json.dumps(state, separators=(",", ":"))
+    return state
+
+
+def folder_state(dest_root: Path, folders: Iterable[str]) -> str:
+    """:func:`folder_mtimes` as the text saved with a scan mark."""
+    return json.dumps(folder_mtimes(dest_root, folders), separators=(",", ":"))
+
+
+def _gone_in(dest_root: Path, folders: set[str], keys: Iterable[str]) -> bool:
+    """Whether a key in one of ``folders`` names no file there (one listing per folder)."""
+    listed: dict[str, frozenset[str]] = {}
+    for key in keys:
+        folder, _, name = key_path(key).rpartition("/")
+        if folder not in folders:
+            continue
+        names = listed.get(folder)
+        if names is None:
+            try:
+                where = os.path.join(dest_root, folder) if folder else dest_root
+                names = listed[folder] = frozenset(os.listdir(where))
+            except OSError:
+                return True
+        if name not in names:
+            return True
+    return False
 
 
 def _folders_unchanged(dest_root: Path, saved: str) -> bool:
@@ -144,6 +181,7 @@ def plan_local(
         plan.marked = True
         return plan
     if dest_root is not None:
+        plan.dest_before = folder_mtimes(dest_root, folders)  # before the look, not after
         gone = missing(dest_root, db.items_at(dest_key))
         if gone:
             db.forget_locations(dest_key, gone)

@@ -153,9 +153,9 @@ def nothing_to_do(cfg: Config, job: Resolved, plan: LocalPlan) -> Summary | None
                 mark, count, latest, saved = db.scan_mark(str(plan.root), job.dst_key)
                 generation = db.dest_generation(job.dst_key)
                 if mark != plan.fingerprint or (count, latest) != generation or saved == "":
-                    db.save_scan_mark(
-                        str(plan.root), job.dst_key, plan.fingerprint, plan.dest_state()
-                    )
+                    state = plan.dest_state(lambda: db.items_at(job.dst_key))
+                    if state is not None:
+                        db.save_scan_mark(str(plan.root), job.dst_key, plan.fingerprint, state)
     return job.named(
         Summary(
             opts.verb,
@@ -363,9 +363,18 @@ async def _run_in(
             else:
                 await _sync_deletes(cfg, store, dst, job, plan, summary, run)
         if plan is not None and clean and not summary.deleted and not stopped:
-            await queries.save_scan_mark(
-                store, str(plan.root), job.dst_key, plan.fingerprint, plan.dest_state()
-            )
+            keys: list[str] = []
+            if plan.dest_root is not None:  # what the state places at the destination now
+                await store.flush()
+                rows = await store.fetchall(
+                    "SELECT remote_id FROM locations WHERE remote = ?", (job.dst_key,)
+                )
+                keys = [r[0] for r in rows]
+            state = plan.dest_state(lambda: keys)
+            if state is not None:
+                await queries.save_scan_mark(
+                    store, str(plan.root), job.dst_key, plan.fingerprint, state
+                )
         if store.fleet is not None and not opts.dry_run and not stopped:
             # fleet mode: wait for the other workers' uploads in flight, then take in what
             # they recorded, so this worker's map and status cover the whole job
