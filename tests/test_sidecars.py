@@ -234,3 +234,58 @@ async def test_a_lone_surrogate_in_host_metadata_is_written_escaped(tmp_path: Pa
     titles = [s["metadata"].get("title") for s in sides]
     assert "before \ud800 after" in titles
     assert (dest / "index.html").is_file()
+
+
+async def test_a_deleted_sidecar_is_made_again_by_the_next_backup(tmp_path: Path) -> None:
+    """The user deletes two sidecars from a backup folder. The next backup (nothing new on
+    the host) writes them again, byte for byte as they were, without downloading their
+    images again, even on a host whose listing resumes at its last page (Guizhan); a run
+    with every sidecar in place changes nothing."""
+    import os
+
+    from imgsync.config import load_config
+    from imgsync.pipeline.run import JobSpec, run_job
+    from imgsync.pipeline.summary import CopyOptions
+
+    fake = GuizhanFake(Knobs(token=TOKEN, seed=6, rate="none"))
+    running = await start_fake(fake)
+    dest = tmp_path / "backup"
+    os.environ["GZ"] = TOKEN
+    try:
+        cfg = load_config(
+            write_config(
+                tmp_path / "cfg.toml",
+                f'[remotes.gz]\ntype = "guizhan"\nbase_url = "{running.url}"\ntoken_env = "GZ"\n',
+            ),
+            explicit=True,
+        )
+
+        async def backup() -> object:
+            return await run_job(
+                cfg, JobSpec("backup", "gz:", str(dest), CopyOptions(sidecars=True))
+            )
+
+        first = await backup()
+        sidecars = {p.name: p.read_bytes() for p in dest.glob("*.json")}
+        assert first.copied == 6 and len(sidecars) == 6  # type: ignore[attr-defined]
+        gone = sorted(sidecars)[:2]
+        for name in gone:
+            (dest / name).unlink()
+        images = {p.name: p.stat().st_ino for p in dest.iterdir() if not p.name.endswith(".json")}
+        again = await backup()
+        assert again.copied == 0 and again.failed == 0  # type: ignore[attr-defined]
+        assert {p.name: p.read_bytes() for p in dest.glob("*.json")} == sidecars
+        same = {p.name: p.stat().st_ino for p in dest.iterdir() if not p.name.endswith(".json")}
+        assert same == images  # no image written again
+        mtimes = {p.name: p.stat().st_mtime_ns for p in dest.glob("*.json")}
+        third = await backup()
+        assert third.copied == 0  # type: ignore[attr-defined]
+        assert {p.name: p.stat().st_mtime_ns for p in dest.glob("*.json")} == mtimes
+        image = min(images)  # an image deleted by hand is copied again too
+        data = (dest / image).read_bytes()
+        (dest / image).unlink()
+        fourth = await backup()
+        assert fourth.copied == 1 and (dest / image).read_bytes() == data  # type: ignore[attr-defined]
+    finally:
+        del os.environ["GZ"]
+        await running.close()

@@ -149,6 +149,33 @@ def io_error(exc: OSError, target: str | Path) -> LocalIOError:
     return LocalIOError(f"cannot write {display(str(target))}: {exc.strerror}", path=str(target))
 
 
+def missing_and_bare(
+    root: str | Path, keys: Iterable[str], sidecars: bool
+) -> tuple[list[str], list[str]]:
+    """(the keys with no file under ``root`` any more, and with ``sidecars`` the keys whose
+    file is there but has no sidecar beside it: neither ``<file>.json`` nor
+    ``<file>.imgsync.json``). One listing per folder instead of a status per file; a
+    folder that cannot be listed has lost all its files."""
+    by_folder: dict[str, list[tuple[str, str]]] = {}
+    for k in keys:
+        folder, _, name = key_path(k).rpartition("/")
+        by_folder.setdefault(folder, []).append((k, name))
+    gone: list[str] = []
+    bare: list[str] = []
+    for folder, items in by_folder.items():
+        try:
+            names = set(os.listdir(os.path.join(root, folder) if folder else root))
+        except OSError:
+            gone += [k for k, _ in items]
+            continue
+        for k, name in items:
+            if name not in names:
+                gone.append(k)
+            elif sidecars and f"{name}.json" not in names and f"{name}.imgsync.json" not in names:
+                bare.append(k)
+    return gone, bare
+
+
 def missing(root: str | Path, keys: Iterable[str]) -> list[str]:
     """The keys of ``keys`` with no file (or link) under ``root`` any more."""
     return [k for k in keys if not os.path.lexists(os.path.join(root, key_path(k)))]

@@ -51,9 +51,18 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from imgsync.errors import ImgsyncError, LinkSkipped, ProviderTimeout, StateError
 from imgsync.hashing import Digest
-from imgsync.localfs import TMP_PREFIX, StagedFile, display, key_path, path_key, safe_name
+from imgsync.localfs import (
+    TMP_PREFIX,
+    StagedFile,
+    Unit,
+    display,
+    key_path,
+    path_key,
+    safe_name,
+    write_sidecars,
+)
 from imgsync.log import get_logger
-from imgsync.models import is_image_name
+from imgsync.models import RemoteItem, is_image_name
 from imgsync.pipeline.candidate import BATCH_BYTES, BATCH_FILES, Candidate
 from imgsync.pipeline.committer import Committer
 from imgsync.pipeline.delivery import Delivery
@@ -101,6 +110,10 @@ class CopyRun:
         # be replaced by a newer version (local sources only: host items never change)
         self.replaceable: dict[str, str] = {}
         self.taken: set[str] = set()  # checksums leased or done in this run
+        # backup: sha256 -> file of this source's images whose sidecar was deleted by hand,
+        # and those the listing found (item, sha256, file): their sidecars are written again
+        self.bare_sidecars: dict[str, str] = {}
+        self.sidecars_due: list[tuple[RemoteItem, str, str]] = []
         self.ledger = PageLedger()
         self.known_remote: dict[str, str] = {}  # source remote id -> sha256, from state
         self.stored_remote: dict[str, str] = {}  # ... -> sha256 served, if it converted
@@ -200,13 +213,19 @@ class CopyRun:
             self.shared = SharedListing(
                 fleet, self.src, self.src_key, self.dst_key, sleep=self.opts.sleep or anyio.sleep
             )
+        relist = False  # something of this source's went missing: list it all again
+        bare: dict[str, str] = {}  # sha256 -> file whose sidecar the user deleted
         if reader is not None:
-            if self.dst.features.batch_writes:  # files deleted there by hand
+            if self.dst.features.batch_writes:  # files (or sidecars) deleted there by hand
                 known = await anyio.to_thread.run_sync(reader.items_at, self.dst_key)
-                gone = await self.dst.missing(known)
+                gone, no_sidecar = await self.dst.missing_and_bare(
+                    known, sidecars=self.opts.sidecars and not self.opts.dry_run
+                )
+                bare = {known[k]: k for k in no_sidecar}
                 if gone:
                     await queries.forget_locations(self.store, self.dst_key, gone)
                     await self.store.flush()
+                    relist = True
 
             def load() -> tuple[str | None, bool]:  # big reads: off the event loop
                 self.dest_shas = reader.shas_at(self.dst_key)
@@ -216,7 +235,12 @@ class CopyRun:
                 return reader.cursor_of(self.src_key, "list")
 
             saved, done = await anyio.to_thread.run_sync(load)
-        self.start_cursor = saved if (not done or self.src.features.listing_appends) else None
+            if bare:  # only this source's items can get their sidecar back from its listing
+                mine = set(self.known_remote.values())
+                self.bare_sidecars = {sha: rel for sha, rel in bare.items() if sha in mine}
+                relist = relist or bool(self.bare_sidecars)
+        resume = not done or self.src.features.listing_appends
+        self.start_cursor = saved if resume and not relist else None
         try:
             await self._drive(
                 self.sources.listing() if self.shared is None else self.sources.shared_listing()
@@ -225,8 +249,43 @@ class CopyRun:
             if self.shared is not None:
                 await self.shared.release()  # pages left unfinished: for another worker
             await self.records.record_relied()
+        if self.sidecars_due:
+            await self._sidecars_again()
         self.summary.elapsed = time.monotonic() - started
         return self.summary
+
+    async def _sidecars_again(self) -> None:
+        """Write again the sidecars the user deleted, for images this listing found already
+        backed up: from the listed item and the file itself (read once to check it still
+        holds those bytes, and for its MD5); nothing is downloaded."""
+        from imgsync.hashing import digest_bytes
+        from imgsync.pipeline.transfer import Body
+
+        root = self.dst.folder
+        assert root is not None
+        due, self.sidecars_due = self.sidecars_due, []
+
+        def write() -> list[tuple[Candidate, ImgsyncError]]:
+            files, cands = [], []
+            for item, sha, rel in due:
+                try:
+                    with open(root / key_path(rel), "rb") as fh:
+                        digest = digest_bytes(fh.read(), True)
+                except OSError:
+                    continue  # gone since: the next run copies it again
+                if digest.sha256 != sha:
+                    continue  # changed by hand: not this image's sidecar to write
+                c = Candidate(item.remote_id, key_path(rel), remote=item, body=Body(digest))
+                side = self.writer.sidecar(c)
+                files.append(StagedFile(key_path(rel), sidecar=side, approved=True))
+                files[-1].final = key_path(rel)
+                cands.append(c)
+            unit = Unit("", files, staged=files)
+            write_sidecars(str(root), unit)
+            return [(c, f.error) for c, f in zip(cands, files, strict=True) if f.error]
+
+        for c, err in await anyio.to_thread.run_sync(write):
+            self.item_failed(c, err)
 
     # ---- the engine ----------------------------------------------------------------
 

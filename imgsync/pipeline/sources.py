@@ -63,6 +63,8 @@ class Sources:
                 self.run.summary.present += 1
                 self.run.progress.tick(done=1)
                 self.run.relied.append(held)
+                if sha in self.run.bare_sidecars:  # its sidecar was deleted by hand
+                    self.run.sidecars_due.append((item, sha, self.run.bare_sidecars.pop(sha)))
                 continue
             batch.append(Candidate(item.remote_id, safe_name(item.name), remote=item))
         if batch and not self.run.opts.dry_run:

@@ -58,7 +58,7 @@ class FolderWriter:
         files = []
         for c in items:
             meta = c.remote.meta if c.remote else ItemMeta()
-            side = self._sidecar(c) if self.run.opts.sidecars else None
+            side = self.sidecar(c) if self.run.opts.sidecars else None
             files.append(StagedFile(c.rel, mtime=meta.created_at, sidecar=side, approved=True))
         unit = Unit("", files)
         bodies: list[bytes | Path] = []
@@ -103,7 +103,7 @@ class FolderWriter:
                 final, os.path.join(str(self.run.dst.folder), final), c.digest.size
             )
 
-    def _sidecar(self, c: Candidate) -> dict[str, Any]:
+    def sidecar(self, c: Candidate) -> dict[str, Any]:
         """The JSON metadata written beside a backed-up image."""
         assert c.digest is not None
         item = c.remote

@@ -507,6 +507,13 @@ class Provider(ABC):
         """Which of ``remote_ids`` are gone (cheap for a folder; hosts do not say)."""
         raise Unsupported("this remote cannot cheaply tell what is missing", remote=self.name)
 
+    async def missing_and_bare(
+        self, remote_ids: Iterable[str], *, sidecars: bool = False
+    ) -> tuple[list[str], list[str]]:
+        """:meth:`missing`, and (``sidecars``) which of the others have lost their JSON
+        sidecar (a folder holding a backup); hosts keep no sidecars."""
+        return await self.missing(remote_ids), []
+
     async def iter_all(self, cursor: str | None = None) -> AsyncIterator[tuple[Page, str | None]]:
         """Every page from ``cursor`` on, each with the cursor that produced it."""
         while True:

@@ -30,6 +30,7 @@ from imgsync.localfs import (
     file_sha256,
     key_path,
     missing,
+    missing_and_bare,
     open_source,
     path_key,
     scan_tree,
@@ -193,6 +194,14 @@ class LocalProvider(Provider):
         """Which of ``remote_ids`` are gone from the folder (deleted by hand)."""
         ids = list(remote_ids)
         return await anyio.to_thread.run_sync(missing, self.root, ids)
+
+    async def missing_and_bare(
+        self, remote_ids: Iterable[str], *, sidecars: bool = False
+    ) -> tuple[list[str], list[str]]:
+        """Which of ``remote_ids`` are gone from the folder, and (``sidecars``) which of the
+        others have no sidecar beside them any more: one listing per folder."""
+        ids = list(remote_ids)
+        return await anyio.to_thread.run_sync(missing_and_bare, self.root, ids, sidecars)
 
     async def delete(self, item: RemoteItem) -> None:
         path = self.full(item.remote_id)
