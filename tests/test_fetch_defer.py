@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import pytest
 
 from imgsync.config import RemoteConfig
 from imgsync.fakehosts.images import make_png
@@ -52,3 +53,44 @@ def test_a_body_dropped_before_its_digest_was_asked_keeps_it() -> None:
     body = Body(None, data=data)
     body.discard()
     assert body.data is None and body.digest == digest_bytes(data, True)
+
+
+async def test_a_backup_hashed_in_the_committers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every group hashed in the worker thread (the threshold set to one byte): each image's
+    sidecar and state record carry the SHA-256 of the file on disk."""
+    import json
+
+    from helpers import start_fake, write_config
+
+    from imgsync.config import load_config
+    from imgsync.fakehosts.common import Knobs
+    from imgsync.fakehosts.gyazo import GyazoFake
+    from imgsync.localfs import file_sha256
+    from imgsync.pipeline import committer
+    from imgsync.pipeline.run import JobSpec, run_job
+    from imgsync.pipeline.summary import CopyOptions
+
+    monkeypatch.setattr(committer, "HASH_IN_THREAD", 1)
+    monkeypatch.setenv("GY", "defer-hash-token-9")
+    fake = await start_fake(GyazoFake(Knobs(token="defer-hash-token-9", seed=40)))
+    dest = tmp_path / "backup"
+    try:
+        cfg = load_config(
+            write_config(
+                tmp_path / "cfg.toml",
+                f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{fake.url}"\ntoken_env = "GY"\n',
+            ),
+            explicit=True,
+        )
+        opts = CopyOptions(job="b", verb="backup", sidecars=True)
+        summary = await run_job(cfg, JobSpec("backup", "gy:", str(dest), opts))
+    finally:
+        await fake.close()
+    assert summary.exit_code == 0 and summary.copied == 40, summary
+    sides = list(dest.glob("*.json"))
+    assert len(sides) == 40
+    for side in sides:
+        data = json.loads(side.read_bytes())
+        assert data["sha256"] == file_sha256(dest / data["file"])

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 BUDGET_BYTES = 16 * 1024 * 1024  # fetched bytes waiting to be written
 ITEM_CHARGE = 16 * 1024  # counted per waiting item besides its bytes in memory
 GROUP_MAX = 512  # items written (and flushed) at once at most
+# a group's downloads are hashed in a worker thread from this many bytes (~4 ms of
+# SHA-256 + MD5); a smaller group is hashed at once, in the loop
+HASH_IN_THREAD = 1024 * 1024
 
 
 class ByteBudget:
@@ -92,8 +95,11 @@ class Committer:
                 charged = sum(self.charge(c) for c in group)
                 try:
                     bodies = [c.body for c in group if c.body is not None and not c.body.hashed]
-                    if bodies:  # hashing lets the interpreter lock go: the loop goes on
+                    if sum(b.in_memory for b in bodies) >= HASH_IN_THREAD:
+                        # hashing lets the interpreter lock go: the loop goes on meanwhile
                         await anyio.to_thread.run_sync(_hash_all, bodies)
+                    else:  # less than a thread hop costs on a busy machine
+                        _hash_all(bodies)
                     await self.copy.commit_group(group)
                 finally:
                     self.budget.give(charged)
