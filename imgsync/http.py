@@ -101,7 +101,7 @@ from imgsync.errors import (
 
 if TYPE_CHECKING:
     from imgsync.models import UploadSource
-from imgsync.localfs.paths import open_source
+from imgsync.localfs.paths import file_stamp, open_source
 from imgsync.log import get_logger, redact, register_secret
 from imgsync.ratelimit import HostLimiter, LimiterRegistry, Slot
 from imgsync.retry import OnRetry, RetryPolicy
@@ -141,13 +141,23 @@ class FilePart:
     path: Path | None = None
     on_read: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
     size: int | None = None  # a streamed file's expected size: it changed if it differs
+    # a streamed file's (size, mtime, ctime, inode) when it was hashed: likewise
+    stamp: tuple[int, int, int, int] | None = field(default=None, compare=False)
 
     @classmethod
     def upload(cls, name: str, filename: str, src: UploadSource) -> FilePart:
         """The part for an upload source: its bytes, or its file streamed from disk."""
         if src.data is not None:
             return cls(name, filename, src.data, src.mime)
-        return cls(name, filename, mime=src.mime, path=src.path, on_read=src.on_read, size=src.size)
+        return cls(
+            name,
+            filename,
+            mime=src.mime,
+            path=src.path,
+            on_read=src.on_read,
+            size=src.size,
+            stamp=src.stamp,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -996,16 +1006,32 @@ class _OpenFile:
         # never through a symbolic link: a source file swapped for one since it was hashed
         self.fh = os.fdopen(open_source(part.path), "rb", buffering=0)
         try:
-            self.size = os.fstat(self.fh.fileno()).st_size
+            st = os.fstat(self.fh.fileno())
+            self.size = st.st_size
             if part.size is not None and self.size != part.size:
                 raise LocalIOError(
                     f"the file changed since it was read ({part.size} bytes then, "
                     f"{self.size} now); tried again later",
                     path=str(part.path),
                 )
+            # same size, other bytes (written in place since it was hashed): the host
+            # would store them under the old bytes' checksum
+            self.stamp = part.stamp
+            if self.stamp is not None and file_stamp(st) != self.stamp:
+                raise LocalIOError(
+                    "the file changed since it was read (written again, same size); "
+                    "tried again later",
+                    path=str(part.path),
+                )
         except BaseException:
             self.fh.close()
             raise
+
+    def check_unchanged(self) -> None:
+        """``OSError`` when the file was written while it was sent: raised before the
+        body's end goes out, so the host never takes the request as complete."""
+        if self.stamp is not None and file_stamp(os.fstat(self.fh.fileno())) != self.stamp:
+            raise OSError(f"{self.path}: the file changed while it was sent")
 
     def close(self) -> None:
         self.fh.close()
@@ -1046,6 +1072,7 @@ class _StreamedBody(aiohttp.payload.Payload):
                     await writer.write(piece)
             else:
                 await _send_file(writer, piece, self._native)
+                piece.check_unchanged()
 
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
         await self.write(writer)  # the length is this body's own size

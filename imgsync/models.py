@@ -248,6 +248,9 @@ class UploadSource:
     # told the size of each piece read from ``path`` as an upload sends it (from a worker
     # thread: it must only count); the progress line shows how far a long upload is
     on_read: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
+    # the file's (size, mtime, ctime, inode) when it was hashed: a file streamed from
+    # ``path`` that no longer matches was written again since, and is not sent
+    stamp: tuple[int, int, int, int] | None = field(default=None, compare=False)
 
     async def read(self) -> bytes:
         """The whole body. Called once per attempt, so each retry sends complete bytes."""

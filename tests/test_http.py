@@ -714,6 +714,45 @@ async def test_a_file_cut_short_while_it_is_sent_is_never_stored_short(
     assert complete == []  # no request body ever arrived whole
 
 
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "read-pieces"])
+async def test_a_file_rewritten_same_size_while_it_is_sent_is_never_stored(
+    serve: Serve, ft: FakeTime, tmp_path: Path, sendfile: bool
+) -> None:
+    """A file written again in place, same size, while its upload is on the wire: the
+    host would store other bytes than the ones hashed (recorded under the wrong checksum,
+    then uploaded again). The request breaks off before the body's end, and the attempt
+    after it stops at the changed file, as a local error, with nothing stored."""
+    from imgsync.localfs import file_stamp
+
+    path = tmp_path / "rewritten.png"
+    path.write_bytes(os.urandom(20 * 1024 * 1024))
+    stamp = file_stamp(path.stat())
+    complete: list[int] = []
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        got = 0
+        while chunk := await request.content.read(1 << 16):
+            if got == 0:  # the user's tool rewrites a part of it meanwhile
+                with open(path, "r+b") as fh:
+                    fh.seek(15 * 1024 * 1024)
+                    fh.write(os.urandom(1024 * 1024))
+                st = path.stat()
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+            got += len(chunk)
+        complete.append(got)
+        return web.json_response({"got": got})
+
+    async def form() -> Multipart:
+        part = FilePart("f", "rewritten.png", path=path, size=stamp[0], stamp=stamp)
+        return Multipart([], [part])
+
+    server = await serve(counting_app(handler))
+    async with fake_client(ft, sendfile=sendfile) as client:
+        with pytest.raises(LocalIOError, match="changed since it was read"):
+            await client.request("POST", str(server.make_url("/up")), remote="r", form=form)
+    assert complete == []  # no request body ever arrived whole
+
+
 async def test_unreadable_upload_is_a_local_error(
     serve: Serve, ft: FakeTime, tmp_path: Path
 ) -> None:

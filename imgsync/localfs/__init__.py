@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from imgsync.localfs.paths import (
     TMP_PREFIX,
     display,
+    file_stamp,
     io_error,
     key_path,
     missing,
@@ -85,6 +86,7 @@ __all__ = [
     "discard_stage",
     "display",
     "file_sha256",
+    "file_stamp",
     "find_sidecar",
     "io_error",
     "is_sidecar_of",

@@ -48,6 +48,12 @@ def open_source(path: str | Path, follow_root: str | None = None) -> int:
     return os.open(os.path.realpath(path), _READ | _NOFOLLOW)
 
 
+def file_stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """(size, mtime, ctime, inode): any write to the file since changes it (ctime too,
+    which no tool can set back the way ``touch -r`` sets back an mtime)."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 def path_key(rel: str) -> str:
     """A text key for a relative path that SQLite and JSON can hold, reversibly.
 

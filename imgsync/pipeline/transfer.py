@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from imgsync.errors import LinkSkipped, LocalIOError, Rejected, TransientError
 from imgsync.hashing import Digest, digest_bytes, digest_file, md5_hex
-from imgsync.localfs import TMP_PREFIX, ScanEntry, io_error, open_source
+from imgsync.localfs import TMP_PREFIX, ScanEntry, file_stamp, io_error, open_source
 from imgsync.models import RemoteItem, UploadSource, sniff_image
 from imgsync.providers.base import Provider
 
@@ -44,7 +44,7 @@ class Body:
     lock go, so the event loop goes on meanwhile).
     """
 
-    __slots__ = ("_digest", "_with_md5", "data", "owned", "path")
+    __slots__ = ("_digest", "_with_md5", "data", "owned", "path", "stamp")
 
     def __init__(
         self,
@@ -54,6 +54,7 @@ class Body:
         owned: bool = False,  # a spool file: moved into place or deleted by discard()
         *,
         with_md5: bool = True,
+        stamp: tuple[int, int, int, int] | None = None,  # a source file's, when hashed
     ) -> None:
         if digest is None and data is None:
             raise ValueError("a body without its digest needs its bytes")
@@ -62,6 +63,7 @@ class Body:
         self.data = data
         self.path = path
         self.owned = owned
+        self.stamp = stamp
 
     def __repr__(self) -> str:
         where = f"{self.in_memory} bytes in memory" if self.data is not None else self.path
@@ -104,6 +106,7 @@ class Body:
             path=self.path,
             data=self.data,
             on_read=on_read,
+            stamp=self.stamp,
         )
 
     def head(self) -> bytes:
@@ -281,13 +284,14 @@ def read_local(
                 data = fh.readall()
                 return Body(digest_bytes(data, with_md5), data=data)
             digest = digest_file(fh, with_md5)
+            stamp = file_stamp(os.fstat(fh.fileno()))
     except FileNotFoundError:
         raise LocalIOError("file vanished before it could be read", path=str(path)) from None
     except OSError as exc:
         raise LocalIOError(f"cannot read: {exc.strerror}", path=str(path)) from None
     if follow_root is not None and os.path.islink(path):  # a followed link, checked above:
         path = Path(os.path.realpath(path))  # uploads open it without following links
-    return Body(digest, path=path, owned=False)
+    return Body(digest, path=path, owned=False, stamp=stamp)
 
 
 def source_md5(src: UploadSource) -> str | None:
