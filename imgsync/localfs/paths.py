@@ -7,7 +7,7 @@ valid UTF-8 survive the round trip.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import errno
 import os
 from collections.abc import Iterable
@@ -65,14 +65,15 @@ def path_key(rel: str) -> str:
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:
-        return "b64:" + base64.b64encode(os.fsencode(rel)).decode("ascii")
+        # (binascii, not base64: the same encoding without base64's imports at start-up)
+        return "b64:" + binascii.b2a_base64(os.fsencode(rel), newline=False).decode("ascii")
     return rel
 
 
 def key_path(key: str) -> str:
     """The inverse of :func:`path_key`."""
     if key.startswith("b64:"):
-        return os.fsdecode(base64.b64decode(key[4:]))
+        return os.fsdecode(binascii.a2b_base64(key[4:]))
     return key
 
 

@@ -19,7 +19,7 @@ import gc
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 from stat import S_ISREG
@@ -163,27 +163,50 @@ _Folder = tuple[str, str, frozenset[tuple[int, int]]]  # path, relative prefix, 
 _Ident = tuple[int, int]  # (st_dev, st_ino) of a folder
 
 
-@dataclass(frozen=True, slots=True)
+# (plain classes, not dataclasses: each dataclass is generated code compiled at import,
+# which a no-op re-run pays at start-up)
 class _Walk:
-    real_root: str
-    images_only: bool
-    include: list[str]
-    exclude: list[str]
-    filtered: bool
-    follow_links: bool
+    """What every folder read of one scan shares."""
+
+    __slots__ = ("exclude", "filtered", "follow_links", "images_only", "include", "real_root")
+
+    def __init__(
+        self,
+        real_root: str,
+        images_only: bool,
+        include: list[str],
+        exclude: list[str],
+        filtered: bool,
+        follow_links: bool,
+    ) -> None:
+        self.real_root = real_root
+        self.images_only = images_only
+        self.include = include
+        self.exclude = exclude
+        self.filtered = filtered
+        self.follow_links = follow_links
 
 
-@dataclass(slots=True)
 class _Scanned:
     """One folder's own files, problems and subfolders (in the order the folder lists them)."""
 
-    prefix: str
-    entries: list[ScanRow]
-    problems: list[ScanProblem]
-    skipped: int
-    folders: list[_Folder]
-    # folder links to follow once the real tree is read (``follow_links``): folder, ident
-    linked: list[tuple[_Folder, _Ident]] = field(default_factory=list)
+    __slots__ = ("entries", "folders", "linked", "prefix", "problems", "skipped")
+
+    def __init__(
+        self,
+        prefix: str,
+        entries: list[ScanRow],
+        problems: list[ScanProblem],
+        skipped: int,
+        folders: list[_Folder],
+    ) -> None:
+        self.prefix = prefix
+        self.entries = entries
+        self.problems = problems
+        self.skipped = skipped
+        self.folders = folders
+        # folder links to follow once the real tree is read (``follow_links``): folder, ident
+        self.linked: list[tuple[_Folder, _Ident]] = []
 
 
 def _walk_linked(scanned: dict[str, _Scanned], walk: Any, opts: _Walk, top: _Ident) -> None:
