@@ -333,3 +333,39 @@ def test_a_rerun_without_its_mark_trusts_state_for_every_kind_of_name(tmp_path: 
     with must_open(state) as db:
         plan = plan_local(db, src.resolve(), f"local:{dst.resolve()}", dest_root=dst.resolve())
     assert [e.rel for e in plan.to_hash] == ["фото.png"]
+
+
+def test_a_file_dated_past_2262_is_copied_and_then_left_alone(tmp_path: Path) -> None:
+    """Its mtime in nanoseconds is past what SQLite's INTEGER holds: the copy used to hang
+    for ever (the state writer died on the value and nobody was told); now the file is
+    copied, recorded, and recognised by the next run."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src)
+    far = src / "a" / "a1.png"
+    os.utime(far, ns=(1, 2**63 + 5_000_000_000))
+    assert far.stat().st_mtime_ns > 2**63
+    assert _copy(src, dst)["copied"] == 12
+    assert (dst / "a" / "a1.png").read_bytes() == far.read_bytes()
+    state = Path(os.environ["IMGSYNC_STATE"])
+    with sqlite3.connect(state) as conn:
+        conn.execute("DELETE FROM scan_marks")  # the file-by-file look at state, too
+    conn.close()
+    again = _copy(src, dst)
+    assert again["copied"] == 0 and again["already_present"] == 12
+
+
+async def test_a_value_sqlite_cannot_hold_fails_the_flush_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from imgsync.errors import StateError
+    from imgsync.state.store import StateStore
+
+    async with StateStore(tmp_path / "s.db") as store:
+        await store.write_many(
+            "INSERT INTO objects (sha256, size, md5, mime, first_seen) VALUES (?, ?, ?, ?, ?)",
+            [("ab" * 32, 2**64, None, None, 0.0)],
+        )
+        with pytest.raises(StateError, match="too large"):
+            await asyncio.wait_for(store.flush(), 20)

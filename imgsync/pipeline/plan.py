@@ -17,7 +17,7 @@ from pathlib import Path
 
 from imgsync.localfs import ScanEntry, ScanProblem, key_path, missing, path_key
 from imgsync.localfs.scan import ScanRow, entries_of, scan_rows
-from imgsync.state.queries import KnownFile
+from imgsync.state.queries import INT64_MAX, KnownFile, int64
 from imgsync.state.reader import StateReader
 
 try:  # BLAKE2 is built into Python: no OpenSSL to load for a no-op re-run
@@ -114,6 +114,7 @@ def _folders_unchanged(dest_root: Path, saved: str) -> bool:
 
 _REL, _SIZE, _MTIME, _INODE = (itemgetter(i) for i in range(4))
 _FILE = itemgetter(0, 1, 2, 3)  # (rel key, size, mtime_ns, inode) of a local_files row
+_MTIME_INODE = itemgetter(2, 3)
 
 
 def fingerprint(
@@ -192,6 +193,8 @@ def plan_local(
     keyed = rows
     if not all(map(str.isascii, map(_REL, rows))):
         keyed = [(path_key(r[0]), r[1], r[2], r[3]) for r in rows]
+    if rows and max(map(max, map(_MTIME_INODE, keyed))) > INT64_MAX:  # as state holds them
+        keyed = [(k, size, int64(m), int64(i)) for k, size, m, i in keyed]
     new = tuple.__new__
     for row, k in zip(rows, map(recorded.get, keyed), strict=True):
         if k is None:

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -329,10 +330,26 @@ _UPSERT_JOURNAL = (
 )
 
 
+INT64_MAX = 2**63 - 1  # SQLite's INTEGER is 64-bit signed
+
+
+def int64(n: int) -> int:
+    """``n`` as SQLite can hold it: an mtime past the year 2262 (in nanoseconds) or an
+    inode number past 2**63 becomes the largest INTEGER (the planner compares a scanned
+    file the same way, so such a file is still recognised)."""
+    return min(n, INT64_MAX)
+
+
 async def record_local_files(
     store: StateStore, root: str, rows: Iterable[tuple[str, KnownFile]]
 ) -> None:
-    await store.write_many(_UPSERT_LOCAL, [(root, rel, *kf) for rel, kf in rows])
+    out = [(root, rel, *kf) for rel, kf in rows]
+    if out and max(map(max, map(_MTIME_INODE, out))) > INT64_MAX:  # rare: one C-level pass
+        out = [(r, rel, size, int64(m), int64(i), sha, md5) for r, rel, size, m, i, sha, md5 in out]
+    await store.write_many(_UPSERT_LOCAL, out)
+
+
+_MTIME_INODE = itemgetter(3, 4)
 
 
 async def forget_local_files(store: StateStore, root: str, rels: Iterable[str]) -> None:

@@ -289,9 +289,17 @@ class StateStore:
         per transaction (a hop per statement woke a thread and handed the interpreter
         lock back and forth half a dozen times per upload)."""
         loop = asyncio.get_running_loop()
+        if self._failure is not None:  # an earlier write failed: what waits on this batch
+            # (a flush queued meanwhile) must not be told everything was committed
+            err = describe_error(self.path, self._failure)
+            for op in batch:
+                if op.future is not None and not op.future.done():
+                    op.future.set_exception(err)
+            return
         try:
             results = await loop.run_in_executor(self._pool, self._apply_sync, batch)
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure (a value SQLite cannot hold
+            # too) fails the waiters: a writer that died silently left flush() hanging
             self._failure = exc
             err = describe_error(self.path, exc)
             for op in batch:
