@@ -457,3 +457,70 @@ token_env = "GZ_TOKEN"
     finally:
         await gyazo.close()
         await guizhan.close()
+
+
+async def test_a_worker_with_other_filters_cannot_join_a_round_under_way(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Pages are split by position: a worker skipping what the others copy (or the other
+    way round) would leave items undone. So a round under way is joined only with the same
+    filters (exit 2, one line); once the round is complete, a new pass may use others."""
+    from imgsync.state.fleet.pages import FiltersDiffer, filter_text
+
+    a = await Fleet(pg_url, "host-a:1").open()
+    b = await Fleet(pg_url, "host-b:2").open()
+    try:
+        mine = filter_text(["*.png"], [], False)
+        assert mine == "--include *.png"
+        assert await fleet_pages.begin_round(a, "src", "dst", appends=False, filters=mine) == 1
+        assert await fleet_pages.begin_round(b, "src", "dst", appends=False, filters=mine) == 1
+        with pytest.raises(FiltersDiffer) as err:
+            other = filter_text([], [], True)
+            await fleet_pages.begin_round(b, "src", "dst", appends=False, filters=other)
+        assert err.value.exit_code == 2
+        assert "--include *.png" in str(err.value) and "--include-non-images" in str(err.value)
+        claim = await fleet_pages.claim_page(a, "src", "dst", 1)
+        assert claim is not None
+        await fleet_pages.page_listed(a, "src", "dst", claim, None)
+        await fleet_pages.page_done(a, "src", "dst", claim)  # the pass is complete
+        assert await fleet_pages.begin_round(b, "src", "dst", appends=False, filters="") == 2
+    finally:
+        await a.close()
+        await b.close()
+
+    # through the CLI: a worker started with other filters than the round's
+    gyazo = await start_fake(GyazoFake(Knobs(token=GY_TOKEN, seed=3)))
+    try:
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{gyazo.url}"\ntoken_env = "GY_TOKEN"\n',
+        )
+        from imgsync.state.store import StateStore
+
+        first = await run_cli_async(
+            "--config", str(cfg), "backup", "gy:", str(tmp_path / "out"), "--json",
+            "--include-non-images", env=_worker_env(tmp_path, 0, pg_url),
+        )  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        async with StateStore(tmp_path / "w.db", pg_url) as store:
+            assert store.fleet is not None
+            ((src_key, dst_key),) = await store.fleet.tx(lambda cur: _keys(cur))
+            # a round under way (another worker still listing) with --include-non-images
+            await fleet_pages.begin_round(
+                store.fleet, src_key, dst_key, appends=False, filters="--include-non-images"
+            )
+        again = await run_cli_async(
+            "--config", str(cfg), "backup", "gy:", str(tmp_path / "out"),
+            env=_worker_env(tmp_path, 1, pg_url),
+        )  # fmt: skip
+        assert again.returncode == 2, again.stderr
+        assert again.stderr.count("\n") == 1 and "other filters" in again.stderr, again.stderr
+    finally:
+        await gyazo.close()
+
+
+async def _keys(cur: object) -> list[tuple[str, str]]:
+    await cur.execute(  # type: ignore[attr-defined]
+        "SELECT DISTINCT src, dst FROM fleet_rounds WHERE src LIKE 'gyazo:%'"
+    )
+    return [tuple(r) for r in await cur.fetchall()]  # type: ignore[attr-defined]

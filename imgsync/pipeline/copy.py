@@ -78,6 +78,7 @@ from imgsync.pipeline.writing import FolderWriter
 from imgsync.providers.base import Provider
 from imgsync.retry import RetryPolicy
 from imgsync.state import queries
+from imgsync.state.fleet import pages as fleet_pages
 from imgsync.state.reader import StateReader
 from imgsync.state.store import StateStore
 
@@ -210,9 +211,18 @@ class CopyRun:
             # what the other workers found and uploaded counts as known here
             await queries.import_fleet_locations(self.store, self.src_key)
             await queries.import_fleet_locations(self.store, self.dst_key)
-            self.shared = SharedListing(
-                fleet, self.src, self.src_key, self.dst_key, sleep=self.opts.sleep or anyio.sleep
+            filters = fleet_pages.filter_text(
+                self.opts.include, self.opts.exclude, self.include_non_images
             )
+            self.shared = SharedListing(
+                fleet,
+                self.src,
+                self.src_key,
+                self.dst_key,
+                sleep=self.opts.sleep or anyio.sleep,
+                filters=filters,
+            )
+            await self.shared.begin()  # a worker listing with other filters stops here
         relist = False  # something of this source's went missing: list it all again
         bare: dict[str, str] = {}  # sha256 -> file whose sidecar the user deleted
         if reader is not None:

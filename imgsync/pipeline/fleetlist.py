@@ -35,24 +35,36 @@ class SharedListing:
         *,
         poll: float = PAGE_POLL,
         sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
+        filters: str = "",
     ) -> None:
         self.fleet = fleet
         self.src = src
         self.src_key, self.dst_key = src_key, dst_key
         self.poll = poll
         self.sleep = sleep
+        self.filters = filters  # what this worker lists with (the round's must be the same)
         self.round: int | None = None
         self.complete = False  # the fleet finished the round
         self.pages = 0  # pages this worker listed
         self._open: dict[int, tuple[PageClaim, int]] = {}  # page index -> (claim, items left)
 
+    async def begin(self) -> None:
+        """Join the round under way (or start one). Raises ``FiltersDiffer`` (exit 2) when
+        that round is listed with other filters than this worker's."""
+        if self.round is None:
+            self.round = await fleet_pages.begin_round(
+                self.fleet,
+                self.src_key,
+                self.dst_key,
+                appends=self.src.features.listing_appends,
+                filters=self.filters,
+            )
+
     async def next_page(self, stopping: Callable[[], bool]) -> tuple[PageClaim, Page] | None:
         """The next page for this worker, listed; None when the round is complete (or
         ``stopping()``). Raises what listing the source raises (the page is given back)."""
-        if self.round is None:
-            self.round = await fleet_pages.begin_round(
-                self.fleet, self.src_key, self.dst_key, appends=self.src.features.listing_appends
-            )
+        await self.begin()
+        assert self.round is not None
         while not stopping():
             claim = await fleet_pages.claim_page(self.fleet, self.src_key, self.dst_key, self.round)
             if claim is not None:

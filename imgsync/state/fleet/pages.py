@@ -19,9 +19,11 @@ appends, from the previous round's last page).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from imgsync.errors import UsageError
 from imgsync.state.db import owner_alive
 from imgsync.state.fleet import Fleet, upsert_locations
 
@@ -35,11 +37,40 @@ class PageClaim:
     cursor: str | None
 
 
-async def begin_round(fleet: Fleet, src: str, dst: str, *, appends: bool) -> int:
+class FiltersDiffer(UsageError):
+    """A worker joins a round of a shared listing read with other filters."""
+
+
+async def begin_round(fleet: Fleet, src: str, dst: str, *, appends: bool, filters: str = "") -> int:
     """The round of ``src`` -> ``dst`` to work in: the current one while it is not
-    complete, else a new one (created here, once, whoever asks first)."""
+    complete, else a new one (created here, once, whoever asks first). ``filters``: what
+    this worker lists with (see :func:`filter_text`); a round under way read with other
+    filters raises :class:`FiltersDiffer` (its pages are split by position: items one
+    worker's filters skip on its pages would be left undone)."""
 
     async def work(cur: Any) -> int:
+        number = await _round(cur)
+        await cur.execute(
+            "INSERT INTO fleet_rounds (src, dst, round, filters) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (src, dst, round) DO NOTHING",
+            (src, dst, number, filters),
+        )
+        await cur.execute(
+            "SELECT filters FROM fleet_rounds WHERE src = %s AND dst = %s AND round = %s",
+            (src, dst, number),
+        )
+        row = await cur.fetchone()
+        theirs = str(row[0]) if row else filters
+        if theirs != filters:
+            raise FiltersDiffer(
+                "the other workers of this job list it with other filters (theirs: "
+                f"{theirs or 'none'}; yours: {filters or 'none'}); start every worker with "
+                "the same --include/--exclude/--include-non-images, or wait until their "
+                "pass is complete"
+            )
+        return number
+
+    async def _round(cur: Any) -> int:
         await cur.execute(
             "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"imgsync-list:{src}\n{dst}",)
         )
@@ -63,10 +94,11 @@ async def begin_round(fleet: Fleet, src: str, dst: str, *, appends: bool) -> int
                 )
                 found = await cur.fetchone()
                 start = found[0] if found else None
-            await cur.execute(
-                "DELETE FROM fleet_pages WHERE src = %s AND dst = %s AND round < %s",
-                (src, dst, number),
-            )
+            for table in ("fleet_pages", "fleet_rounds"):
+                await cur.execute(
+                    f"DELETE FROM {table} WHERE src = %s AND dst = %s AND round < %s",
+                    (src, dst, number),
+                )
         await cur.execute(
             "INSERT INTO fleet_pages (src, dst, round, seq, cursor) VALUES (%s, %s, %s, 0, %s)",
             (src, dst, number, start),
@@ -197,3 +229,13 @@ async def round_state(fleet: Fleet, src: str, dst: str, round_: int) -> RoundSta
 
     state: RoundState = await fleet.tx(work)
     return state
+
+
+def filter_text(include: Sequence[str], exclude: Sequence[str], non_images: bool) -> str:
+    """The filters a worker lists with, as stored with a round (and shown when they
+    differ): "" for none."""
+    parts = [f"--include {g}" for g in sorted(include)]
+    parts += [f"--exclude {g}" for g in sorted(exclude)]
+    if non_images:
+        parts.append("--include-non-images")
+    return " ".join(parts)

@@ -14,6 +14,8 @@ What the tables hold (the SQLite tables of the same meaning are in ``state/schem
   admitted at ``stamp``, answered at ``answered`` (NULL while in flight), by ``owner``.
 * ``fleet_pages``: listing pages claimed by the workers, page by page (see
   ``state/fleet/pages.py``).
+* ``fleet_rounds``: the filters each round of a shared listing is read with (a worker
+  with other filters is refused: pages are split by position).
 * ``fleet_journal``: what was done per item of each job, by any worker (a stage reached by
   one worker is not taken back by another's later, lesser news: see ``JOURNAL_UPSERT``).
 * ``fleet_pauses``: host pauses (a spent budget, a long Retry-After): one worker's pause
@@ -137,6 +139,17 @@ MIGRATIONS: dict[int, str] = {
     # NULL: never): whoever takes the lease over searches the destination back to then
     5: """
     ALTER TABLE fleet_claims ADD COLUMN IF NOT EXISTS sent DOUBLE PRECISION;
+    """,
+    # the filters (--include, --exclude, non-images) a round of a shared listing is read
+    # with: its pages are split by position, so every worker of the round needs the same
+    6: """
+    CREATE TABLE IF NOT EXISTS fleet_rounds (
+        src     TEXT NOT NULL,
+        dst     TEXT NOT NULL,
+        round   INTEGER NOT NULL,
+        filters TEXT NOT NULL,
+        PRIMARY KEY (src, dst, round)
+    );
     """,
 }
 
