@@ -43,6 +43,10 @@ Inferred [INF] and off unless asked for (constructor options):
   out (a host whose URLs expire with no way to renew them), ``refresh_echo=True`` makes it
   answer each URL with itself, unrenewed (a route that exists but renews nothing). Neither
   signed URLs nor this route are in Discord Images' docs: the shape is Discord's own CDN's.
+- ``private_files=True``: files (not thumbnails) are served only to a request carrying the
+  ``token`` header; anyone else gets the 404 page. Nothing says the real host did this (its
+  files were public, lolisafe-style): it is there to test that downloads carry the token to
+  the host's own origin.
 """
 
 from __future__ import annotations
@@ -127,6 +131,7 @@ class DiscordImagesFake(FakeHostBase):
         signed_ttl: float | None = None,
         refresh: bool = True,
         refresh_echo: bool = False,
+        private_files: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``paging`` and ``delete`` switch on the inferred lolisafe routes [INF] (see module doc);
@@ -137,6 +142,7 @@ class DiscordImagesFake(FakeHostBase):
         self.signed_ttl = float(signed_ttl) if signed_ttl else None
         self.refresh = refresh
         self.refresh_echo = refresh_echo
+        self.private_files = private_files
         self.clock = clock
         limit = rate_limit(knobs.rate, "none")
         self.window = FixedWindow(*limit) if limit else None
@@ -350,6 +356,12 @@ class DiscordImagesFake(FakeHostBase):
             return _express_404(request)
         if self.signed_ttl is not None and not self._signed_ok(request):
             return web.Response(status=404, text="This content is no longer available.")
+        if (
+            self.private_files
+            and request.headers.get("token") != self.knobs.token
+            and request.headers.get("X-Fakehost-Internal") != "1"
+        ):
+            return _express_404(request)  # hidden from anyone but the token's holder
         mime = mimetypes.guess_type(stored.name)[0] or "application/octet-stream"
         return web.Response(body=stored.data, headers={"Content-Type": mime})
 

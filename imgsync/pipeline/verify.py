@@ -79,6 +79,7 @@ from imgsync.models import ItemMeta, RemoteItem, guess_mime, signed_expiry, snif
 from imgsync.pipeline.run import _spool_dir as spool_dir
 from imgsync.pipeline.summary import StopSignal
 from imgsync.pipeline.transfer import SPOOL_THRESHOLD, Body, fetch, read_local
+from imgsync.providers.base import MAX_FILE_HOPS, FileHop, file_hop
 from imgsync.runtime import Runtime, resolve_spec
 from imgsync.state import checks, queries
 from imgsync.state.checks import Broken, Target, Verdict
@@ -92,7 +93,6 @@ EXPIRED = "the signed URL expired"
 # a signed URL this close to its expiry by our clock counts as expired: the host's clock
 # may be ahead of ours, and it already answers 404
 CLOCK_SKEW = 600.0
-MAX_HOPS = 5  # redirects followed by a check that carries the account's credential
 _SNIFF = 512
 
 # what a repair that succeeded did: uploaded; found (the upload of a run that did not
@@ -335,20 +335,6 @@ def redacted_url(url: str) -> str:
     return redact(url)
 
 
-class _Hop(ProviderError):
-    """Internal: a redirect answered to a request that carried the credential."""
-
-    def __init__(self, location: str) -> None:
-        super().__init__("redirected")
-        self.location = location
-
-
-def _hop(resp: Any) -> ProviderError | None:
-    if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
-        return _Hop(resp.headers["Location"])
-    return None
-
-
 @contextlib.asynccontextmanager
 async def open_checked(
     http: Any, remote: str, url: str, auth: Credentials | None
@@ -358,7 +344,7 @@ async def open_checked(
     redirects are then followed here, hop by hop, asking ``auth`` again for each, so a
     redirect to a CDN or another storage never carries it (aiohttp would forward a custom
     header such as ``X-API-Key`` to any origin)."""
-    for _ in range(MAX_HOPS + 1):
+    for _ in range(MAX_FILE_HOPS + 1):
         headers = auth(url) if auth is not None else {}
         if not headers:
             async with http.stream(url, remote=remote, allow_redirects=True) as body:
@@ -366,13 +352,13 @@ async def open_checked(
             return
         try:
             async with http.stream(
-                url, remote=remote, headers=headers, allow_redirects=False, map_error=_hop
+                url, remote=remote, headers=headers, allow_redirects=False, map_error=file_hop
             ) as body:
                 yield body
             return
-        except _Hop as hop:
+        except FileHop as hop:
             url = urljoin(url, hop.location)
-    raise ResponseError(f"more than {MAX_HOPS} redirects", remote=remote)
+    raise ResponseError(f"more than {MAX_FILE_HOPS} redirects", remote=remote)
 
 
 async def check_host(

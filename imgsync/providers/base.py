@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
-from imgsync.errors import ConfigError, Unsupported
+from imgsync.errors import ConfigError, ProviderError, Unsupported
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from imgsync.config import RemoteConfig
-    from imgsync.http import ApiClient
+    from imgsync.http import ApiClient, ApiResponse, ErrorMapper
     from imgsync.localfs import Unit
 
 __all__ = [
@@ -164,6 +164,32 @@ def older_than(item: RemoteItem, since: float | None) -> bool:
     newest-first search bound by ``since`` stops there. An item without a time is not."""
     when = item_time(item)
     return since is not None and when is not None and when < since - FIND_SINCE_SLACK
+
+
+MAX_FILE_HOPS = 5  # redirects followed by a file GET that carries the account's credential
+
+
+class FileHop(ProviderError):
+    """A redirect answered to a file GET that carried the credential (followed by hand)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__("redirected")
+        self.location = location
+
+
+def file_hop(resp: ApiResponse) -> ProviderError | None:
+    """An error mapper: a redirect (with a ``Location``) becomes :class:`FileHop`."""
+    location = resp.headers.get("Location")
+    if resp.status in (301, 302, 303, 307, 308) and location:
+        return FileHop(location)
+    return None
+
+
+def _with_hops(map_error: ErrorMapper | None) -> ErrorMapper:
+    def mapper(resp: ApiResponse) -> ProviderError | None:
+        return file_hop(resp) or (map_error(resp) if map_error is not None else None)
+
+    return mapper
 
 
 OWN_HOST = ""
@@ -401,6 +427,40 @@ class Provider(ABC):
         except (ValueError, TypeError, Unsupported):
             return {}
         return headers if own == there else {}
+
+    async def open_file(
+        self, url: str, *, map_error: ErrorMapper | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream an image file: GET ``url`` with the remote's credential when ``url`` is
+        on its own origin (:meth:`credentials_for`; a host that serves private images to
+        their owner only). Redirects are then followed here, hop by hop, asking again for
+        each, so the credential never reaches another origin (aiohttp would forward a
+        custom header such as ``X-API-Key`` or ``token`` to any origin it is sent to)."""
+        from urllib.parse import urljoin
+
+        from imgsync.errors import ResponseError
+
+        for _ in range(MAX_FILE_HOPS + 1):
+            headers = self.credentials_for(url)
+            if not headers:
+                async with self.http.stream(url, remote=self.name, map_error=map_error) as body:
+                    async for chunk in body:
+                        yield chunk
+                return
+            try:
+                async with self.http.stream(
+                    url,
+                    remote=self.name,
+                    headers=headers,
+                    allow_redirects=False,
+                    map_error=_with_hops(map_error),
+                ) as body:
+                    async for chunk in body:
+                        yield chunk
+                return
+            except FileHop as hop:
+                url = urljoin(url, hop.location)
+        raise ResponseError(f"more than {MAX_FILE_HOPS} redirects", remote=self.name)
 
     async def refresh_url(self, url: str) -> str | None:
         """A fresh URL for an image URL whose signature expired (Discord-style ``ex``/``hm``

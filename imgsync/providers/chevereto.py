@@ -493,9 +493,8 @@ class CheveretoProvider(Provider):
         if not item.url:
             why = "no image URL is known (it awaited moderation when uploaded)"
             raise NotFound(f"{item.remote_id}: {why}", remote=self.name)
-        async with self.http.stream(item.url, remote=self.name) as body:
-            async for chunk in body:
-                yield chunk
+        async for chunk in self.open_file(item.url):
+            yield chunk
 
 
 def _expected_conversion(image: dict[str, Any], sent_md5: str, data: bytes) -> bool:

@@ -45,7 +45,8 @@ Choices made here:
 * expired signed URLs (``ex``/``is``/``hm``, as Discord's CDN hands out) are renewed through
   a guessed route (:meth:`DiscordImagesProvider.refresh_url`): nothing about them is
   documented for this host.
-* downloads go to the ``file`` URL without the token (it may be another host's URL).
+* downloads go to the ``file`` URL with the ``token`` header when that URL is on the
+  remote's own origin (:meth:`Provider.open_file`), never to another origin.
 * the host reports no rate limit; 429 is mapped to ``RateLimited`` if it ever comes.
 """
 
@@ -305,9 +306,8 @@ class DiscordImagesProvider(Provider):
 
     async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
         url = item.url or f"{self.base_url}/{item.name}"
-        async with self.http.stream(url, remote=self.name, map_error=self._map_error) as body:
-            async for chunk in body:
-                yield chunk
+        async for chunk in self.open_file(url, map_error=self._map_error):
+            yield chunk
 
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
         filename = rel_path.rsplit("/", 1)[-1] or src.name

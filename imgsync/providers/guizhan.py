@@ -376,9 +376,8 @@ class GuizhanProvider(Provider):
     async def open(self, item: RemoteItem) -> AsyncIterator[bytes]:
         if not item.url:
             raise ResponseError(f"{item.name}: the host gave no URL", remote=self.name)
-        async with self.http.stream(item.url, remote=self.name) as body:
-            async for chunk in body:
-                yield chunk
+        async for chunk in self.open_file(item.url):
+            yield chunk
 
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
         async def form() -> Multipart:

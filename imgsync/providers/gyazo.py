@@ -372,9 +372,8 @@ class GyazoProvider(Provider):
                 "get both lack 'url'), so it cannot be downloaded",
                 remote=self.name,
             )
-        async with self.http.stream(url, remote=self.name, map_error=self._map_file_error) as body:
-            async for chunk in body:
-                yield chunk
+        async for chunk in self.open_file(url, map_error=self._map_file_error):
+            yield chunk
 
     async def upload(self, src: UploadSource, meta: ItemMeta, *, rel_path: str) -> RemoteItem:
         optional = {

@@ -506,11 +506,9 @@ class LskyProProvider(Provider):
         if not item.url:
             raise NotFound(f"{item.name}: no file URL known", remote=self.name)
         # the token goes to the site's own file server only (a private image is served to
-        # its owner alone); aiohttp drops Authorization on a redirect to another origin
-        headers = self.credentials_for(item.url) or None
-        async with self.http.stream(item.url, remote=self.name, headers=headers) as body:
-            async for chunk in body:
-                yield chunk
+        # its owner alone), never to where a redirect points on another origin
+        async for chunk in self.open_file(item.url):
+            yield chunk
 
     def _file_name(self, src: UploadSource) -> str:
         """The name sent: the server picks the type from its extension, so it must have one."""
