@@ -106,9 +106,17 @@ def build(work: Path, n: int) -> tuple[Path, float, int]:
 
 def browser_ms(index: Path, expect: bytes = b'data-shown="120"') -> float | None:
     """Wall milliseconds for headless chromium to load the page and dump its DOM."""
+    got = browser_run(index, expect)
+    return None if got is None else got[0]
+
+
+def browser_run(index: Path, expect: bytes, fragment: str = "") -> tuple[float, bytes] | None:
+    """Wall milliseconds for headless chromium to load the page (``#fragment``: its state
+    in the address, a filter) and dump its DOM, best of 3; and that DOM."""
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         return None
+    dom = b""
     with tempfile.TemporaryDirectory() as profile:
         cmd = [
             exe,
@@ -120,7 +128,7 @@ def browser_ms(index: Path, expect: bytes = b'data-shown="120"') -> float | None
             "--no-first-run",
             f"--user-data-dir={profile}",
             "--dump-dom",
-            index.as_uri(),
+            index.as_uri() + (f"#{fragment}" if fragment else ""),
         ]
         subprocess.run(cmd, capture_output=True, timeout=120, check=False)  # warm-up
         best = float("inf")
@@ -129,7 +137,53 @@ def browser_ms(index: Path, expect: bytes = b'data-shown="120"') -> float | None
             proc = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
             best = min(best, time.perf_counter() - started)
             assert expect in proc.stdout, "the page did not render its first page"
-    return best * 1000
+            dom = proc.stdout
+    return best * 1000, dom
+
+
+def body_data(dom: bytes, key: str) -> str:
+    """A ``data-KEY`` attribute of the dumped page's body ("?" when it has none)."""
+    import re
+
+    m = re.search(rb"<body[^>]*\sdata-" + key.encode() + rb'="([^"]*)"', dom)
+    return m.group(1).decode() if m else "?"
+
+
+def report_filters(report: Path) -> None:
+    """Filtering the report: how long the browser takes and what it loads, for a filter by
+    one item's id (the oldest: in the last data file), against loading every data file."""
+    import json
+    import re
+
+    from imgsync.pages.report import data_dir
+
+    text = report.read_text(encoding="utf-8")
+    found = re.search(r'<script id="meta"[^>]*>(.*?)</script>', text, re.DOTALL)
+    assert found is not None, "not a report page"
+    meta = json.loads(found.group(1))
+    folder = data_dir(report)
+    sizes = [(folder / Path(href).name).stat().st_size for href in meta["files"]]
+    index = (folder / Path(meta["index"]).name).stat().st_size
+    last = (folder / Path(meta["files"][-1]).name).read_text(encoding="utf-8")
+    oldest = json.loads("[" + last.split("[\n", 1)[1].rsplit("\n]", 1)[0] + "]")[-1]["id"]
+    got = browser_run(report, b'data-shown="1"', f"q={oldest}")
+    if got is None:
+        return
+    ms, dom = got
+    loaded = int(body_data(dom, "files"))
+    took = index + sum(sizes[-loaded:]) if loaded else index
+    print(
+        f"  filter by one item's id: {ms:.0f} ms, loaded the index ({index / 1000:.0f} KB) + "
+        f"{loaded} of {len(sizes)} data files = {took / 1e6:.2f} MB of "
+        f"{(index + sum(sizes)) / 1e6:.2f} MB (ratio {took / sum(sizes):.3f} of loading all)"
+    )
+    got = browser_run(report, b'data-shown="100"', "q=screenshot")
+    if got is not None:
+        ms, dom = got
+        print(
+            f"  filter matching every item ('screenshot'): {ms:.0f} ms, "
+            f"{body_data(dom, 'files')} of {len(sizes)} data files (no index can help)"
+        )
 
 
 def main() -> int:
@@ -200,6 +254,7 @@ def main() -> int:
         report_ms = browser_ms(report, b'data-shown="100"')
         if report_ms is not None:
             print(f"  headless chromium opens the report (first 100 rows): {report_ms:.0f} ms")
+            report_filters(report)
         small_ms = browser_ms(small_root / "index.html")
         big_ms = browser_ms(root / "index.html")
         if small_ms is None or big_ms is None:

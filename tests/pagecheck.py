@@ -83,6 +83,20 @@ def report_files(path: Path) -> list[Path]:
     return [resolve(path.parent, href) for href in meta["files"]]
 
 
+def report_meta(path: Path) -> dict[str, Any]:
+    """A report page's ``meta`` script, parsed."""
+    page = parse(path)
+    meta: dict[str, Any] = json.loads(
+        next(body for attrs, body in page.scripts if attrs.get("id") == "meta")
+    )
+    return meta
+
+
+def report_index(path: Path) -> Path:
+    """The search index file a report page names."""
+    return resolve(path.parent, report_meta(path)["index"])
+
+
 def report_items(path: Path) -> list[dict[str, Any]]:
     """The items of a report page: its data files, parsed."""
     items: list[dict[str, Any]] = []

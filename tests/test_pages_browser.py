@@ -163,3 +163,71 @@ async def test_a_report_in_data_files_pages_and_filters_in_a_browser(tmp_path: P
     dom, log = await render(page.as_uri() + "#q=shot-7-x")  # every file, then the filter
     assert body_data(dom, "shown") == "1" and "shot-7-x" in dom
     assert not script_errors(log), script_errors(log)
+
+
+@pytest.mark.timeout(300)
+async def test_a_report_filter_loads_only_the_data_files_it_needs(tmp_path: Path) -> None:
+    """1,250 items in three data files (newest first: the oldest 250 in the third). A
+    status that only the oldest items have, and a filter by one old item's title, load
+    that third file only (the text filter through the page's small index); a word too
+    short for the index loads them all."""
+    from imgsync.models import ItemMeta, RemoteItem
+    from imgsync.pages.report import write_report
+    from imgsync.state import queries
+    from imgsync.state.reader import must_open
+    from imgsync.state.store import StateStore
+
+    state = tmp_path / "state.db"
+    src, dst = "gyazo:https://api.gyazo.com#a", "chevereto:https://img.example/"
+    async with StateStore(state) as store:
+        shas = [f"{i:064x}" for i in range(1250)]
+        await queries.record_objects(store, [(s, 1000, None, "image/png") for s in shas])
+        await queries.record_locations(
+            store,
+            src,
+            [
+                (
+                    s,
+                    RemoteItem(
+                        f"g{i}",
+                        f"g{i}.png",
+                        url=f"https://i.gyazo.com/{s[-12:]}.png",
+                        meta=ItemMeta(title=f"shot-{i}-x", created_at=1.6e9 + i),
+                    ),
+                )
+                for i, s in enumerate(shas)
+            ],
+        )
+        await queries.record_locations(  # the oldest 100 were copied
+            store,
+            dst,
+            [
+                (s, RemoteItem(f"c{i}", f"c{i}.png", url=f"https://img.example/c{i}.png"))
+                for i, s in enumerate(shas[:100])
+            ],
+        )
+    page = tmp_path / "report.html"
+    with must_open(state) as db:
+        write_report(db, page, job="j", source=src, dest=dst, summary={"checked": 0})
+
+    dom, log = await render(page.as_uri())
+    assert body_data(dom, "shown") == "100" and body_data(dom, "files") == "1"
+    dom, log = await render(page.as_uri() + "#status=copied")
+    assert body_data(dom, "shown") == "100" and body_data(dom, "files") == "1"
+    assert "shot-99-x" in dom and "shot-100-x" not in dom
+    assert not script_errors(log), script_errors(log)
+    dom, log = await render(page.as_uri() + "#status=copied&page=2")  # past the end: last
+    assert body_data(dom, "shown") == "100" and body_data(dom, "files") == "1"
+    dom, log = await render(page.as_uri() + "#q=shot-7-x")
+    assert body_data(dom, "shown") == "1" and "shot-7-x" in dom
+    assert body_data(dom, "files") == "1"
+    assert not script_errors(log), script_errors(log)
+    dom, log = await render(page.as_uri() + "#q=SHOT-1249-X%20%20i.gyazo")  # two words
+    assert body_data(dom, "shown") == "1" and body_data(dom, "files") == "1"
+    dom, log = await render(page.as_uri() + "#q=0000000")  # a checksum fragment: all
+    assert body_data(dom, "files") == "3"
+    dom, log = await render(page.as_uri() + "#q=-x")  # too short for the index: all
+    assert body_data(dom, "shown") == "100" and body_data(dom, "files") == "3"
+    dom, log = await render(page.as_uri() + "#q=no-such-item")  # in no file: none loaded
+    assert body_data(dom, "shown") == "0" and body_data(dom, "files") == "0"
+    assert not script_errors(log), script_errors(log)

@@ -9,7 +9,15 @@ from typing import Any
 
 import aiohttp
 from helpers import run_cli_async, start_fake, write_config
-from pagecheck import assert_offline, is_relative, parse, report_files, report_items, resolve
+from pagecheck import (
+    assert_offline,
+    is_relative,
+    parse,
+    report_files,
+    report_index,
+    report_items,
+    resolve,
+)
 
 from imgsync.fakehosts.chevereto import CheveretoFake
 from imgsync.fakehosts.common import Knobs
@@ -247,7 +255,7 @@ async def test_a_large_report_is_a_small_page_that_loads_its_items_from_data_fil
         write_report(db, page, job="j", source=src, dest=dst, summary=summary)
     assert len(report_items(page)) == 1260
     assert len(report_items(other)) == 1250 and len(report_items(odd)) == 1250
-    assert sorted(data_dir(page).iterdir()) == sorted(report_files(page))
+    assert sorted(data_dir(page).iterdir()) == sorted([*report_files(page), report_index(page)])
     assert data_dir(other).name == "report.htm.files"
     assert data_dir(odd).name == "my report #1 é_files" and len(report_files(odd)) == 3
 
@@ -278,3 +286,58 @@ async def test_a_host_that_keeps_no_metadata_shows_it_dropped(tmp_path: Path) ->
     finally:
         await gyazo.close()
         await di.close()
+
+
+def test_the_search_index_holds_every_piece_a_filter_can_ask_for() -> None:
+    """No false negative: for every item, each 4-character piece and each whole word of
+    its searched fields (lower-cased) is set in its data file's bitmap, so the page never
+    skips a file that holds a match; and the page's per-file status counts add up."""
+    import base64
+    import random
+    import re
+
+    from imgsync.pages.report import (
+        GRAM,
+        PER_FILE,
+        SEARCHED,
+        STATUSES,
+        TOKEN_MARK,
+        file_counts,
+        gram_bit,
+        index_text,
+    )
+
+    rng = random.Random(5)
+    alphabet = "abcXYZ019-_./ éÉßΣς漢字😀"
+    items = [
+        {
+            "id": f"id{i}",
+            "st": rng.choice(STATUSES),
+            "o": "https://h.example/" + "".join(rng.choices(alphabet, k=12)),
+            "t": "".join(rng.choices(alphabet, k=rng.randint(0, 20))),
+            "e": rng.choice([None, "HTTP 503: Service Unavailable"]),
+            "h": f"{rng.getrandbits(256):064x}",
+        }
+        for i in range(1200)
+    ]
+    text = index_text(items)
+    head = "IMGSYNC_REPORT_INDEX(65536, 4, "
+    assert text.startswith(head) and text.endswith(");\n")
+    maps = [base64.b64decode(b) for b in json.loads(text[len(head) : -3])]
+    assert len(maps) == 3
+    for n, it in enumerate(items):
+        bitmap = maps[n // PER_FILE]
+        for key in SEARCHED:
+            value = it.get(key)
+            if not isinstance(value, str):
+                continue
+            low = value.lower()
+            pieces = [low[k : k + GRAM] for k in range(len(low) - GRAM + 1)]
+            pieces += [TOKEN_MARK + t for t in re.findall(r"[a-z0-9]+", low)]
+            for piece in pieces:
+                b = gram_bit(piece)
+                assert bitmap[b >> 3] & (1 << (b & 7)), (it, piece)
+    counts = file_counts(items)
+    assert [sum(c) for c in counts] == [500, 500, 200]
+    for k, st in enumerate(STATUSES):
+        assert sum(c[k] for c in counts) == sum(it["st"] == st for it in items)

@@ -12,10 +12,15 @@ Layout (relative to the page, so the two can be moved together; no server, no CD
 
     report.html                   the totals, the failures, the pager; style and script inline
     report_files/r-<hash>.js      the items' data, PER_FILE items per file, newest first
+    report_files/r-<hash>.js      (one more) the search index: a bitmap per data file
 
 The page is small whatever the number of items (20,000 items made one 13 MB page that took
-seconds to open): it loads only the data file(s) of the page of 100 rows it shows, and all
-of them only when a filter asks. Data files are ``<script>`` files (a browser will not
+seconds to open): it loads only the data file(s) of the page of 100 rows it shows. A filter
+loads only the data files that can hold a match: the page knows each file's count per
+status, and a text filter first loads the index (about 11 KB per data file), a bitmap of the
+hashed 4-character pieces (of the lower-cased searched fields) each file holds; a file that
+lacks a piece of every word typed is skipped. Words shorter than 4 characters cannot be
+looked up, and load every file (of that status). Data files are ``<script>`` files (a browser will not
 ``fetch`` a file: URL). Writing is atomic: data files under names made from their content
 (one that exists already is left as it is), the page replaced last, then the data files
 its earlier version named and it no longer does removed (nothing else in the folder).
@@ -45,6 +50,11 @@ from imgsync.state.reader import StateReader
 
 PER_FILE = 500  # items per data file (about 300 KB)
 DATA_PREFIX = "r-"
+INDEX_BITS = 1 << 16  # bits per data file in the search index (8 KB, about 11 KB as text)
+GRAM = 4  # characters per indexed piece
+TOKEN_MARK = "\x01"  # an indexed whole word (a run of a-z0-9) is hashed after this mark
+# the fields the page's text filter searches (its ``_q``), in its order
+SEARCHED = ("id", "o", "op", "n", "np", "t", "e", "st", "h")
 
 
 def data_dir(page: Path) -> Path:
@@ -205,6 +215,7 @@ def write_report(
     folder = data_dir(out)
     before = _named_by(out)
     files = write_data_files(folder, items)
+    index = write_index_file(folder, items)
     page, balanced = render_report(
         items,
         counts,
@@ -213,9 +224,11 @@ def write_report(
         dest=dest,
         summary=summary,
         files=[file_href(f"{folder.name}/{f}") for f in files],
+        index=file_href(f"{folder.name}/{index}"),
+        file_counts=file_counts(items),
     )
     write_atomic(out, page)
-    for name in before - set(files):  # what this page's earlier version loaded, only
+    for name in before - {*files, index}:  # what this page's earlier version loaded, only
         (folder / name).unlink(missing_ok=True)
     return ReportResult(out, len(items), counts, balanced)
 
@@ -239,6 +252,72 @@ def write_data_files(folder: Path, items: list[dict[str, Any]]) -> list[str]:
     return names
 
 
+def file_counts(items: list[dict[str, Any]]) -> list[list[int]]:
+    """Per data file, how many of its items have each of :data:`STATUSES`."""
+    out = []
+    for start in range(0, len(items), PER_FILE):
+        counts = dict.fromkeys(STATUSES, 0)
+        for it in items[start : start + PER_FILE]:
+            counts[it["st"]] += 1
+        out.append([counts[st] for st in STATUSES])
+    return out
+
+
+def gram_bit(gram: str) -> int:
+    """The index bit of a piece of text: FNV-1a (32 bits) over its code points, as the
+    page's script computes it."""
+    h = 0x811C9DC5
+    for ch in gram:
+        h = ((h ^ ord(ch)) * 0x01000193) & 0xFFFFFFFF
+    return h & (INDEX_BITS - 1)
+
+
+def index_bitmap(items: list[dict[str, Any]]) -> bytes | None:
+    """The bitmap of every :data:`GRAM`-character piece of ``items``' searched fields,
+    lower-cased; None when a field is not text (the page then always loads that file)."""
+    import re
+
+    bits = bytearray(INDEX_BITS // 8)
+    seen: set[str] = set()
+    for it in items:
+        for key in SEARCHED:
+            value = it.get(key)
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str):
+                return None
+            text = value.lower()
+            for k in range(len(text) - GRAM + 1):
+                seen.add(text[k : k + GRAM])
+            # whole words too (runs of a-z0-9): a word typed between two separators
+            # ("1249" in "shot-1249-x") must be one of them, not just its pieces
+            seen.update(TOKEN_MARK + t for t in re.findall(r"[a-z0-9]+", text))
+    for gram in seen:
+        b = gram_bit(gram)
+        bits[b >> 3] |= 1 << (b & 7)
+    return bytes(bits)
+
+
+def index_text(items: list[dict[str, Any]]) -> str:
+    """The index file: ``IMGSYNC_REPORT_INDEX(bits, gram, [base64 bitmap | null, ...]);``."""
+    import base64
+
+    maps = []
+    for start in range(0, len(items), PER_FILE):
+        bitmap = index_bitmap(items[start : start + PER_FILE])
+        maps.append(base64.b64encode(bitmap).decode("ascii") if bitmap is not None else None)
+    return f"IMGSYNC_REPORT_INDEX({INDEX_BITS}, {GRAM}, {js_data(maps)});\n"
+
+
+def write_index_file(folder: Path, items: list[dict[str, Any]]) -> str:
+    """Write the search index into ``folder`` (unless there already); its name."""
+    text = index_text(items)
+    name = f"{DATA_PREFIX}{hashlib.sha256(utf8(text)).hexdigest()[:20]}.js"
+    if not (folder / name).is_file():
+        write_atomic(folder / name, text)
+    return name
+
+
 def _named_by(page: Path) -> set[str]:
     """The data files an existing report page at ``page`` loads (names in its folder);
     nothing for a page that is not an imgsync report. Another page's files (a report of
@@ -254,8 +333,9 @@ def _named_by(page: Path) -> set[str]:
     if m is None or 'name="generator" content="imgsync' not in text:
         return set()
     try:
-        hrefs = json.loads(m.group(1)).get("files", [])
-    except (ValueError, AttributeError):
+        meta = json.loads(m.group(1))
+        hrefs = [*meta.get("files", []), meta.get("index")]
+    except (ValueError, AttributeError, TypeError):
         return set()
     prefix = file_href(data_dir(page).name) + "/"
     return {
@@ -277,8 +357,11 @@ def render_report(
     dest: str,
     summary: dict[str, Any],
     files: list[str],
+    index: str | None = None,
+    file_counts: list[list[int]] | None = None,
 ) -> tuple[str, bool]:
-    """The page; ``files`` are the hrefs of its data files, ``PER_FILE`` items each."""
+    """The page; ``files`` are the hrefs of its data files, ``PER_FILE`` items each,
+    ``index`` the href of their search index and ``file_counts`` their items per status."""
     t = totals_of(summary)
     right = t["copied"] + t["present"] + t["skipped"] + t["failed"]
     balanced = t["checked"] == right
@@ -342,7 +425,7 @@ there + {t["skipped"]} skipped + {t["failed"]} failed: {mark}</p>
 <div class="rows" id="rows"></div>
 <nav class="pager" id="pager"></nav>
 </main>
-<script id="meta" type="application/json">{js_data({"count": len(items), "per_file": PER_FILE, "files": files})}</script>
+<script id="meta" type="application/json">{js_data({"count": len(items), "per_file": PER_FILE, "files": files, "index": index, "counts": file_counts, "statuses": STATUSES})}</script>
 """
         + page_end(JS_REPORT)
     )
@@ -353,14 +436,60 @@ JS_REPORT = r"""
 (function () {
   const meta = JSON.parse(document.getElementById("meta").textContent);
   const perFile = meta.per_file, files = meta.files, got = new Array(files.length);
+  const statuses = meta.statuses || [], counts = meta.counts || null;
   const waiting = {};
-  let missing = 0;
+  let missing = 0, fetched = 0;
   window.IMGSYNC_REPORT = function (n, list) {
     for (const it of list)
       it._q = [it.id, it.o, it.op, it.n, it.np, it.t, it.e, it.st, it.h].filter(Boolean)
               .join("\n").toLowerCase();
     got[n] = list;
   };
+  // the search index: per data file a bitmap of the hashed GRAM-character pieces it holds
+  let index = null, indexWait = null;
+  window.IMGSYNC_REPORT_INDEX = function (bits, gram, maps) {
+    index = {bits: bits, gram: gram, maps: maps.map((b) => {
+      if (b === null) return null;
+      const raw = atob(b), out = new Uint8Array(raw.length);
+      for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+      return out; })};
+  };
+  function loadIndex(done) {
+    if (index || !meta.index) { done(); return; }
+    if (indexWait) { indexWait.push(done); return; }
+    indexWait = [done];
+    const s = document.createElement("script");
+    s.src = meta.index;
+    s.onload = s.onerror = () => { const calls = indexWait; indexWait = null;
+                                   if (!index) meta.index = null;  // missing: load them all
+                                   calls.forEach((f) => f()); };
+    document.head.append(s);
+  }
+  function gramBit(cps) {  // FNV-1a over the code points, as imgsync wrote the index
+    let h = 0x811c9dc5;
+    for (const c of cps) h = Math.imul(h ^ c.codePointAt(0), 0x01000193) >>> 0;
+    return h & (index.bits - 1);
+  }
+  // the data files that can hold an item of status ``st`` matching every word
+  function candidates(words, st) {
+    const k = statuses.indexOf(st), bits = [];
+    if (index) for (const w of words) {
+      const cps = Array.from(w);
+      for (let i = 0; i + index.gram <= cps.length; i++)
+        bits.push(gramBit(cps.slice(i, i + index.gram)));
+      // a run of a-z0-9 with a separator on both sides is a whole word of the item
+      for (const run of w.split(/[^a-z0-9]+/).slice(1, -1))
+        if (run) bits.push(gramBit(Array.from("\x01" + run)));
+    }
+    const out = [];
+    for (let n = 0; n < files.length; n++) {
+      if (st && counts && k >= 0 && !counts[n][k]) continue;
+      const map = index && index.maps[n];
+      if (map && !bits.every((b) => map[b >> 3] & (1 << (b & 7)))) continue;
+      out.push(n);
+    }
+    return out;
+  }
   // load the data files numbered ``ids`` (each once), then call ``done``
   function load(ids, done) {
     let left = 1;
@@ -373,6 +502,7 @@ JS_REPORT = r"""
       const s = document.createElement("script");
       s.src = files[n];
       s.onload = s.onerror = () => {
+        fetched++; document.body.dataset.files = String(fetched);
         if (!got[n]) { got[n] = []; missing++; document.body.dataset.missing = String(missing); }
         const calls = waiting[n]; delete waiting[n]; calls.forEach((f) => f());
       };
@@ -448,22 +578,47 @@ JS_REPORT = r"""
       return;
     }
     shown.textContent = "loading…";
-    load(files.map((_, n) => n), () => {
-      if (mine !== ticket) return;
-      const view = [].concat(...got).filter((it) => (!stSel.value || it.st === stSel.value) &&
-                                                      words.every((w) => it._q.includes(w)));
-      const pages = Math.max(1, Math.ceil(view.length / per));
+    const st = stSel.value, k = statuses.indexOf(st);
+    if (!words.length && counts && k >= 0) {  // a status alone: its count per file is known
+      const total = counts.reduce((a, c) => a + c[k], 0);
+      const pages = Math.max(1, Math.ceil(total / per));
       page = Math.min(Math.max(1, page), pages);
-      const start = (page - 1) * per;
-      show(view.slice(start, start + per), start, view.length, pages);
-    });
+      const start = (page - 1) * per, ids = [];
+      let before = 0, first = -1;
+      for (let n = 0, acc = 0; n < files.length; acc += counts[n][k], n++) {
+        if (!counts[n][k] || acc + counts[n][k] <= start || acc >= start + per) continue;
+        if (first < 0) { first = n; before = acc; }
+        ids.push(n);
+      }
+      load(ids, () => {
+        if (mine !== ticket) return;
+        const view = [].concat(...ids.map((n) => got[n] || [])).filter((it) => it.st === st);
+        show(view.slice(start - before, start - before + per), start, total, pages);
+      });
+      return;
+    }
+    const filter = () => {
+      const ids = candidates(words, st);
+      load(ids, () => {
+        if (mine !== ticket) return;
+        const view = [].concat(...ids.map((n) => got[n] || [])).filter(
+            (it) => (!st || it.st === st) && words.every((w) => it._q.includes(w)));
+        const pages = Math.max(1, Math.ceil(view.length / per));
+        page = Math.min(Math.max(1, page), pages);
+        const start = (page - 1) * per;
+        show(view.slice(start, start + per), start, view.length, pages);
+      });
+    };
+    if (words.some((w) => Array.from(w).length >= 4 || /[^a-z0-9][a-z0-9]+[^a-z0-9]/.test(w)))
+      loadIndex(filter);
+    else filter();
   }
   let timer = null;
   q.addEventListener("input", () => { clearTimeout(timer);
                                       timer = setTimeout(() => { page = 1; render(); }, 120); });
   stSel.onchange = () => { page = 1; render(); };
   document.body.dataset.broken = "0"; document.body.dataset.loaded = "0";
-  document.body.dataset.missing = "0";
+  document.body.dataset.missing = "0"; document.body.dataset.files = "0";
   render();
 })();
 """
