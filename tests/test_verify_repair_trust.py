@@ -235,3 +235,34 @@ async def test_a_copy_at_the_destination_that_always_refuses_has_a_way_through(
         assert report.exit_code == 0
         again = await run_verify(cfg, ["gy:"], opts)  # done: nothing left to repair
         assert again.repairs == [] and (await chv.stats())["uploads"] == before + 1
+
+
+async def test_a_repair_whose_upload_fails_keeps_what_state_knew(tmp_path: Path) -> None:
+    """The repair forgets the dead locations before it leases and uploads; when the
+    upload then fails, they are put back as they were (the copy at DEST with its delete
+    link), so the next run starts from the same state, not from a poorer one."""
+    import sqlite3
+
+    async with serve_emulator("gyazo", seed=3) as gy, serve_emulator("chevereto") as chv:
+        cfg = _config(gy, chv)
+        rows = await _setup(cfg, tmp_path)
+        gy_url, chv_url, _sha = rows[0]
+        await _break(gy, gy_url, "delete")
+        await _break(chv, chv_url, "forbid")
+
+        def locations() -> list[tuple[object, ...]]:
+            with sqlite3.connect(cfg.state_path) as db:
+                return sorted(db.execute("SELECT * FROM locations").fetchall(), key=repr)
+
+        before = locations()
+        assert any(chv_url in row for row in before)
+        chv.host.fail_next("5xx", 50)  # the upload is refused (the checks are not: 403)
+        opts = VerifyOptions(repair_to="chv:", ignore_unreachable_dest=True)
+        async with fast_client(attempts=2) as http:
+            report = await run_verify(cfg, ["gy:"], opts, http=http)
+        chv.host.scripted_faults.clear()
+        (rep,) = report.repairs
+        assert rep.action == "failed", rep
+        assert locations() == before
+        report = await run_verify(cfg, ["gy:"], opts)  # and the next run finishes it
+        assert [r.action for r in report.repairs] == ["uploaded"]

@@ -768,11 +768,29 @@ class Verifier:
         dead: list[checks.Copy],
     ) -> Repair:
         # the dead location goes first: a repair onto the same host must not find it there;
-        # so do dead copies at DEST, or the lease would find those bytes "already there"
-        await queries.forget_location(self.store, b.remote, b.remote_id)
-        for c in dead:
-            await queries.forget_location(self.store, dest_key, c.remote_id)
+        # so do dead copies at DEST, or the lease would find those bytes "already there".
+        # A repair that then fails puts them back as they were (delete links included).
+        places = [(b.remote, b.remote_id), *((dest_key, c.remote_id) for c in dead)]
+        saved = await checks.save_locations(self.store, places)
+        for remote, remote_id in places:
+            await queries.forget_location(self.store, remote, remote_id)
         await self.store.flush()
+        await self._upload_leased(b, rep, body, dest, dest_cfg, dest_key, dead)
+        if rep.action not in REPAIRED:
+            await checks.restore_locations(self.store, saved)
+            await self.store.flush()
+        return rep
+
+    async def _upload_leased(
+        self,
+        b: Broken,
+        rep: Repair,
+        body: Body,
+        dest: Any,
+        dest_cfg: RemoteConfig,
+        dest_key: str,
+        dead: list[checks.Copy],
+    ) -> Repair:
         mine, present, taken_over, since = await self._lease(dest_key, b.sha256)
         if present:  # another run recorded these bytes there meanwhile
             return await self._relink_recorded(b, rep, dest_cfg, dest_key)

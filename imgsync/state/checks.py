@@ -273,3 +273,32 @@ async def mark_repaired(
         "WHERE remote = ? AND remote_id = ?",
         (url, page_url, time.time(), remote, remote_id),
     )
+
+
+class SavedLocations(NamedTuple):
+    """Location rows as they were (every column), to be put back."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+async def save_locations(store: StateStore, places: Iterable[tuple[str, str]]) -> SavedLocations:
+    """The whole rows (delete link and metadata included) of the ``(remote, remote_id)``
+    locations, before a repair forgets them (see :func:`restore_locations`)."""
+    columns = tuple(r[1] for r in await store.fetchall("PRAGMA table_info(locations)"))
+    rows: list[tuple[Any, ...]] = []
+    for remote, remote_id in places:
+        rows += await store.fetchall(
+            "SELECT * FROM locations WHERE remote = ? AND remote_id = ?", (remote, remote_id)
+        )
+    return SavedLocations(columns, rows)
+
+
+async def restore_locations(store: StateStore, saved: SavedLocations) -> None:
+    """Put back rows :func:`save_locations` read (a repair that failed after forgetting
+    them), unless that place was recorded anew meanwhile."""
+    if not saved.rows:
+        return
+    cols = ", ".join(saved.columns)
+    marks = ", ".join("?" for _ in saved.columns)
+    await store.write_many(f"INSERT OR IGNORE INTO locations ({cols}) VALUES ({marks})", saved.rows)
