@@ -18,7 +18,7 @@ The page is small whatever the number of items (20,000 items made one 13 MB page
 seconds to open): it loads only the data file(s) of the page of 100 rows it shows. A filter
 loads only the data files that can hold a match: the page knows each file's count per
 status, and a text filter first loads the index (about 11 KB per data file), a bitmap of the
-hashed 4-character pieces (of the lower-cased searched fields) each file holds; a file that
+4-character pieces (of the lower-cased searched fields, hashed by CRC-32) each file holds; a file that
 lacks a piece of every word typed is skipped. Words shorter than 4 characters cannot be
 looked up, and load every file (of that status). Data files are ``<script>`` files (a browser will not
 ``fetch`` a file: URL). Writing is atomic: data files under names made from their content
@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,12 +265,9 @@ def file_counts(items: list[dict[str, Any]]) -> list[list[int]]:
 
 
 def gram_bit(gram: str) -> int:
-    """The index bit of a piece of text: FNV-1a (32 bits) over its code points, as the
-    page's script computes it."""
-    h = 0x811C9DC5
-    for ch in gram:
-        h = ((h ^ ord(ch)) * 0x01000193) & 0xFFFFFFFF
-    return h & (INDEX_BITS - 1)
+    """The index bit of a piece of text: the CRC-32 of its UTF-8, as the page's script
+    computes it."""
+    return zlib.crc32(gram.encode("utf-8", "surrogatepass")) & (INDEX_BITS - 1)
 
 
 def index_bitmap(items: list[dict[str, Any]]) -> bytes | None:
@@ -287,13 +285,13 @@ def index_bitmap(items: list[dict[str, Any]]) -> bytes | None:
             if not isinstance(value, str):
                 return None
             text = value.lower()
-            for k in range(len(text) - GRAM + 1):
-                seen.add(text[k : k + GRAM])
+            seen.update([text[k : k + GRAM] for k in range(len(text) - GRAM + 1)])
             # whole words too (runs of a-z0-9): a word typed between two separators
             # ("1249" in "shot-1249-x") must be one of them, not just its pieces
             seen.update(TOKEN_MARK + t for t in re.findall(r"[a-z0-9]+", text))
+    crc, mask = zlib.crc32, INDEX_BITS - 1
     for gram in seen:
-        b = gram_bit(gram)
+        b = crc(gram.encode("utf-8", "surrogatepass")) & mask
         bits[b >> 3] |= 1 << (b & 7)
     return bytes(bits)
 
@@ -465,10 +463,20 @@ JS_REPORT = r"""
                                    calls.forEach((f) => f()); };
     document.head.append(s);
   }
-  function gramBit(cps) {  // FNV-1a over the code points, as imgsync wrote the index
-    let h = 0x811c9dc5;
-    for (const c of cps) h = Math.imul(h ^ c.codePointAt(0), 0x01000193) >>> 0;
-    return h & (index.bits - 1);
+  let crcTable = null;
+  function gramBit(cps) {  // the CRC-32 of the piece's UTF-8, as imgsync wrote the index
+    if (!crcTable) {
+      crcTable = new Uint32Array(256);
+      for (let n = 0; n < 256; n++) {
+        let c = n;
+        for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+        crcTable[n] = c >>> 0;
+      }
+    }
+    let c = 0xffffffff;
+    for (const byte of new TextEncoder().encode(cps.join("")))
+      c = crcTable[(c ^ byte) & 0xff] ^ (c >>> 8);
+    return ((c ^ 0xffffffff) >>> 0) & (index.bits - 1);
   }
   // the data files that can hold an item of status ``st`` matching every word
   function candidates(words, st) {
