@@ -317,13 +317,24 @@ def _stage_streamed(
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     break
+            st = os.fstat(fin.fileno())
         if max_bytes is not None and size > max_bytes:  # grew past the cap since the scan
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             f.error = _too_large(max_bytes)
             return
-        if f.scan is not None:
-            os.utime(tmp, ns=(f.scan.mtime_ns, f.scan.mtime_ns))
+        scan = f.scan
+        if scan is not None and (
+            size != scan.size
+            or st.st_size != scan.size
+            or st.st_mtime_ns != scan.mtime_ns
+            or st.st_ino != scan.inode  # another file: a folder above swapped for a link
+        ):  # written while it was copied, or not the file the scan saw
+            os.unlink(tmp)
+            f.error = LocalIOError("file changed while it was read; tried again later", path=src)
+            return
+        if scan is not None:
+            os.utime(tmp, ns=(scan.mtime_ns, scan.mtime_ns))
     except OSError as exc:
         f.error = io_error(exc, os.path.join(dst_root, f.rel))
         with contextlib.suppress(OSError):
@@ -381,7 +392,10 @@ def stage_unit(
             continue
         scan = f.scan
         if scan is not None and (
-            len(data) != scan.size or st.st_size != scan.size or st.st_mtime_ns != scan.mtime_ns
+            len(data) != scan.size
+            or st.st_size != scan.size
+            or st.st_mtime_ns != scan.mtime_ns
+            or st.st_ino != scan.inode  # another file: a folder above swapped for a link
         ):  # still being written: a truncated copy must not land
             f.error = LocalIOError("file changed while it was read; tried again later", path=src)
             continue

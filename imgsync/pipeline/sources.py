@@ -133,7 +133,9 @@ class Sources:
             out = read_all()
             for i, c in enumerate(batch):
                 if out[i] is None and c.body is not None and c.scan is not None:
-                    problem = changed_since_scan(root / c.rel, c.scan, c.body.digest.size)
+                    problem = changed_since_scan(
+                        root / c.rel, c.scan, c.body.digest.size, c.body.stamp
+                    )
                     if problem is not None:  # still being written: never send it truncated
                         c.body.discard()
                         out[i] = problem

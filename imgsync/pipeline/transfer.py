@@ -251,9 +251,18 @@ def _open_spool(spool_dir: Path | None) -> tuple[BinaryIO, Path]:
     return os.fdopen(fd, "wb"), Path(name)
 
 
-def changed_since_scan(path: Path, scan: ScanEntry, size_read: int) -> LocalIOError | None:
+def changed_since_scan(
+    path: Path, scan: ScanEntry, size_read: int, stamp: tuple[int, int, int, int] | None = None
+) -> LocalIOError | None:
     """An error when the file is not what the plan saw (it grew, shrank or was written
-    again since the scan, so it is probably still being written); else None."""
+    again since the scan, so it is probably still being written, or the file read, by its
+    ``stamp``, is another one: a folder above it swapped for a link); else None."""
+    if stamp is not None and (stamp[0], stamp[1], stamp[3]) != (
+        scan.size,
+        scan.mtime_ns,
+        scan.inode,
+    ):
+        return LocalIOError("file changed while it was read; tried again later", path=str(path))
     try:
         st = os.stat(path)
     except OSError:
@@ -282,7 +291,8 @@ def read_local(
         with os.fdopen(open_source(path, follow_root), "rb", buffering=0) as fh:
             if size_hint <= spool_threshold:
                 data = fh.readall()
-                return Body(digest_bytes(data, with_md5), data=data)
+                stamp = file_stamp(os.fstat(fh.fileno()))
+                return Body(digest_bytes(data, with_md5), data=data, stamp=stamp)
             digest = digest_file(fh, with_md5)
             stamp = file_stamp(os.fstat(fh.fileno()))
     except FileNotFoundError:
