@@ -136,10 +136,13 @@ def _list_dry_run(summary: Summary) -> None:
 
 
 def _report_check(summary: Summary, as_json: bool) -> int:
-    """``check``: what the destination lacks; exit 0 when nothing, 1 when something."""
+    """``check``: what the destination lacks or holds altered; exit 0 when nothing, 1 when
+    something."""
     if as_json:
         print(json.dumps(summary.to_json(), indent=2))
     else:
+        for item in summary.altered:
+            print(f"altered: {item} (not the size imgsync wrote: changed since the copy)")
         for item in summary.would_copy:
             print(f"missing: {item}")
         if summary.copied > len(summary.would_copy):
@@ -153,7 +156,7 @@ def _report_check(summary: Summary, as_json: bool) -> int:
         print(f"  failed: {item}: {err}", file=sys.stderr)
     if summary.remote_failure:
         return summary.exit_code
-    return 1 if summary.copied or summary.failed else 0
+    return 1 if summary.copied or summary.failed or summary.altered else 0
 
 
 def run_ls(cfg: Config, args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from stat import S_ISREG
 
 from imgsync.errors import LinkSkipped, LocalIOError
 
@@ -181,6 +182,25 @@ def missing_and_bare(
             elif sidecars and f"{name}.json" not in names and f"{name}.imgsync.json" not in names:
                 bare.append(k)
     return gone, bare
+
+
+def missing_or_resized(
+    root: str | Path, sizes: dict[str, int | None]
+) -> tuple[list[str], list[str]]:
+    """(the keys of ``sizes`` with no file (or link) under ``root`` any more, and those whose
+    regular file there no longer has the recorded size: overwritten in place). One
+    ``lstat`` per key, as :func:`missing`; no file is read."""
+    gone: list[str] = []
+    resized: list[str] = []
+    for k, size in sizes.items():
+        try:
+            st = os.lstat(os.path.join(root, key_path(k)))
+        except OSError:
+            gone.append(k)
+            continue
+        if size is not None and st.st_size != size and S_ISREG(st.st_mode):
+            resized.append(k)
+    return gone, resized
 
 
 def missing(root: str | Path, keys: Iterable[str]) -> list[str]:

@@ -166,6 +166,7 @@ class CopyRun:
         self.replaceable = plan.dest_items
         s = self.summary
         s.checked, s.present, s.non_images = plan.scanned, plan.present, plan.non_images
+        s.altered = plan.altered
         for p in plan.problems:
             s.fail(display(p.rel), p.message)
         s.links_skipped = [(display(p.rel), p.message) for p in plan.links]

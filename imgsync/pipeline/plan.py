@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
-from imgsync.localfs import ScanEntry, ScanProblem, key_path, missing, path_key
+from imgsync.localfs import ScanEntry, ScanProblem, display, key_path, missing_or_resized, path_key
 from imgsync.localfs.scan import ScanRow, entries_of, scan_rows
 from imgsync.state.queries import INT64_MAX, KnownFile, int64
 from imgsync.state.reader import StateReader
@@ -47,6 +47,8 @@ class LocalPlan:
     marked: bool = False  # the saved scan mark matched: nothing changed since the last run
     # the destination folders' mtimes, read before the plan looked for files deleted there
     dest_before: dict[str, int] = field(default_factory=dict)
+    # destination files overwritten in place (not the size imgsync wrote): printable names
+    altered: list[str] = field(default_factory=list)
 
     def dest_state(self, keys: Callable[[], Iterable[str]]) -> str | None:
         """The destination folders' state to save with a scan mark ("" for a host), or
@@ -150,11 +152,14 @@ def plan_local(
     exclude: tuple[str, ...] = (),
     dest_root: Path | None = None,
     follow_links: bool = False,
+    fresh: bool = False,
 ) -> LocalPlan:
     """Scan ``root`` and sort its files by what a copy to ``dest_key`` must do with them.
 
     ``dest_root`` is given for a folder destination: files deleted there by hand are then
-    noticed (their locations are dropped, so they are copied again). Symbolic links are
+    noticed (their locations are dropped, so they are copied again), and so are files
+    overwritten there with bytes of another size (``plan.altered``; their locations are
+    dropped too). ``fresh`` (``check``) looks even when the saved scan mark matches. Symbolic links are
     skipped (``plan.links``) unless ``follow_links`` (then those inside ``root`` are followed).
     Raises ``LocalIOError`` when ``root`` is missing or unreadable.
     """
@@ -174,7 +179,8 @@ def plan_local(
     root_key = str(root)
     mark, count, latest, saved_state = db.scan_mark(root_key, dest_key)
     if (
-        mark == plan.fingerprint
+        not fresh
+        and mark == plan.fingerprint
         and (count, latest) == db.dest_generation(dest_key)
         and (dest_root is None or _folders_unchanged(dest_root, saved_state))
     ):
@@ -183,9 +189,10 @@ def plan_local(
         return plan
     if dest_root is not None:
         plan.dest_before = folder_mtimes(dest_root, folders)  # before the look, not after
-        gone = missing(dest_root, db.items_at(dest_key))
-        if gone:
-            db.forget_locations(dest_key, gone)
+        gone, altered = missing_or_resized(dest_root, db.sizes_at(dest_key))
+        plan.altered = sorted(display(key_path(k)) for k in altered)
+        if gone or altered:
+            db.forget_locations(dest_key, gone + altered)
     known = db.local_files(root_key, dest_key)
     # each file looked up by (rel key, size, mtime_ns, inode) in one dict built at C
     # speed: a miss is a new or changed file; names are their own keys when ASCII

@@ -129,6 +129,7 @@ def prepare(cfg: Config, job: Resolved) -> LocalPlan | None:
             job.opts.exclude,
             dest_root=dest_root,
             follow_links=job.opts.follow_links,
+            fresh=job.opts.verb == "check",
         )
 
 
@@ -166,6 +167,7 @@ def nothing_to_do(cfg: Config, job: Resolved, plan: LocalPlan) -> Summary | None
             present=plan.present,
             non_images=plan.non_images,
             links_skipped=skipped_links(plan),
+            altered=plan.altered,
         )
     )
 

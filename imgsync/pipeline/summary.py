@@ -87,6 +87,8 @@ class Summary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     remote_failure: str | None = None
     would_copy: list[str] = field(default_factory=list)  # dry runs: what is missing
+    # folder destinations: files overwritten in place since imgsync wrote them (other size)
+    altered: list[str] = field(default_factory=list)
     would_delete: list[str] = field(default_factory=list)  # sync --dry-run: what would go
     map_rows: int | None = None  # migrate: rows written to the URL map
     map_path: str | None = None
@@ -198,6 +200,7 @@ class Summary:
             "remote_failure": self.remote_failure,
             "exit_code": self.exit_code,
             "missing": self.would_copy if self.dry_run else None,
+            "altered": self.altered,
             "would_delete": self.would_delete if self.dry_run else None,
             "map_rows": self.map_rows,
             "map_path": self.map_path,

@@ -100,6 +100,17 @@ def items_at(conn: sqlite3.Connection, remote: str) -> dict[str, str]:
     return {r[0]: r[1] for r in cur}
 
 
+def sizes_at(conn: sqlite3.Connection, remote: str) -> dict[str, int | None]:
+    """remote id -> size of the bytes recorded there (None when unknown), for every item of
+    ``remote``: a folder destination's files are compared with it."""
+    cur = conn.execute(
+        "SELECT l.remote_id, o.size FROM locations l LEFT JOIN objects o ON o.sha256 = l.sha256 "
+        "WHERE l.remote = ?",
+        (remote,),
+    )
+    return {r[0]: r[1] for r in cur}
+
+
 def cursor_of(conn: sqlite3.Connection, remote: str, scope: str) -> tuple[str | None, bool]:
     """The saved listing cursor of (remote, scope) and whether that listing finished."""
     row = conn.execute(

@@ -77,6 +77,10 @@ class StateReader:
         """remote id -> sha256 of every recorded item of ``remote``."""
         return self._q(queries.items_at, remote)
 
+    def sizes_at(self, remote: str) -> dict[str, int | None]:
+        """remote id -> recorded size (None when unknown) of every item of ``remote``."""
+        return self._q(queries.sizes_at, remote)
+
     def shas_at(self, remote: str) -> set[str]:
         """Every checksum ``remote`` holds (with what a converting host serves)."""
         return self._q(queries.shas_at, remote)
