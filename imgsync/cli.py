@@ -94,14 +94,15 @@ def _transfer_opts(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="GLOB",
-        help="only items matching GLOB (repeatable)",
+        help="only items whose name matches GLOB (repeatable; a host's item: the file name it "
+        "gets in a folder; a folder's file: its base name, or its path for a GLOB with /)",
     )
     p.add_argument(
         "--exclude",
         action="append",
         default=[],
         metavar="GLOB",
-        help="skip items matching GLOB (repeatable)",
+        help="skip items whose name matches GLOB (repeatable; as --include)",
     )
     p.add_argument(
         "--progress",

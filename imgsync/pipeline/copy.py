@@ -149,6 +149,10 @@ class CopyRun:
         self.with_md5 = bool(dst.features.checksums & {"md5"}) or opts.sidecars
         # the run's parts (each holds this run, which keeps what they share)
         self.sources = Sources(self)
+        # a filtered listing keeps its own place: a later run without the filter (or
+        # with another) lists again the items this one left out
+        globs = fleet_pages.filter_text(opts.include, opts.exclude, False)
+        self.list_scope = f"list {globs}" if globs else "list"
         self.delivery = Delivery(self)
         self.writer = FolderWriter(self)
         self.records = Recorder(self)
@@ -243,7 +247,7 @@ class CopyRun:
                 self.known_remote = reader.items_at(self.src_key)
                 if self.src.features.reencodes_uploads:
                     self.stored_remote = reader.stored_at(self.src_key)
-                return reader.cursor_of(self.src_key, "list")
+                return reader.cursor_of(self.src_key, self.list_scope)
 
             saved, done = await anyio.to_thread.run_sync(load)
             if bare:  # only this source's items can get their sidecar back from its listing
@@ -336,7 +340,9 @@ class CopyRun:
             and not self.stopping
             and self.shared is None
         ):
-            await queries.save_cursor(self.store, self.src_key, "list", self.last_cursor, done=True)
+            await queries.save_cursor(
+                self.store, self.src_key, self.list_scope, self.last_cursor, done=True
+            )
 
     async def _feed(
         self, source: AsyncIterator[list[Candidate]], send: MemoryObjectSendStream[list[Candidate]]

@@ -14,6 +14,7 @@ import anyio.to_thread
 
 from imgsync.errors import CutShort, ImgsyncError, LocalIOError, Rejected
 from imgsync.localfs import safe_name
+from imgsync.localfs.scan import matches
 from imgsync.models import Page
 from imgsync.pipeline.candidate import HOST_BATCH, Candidate
 from imgsync.pipeline.transfer import changed_since_scan, fetch, read_local
@@ -50,7 +51,17 @@ class Sources:
     async def page_candidates(self, page: Page) -> list[Candidate]:
         """A listed page's items still to copy (the rest counted as there or skipped)."""
         batch: list[Candidate] = []
+        include, exclude = self.run.opts.include, self.run.opts.exclude
+        filtered = bool(include or exclude)
         for item in page.items:
+            name = None
+            if filtered:
+                # --include/--exclude: the name the item gets in a folder, matched as a
+                # folder scan matches a file's (one outside the filter is not looked at:
+                # neither counted nor recorded, so a run without the filter takes it)
+                name = safe_name(item.name)
+                if not matches(name, include, exclude):
+                    continue
             self.run.summary.checked += 1
             if not item.is_image and not self.run.include_non_images:
                 self.run.summary.non_images += 1
@@ -66,7 +77,8 @@ class Sources:
                 if sha in self.run.bare_sidecars:  # its sidecar was deleted by hand
                     self.run.sidecars_due.append((item, sha, self.run.bare_sidecars.pop(sha)))
                 continue
-            batch.append(Candidate(item.remote_id, safe_name(item.name), remote=item))
+            rel = name if name is not None else safe_name(item.name)
+            batch.append(Candidate(item.remote_id, rel, remote=item))
         if batch and not self.run.opts.dry_run:
             await self.run.records.journal_batch("listed", [(c.source_id, c.sha256) for c in batch])
         return batch
@@ -96,7 +108,9 @@ class Sources:
             return
         resume = self.run.ledger.advance()
         if resume is not None and not self.run.opts.dry_run:
-            await queries.save_cursor(self.run.store, self.run.src_key, "list", resume, done=False)
+            await queries.save_cursor(
+                self.run.store, self.run.src_key, self.run.list_scope, resume, done=False
+            )
 
     async def read_batch(self, batch: list[Candidate]) -> list[Candidate]:
         """Read and hash a batch of local files in one thread hop; failures are recorded."""
