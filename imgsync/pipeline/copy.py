@@ -467,6 +467,18 @@ class CopyRun:
         self.taken.add(sha256)
         return True
 
+    def missing_of(self, items: list[Candidate]) -> list[Candidate]:
+        """The fetched items whose bytes are still missing at the destination
+        (:meth:`first_missing`); the bodies of the others are let go."""
+        todo: list[Candidate] = []
+        for c in items:
+            assert c.body is not None
+            if self.first_missing(c.body.digest.sha256):
+                todo.append(c)
+            else:
+                c.body.discard()
+        return todo
+
     async def record_hashed(self, files: Iterable[StagedFile]) -> None:
         """The folder path's (:class:`~imgsync.pipeline.folders.FolderRun`) door to
         :meth:`Recorder.record_hashed`."""

@@ -38,14 +38,8 @@ class Delivery:
         """Upload fetched items to a host destination: dedupe, one lease for the group,
         then the uploads, up to ``--transfers`` at once in the whole run (each recorded
         and committed before it counts). Items another live imgsync holds are waited for."""
-        todo: list[Candidate] = []
         try:
-            for c in items:
-                assert c.body is not None
-                if self.run.first_missing(c.body.digest.sha256):
-                    todo.append(c)
-                else:
-                    c.body.discard()
+            todo = self.run.missing_of(items)
             if self.run.opts.dry_run:
                 for c in todo:
                     self.run.would_copy(c)

@@ -25,13 +25,7 @@ class FolderWriter:
 
     async def write_group(self, items: list[Candidate]) -> None:
         """Write fetched host items into a folder destination (staged, flushed, renamed)."""
-        todo = []
-        for c in items:
-            assert c.body is not None
-            if self.run.first_missing(c.body.digest.sha256):
-                todo.append(c)
-            else:
-                c.body.discard()
+        todo = self.run.missing_of(items)
         if self.run.opts.dry_run:
             for c in todo:
                 self.run.would_copy(c)
