@@ -77,11 +77,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self
 
-import aiohttp
 import anyio
 from yarl import URL
 
 from imgsync import __version__
+from imgsync.certs import deferred_ca_loading, load_on_use
 from imgsync.errors import (
     AuthError,
     CutShort,
@@ -105,6 +105,12 @@ from imgsync.localfs.paths import file_stamp, open_source
 from imgsync.log import get_logger, redact, register_secret
 from imgsync.ratelimit import HostLimiter, LimiterRegistry, Slot
 from imgsync.retry import OnRetry, RetryPolicy
+
+# aiohttp reads the system's CA bundle twice while it is imported; that is done when a TLS
+# connection first needs it instead (a run against http:// hosts never pays for it).
+with deferred_ca_loading() as _deferred_cas:
+    import aiohttp
+load_on_use(_deferred_cas)
 
 __all__ = [
     "USER_AGENT",
