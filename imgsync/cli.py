@@ -493,9 +493,10 @@ def _nothing_to_finish() -> bool:
     started an event loop or logging, one thread, no exit handlers (the no-op path); or,
     after a run that did (a backup, an upload), every other thread ended, no exit handler
     but logging's own with only the standard streams to flush, no pending
-    ``weakref.finalize`` (temporary folders), and no regular file open beyond stdin,
-    stdout and stderr (so the state database is closed and no file has unwritten
-    buffers). Anything else, or a system without ``/proc/self/fd``: the normal exit."""
+    ``weakref.finalize`` (temporary folders), and no regular file or socket open beyond
+    stdin, stdout and stderr (so the state database is closed, no file has unwritten
+    buffers, no connection is dropped). Anything else, or a system without
+    ``/proc/self/fd``: the normal exit."""
     import atexit
 
     if "asyncio" not in sys.modules and "logging" not in sys.modules:
@@ -547,7 +548,8 @@ def _logging_idle() -> bool:
 
 
 def _no_open_files() -> bool:
-    """No descriptor but 0, 1 and 2 refers to a regular file (Linux's /proc/self/fd)."""
+    """No descriptor but 0, 1 and 2 refers to a regular file or a socket (a connection
+    to PostgreSQL or a host left open), per Linux's /proc/self/fd."""
     import stat
 
     try:
@@ -562,7 +564,7 @@ def _no_open_files() -> bool:
             mode = os.fstat(fd).st_mode
         except OSError:
             continue  # the listing's own descriptor, closed by now
-        if stat.S_ISREG(mode):
+        if stat.S_ISREG(mode) or stat.S_ISSOCK(mode):
             return False
     return True
 

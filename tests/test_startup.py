@@ -202,6 +202,7 @@ _AFTER_A_RUN = "import asyncio, logging\n"  # as after a network run: the extend
         ("import threading, time\nthreading.Thread(target=lambda: (time.sleep(0.3), open('late.txt', 'w').write('done'))).start()\n", "thread"),
         ("import logging\nlogging.getLogger().addHandler(logging.FileHandler('log.txt'))\n", "loghandler"),
         ("import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n", "daemon"),
+        ("import socket\n_s = socket.create_server(('127.0.0.1', 0))\n", "socket"),
         ("", "nothing"),
     ],
 )  # fmt: skip
