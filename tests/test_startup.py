@@ -230,3 +230,42 @@ def test_the_normal_exit_runs_when_something_is_left(
         assert not [p for p in tmp_path.iterdir() if p.name.startswith("tmp")]
     elif check == "thread":
         assert (tmp_path / "late.txt").read_text() == "done"
+
+
+# ---- the garbage collector during start-up -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "frozen"),
+    [(["ls", "{folder}"], True), (["status"], False), (["copy", "{folder}", "{out}"], True)],
+)
+def test_the_collector_is_back_on_for_the_run(
+    argv: list[str], frozen: bool, image_tree: Path, tmp_path: Path
+) -> None:
+    """The program loads its modules with the collector off; a verb with async work
+    (``ls``, a copy) turns it back on before its event loop with what was loaded frozen
+    (``gc.get_freeze_count()``), another verb (``status``) right after parsing. An exit
+    handler (which also means the normal exit) reports what the run ended with."""
+    args = [a.format(folder=image_tree, out=tmp_path / "out") for a in argv]
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('GC', gc.isenabled(), gc.get_freeze_count() > 1000))\n"
+        f"sys.argv = ['imgsync', *{args!r}]\n"
+        "from imgsync.cli import main\nraise SystemExit(main())\n"
+    )
+    proc = _probe(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"GC True {frozen}"
+
+
+def test_setup_logging_leaves_an_enabled_collector_alone() -> None:
+    """Called in-process (tests, the library), ``setup_logging`` freezes nothing."""
+    import argparse
+    import gc
+
+    from imgsync.commands import setup_logging
+    from imgsync.config import Config
+
+    before = gc.get_freeze_count()
+    setup_logging(Config(), argparse.Namespace(verbose=False))
+    assert gc.isenabled() and gc.get_freeze_count() == before
