@@ -469,7 +469,15 @@ class Daemon:
         for lp in self.loops.values():
             lp.stop()
 
-    def _start(self, cfg: Config, job: JobConfig, after: asyncio.Task[None] | None) -> None:
+    def _start(
+        self,
+        cfg: Config,
+        job: JobConfig,
+        after: asyncio.Task[None] | None,
+        warned: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """Start ``job``'s loop (after ``after``, the loop it replaces, has drained);
+        ``warned``: the links the replaced loop warned about, not warned about again."""
         health = self.stats.jobs.get(job.name)
         if health is None or health.kind != job.kind:
             health = JobHealth(job.name, job.kind)
@@ -477,6 +485,8 @@ class Daemon:
         lp = JobLoop(
             cfg, job, health, clock=self.clock, watch_events=self.watch_events, run=self.job_run
         )
+        if warned:
+            lp.links_warned = dict(warned)
         self.loops[job.name] = lp
         if self._stop.is_set():  # asked to stop while starting: start nothing new
             lp.stop()
@@ -534,7 +544,10 @@ class Daemon:
             self._retire(name)
             self.stats.jobs.pop(name, None)
         for name in changed:
-            self._start(new, now_jobs[name], after=self._retire(name))
+            before = self.loops[name]
+            # the links of the same source folder were told already: not again
+            warned = before.links_warned if before.job.source == now_jobs[name].source else None
+            self._start(new, now_jobs[name], after=self._retire(name), warned=warned)
         for name in added:
             self._start(new, now_jobs[name], after=None)
         if old.daemon.listen != new.daemon.listen:

@@ -274,7 +274,7 @@ def test_names_that_look_like_images_but_are_not_plain_files(tmp_path: Path) -> 
     assert folders == {"", "album.png"}
     by_rel = {e.rel: e for e in entries}
     st = os.stat(src / "a.png")
-    assert by_rel["a.png"][1:] == (st.st_size, st.st_mtime_ns, st.st_ino)
+    assert by_rel["a.png"][1:] == (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def test_a_no_op_program_run_ends_early_with_all_its_output(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from stat import S_ISREG
 
@@ -184,23 +184,34 @@ def missing_and_bare(
     return gone, bare
 
 
-def missing_or_resized(
-    root: str | Path, sizes: dict[str, int | None]
-) -> tuple[list[str], list[str]]:
-    """(the keys of ``sizes`` with no file (or link) under ``root`` any more, and those whose
-    regular file there no longer has the recorded size: overwritten in place). One
-    ``lstat`` per key, as :func:`missing`; no file is read."""
+def missing_or_changed(
+    root: str | Path,
+    recorded: Mapping[str, tuple[int | None, tuple[int, int, int] | None, str]],
+) -> tuple[list[str], list[str], list[tuple[str, tuple[int, int, int]]]]:
+    """Compare the files under ``root`` with what state recorded of them (key -> (size or
+    None, the (mtime, ctime, inode) imgsync wrote it with or None, sha256)): (the keys with
+    no file (or link) there any more, those whose regular file no longer has the recorded
+    size (overwritten), and (key, its stamp now) for those of the recorded size whose
+    mtime, ctime or inode moved since imgsync wrote them: rewritten, or only touched (a
+    chmod): the caller reads those to tell). One ``lstat`` per key; no file is read."""
     gone: list[str] = []
     resized: list[str] = []
-    for k, size in sizes.items():
+    moved: list[tuple[str, tuple[int, int, int]]] = []
+    for k, (size, stamp, _sha) in recorded.items():
         try:
             st = os.lstat(os.path.join(root, key_path(k)))
         except OSError:
             gone.append(k)
             continue
-        if size is not None and st.st_size != size and S_ISREG(st.st_mode):
+        if not S_ISREG(st.st_mode):
+            continue
+        if size is not None and st.st_size != size:
             resized.append(k)
-    return gone, resized
+        elif stamp is not None:
+            now = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            if now != stamp:
+                moved.append((k, now))
+    return gone, resized, moved
 
 
 def missing(root: str | Path, keys: Iterable[str]) -> list[str]:

@@ -38,12 +38,15 @@ class ScanEntry(NamedTuple):
     size: int
     mtime_ns: int
     inode: int
+    # moved by any change to the file, content or not (chmod, rename, a link), and never
+    # set back: an edit whose size and mtime were put back (``touch -r``) still moves it
+    ctime_ns: int = 0
 
 
-# A scanned file as the walk makes it: (rel, size, mtime_ns, inode), a plain tuple. A
+# A scanned file as the walk makes it: (rel, size, mtime_ns, inode, ctime_ns), a plain tuple. A
 # no-op re-run only digests these; making each a ScanEntry (a tuple subclass, allocated
 # the slow way) cost a tenth of its scan, so only the files with work to do become one.
-ScanRow = tuple[str, int, int, int]
+ScanRow = tuple[str, int, int, int, int]
 
 
 def entries_of(rows: Iterable[ScanRow]) -> list[ScanEntry]:
@@ -105,7 +108,7 @@ def scan_rows(
     follow_links: bool = False,
     folders: set[str] | None = None,
 ) -> tuple[list[ScanRow], list[ScanProblem], int]:
-    """Walk ``root``: (files as ``(rel, size, mtime_ns, inode)``, problems, files skipped
+    """Walk ``root``: (files as ``(rel, size, mtime_ns, inode, ctime_ns)``, problems, files skipped
     as non-images).
 
     Symbolic links are skipped (listed in problems with ``skipped=True``) unless
@@ -340,7 +343,15 @@ def _scan_folder(where: _Folder, opts: _Walk) -> _Scanned:
                             else de.stat(follow_symlinks=False)
                         )
                         if S_ISREG(st.st_mode):
-                            append((prefix + name, st.st_size, st.st_mtime_ns, st.st_ino))
+                            append(
+                                (
+                                    prefix + name,
+                                    st.st_size,
+                                    st.st_mtime_ns,
+                                    st.st_ino,
+                                    st.st_ctime_ns,
+                                )
+                            )
                             continue
                     except OSError:
                         pass  # told below as for any other entry (vanished, a link...)
@@ -394,7 +405,7 @@ def _scan_folder(where: _Folder, opts: _Walk) -> _Scanned:
                     problems.append(ScanProblem(rel, f"cannot stat: {exc.strerror}"))
                     continue
                 if S_ISREG(st.st_mode):
-                    append((rel, st.st_size, st.st_mtime_ns, st.st_ino))
+                    append((rel, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
     finally:
         if fd >= 0:
             os.close(fd)

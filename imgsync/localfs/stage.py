@@ -128,6 +128,9 @@ class StagedFile:
     approved: bool = False  # set by the engine after dedupe and claim
     ours: str | None = None  # sha256 imgsync wrote at this destination path before
     final: str | None = None  # relative path it was committed under
+    # (mtime_ns, ctime_ns, inode) of the file as committed, when imgsync wrote it (not when
+    # it found the bytes there already): a later overwrite with the same size changes it
+    stamp: tuple[int, int, int] | None = None
     sidecar_final: str | None = None  # relative path its sidecar was written to
     sidecar_staged: str = ""  # its sidecar's name in the staging folder (stage_blobs)
 
@@ -740,12 +743,27 @@ def commit_units(dst_root: str, units: list[Unit]) -> None:
             _drop(unit)
             continue
         if _rename_whole(unit):
+            _stamp(dst_root, unit)
             continue
         for f in unit.staged:
             if f.approved:
                 _commit_file(dst_root, unit, f)
+        _stamp(dst_root, unit)
         _place_sidecars(dst_root, unit)
         _drop(unit)
+
+
+def _stamp(dst_root: str, unit: Unit) -> None:
+    """Each file of ``unit`` imgsync wrote, as it is under its final name (after the
+    rename, which moves a file's ctime on some filesystems)."""
+    lstat = os.lstat
+    for f in unit.staged:
+        if f.approved and f.final is not None and f.error is None and not f.already_there:
+            try:
+                st = lstat(os.path.join(dst_root, f.final))
+            except OSError:
+                continue
+            f.stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _place_sidecars(dst_root: str, unit: Unit) -> None:

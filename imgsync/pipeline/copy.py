@@ -70,7 +70,7 @@ from imgsync.pipeline.fleetlist import SharedListing
 from imgsync.pipeline.ledger import PageLedger
 from imgsync.pipeline.plan import LocalPlan
 from imgsync.pipeline.progress import Progress
-from imgsync.pipeline.records import Recorder
+from imgsync.pipeline.records import Recorder, Written
 from imgsync.pipeline.sources import Sources
 from imgsync.pipeline.summary import CopyOptions, StopSignal, Summary
 from imgsync.pipeline.transfer import Body
@@ -484,7 +484,7 @@ class CopyRun:
         :meth:`Recorder.record_hashed`."""
         await self.records.record_hashed(files)
 
-    async def record_written(self, done: Sequence[tuple[str, str, int, bool]]) -> None:
+    async def record_written(self, done: Sequence[Written]) -> None:
         """The folder path's door to :meth:`Recorder.record_written`."""
         await self.records.record_written(done)
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from imgsync.errors import ImgsyncError
     from imgsync.localfs import StagedFile
     from imgsync.pipeline.progress import Progress
+    from imgsync.pipeline.records import Written
     from imgsync.pipeline.summary import CopyOptions, Summary
     from imgsync.providers.base import Provider
 
@@ -43,7 +44,7 @@ class FolderRun(Protocol):
 
     async def record_hashed(self, files: Iterable[StagedFile]) -> None: ...
 
-    async def record_written(self, done: Sequence[tuple[str, str, int, bool]]) -> None: ...
+    async def record_written(self, done: Sequence[Written]) -> None: ...
 
 
 # ---- the async driver ---------------------------------------------------------------
@@ -88,7 +89,7 @@ async def copy_folders(run: FolderRun, entries: list[ScanEntry]) -> None:
                         run.file_failed(f.rel, f.error, f.digest.sha256)
                         continue
                     assert f.final is not None
-                    done.append((f.digest.sha256, f.final, f.digest.size, f.already_there))
+                    done.append((f.digest.sha256, f.final, f.digest.size, f.already_there, f.stamp))
             await run.record_written(done)
 
     async def worker(recv: MemoryObjectReceiveStream[Unit]) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
-from imgsync.localfs import ScanEntry, ScanProblem, display, key_path, missing_or_resized, path_key
+from imgsync.localfs import ScanEntry, ScanProblem, display, key_path, missing_or_changed, path_key
 from imgsync.localfs.scan import ScanRow, entries_of, scan_rows
 from imgsync.state.queries import INT64_MAX, KnownFile, int64
 from imgsync.state.reader import StateReader
@@ -106,6 +106,28 @@ def _gone_in(dest_root: Path, folders: set[str], keys: Iterable[str]) -> bool:
     return False
 
 
+def look_at_dest(db: StateReader, dest_root: Path, dest_key: str) -> tuple[list[str], list[str]]:
+    """(keys of the files recorded at the folder ``dest_key`` that are gone, keys of those
+    overwritten with other bytes). A file of the recorded size whose mtime, ctime or inode
+    moved since imgsync wrote it is read: other bytes are an overwrite (even one whose
+    mtime was put back); the same bytes (a chmod, a copy of the same image) keep their
+    place, with the file's new stamp."""
+    recorded = db.stamps_at(dest_key)
+    gone, altered, moved = missing_or_changed(dest_root, recorded)
+    if moved:
+        from imgsync.localfs import file_sha256
+
+        same = []
+        for k, now in moved:
+            if file_sha256(os.path.join(dest_root, key_path(k))) == recorded[k][2]:
+                same.append((k, now))
+            else:
+                altered.append(k)
+        if same:
+            db.refresh_stamps(dest_key, same)
+    return gone, altered
+
+
 def _folders_unchanged(dest_root: Path, saved: str) -> bool:
     try:
         folders = json.loads(saved)
@@ -114,15 +136,17 @@ def _folders_unchanged(dest_root: Path, saved: str) -> bool:
     return isinstance(folders, dict) and folder_state(dest_root, folders) == saved
 
 
-_REL, _SIZE, _MTIME, _INODE = (itemgetter(i) for i in range(4))
-_FILE = itemgetter(0, 1, 2, 3)  # (rel key, size, mtime_ns, inode) of a local_files row
-_MTIME_INODE = itemgetter(2, 3)
+_REL, _SIZE, _MTIME, _INODE, _CTIME = (itemgetter(i) for i in range(5))
+# (rel key, size, mtime_ns, inode, ctime_ns) of a local_files row, as a scan row is
+_FILE = itemgetter(0, 1, 2, 3, 4)
+_NUMBERS = itemgetter(2, 3, 4)
 
 
 def fingerprint(
     entries: Sequence[ScanRow], include: tuple[str, ...], exclude: tuple[str, ...]
 ) -> str:
-    """A digest of every scanned path, size, mtime and inode (and the filters), in order.
+    """A digest of every scanned path, size, mtime, inode and ctime (and the filters), in
+    order.
 
     Each column is taken out of the tuples by C-level loops: the paths joined by NUL
     (which no name holds), the numbers packed as 64-bit integers.
@@ -133,14 +157,17 @@ def fingerprint(
     try:
         h.update(
             struct.pack(
-                f"<{n}q{n}q{n}Q",
+                f"<{n}q{n}q{n}Q{n}q",
                 *map(_SIZE, entries),
                 *map(_MTIME, entries),
                 *map(_INODE, entries),
+                *map(_CTIME, entries),
             )
         )
     except struct.error:  # an mtime past the year 2262: the numbers' digits instead
-        h.update(" ".join(map("%d|%d|%d".__mod__, map(itemgetter(1, 2, 3), entries))).encode())
+        h.update(
+            " ".join(map("%d|%d|%d|%d".__mod__, map(itemgetter(1, 2, 3, 4), entries))).encode()
+        )
     return h.hexdigest()
 
 
@@ -177,11 +204,11 @@ def plan_local(
         plan.to_hash = entries_of(rows)
         return plan
     root_key = str(root)
-    mark, count, latest, saved_state = db.scan_mark(root_key, dest_key)
+    mark, count, gen, saved_state = db.scan_mark(root_key, dest_key)
     if (
         not fresh
         and mark == plan.fingerprint
-        and (count, latest) == db.dest_generation(dest_key)
+        and (count, gen) == db.dest_generation(dest_key)
         and (dest_root is None or _folders_unchanged(dest_root, saved_state))
     ):
         plan.present = len(rows)  # same files, same destination: nothing to do
@@ -189,27 +216,38 @@ def plan_local(
         return plan
     if dest_root is not None:
         plan.dest_before = folder_mtimes(dest_root, folders)  # before the look, not after
-        gone, altered = missing_or_resized(dest_root, db.sizes_at(dest_key))
+        gone, altered = look_at_dest(db, dest_root, dest_key)
         plan.altered = sorted(display(key_path(k)) for k in altered)
         if gone or altered:
             db.forget_locations(dest_key, gone + altered)
     known = db.local_files(root_key, dest_key)
-    # each file looked up by (rel key, size, mtime_ns, inode) in one dict built at C
-    # speed: a miss is a new or changed file; names are their own keys when ASCII
+    # each file looked up by (rel key, size, mtime_ns, inode, ctime_ns) in one dict built
+    # at C speed: a miss is a new or changed file; names are their own keys when ASCII
     recorded = dict(zip(map(_FILE, known.values()), known.values(), strict=True))
     keyed = rows
     if not all(map(str.isascii, map(_REL, rows))):
-        keyed = [(path_key(r[0]), r[1], r[2], r[3]) for r in rows]
-    if rows and max(map(max, map(_MTIME_INODE, keyed))) > INT64_MAX:  # as state holds them
-        keyed = [(k, size, int64(m), int64(i)) for k, size, m, i in keyed]
+        keyed = [(path_key(r[0]), *r[1:]) for r in rows]
+    if rows and max(map(max, map(_NUMBERS, keyed))) > INT64_MAX:  # as state holds them
+        keyed = [(k, size, int64(m), int64(i), int64(c)) for k, size, m, i, c in keyed]
     new = tuple.__new__
-    for row, k in zip(rows, map(recorded.get, keyed), strict=True):
+    adopted: list[tuple[str, int]] = []
+    for row, key, k in zip(rows, keyed, map(recorded.get, keyed), strict=True):
         if k is None:
-            plan.to_hash.append(new(ScanEntry, row))
-        elif k[6]:
+            k = known.get(key[0])
+            # a row from before ctimes were kept: the same size, mtime and inode are trusted
+            # as they were then, and the ctime is taken now (no re-hash after an upgrade)
+            if k is None or k[4] is not None or k[1:4] != key[1:4]:
+                plan.to_hash.append(new(ScanEntry, row))
+                continue
+            adopted.append((key[0], key[4]))
+        if k[7]:
             plan.present += 1
         else:
-            plan.to_send.append((new(ScanEntry, row), KnownFile(*k[1:6])))
+            plan.to_send.append(
+                (new(ScanEntry, row), KnownFile(k[1], k[2], k[3], k[5], k[6], key[4]))
+            )
+    if adopted:
+        db.adopt_ctimes(root_key, adopted)
     if not include and not exclude and len(keyed) != len(known):
         seen = set(map(_REL, keyed))
         plan.vanished = [rel for rel in known if rel not in seen]

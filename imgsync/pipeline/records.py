@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from imgsync.pipeline.copy import CopyRun
 
 
+# a file committed at a folder destination: (sha256, final rel, size, already there, its
+# (mtime, ctime, inode) when imgsync wrote it)
+Written = tuple[str, str, int, bool, tuple[int, int, int] | None]
+
+
 class Recorder:
     """Records a run's items in state and the journal (one per run; see the module)."""
 
@@ -38,7 +43,14 @@ class Recorder:
                 local_rows.append(
                     (
                         c.source_id,
-                        KnownFile(c.scan.size, c.scan.mtime_ns, c.scan.inode, d.sha256, d.md5),
+                        KnownFile(
+                            c.scan.size,
+                            c.scan.mtime_ns,
+                            c.scan.inode,
+                            d.sha256,
+                            d.md5,
+                            c.scan.ctime_ns,
+                        ),
                     )
                 )
         await queries.record_objects(self.run.store, rows)
@@ -99,21 +111,25 @@ class Recorder:
             assert d is not None and scan is not None
             rows.append((d.sha256, d.size, d.md5, guess_mime(f.rel)))
             local_rows.append(
-                (path_key(f.rel), KnownFile(scan.size, scan.mtime_ns, scan.inode, d.sha256, d.md5))
+                (
+                    path_key(f.rel),
+                    KnownFile(scan.size, scan.mtime_ns, scan.inode, d.sha256, d.md5, scan.ctime_ns),
+                )
             )
         await queries.record_objects(self.run.store, rows)
         await queries.record_local_files(self.run.store, str(root), local_rows)
 
-    async def record_written(self, done: Sequence[tuple[str, str, int, bool]]) -> None:
-        """Locations for (sha256, final rel, size, already there) just committed at a local
-        destination; committed to state before they count as done."""
+    async def record_written(self, done: Sequence[Written]) -> None:
+        """Locations for (sha256, final rel, size, already there, stamp) just committed at
+        a local destination; committed to state before they count as done."""
         await queries.record_locations(
             self.run.store,
             self.run.dst_key,
             [
                 (sha, RemoteItem(remote_id=path_key(rel), name=rel, size=size))
-                for sha, rel, size, _already in done
+                for sha, rel, size, _already, _stamp in done
             ],
+            stamps=[d[4] for d in done],
         )
         await queries.record_owners(
             self.run.store,
@@ -124,7 +140,7 @@ class Recorder:
         )
         self.run.relied.extend(d[0] for d in done if d[3])
         await self.run.store.flush()
-        for _sha, rel, size, already in done:
+        for _sha, rel, size, already, _stamp in done:
             if already:
                 self.run.summary.present += 1
                 self.run.progress.tick(done=1)

@@ -151,9 +151,9 @@ def nothing_to_do(cfg: Config, job: Resolved, plan: LocalPlan) -> Summary | None
                 if found.candidates:
                     return None
             if not opts.dry_run:
-                mark, count, latest, saved = db.scan_mark(str(plan.root), job.dst_key)
+                mark, count, gen, saved = db.scan_mark(str(plan.root), job.dst_key)
                 generation = db.dest_generation(job.dst_key)
-                if mark != plan.fingerprint or (count, latest) != generation or saved == "":
+                if mark != plan.fingerprint or (count, gen) != generation or saved == "":
                     state = plan.dest_state(lambda: db.items_at(job.dst_key))
                     if state is not None:
                         db.save_scan_mark(str(plan.root), job.dst_key, plan.fingerprint, state)

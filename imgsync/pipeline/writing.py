@@ -65,6 +65,7 @@ class FolderWriter:
                 bodies.append(c.body.data or b"")
         await self.run.dst.write_batch(unit, bodies)
         done: list[tuple[str, RemoteItem]] = []
+        stamps: list[tuple[int, int, int] | None] = []
         counts: list[tuple[Candidate, StagedFile]] = []
         for c, f in zip(items, files, strict=True):
             assert c.digest is not None
@@ -76,9 +77,10 @@ class FolderWriter:
                 remote_id=path_key(f.final), name=f.final, size=c.digest.size, meta=meta
             )
             done.append((c.digest.sha256, item))
+            stamps.append(f.stamp)
             counts.append((c, f))
         await queries.record_locations(
-            self.run.store, self.run.dst_key, done, later=True
+            self.run.store, self.run.dst_key, done, later=True, stamps=stamps
         )  # see release
         await queries.record_owners(
             self.run.store, self.run.dst_key, self.run.src_key, [s for s, _ in done], wrote=True

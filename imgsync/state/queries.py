@@ -3,11 +3,11 @@ writes are queued through :class:`~imgsync.state.db.StateStore` (the one writer)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
-from operator import itemgetter
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ class KnownFile(NamedTuple):
     inode: int
     sha256: str
     md5: str | None
+    ctime_ns: int | None = None  # None: not known (recorded before schema 10)
 
 
 # ---- reads (sync) ------------------------------------------------------------------
@@ -30,11 +31,12 @@ def local_files(conn: sqlite3.Connection, root: str, dest: str) -> dict[str, tup
     """What was hashed under ``root`` last time, and whether ``dest`` has those bytes (as
     sent, or as a host that converts uploads serves them).
 
-    rel -> (rel, size, mtime_ns, inode, sha256, md5, present_at_dest). Plain row tuples and
-    one query with the lookup done inside SQLite: this runs on every no-op re-run.
+    rel -> (rel, size, mtime_ns, inode, ctime_ns, sha256, md5, present_at_dest); ctime_ns
+    is None for a row recorded before schema 10. Plain row tuples and one query with the
+    lookup done inside SQLite: this runs on every re-run whose scan mark does not match.
     """
     cur = conn.execute(
-        "SELECT lf.rel, lf.size, lf.mtime_ns, lf.inode, lf.sha256, lf.md5, EXISTS ("
+        "SELECT lf.rel, lf.size, lf.mtime_ns, lf.inode, lf.ctime_ns, lf.sha256, lf.md5, EXISTS ("
         "SELECT 1 FROM locations l WHERE l.sha256 = lf.sha256 AND l.remote = ?) OR EXISTS ("
         "SELECT 1 FROM locations l WHERE l.stored_sha256 = lf.sha256 AND l.remote = ?) "
         "FROM local_files lf WHERE lf.root = ?",
@@ -43,32 +45,76 @@ def local_files(conn: sqlite3.Connection, root: str, dest: str) -> dict[str, tup
     return {r[0]: r for r in cur}
 
 
-def dest_generation(conn: sqlite3.Connection, remote: str) -> tuple[int, float | None]:
-    """(count, latest update) of ``remote``'s locations: changes whenever they change."""
-    # two statements: MAX alone is one step down the (remote, updated) index and COUNT
-    # alone reads no column (together every row's ``updated`` is read: 2-4x slower)
+def dest_generation(conn: sqlite3.Connection, remote: str) -> tuple[int, int]:
+    """(count, generation) of ``remote``'s locations: the generation is a counter every
+    write of them bumps (no clock: a clock set back cannot make two states look alike),
+    the count is a second guard."""
     count = conn.execute("SELECT COUNT(*) FROM locations WHERE remote = ?", (remote,)).fetchone()
-    latest = conn.execute("SELECT MAX(updated) FROM locations WHERE remote = ?", (remote,))
-    return int(count[0]), latest.fetchone()[0]
+    gen = conn.execute("SELECT gen FROM generations WHERE remote = ?", (remote,)).fetchone()
+    return int(count[0]), int(gen[0]) if gen else 0
 
 
-def scan_mark(conn: sqlite3.Connection, root: str, dest: str) -> tuple[str, int, float | None, str]:
-    """The saved (fingerprint, dest count, dest latest, dest folder state) of a complete
-    run, or empty values."""
+def scan_mark(conn: sqlite3.Connection, root: str, dest: str) -> tuple[str, int, int, str]:
+    """The saved (fingerprint, dest count, dest generation, dest folder state) of a
+    complete run, or empty values."""
     row = conn.execute(
-        "SELECT fingerprint, dest_count, dest_latest, dest_state FROM scan_marks "
+        "SELECT fingerprint, dest_count, dest_gen, dest_state FROM scan_marks "
         "WHERE root = ? AND dest = ?",
         (root, dest),
     ).fetchone()
-    return (row[0], row[1], row[2], row[3]) if row else ("", -1, None, "")
+    return (row[0], row[1], row[2], row[3]) if row else ("", -1, -1, "")
+
+
+# every write of a destination's locations bumps its generation (see dest_generation)
+_BUMP = (
+    "INSERT INTO generations (remote, gen) VALUES (?, 1) "
+    "ON CONFLICT (remote) DO UPDATE SET gen = generations.gen + 1"
+)
 
 
 def forget_locations_sync(conn: sqlite3.Connection, remote: str, remote_ids: list[str]) -> None:
     """Drop these locations of ``remote`` (files deleted there by hand, say)."""
     if remote_ids:
+        with _transaction(conn):
+            conn.executemany(
+                "DELETE FROM locations WHERE remote = ? AND remote_id = ?",
+                [(remote, rid) for rid in remote_ids],
+            )
+            conn.execute(_BUMP, (remote,))
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on an autocommit connection (the planner's)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def adopt_ctimes(conn: sqlite3.Connection, root: str, rows: list[tuple[str, int]]) -> None:
+    """Record the ctime of files recorded before schema 10 ((rel key, ctime_ns)), whose
+    size, mtime and inode still match: the planner takes them without re-hashing."""
+    with _transaction(conn):
         conn.executemany(
-            "DELETE FROM locations WHERE remote = ? AND remote_id = ?",
-            [(remote, rid) for rid in remote_ids],
+            "UPDATE local_files SET ctime_ns = ? WHERE root = ? AND rel = ? AND ctime_ns IS NULL",
+            [(int64(ns), root, rel) for rel, ns in rows],
+        )
+
+
+def refresh_stamps(
+    conn: sqlite3.Connection, remote: str, rows: list[tuple[str, tuple[int, int, int]]]
+) -> None:
+    """New (mtime, ctime, inode) for files imgsync wrote at the folder ``remote`` whose
+    bytes were read again and found unchanged (a chmod moved their ctime)."""
+    with _transaction(conn):
+        conn.executemany(
+            "UPDATE locations SET file_mtime_ns = ?, file_ctime_ns = ?, file_inode = ? "
+            "WHERE remote = ? AND remote_id = ?",
+            [(int64(m), int64(c), int64(i), remote, rid) for rid, (m, c, i) in rows],
         )
 
 
@@ -100,15 +146,21 @@ def items_at(conn: sqlite3.Connection, remote: str) -> dict[str, str]:
     return {r[0]: r[1] for r in cur}
 
 
-def sizes_at(conn: sqlite3.Connection, remote: str) -> dict[str, int | None]:
-    """remote id -> size of the bytes recorded there (None when unknown), for every item of
-    ``remote``: a folder destination's files are compared with it."""
+Stamp = tuple[int, int, int]  # (mtime_ns, ctime_ns, inode) of a file imgsync wrote
+
+
+def stamps_at(
+    conn: sqlite3.Connection, remote: str
+) -> dict[str, tuple[int | None, Stamp | None, str]]:
+    """remote id -> (size of the bytes recorded there or None, the (mtime, ctime, inode)
+    of the file as imgsync wrote it or None (not written by imgsync, or before schema 10),
+    sha256), for every item of the folder ``remote``."""
     cur = conn.execute(
-        "SELECT l.remote_id, o.size FROM locations l LEFT JOIN objects o ON o.sha256 = l.sha256 "
-        "WHERE l.remote = ?",
+        "SELECT l.remote_id, o.size, l.file_mtime_ns, l.file_ctime_ns, l.file_inode, l.sha256 "
+        "FROM locations l LEFT JOIN objects o ON o.sha256 = l.sha256 WHERE l.remote = ?",
         (remote,),
     )
-    return {r[0]: r[1] for r in cur}
+    return {r[0]: (r[1], (r[2], r[3], r[4]) if r[2] is not None else None, r[5]) for r in cur}
 
 
 def cursor_of(conn: sqlite3.Connection, remote: str, scope: str) -> tuple[str | None, bool]:
@@ -173,6 +225,7 @@ _KEYED = (
     ("owners", "source"),
     ("checks", "remote"),
     ("verify_passes", "remote"),
+    ("generations", "remote"),
 )
 
 
@@ -300,10 +353,10 @@ def status(conn: sqlite3.Connection) -> dict[str, Any]:
 # ---- writes (through the writer) ---------------------------------------------------
 
 _UPSERT_LOCAL = (
-    "INSERT INTO local_files (root, rel, size, mtime_ns, inode, sha256, md5) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (root, rel) DO UPDATE SET size = excluded.size, "
-    "mtime_ns = excluded.mtime_ns, inode = excluded.inode, sha256 = excluded.sha256, "
-    "md5 = excluded.md5"
+    "INSERT INTO local_files (root, rel, size, mtime_ns, inode, sha256, md5, ctime_ns) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (root, rel) DO UPDATE SET "
+    "size = excluded.size, mtime_ns = excluded.mtime_ns, inode = excluded.inode, "
+    "sha256 = excluded.sha256, md5 = excluded.md5, ctime_ns = excluded.ctime_ns"
 )
 _INSERT_OBJECT = (
     "INSERT OR IGNORE INTO objects (sha256, size, md5, mime, first_seen) VALUES (?, ?, ?, ?, ?)"
@@ -316,7 +369,20 @@ _UPSERT_LOCATION = (
     "delete_url = COALESCE(excluded.delete_url, locations.delete_url), "
     "meta = excluded.meta, updated = excluded.updated, "
     "page_url = COALESCE(excluded.page_url, locations.page_url), "
-    "stored_md5 = COALESCE(excluded.stored_md5, locations.stored_md5)"
+    "stored_md5 = COALESCE(excluded.stored_md5, locations.stored_md5), "
+    "file_mtime_ns = NULL, file_ctime_ns = NULL, file_inode = NULL"
+)
+# a file imgsync wrote into a folder: its (mtime, ctime, inode) then, or NULL when it found
+# the bytes there already (a file it did not write is compared by size only)
+_UPSERT_WRITTEN = (
+    "INSERT INTO locations (remote, remote_id, sha256, url, delete_url, meta, updated, "
+    "page_url, stored_md5, file_mtime_ns, file_ctime_ns, file_inode) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (remote, remote_id) DO UPDATE SET "
+    "sha256 = excluded.sha256, url = COALESCE(excluded.url, locations.url), "
+    "meta = excluded.meta, updated = excluded.updated, "
+    "file_mtime_ns = excluded.file_mtime_ns, file_ctime_ns = excluded.file_ctime_ns, "
+    "file_inode = excluded.file_inode"
 )
 # A host that converts what it stores: a known location keeps the checksum of what was sent
 # (what dedupe knows it by); other bytes read back from it are its stored checksum.
@@ -355,12 +421,16 @@ async def record_local_files(
     store: StateStore, root: str, rows: Iterable[tuple[str, KnownFile]]
 ) -> None:
     out = [(root, rel, *kf) for rel, kf in rows]
-    if out and max(map(max, map(_MTIME_INODE, out))) > INT64_MAX:  # rare: one C-level pass
-        out = [(r, rel, size, int64(m), int64(i), sha, md5) for r, rel, size, m, i, sha, md5 in out]
+    if out and max(map(max, map(_numbers, out))) > INT64_MAX:  # rare: one C-level pass
+        out = [
+            (r, rel, size, int64(m), int64(i), sha, md5, None if c is None else int64(c))
+            for r, rel, size, m, i, sha, md5, c in out
+        ]
     await store.write_many(_UPSERT_LOCAL, out)
 
 
-_MTIME_INODE = itemgetter(3, 4)
+def _numbers(row: tuple[Any, ...]) -> tuple[int, int, int]:
+    return (row[3], row[4], row[7] or 0)
 
 
 async def forget_local_files(store: StateStore, root: str, rels: Iterable[str]) -> None:
@@ -387,8 +457,12 @@ async def record_locations(
     *,
     converts: bool = False,
     later: bool = False,
+    stamps: list[Stamp | None] | None = None,
 ) -> None:
     """(sha256, item) per location of ``remote`` (``item.md5``: what the host stored).
+
+    ``stamps`` (a folder destination): per row, the (mtime, ctime, inode) of the file
+    imgsync wrote, or None for bytes it found there already.
 
     ``later`` (fleet mode): the shared copy goes with the next lease release or finished
     page of this worker (see ``Fleet.record_locations``).
@@ -401,23 +475,32 @@ async def record_locations(
     no_meta = ItemMeta()
     now = time.time()
     rows = list(rows)
-    await store.write_many(
-        _UPSERT_CONVERTED_LOCATION if converts else _UPSERT_LOCATION,
-        [
-            (
-                remote,
-                item.remote_id,
-                sha,
-                item.url,
-                item.delete_url,
-                json.dumps(item.meta.to_json()) if item.meta != no_meta else None,
-                now,
-                item.page_url,
-                item.md5,
-            )
-            for sha, item in rows
-        ],
-    )
+    values = [
+        (
+            remote,
+            item.remote_id,
+            sha,
+            item.url,
+            item.delete_url,
+            json.dumps(item.meta.to_json()) if item.meta != no_meta else None,
+            now,
+            item.page_url,
+            item.md5,
+        )
+        for sha, item in rows
+    ]
+    if stamps is not None:
+        await store.write_many(
+            _UPSERT_WRITTEN,
+            [
+                (*v, None, None, None) if s is None else (*v, *map(int64, s))
+                for v, s in zip(values, stamps, strict=True)
+            ],
+        )
+    else:
+        await store.write_many(_UPSERT_CONVERTED_LOCATION if converts else _UPSERT_LOCATION, values)
+    if rows:
+        await store.write(_BUMP, (remote,))
     if store.fleet is not None and not converts:
         # committed in the shared state before the caller releases its lease (no delete URL);
         # ``later``: sent with the lease's release or the page's end, in one transaction
@@ -449,6 +532,8 @@ async def import_fleet_locations(store: StateStore, remote: str) -> int:
         "stored_md5, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [(remote, *r) for r in rows],
     )
+    if rows:
+        await store.write(_BUMP, (remote,))
     await store.flush()
     return len(rows)
 
@@ -491,6 +576,8 @@ async def forget_locations(store: StateStore, remote: str, remote_ids: Iterable[
         "DELETE FROM locations WHERE remote = ? AND remote_id = ?",
         [(remote, rid) for rid in remote_ids],
     )
+    if remote_ids:
+        await store.write(_BUMP, (remote,))
     if store.fleet is not None:
         await store.fleet.forget_locations(remote, remote_ids)
 
@@ -559,10 +646,10 @@ def save_pause_sync(conn: sqlite3.Connection, authority: str, until: float, reas
 
 
 _SAVE_MARK = (
-    "INSERT INTO scan_marks (root, dest, fingerprint, dest_count, dest_latest, dest_state) "
+    "INSERT INTO scan_marks (root, dest, fingerprint, dest_count, dest_gen, dest_state) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (root, dest) DO UPDATE SET "
     "fingerprint = excluded.fingerprint, dest_count = excluded.dest_count, "
-    "dest_latest = excluded.dest_latest, dest_state = excluded.dest_state"
+    "dest_gen = excluded.dest_gen, dest_latest = NULL, dest_state = excluded.dest_state"
 )
 
 
@@ -572,18 +659,20 @@ async def save_scan_mark(
     """Remember that a run of ``root`` to ``dest`` with this scan left nothing undone."""
     await store.flush()
     row = await store.fetchone(
-        "SELECT COUNT(*), MAX(updated) FROM locations WHERE remote = ?", (dest,)
+        "SELECT (SELECT COUNT(*) FROM locations WHERE remote = ?), "
+        "(SELECT gen FROM generations WHERE remote = ?)",
+        (dest, dest),
     )
-    count, latest = (row[0], row[1]) if row else (0, None)
-    await store.write(_SAVE_MARK, (root, dest, fingerprint, count, latest, dest_state))
+    count, gen = (row[0], row[1] or 0) if row else (0, 0)
+    await store.write(_SAVE_MARK, (root, dest, fingerprint, count, gen, dest_state))
 
 
 def save_scan_mark_sync(
     conn: sqlite3.Connection, root: str, dest: str, fingerprint: str, dest_state: str
 ) -> None:
     """:func:`save_scan_mark` for the planner, which runs before any event loop."""
-    count, latest = dest_generation(conn, dest)
-    conn.execute(_SAVE_MARK, (root, dest, fingerprint, count, latest, dest_state))
+    count, gen = dest_generation(conn, dest)
+    conn.execute(_SAVE_MARK, (root, dest, fingerprint, count, gen, dest_state))
 
 
 async def start_run(store: StateStore, job: str, verb: str) -> int:

@@ -52,13 +52,18 @@ class StateReader:
     # ---- planning a folder source --------------------------------------------------
 
     def local_files(self, root: str, dest: str) -> dict[str, tuple[Any, ...]]:
-        """rel key -> (rel, size, mtime_ns, inode, sha256, md5, present at ``dest``)."""
+        """rel key -> (rel, size, mtime_ns, inode, ctime_ns, sha256, md5, present at
+        ``dest``)."""
         return self._q(queries.local_files, root, dest)
 
-    def scan_mark(self, root: str, dest: str) -> tuple[str, int, float | None, str]:
+    def adopt_ctimes(self, root: str, rows: list[tuple[str, int]]) -> None:
+        """Record the ctime of files known from before schema 10 ((rel key, ctime_ns))."""
+        self._q(queries.adopt_ctimes, root, rows)
+
+    def scan_mark(self, root: str, dest: str) -> tuple[str, int, int, str]:
         return self._q(queries.scan_mark, root, dest)
 
-    def dest_generation(self, dest: str) -> tuple[int, float | None]:
+    def dest_generation(self, dest: str) -> tuple[int, int]:
         return self._q(queries.dest_generation, dest)
 
     def save_scan_mark(self, root: str, dest: str, fingerprint: str, dest_state: str) -> None:
@@ -77,9 +82,14 @@ class StateReader:
         """remote id -> sha256 of every recorded item of ``remote``."""
         return self._q(queries.items_at, remote)
 
-    def sizes_at(self, remote: str) -> dict[str, int | None]:
-        """remote id -> recorded size (None when unknown) of every item of ``remote``."""
-        return self._q(queries.sizes_at, remote)
+    def stamps_at(self, remote: str) -> dict[str, tuple[int | None, queries.Stamp | None, str]]:
+        """remote id -> (recorded size, (mtime, ctime, inode) as imgsync wrote the file or
+        None, sha256) of every item of the folder ``remote``."""
+        return self._q(queries.stamps_at, remote)
+
+    def refresh_stamps(self, remote: str, rows: list[tuple[str, queries.Stamp]]) -> None:
+        """Files imgsync wrote at ``remote``, read again and unchanged: their new stamps."""
+        self._q(queries.refresh_stamps, remote, rows)
 
     def shas_at(self, remote: str) -> set[str]:
         """Every checksum ``remote`` holds (with what a converting host serves)."""

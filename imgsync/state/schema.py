@@ -9,7 +9,8 @@ What the tables guarantee (DESIGN.md "State"):
   (listed -> fetched -> uploaded -> verified, or failed/skipped) so a run resumes.
 * ``claims``: (checksum, destination) claimed before an upload starts; the primary key
   makes the claim atomic across workers, jobs and processes.
-* ``local_files``: size/mtime/inode per scanned file, so unchanged files are not re-hashed.
+* ``local_files``: size/mtime/inode/ctime per scanned file, so unchanged files are not
+  re-hashed (a ctime change alone is re-hashed, not re-sent, unless the bytes changed).
 * ``cursors``: saved listing cursors; ``host_pauses``: host-wide pauses that survive a restart;
   ``host_usage``: the requests recent runs made to each host, so the next process's limiter
   counts them (two runs in a row do not each spend a whole daily budget).
@@ -18,9 +19,12 @@ What the tables guarantee (DESIGN.md "State"):
   ``sync`` deletes only what its own source wrote and no other source relies on.
 * ``checks``: the last link-rot verdict (alive / gone / altered / unreachable) per location
   with its time, and what repaired it; ``verify_passes``: the pass each remote is in.
-* ``scan_marks``: the fingerprint of a folder scan (every path, size, mtime, inode) after a
-  run that left nothing to do for a destination, with that destination's location count and
-  latest update: a re-run whose scan and destination both match has nothing to do.
+* ``scan_marks``: the fingerprint of a folder scan (every path, size, mtime, inode, ctime)
+  after a run that left nothing to do for a destination, with that destination's location
+  count and generation (``generations``: bumped by every write of its locations, never a
+  clock): a re-run whose scan and destination both match has nothing to do.
+* ``locations.file_*``: for a file imgsync wrote into a folder, its mtime, ctime and inode
+  then: a file there since overwritten with bytes of the same size is noticed.
 """
 
 from __future__ import annotations
@@ -197,6 +201,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE locations ADD COLUMN stored_sha256 TEXT;
     CREATE INDEX locations_by_stored ON locations (stored_sha256, remote)
         WHERE stored_sha256 IS NOT NULL;
+    """,
+    # version 10: edits that keep size and mtime. ``local_files.ctime_ns``: a scanned file's
+    # ctime (NULL for rows from before: taken at the next scan without re-hashing);
+    # ``locations.file_*``: the mtime, ctime and inode of a file imgsync wrote into a folder,
+    # so ``check`` notices it overwritten with other bytes of the same size; ``generations``:
+    # a counter per destination bumped by every change to its locations, which a scan mark
+    # saves (``dest_gen``) instead of the newest update time, so no wall clock is trusted.
+    """
+    ALTER TABLE local_files ADD COLUMN ctime_ns INTEGER;
+    ALTER TABLE locations ADD COLUMN file_mtime_ns INTEGER;
+    ALTER TABLE locations ADD COLUMN file_ctime_ns INTEGER;
+    ALTER TABLE locations ADD COLUMN file_inode INTEGER;
+    CREATE TABLE generations (
+        remote TEXT PRIMARY KEY,
+        gen    INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE scan_marks ADD COLUMN dest_gen INTEGER NOT NULL DEFAULT -1;
     """,
 ]
 
