@@ -8,7 +8,10 @@ Guarded, because deleting is the one thing imgsync can get irreversibly wrong:
   and only while no other source relies on the same bytes at that destination. Files the
   user put there, another folder's copies, a backup's images: never touched.
 * A candidate whose bytes the source still has (moved or renamed) is kept; at a folder
-  destination, so is a path the source still has.
+  destination, so is a path the source still has, and a path the source dropped is
+  deleted only when imgsync wrote that file (its stamp is recorded) and those bytes are
+  at the destination under a path the source has now (a file renamed in the source:
+  the copy wrote it under its new name, the old name goes, as in a mirror).
 * A folder destination's file is deleted only if it still holds the bytes imgsync wrote
   (the local provider checks, and refuses otherwise).
 * More than ``max_delete`` candidates: nothing is deleted, and the run says so.
@@ -46,11 +49,7 @@ def plan_deletes(
     """What a sync from the folder ``src_root`` may delete at ``dst_key``."""
     rows, source_rels, source_shas = db.delete_candidates(src_key, dst_key, src_root)
     plan = DeletePlan()
-    plan.candidates = [
-        row
-        for row in rows
-        if row[1] not in source_shas and not (dst_is_folder and row[0] in source_rels)
-    ]
+    plan.candidates = _candidates(db, dst_key, dst_is_folder, rows, source_rels, source_shas)
     if len(plan.candidates) > max_delete:
         plan.refused = (
             f"would delete {len(plan.candidates)} items, more than --max-delete {max_delete}; "
@@ -77,13 +76,34 @@ def dry_run_deletes(
     known = db.local_files(src_root, dst_key)
     gone = set(vanished)
     rels = {k for k in known if k not in gone} | rehashed
-    shas = {v[4] for k, v in known.items() if k not in gone and k not in rehashed and v[4]}
+    shas = {v[5] for k, v in known.items() if k not in gone and k not in rehashed and v[5]}
     shas |= hashed_shas
     plan = DeletePlan()
-    plan.candidates = [
-        row for row in rows if row[1] not in shas and not (dst_is_folder and row[0] in rels)
-    ]
+    plan.candidates = _candidates(db, dst_key, dst_is_folder, rows, rels, shas)
     return plan
+
+
+def _candidates(
+    db: StateReader,
+    dst_key: str,
+    dst_is_folder: bool,
+    rows: list[tuple[str, str, str | None, str | None]],
+    rels: set[str],
+    shas: set[str],
+) -> list[tuple[str, str, str | None, str | None]]:
+    """The rows to delete, given the source's current rel keys and checksums."""
+    if not dst_is_folder:
+        return [row for row in rows if row[1] not in shas]
+    dropped = [row for row in rows if row[0] not in rels]
+    if not any(row[1] in shas for row in dropped):
+        return [row for row in dropped if row[1] not in shas]
+    files = db.stamps_at(dst_key)
+    kept = {sha for rid, (_size, _stamp, sha) in files.items() if rid in rels}
+    return [
+        row
+        for row in dropped
+        if row[1] not in shas or (row[1] in kept and files.get(row[0], (None, None, ""))[1])
+    ]
 
 
 async def run_deletes(

@@ -88,8 +88,9 @@ def test_unchanged_files_are_not_rehashed(image_tree: Path, tmp_path: Path) -> N
     assert row[0] != "feed" and len(row[0]) == 64
 
 
-def test_identical_bytes_are_copied_once(tmp_path: Path) -> None:
-    """Two source files with the same bytes give one copy (dedupe by checksum)."""
+def test_identical_bytes_keep_both_paths_in_a_folder(tmp_path: Path) -> None:
+    """Two source files with the same bytes: a folder destination gets both paths (a
+    mirror; a host gets the bytes once), each hashed once."""
     src = tmp_path / "src"
     (src / "a").mkdir(parents=True)
     data = make_png(10, 10, 1)
@@ -97,8 +98,8 @@ def test_identical_bytes_are_copied_once(tmp_path: Path) -> None:
     (src / "two.png").write_bytes(data)
     code, summary = run_json("copy", str(src), str(tmp_path / "dst"))
     assert code == 0
-    assert summary["copied"] == 1 and summary["already_present"] == 1
-    assert len(tree_files(tmp_path / "dst")) == 1
+    assert summary["copied"] == 2 and summary["already_present"] == 0
+    assert tree_files(tmp_path / "dst") == {"a/one.png": data, "two.png": data}
 
 
 def test_dry_run_changes_nothing(image_tree: Path, tmp_path: Path) -> None:

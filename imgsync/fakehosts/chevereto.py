@@ -83,7 +83,7 @@ from imgsync.fakehosts.chevereto_image import (
     jpeg_exifdata,
     variant_bytes,
 )
-from imgsync.fakehosts.common import FakeHostBase, Knobs, rate_limit
+from imgsync.fakehosts.common import FakeHostBase, Knobs, rate_limit, sent_filename
 from imgsync.fakehosts.images import (
     bmp_to_png,
     derived_file,
@@ -369,8 +369,9 @@ class CheveretoFake(FakeHostBase):
         files: dict[str, tuple[str, bytes]] = {}
         for key, value in form.items():
             if isinstance(value, web.FileField):
-                files.setdefault(key, (value.filename, value.file.read()))
-                self.received_names.append(value.filename)
+                filename = sent_filename(value.headers, value.filename) or ""
+                files.setdefault(key, (filename, value.file.read()))
+                self.received_names.append(filename)
             elif isinstance(value, str):
                 params[key] = value
             else:  # a text part sent with a non-text Content-Type

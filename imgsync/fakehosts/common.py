@@ -15,7 +15,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +155,49 @@ class SlidingLog:
             return False, 0, self.times[0] + self.period - now
         self.times.append(now)
         return True, self.limit - len(self.times), self.period
+
+
+def sent_filename(headers: Mapping[str, str], parsed: str | None) -> str | None:
+    """The file name of a multipart part, read from its ``Content-Disposition`` header the
+    way the hosts' servers read it: PHP (``rfc1867.c``), Go (``mime.ParseMediaType``) and
+    Rack take a backslash in a quoted ``filename`` as an escape only before a quote or
+    another backslash and keep it otherwise (browsers never escape one: WHATWG escapes
+    only ``"``, CR and LF, as %22, %0D, %0A), and decode no percent sign. aiohttp's parser
+    (``parsed``, used when the header is not there) drops every backslash."""
+    header = headers.get("Content-Disposition")
+    if header is None:
+        return parsed
+    i, n = 0, len(header)
+    while i < n:
+        semi = header.find(";", i)
+        if semi < 0:
+            return None
+        i = semi + 1
+        while i < n and header[i] in " \t":
+            i += 1
+        eq = header.find("=", i)
+        if eq < 0:
+            return None
+        key = header[i:eq].strip().lower()
+        i = eq + 1
+        if i < n and header[i] == '"':  # a quoted string
+            out = []
+            i += 1
+            while i < n and header[i] != '"':
+                if header[i] == "\\" and i + 1 < n and header[i + 1] in '"\\':
+                    i += 1
+                out.append(header[i])
+                i += 1
+            i += 1
+            value = "".join(out)
+        else:
+            end = header.find(";", i)
+            end = n if end < 0 else end
+            value = header[i:end].strip()
+            i = end
+        if key == "filename":
+            return value
+    return None
 
 
 def sha256_hex(data: bytes) -> str:

@@ -63,7 +63,14 @@ from typing import Any
 
 from aiohttp import web
 
-from imgsync.fakehosts.common import FakeHostBase, FixedWindow, Knobs, json_response, rate_limit
+from imgsync.fakehosts.common import (
+    FakeHostBase,
+    FixedWindow,
+    Knobs,
+    json_response,
+    rate_limit,
+    sent_filename,
+)
 from imgsync.fakehosts.images import make_png, seed_image
 
 PAGE_SIZE = 25
@@ -237,8 +244,9 @@ class DiscordImagesFake(FakeHostBase):
                     continue
                 if key != "files[]":
                     return _failure("Unexpected field")
-                parts.append((value.filename, value.file.read()))
-                self.received_names.append(value.filename)
+                filename = sent_filename(value.headers, value.filename) or ""
+                parts.append((filename, value.file.read()))
+                self.received_names.append(filename)
         if not parts:
             return _failure("No files.")
         for filename, data in parts:

@@ -60,7 +60,15 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from .common import FakeHostBase, FixedWindow, Knobs, json_response, rate_limit, sha256_hex
+from .common import (
+    FakeHostBase,
+    FixedWindow,
+    Knobs,
+    json_response,
+    rate_limit,
+    sent_filename,
+    sha256_hex,
+)
 from .images import seed_image, sniff
 
 DEFAULT_RATE = "60/minute"
@@ -294,9 +302,10 @@ class GuizhanFake(FakeHostBase):
                     if total <= self.knobs.upload_limit():
                         chunks.append(chunk)
                 raw = b"".join(chunks)
-                if part.name == "image" and part.filename:
+                filename = sent_filename(part.headers, part.filename)
+                if part.name == "image" and filename:
                     data, size = raw, total
-                    self.received_names.append(part.filename)
+                    self.received_names.append(filename)
                 elif part.name:
                     fields[part.name] = raw.decode("utf-8", "replace")
             return fields, data, size

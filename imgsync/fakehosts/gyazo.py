@@ -54,7 +54,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import BodyPartReader, web
 
-from .common import FakeHostBase, FixedWindow, Knobs, json_response, rate_limit, sha256_hex
+from .common import (
+    FakeHostBase,
+    FixedWindow,
+    Knobs,
+    json_response,
+    rate_limit,
+    sent_filename,
+    sha256_hex,
+)
 from .images import seed_image, sniff
 
 DEFAULT_RATE = "12500/day"
@@ -347,9 +355,10 @@ class GyazoFake(FakeHostBase):
                 if size <= self.knobs.upload_limit():
                     chunks.append(chunk)
             raw = b"".join(chunks)
-            if part.name == "imagedata" and part.filename:
+            filename = sent_filename(part.headers, part.filename)
+            if part.name == "imagedata" and filename:
                 data, too_big = raw, size > self.knobs.upload_limit()
-                self.received_names.append(part.filename)
+                self.received_names.append(filename)
             elif part.name:
                 fields[part.name] = raw.decode("utf-8", "replace")
         return fields, data, too_big

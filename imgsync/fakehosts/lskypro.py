@@ -83,7 +83,15 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import BodyPartReader, web
 
-from .common import FakeHostBase, FixedWindow, Knobs, parse_rate, rate_limit, sha256_hex
+from .common import (
+    FakeHostBase,
+    FixedWindow,
+    Knobs,
+    parse_rate,
+    rate_limit,
+    sent_filename,
+    sha256_hex,
+)
 from .images import seed_image, sniff
 
 DEFAULT_RATE = "60/minute"
@@ -754,9 +762,10 @@ class LskyProFake(FakeHostBase):
                 if total <= self.max_bytes:
                     chunks.append(chunk)
             raw = b"".join(chunks)
-            if part.name == "file" and part.filename is not None:
-                self.received_names.append(part.filename)
-                upload = (part.filename, raw, total)
+            filename = sent_filename(part.headers, part.filename)
+            if part.name == "file" and filename is not None:
+                self.received_names.append(filename)
+                upload = (filename, raw, total)
             elif part.name:
                 fields[part.name] = raw.decode("utf-8", "replace")
         return fields, upload

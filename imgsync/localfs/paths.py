@@ -158,16 +158,23 @@ def io_error(exc: OSError, target: str | Path) -> LocalIOError:
 
 
 def missing_and_bare(
-    root: str | Path, keys: Iterable[str], sidecars: bool
+    root: str | Path,
+    keys: Iterable[str],
+    sidecars: bool,
+    recorded: Mapping[str, str | None] | None = None,
 ) -> tuple[list[str], list[str]]:
     """(the keys with no file under ``root`` any more, and with ``sidecars`` the keys whose
-    file is there but has no sidecar beside it: neither ``<file>.json`` nor
-    ``<file>.imgsync.json``). One listing per folder instead of a status per file; a
-    folder that cannot be listed has lost all its files."""
+    file is there but has lost its sidecar). ``recorded``: key -> the name (relative to
+    ``root``) its sidecar was written under: that name is looked for, so a user's file
+    named like a sidecar (``<file>.json`` made before the backup) is not taken for it. A
+    key with none recorded (a backup from before they were) has its sidecar when
+    ``<file>.json`` or ``<file>.imgsync.json`` is there. One listing per folder instead of
+    a status per file; a folder that cannot be listed has lost all its files."""
     by_folder: dict[str, list[tuple[str, str]]] = {}
     for k in keys:
         folder, _, name = key_path(k).rpartition("/")
         by_folder.setdefault(folder, []).append((k, name))
+    known = recorded or {}
     gone: list[str] = []
     bare: list[str] = []
     for folder, items in by_folder.items():
@@ -179,7 +186,12 @@ def missing_and_bare(
         for k, name in items:
             if name not in names:
                 gone.append(k)
-            elif sidecars and f"{name}.json" not in names and f"{name}.imgsync.json" not in names:
+            elif not sidecars:
+                continue
+            elif (side := known.get(k)) is not None:
+                if side.rpartition("/")[2] not in names:
+                    bare.append(k)
+            elif f"{name}.json" not in names and f"{name}.imgsync.json" not in names:
                 bare.append(k)
     return gone, bare
 

@@ -110,6 +110,8 @@ class CopyRun:
         # dest path -> sha256 imgsync wrote there from the same source path; such a file may
         # be replaced by a newer version (local sources only: host items never change)
         self.replaceable: dict[str, str] = {}
+        # folder -> folder: every source path gets its file (see first_missing)
+        self.paths_kept = src.folder is not None and dst.folder is not None
         self.taken: set[str] = set()  # checksums leased or done in this run
         # backup: sha256 -> file of this source's images whose sidecar was deleted by hand,
         # and those the listing found (item, sha256, file): their sidecars are written again
@@ -233,8 +235,14 @@ class CopyRun:
         if reader is not None:
             if self.dst.features.batch_writes:  # files (or sidecars) deleted there by hand
                 known = await anyio.to_thread.run_sync(reader.items_at, self.dst_key)
+                check_sidecars = self.opts.sidecars and not self.opts.dry_run
+                sides = (
+                    await anyio.to_thread.run_sync(reader.sidecars_at, self.dst_key)
+                    if check_sidecars
+                    else None
+                )
                 gone, no_sidecar = await self.dst.missing_and_bare(
-                    known, sidecars=self.opts.sidecars and not self.opts.dry_run
+                    known, sidecars=check_sidecars, recorded=sides
                 )
                 bare = {known[k]: k for k in no_sidecar}
                 if gone:
@@ -280,7 +288,7 @@ class CopyRun:
         assert root is not None
         due, self.sidecars_due = self.sidecars_due, []
 
-        def write() -> list[tuple[Candidate, ImgsyncError]]:
+        def write() -> tuple[list[tuple[Candidate, ImgsyncError]], list[tuple[str, str]]]:
             files, cands = [], []
             for item, sha, rel in due:
                 try:
@@ -297,10 +305,21 @@ class CopyRun:
                 cands.append(c)
             unit = Unit("", files, staged=files)
             write_sidecars(str(root), unit)
-            return [(c, f.error) for c, f in zip(cands, files, strict=True) if f.error]
+            failed = [(c, f.error) for c, f in zip(cands, files, strict=True) if f.error]
+            made = [
+                (path_key(f.final), f.sidecar_final)
+                for f in files
+                if f.error is None and f.final is not None and f.sidecar_final is not None
+            ]
+            return failed, made
 
-        for c, err in await anyio.to_thread.run_sync(write):
+        failed, made = await anyio.to_thread.run_sync(write)
+        for c, err in failed:
             self.item_failed(c, err)
+        if made:
+            await queries.record_sidecars(self.store, self.dst_key, made)
+            await self.store.flush()
+            self.summary.sidecars_restored += len(made)
 
     # ---- the engine ----------------------------------------------------------------
 
@@ -455,9 +474,23 @@ class CopyRun:
         self.summary.present += n
         self.progress.tick(done=n)
 
-    def first_missing(self, sha256: str) -> bool:
+    def first_missing(self, sha256: str, rel: str | None = None) -> bool:
         """True the first time these bytes turn up missing at the destination in this run;
-        otherwise they are counted as already there."""
+        otherwise they are counted as already there.
+
+        ``rel``: a folder source's file. Into a folder, each source path gets its file (as
+        rclone copy and a mirror do): its bytes count as there only when the destination
+        holds them under that path, so a file renamed or copied in the source is written
+        under its new name too (from the bytes staged while it was hashed: no second
+        read). A host gets each image once."""
+        if rel is not None and self.paths_kept:
+            if self.replaceable.get(path_key(rel)) == sha256:
+                self.summary.present += 1
+                self.progress.tick(done=1)
+                self.relied.append(sha256)
+                return False
+            self.taken.add(sha256)
+            return True
         if sha256 in self.dest_shas or sha256 in self.taken:
             self.summary.present += 1
             self.progress.tick(done=1)
@@ -473,7 +506,7 @@ class CopyRun:
         todo: list[Candidate] = []
         for c in items:
             assert c.body is not None
-            if self.first_missing(c.body.digest.sha256):
+            if self.first_missing(c.body.digest.sha256, c.rel if c.scan is not None else None):
                 todo.append(c)
             else:
                 c.body.discard()

@@ -38,7 +38,7 @@ class FolderRun(Protocol):
     @property
     def stopping(self) -> bool: ...
 
-    def first_missing(self, sha256: str) -> bool: ...
+    def first_missing(self, sha256: str, rel: str | None = None) -> bool: ...
 
     def file_failed(self, rel: str, err: ImgsyncError, sha256: str | None) -> None: ...
 
@@ -106,7 +106,9 @@ async def copy_folders(run: FolderRun, entries: list[ScanEntry]) -> None:
                         run.progress.tick(done=1)
                     elif f.error is not None and f not in unit.staged:
                         run.file_failed(f.rel, f.error, None)
-                wanted = [f for f in unit.staged if f.digest and run.first_missing(f.digest.sha256)]
+                wanted = [
+                    f for f in unit.staged if f.digest and run.first_missing(f.digest.sha256, f.rel)
+                ]
                 # No SQLite claim here: a folder destination needs none. A file only becomes
                 # visible by an atomic rename, and a commit that finds the same bytes at
                 # the target drops its copy, so two processes copying the same files

@@ -248,7 +248,9 @@ def plan_local(
             )
     if adopted:
         db.adopt_ctimes(root_key, adopted)
-    if not include and not exclude and len(keyed) != len(known):
+    # a file gone shows as a count that differs, or (renamed: as many files as before) as a
+    # new path among the files to read
+    if not include and not exclude and (len(keyed) != len(known) or plan.to_hash):
         seen = set(map(_REL, keyed))
         plan.vanished = [rel for rel in known if rel not in seen]
     if not plan.empty:

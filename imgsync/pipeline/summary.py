@@ -81,6 +81,7 @@ class Summary:
     # uploads sent again after the host got them but the reply broke off: the host may
     # hold an extra copy imgsync has no delete link for (item, what happened)
     possible_duplicates: list[tuple[str, str]] = field(default_factory=list)
+    sidecars_restored: int = 0  # backup: sidecars deleted by hand, written again
     deleted: int = 0  # sync: removed from the destination
     delete_note: str | None = None  # sync: why nothing was deleted
     elapsed: float = 0.0
@@ -145,6 +146,9 @@ class Summary:
             text += f", {self.non_images} non-images skipped"
         if self.links_skipped:
             text += f", {len(self.links_skipped)} symlinks skipped"
+        if self.sidecars_restored:
+            n = self.sidecars_restored
+            text += f", {n} sidecar{'s' if n != 1 else ''} written again"
         if self.not_attempted:
             text += f", {self.not_attempted} not attempted"
         if self.held:
@@ -193,6 +197,7 @@ class Summary:
             "held_elsewhere": self.held,
             "held_by": sorted(self.held_by),
             "possible_duplicates": [{"item": i, "note": n} for i, n in self.possible_duplicates],
+            "sidecars_restored": self.sidecars_restored,
             "deleted": self.deleted,
             "delete_note": self.delete_note,
             "elapsed": round(self.elapsed, 3),

@@ -66,6 +66,7 @@ class FolderWriter:
         await self.run.dst.write_batch(unit, bodies)
         done: list[tuple[str, RemoteItem]] = []
         stamps: list[tuple[int, int, int] | None] = []
+        sidecars: list[str | None] = []
         counts: list[tuple[Candidate, StagedFile]] = []
         for c, f in zip(items, files, strict=True):
             assert c.digest is not None
@@ -78,9 +79,10 @@ class FolderWriter:
             )
             done.append((c.digest.sha256, item))
             stamps.append(f.stamp)
+            sidecars.append(f.sidecar_final)
             counts.append((c, f))
         await queries.record_locations(
-            self.run.store, self.run.dst_key, done, later=True, stamps=stamps
+            self.run.store, self.run.dst_key, done, later=True, stamps=stamps, sidecars=sidecars
         )  # see release
         await queries.record_owners(
             self.run.store, self.run.dst_key, self.run.src_key, [s for s, _ in done], wrote=True

@@ -568,10 +568,15 @@ class Provider(ABC):
         raise Unsupported("this remote cannot cheaply tell what is missing", remote=self.name)
 
     async def missing_and_bare(
-        self, remote_ids: Iterable[str], *, sidecars: bool = False
+        self,
+        remote_ids: Iterable[str],
+        *,
+        sidecars: bool = False,
+        recorded: Mapping[str, str | None] | None = None,
     ) -> tuple[list[str], list[str]]:
         """:meth:`missing`, and (``sidecars``) which of the others have lost their JSON
-        sidecar (a folder holding a backup); hosts keep no sidecars."""
+        sidecar (a folder holding a backup; ``recorded``: remote id -> the name its sidecar
+        was written under, when known); hosts keep no sidecars."""
         return await self.missing(remote_ids), []
 
     async def iter_all(self, cursor: str | None = None) -> AsyncIterator[tuple[Page, str | None]]:

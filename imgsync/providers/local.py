@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -196,12 +196,17 @@ class LocalProvider(Provider):
         return await anyio.to_thread.run_sync(missing, self.root, ids)
 
     async def missing_and_bare(
-        self, remote_ids: Iterable[str], *, sidecars: bool = False
+        self,
+        remote_ids: Iterable[str],
+        *,
+        sidecars: bool = False,
+        recorded: Mapping[str, str | None] | None = None,
     ) -> tuple[list[str], list[str]]:
         """Which of ``remote_ids`` are gone from the folder, and (``sidecars``) which of the
-        others have no sidecar beside them any more: one listing per folder."""
+        others have no sidecar beside them any more (``recorded``: the name each one's
+        sidecar was written under, when known): one listing per folder."""
         ids = list(remote_ids)
-        return await anyio.to_thread.run_sync(missing_and_bare, self.root, ids, sidecars)
+        return await anyio.to_thread.run_sync(missing_and_bare, self.root, ids, sidecars, recorded)
 
     async def delete(self, item: RemoteItem) -> None:
         path = self.full(item.remote_id)

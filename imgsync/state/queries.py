@@ -146,6 +146,24 @@ def items_at(conn: sqlite3.Connection, remote: str) -> dict[str, str]:
     return {r[0]: r[1] for r in cur}
 
 
+def sidecars_at(conn: sqlite3.Connection, remote: str) -> dict[str, str]:
+    """remote id -> the name its backup sidecar was written under, for the items of the
+    folder ``remote`` that have one recorded."""
+    cur = conn.execute(
+        "SELECT remote_id, sidecar FROM locations WHERE remote = ? AND sidecar IS NOT NULL",
+        (remote,),
+    )
+    return {r[0]: r[1] for r in cur}
+
+
+async def record_sidecars(store: StateStore, remote: str, rows: Iterable[tuple[str, str]]) -> None:
+    """(remote id, sidecar name) of sidecars written again beside files of ``remote``."""
+    await store.write_many(
+        "UPDATE locations SET sidecar = ? WHERE remote = ? AND remote_id = ?",
+        [(name, remote, rid) for rid, name in rows],
+    )
+
+
 Stamp = tuple[int, int, int]  # (mtime_ns, ctime_ns, inode) of a file imgsync wrote
 
 
@@ -376,13 +394,13 @@ _UPSERT_LOCATION = (
 # the bytes there already (a file it did not write is compared by size only)
 _UPSERT_WRITTEN = (
     "INSERT INTO locations (remote, remote_id, sha256, url, delete_url, meta, updated, "
-    "page_url, stored_md5, file_mtime_ns, file_ctime_ns, file_inode) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "page_url, stored_md5, file_mtime_ns, file_ctime_ns, file_inode, sidecar) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (remote, remote_id) DO UPDATE SET "
     "sha256 = excluded.sha256, url = COALESCE(excluded.url, locations.url), "
     "meta = excluded.meta, updated = excluded.updated, "
     "file_mtime_ns = excluded.file_mtime_ns, file_ctime_ns = excluded.file_ctime_ns, "
-    "file_inode = excluded.file_inode"
+    "file_inode = excluded.file_inode, sidecar = COALESCE(excluded.sidecar, locations.sidecar)"
 )
 # A host that converts what it stores: a known location keeps the checksum of what was sent
 # (what dedupe knows it by); other bytes read back from it are its stored checksum.
@@ -458,11 +476,13 @@ async def record_locations(
     converts: bool = False,
     later: bool = False,
     stamps: list[Stamp | None] | None = None,
+    sidecars: list[str | None] | None = None,
 ) -> None:
     """(sha256, item) per location of ``remote`` (``item.md5``: what the host stored).
 
     ``stamps`` (a folder destination): per row, the (mtime, ctime, inode) of the file
-    imgsync wrote, or None for bytes it found there already.
+    imgsync wrote, or None for bytes it found there already; ``sidecars`` (with ``stamps``):
+    the name each one's backup sidecar was written under.
 
     ``later`` (fleet mode): the shared copy goes with the next lease release or finished
     page of this worker (see ``Fleet.record_locations``).
@@ -490,11 +510,12 @@ async def record_locations(
         for sha, item in rows
     ]
     if stamps is not None:
+        sides = sidecars if sidecars is not None else [None] * len(values)
         await store.write_many(
             _UPSERT_WRITTEN,
             [
-                (*v, None, None, None) if s is None else (*v, *map(int64, s))
-                for v, s in zip(values, stamps, strict=True)
+                (*v, None, None, None, side) if s is None else (*v, *map(int64, s), side)
+                for v, s, side in zip(values, stamps, sides, strict=True)
             ],
         )
     else:

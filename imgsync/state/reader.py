@@ -91,6 +91,10 @@ class StateReader:
         """Files imgsync wrote at ``remote``, read again and unchanged: their new stamps."""
         self._q(queries.refresh_stamps, remote, rows)
 
+    def sidecars_at(self, remote: str) -> dict[str, str]:
+        """remote id -> the name its backup sidecar was written under (when recorded)."""
+        return self._q(queries.sidecars_at, remote)
+
     def shas_at(self, remote: str) -> set[str]:
         """Every checksum ``remote`` holds (with what a converting host serves)."""
         return self._q(queries.shas_at, remote)

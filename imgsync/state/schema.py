@@ -24,7 +24,8 @@ What the tables guarantee (DESIGN.md "State"):
   count and generation (``generations``: bumped by every write of its locations, never a
   clock): a re-run whose scan and destination both match has nothing to do.
 * ``locations.file_*``: for a file imgsync wrote into a folder, its mtime, ctime and inode
-  then: a file there since overwritten with bytes of the same size is noticed.
+  then: a file there since overwritten with bytes of the same size is noticed;
+  ``locations.sidecar``: the name a backup sidecar was written under.
 """
 
 from __future__ import annotations
@@ -205,7 +206,9 @@ MIGRATIONS: list[str] = [
     # version 10: edits that keep size and mtime. ``local_files.ctime_ns``: a scanned file's
     # ctime (NULL for rows from before: taken at the next scan without re-hashing);
     # ``locations.file_*``: the mtime, ctime and inode of a file imgsync wrote into a folder,
-    # so ``check`` notices it overwritten with other bytes of the same size; ``generations``:
+    # so ``check`` notices it overwritten with other bytes of the same size, and the name its
+    # backup sidecar was written under (a user's file named like one is not taken for it);
+    # ``generations``:
     # a counter per destination bumped by every change to its locations, which a scan mark
     # saves (``dest_gen``) instead of the newest update time, so no wall clock is trusted.
     """
@@ -213,6 +216,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE locations ADD COLUMN file_mtime_ns INTEGER;
     ALTER TABLE locations ADD COLUMN file_ctime_ns INTEGER;
     ALTER TABLE locations ADD COLUMN file_inode INTEGER;
+    ALTER TABLE locations ADD COLUMN sidecar TEXT;
     CREATE TABLE generations (
         remote TEXT PRIMARY KEY,
         gen    INTEGER NOT NULL

@@ -210,6 +210,20 @@ async def test_names_arrive_as_the_same_text(open_target: Open) -> None:
             assert up.name == name
 
 
+async def test_a_backslash_in_a_name_arrives(open_target: Open) -> None:
+    """A backslash is sent as it is (as browsers do: WHATWG escapes only ``"``, CR and
+    LF) and arrives as it is: the hosts' servers (PHP, Go, Rack) keep a backslash that
+    escapes neither a quote nor a backslash; only a parser that drops every backslash
+    (aiohttp's) lost it."""
+    name = r"back\slash ñ\x.png"
+    async with open_target() as target:
+        up = await _upload(target, name=name)
+        if target.emulator is not None:
+            assert target.emulator.host.received_names == [name]
+        else:
+            assert up.name == name
+
+
 # ---- the wire -------------------------------------------------------------------------------
 
 

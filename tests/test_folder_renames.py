@@ -1,0 +1,73 @@
+"""Folder -> folder copies keep every source path: a file renamed (or copied) in the
+source gets its file at the new path, although its bytes are already at the destination
+under another name (rclone copy does the same; a mirror must). Hosts still get each image
+once. Real files, real state, the real CLI in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from helpers import tree_files
+
+from imgsync.cli import main
+from imgsync.fakehosts.images import make_png
+
+
+def _run(*args: str) -> tuple[int, dict[str, Any]]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main([*args, "--no-progress", "--json"])
+    summary: dict[str, Any] = json.loads(out.getvalue())
+    return code, summary
+
+
+def _src(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for i, rel in enumerate(["a.png", "b.png", "sub/c.png"]):
+        (src / rel).write_bytes(make_png(12 + i, 9, i))
+    return src
+
+
+def test_a_file_renamed_in_the_source_is_copied_to_its_new_path(tmp_path: Path) -> None:
+    src, dst = _src(tmp_path), tmp_path / "dst"
+    assert _run("copy", str(src), str(dst))[1]["copied"] == 3
+    os.rename(src / "a.png", src / "renamed.png")
+    os.rename(src / "sub" / "c.png", src / "moved-up.png")
+    code, missing = _run("check", str(src), str(dst))
+    assert code == 1 and sorted(missing["missing"]) == ["moved-up.png", "renamed.png"]
+    code, summary = _run("copy", str(src), str(dst))
+    assert code == 0 and summary["copied"] == 2, summary
+    files = tree_files(dst)
+    assert files["renamed.png"] == files["a.png"] == (src / "renamed.png").read_bytes()
+    assert files["moved-up.png"] == (src / "moved-up.png").read_bytes()
+    assert _run("copy", str(src), str(dst))[1]["copied"] == 0
+    assert _run("check", str(src), str(dst))[0] == 0
+
+
+def test_sync_leaves_the_renamed_file_at_its_new_path_only(tmp_path: Path) -> None:
+    """A mirror: the old path goes, the new one stays; a file the source still has
+    under its old path is kept, and so are copies of the same bytes under other paths."""
+    src, dst = _src(tmp_path), tmp_path / "dst"
+    assert _run("sync", str(src), str(dst))[1]["copied"] == 3
+    os.rename(src / "a.png", src / "renamed.png")
+    code, summary = _run("sync", str(src), str(dst))
+    assert code == 0 and summary["copied"] == 1 and summary["deleted"] == 1, summary
+    assert sorted(tree_files(dst)) == ["b.png", "renamed.png", "sub/c.png"]
+    assert tree_files(dst) == tree_files(src)
+
+
+def test_identical_files_in_two_source_paths_both_arrive(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "a").mkdir(parents=True)
+    data = make_png(10, 10, 1)
+    (src / "a" / "one.png").write_bytes(data)
+    (src / "two.png").write_bytes(data)
+    code, summary = _run("copy", str(src), str(dst))
+    assert code == 0 and summary["copied"] == 2
+    assert tree_files(dst) == {"a/one.png": data, "two.png": data}
