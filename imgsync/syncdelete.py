@@ -20,6 +20,7 @@ Guarded, because deleting is the one thing imgsync can get irreversibly wrong:
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from imgsync.errors import ImgsyncError, NotFound, Rejected, UsageError
@@ -79,7 +80,8 @@ def dry_run_deletes(
     shas = {v[5] for k, v in known.items() if k not in gone and k not in rehashed and v[5]}
     shas |= hashed_shas
     plan = DeletePlan()
-    plan.candidates = _candidates(db, dst_key, dst_is_folder, rows, rels, shas)
+    # a real run writes every file read again at its path (a folder destination)
+    plan.candidates = _candidates(db, dst_key, dst_is_folder, rows, rels, shas, hashed_shas)
     return plan
 
 
@@ -90,15 +92,17 @@ def _candidates(
     rows: list[tuple[str, str, str | None, str | None]],
     rels: set[str],
     shas: set[str],
+    arriving: AbstractSet[str] = frozenset(),
 ) -> list[tuple[str, str, str | None, str | None]]:
-    """The rows to delete, given the source's current rel keys and checksums."""
+    """The rows to delete, given the source's current rel keys and checksums (and, for a
+    dry run, the checksums the copy would write under source paths)."""
     if not dst_is_folder:
         return [row for row in rows if row[1] not in shas]
     dropped = [row for row in rows if row[0] not in rels]
     if not any(row[1] in shas for row in dropped):
         return [row for row in dropped if row[1] not in shas]
     files = db.stamps_at(dst_key)
-    kept = {sha for rid, (_size, _stamp, sha) in files.items() if rid in rels}
+    kept = {sha for rid, (_size, _stamp, sha) in files.items() if rid in rels} | arriving
     return [
         row
         for row in dropped

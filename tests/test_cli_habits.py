@@ -36,14 +36,19 @@ def test_dry_run_lists_each_item_it_would_copy_or_delete(tmp_path: Path) -> None
 
     _ok("sync", str(src), str(dst))
     (src / names[0]).unlink()  # dropped: a real sync deletes its copy
-    (src / names[1]).rename(src / "renamed.png")  # moved: its copy is kept
+    (src / names[1]).rename(src / "renamed.png")  # moved: written under its new name
     out = _ok("sync", str(src), str(dst), "--dry-run")
-    assert [line for line in out if line.startswith("would ")] == [f"would delete: {names[0]}"]
-    assert "would delete 1" in out[-1]
+    assert sorted(line for line in out if line.startswith("would ")) == [
+        "would copy: renamed.png",
+        f"would delete: {names[0]}",
+        f"would delete: {names[1]}",
+    ]
+    assert "would delete 2" in out[-1]
     assert (dst / names[0]).exists()  # a dry run changes nothing
     before = {p.name for p in dst.iterdir()}
     _ok("sync", str(src), str(dst))  # the real run does what it listed
-    assert before - {p.name for p in dst.iterdir()} == {names[0]}
+    after = {p.name for p in dst.iterdir()}
+    assert before - after == {names[0], names[1]} and after - before == {"renamed.png"}
 
 
 def _screen(raw: str) -> list[str]:
