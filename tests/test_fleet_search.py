@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from helpers import start_fake
 from vclock import VirtualClock
 
@@ -106,9 +107,10 @@ async def test_the_default_search_goes_back_to_the_time_bound() -> None:
     assert listed <= 5, listed
 
 
-async def test_a_lease_taken_over_tells_when_a_holder_first_started_sending(pg_url: str) -> None:
-    """The fleet keeps when a holder started sending each leased image, through every
-    takeover (the earliest send counts): the search goes back to then."""
+async def test_a_lease_taken_over_tells_when_a_holder_first_took_it(pg_url: str) -> None:
+    """The lease is the send mark (no transaction per upload says "sending now"): the
+    fleet keeps when a holder first leased each image, through every takeover (the
+    earliest lease counts), and a taker searches back to then."""
     from imgsync.state.fleet import Fleet
 
     shas = [f"{i:064x}" for i in range(3)]
@@ -119,27 +121,69 @@ async def test_a_lease_taken_over_tells_when_a_holder_first_started_sending(pg_u
     a, b, c = fleets
     try:
         start = clock.time()
-        assert (await a.lease("dst", shas)).mine == set(shas)
-        await clock.sleep(5)
-        await a.sending("dst", [shas[0]])  # a sends the first; the others never left
+        assert (await a.lease("dst", shas[:2])).mine == set(shas[:2])
         await clock.sleep(40)  # a died on another machine: its leases expire
         got = await b.lease("dst", shas)
-        # only the one a sent is searched for: the others never left a
-        assert got.mine == set(shas) and got.taken_over == {shas[0]}
-        assert got.since == {shas[0]: start + 5}
-        await clock.sleep(1)
-        await b.sending("dst", shas[:2])  # b sends again, and the second for the first time
+        # the two a leased may have been sent: searched back to a's lease; the third is new
+        assert got.mine == set(shas) and got.taken_over == set(shas[:2])
+        assert got.since == {shas[0]: start, shas[1]: start}
         await clock.sleep(40)
         got = await c.lease("dst", shas)
-        assert got.taken_over == set(shas[:2])
-        assert got.since == {shas[0]: start + 5, shas[1]: start + 46}
-        await c.sending("dst", [shas[2]])
+        assert got.taken_over == set(shas)
+        assert got.since == {shas[0]: start, shas[1]: start, shas[2]: start + 40}
         await c.release("dst", shas)  # done: a later lease is a fresh one
         again = await a.lease("dst", shas)
         assert again.mine == set(shas) and not again.taken_over and not again.since
     finally:
         for f in fleets:
             await f.close()
+
+
+async def test_a_fleet_upload_costs_no_send_mark_transaction(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet worker uploading a folder of N images makes about one shared-state
+    transaction per upload (its release, with its location), not two: no transaction per
+    upload says "sending now" (the lease, taken just before, is the mark)."""
+    from imgsync.config import parse_config
+    from imgsync.pipeline.run import JobSpec, run_job
+    from imgsync.state.fleet import Fleet
+
+    n = 30
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for i in range(n):
+        data, ext = seed_image(i)
+        (folder / f"p{i:03d}.{ext}").write_bytes(data)
+    token = "gz-sendmark-token-0123"
+    host = await start_fake(GuizhanFake(Knobs(token=token, rate="none")))
+    calls: list[str] = []
+    real_tx = Fleet.tx
+
+    async def counted(self: Fleet, work: Callable[..., object]) -> object:
+        calls.append(getattr(work, "__qualname__", "?"))
+        return await real_tx(self, work)
+
+    monkeypatch.setattr(Fleet, "tx", counted)
+    try:
+        cfg = parse_config(
+            {
+                "state": {"path": str(tmp_path / "w" / "state.db"), "url": pg_url},
+                "remotes": {
+                    "gz": {"type": "guizhan", "base_url": host.url, "token": token},
+                },
+                "limits": {host.authority: {"rate": "none"}},
+            },
+            tokens=True,
+        )
+        summary = await run_job(cfg, JobSpec("copy", str(folder), "gz:"))
+        assert summary.copied == n, summary
+        assert (await host.stats())["uploads"] == n
+        per_item = [c for c in calls if c.startswith(("Fleet.release", "Fleet.sending"))]
+        print(len(calls), "transactions:", sorted(set(calls)))
+        assert len(per_item) <= n, per_item  # one per upload (its release), no send mark
+    finally:
+        await host.close()
 
 
 async def test_a_lease_taken_from_a_dead_process_tells_when_it_was_taken(

@@ -157,3 +157,62 @@ async def test_fleet_a_dead_workers_expired_lease_is_searched_and_not_uploaded_t
             assert (await cur.fetchone() or [None])[0] == 0
     finally:
         await fake.close()
+
+
+async def test_fleet_many_leases_taken_over_share_one_listing_of_the_destination(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A dead worker left 24 leases it may have sent (their images at the destination,
+    unrecorded) on a destination of 60 images: the worker taking them over reads the
+    destination's listing about once for all of them (one copy shared by every takeover
+    search of the run), not once per lease, and finds every one: no upload sent twice."""
+    import psycopg
+
+    fake = await start_fake(GuizhanFake(Knobs(token=GZ_TOKEN, rate="none")))
+    try:
+        src = tmp_path / "shots"
+        shas = _images(src, 60)
+        cfg = _config(tmp_path / "cfg.toml", fake.url)
+        with cfg.open("a") as fh:  # Guizhan's default 60/minute would make this a minute
+            fh.write(f'[limits."{fake.authority}"]\nrate = "none"\n')
+
+        def env(w: int) -> dict[str, str]:
+            return {
+                **os.environ,
+                "GZ_TOKEN": GZ_TOKEN,
+                "IMGSYNC_STATE": str(tmp_path / f"worker{w}" / "state.db"),
+                "IMGSYNC_STATE_URL": pg_url,
+            }
+
+        args = ("--config", str(cfg), "copy", str(src), "gz:", "--json")
+        first = await run_cli_async(*args, env=env(0))
+        assert first.returncode == 0, first.stderr
+        assert (await fake.stats())["uploads"] == 60
+        lost = shas[:24]
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT DISTINCT remote FROM fleet_locations")
+            rows: list[Any] = await cur.fetchall()
+            (dest,) = rows[0]
+            await conn.execute(
+                "DELETE FROM fleet_locations WHERE sha256 = ANY(%s::text[])", (lost,)
+            )
+            await conn.execute(  # the dead worker's leases: expired, taken a minute ago
+                "INSERT INTO fleet_claims (dest, sha256, owner, expires, sent) "
+                "SELECT %s, s, 'elsewhere.example:4242', "
+                "EXTRACT(EPOCH FROM clock_timestamp()) - 1, "
+                "EXTRACT(EPOCH FROM clock_timestamp()) - 60 FROM unnest(%s::text[]) AS s",
+                (dest, lost),
+            )
+        fake.host.stats.by_path.clear()
+        again = await run_cli_async(*args, env=env(1))
+        assert again.returncode == 0, again.stderr
+        stats = await fake.stats()
+        assert stats["distinct_checksums"] == 60
+        assert stats["uploads"] == 60, stats  # each found, none sent a second time
+        listings = fake.host.stats.by_path["GET /v1/images"]
+        print("listing requests for 24 takeovers:", listings, dict(fake.host.stats.by_path))
+        # 60 images, 20 a page: one read of the listing is 3-4 pages (plus a top-up or
+        # two); one search per lease read them 24 times (about 80)
+        assert listings <= 8, listings
+    finally:
+        await fake.close()

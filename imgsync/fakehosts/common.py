@@ -14,7 +14,7 @@ import math
 import random
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +100,8 @@ class Stats:
     faults: int = 0
     uploads_in_flight: int = 0  # multipart POSTs being answered now
     max_concurrent_uploads: int = 0  # the most that were ever answered at once
+    # "METHOD /path" -> requests answered (in-process tests read it; not served)
+    by_path: Counter[str] = field(default_factory=Counter)
 
     def as_json(self, items: int, distinct: int) -> dict[str, int]:
         return {
@@ -443,6 +445,7 @@ class FakeHostBase:
                     request.transport.abort()
                 return web.Response(status=500)  # never sent: the connection is gone
             self.stats.requests += 1
+            self.stats.by_path[f"{request.method} {request.path}"] += 1
             breakage = self.broken.get(request.raw_path.split("?", 1)[0])
             if breakage is not None and request.method in ("GET", "HEAD"):
                 return await self._broken_reply(breakage, request, handler)

@@ -30,6 +30,7 @@ class Candidate:
     handed: bool = False  # given to the committer, which finishes it
     taken_over: bool = False  # its lease was taken from a holder that did not finish
     search_since: float | None = None  # ... that began sending it then: searched back to it
+    taken_at: int = 0  # when (the run's shared search's mark) its lease was taken over
 
     @property
     def digest(self) -> Digest | None:

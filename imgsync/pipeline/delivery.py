@@ -18,6 +18,7 @@ from imgsync.errors import Duplicate, ImgsyncError, Rejected, ReplyLost, StateEr
 from imgsync.localfs import display, key_path
 from imgsync.models import ItemMeta, RemoteItem, UploadSource, guess_mime, sniff_image
 from imgsync.pipeline.candidate import HOST_BATCH, Candidate
+from imgsync.pipeline.takeover import SharedSearch
 from imgsync.pipeline.transfer import Body, source_md5
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ class Delivery:
         # items another live imgsync (or fleet worker) held a lease on when this run got
         # there: their bodies dropped, checked again once the source is drained
         self.deferred: list[Candidate] = []
+        # the destination's listing read once for every lease this run takes over from a
+        # holder that may have sent it (not once per lease): see ``pipeline.takeover``
+        self.search = SharedSearch(run.dst)
 
     async def deliver_group(self, items: list[Candidate]) -> None:
         """Upload fetched items to a host destination: dedupe, one lease for the group,
@@ -68,6 +72,7 @@ class Delivery:
                 if sha in leased.taken_over:  # else as it was: a deferred item taken over
                     c.taken_over = True  # by settle_deferred's lease is leased again here
                     c.search_since = leased.since.get(sha)
+                    c.taken_at = self.search.taken(c.search_since)
                 ours.append(c)
             elif sha in present:  # recorded there meanwhile
                 self.run.present([sha])
@@ -119,6 +124,8 @@ class Delivery:
                     self.run.failed_ids.discard(c.source_id)
                     c.taken_over = c.sha256 in leased.taken_over
                     c.search_since = leased.since.get(c.sha256)
+                    if c.taken_over:
+                        c.taken_at = self.search.taken(c.search_since)
                     again.append(c)
                 else:
                     self.deferred.append(c)
@@ -238,7 +245,7 @@ class Delivery:
         lease expired): that holder may have sent it already.
         """
         if c.taken_over:
-            found, src = await self._find_sent(c, src, c.search_since)
+            found, src = await self._find_sent(c, src, c.search_since, shared=True)
             if found is not None:
                 self.run._log.info(
                     "found at the destination",
@@ -247,9 +254,6 @@ class Delivery:
                     why="its lease was taken over from a run that did not finish",
                 )
                 return found, None
-        # fleet mode: the lease says its bytes are on their way, so whoever takes it over
-        # (this worker dies) searches the destination back to now before sending again
-        await self.run.store.sending(self.run.dst_key, [src.sha256])
         sent_at = time.time()
         try:
             return await self.run.dst.upload(src, meta, rel_path=c.rel), None
@@ -277,13 +281,14 @@ class Delivery:
         return item, note
 
     async def _find_sent(
-        self, c: Candidate, src: UploadSource, since: float | None
+        self, c: Candidate, src: UploadSource, since: float | None, *, shared: bool = False
     ) -> tuple[RemoteItem | None, UploadSource]:
         """The item an earlier upload of ``src`` made at the destination, when it can be
         listed (None: not found, or it cannot be listed); and ``src``, with its MD5 (taken
         now when the run did not need it before: Gyazo's image ids look like the MD5 of the
         bytes, so the search matches on it). ``since``: when that upload was first sent
-        (the search goes back to then), if known."""
+        (the search goes back to then), if known. ``shared``: a lease taken over, looked
+        for in the run's one copy of the listing (:class:`SharedSearch`)."""
         if not self.run.dst.features.can_list:
             return None, src
         if src.md5 is None:
@@ -291,6 +296,11 @@ class Delivery:
             if md5 is not None:
                 src = replace(src, md5=md5)
         try:
+            if shared and since is not None:
+                found = await self.search.find(
+                    src, rel_path=c.rel, since=since, taken_at=c.taken_at
+                )
+                return found, src
             return await self.run.dst.find_upload(src, rel_path=c.rel, since=since), src
         except ImgsyncError as exc:
             if exc.scope != "item":

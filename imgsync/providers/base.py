@@ -21,7 +21,7 @@ import dataclasses
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
@@ -159,11 +159,12 @@ def item_time(item: RemoteItem) -> float | None:
     return item.meta.created_at if item.meta.created_at is not None else item.mtime
 
 
-def older_than(item: RemoteItem, since: float | None) -> bool:
-    """Whether ``item`` was stored before ``since`` (less :data:`FIND_SINCE_SLACK`): a
-    newest-first search bound by ``since`` stops there. An item without a time is not."""
+def older_than(item: RemoteItem, since: float | None, *, slack: float = FIND_SINCE_SLACK) -> bool:
+    """Whether ``item`` was stored before ``since`` (less ``slack`` seconds, by default
+    :data:`FIND_SINCE_SLACK`): a newest-first search bound by ``since`` stops there. An
+    item without a time is not."""
     when = item_time(item)
-    return since is not None and when is not None and when < since - FIND_SINCE_SLACK
+    return since is not None and when is not None and when < since - slack
 
 
 MAX_FILE_HOPS = 5  # redirects followed by a file GET that carries the account's credential
@@ -344,6 +345,9 @@ class Provider(ABC):
     description: ClassVar[str] = ""
     default_base_url: ClassVar[str | None] = None
     features: Features
+    # how far before a search's ``since`` an item may be dated by the host's clock and still
+    # be the upload searched for (see :func:`older_than`)
+    search_slack: ClassVar[float] = FIND_SINCE_SLACK
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -500,39 +504,67 @@ class Provider(ABC):
         """The item an upload of ``src`` made, if the host has one (``None``: not found).
 
         Asked after an upload's reply broke off, or when a lease is taken over from a
-        holder that started sending, before sending again. ``since``: the earliest time
+        holder that may have sent it, before sending again. ``since``: the earliest time
         (unix seconds) that upload can have been sent; the search then goes back through
         the listing until items are older than that (less :data:`FIND_SINCE_SLACK`), however
         many uploads came since. Without it, the newest :data:`FIND_UPLOAD_ITEMS` items are
-        searched (at most :data:`FIND_UPLOAD_PAGES` pages). The default reads a listing that
-        shows the newest first, for an item with the same checksum (when the host reports
-        one) or the same name and size. Raises ``Unsupported`` when the host cannot be
-        listed.
+        searched (at most :data:`FIND_UPLOAD_PAGES` pages). Reads :meth:`newest_pages` and
+        asks :meth:`match_upload` page by page. Raises ``Unsupported`` when the host cannot
+        be listed.
+        """
+        if not self.features.can_list:
+            raise Unsupported("this remote cannot be listed", remote=self.name)
+        looked = 0
+        pages = FIND_SINCE_PAGES if since is not None else FIND_UPLOAD_PAGES
+        async for items in self.newest_pages(pages):
+            found = await self.match_upload(src, items, rel_path=rel_path, since=since)
+            if found is not None:
+                return found
+            looked += len(items)
+            if since is None and looked >= FIND_UPLOAD_ITEMS:
+                break
+            if items and older_than(items[-1], since, slack=self.search_slack):
+                break
+        return None
+
+    async def newest_pages(self, limit: int = FIND_SINCE_PAGES) -> AsyncIterator[list[RemoteItem]]:
+        """The listing newest first, a page at a time (at most ``limit`` pages): what the
+        searches for an earlier upload read (:meth:`find_upload`, and the engine's one
+        listing shared by every takeover of a run). The default reads :meth:`list_page`
+        when it lists the newest first; a listing that shows the oldest first (and no
+        other order) yields nothing. Raises ``Unsupported`` when the host cannot be listed.
         """
         if not self.features.can_list:
             raise Unsupported("this remote cannot be listed", remote=self.name)
         if self.features.listing_appends:  # oldest first: the newest are on the last page
-            return None
-        stem = PurePosixPath(rel_path).stem
+            return
         cursor: str | None = None
-        looked = 0
-        for _ in range(FIND_SINCE_PAGES if since is not None else FIND_UPLOAD_PAGES):
+        for _ in range(limit):
             page = await self.list_page(cursor)
-            for item in page.items:
-                if item.sha256 is not None and item.sha256 == src.sha256:
-                    return item
-                if src.md5 and src.md5 in (item.md5, item.md5_hint):
-                    return item
-                if item.size == src.size and PurePosixPath(item.name).stem == stem:
-                    return item
-            looked += len(page.items)
+            yield page.items
             if page.next_cursor in (None, cursor):
-                break
-            if since is None and looked >= FIND_UPLOAD_ITEMS:
-                break
-            if page.items and older_than(page.items[-1], since):
-                break
+                return
             cursor = page.next_cursor
+
+    async def match_upload(
+        self,
+        src: UploadSource,
+        items: Sequence[RemoteItem],
+        *,
+        rel_path: str,
+        since: float | None = None,
+    ) -> RemoteItem | None:
+        """The item of ``items`` (read by :meth:`newest_pages`, newest first) that an
+        upload of ``src`` made, if one is: the default takes one with the same checksum
+        (when the host reports one) or the same name and size."""
+        stem = PurePosixPath(rel_path).stem
+        for item in items:
+            if item.sha256 is not None and item.sha256 == src.sha256:
+                return item
+            if src.md5 and src.md5 in (item.md5, item.md5_hint):
+                return item
+            if item.size == src.size and PurePosixPath(item.name).stem == stem:
+                return item
         return None
 
     async def delete(self, item: RemoteItem) -> None:

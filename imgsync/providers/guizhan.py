@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -74,13 +74,10 @@ from imgsync.log import get_logger, redact
 from imgsync.models import ItemMeta, Page, RemoteItem, UploadSource, guess_mime, parse_timestamp
 from imgsync.providers.base import (
     FIND_SINCE_PAGES,
-    FIND_UPLOAD_ITEMS,
-    FIND_UPLOAD_PAGES,
     Features,
     Provider,
     ProviderContext,
     ProviderInfo,
-    older_than,
     option,
 )
 from imgsync.providers.paging import WatermarkListing
@@ -331,33 +328,31 @@ class GuizhanProvider(Provider):
         stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return f"{page}@{self.per_page}@{stamp}@{last.remote_id}"
 
-    async def find_upload(
-        self, src: UploadSource, *, rel_path: str, since: float | None = None
-    ) -> RemoteItem | None:
-        """The image an earlier upload of ``src`` made, if the host has one.
+    async def newest_pages(self, limit: int = FIND_SINCE_PAGES) -> AsyncIterator[list[RemoteItem]]:
+        """The listing newest first (``direction=DESC``, the largest pages; the pages of a
+        resumable listing stay oldest first)."""
+        for page in range(1, limit + 1):
+            rows = await self._rows(page, direction="DESC", per_page=PER_PAGE_MAX)
+            yield [self._item(row) for row in rows]
+            if len(rows) < PER_PAGE_MAX:
+                return
 
-        The listing is read newest first (``direction=DESC``, the largest pages; the pages
-        of a resumable listing stay oldest first): back to ``since`` when given (see
-        :meth:`Provider.find_upload`), else at most :data:`FIND_UPLOAD_ITEMS` images. The
-        host renames every upload and reports no checksum, so an image of the same size is
-        downloaded and its SHA-256 compared: a match is the very bytes, never a guess. The
-        checksums read are kept, so searches one after another download an image once."""
-        looked = 0
+    async def match_upload(
+        self,
+        src: UploadSource,
+        items: Sequence[RemoteItem],
+        *,
+        rel_path: str,
+        since: float | None = None,
+    ) -> RemoteItem | None:
+        """The host renames every upload and reports no checksum, so an image of the same
+        size is downloaded and its SHA-256 compared: a match is the very bytes, never a
+        guess. The checksums read are kept, so searches one after another download an
+        image once."""
         async with self._search_lock:
-            pages = FIND_SINCE_PAGES if since is not None else FIND_UPLOAD_PAGES
-            for page in range(1, pages + 1):
-                rows = await self._rows(page, direction="DESC", per_page=PER_PAGE_MAX)
-                items = [self._item(row) for row in rows]
-                for item in items:
-                    if item.size == src.size and await self._known_sha256(item) == src.sha256:
-                        return item
-                looked += len(rows)
-                if len(rows) < PER_PAGE_MAX:
-                    break
-                if since is None and looked >= FIND_UPLOAD_ITEMS:
-                    break
-                if items and older_than(items[-1], since):
-                    break
+            for item in items:
+                if item.size == src.size and await self._known_sha256(item) == src.sha256:
+                    return item
         return None
 
     async def _known_sha256(self, item: RemoteItem) -> str:

@@ -62,7 +62,7 @@ import dataclasses
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -89,7 +89,15 @@ from imgsync.models import (
     image_size,
     sniff_image,
 )
-from imgsync.providers.base import Features, Provider, ProviderContext, ProviderInfo, option
+from imgsync.providers.base import (
+    FIND_SINCE_PAGES,
+    Features,
+    Provider,
+    ProviderContext,
+    ProviderInfo,
+    older_than,
+    option,
+)
 from imgsync.providers.values import as_int
 
 if TYPE_CHECKING:
@@ -239,6 +247,7 @@ class LskyProProvider(Provider):
         listing_appends=True,
     )
     options: LskyProOptions
+    search_slack = 120.0  # ``date`` is the server's clock, in a zone set by an option
 
     def __init__(self, config: RemoteConfig, ctx: ProviderContext) -> None:
         super().__init__(config, ctx)
@@ -247,6 +256,8 @@ class LskyProProvider(Provider):
         self._issued: set[str] = set()  # cursors this provider handed out (this run)
         self._sent_at: dict[str, float] = {}  # sha256 -> when its latest upload was sent
         self._mine: set[str] = set()  # keys of the images whose upload replies arrived
+        # key -> (mimetype, (width, height), sha1) of the images the searches listed
+        self._listed: dict[str, tuple[Any, tuple[Any, Any], Any]] = {}
         if self.options.order != "earliest":
             self.features = dataclasses.replace(self.features, listing_appends=False)
 
@@ -551,15 +562,58 @@ class LskyProProvider(Provider):
             )
         return item
 
+    async def newest_pages(self, limit: int = FIND_SINCE_PAGES) -> AsyncIterator[list[RemoteItem]]:
+        """The listing newest first (``order=newest``, 40 a page, whatever the ``order``
+        option lists with), back as far as the caller reads; what matching needs beyond
+        the item (its mimetype, width, height and SHA-1) is kept by key."""
+        for number in range(1, limit + 1):
+            rows, data = await self._rows(number, "newest")
+            items = []
+            for row in rows:
+                if not isinstance(row, dict):
+                    continue
+                item = self._item(row)
+                self._listed[item.remote_id] = (
+                    row.get("mimetype"),
+                    (row.get("width"), row.get("height")),
+                    row.get("sha1"),
+                )
+                items.append(item)
+            yield items
+            current = as_int(data.get("current_page"), negative=False)
+            last = as_int(data.get("last_page"), negative=False)
+            if not rows or current is None or last is None or current >= last:
+                return
+
     async def find_upload(
         self, src: UploadSource, *, rel_path: str, since: float | None = None
     ) -> RemoteItem | None:
-        """The image an upload of ``src`` whose reply broke off made, if the host has it.
+        """The image an earlier upload of ``src`` made, if the host has it: the listing is
+        read newest first back to when that upload was sent (this run's own upload whose
+        reply broke off), or ``since`` (another run's upload whose lease was taken over),
+        less two minutes of clock difference, however many pages that takes; then
+        :meth:`match_upload` decides. Without a time, nothing is searched (not found)."""
+        sent = self._sent_at.get(src.sha256, since)
+        if sent is None or not self.config.token:
+            return None
+        items: list[RemoteItem] = []
+        async for page in self.newest_pages():
+            items.extend(page)
+            if page and older_than(page[-1], sent, slack=self.search_slack):
+                break
+        return await self.match_upload(src, items, rel_path=rel_path, since=sent)
 
-        The newest page (40 images, ``order=newest``) is searched for images stored since
-        that upload was sent (or ``since``, for another run's upload whose lease was taken
-        over; two minutes of clock difference allowed) that are not the reply to another
-        upload of this run:
+    async def match_upload(
+        self,
+        src: UploadSource,
+        items: Sequence[RemoteItem],
+        *,
+        rel_path: str,
+        since: float | None = None,
+    ) -> RemoteItem | None:
+        """Of ``items`` (read by :meth:`newest_pages`), the image an upload of ``src``
+        made: among those stored since that upload was sent (or ``since``; two minutes of
+        clock difference allowed) that are not the reply to another upload of this run:
 
         * one whose ``md5``/``sha1`` (of the stored file) is the sent bytes' is it: the
           host stored them as sent (a GIF [REC 12, 21]);
@@ -579,22 +633,20 @@ class LskyProProvider(Provider):
         if sent is None or size is None or not self.config.token:
             return None
         md5, sha1 = await _digests(src)
-        rows, _paginator = await self._rows(1, "newest")
         name = self._file_name(src)
         kind = sniff_image(head)
         candidates: list[RemoteItem] = []
-        for row in rows:
-            if not isinstance(row, dict):
+        for item in items:
+            if item.remote_id in self._mine or item.mtime is None:
                 continue
-            item = self._item(row)
-            if item.remote_id in self._mine or item.mtime is None or item.mtime < sent - 120:
+            if item.mtime < sent - self.search_slack:
                 continue
-            if (item.md5 is not None and item.md5 == md5) or row.get("sha1") == sha1:
+            mimetype, dims, stored_sha1 = self._listed.get(item.remote_id, (None, None, None))
+            if (item.md5 is not None and item.md5 == md5) or stored_sha1 == sha1:
                 self._mine.add(item.remote_id)
                 return item  # the very bytes sent
-            mimetype = row.get("mimetype")
             same_type = kind is None or not isinstance(mimetype, str) or mimetype == kind
-            if item.name == name and (row.get("width"), row.get("height")) == size and same_type:
+            if item.name == name and dims == size and same_type:
                 candidates.append(item)
         if kind in STORED_AS_SENT or len(candidates) != 1:
             if candidates:

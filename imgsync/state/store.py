@@ -193,14 +193,8 @@ class StateStore:
         mine, elsewhere = got
         if local - mine:
             await self._release_local(dest, local - mine)
-        # the fleet knows whether a holder started sending (and when): it alone decides
+        # the fleet knows whether a holder may have sent (since its first lease): it decides
         return Leased(mine, present | elsewhere, got.taken_over, got.since)
-
-    async def sending(self, dest: str, shas: Sequence[str]) -> None:
-        """The bytes of these leased checksums are about to be sent to ``dest``: in fleet
-        mode the mark lets a worker taking a lease over know to search, and since when."""
-        if self.fleet is not None and shas:
-            await self.fleet.sending(dest, shas)
 
     def _held_key(self, dest: str, sha: str) -> tuple[str, str, str]:
         return (self._held_db, dest, sha)

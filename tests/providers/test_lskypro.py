@@ -414,3 +414,31 @@ async def test_the_lost_reply_search_finds_a_lone_reencoded_upload() -> None:
         await _lost_upload(lsky, fake, src)
         found = await lsky.find_upload(src, rel_path="alone.png")
         assert found is not None and found.name == "alone.png"
+
+
+async def test_a_takeover_search_goes_back_past_the_newest_page_to_its_time_bound() -> None:
+    """Another run's upload (its lease taken over, sent at T) was followed by 50 more: it
+    is on the second page of the newest-first listing (40 a page). The search goes back
+    to T less the clock slack (not only the newest page) and finds it; a bound well after
+    T reads only the newest page and stops."""
+    wall = [1_800_000_000.0]
+    async with (
+        emulator(utc_offset_hours=8, wall_clock=lambda: wall[0]) as (running, fake),
+        provider(running.url) as holder,
+        provider(running.url) as taker,
+    ):
+        ours = source(make_png(41, 31, 77), "taken.png")
+        sent_at = wall[0]
+        await holder.upload(ours, ItemMeta(), rel_path="taken.png")
+        for i in range(50):
+            wall[0] += 10.0  # one upload every ten seconds after it
+            other = source(make_png(20 + i % 7, 20, 100 + i), f"o{i}.png")
+            await holder.upload(other, ItemMeta(), rel_path=other.name)
+        fake.stats.by_path.clear()
+        found = await taker.find_upload(ours, rel_path="taken.png", since=sent_at)
+        assert found is not None and found.name == "taken.png"
+        assert fake.stats.by_path["GET /api/v1/images"] == 2  # the two pages back to T
+        fake.stats.by_path.clear()
+        late = sent_at + 400.0  # after it: only the newest 35 images are that recent
+        assert await taker.find_upload(ours, rel_path="taken.png", since=late) is None
+        assert fake.stats.by_path["GET /api/v1/images"] == 1

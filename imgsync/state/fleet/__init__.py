@@ -77,49 +77,64 @@ class Fleet(SharedRecord):
     async def lease(self, dest: str, shas: Sequence[str]) -> Leased:
         """(leased to this worker, already recorded at ``dest``), atomically across workers;
         ``.taken_over``: those whose lease was another worker's (expired, or its worker
-        dead) that a holder had started sending (see :meth:`sending`): it may have sent
-        the bytes before it stopped; ``.since``: when that first send began (this
-        machine's clock), so the destination is searched back to then. A lease taken over
-        that no holder marked was never sent: it is not searched for."""
+        dead): it may have sent the bytes before it stopped; ``.since``: the earliest time
+        (this machine's clock) a holder can have begun sending it, so the destination is
+        searched back to then.
+
+        The lease is the send mark: a lease is taken just before its bytes go (a group's
+        uploads start right after its lease), so the time it was first taken (``sent``,
+        kept through every takeover) bounds every send of it, and no transaction per
+        upload is needed to say "sending now". A lease a holder took and never sent costs
+        its taker a search (shared by every takeover of the run: one listing), never a
+        duplicate. A lease without that time (taken by an older imgsync, which marked only
+        what it sent) was never sent: it is not searched for."""
         shas = sorted(set(shas))  # one lock order for every worker: no deadlock
         now = self.now()
 
         async def work(cur: Any) -> Leased:
             # ``prev`` sees the leases as they were before this statement: a row that had
-            # another owner and is now this worker's was taken over
+            # another owner and is now this worker's was taken over, sent since prev.sent
             await cur.execute(
-                "WITH prev AS (SELECT sha256, owner FROM fleet_claims WHERE dest = %s "
+                "WITH prev AS (SELECT sha256, owner, sent FROM fleet_claims WHERE dest = %s "
                 "AND sha256 = ANY(%s::text[])), "
-                "up AS (INSERT INTO fleet_claims (dest, sha256, owner, expires) "
-                "SELECT %s, s, %s, %s FROM unnest(%s::text[]) AS s "
+                "up AS (INSERT INTO fleet_claims (dest, sha256, owner, expires, sent) "
+                "SELECT %s, s, %s, %s, %s FROM unnest(%s::text[]) AS s "
                 "ON CONFLICT (dest, sha256) DO UPDATE SET owner = excluded.owner, "
-                "expires = excluded.expires "
+                "expires = excluded.expires, sent = COALESCE(fleet_claims.sent, excluded.sent) "
                 "WHERE fleet_claims.owner = excluded.owner OR fleet_claims.expires < %s "
-                "RETURNING sha256, sent) "
-                "SELECT up.sha256, prev.owner IS NOT NULL AND prev.owner <> %s, up.sent "
+                "RETURNING sha256) "
+                "SELECT up.sha256, prev.owner IS NOT NULL AND prev.owner <> %s, prev.sent "
                 "FROM up LEFT JOIN prev USING (sha256)",
-                (dest, shas, dest, self.owner, now + self.ttl, shas, now, self.owner),
+                (dest, shas, dest, self.owner, now + self.ttl, now, shas, now, self.owner),
             )
             rows = await cur.fetchall()
             mine = {r[0] for r in rows}
             taken = {r[0] for r in rows if r[1]}
             sent = {r[0]: float(r[2]) for r in rows if r[1] and r[2] is not None}
             if len(mine) < len(shas):
-                # a holder on this machine that died is known dead now, not at expiry
+                # a holder known dead (on this machine by its pid, on any machine by its
+                # database session: see ``liveness``) is taken over now, not at expiry
                 await cur.execute(
                     "SELECT DISTINCT owner FROM fleet_claims WHERE dest = %s "
                     "AND sha256 = ANY(%s::text[]) AND owner <> %s",
                     (dest, [s for s in shas if s not in mine], self.owner),
                 )
-                dead = [r[0] for r in await cur.fetchall() if not owner_alive(r[0])]
+                dead = await self.dead_owners(cur, [r[0] for r in await cur.fetchall()])
                 if dead:
                     await cur.execute(
-                        "UPDATE fleet_claims SET owner = %s, expires = %s WHERE dest = %s "
+                        "SELECT sha256, sent FROM fleet_claims WHERE dest = %s "
                         "AND sha256 = ANY(%s::text[]) AND owner = ANY(%s::text[]) "
-                        "RETURNING sha256, sent",
-                        (self.owner, now + self.ttl, dest, shas, dead),
+                        "ORDER BY sha256 FOR UPDATE",
+                        (dest, shas, dead),
                     )
-                    for sha, at in await cur.fetchall():
+                    found = [(r[0], r[1]) for r in await cur.fetchall()]
+                    await cur.execute(
+                        "UPDATE fleet_claims SET owner = %s, expires = %s, "
+                        "sent = COALESCE(sent, %s) WHERE dest = %s "
+                        "AND sha256 = ANY(%s::text[]) AND owner = ANY(%s::text[])",
+                        (self.owner, now + self.ttl, now, dest, [f[0] for f in found], dead),
+                    )
+                    for sha, at in found:
                         mine.add(sha)
                         taken.add(sha)
                         if at is not None:
@@ -138,26 +153,15 @@ class Fleet(SharedRecord):
                     (dest, self.owner, done),
                 )
             since = {sha: at - self._offset for sha, at in sent.items()}
-            # a lease no holder marked as sending was never sent: taken over, nothing to search
+            # a lease without a first-taken time was never sent (see above): no search
             return Leased(mine - present, present, (taken & set(sent)) - present, since)
 
         result: Leased = await self.tx(work)
         return result
 
-    async def sending(self, dest: str, shas: Sequence[str]) -> None:
-        """Mark this worker's leases on ``shas`` as being sent (now), before the bytes go:
-        whoever takes one over then knows to search ``dest`` back to the first send. A
-        lease no holder marked was never sent, so a takeover sends it without a search."""
-        now = self.now()
-
-        async def work(cur: Any) -> None:
-            await cur.execute(
-                "UPDATE fleet_claims SET sent = COALESCE(sent, %s) WHERE dest = %s "
-                "AND owner = %s AND sha256 = ANY(%s::text[])",
-                (now, dest, self.owner, sorted(set(shas))),
-            )
-
-        await self.tx(work)
+    async def dead_owners(self, cur: Any, owners: Sequence[str]) -> list[str]:
+        """Which of ``owners`` (other workers) are known dead: gone from this machine."""
+        return [o for o in owners if not owner_alive(o)]
 
     async def present(self, dest: str, shas: Sequence[str]) -> set[str]:
         """Which of ``shas`` are recorded at ``dest`` by any worker."""

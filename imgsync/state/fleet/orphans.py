@@ -6,7 +6,7 @@ A worker opening the shared state shares what the machine's own state recorded o
 their locations (never a delete URL) and journal rows go to the fleet, and their leases
 are dropped, so no worker (here or on another machine) takes them over and sends those
 bytes again. The leases of the others stay; whoever takes them over searches the
-destination first (see :meth:`~imgsync.state.fleet.Fleet.sending`). The journal rows
+destination first (see :meth:`~imgsync.state.fleet.Fleet.lease`). The journal rows
 such a worker's unfinished runs wrote here since they started (sent in batches, the last
 of them never reached the fleet) are shared too, and those runs are marked stopped.
 """
