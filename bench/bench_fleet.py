@@ -19,7 +19,16 @@ throwaway PostgreSQL cluster (``tests/pgserver.py``). Printed, per scenario:
   only, each its own pair of emulators and ``images / workers`` images) against one such
   run of all the images: the most any coordination could get here.
 
+* recovery (``--only recovery``, or with the others): the limited run again, one worker
+  SIGKILLed once a third is uploaded, measuring the fleet's upload rate from the kill
+  over the next ``--window`` seconds (the survivors taking over its pages and leases, each
+  taken-over lease searched for at the destination before it is sent again) against the
+  limit, and the destination's requests that were not uploads in that window (listing
+  pages read by the searches). With ``--pythonpath OLD_CHECKOUT`` the same is run first
+  with the workers on that checkout (old vs new, same machine, same load).
+
 Usage: python bench/bench_fleet.py [--images 3000] [--workers 3] [--rate 30] [--no-kill]
+       [--only limited|unlimited|recovery] [--pythonpath OLD_CHECKOUT] [--window 20]
 """
 
 from __future__ import annotations
@@ -141,6 +150,9 @@ class Result:
     cpu_emulators: float = 0.0
     cpu_postgres: float = 0.0
     source_requests: int = 0
+    # (seconds since start, destination uploads, destination requests), sampled
+    samples: list[tuple[float, int, int]] = field(default_factory=list)
+    killed_t: float | None = None  # when the kill was sent (seconds since start)
 
 
 def children_cpu() -> float:
@@ -197,9 +209,15 @@ async def independent(work: Path, images: int, runs: int) -> float:
 
 
 async def scenario(
-    pg: PgServer, work: Path, images: int, workers: int, rate: int | None, kill: bool
+    pg: PgServer,
+    work: Path,
+    images: int,
+    workers: int,
+    rate: int | None,
+    kill: bool,
+    pythonpath: Path | None = None,
 ) -> Result:
-    tag = f"{workers}-{rate}"
+    tag = f"{workers}-{rate}-{'old' if pythonpath else 'new'}"
     gz_rate = f"{rate}/second" if rate else "1000000/second"
     gyazo = Emulator("gyazo", GY, "--seed", str(images), "--rate", "1000000/second")
     guizhan = Emulator("guizhan", GZ, "--rate", gz_rate)
@@ -228,6 +246,8 @@ async def scenario(
                 "IMGSYNC_STATE": str(work / f"s-{tag}-{w}" / "state.db"),
                 "IMGSYNC_STATE_URL": url,
             }
+            if pythonpath is not None:  # ``python -m`` looks in the current folder first
+                env["PYTHONPATH"] = str(pythonpath)
             args = ["--config", str(cfg), "migrate", "gy:", "gz:", "--json",
                     "--map", str(work / f"map-{tag}-{w}.csv")]  # fmt: skip
             procs.append(
@@ -237,6 +257,7 @@ async def scenario(
                     "imgsync",
                     *args,
                     env=env,
+                    cwd=str(pythonpath) if pythonpath is not None else None,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
                 )
@@ -244,11 +265,14 @@ async def scenario(
         waiters = [asyncio.ensure_future(p.communicate()) for p in procs]
         samples: list[tuple[float, int]] = []
         while not all(w.done() for w in waiters):
-            up = guizhan.stats()["uploads"]
+            seen = guizhan.stats()
+            up = seen["uploads"]
             samples.append((time.perf_counter(), up))
+            res.samples.append((time.perf_counter() - start, up, seen["requests"]))
             if kill and res.killed_at is None and up >= images // 3:
                 procs[0].send_signal(signal.SIGKILL)
                 res.killed_at = up
+                res.killed_t = time.perf_counter() - start
             await asyncio.sleep(0.25)
         res.elapsed = time.perf_counter() - start
         outs = [w.result() for w in waiters]
@@ -276,6 +300,19 @@ async def scenario(
     return res
 
 
+def recovery(r: Result, window: float) -> tuple[float, int, float]:
+    """(uploads per second from the kill over ``window`` seconds, the destination's other
+    requests then, the seconds actually covered)."""
+    if r.killed_t is None or not r.samples:
+        return 0.0, 0, 0.0
+    at = next(s for s in r.samples if s[0] >= r.killed_t)
+    end = [s for s in r.samples if s[0] <= at[0] + window][-1]
+    span = end[0] - at[0]
+    ups = end[1] - at[1]
+    others = (end[2] - at[2]) - ups
+    return (ups / span if span > 0 else 0.0), others, span
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -296,7 +333,9 @@ async def main() -> None:
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--rate", type=int, default=30)
     ap.add_argument("--no-kill", action="store_true", help="no SIGKILL in the limited run")
-    ap.add_argument("--only", choices=("limited", "unlimited"))
+    ap.add_argument("--only", choices=("limited", "unlimited", "recovery"))
+    ap.add_argument("--pythonpath", type=Path, help="an old checkout: recovery old vs new")
+    ap.add_argument("--window", type=float, default=20.0, help="recovery window, seconds")
     args = ap.parse_args()
     bindir = pg_bindir()
     if bindir is None:
@@ -334,6 +373,20 @@ async def main() -> None:
                         f"{all(m == 2 * n for m in lim.maps)}"
                     )
                 print("  " + cpu_line(lim) + f"; {load()}")
+            if args.only in (None, "recovery"):
+                runs: list[tuple[str, Path | None]] = [("new", None)]
+                if args.pythonpath is not None:
+                    runs.insert(0, ("old", args.pythonpath.resolve()))
+                for name, path in runs:
+                    rec = await scenario(pg, work, n, w, args.rate, True, path)
+                    speed, others, span = recovery(rec, args.window)
+                    print(
+                        f"recovery ({name}): {speed:.2f} uploads/s over the {span:.1f}s after "
+                        f"the SIGKILL = {speed / args.rate:.3f}x the limit; {others} other "
+                        f"destination requests then (searches' listing pages, downloads); "
+                        f"uploads {rec.uploads} of {rec.distinct} distinct "
+                        f"({rec.uploads - rec.distinct} extra); throttled {rec.throttled}; {load()}"
+                    )
             if args.only in (None, "unlimited"):
                 one = await scenario(pg, work, n, 1, None, False)
                 many = await scenario(pg, work, n, w, None, False)

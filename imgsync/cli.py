@@ -704,7 +704,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{verb} does not work with a shared state ([state] url or IMGSYNC_STATE_URL) "
             "yet; fleet mode runs copy, backup, migrate, check and run (without delete or verify "
-            "jobs)"
+            "jobs). Instead: imgsync state copy URL FILE, then run it on FILE without a state "
+            "URL (README: Many machines)"
         )
     if verb == "status":
         if args.check:

@@ -82,6 +82,43 @@ async def test_an_expired_or_dead_workers_lease_is_taken_over(pg_url: str) -> No
             await f.close()
 
 
+async def test_a_worker_on_another_machine_whose_session_ended_is_taken_over_at_once(
+    pg_url: str,
+) -> None:
+    """Its pid means nothing here and its leases (and page) have not expired, but its
+    database session ended (a killed process's connection drops): its leases and its
+    page are another worker's at once, not a TTL later. A
+    worker on another machine whose session lives keeps its leases."""
+    from vclock import VirtualClock
+
+    from imgsync.state.fleet import pages
+
+    clock = VirtualClock()
+    killed = await Fleet(pg_url, "machine-a.example:11", clock=clock.time).open()
+    alive = await Fleet(pg_url, "machine-c.example:12", clock=clock.time).open()
+    me = await Fleet(pg_url, "machine-b.example:13", clock=clock.time).open()
+    try:
+        assert (await killed.lease("dst", SHAS[:2])).mine == set(SHAS[:2])
+        assert (await alive.lease("dst", [SHAS[2]])).mine == {SHAS[2]}
+        round_ = await pages.begin_round(killed, "src", "dst", appends=False)
+        assert await pages.claim_page(killed, "src", "dst", round_) is not None
+        assert await me.held_by_others("dst") == 3
+        assert await me.lease("dst", SHAS[:3]) == (set(), set())  # all held, none expired
+        assert killed._conn is not None
+        await killed._conn.close()  # the kill: its connection drops, nothing is released
+        await clock.sleep(1.0)  # far less than the 30 s TTL
+        got = await me.lease("dst", SHAS[:3])
+        assert got.mine == set(SHAS[:2])  # the killed worker's, searched for (it may have sent)
+        assert got.taken_over == set(SHAS[:2]) and set(got.since) == set(SHAS[:2])
+        assert await me.holders("dst", SHAS[:3]) == {SHAS[2]: "machine-c.example:12"}
+        assert await me.held_by_others("dst") == 1
+        claim = await pages.claim_page(me, "src", "dst", round_)
+        assert claim is not None and claim.seq == 0  # its page, listed again by me
+    finally:
+        for f in (killed, alive, me):
+            await f.close()
+
+
 async def test_the_store_leases_through_the_fleet_and_imports_its_locations(
     pg_url: str, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import run_cli_async, start_fake, write_config
 
 from imgsync.fakehosts.common import Knobs
@@ -214,5 +215,62 @@ async def test_fleet_many_leases_taken_over_share_one_listing_of_the_destination
         # 60 images, 20 a page: one read of the listing is 3-4 pages (plus a top-up or
         # two); one search per lease read them 24 times (about 80)
         assert listings <= 8, listings
+    finally:
+        await fake.close()
+
+
+async def test_fleet_a_taken_over_lease_on_chevereto_is_reported_as_a_possible_duplicate(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Chevereto's API cannot list images, so a lease taken over from a dead worker cannot
+    be searched for: the worker warns once that the destination cannot be searched,
+    sends the image, and reports it as a possible duplicate (summary and journal), not
+    as a plain copy."""
+    import json
+
+    import psycopg
+
+    from imgsync.fakehosts.chevereto import CheveretoFake
+
+    token = "chv-takeover-token-5678"
+    fake = await start_fake(CheveretoFake(Knobs(token=token)))
+    try:
+        src = tmp_path / "shots"
+        shas = _images(src, 3)
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f'[remotes.chv]\ntype = "chevereto"\nbase_url = "{fake.url}"\ntoken_env = "CHV_T"\n',
+        )
+        env = {
+            **os.environ,
+            "CHV_T": token,
+            "IMGSYNC_STATE": str(tmp_path / "w1" / "state.db"),
+            "IMGSYNC_STATE_URL": pg_url,
+        }
+        args = ("--config", str(cfg), "copy", str(src), "chv:", "--json")
+        from imgsync.config import load_config
+        from imgsync.runtime import resolve_spec
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CHV_T", token)
+            _remote, dest = resolve_spec(load_config(cfg), "chv:")
+        from imgsync.state.fleet import Fleet
+
+        await (await Fleet(pg_url, "setup.example:1").open()).close()  # creates the tables
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute(  # a dead worker's expired lease on the first image
+                "INSERT INTO fleet_claims (dest, sha256, owner, expires, sent) VALUES "
+                "(%s, %s, 'elsewhere.example:4242', EXTRACT(EPOCH FROM clock_timestamp()) - 1, "
+                "EXTRACT(EPOCH FROM clock_timestamp()) - 10)",
+                (dest, shas[0]),
+            )
+        run = await run_cli_async(*args, env=env)
+        assert run.returncode == 0, run.stderr
+        summary = json.loads(run.stdout)
+        assert summary["copied"] == 3
+        (dup,) = summary["possible_duplicates"]
+        assert "cannot be searched" in dup["note"] and "pic000" in dup["item"], dup
+        assert run.stderr.count("fleet_destination_not_searchable") == 1, run.stderr
+        assert token not in run.stdout + run.stderr
     finally:
         await fake.close()

@@ -255,11 +255,23 @@ class Delivery:
                 )
                 return found, None
         sent_at = time.time()
+        shown = display(key_path(c.source_id))
         try:
-            return await self.run.dst.upload(src, meta, rel_path=c.rel), None
+            item = await self.run.dst.upload(src, meta, rel_path=c.rel)
         except ReplyLost as lost:
             first = lost
-        shown = display(key_path(c.source_id))
+        else:
+            if not (c.taken_over and not self.run.dst.features.can_list):
+                return item, None
+            # a holder that did not finish may have sent it, and the host cannot be searched
+            note = (
+                f"possible duplicate: the lease of {shown} was taken over from a run that did "
+                f"not finish, and {self.run.dst.name} cannot be searched (its API cannot list "
+                f"images), so it was sent; {self.run.dst.name} may hold an extra copy imgsync "
+                "has no delete link for"
+            )
+            self.run.summary.possible_duplicates.append((shown, note))
+            return item, note
         found, src = await self._find_sent(c, src, sent_at)
         if found is not None:
             return found, None

@@ -331,6 +331,8 @@ async def _run_in(
         run_id = await queries.start_run(store, opts.job, opts.verb)
         if store.fleet is not None:
             progress.fleet = functools.partial(fleet_note, store.fleet.totals, opts.job)
+            if not dst.features.can_list and not opts.dry_run:
+                _fleet_unsearchable(job.dst.name, job.dst.type)
         # the line moves during one long transfer too (elapsed, the item's own clock)
         redraw = None
         if progress.enabled:
@@ -389,6 +391,21 @@ async def _run_in(
         await anyio.to_thread.run_sync(write_url_map, cfg, job, job.spec.map_path, summary)
     await anyio.to_thread.run_sync(_pages, cfg, job, summary)
     return summary
+
+
+def _fleet_unsearchable(name: str, kind: str) -> None:
+    """Say once per run that a destination the fleet cannot search may get a duplicate
+    of an upload a killed worker had in flight (counted in the summary if it happens)."""
+    from imgsync.log import get_logger
+
+    get_logger("imgsync.fleet").warning(
+        "fleet_destination_not_searchable",
+        dest=name,
+        type=kind,
+        note="its API cannot list images: if a worker dies mid-upload, the images it had "
+        "in flight (at most --transfers) are sent again by the worker taking them over "
+        "and may be stored twice (reported as possible duplicates)",
+    )
 
 
 def fleet_note(totals: dict[str, dict[str, int]], job: str) -> str:

@@ -27,8 +27,12 @@ Leases (on items and on listing pages, see :mod:`imgsync.state.fleet.pages`) car
 expiry ``ttl`` seconds ahead (``[state] lease_ttl``, 30 s by default). A live worker
 renews all of its leases every third of that (:meth:`Fleet.renew`, a background task),
 so a transfer of any length keeps its lease; a worker that dies stops renewing, and its
-leases are taken over once they expire (at once when the dead worker was on the same
-machine: its pid is gone). Expiries are kept on the database's clock: each worker
+leases are taken over once they expire, or at once when it is known dead: on the same
+machine its pid is gone; on any machine, its database session ended (each worker's
+session holds an advisory lock while it lives, see ``connection.dead_among``; a killed
+process's connection drops, and PostgreSQL ends its session). A machine that vanishes
+without closing its connections (power cut, network gone) leaves its sessions open until
+TCP gives up on them, so the TTL still bounds that case. Expiries are kept on the database's clock: each worker
 measures its offset to it when it connects, so the machines' clocks need not agree.
 
 No delete URL leaves the worker that uploaded: the shared records hold where an image
@@ -44,9 +48,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from imgsync.errors import StateError
-from imgsync.state.db import Leased, owner_alive
+from imgsync.state.db import Leased
 from imgsync.state.fleet.common import describe, is_url, redact
-from imgsync.state.fleet.connection import LEASE_TTL
+from imgsync.state.fleet.connection import LEASE_TTL, dead_among
 from imgsync.state.fleet.ledger import FleetLedger
 from imgsync.state.fleet.record import SharedRecord
 
@@ -119,7 +123,7 @@ class Fleet(SharedRecord):
                     "AND sha256 = ANY(%s::text[]) AND owner <> %s",
                     (dest, [s for s in shas if s not in mine], self.owner),
                 )
-                dead = await self.dead_owners(cur, [r[0] for r in await cur.fetchall()])
+                dead = await dead_among(cur, [r[0] for r in await cur.fetchall()])
                 if dead:
                     await cur.execute(
                         "SELECT sha256, sent FROM fleet_claims WHERE dest = %s "
@@ -158,10 +162,6 @@ class Fleet(SharedRecord):
 
         result: Leased = await self.tx(work)
         return result
-
-    async def dead_owners(self, cur: Any, owners: Sequence[str]) -> list[str]:
-        """Which of ``owners`` (other workers) are known dead: gone from this machine."""
-        return [o for o in owners if not owner_alive(o)]
 
     async def present(self, dest: str, shas: Sequence[str]) -> set[str]:
         """Which of ``shas`` are recorded at ``dest`` by any worker."""
@@ -266,7 +266,9 @@ class Fleet(SharedRecord):
                 "AND expires >= %s AND sha256 = ANY(%s::text[])",
                 (dest, self.owner, self.now(), sorted(set(shas))),
             )
-            return {r[0]: r[1] for r in await cur.fetchall() if owner_alive(r[1])}
+            rows = [(r[0], r[1]) for r in await cur.fetchall()]
+            dead = set(await dead_among(cur, {owner for _sha, owner in rows}))
+            return {sha: owner for sha, owner in rows if owner not in dead}
 
         held: dict[str, str] = await self.tx(work)
         return held
@@ -280,7 +282,9 @@ class Fleet(SharedRecord):
                 "AND expires >= %s GROUP BY owner",
                 (dest, self.owner, self.now()),
             )
-            return sum(int(n) for owner, n in await cur.fetchall() if owner_alive(owner))
+            rows = [(r[0], int(r[1])) for r in await cur.fetchall()]
+            dead = set(await dead_among(cur, [owner for owner, _n in rows]))
+            return sum(n for owner, n in rows if owner not in dead)
 
         n: int = await self.tx(work)
         return n

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from imgsync.errors import StateError
-from imgsync.state.db import owner_alive
 from imgsync.state.fleet.common import redact
-from imgsync.state.fleet.connection import Connection
+from imgsync.state.fleet.connection import Connection, dead_among
 
 # The fleet's ledger counts a request from its admission until its window's period after
 # its answer (both on the database's clock, so the workers' clocks need not agree), plus
@@ -165,14 +164,15 @@ async def _window_wait(
 
 
 async def _settle_dead(cur: Any, authority: str, owner: str, now: float) -> bool:
-    """Stamp answered the pending requests of workers on this machine that died (their
-    answers never come); True when there were any."""
+    """Stamp answered the pending requests of workers known dead (on this machine, or any
+    machine by their database session: see ``dead_among``; their answers never come);
+    True when there were any."""
     await cur.execute(
         "SELECT DISTINCT owner FROM fleet_rate_log WHERE authority = %s AND answered IS NULL "
         "AND owner IS NOT NULL AND owner <> %s AND stamp < %s",
         (authority, owner, now - 1.0),
     )
-    dead = [r[0] for r in await cur.fetchall() if not owner_alive(r[0])]
+    dead = await dead_among(cur, [r[0] for r in await cur.fetchall()])
     if not dead:
         return False
     await cur.execute(

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from imgsync.errors import UsageError
-from imgsync.state.db import owner_alive
 from imgsync.state.fleet import Fleet, upsert_locations
+from imgsync.state.fleet.connection import dead_among
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +135,13 @@ async def claim_page(fleet: Fleet, src: str, dst: str, round_: int) -> PageClaim
         got = await take(cur)
         if got is not None:
             return got
-        # pages held by a worker that died on this machine are free now, not at expiry
+        # pages held by a worker known dead (see ``dead_among``) are free now, not at expiry
         await cur.execute(
             "SELECT DISTINCT owner FROM fleet_pages WHERE src = %s AND dst = %s AND round = %s "
             "AND state <> 'done' AND owner IS NOT NULL AND owner <> %s",
             (src, dst, round_, fleet.owner),
         )
-        dead = [r[0] for r in await cur.fetchall() if not owner_alive(r[0])]
+        dead = await dead_among(cur, [r[0] for r in await cur.fetchall()])
         if not dead:
             return None
         await cur.execute(

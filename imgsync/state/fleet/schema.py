@@ -20,6 +20,9 @@ What the tables hold (the SQLite tables of the same meaning are in ``state/schem
   one worker is not taken back by another's later, lesser news: see ``JOURNAL_UPSERT``).
 * ``fleet_pauses``: host pauses (a spent budget, a long Retry-After): one worker's pause
   stops every worker.
+* ``fleet_workers``: each worker's database sessions (the backend pid whose advisory
+  lock the session holds while it lives): a worker none of whose sessions lives is dead,
+  on whatever machine it ran.
 * ``fleet_cursors``, ``fleet_objects``, ``fleet_owners``, ``fleet_runs``: listing cursors,
   checksums with their sizes, who relies on what at a destination, and recent runs.
 """
@@ -149,6 +152,17 @@ MIGRATIONS: dict[int, str] = {
         round   INTEGER NOT NULL,
         filters TEXT NOT NULL,
         PRIMARY KEY (src, dst, round)
+    );
+    """,
+    # each worker's database sessions: a session holds an advisory lock on its backend
+    # pid while it lives, so a worker whose every session ended is known dead on any
+    # machine (``connection.dead_among``), not only once its leases expire
+    7: """
+    CREATE TABLE IF NOT EXISTS fleet_workers (
+        owner   TEXT NOT NULL,
+        session INTEGER NOT NULL,
+        started DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (owner, session)
     );
     """,
 }
