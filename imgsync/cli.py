@@ -667,10 +667,12 @@ def _redacted(text: str) -> str:
 
 
 # Verbs that need more of the state shared than fleet mode shares yet (sync's deletes
-# need the delete URLs, which stay on the worker that uploaded; verify its verdicts):
-# refused with exit 2 rather than half working. The daemon (``run``) refuses only the
-# jobs that would delete or verify (``daemon.check_jobs``).
-_NOT_IN_FLEET = ("sync", "verify")
+# need the delete URLs, which stay on the worker that uploaded; verify's repairs would
+# move locations the fleet shares): refused with exit 2 rather than half working.
+# ``verify`` checks every worker's uploads (their locations are taken in first); its
+# verdicts stay in this machine's state. The daemon (``run``) refuses only the jobs that
+# would delete or verify (``daemon.check_jobs``).
+_NOT_IN_FLEET = ("sync",)
 
 
 # Verbs that call ``setup_logging`` before their event loop (or end soon without one).
@@ -703,9 +705,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cfg.state_url and verb in _NOT_IN_FLEET:
         raise UsageError(
             f"{verb} does not work with a shared state ([state] url or IMGSYNC_STATE_URL) "
-            "yet; fleet mode runs copy, backup, migrate, check and run (without delete or verify "
-            "jobs). Instead: imgsync state copy URL FILE, then run it on FILE without a state "
-            "URL (README: Many machines)"
+            "yet; fleet mode runs copy, backup, migrate, check, verify (without --repair) and "
+            "run (without delete or verify jobs). Instead: run sync on the machine that "
+            "uploaded, with its own state and no state URL (README: Many machines)"
+        )
+    if cfg.state_url and verb == "verify" and getattr(args, "repair", None):
+        raise UsageError(
+            "verify --repair does not work with a shared state ([state] url or "
+            "IMGSYNC_STATE_URL) yet. Instead: run verify without --repair (it checks every "
+            "worker's uploads), or imgsync state copy URL FILE and repair on FILE without a "
+            "state URL (README: Many machines)"
         )
     if verb == "status":
         if args.check:

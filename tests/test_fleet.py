@@ -255,16 +255,65 @@ async def test_verbs_fleet_mode_does_not_cover_are_refused_in_one_line(tmp_path:
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     (src / "a.png").write_bytes(seed_image(0)[0])
-    for args in (("sync", str(src), str(dst)), ("verify", str(dst))):
+    refused: tuple[tuple[str, ...], ...] = (
+        ("sync", str(src), str(dst)),
+        ("verify", str(dst), "--repair", str(dst)),
+    )
+    for args in refused:
         proc = await run_cli_async(*args, env=env)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and "does not work with a shared state" in proc.stderr
-        assert "s3cret" not in proc.stderr
+        assert "instead" in proc.stderr.lower() and "s3cret" not in proc.stderr
     # an unreachable shared state: exit 75, one line, no password
-    proc = await run_cli_async("copy", str(src), str(dst), env=env)
-    assert proc.returncode == 75, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "s3cret" not in proc.stderr
-    assert "shared state postgresql://me:***@127.0.0.1:1/x" in proc.stderr
+    unreachable: tuple[tuple[str, ...], ...] = (("copy", str(src), str(dst)), ("verify", str(dst)))
+    for args in unreachable:
+        proc = await run_cli_async(*args, env=env)
+        assert proc.returncode == 75, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "s3cret" not in proc.stderr
+        assert "shared state postgresql://me:***@127.0.0.1:1/x" in proc.stderr
+
+
+async def test_verify_in_fleet_mode_checks_every_workers_uploads(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Worker 0 uploads 4 images; one is then deleted on the host's website. Worker 1
+    (another machine: its own empty SQLite, nothing uploaded) runs `imgsync verify gz:`
+    on the shared state: all 4 are checked, the deleted one is reported gone, exit 1."""
+    host = GuizhanFake(Knobs(token=GZ_TOKEN, rate="none"))
+    guizhan = await start_fake(host)
+    try:
+        src = tmp_path / "shots"
+        src.mkdir()
+        for i in range(4):
+            data, ext = seed_image(i)
+            (src / f"v{i}.{ext}").write_bytes(data)
+        cfg = write_config(
+            tmp_path / "cfg.toml",
+            f'[remotes.gz]\ntype = "guizhan"\nbase_url = "{guizhan.url}"\n'
+            f'token_env = "GZ_TOKEN"\n[limits."{guizhan.authority}"]\nrate = "none"\n',
+        )
+
+        def env(w: int) -> dict[str, str]:
+            return {
+                "GZ_TOKEN": GZ_TOKEN,
+                "IMGSYNC_STATE": str(tmp_path / f"worker{w}" / "state.db"),
+                "IMGSYNC_STATE_URL": pg_url,
+            }
+
+        up = await run_cli_async("--config", str(cfg), "copy", str(src), "gz:", env=env(0))
+        assert up.returncode == 0, up.stderr
+        (gone,) = [m.name for m in host.images.values()][:1]
+        assert host.delete_images([gone])
+        check = await run_cli_async("--config", str(cfg), "verify", "gz:", "--json", env=env(1))
+        assert check.returncode == 1, check.stderr
+        report = json.loads(check.stdout)
+        (remote,) = report["remotes"]
+        assert remote["checked"] == 4, remote
+        assert remote["alive"] == 3, remote
+        assert [p["status"] for p in remote["problems"]] == ["gone"], remote
+        assert GZ_TOKEN not in check.stdout + check.stderr
+    finally:
+        await guizhan.close()
 
 
 def test_the_state_url_comes_from_the_config_or_the_environment(

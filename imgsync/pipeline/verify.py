@@ -1001,12 +1001,17 @@ async def run_verify(
     report = VerifyReport(dest=opts.repair_to, dry_run=opts.dry_run)
     async with Runtime(cfg, http) as rt, StateStore(cfg.state_path, cfg.state_url) as store:
         if remotes is None:
+            if store.fleet is not None:  # fleet mode: where any worker recorded uploads
+                for key in await store.fleet.remotes():
+                    await queries.import_fleet_locations(store, key)
             keys = await checks.remotes_with_locations(store)
         else:
             keys = []
             for spec in remotes:
                 _remote, key = resolve_spec(cfg, spec)
                 keys.append(key)
+                # fleet mode: every worker's uploads there are checked, not only this one's
+                await queries.import_fleet_locations(store, key)
         v = Verifier(cfg, rt, store, opts, on_verdict)
         if opts.repair_to is not None:
             dest_cfg, dest_key = resolve_spec(cfg, opts.repair_to)

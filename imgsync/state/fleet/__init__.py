@@ -257,6 +257,16 @@ class Fleet(SharedRecord):
         rows: list[tuple[Any, ...]] = await self.tx(work)
         return rows
 
+    async def remotes(self) -> list[str]:
+        """Every remote (state key) the fleet recorded locations at."""
+
+        async def work(cur: Any) -> list[str]:
+            await cur.execute("SELECT DISTINCT remote FROM fleet_locations ORDER BY 1")
+            return [str(r[0]) for r in await cur.fetchall()]
+
+        found: list[str] = await self.tx(work)
+        return found
+
     async def holders(self, dest: str, shas: Sequence[str]) -> dict[str, str]:
         """Which other worker holds a live lease on each of ``shas`` (checksum -> owner)."""
 
