@@ -3,6 +3,13 @@
 once, as the leases need) with the record (journal, objects, owners, in batches) also
 sent, against the same with only the locations sent, and against SQLite alone.
 
+Also ``leases``: what leasing costs per upload in fleet mode: the uploads leased 16 at
+a time (as the engine's groups are), each then marked as being sent (imgsync before
+this version: one PostgreSQL transaction per upload; now the lease is the mark) and
+released with its location; printed as shared-state transactions and seconds per
+upload. For old vs new, run it again with ``PYTHONPATH=OLD_CHECKOUT`` (the old code is
+imported; the script is the same).
+
 Starts a throwaway PostgreSQL (tests/pgserver.py; needs PostgreSQL installed and the
 postgres extra). Prints seconds and ratios (medians of 3 rounds, alternating)."""
 
@@ -52,6 +59,38 @@ async def one_round(folder: Path, url: str | None, record: bool) -> float:
         return time.perf_counter() - started
 
 
+async def lease_round(folder: Path, url: str) -> tuple[float, int]:
+    """(seconds, shared-state transactions) for N uploads' leases, marks and releases."""
+    from imgsync.state.fleet import Fleet
+
+    count = 0
+    real_tx = Fleet.tx
+
+    async def counted(self: Fleet, work: Any) -> Any:
+        nonlocal count
+        count += 1
+        return await real_tx(self, work)
+
+    Fleet.tx = counted  # type: ignore[method-assign]
+    try:
+        async with StateStore(folder / "state.db", url) as store:
+            mark = getattr(store, "sending", None)  # imgsync before the lease was the mark
+            count = 0
+            started = time.perf_counter()
+            for start in range(0, N, 16):
+                shas = [f"{i:064x}" for i in range(start, min(N, start + 16))]
+                await store.lease(DST, shas)
+                for i, sha in enumerate(shas, start):
+                    if mark is not None:
+                        await mark(DST, [sha])
+                    item = RemoteItem(remote_id=f"r{i}", name=f"{i}.png", url=f"https://d/{i}")
+                    await queries.record_locations(store, DST, [(sha, item)])
+                    await store.commit_and_release(DST, [sha])
+            return time.perf_counter() - started, count
+    finally:
+        Fleet.tx = real_tx  # type: ignore[method-assign]
+
+
 def main() -> None:
     from pgserver import pg_server
 
@@ -67,6 +106,17 @@ def main() -> None:
             print(f"{k:>10}: {v:.2f} s for {N} uploads' state writes ({N / v:.0f}/s)")
         print(f"record sent too / locations only: {med['record'] / med['locations']:.2f}x")
         print(f"fleet with record / SQLite alone: {med['record'] / med['sqlite']:.2f}x")
+        spent, txs = [], 0
+        for _ in range(3):
+            with tempfile.TemporaryDirectory() as tmp:
+                took, txs = asyncio.run(lease_round(Path(tmp), server.new_database()))
+                spent.append(took)
+        per = statistics.median(spent) / N
+        print(
+            f"    leases: {txs / N:.2f} shared-state transactions and {per * 1000:.2f} ms per "
+            f"upload (lease 16 at a time, mark, record, release; imgsync from "
+            f"{Path(StateStore.__module__ and __import__('imgsync').__file__).parent})"
+        )
 
 
 if __name__ == "__main__":
