@@ -19,7 +19,11 @@ imgsync is given the same concurrency as the bare loop: ``--transfers 8`` and
 Run through ``bench/run_all.py --only upload,download,large``, or alone::
 
     python bench/bench_net.py [--quick] [--repeat 5] [--only download] [--work DIR]
-                              [--pythonpath OLD_CHECKOUT]
+                              [--pythonpath OLD_CHECKOUT] [--compare OLD_CHECKOUT]
+
+``--compare OLD_CHECKOUT`` adds a third side to the upload and large sections: the imgsync
+of that checkout, against its own emulator, in the same rounds (an A/B of a change on a
+loaded machine); it prints new vs old per round beside each side's ratio to the reference.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ HERE = Path(__file__).resolve()
 CHV_TOKEN = "bench-chv-token"
 GY_TOKEN = "bench-gy-token"
 TRANSFERS = 8
+COMPARE: Path | None = None  # --compare: an older checkout run beside this one
 
 
 # ---- processes -----------------------------------------------------------------------
@@ -57,12 +62,12 @@ class Run:
     rss_mb: float
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> Run:
+def timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Run:
     """One whole process, after a ``sync`` (earlier runs' dirty pages are not its cost)."""
     os.sync()
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         if os.waitstatus_to_exitcode(status) != 0:
@@ -138,6 +143,32 @@ def config(work: Path, emu: Emulator, kind: str) -> Path:
 
 def imgsync(cfg: Path) -> list[str]:
     return [PY, "-m", "imgsync", "--config", str(cfg)]
+
+
+def old_side(env: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """The environment and folder that make ``python -m imgsync`` the ``--compare`` one."""
+    assert COMPARE is not None
+    return {**env, "PYTHONPATH": str(COMPARE)}, COMPARE
+
+
+def report_old(
+    what: str, mine: list[Run], old: list[Run], ref: list[Run], amount: float, unit: str
+) -> None:
+    """The ``--compare`` side: its figures, its ratio to the reference, new vs old."""
+    digits = 1 if unit == "MB/s" else 0
+    old_r = [amount / r.wall for r in old]
+    vs_ref = [r.wall / o.wall for o, r in zip(old, ref, strict=True)]
+    new_old = [o.wall / m.wall for m, o in zip(mine, old, strict=True)]
+    print(
+        f"  {'imgsync --compare (old)':<26}{fig(old_r, unit, digits)}  CPU {fig([r.cpu for r in old], 's', 2)}"
+    )
+    print(
+        f"  -> old {what}: {statistics.median(vs_ref):.2f}x per round "
+        f"({min(vs_ref):.2f}-{max(vs_ref):.2f}); new vs old: {statistics.median(new_old):.2f}x "
+        f"per round ({min(new_old):.2f}-{max(new_old):.2f}), CPU new/old "
+        f"{statistics.median([m.cpu / o.cpu for m, o in zip(mine, old, strict=True)]):.2f}x",
+        flush=True,
+    )
 
 
 def bare(mode: str, *args: str) -> list[str]:
@@ -358,15 +389,17 @@ def upload(work: Path, src: Path, n: int, repeat: int) -> float:
     env = env_base(work)
     mine: list[Run] = []
     ref: list[Run] = []
+    old: list[Run] = []
 
     def side(kind: str, into: list[Run] | None) -> Callable[[], None]:
         def step() -> None:
             emu = Emulator("chevereto", env, "--max-upload-mb", "50")
             try:
-                if kind == "mine":
+                if kind in ("mine", "old"):
                     cmd = [*imgsync(config(work, emu, "chevereto")), "copy", str(src), "chv:",
                            "--transfers", str(TRANSFERS), "--no-progress"]  # fmt: skip
-                    run = timed(cmd, fresh_state(env, work, "up"))
+                    run_env, cwd = old_side(env) if kind == "old" else (env, None)
+                    run = timed(cmd, fresh_state(run_env, work, "up"), cwd)
                 else:
                     run = timed(bare("upload", emu.url, str(src), str(TRANSFERS)), env)
                 uploads = emu.stats().get("uploads")
@@ -381,10 +414,17 @@ def upload(work: Path, src: Path, n: int, repeat: int) -> float:
 
     side("mine", None)()  # warm-up
     side("bare", None)()
-    rounds(repeat, [side("mine", mine), side("bare", ref)])
-    return report(
+    steps = [side("mine", mine), side("bare", ref)]
+    if COMPARE is not None:
+        side("old", None)()
+        steps.append(side("old", old))
+    rounds(repeat, steps)
+    ratio = report(
         "uploads vs bare loop", mine, ref, n, "/s", ("imgsync copy ./up chv:", "bare aiohttp loop")
     )
+    if COMPARE is not None:
+        report_old("uploads vs bare loop", mine, old, ref, n, "/s")
+    return ratio
 
 
 def download(work: Path, n: int, repeat: int) -> float:
@@ -486,8 +526,10 @@ def large(work: Path, count: int, mb: int, repeat: int) -> tuple[float, list[flo
     total = count * mb
     emu_mine = Emulator("gyazo", env, "--max-upload-mb", str(mb * 2))
     emu_bare = Emulator("gyazo", env, "--max-upload-mb", str(mb * 2))
+    emu_old = Emulator("gyazo", env, "--max-upload-mb", str(mb * 2)) if COMPARE else None
     mine: list[Run] = []
     ref: list[Run] = []
+    old: list[Run] = []
     try:
         cfg = config(work, emu_mine, "gyazo")
 
@@ -498,14 +540,31 @@ def large(work: Path, count: int, mb: int, repeat: int) -> tuple[float, list[flo
         def bare_step() -> None:
             ref.append(timed(bare("stream", emu_bare.url, str(src)), env))
 
-        rounds(repeat, [mine_step, bare_step])
+        def old_step() -> None:
+            assert emu_old is not None
+            cmd = [
+                *imgsync(config(work, emu_old, "gyazo")),
+                "copy",
+                str(src),
+                "gy:",
+                "--no-progress",
+            ]
+            run_env, cwd = old_side(env)
+            old.append(timed(cmd, fresh_state(run_env, work, "large"), cwd))
+
+        rounds(repeat, [mine_step, bare_step, *([old_step] if emu_old else [])])
     finally:
         emu_mine.stop()
         emu_bare.stop()
+        if emu_old is not None:
+            emu_old.stop()
     rss = [r.rss_mb for r in mine]
     print(f"  imgsync peak RSS          {fig(rss, 'MB', 1)} (target <= 120)")
     names = ("imgsync copy ./large gy:", "raw streamed upload")
-    return report("large uploads vs raw stream", mine, ref, total, "MB/s", names), rss
+    ratio = report("large uploads vs raw stream", mine, ref, total, "MB/s", names)
+    if COMPARE is not None:
+        report_old("large uploads vs raw stream", mine, old, ref, total, "MB/s")
+    return ratio, rss
 
 
 def tree(work: Path, n: int) -> Path:
@@ -544,7 +603,15 @@ def main() -> None:
         default=None,
         help="run the imgsync of another checkout (e.g. the code before a change)",
     )
+    ap.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        help="also run another checkout's imgsync in the same rounds (upload, large)",
+    )
     args = ap.parse_args()
+    global COMPARE
+    COMPARE = args.compare.resolve() if args.compare is not None else None
     repeat = args.repeat or (1 if args.quick else 3)
     work = (args.work or Path(tempfile.mkdtemp(prefix="imgsync-bench-net-"))).resolve()
     if args.pythonpath is not None:  # ``python -m imgsync`` looks in the current folder

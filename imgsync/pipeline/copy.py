@@ -205,7 +205,7 @@ class CopyRun:
             if cur:
                 yield cur
 
-        await self._drive(batches())
+        await self._drive(self.sources.read_ahead(batches()), read_ahead=True)
         s.elapsed = time.monotonic() - started
         return s
 
@@ -323,9 +323,12 @@ class CopyRun:
 
     # ---- the engine ----------------------------------------------------------------
 
-    async def _drive(self, source: AsyncIterator[list[Candidate]]) -> None:
+    async def _drive(
+        self, source: AsyncIterator[list[Candidate]], *, read_ahead: bool = False
+    ) -> None:
+        # batches read ahead (their bytes in memory) are handed over only to a free worker
         send, recv = anyio.create_memory_object_stream[list[Candidate]](
-            max_buffer_size=self.opts.transfers
+            max_buffer_size=0 if read_ahead else self.opts.transfers
         )
         if self.dst.features.batch_writes and not self.opts.dry_run:
             self._committer = Committer(self)
@@ -394,8 +397,9 @@ class CopyRun:
                 await self.shared.finished(c.page for c in done)
 
     async def process(self, batch: list[Candidate]) -> None:
-        if batch[0].scan is not None:
-            ready = await self.sources.read_batch(batch)
+        if batch[0].scan is not None:  # read ahead already, or taken again (deferred)
+            read = all(c.body is not None for c in batch)
+            ready = batch if read else await self.sources.read_batch(batch)
             if ready:
                 await self.records.record_sources(ready)
                 await self.delivery.deliver_group(ready)

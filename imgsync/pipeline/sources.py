@@ -112,6 +112,24 @@ class Sources:
                 self.run.store, self.run.src_key, self.run.list_scope, resume, done=False
             )
 
+    async def read_ahead(
+        self, batches: AsyncIterator[list[Candidate]]
+    ) -> AsyncIterator[list[Candidate]]:
+        """Local batches read and hashed one at a time, in order, ahead of the uploads:
+        the next batch is read while the workers send the ones before it (also with
+        ``--transfers 1``), and a large file is hashed alone, so the first one goes out
+        as soon as it is hashed rather than when every worker's file is. The copy run
+        takes a batch from here only when a worker is free, so at most one read batch
+        waits (memory stays flat). What is read after a stop or a failed destination is
+        handed on unread (counted as not attempted there)."""
+        async for batch in batches:
+            if self.run.stopping or self.run.halted:
+                yield batch
+                continue
+            ready = await self.read_batch(batch)
+            if ready:
+                yield ready
+
     async def read_batch(self, batch: list[Candidate]) -> list[Candidate]:
         """Read and hash a batch of local files in one thread hop; failures are recorded."""
         root = self.run.src.folder
