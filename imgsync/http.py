@@ -70,7 +70,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -280,6 +280,14 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def _idempotent(method: str, idempotent: bool | None) -> bool:
+    """Whether a request may be sent again after its reply broke off (by default: not a
+    POST or a PATCH)."""
+    if idempotent is not None:
+        return idempotent
+    return method.upper() not in ("POST", "PATCH")
+
+
 def default_error(resp: ApiResponse, what: str = "") -> ProviderError | None:
     """The error a reply means by its status alone (``None`` for 2xx).
 
@@ -379,6 +387,10 @@ class ApiClient:
         self.max_retry_after = max_retry_after
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        # a request without a total limit of its own (nearly all): one object for them all
+        self._no_total = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[str, str] = {}
         self._secrets: set[str] = set()
@@ -472,11 +484,8 @@ class ApiClient:
             map_error,
             allow_redirects,
             timeout,
+            _idempotent(method, idempotent),
         )
-        if idempotent is None:
-            idempotent = req.method not in ("POST", "PATCH")
-        if not idempotent:
-            req = replace(req, idempotent=False)
         try:
             return await self.retry.run(
                 functools.partial(self._attempt, req),
@@ -601,6 +610,7 @@ class ApiClient:
         map_error: ErrorMapper | None,
         allow_redirects: bool,
         timeout: float | None,
+        idempotent: bool = True,
     ) -> _Request:
         for name, value in (headers or {}).items():
             if value not in self._secrets and _SECRET_HEADER.search(name):
@@ -629,9 +639,12 @@ class ApiClient:
             expect=expect,
             map_error=map_error,
             allow_redirects=allow_redirects,
-            timeout=aiohttp.ClientTimeout(
+            timeout=self._no_total
+            if timeout is None
+            else aiohttp.ClientTimeout(
                 total=timeout, sock_connect=self._connect_timeout, sock_read=self._read_timeout
             ),
+            idempotent=idempotent,
         )
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -774,7 +787,7 @@ class ApiClient:
                     f"{req.what}: unexpected reply ({type(exc).__name__}: {exc}): "
                     f"{excerpt(resp.data)}"
                 )
-        if err is None:
+        if err is None and not 200 <= resp.status < 300:  # its text is built for errors only
             err = default_error(resp, req.what)
         if err is None:
             slot.succeeded()
