@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import io
 import json
 import os
 import sys
@@ -30,6 +31,7 @@ from imgsync.errors import (
 
 EXIT_NOINPUT = 66
 EXIT_SOFTWARE = 70
+EXIT_IOERR = 74  # the output could not be written (the run itself finished)
 
 
 def _columns() -> int:
@@ -476,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     if argv is None:
         gc.disable()
+        _standard_streams_open()
     code = _main(argv)
     if argv is None:
         _end_if_idle(code)
@@ -492,9 +495,54 @@ def _end_if_idle(code: int) -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return  # the interpreter's exit deals with it as it always did
     os._exit(code)
+
+
+def _standard_streams_open() -> None:
+    """Started with stdin, stdout or stderr closed (``imgsync copy a b >&-``): that
+    descriptor is pointed at /dev/null, as a daemon does, and the stream made again, so
+    output and log lines are dropped as they would be there. Otherwise the next file
+    opened (the state database, a staged image) would take the descriptor of a standard
+    stream, and a closed stream (``None``) would fail the run where it is written."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                continue
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False, errors="backslashreplace"))  # noqa: SIM115
+    out = sys.stdout
+    if isinstance(out, io.TextIOWrapper) and out.fileno() == 1:
+        # the same stream, on a descriptor whose failed writes say they were the output's
+        sys.stdout = io.TextIOWrapper(
+            io.BufferedWriter(_StdoutFile(1, "w", closefd=False)),
+            encoding=out.encoding,
+            errors=out.errors,
+            line_buffering=out.line_buffering,
+            write_through=out.write_through,
+        )
+
+
+class _OutputError(OSError):
+    """A write to stdout failed (a full disk, an I/O error; a closed pipe is not one)."""
+
+
+class _StdoutFile(io.FileIO):
+    def write(self, data: Any, /) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputError(exc.errno, exc.strerror) from exc
 
 
 def _nothing_to_finish() -> bool:
@@ -583,10 +631,15 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser(_verb_of(argv)).parse_args(argv)
     try:
         code = _dispatch(args)
-        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        try:
+            sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        except _OutputError as exc:
+            return _output_lost(exc, code)
         return code
     except BrokenPipeError:
         return _pipe_closed()
+    except _OutputError as exc:
+        return _output_lost(exc, 0)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"imgsync: config error: {problem}", file=sys.stderr)
@@ -635,6 +688,21 @@ def _pipe_closed() -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def _output_lost(exc: OSError, code: int) -> int:
+    """What the run printed could not be written (stdout on a full disk, an I/O error):
+    one line saying so, exit 74 unless the run failed already (its code stands). What
+    is left in the buffer goes to /dev/null, so the interpreter's exit says nothing more."""
+    reason = exc.strerror or type(exc).__name__
+    print(f"imgsync: cannot write the output (stdout: {reason})", file=sys.stderr)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return code if code != 0 else EXIT_IOERR
 
 
 def _internal_error(args: argparse.Namespace, exc: BaseException) -> int:

@@ -269,3 +269,59 @@ def test_setup_logging_leaves_an_enabled_collector_alone() -> None:
     before = gc.get_freeze_count()
     setup_logging(Config(), argparse.Namespace(verbose=False))
     assert gc.isenabled() and gc.get_freeze_count() == before
+
+
+# ---- closed or full standard streams -------------------------------------------------
+
+
+def _shell_run(redirect: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m imgsync ARGS`` started by a shell with ``redirect`` applied (``>&-``
+    closes stdout, ``2>&-`` stderr, ``>/dev/full`` fills the disk on every write)."""
+    import os
+    import shlex
+
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "imgsync", *args])
+    return subprocess.run(
+        ["sh", "-c", f"exec {cmd} {redirect}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "IMGSYNC_STATE": str(tmp_path / "st" / "state.db")},
+    )
+
+
+@pytest.mark.parametrize("redirect", [">&-", "2>&-"])
+def test_a_closed_standard_stream_neither_fails_the_run_nor_hides_its_exit_code(
+    redirect: str, image_tree: Path, tmp_path: Path
+) -> None:
+    """``imgsync copy SRC DST >&-`` (or ``2>&-``): the copy is done and exits 0, with no
+    internal error and no traceback (the quick exit flushed a stream that is ``None``);
+    a run that fails keeps its exit code (a missing config file: 78, not 1)."""
+    out = tmp_path / "out"
+    proc = _shell_run(redirect, ["copy", str(image_tree), str(out), "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "internal error" not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert len([p for p in out.rglob("*") if p.is_file()]) == 12
+    bad = _shell_run(redirect, ["--config", str(tmp_path / "none.toml"), "status"], tmp_path)
+    assert bad.returncode == 78, bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_output_to_a_full_disk_is_one_line_and_its_own_exit_code(
+    image_tree: Path, tmp_path: Path
+) -> None:
+    """``imgsync copy SRC DST --json >/dev/full``: the copy is done and recorded, the
+    summary cannot be written: one line saying so (not an internal error), exit 74."""
+    out = tmp_path / "out"
+    proc = _shell_run(">/dev/full", ["copy", str(image_tree), str(out), "--json"], tmp_path)
+    assert proc.returncode == 74, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imgsync: cannot write the output"), lines
+    assert "No space left on device" in lines[0]
+    assert len([p for p in out.rglob("*") if p.is_file()]) == 12
+    again = _shell_run(">/dev/null", ["copy", str(image_tree), str(out), "--json"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert len([p for p in out.rglob("*") if p.is_file()]) == 12  # recorded: nothing twice
