@@ -100,6 +100,8 @@ from imgsync.errors import (
 )
 
 if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
     from imgsync.models import UploadSource
 from imgsync.localfs.paths import file_stamp, open_source
 from imgsync.log import get_logger, redact, register_secret
@@ -397,6 +399,8 @@ class ApiClient:
         self._spoke_json: set[str] = set()  # authorities that answered JSON to this client
         self._scanned: set[str] = set()  # URLs whose query was looked through for secrets
         self._log = get_logger("imgsync.http")
+        self._bound_log: FilteringBoundLogger | None = None  # for per-request lines
+        self._header_values: set[tuple[str, str]] = set()  # credential headers registered
         for s in secrets:
             self.add_secret(s)
 
@@ -613,11 +617,15 @@ class ApiClient:
         idempotent: bool = True,
     ) -> _Request:
         for name, value in (headers or {}).items():
+            if (name, value) in self._header_values:  # the same credential on every request
+                continue
             if value not in self._secrets and _SECRET_HEADER.search(name):
                 self.add_secret(
                     value.split(" ", 1)[-1] if name.lower() == "authorization" else value
                 )
-        if url not in self._scanned:  # its query's credentials are registered once
+                if len(self._header_values) < 100:
+                    self._header_values.add((name, value))
+        if "?" in url and url not in self._scanned:  # its query's credentials, once
             if len(self._scanned) > 1000:
                 self._scanned.clear()
             for key, item in URL(url).query.items():
@@ -905,9 +913,12 @@ class ApiClient:
         status: int | None = None,
         error: str | None = None,
     ) -> None:
-        if not self._log.is_enabled_for(logging.DEBUG):
+        log = self._bound_log
+        if log is None:  # bound once: each use of the lazy proxy binds anew (~10 us)
+            log = self._bound_log = self._log.bind()
+        if not log.is_enabled_for(logging.DEBUG):
             return
-        self._log.debug(
+        log.debug(
             "http_request",
             remote=req.remote,
             method=req.method,

@@ -80,7 +80,10 @@ and it wakes early when an answer frees a window place or a pause is set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -137,6 +140,25 @@ def authority_of(url: str) -> str:
 
     Raises ``ValueError`` when the URL has no host.
     """
+    # every request asks: a URL's ``scheme://authority`` part is looked up once (it alone
+    # decides the netloc when it holds nothing urlsplit would treat specially)
+    end = url.find("/", 8)
+    head = url if end < 0 else url[:end]
+    if head.startswith(("http://", "https://")) and not _SPECIAL.search(head):
+        with contextlib.suppress(ValueError):  # raised below, naming ``url``
+            return _authority_of_head(head)
+    return _authority(url)
+
+
+_SPECIAL = re.compile(r"[?#\s\\\x00-\x1f\x7f]")
+
+
+@functools.lru_cache(maxsize=256)
+def _authority_of_head(head: str) -> str:
+    return _authority(head + "/")
+
+
+def _authority(url: str) -> str:
     netloc = urlsplit(url).netloc.rpartition("@")[2].lower()
     if not netloc:
         raise ValueError(f"no host in URL {redact(url)!r}")

@@ -100,3 +100,25 @@ def test_reserved_names_map_to_distinct_names_and_are_written(tmp_path: Path) ->
     stage_blobs(str(tmp_path), unit, [b"first", b"second"])
     commit_units(str(tmp_path), [unit])
     assert sorted(os.listdir(tmp_path)) == ["NUL_ (1).png", "NUL_.png"]
+
+
+def test_the_plain_name_fast_path_gives_what_every_rule_gives() -> None:
+    """safe_name takes a plain ``abc123.png`` as it is without the full pass: for plain
+    names, names just past what the fast path takes, and reserved words, the result is the
+    one the full rules give (same name, same file, whichever path computed it)."""
+    import random
+
+    from imgsync.localfs.paths import HOST_NAME_BYTES, _safe_name_rules
+
+    rng = random.Random(15)
+    alphabet = "abcXYZ019_-.é ~"
+    names = [
+        "0f9a.png", "a.b", "CON.png", "con.png", "nul.tar", "Com1.jpg", "LPT9.gif", "COM.png",
+        "-x.png", "_x.png", "x-.png", "x_.PNG", "x." + "a" * 16, "x." + "a" * 17,
+        "a" * (HOST_NAME_BYTES - 4) + ".png", "a" * (HOST_NAME_BYTES - 3) + ".png",
+        ".png", "x.png.", "x..png", "x.p-g", "x.p_g", "AUX.tar.gz", "aux_.png",
+    ]  # fmt: skip
+    names += ["".join(rng.choices(alphabet, k=rng.randint(1, 12))) for _ in range(3000)]
+    for name in names:
+        assert safe_name(name) == _safe_name_rules(name, HOST_NAME_BYTES), name
+        assert safe_name(name, 8) == _safe_name_rules(name, 8), name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import errno
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from stat import S_ISREG
@@ -120,6 +121,11 @@ _RESERVED_ON_WINDOWS = frozenset(
 )
 
 
+# A name that every rule below leaves as it is (the usual host name, ``abc123.png``): taken
+# as it is, without the character-by-character pass (a backup names thousands of files)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\.[A-Za-z0-9]{1,16}")
+
+
 def safe_name(name: str, limit: int = HOST_NAME_BYTES) -> str:
     """A host-given file name made safe to write as one file in one folder.
 
@@ -132,6 +138,17 @@ def safe_name(name: str, limit: int = HOST_NAME_BYTES) -> str:
     ``..``, an empty name, or one that is only dots and an extension (``...png``) become
     ``image`` with that extension. The same name always gives the same result.
     """
+    if (
+        len(name) <= limit
+        and _PLAIN_NAME.fullmatch(name)
+        and name.rpartition(".")[0].upper() not in _RESERVED_ON_WINDOWS
+    ):
+        return name
+    return _safe_name_rules(name, limit)
+
+
+def _safe_name_rules(name: str, limit: int) -> str:
+    """:func:`safe_name`, every rule applied (its fast path gives the same result)."""
     name = name.replace("/", "_").replace("\\", "_").translate(_NOT_ON_FAT).strip()
     name = "".join(ch if ch.isprintable() else "_" for ch in name)
     stem, dot, ext = name.rpartition(".")

@@ -74,7 +74,10 @@ class Committer:
         """Hand a fetched item on (waits while the budget is spent)."""
         await self.budget.take(self.charge(c))
         c.handed = True
-        await self._send.send(c)
+        try:  # no turn of the event loop per item while there is room (there nearly
+            self._send.send_nowait(c)  # always is: the budget holds the workers back)
+        except anyio.WouldBlock:
+            await self._send.send(c)
 
     def close(self) -> None:
         """No more items: :meth:`run` writes what is left and returns."""

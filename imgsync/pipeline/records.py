@@ -4,6 +4,7 @@ and the one log line per transferred item."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -36,8 +37,8 @@ class Recorder:
         rows = []
         local_rows = []
         for c in ready:
-            d = c.digest
-            assert d is not None
+            assert c.body is not None
+            d = c.body.digest
             rows.append((d.sha256, d.size, d.md5, guess_mime(c.rel)))
             if c.scan is not None:
                 local_rows.append(
@@ -61,7 +62,7 @@ class Recorder:
             await queries.record_locations(
                 self.run.store,
                 self.run.src_key,
-                [(c.digest.sha256, c.remote) for c in ready if c.digest and c.remote],
+                [(c.body.digest.sha256, c.remote) for c in ready if c.body and c.remote],
                 converts=self.run.src.features.reencodes_uploads,
                 later=True,  # fleet mode: shared with the next release or finished page
             )
@@ -88,6 +89,11 @@ class Recorder:
         self.run.summary.bytes += d.size
         self.run.progress.tick(done=1, copied=1, nbytes=d.size)
         self.log_item(c.rel, item.url or item.remote_id, d.size)
+
+    def logs_items(self) -> bool:
+        """Whether :meth:`log_item` writes a line (``--log-items``, or debug logging):
+        when not, a caller need not build its arguments."""
+        return self.run.opts.log_items or self.run._log.is_enabled_for(logging.DEBUG)
 
     def log_item(self, name: str, where: str, size: int) -> None:
         """One line per transferred item, with where it is now (its new URL)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgsync.errors import LocalIOError
+from imgsync.hashing import Digest
 from imgsync.localfs import StagedFile, Unit, path_key
 from imgsync.models import ItemMeta, RemoteItem
 from imgsync.pipeline.candidate import Candidate
@@ -50,37 +51,38 @@ class FolderWriter:
 
     async def _write_local(self, items: list[Candidate]) -> None:
         files = []
-        for c in items:
-            meta = c.remote.meta if c.remote else ItemMeta()
-            side = self.sidecar(c) if self.run.opts.sidecars else None
-            files.append(StagedFile(c.rel, mtime=meta.created_at, sidecar=side, approved=True))
-        unit = Unit("", files)
         bodies: list[bytes | Path] = []
+        digests: list[Digest] = []
+        with_sidecars = self.run.opts.sidecars
         for c in items:
-            assert c.body is not None
-            if c.body.path is not None and c.body.owned:
-                bodies.append(c.body.path)
-                c.body.owned = False  # moved into staging by the write
+            body = c.body
+            assert body is not None
+            d = body.digest
+            digests.append(d)
+            meta = c.remote.meta if c.remote else ItemMeta()
+            side = self.sidecar(c, d) if with_sidecars else None
+            files.append(StagedFile(c.rel, mtime=meta.created_at, sidecar=side, approved=True))
+            if body.path is not None and body.owned:
+                bodies.append(body.path)
+                body.owned = False  # moved into staging by the write
             else:
-                bodies.append(c.body.data or b"")
+                bodies.append(body.data or b"")
+        unit = Unit("", files)
         await self.run.dst.write_batch(unit, bodies)
         done: list[tuple[str, RemoteItem]] = []
         stamps: list[tuple[int, int, int] | None] = []
         sidecars: list[str | None] = []
-        counts: list[tuple[Candidate, StagedFile]] = []
-        for c, f in zip(items, files, strict=True):
-            assert c.digest is not None
+        counts: list[tuple[Candidate, StagedFile, Digest]] = []
+        for c, f, d in zip(items, files, digests, strict=True):
             if f.error is not None or f.final is None:
                 self.run.item_failed(c, f.error or LocalIOError("not written", path=c.rel))
                 continue
             meta = c.remote.meta if c.remote else ItemMeta()
-            item = RemoteItem(
-                remote_id=path_key(f.final), name=f.final, size=c.digest.size, meta=meta
-            )
-            done.append((c.digest.sha256, item))
+            item = RemoteItem(remote_id=path_key(f.final), name=f.final, size=d.size, meta=meta)
+            done.append((d.sha256, item))
             stamps.append(f.stamp)
             sidecars.append(f.sidecar_final)
-            counts.append((c, f))
+            counts.append((c, f, d))
         await queries.record_locations(
             self.run.store, self.run.dst_key, done, later=True, stamps=stamps, sidecars=sidecars
         )  # see release
@@ -88,30 +90,33 @@ class FolderWriter:
             self.run.store, self.run.dst_key, self.run.src_key, [s for s, _ in done], wrote=True
         )
         await self.run.store.flush()  # written and recorded before they count as done
-        for c, f in counts:
-            assert c.digest is not None
+        records = self.run.records
+        logged = records.logs_items()
+        folder = str(self.run.dst.folder)
+        for c, f, d in counts:
             if f.already_there:  # the folder held these bytes under that name already
-                self.run.present([c.digest.sha256])
+                self.run.present([d.sha256])
                 continue
             self.run.summary.copied += 1
-            self.run.summary.bytes += c.digest.size
-            self.run.progress.tick(done=1, copied=1, nbytes=c.digest.size)
-            final = f.final or c.rel
-            self.run.records.log_item(
-                final, os.path.join(str(self.run.dst.folder), final), c.digest.size
-            )
+            self.run.summary.bytes += d.size
+            self.run.progress.tick(done=1, copied=1, nbytes=d.size)
+            if logged:
+                final = f.final or c.rel
+                records.log_item(final, os.path.join(folder, final), d.size)
 
-    def sidecar(self, c: Candidate) -> dict[str, Any]:
-        """The JSON metadata written beside a backed-up image."""
-        assert c.digest is not None
+    def sidecar(self, c: Candidate, d: Digest | None = None) -> dict[str, Any]:
+        """The JSON metadata written beside a backed-up image (``d``: its digest)."""
+        if d is None:
+            d = c.digest
+        assert d is not None
         item = c.remote
         return {
             "source": self.run.src.name,
             "remote_id": item.remote_id if item else c.source_id,
             "name": item.name if item else c.rel,
             "url": item.url if item else None,
-            "sha256": c.digest.sha256,
-            "md5": c.digest.md5,
-            "size": c.digest.size,
+            "sha256": d.sha256,
+            "md5": d.md5,
+            "size": d.size,
             "metadata": (item.meta if item else ItemMeta()).to_json(),
         }

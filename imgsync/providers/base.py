@@ -426,7 +426,14 @@ class Provider(ABC):
         if not headers:
             return {}
         try:
-            own = URL(self.base_url).origin()
+            base = self.base_url
+            cached = self.__dict__.get("_own_origin")
+            if cached is None or cached[0] != base:
+                cached = self.__dict__["_own_origin"] = (base, URL(base).origin())
+            own = cached[1]
+            # the usual case, a file on the remote's own site, told without parsing it
+            if url.startswith(f"{own}/"):
+                return headers
             there = URL(url).origin()
         except (ValueError, TypeError, Unsupported):
             return {}

@@ -118,6 +118,13 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def _kind(candidate: Any) -> str | None:
+    """A usable image type (``png``), lowercased, else ``None``."""
+    if isinstance(candidate, str) and _TYPE.fullmatch(kind := candidate.lower()):
+        return kind
+    return None
+
+
 def parse_image(obj: Any, *, fallback_id: str | None = None) -> RemoteItem | None:
     """One Gyazo image object as a :class:`RemoteItem`; ``None`` if it has no usable id."""
     if not isinstance(obj, dict):
@@ -126,11 +133,9 @@ def parse_image(obj: Any, *, fallback_id: str | None = None) -> RemoteItem | Non
     if not image_id:
         return None
     url = _text(obj.get("url"))
-    kind = None  # "type", else the file URL's extension
-    for candidate in (obj.get("type"), urlsplit(url or "").path.rpartition(".")[2]):
-        if isinstance(candidate, str) and _TYPE.fullmatch(candidate.lower()):
-            kind = candidate.lower()
-            break
+    kind = _kind(obj.get("type"))  # "type", else the file URL's extension
+    if kind is None:
+        kind = _kind(urlsplit(url or "").path.rpartition(".")[2])
     name = f"{image_id}.{kind}" if kind else image_id
     md = obj.get("metadata")
     md = md if isinstance(md, dict) else {}
