@@ -21,7 +21,7 @@ Run through ``bench/run_all.py --only upload,download,large``, or alone::
     python bench/bench_net.py [--quick] [--repeat 5] [--only download] [--work DIR]
                               [--pythonpath OLD_CHECKOUT] [--compare OLD_CHECKOUT]
 
-``--compare OLD_CHECKOUT`` adds a third side to the upload and large sections: the imgsync
+``--compare OLD_CHECKOUT`` adds a third side to the upload, download and large sections: the imgsync
 of that checkout, against its own emulator, in the same rounds (an A/B of a change on a
 loaded machine); it prints new vs old per round beside each side's ratio to the reference.
 """
@@ -436,7 +436,8 @@ def download(work: Path, n: int, repeat: int) -> float:
     in groups, one ``syncfs`` per group, renamed, one ``sync`` at the end; see
     :func:`bare_download`). The plain loop (written in place, one ``sync`` at the end) is
     printed beside it for information; it runs against the same emulator as the durable
-    loop, in the same rounds."""
+    loop, in the same rounds. ``--compare``: the older imgsync runs in the same rounds too,
+    against imgsync's emulator (the sides run one after another, and a backup only reads)."""
     env = env_base(work)
     trash = Trash(work)
     emu_mine = Emulator("gyazo", env, "--seed", str(n))
@@ -444,16 +445,18 @@ def download(work: Path, n: int, repeat: int) -> float:
     mine: list[Run] = []
     ref: list[Run] = []
     plain: list[Run] = []
+    old: list[Run] = []
     try:
         cfg = config(work, emu_mine, "gyazo")
 
-        def mine_step(into: list[Run] | None) -> Callable[[], None]:
+        def mine_step(into: list[Run] | None, older: bool = False) -> Callable[[], None]:
             def step() -> None:
                 dst = work / "dst-backup"
                 trash.aside(dst)
                 cmd = [*imgsync(cfg), "backup", "gy:", str(dst), "--no-progress",
                        "--transfers", str(TRANSFERS)]  # fmt: skip
-                run = timed(cmd, fresh_state(env, work, "down"))
+                run_env, cwd = old_side(env) if older else (env, None)
+                run = timed(cmd, fresh_state(run_env, work, "down"), cwd)
                 got = sum(1 for p in dst.iterdir() if p.name.endswith(".json"))
                 if got != n:
                     sys.exit(f"imgsync backup wrote {got} sidecars, not {n}")
@@ -479,6 +482,9 @@ def download(work: Path, n: int, repeat: int) -> float:
         bare_step("download", None)()
         bare_step("download-plain", None)()
         steps = [mine_step(mine), bare_step("download", ref), bare_step("download-plain", plain)]
+        if COMPARE is not None:
+            mine_step(None, older=True)()
+            steps.append(mine_step(old, older=True))
         rounds(repeat, steps)
     finally:
         emu_mine.stop()
@@ -499,6 +505,8 @@ def download(work: Path, n: int, repeat: int) -> float:
         f"{'MET' if statistics.median(paired) >= 0.8 else 'MISSED'}",
         flush=True,
     )
+    if COMPARE is not None:
+        report_old("downloads vs durable bare loop", mine, old, ref, n, "/s")
     return ratio
 
 
