@@ -24,6 +24,9 @@ Sections (``--only`` takes their names):
   (``bench_scale.py``).
 * ``fleet``    issue 18: 3 workers on one PostgreSQL state, 3,000 images at 30/second with a
   SIGKILL, and 3 vs 1 worker without a limit (``bench_fleet.py``; needs PostgreSQL).
+* ``startup``  start-up cost per verb: ``python -c pass``, ``imgsync --version``,
+  ``imgsync backup --help``, a 1-image backup and a 1-image upload, wall and CPU
+  (``bench_startup.py``; it also runs an old checkout beside, for an A/B).
 
 Every timed figure is a whole process (start-up included, as a user sees it), the median of
 ``--repeat`` runs with its spread (min-max), tools alternating order; the load average is
@@ -45,6 +48,7 @@ from pathlib import Path
 
 import bench_copy
 import bench_net
+import bench_startup
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -307,8 +311,13 @@ class Bench:
             return
         subprocess.run([PY, str(HERE / "bench_fleet.py"), "--images", images], check=True)
 
+    def startup(self) -> None:
+        repeat = max(5, 3 * self.repeat)  # short runs: more of them
+        header(f"start-up per verb, whole processes, {repeat} rounds (bench_startup.py)")
+        bench_startup.run(self.work / "startup", repeat)
 
-SECTIONS = ("copy", "upload", "download", "large", "memory", "scale", "fleet")
+
+SECTIONS = ("copy", "upload", "download", "large", "memory", "scale", "fleet", "startup")
 
 
 def main() -> None:
