@@ -15,10 +15,9 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgsync import __version__
-from imgsync.config import Config, load_config
 from imgsync.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
@@ -28,6 +27,9 @@ from imgsync.errors import (
     LocalIOError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from imgsync.config import Config
 
 EXIT_NOINPUT = 66
 EXIT_SOFTWARE = 70
@@ -435,6 +437,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Config:
     # status and remotes talk to no host: an unset token variable must not stop them
+    from imgsync.config import load_config  # not for --version, --help or a usage error
+
     tokens = args.verb not in ("status", "remotes")
     cfg = load_config(args.config, explicit=args.config is not None, tokens=tokens)
     for w in cfg.warnings:
@@ -755,11 +759,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _fakehost(args)
     if verb == "demo":
         from imgsync.commands import setup_logging
+        from imgsync.config import Config
         from imgsync.demo import run_demo
 
         setup_logging(Config(), args)
         return run_demo(args.dir)
     if verb == "config":
+        from imgsync.config import load_config
+
         cfg = load_config(args.config, explicit=args.config is not None)
         where = cfg.path or "(no config file; embedded defaults)"
         for w in cfg.warnings:

@@ -325,3 +325,29 @@ def test_output_to_a_full_disk_is_one_line_and_its_own_exit_code(
     again = _shell_run(">/dev/null", ["copy", str(image_tree), str(out), "--json"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert len([p for p in out.rglob("*") if p.is_file()]) == 12  # recorded: nothing twice
+
+
+# ---- what the command line alone loads -----------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["backup", "--help"], ["copy", "a"]])
+def test_version_help_and_usage_errors_load_no_config_or_runtime(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """``--version``, a verb's ``--help`` and a usage error (exit 2) need the parser
+    only: not the config (dataclasses, tomllib), the state, logging or the HTTP stack."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from imgsync.cli import main\n"
+        "try:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        f"        main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "heavy = ('imgsync.config', 'dataclasses', 'tomllib', 'sqlite3', 'logging', 'structlog',\n"
+        "         'asyncio', 'aiohttp', 'ssl', 'imgsync.log', 'imgsync.commands')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = _probe(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"exit {2 if argv == ['copy', 'a'] else 0}", "[]"]
