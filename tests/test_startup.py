@@ -153,9 +153,9 @@ async def test_https_hosts_are_verified_with_the_cas_loaded_on_use(tmp_path: Pat
 
 
 async def test_a_backup_ends_without_the_interpreter_teardown(tmp_path: Path) -> None:
-    """``imgsync backup`` (the program, not ``main(argv)``): everything written and
-    recorded, the summary printed, the state database closed (its WAL checkpointed away),
-    and no teardown."""
+    """``imgsync backup -v`` (the program, not ``main(argv)``): everything written and
+    recorded, the summary printed, every debug log line out whole (JSON lines, the token
+    masked), the state database closed (its WAL checkpointed away), and no teardown."""
     fake = await start_fake(GyazoFake(Knobs(token="exit-token-1234", seed=4)))
     out = tmp_path / "backup"
     state = tmp_path / "st" / "state.db"
@@ -164,7 +164,7 @@ async def test_a_backup_ends_without_the_interpreter_teardown(tmp_path: Path) ->
             tmp_path / "cfg.toml",
             f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{fake.url}"\ntoken_env = "GY"\n',
         )
-        argv = ["imgsync", "--config", str(cfg), "backup", "gy:", str(out), "--json"]
+        argv = ["imgsync", "--config", str(cfg), "backup", "gy:", str(out), "--json", "-v"]
         code = (
             _MARKER
             + f"sys.argv = {argv!r}\nfrom imgsync.cli import main\nraise SystemExit(main())\n"
@@ -182,6 +182,9 @@ async def test_a_backup_ends_without_the_interpreter_teardown(tmp_path: Path) ->
     assert proc.returncode == 0, stderr.decode()
     assert json.loads(stdout)["copied"] == 4
     assert "TEARDOWN-RAN" not in stderr.decode()
+    events = [json.loads(line) for line in stderr.decode().splitlines()]  # JSON logs, whole
+    assert len([e for e in events if e["event"] == "transferred"]) == 4
+    assert "exit-token-1234" not in stderr.decode()
     assert len([p for p in out.iterdir() if p.name.endswith(".json")]) == 4
     assert not state.with_name("state.db-wal").exists()  # closed: checkpointed, removed
     import sqlite3
