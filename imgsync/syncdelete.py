@@ -20,6 +20,7 @@ Guarded, because deleting is the one thing imgsync can get irreversibly wrong:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -106,8 +107,24 @@ def _candidates(
     return [
         row
         for row in dropped
-        if row[1] not in shas or (row[1] in kept and files.get(row[0], (None, None, ""))[1])
+        if row[1] not in shas
+        or (
+            row[1] in kept
+            and files.get(row[0], (None, None, ""))[1]
+            and _unnumbered(row[0]) not in rels
+        )
     ]
+
+
+_NUMBERED = re.compile(r"^(.*) \(\d+\)((?:\.[^./]*)?)$")
+
+
+def _unnumbered(key: str) -> str:
+    """``a/img (2).png`` -> ``a/img.png``: the source path whose copy imgsync wrote under
+    a numbered name because the user's own file held that name (kept while the source
+    has that path)."""
+    m = _NUMBERED.match(key)
+    return m.group(1) + m.group(2) if m else key
 
 
 async def run_deletes(

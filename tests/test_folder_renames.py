@@ -71,3 +71,27 @@ def test_identical_files_in_two_source_paths_both_arrive(tmp_path: Path) -> None
     code, summary = _run("copy", str(src), str(dst))
     assert code == 0 and summary["copied"] == 2
     assert tree_files(dst) == {"a/one.png": data, "two.png": data}
+
+
+def test_sync_keeps_a_copy_written_under_another_name_beside_the_users_file(
+    tmp_path: Path,
+) -> None:
+    """img.png at the destination is the user's own, so the source's img.png was written
+    as ``img (1).png``. A second source file with the same bytes arrives later: the
+    ``img (1).png`` copy still mirrors the source's img.png and is not deleted."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    data = make_png(20, 20, 7)
+    (dst / "img.png").write_bytes(make_png(21, 20, 8))  # the user's
+    (src / "img.png").write_bytes(data)
+    assert _run("sync", str(src), str(dst))[1]["copied"] == 1
+    assert (dst / "img (1).png").read_bytes() == data
+    (src / "again.png").write_bytes(data)
+    code, summary = _run("sync", str(src), str(dst))
+    assert code == 0 and summary["copied"] == 1 and summary["deleted"] == 0, summary
+    assert sorted(tree_files(dst)) == ["again.png", "img (1).png", "img.png"]
+    os.rename(src / "again.png", src / "later.png")  # a real rename still cleans up
+    code, summary = _run("sync", str(src), str(dst))
+    assert summary["deleted"] == 1
+    assert sorted(tree_files(dst)) == ["img (1).png", "img.png", "later.png"]
