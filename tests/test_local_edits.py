@@ -252,3 +252,22 @@ def test_an_old_state_is_upgraded_without_rehashing_or_losing_anything(
     with must_open(state) as db:
         plan = plan_local(db, src, dest)
     assert [e.rel for e in plan.to_hash] == ["pic01.png"] and plan.present == 2
+
+
+async def test_a_fleet_worker_keeps_its_no_op_mark(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In fleet mode a run ends by taking in what the other workers recorded: nothing new
+    must not move the destination's generation, or no re-run would ever be a no-op."""
+    monkeypatch.setenv("IMGSYNC_STATE_URL", pg_url)
+    src = tmp_path / "shots"
+    _images(src, 3)
+    async with serve_emulator(CheveretoFake(Knobs(token=TOKEN))) as emu:
+        cfg = load_config(_cfg(tmp_path, emu.url))
+        assert cfg.state_url == pg_url
+        assert (await run_job(cfg, JobSpec("copy", str(src), "chv:", CopyOptions()))).copied == 3
+        _remote, dest = resolve_spec(cfg, "chv:")
+        again = await run_job(cfg, JobSpec("copy", str(src), "chv:", CopyOptions()))
+        assert again.copied == 0
+        with must_open(cfg.state_path) as db:
+            assert plan_local(db, src, dest).marked

@@ -548,12 +548,18 @@ async def import_fleet_locations(store: StateStore, remote: str) -> int:
     if store.fleet is None:
         return 0
     rows = await store.fleet.locations_at(remote)
+    await store.flush()
+    known = {
+        r[0]
+        for r in await store.fetchall("SELECT remote_id FROM locations WHERE remote = ?", (remote,))
+    }
+    new = [(remote, *r) for r in rows if r[0] not in known]
     await store.write_many(
         "INSERT OR IGNORE INTO locations (remote, remote_id, sha256, url, page_url, meta, "
         "stored_md5, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(remote, *r) for r in rows],
+        new,
     )
-    if rows:
+    if new:  # only a change moves the generation: a run that imports nothing new keeps its mark
         await store.write(_BUMP, (remote,))
     await store.flush()
     return len(rows)
