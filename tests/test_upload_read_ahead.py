@@ -8,17 +8,23 @@ a real SQLite state.
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from aiohttp import web
 
 from imgsync.config import parse_config
 from imgsync.fakehosts.common import Knobs
 from imgsync.fakehosts.gyazo import GyazoFake
-from imgsync.fakehosts.images import make_png
+from imgsync.fakehosts.images import make_png, seed_image
 from imgsync.pipeline import copy, sources, transfer
 from imgsync.pipeline.run import JobSpec, run_job
 from imgsync.pipeline.summary import CopyOptions
@@ -88,3 +94,59 @@ async def test_the_next_file_is_hashed_while_the_one_before_is_sent(
     assert sorted(read) == names  # each file read once
     held_saw = host.read_while_first_held
     assert held_saw is not None and len(held_saw) == 2, held_saw
+
+
+class Holding(GyazoFake):
+    """Answers no upload until ``done`` (the first one arrives, then the test interrupts
+    imgsync)."""
+
+    def __init__(self, knobs: Knobs) -> None:
+        super().__init__(knobs)
+        self.arrived = asyncio.Event()
+        self.done = asyncio.Event()
+
+    async def upload(self, request: web.Request) -> web.Response:
+        self.arrived.set()
+        with anyio.move_on_after(GUARD):
+            await self.done.wait()
+        return await super().upload(request)
+
+
+async def test_ctrl_c_gives_back_the_leases_of_uploads_not_started(tmp_path: Path) -> None:
+    """Ctrl-C while the first of five leased files is at the host: the leases of the four
+    never sent are given back (the next run would otherwise take them over as possibly
+    sent by a run that did not finish, and report possible duplicates); only the one in
+    flight stays held."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        data, ext = seed_image(i)
+        (src / f"pic{i}.{ext}").write_bytes(data)
+    state = tmp_path / "state.db"
+    host = Holding(Knobs(token=KEY))
+    async with serve_emulator(host) as emu:
+        cfg = tmp_path / "cfg.toml"
+        cfg.write_text(
+            f'[state]\npath = "{state}"\n'
+            f'[remotes.gy]\ntype = "gyazo"\nbase_url = "{emu.url}"\ntoken = "{KEY}"\n'
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "imgsync", "--config", str(cfg), "copy", str(src), "gy:",
+            "--transfers", "1", "--no-progress",
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            with anyio.fail_after(GUARD):
+                await host.arrived.wait()
+            proc.send_signal(signal.SIGINT)
+            with anyio.fail_after(GUARD):
+                _, err = await proc.communicate()
+        finally:
+            host.done.set()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 130, err.decode()
+    with sqlite3.connect(state) as conn:
+        held = conn.execute("SELECT count(*) FROM claims").fetchone()[0]
+    assert held == 1, held  # the upload in flight only

@@ -5,6 +5,7 @@ what the host would refuse, checked before sending."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import replace
@@ -148,6 +149,7 @@ class Delivery:
         """Upload leased items, each in its own task, within the run's transfer slots."""
         if not ours:
             return
+        begun: set[str] = set()  # checksums whose upload was started
 
         async def one(c: Candidate) -> None:
             body = c.body
@@ -159,6 +161,7 @@ class Delivery:
                         await self.run.store.release(self.run.dst_key, [sha])
                         self.run.give_up([c])
                         return
+                    begun.add(sha)
                     try:
                         with anyio.fail_after(self.run.opts.item_timeout):
                             sent = await self._upload(c, body)
@@ -179,13 +182,33 @@ class Delivery:
                 body.discard()
 
         try:
-            async with anyio.create_task_group() as tg:
-                for c in ours:
-                    tg.start_soon(one, c)
+            try:
+                async with anyio.create_task_group() as tg:
+                    for c in ours:
+                        tg.start_soon(one, c)
+            except BaseException:
+                await self._release_unsent(ours, begun)
+                raise
         except BaseExceptionGroup as group:  # one failure: raise it as it is
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+
+    async def _release_unsent(self, ours: list[Candidate], begun: set[str]) -> None:
+        """The uploads were cut short (Ctrl-C cancels the run): the leases of the items
+        whose upload never started are given back, so the next run takes them as plain
+        work, not as leases of a run that may have sent them (searched for, then sent
+        and reported as possible duplicates). Best effort, bounded: a state that fails
+        now leaves them to expire, as before."""
+        unsent = [
+            c.body.digest.sha256
+            for c in ours
+            if c.body is not None and c.body.digest.sha256 not in begun
+        ]
+        if not unsent:
+            return
+        with anyio.move_on_after(5, shield=True), contextlib.suppress(Exception):
+            await self.run.store.release(self.run.dst_key, unsent)
 
     async def _upload(self, c: Candidate, body: Body) -> tuple[RemoteItem, str | None] | None:
         """Send one leased item: what the host answered (and the note to journal when it
