@@ -71,7 +71,19 @@ async def test_full_disk_loses_nothing(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(file, mode, *args, **kw)
 
+    from imgsync.localfs import stage
+
+    real_write_fd = stage._write_fd
+
+    def full_disk_write(fd: int, data: bytes) -> None:  # (small files: bare descriptors)
+        if not disk_full:
+            real_write_fd(fd, data)
+            return
+        real_write_fd(fd, data[: len(data) // 2])  # half of it lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr("imgsync.localfs.stage.open", full_disk_open, raising=False)
+    monkeypatch.setattr(stage, "_write_fd", full_disk_write)
     summary = await _copy(image_tree, dst)
     assert summary.copied == 0
     assert summary.failed == 12

@@ -224,14 +224,20 @@ def _put(dst_root: str, unit: Unit, f: StagedFile, data: bytes | Path, ns: int |
             elif f.mtime:
                 os.utime(tmp, (f.mtime, f.mtime))
         else:
-            # unbuffered, and the times set through the open file: a few system calls
-            # per file (each one lets another thread take the GIL, and waits to get it back)
-            with open(tmp, "wb", buffering=0) as fh:
-                _write_all(fh, data)
+            # a bare descriptor (``open()`` adds a status call and a file object), the
+            # times set through it: four system calls per file (each one lets another
+            # thread take the GIL, and waits to get it back). A new name only: two files
+            # the destination's filesystem sees as one name (``A.png``, ``a.png`` on a
+            # case-insensitive disk) fail instead of one silently replacing the other.
+            fd = os.open(tmp, _NEW_FILE, 0o666)
+            try:
+                _write_fd(fd, data)
                 if ns is not None:
-                    os.utime(fh.fileno(), ns=(ns, ns))
+                    os.utime(fd, ns=(ns, ns))
                 elif f.mtime:
-                    os.utime(fh.fileno(), (f.mtime, f.mtime))
+                    os.utime(fd, (f.mtime, f.mtime))
+            finally:
+                os.close(fd)
     except OSError as exc:
         f.error = io_error(exc, os.path.join(dst_root, f.rel))
         with contextlib.suppress(OSError):
@@ -240,14 +246,17 @@ def _put(dst_root: str, unit: Unit, f: StagedFile, data: bytes | Path, ns: int |
     unit.staged.append(f)
 
 
-def _write_all(fh: Any, data: bytes) -> None:
-    """Every byte of ``data`` through an unbuffered file (a raw write may be partial)."""
-    done = fh.write(data)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Every byte of ``data`` through the descriptor ``fd`` (a write may be partial)."""
+    done = os.write(fd, data)
     if done == len(data):
         return
     view = memoryview(data)
     while done < len(data):
-        n = fh.write(view[done:])
+        n = os.write(fd, view[done:])
         if not n:
             raise OSError(errno.EIO, "short write")
         done += n
@@ -516,9 +525,6 @@ def pretty_json(value: Any) -> str:
         return json.dumps(value, indent=2, ensure_ascii=False)
 
 
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-
-
 def _stage_sidecar(unit: Unit, f: StagedFile, name: str) -> None:
     """Write ``f``'s sidecar into the staging folder (``name`` starts with a letter: no
     staged image's name does). On any failure nothing is left there and the sidecar is
@@ -528,12 +534,7 @@ def _stage_sidecar(unit: Unit, f: StagedFile, name: str) -> None:
         data = _sidecar_bytes(f, f.rel)
         fd = os.open(path, _NEW_FILE, 0o666)
         try:
-            done = os.write(fd, data)
-            while done < len(data):  # a raw write may be partial
-                n = os.write(fd, data[done:])
-                if not n:
-                    raise OSError(errno.EIO, "short write")
-                done += n
+            _write_fd(fd, data)
         finally:
             os.close(fd)
     except (OSError, ValueError):

@@ -180,18 +180,20 @@ class CopyRun:
         self.progress.tick(done=plan.present)
         if plan.vanished and not self.opts.dry_run:
             await queries.forget_local_files(self.store, str(plan.root), plan.vanished)
+        if self.dst.features.batch_writes and not self.opts.dry_run:
+            from imgsync.pipeline.folders import copy_folders
+
+            # the scanned files as they are (no candidate per file: the folder path
+            # stages from the scan and keeps its own per-file record)
+            await copy_folders(self, [*plan.to_hash, *(e for e, _k in plan.to_send)])
+            await self.records.record_relied()
+            s.elapsed = time.monotonic() - started
+            return s
         cands = [Candidate(path_key(e.rel), e.rel, scan=e) for e in plan.to_hash]
         cands += [
             Candidate(path_key(e.rel), e.rel, scan=e, known=k, sha256=k.sha256)
             for e, k in plan.to_send
         ]
-        if self.dst.features.batch_writes and not self.opts.dry_run:
-            from imgsync.pipeline.folders import copy_folders
-
-            await copy_folders(self, [c.scan for c in cands if c.scan])
-            await self.records.record_relied()
-            s.elapsed = time.monotonic() - started
-            return s
 
         async def batches() -> AsyncIterator[list[Candidate]]:
             cur: list[Candidate] = []

@@ -19,6 +19,8 @@ from imgsync.state.queries import KnownFile
 if TYPE_CHECKING:
     from imgsync.pipeline.copy import CopyRun
 
+_DEBUG = 10  # logging.DEBUG (the logging module is not imported for it)
+
 
 # a file committed at a folder destination: (sha256, final rel, size, already there, its
 # (mtime, ctime, inode) when imgsync wrote it)
@@ -146,15 +148,19 @@ class Recorder:
         )
         self.run.relied.extend(d[0] for d in done if d[3])
         await self.run.store.flush()
-        for _sha, rel, size, already, _stamp in done:
-            if already:
-                self.run.summary.present += 1
-                self.run.progress.tick(done=1)
-                continue
-            self.run.summary.copied += 1
-            self.run.summary.bytes += size
-            self.run.progress.tick(done=1, copied=1, nbytes=size)
-            self.log_item(rel, os.path.join(str(self.run.dst.folder), rel), size)
+        summary = self.run.summary
+        copied = [(rel, size) for _sha, rel, size, already, _stamp in done if not already]
+        nbytes = sum(size for _rel, size in copied)
+        summary.present += len(done) - len(copied)
+        summary.copied += len(copied)
+        summary.bytes += nbytes
+        self.run.progress.tick(done=len(done), copied=len(copied), nbytes=nbytes)
+        # a line per file only when it is shown (a daemon job's item log, or -v): its
+        # printable name and path cost more than the rest of its bookkeeping
+        if self.run.opts.log_items or self.run._log.is_enabled_for(_DEBUG):
+            folder = str(self.run.dst.folder)
+            for rel, size in copied:
+                self.log_item(rel, os.path.join(folder, rel), size)
 
     async def record_relied(self) -> None:
         """This source relies on bytes it found already at the destination."""
