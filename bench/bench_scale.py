@@ -98,11 +98,14 @@ def main() -> None:
     ap.add_argument("--pythonpath", default=None)
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
-    base = Path(args.work or tempfile.mkdtemp(prefix="imgsync-scale-"))
+    base = Path(args.work or tempfile.mkdtemp(prefix="imgsync-scale-")).resolve()
     env = dict(os.environ)
     env.pop("IMGSYNC_CONFIG", None)
     if args.pythonpath:
-        env["PYTHONPATH"] = args.pythonpath
+        env["PYTHONPATH"] = str(Path(args.pythonpath).resolve())
+        # ``python -m imgsync`` looks in the current folder before PYTHONPATH: started
+        # from a checkout, it would run that checkout's imgsync instead
+        os.chdir(args.pythonpath)
     else:
         from bench_copy import compile_imgsync
 

@@ -11,7 +11,11 @@ Sections (``--only`` takes their names):
 
 * ``copy``     fresh local copy of N x ~20 KB in 10 folders: imgsync vs ``rclone copy --checksum``
   (raw and followed by ``sync``) and vs ``cp -r`` + ``sync`` (the kernel's floor); the no-op
-  re-run vs ``rclone copy``; a 100,000-file no-op (time beyond Python's start-up).
+  re-run vs ``rclone copy``; a 100,000-file no-op (time beyond Python's start-up). Outputs
+  go into a ``chattr +T`` folder and each round waits for a calm disk (see ``bench_copy.py``:
+  a recent big delete anywhere makes every new file cost more, for every tool alike).
+* ``check``    ``imgsync check SRC DST`` over the 20,000- and 100,000-file trees, beside a
+  no-op copy of the same tree and ``rclone check --size-only`` (``bench_copy.py``).
 * ``upload``   N x ~20 KB from a folder into the Chevereto emulator, 8 transfers, vs a bare
   aiohttp loop sending the same multipart uploads to a second emulator instance.
 * ``download`` ``imgsync backup`` of N images from the Gyazo emulator (sidecars included), vs a
@@ -126,6 +130,8 @@ class Bench:
         self.trash = self.work / "trash"
         self.trash.mkdir(parents=True, exist_ok=True)
         self.rclone = shutil.which("rclone")
+        self.out = self.work / "out"  # timed outputs (see bench_copy.spread_folder)
+        self.spread_note = bench_copy.spread_folder(self.out)
 
     def aside(self, path: Path) -> None:
         """Move old outputs aside (deleting a big tree slows this disk for minutes)."""
@@ -157,6 +163,7 @@ class Bench:
     def copy(self) -> None:
         n = 2_000 if self.quick else 20_000
         header(f"fresh local copy, {n} x ~20 KB in 10 folders")
+        print(f"  {self.spread_note}")
         src = self.tree("src", n, 10, 20_000)
         env = env_base()
         res: dict[str, list[float]] = {
@@ -174,7 +181,7 @@ class Bench:
             return t
 
         def mine() -> None:
-            dst = self.work / "dst-imgsync"
+            dst = self.out / "dst-imgsync"
             self.aside(dst)
             fresh_state(env, self.work, "copy")
             cmd = [*imgsync(), "copy", str(src), str(dst), "--no-progress"]
@@ -185,7 +192,7 @@ class Bench:
 
         def rclone() -> None:
             assert self.rclone
-            dst = self.work / "dst-rclone"
+            dst = self.out / "dst-rclone"
             self.aside(dst)
             t = cpu_run([self.rclone, "copy", "--checksum", str(src), str(dst)], "rc_cpu")
             res["rc"].append(t)
@@ -193,14 +200,17 @@ class Bench:
             res["rc_noop"].append(cpu_run([self.rclone, "copy", str(src), str(dst)], "rc_noop_cpu"))
 
         def cp() -> None:
-            dst = self.work / "dst-cp"
+            dst = self.out / "dst-cp"
             self.aside(dst)
             t, _ = timed(["cp", "-r", str(src), str(dst)], env)
             res["cp_durable"].append(t + timed_sync())
 
         steps = [mine, cp] + ([rclone] if self.rclone else [])
+        costs = []
         for rep in range(self.repeat):
+            costs.append(bench_copy.settle(self.out))  # waits out a recent big delete
             self.alternate(rep, steps)
+        print(f"  disk: {fig(costs, 'us', 0)} CPU to make a file before each round (calm ~20)")
         print(f"  imgsync copy              {fig(res['fresh'])}")
         print(f"  imgsync copy + sync       {fig(res['durable'])}")
         print(f"  cp -r + sync              {fig(res['cp_durable'])}")
@@ -209,6 +219,11 @@ class Bench:
             print(f"  rclone ... + sync         {fig(res['rc_durable'])}")
             r = statistics.median(res["durable"]) / statistics.median(res["rc_durable"])
             ratio("durable vs rclone+sync", res["durable"], res["rc_durable"], "<= 0.70", r <= 0.7)
+            print(
+                bench_copy.ratio_line(
+                    "  the same, round by round", res["durable"], res["rc_durable"]
+                )
+            )
             ratio("raw vs raw rclone", res["fresh"], res["rc"], "none", None)
             print(f"  CPU seconds, imgsync      {fig(res['cpu'])}")
             print(f"  CPU seconds, rclone       {fig(res['rc_cpu'])}")
@@ -228,7 +243,7 @@ class Bench:
         big_n = 10_000 if self.quick else 100_000
         header(f"no-op re-run over {big_n} small files")
         big = self.tree("small", big_n, 500, 600)
-        dst = self.work / "dst-small"
+        dst = self.out / "dst-small"
         self.aside(dst)
         fresh_state(env, self.work, "big")
         cmd = [*imgsync(), "copy", str(big), str(dst), "--no-progress"]
@@ -248,6 +263,14 @@ class Bench:
             f"  -> work beyond start-up: {fig(work)} (target <= 0.5 s)  {'MET' if ok else 'MISSED'}"
         )
         print(f"     its CPU seconds: {fig(cpu)} (steady under load)")
+
+    def check(self) -> None:
+        n, big_n = (2_000, 10_000) if self.quick else (20_000, 100_000)
+        copies = bench_copy.Bench(self.work, self.repeat, None)
+        header(f"check over {n} x ~20 KB")
+        copies.check(self.tree("src", n, 10, 20_000), f"{n} x ~20 KB", title=False)
+        header(f"check over {big_n} small files")
+        copies.check(self.tree("small", big_n, 500, 600), f"{big_n} small files", title=False)
 
     def upload(self) -> None:
         n = 300 if self.quick else 2_000
@@ -317,7 +340,7 @@ class Bench:
         bench_startup.run(self.work / "startup", repeat)
 
 
-SECTIONS = ("copy", "upload", "download", "large", "memory", "scale", "fleet", "startup")
+SECTIONS = ("copy", "check", "upload", "download", "large", "memory", "scale", "fleet", "startup")
 
 
 def main() -> None:
@@ -346,6 +369,7 @@ def main() -> None:
         if name in chosen:
             getattr(bench, name)()
     shutil.rmtree(bench.trash, ignore_errors=True)
+    shutil.rmtree(bench.out, ignore_errors=True)
 
 
 if __name__ == "__main__":
