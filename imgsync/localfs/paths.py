@@ -222,25 +222,97 @@ def missing_or_changed(
     no file (or link) there any more, those whose regular file no longer has the recorded
     size (overwritten), and (key, its stamp now) for those of the recorded size whose
     mtime, ctime or inode moved since imgsync wrote them: rewritten, or only touched (a
-    chmod): the caller reads those to tell). One ``lstat`` per key; no file is read."""
-    gone: list[str] = []
-    resized: list[str] = []
-    moved: list[tuple[str, tuple[int, int, int]]] = []
-    for k, (size, stamp, _sha) in recorded.items():
+    chmod): the caller reads those to tell). One ``lstat`` per key; no file is read.
+
+    The keys are taken folder by folder: each file's status is read relative to its open
+    folder (no walk down the whole path per file), and a large destination's folders are
+    read by two threads (a status read lets the other thread run)."""
+    by_folder: dict[str, list[tuple[str, str]]] = {}
+    for k in recorded:
+        folder, _, name = (key_path(k) if k.startswith("b64:") else k).rpartition("/")
+        items = by_folder.get(folder)
+        if items is None:
+            items = by_folder[folder] = []
+        items.append((k, name))
+    found = _Found()
+    groups = list(by_folder.items())
+    if len(recorded) < _THREADED_LOOK or len(groups) < 2 or (os.cpu_count() or 1) < 2:
+        _look(str(root), groups, recorded, found)
+        return found.gone, found.resized, found.moved
+    import threading
+
+    other = _Found()
+
+    def look_at_half() -> None:
         try:
-            st = os.lstat(os.path.join(root, key_path(k)))
-        except OSError:
-            gone.append(k)
-            continue
-        if not S_ISREG(st.st_mode):
-            continue
-        if size is not None and st.st_size != size:
-            resized.append(k)
-        elif stamp is not None:
-            now = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-            if now != stamp:
-                moved.append((k, now))
-    return gone, resized, moved
+            _look(str(root), groups[1::2], recorded, other)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            other.error = exc
+
+    half = threading.Thread(target=look_at_half, name="imgsync-look", daemon=True)
+    half.start()
+    try:
+        _look(str(root), groups[0::2], recorded, found)
+    finally:
+        half.join()
+    if other.error is not None:
+        raise other.error
+    return found.gone + other.gone, found.resized + other.resized, found.moved + other.moved
+
+
+_THREADED_LOOK = 4096  # keys from which a second thread pays for itself
+_LOOK_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0) | os.O_CLOEXEC
+_RELATIVE_LSTAT = os.stat in os.supports_dir_fd and os.open in os.supports_dir_fd
+
+
+class _Found:
+    """What one thread of :func:`missing_or_changed` found."""
+
+    __slots__ = ("error", "gone", "moved", "resized")
+
+    def __init__(self) -> None:
+        self.gone: list[str] = []
+        self.resized: list[str] = []
+        self.moved: list[tuple[str, tuple[int, int, int]]] = []
+        self.error: BaseException | None = None
+
+
+def _look(
+    root: str,
+    groups: list[tuple[str, list[tuple[str, str]]]],
+    recorded: Mapping[str, tuple[int | None, tuple[int, int, int] | None, str]],
+    found: _Found,
+) -> None:
+    gone, resized, moved = found.gone, found.resized, found.moved
+    lstat = os.lstat
+    join = os.path.join
+    for folder, items in groups:
+        where = join(root, folder) if folder else root
+        fd = -1
+        if _RELATIVE_LSTAT:
+            try:  # O_PATH: a folder that may be searched but not listed opens too
+                fd = os.open(where, _LOOK_FLAGS)
+            except OSError:
+                fd = -1  # each file by its whole path: the same answers as before
+        try:
+            for k, name in items:
+                try:
+                    st = lstat(name, dir_fd=fd) if fd >= 0 else lstat(join(where, name))
+                except OSError:
+                    gone.append(k)
+                    continue
+                if not S_ISREG(st.st_mode):
+                    continue
+                size, stamp, _sha = recorded[k]
+                if size is not None and st.st_size != size:
+                    resized.append(k)
+                elif stamp is not None:
+                    now = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                    if now != stamp:
+                        moved.append((k, now))
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
 
 def missing(root: str | Path, keys: Iterable[str]) -> list[str]:

@@ -186,8 +186,11 @@ def plan_local(
     ``dest_root`` is given for a folder destination: files deleted there by hand are then
     noticed (their locations are dropped, so they are copied again), and so are files
     overwritten there with bytes of another size (``plan.altered``; their locations are
-    dropped too). ``fresh`` (``check``) looks even when the saved scan mark matches. Symbolic links are
-    skipped (``plan.links``) unless ``follow_links`` (then those inside ``root`` are followed).
+    dropped too). ``fresh`` (``check``) looks at every destination file even when the
+    saved scan mark matches (the mark cannot see a file overwritten in place); when the
+    look finds nothing and the mark matches, the source side is taken from the mark (no
+    per-file comparison with state). Symbolic links are skipped (``plan.links``) unless
+    ``follow_links`` (then those inside ``root`` are followed).
     Raises ``LocalIOError`` when ``root`` is missing or unreadable.
     """
     folders: set[str] = set()
@@ -205,12 +208,10 @@ def plan_local(
         return plan
     root_key = str(root)
     mark, count, gen, saved_state = db.scan_mark(root_key, dest_key)
-    if (
-        not fresh
-        and mark == plan.fingerprint
-        and (count, gen) == db.dest_generation(dest_key)
-        and (dest_root is None or _folders_unchanged(dest_root, saved_state))
-    ):
+    # the same source files as the last complete run, and no location of the destination
+    # written or forgotten since: every file's bytes are still recorded there
+    same = mark == plan.fingerprint and (count, gen) == db.dest_generation(dest_key)
+    if same and (dest_root is None or (not fresh and _folders_unchanged(dest_root, saved_state))):
         plan.present = len(rows)  # same files, same destination: nothing to do
         plan.marked = True
         return plan
@@ -220,6 +221,10 @@ def plan_local(
         plan.altered = sorted(display(key_path(k)) for k in altered)
         if gone or altered:
             db.forget_locations(dest_key, gone + altered)
+        elif same:  # ``check``: each recorded file is there as written, and the mark holds
+            plan.present = len(rows)
+            plan.marked = True
+            return plan
     known = db.local_files(root_key, dest_key)
     # each file looked up by (rel key, size, mtime_ns, inode, ctime_ns) in one dict built
     # at C speed: a miss is a new or changed file; names are their own keys when ASCII
