@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from imgsync.config import Config, parse_config
+from imgsync.config import Config, LimitConfig, parse_config
 from imgsync.pipeline.run import JobSpec, run_job
 from imgsync.pipeline.summary import CopyOptions
 from imgsync.pipeline.verify import Repair, VerifyOptions, run_verify
@@ -266,3 +266,41 @@ async def test_a_repair_whose_upload_fails_keeps_what_state_knew(tmp_path: Path)
         assert locations() == before
         report = await run_verify(cfg, ["gy:"], opts)  # and the next run finishes it
         assert [r.action for r in report.repairs] == ["uploaded"]
+
+
+async def test_ignore_unreachable_dest_never_takes_a_timeout_or_a_5xx_for_dead(
+    tmp_path: Path,
+) -> None:
+    """``--ignore-unreachable-dest`` is for a copy DEST refuses for good (403 to every
+    check). A copy that could not be checked because DEST did not answer (5xx, a
+    timeout) is no evidence of death: even with the option, it is not uploaded again nor
+    mapped away; the repair is left for the next run, and says why."""
+    async with serve_emulator("gyazo", seed=3) as gy, serve_emulator("chevereto") as chv:
+        cfg = _config(gy, chv)
+        rows = await _setup(cfg, tmp_path)
+        gy_url, chv_url, _sha = rows[0]
+        await _break(gy, gy_url, "delete")
+        before = (await chv.stats())["uploads"]
+        opts = VerifyOptions(repair_to="chv:", ignore_unreachable_dest=True)
+        for how in ("unavailable", "slow"):
+            # chv's copy answers 503, or too late (its uploads work: an upload would land)
+            await _break(chv, chv_url, how)
+            # retried per the policy (a short outage budget, so the test is quick), and
+            # the breaker closes again at once: the upload would go through
+            limits = {chv.url.split("//")[1]: LimitConfig(outage_budget=1.0, cooldown=0.0)}
+            async with fast_client(attempts=2, read_timeout=0.3, limits=limits) as http:
+                report = await run_verify(cfg, ["gy:"], opts, http=http)
+            chv.host.broken.clear()
+            (rep,) = report.repairs
+            assert rep.action == "failed" and rep.new_url is None, (how, rep)
+            assert rep.dest_copy == "unreachable" and rep.dest_transient, rep
+            assert "not treated as dead" in rep.error and "run again" in rep.error, rep.error
+            assert "ignore-unreachable-dest" not in rep.note or "uploaded" not in rep.note
+            assert (await chv.stats())["uploads"] == before, how  # no second copy
+            assert report.mapping() == {} and report.exit_code == 1
+            assert report.left_for_next_run == 1
+        # chv answers again: its copy is checked alive and relinked, nothing uploaded
+        again = await run_verify(cfg, ["gy:"], opts)
+        (rep2,) = again.repairs
+        assert (rep2.action, rep2.new_url, rep2.dest_copy) == ("relinked", chv_url, "alive")
+        assert (await chv.stats())["uploads"] == before and again.exit_code == 0

@@ -206,7 +206,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-BREAK_HOWS = ("delete", "alter", "placeholder", "forbid")
+BREAK_HOWS = ("delete", "alter", "placeholder", "forbid", "unavailable", "slow")
 _INTERNAL = "X-Fakehost-Internal"
 
 
@@ -214,7 +214,7 @@ _INTERNAL = "X-Fakehost-Internal"
 class Breakage:
     """One image URL broken behind the user's back (``POST /_fakehost/break``)."""
 
-    how: str  # delete | alter | placeholder | forbid
+    how: str  # delete | alter | placeholder | forbid | unavailable | slow
     original: bytes
     altered: bytes | None = None
 
@@ -355,9 +355,11 @@ class FakeHostBase:
         return web.json_response({"down_for": seconds})
 
     async def _break(self, request: web.Request) -> web.Response:
-        """``{"url": ..., "how": "delete" | "alter" | "placeholder" | "forbid"}``: break one
-        image URL this emulator serves (``forbid``: it answers 403 to everyone from then on,
-        as a hotlink block or a permission wall that never lifts); 404 for a URL it never
+        """``{"url": ..., "how": "delete" | "alter" | "placeholder" | "forbid" | "unavailable"
+        | "slow"}``: break one image URL this emulator serves (``forbid``: it answers 403 to
+        everyone from then on, as a hotlink block or a permission wall that never lifts;
+        ``unavailable``: 503 from then on, as a storage node that is down; ``slow``: the
+        image, after ``slow_seconds``, as an overloaded one); 404 for a URL it never
         served."""
         try:
             body = await request.json()
@@ -403,6 +405,15 @@ class FakeHostBase:
             return self.placeholder_response(request)
         if breakage.how == "forbid":
             return self.forbidden_response(request)
+        if breakage.how == "unavailable":
+            return web.Response(
+                status=503,
+                text="<html><body>503 Service Unavailable</body></html>",
+                content_type="text/html",
+            )
+        if breakage.how == "slow":
+            await asyncio.sleep(self.knobs.slow_seconds)
+            return await handler(request)
         assert breakage.altered is not None
         resp = await handler(request)
         if resp.status != 200:
