@@ -342,9 +342,10 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     vf.add_argument(
         "--ignore-unreachable-dest",
         action="store_true",
-        help="with --repair: a copy DEST already holds that cannot be checked (it answers "
-        "403, say) is treated as dead: the image is uploaded again and links to that copy "
-        "are mapped to the new one",
+        help="with --repair: a copy DEST already holds that DEST refuses to serve (403, "
+        "say) is treated as dead: the image is uploaded again and links to that copy are "
+        "mapped to the new one. A copy DEST gives no answer about (a timeout, a 5xx, after "
+        "retries) is never treated as dead: that repair is left for the next run (exit 1)",
     )
     vf.add_argument("--transfers", type=int, default=None, metavar="N", help="checks at once")
     vf.add_argument("--json", action="store_true", help="print a JSON report on stdout")

@@ -202,6 +202,13 @@ def _print_repairs(repairs: list[Repair], dest: str, dry_run: bool) -> None:
         print(f"  {rep.action}: {rep.old_url or rep.remote_id}{new}{src}{why}{note}")
     parts = ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) or "nothing to repair"
     print(f"repair onto {dest}{' (dry run)' if dry_run else ''} - {parts}")
+    silent = sum(1 for r in repairs if r.dest_transient)
+    if silent:
+        print(
+            f"{silent} left for the next run: the copy already at {dest} did not answer "
+            "(a timeout or a server error, after retries); not treated as dead, even with "
+            "--ignore-unreachable-dest (exit 1; run again later)"
+        )
 
 
 def last_checks(report: dict[str, Any]) -> list[str]:

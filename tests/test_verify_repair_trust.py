@@ -9,6 +9,8 @@ each image once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import hashlib
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +24,7 @@ from imgsync.pipeline.verify import Repair, VerifyOptions, run_verify
 from imgsync.state import queries
 from imgsync.state.reader import must_open
 from imgsync.testing import RunningEmulator, fast_client, serve_emulator
+from imgsync.verifycmd import _print_repairs
 
 
 def _config(gy: RunningEmulator, chv: RunningEmulator) -> Config:
@@ -299,6 +302,13 @@ async def test_ignore_unreachable_dest_never_takes_a_timeout_or_a_5xx_for_dead(
             assert (await chv.stats())["uploads"] == before, how  # no second copy
             assert report.mapping() == {} and report.exit_code == 1
             assert report.left_for_next_run == 1
+            assert report.to_json()["left_for_next_run"] == 1
+            shown = io.StringIO()
+            with contextlib.redirect_stdout(shown):
+                _print_repairs(report.repairs, "chv", False)
+            assert "1 left for the next run: the copy already at chv did not answer" in (
+                shown.getvalue()
+            )
         # chv answers again: its copy is checked alive and relinked, nothing uploaded
         again = await run_verify(cfg, ["gy:"], opts)
         (rep2,) = again.repairs

@@ -40,8 +40,11 @@ are taken from another recorded copy (a folder's file first, then another host),
 against the SHA-256, and uploaded to DEST under a lease (as every upload is), unless DEST
 already holds a live copy, which is then used as it is. A copy at DEST that cannot be
 checked (refused, not answering) is neither trusted nor doubled: that image's repair fails
-until it answers, or until the user says it is dead (``ignore_unreachable_dest``, the CLI's
-``--ignore-unreachable-dest``: it is then replaced like a gone one). The dead location is forgotten, the
+until it answers, or, for a copy DEST refuses to serve (403), until the user says it is dead
+(``ignore_unreachable_dest``, the CLI's ``--ignore-unreachable-dest``: it is then replaced
+like a gone one). A copy DEST gave no answer about (a timeout, a 5xx: ``Verdict.transient``)
+is never taken for dead, even then: that repair is left for the next run
+(``VerifyReport.left_for_next_run``). The dead location is forgotten, the
 check remembers what replaced it, and the old URL -> new URL pairs are returned for the
 map and for rewriting documents. An image with no other good copy is reported as lost.
 """
@@ -69,8 +72,11 @@ from imgsync.errors import (
     ImgsyncError,
     NotFound,
     ProviderError,
+    RemotePaused,
+    RemoteUnavailable,
     ReplyLost,
     ResponseError,
+    TransientError,
     UsageError,
 )
 from imgsync.localfs import key_path, safe_name
@@ -176,6 +182,9 @@ class Repair:
     # on) | None (DEST held none)
     dest_copy: str | None = None
     dest_detail: str = ""
+    # that copy could not be checked because DEST gave no answer (timeout, 5xx): the
+    # repair is left for the next run, with or without ``ignore_unreachable_dest``
+    dest_transient: bool = False
     # dead copies at DEST the upload replaced: (url, page url) each
     replaced: list[tuple[str | None, str | None]] = field(default_factory=list)
 
@@ -204,6 +213,11 @@ class Repair:
                 else f"the copy already at {where} is {self.dest_copy} ({self.dest_detail})"
             )
         if self.dest_copy == "unreachable":
+            if self.dest_transient:
+                return (
+                    f"the copy already at {where} did not answer ({self.dest_detail}): "
+                    "left alone, checked again next run"
+                )
             if self.action in ("uploaded", "found", "would upload"):
                 return (
                     f"the copy already at {where} could not be checked ({self.dest_detail}): "
@@ -226,6 +240,7 @@ class Repair:
             "new_url": self.new_url,
             "error": self.error,
             "dest_copy": self.dest_copy,
+            "dest_no_answer": self.dest_transient,
             "note": self.note,
             "replaced": [url for url, _page in self.replaced if url],
         }
@@ -238,6 +253,11 @@ class VerifyReport:
     earlier: list[Repair] = field(default_factory=list)  # repaired by earlier runs
     dest: str | None = None
     dry_run: bool = False
+
+    @property
+    def left_for_next_run(self) -> int:
+        """Repairs left alone because the copy DEST already holds did not answer."""
+        return sum(1 for r in self.repairs if r.dest_transient and r.action not in REPAIRED)
 
     @property
     def not_alive(self) -> int:
@@ -274,6 +294,7 @@ class VerifyReport:
             "repair_to": self.dest,
             "dry_run": self.dry_run,
             "repairs": [r.to_json() for r in self.repairs],
+            "left_for_next_run": self.left_for_next_run,
         }
 
 
@@ -333,6 +354,14 @@ def judge(
 
 def redacted_url(url: str) -> str:
     return redact(url)
+
+
+def no_answer(exc: BaseException) -> bool:
+    """The host gave no answer about the image at all: a timeout, a 5xx, a reset, a body
+    cut short, a rate refusal, a paused host or one whose breaker is open (retried per the
+    retry policy before it gets here). Such a failure says nothing about the image, unlike
+    a refusal (401/403) or a 404."""
+    return isinstance(exc, TransientError | RemotePaused | RemoteUnavailable | OSError)
 
 
 @contextlib.asynccontextmanager
@@ -416,7 +445,9 @@ async def check_host(
     except AuthError as exc:
         return verdict("unreachable", f"refused (HTTP {exc.status}): hotlink block or login wall")
     except ProviderError as exc:
-        return verdict("unreachable", redact(str(exc))[:300])
+        return verdict("unreachable", redact(str(exc))[:300])._replace(transient=no_answer(exc))
+    except OSError as exc:  # a spool or socket failure outside the client's mapping
+        return verdict("unreachable", redact(str(exc))[:300])._replace(transient=True)
     return judge(
         target,
         seen_sha=sha.hexdigest(),
@@ -540,6 +571,7 @@ class Verifier:
             return v._replace(
                 status="unreachable",
                 detail=f"{EXPIRED} {when}; renewing it failed: {redact(str(exc))[:200]}",
+                transient=no_answer(exc),
             )
         if fresh and (fresh == t.url or (signed_expiry(fresh) or now + 1) <= now):
             fresh = None  # the route answered but renewed nothing: no news of the image
@@ -675,14 +707,29 @@ class Verifier:
         ]
         # 1. DEST already holds these bytes: re-used only when checked alive just now
         dead: list[checks.Copy] = []
+        silent: Verdict | None = None  # a copy DEST gave no answer about (5xx, timeout)
         for c in [c for c in copies if c.remote == dest_key]:
             v = await self._check_dest_copy(c, dest_cfg, dest_key)
             if v.status == "alive":
                 return await self._relink(b, rep, v.url or c.url, c.page_url, v)
             if rep.dest_copy != "unreachable":
                 rep.dest_copy, rep.dest_detail = v.status, v.detail
-            if v.status != "unreachable" or self.opts.ignore_unreachable_dest:
+            if v.status == "unreachable" and v.transient:
+                silent = silent or v  # no evidence of death: never replaced
+            elif v.status != "unreachable" or self.opts.ignore_unreachable_dest:
                 dead.append(c)
+        if silent is not None:
+            # neither trusted nor doubled, whatever --ignore-unreachable-dest says: a host
+            # that is down or slow for a while would otherwise collect a second copy
+            rep.action = "failed"
+            rep.dest_copy, rep.dest_detail, rep.dest_transient = "unreachable", silent.detail, True
+            rep.error = (
+                f"the copy already at {dest_cfg.name} could not be checked, the host did not "
+                f"answer ({silent.detail}); "
+                "not treated as dead (a timeout or a server error is no evidence): "
+                "left for the next run; run again later"
+            )
+            return rep
         if rep.dest_copy == "unreachable" and not self.opts.ignore_unreachable_dest:
             # neither trusted nor doubled: the host may well still have it
             rep.action = "failed"

@@ -42,6 +42,9 @@ class Verdict(NamedTuple):
     status: str  # one of STATUSES
     detail: str
     seen_sha256: str | None = None
+    # unreachable because the host gave no answer at all (a timeout, a 5xx, a reset, a
+    # paused or failing host): no evidence about the image either way (not stored)
+    transient: bool = False
 
 
 class Broken(NamedTuple):
