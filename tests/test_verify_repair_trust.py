@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import hashlib
+import io
 from dataclasses import replace
 from pathlib import Path
 
