@@ -14,7 +14,8 @@ and listed again from its cursor by another worker (what the dead one uploaded i
 recorded, so it is found there, not uploaded again). A round is complete when its last
 page (the one without a next cursor) is listed and every page is done; a worker starting
 after that begins the next round (from the start of the listing, or for a source that
-appends, from the previous round's last page).
+appends, from the previous round's last page, when that round was listed without filters
+or with the same ones).
 """
 
 from __future__ import annotations
@@ -86,7 +87,14 @@ async def begin_round(fleet: Fleet, src: str, dst: str, *, appends: bool, filter
         number = 1
         if row is not None:
             number = int(row[0]) + 1
-            if appends:  # new items come after the last page: start there
+            await cur.execute(
+                "SELECT filters FROM fleet_rounds WHERE src = %s AND dst = %s AND round = %s",
+                (src, dst, row[0]),
+            )
+            before = await cur.fetchone()
+            # new items come after the last page: start there, unless the round before
+            # was filtered otherwise (what it left out before its end would be skipped)
+            if appends and (before is None or str(before[0]) in ("", filters)):
                 await cur.execute(
                     "SELECT cursor FROM fleet_pages WHERE src = %s AND dst = %s AND round = %s "
                     "AND last",
