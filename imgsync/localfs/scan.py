@@ -107,6 +107,7 @@ def scan_rows(
     *,
     follow_links: bool = False,
     folders: set[str] | None = None,
+    counts: dict[str, int] | None = None,
 ) -> tuple[list[ScanRow], list[ScanProblem], int]:
     """Walk ``root``: (files as ``(rel, size, mtime_ns, inode, ctime_ns)``, problems, files skipped
     as non-images).
@@ -114,7 +115,8 @@ def scan_rows(
     Symbolic links are skipped (listed in problems with ``skipped=True``) unless
     ``follow_links``, which follows those whose target is inside ``root``. ``folders``,
     when given, receives every relative folder holding at least one of the files (``""``
-    for ``root`` itself), known per folder read instead of per file.
+    for ``root`` itself), known per folder read instead of per file. ``counts``, when
+    given, receives ``"filtered"``: the image files ``include``/``exclude`` left out.
     Raises ``LocalIOError`` when ``root`` itself is missing or unreadable.
     """
     include, exclude = list(include), list(exclude)
@@ -146,7 +148,7 @@ def scan_rows(
     # first): the same tree always gives the same list, so its fingerprint holds
     entries: list[ScanRow] = []
     problems: list[ScanProblem] = []
-    skipped = 0
+    skipped = filtered_out = 0
     stack = [""]
     while stack:
         done = scanned[stack.pop()]
@@ -156,7 +158,10 @@ def scan_rows(
                 folders.add(done.prefix[:-1])
         problems += done.problems
         skipped += done.skipped
+        filtered_out += done.filtered
         stack.extend(sub[1] for sub in done.folders)
+    if counts is not None:
+        counts["filtered"] = filtered_out
     return entries, problems, skipped
 
 
@@ -193,7 +198,7 @@ class _Walk:
 class _Scanned:
     """One folder's own files, problems and subfolders (in the order the folder lists them)."""
 
-    __slots__ = ("entries", "folders", "linked", "prefix", "problems", "skipped")
+    __slots__ = ("entries", "filtered", "folders", "linked", "prefix", "problems", "skipped")
 
     def __init__(
         self,
@@ -207,6 +212,7 @@ class _Scanned:
         self.entries = entries
         self.problems = problems
         self.skipped = skipped
+        self.filtered = 0  # image files --include/--exclude left out
         self.folders = folders
         # folder links to follow once the real tree is read (``follow_links``): folder, ident
         self.linked: list[tuple[_Folder, _Ident]] = []
@@ -387,6 +393,7 @@ def _scan_folder(where: _Folder, opts: _Walk) -> _Scanned:
                             skipped += 1
                             continue
                     if filtered and not matches(rel, include, exclude):
+                        done.filtered += 1
                         continue
                     if link:
                         if not _inside(real_root, os.path.join(folder, name)):

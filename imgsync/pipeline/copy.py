@@ -172,6 +172,7 @@ class CopyRun:
         self.replaceable = plan.dest_items
         s = self.summary
         s.checked, s.present, s.non_images = plan.scanned, plan.present, plan.non_images
+        s.filtered = plan.filtered
         s.altered = plan.altered
         for p in plan.problems:
             s.fail(display(p.rel), p.message)

@@ -38,6 +38,7 @@ class LocalPlan:
     problems: list[ScanProblem] = field(default_factory=list)  # failures
     links: list[ScanProblem] = field(default_factory=list)  # symbolic links skipped
     non_images: int = 0
+    filtered: int = 0  # image files --include/--exclude left out
     vanished: list[str] = field(default_factory=list)  # known rels no longer on disk
     dest_shas: set[str] = field(default_factory=set)
     dest_items: dict[str, str] = field(default_factory=dict)  # dest remote id -> sha256
@@ -194,11 +195,13 @@ def plan_local(
     Raises ``LocalIOError`` when ``root`` is missing or unreadable.
     """
     folders: set[str] = set()
+    counts: dict[str, int] = {}
     rows, found, non_images = scan_rows(
-        root, include, exclude, follow_links=follow_links, folders=folders
+        root, include, exclude, follow_links=follow_links, folders=folders, counts=counts
     )
     problems = [p for p in found if not p.skipped]
     plan = LocalPlan(root=root, scanned=len(rows), problems=problems, non_images=non_images)
+    plan.filtered = counts.get("filtered", 0)
     plan.links = [p for p in found if p.skipped]
     plan.fingerprint = fingerprint(rows, include, exclude)
     plan.dest_root = dest_root

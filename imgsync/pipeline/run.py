@@ -166,6 +166,7 @@ def nothing_to_do(cfg: Config, job: Resolved, plan: LocalPlan) -> Summary | None
             checked=plan.scanned,
             present=plan.present,
             non_images=plan.non_images,
+            filtered=plan.filtered,
             links_skipped=skipped_links(plan),
             altered=plan.altered,
         )

@@ -61,6 +61,7 @@ class Sources:
                 # neither counted nor recorded, so a run without the filter takes it)
                 name = safe_name(item.name)
                 if not matches(name, include, exclude):
+                    self.run.summary.filtered += 1  # "skipped by filter: N"
                     continue
             self.run.summary.checked += 1
             if not item.is_image and not self.run.include_non_images:

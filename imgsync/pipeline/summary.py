@@ -69,6 +69,8 @@ class Summary:
     failed: int = 0
     bytes: int = 0
     non_images: int = 0
+    # left out by --include/--exclude: not checked (not in the balance), only counted
+    filtered: int = 0
     # symbolic links in a folder source left alone: (printable path, why), one warning each
     links_skipped: list[tuple[str, str]] = field(default_factory=list)
     # of those, source files that were a link only by the time they were read (swapped
@@ -144,6 +146,8 @@ class Summary:
         )
         if self.non_images:
             text += f", {self.non_images} non-images skipped"
+        if self.filtered:
+            text += f", skipped by filter: {self.filtered}"
         if self.links_skipped:
             text += f", {len(self.links_skipped)} symlinks skipped"
         if self.sidecars_restored:
@@ -192,6 +196,7 @@ class Summary:
             "failed": self.failed,
             "bytes": self.bytes,
             "non_images_skipped": self.non_images,
+            "skipped_by_filter": self.filtered,
             "symlinks_skipped": len(self.links_skipped),
             "not_attempted": self.not_attempted,
             "held_elsewhere": self.held,
