@@ -15,7 +15,7 @@ from imgsync.models import signed_expiry
 from imgsync.pipeline.run import JobSpec, run_job
 from imgsync.pipeline.summary import CopyOptions
 from imgsync.pipeline.verify import VerifyOptions, run_verify
-from imgsync.testing import FakeClock, RunningEmulator, serve_emulator
+from imgsync.testing import FakeClock, RunningEmulator, fast_client, serve_emulator
 
 DAY = 86400.0
 
@@ -149,3 +149,83 @@ async def test_a_clock_behind_the_hosts_does_not_make_an_expired_url_gone(
         (r,) = report.remotes
         assert r.counts == {"alive": 0, "gone": 0, "altered": 0, "unreachable": 2}
         assert report.repairs == [] and _urls(cfg) == first
+
+
+async def _delete_on_host(dis: RunningEmulator, url: str) -> None:
+    """Delete the file behind ``url`` through the host's own delete route (it then
+    forgets the file: its refresh route renews nothing for it)."""
+    name = url.split("?", 1)[0].rsplit("/", 1)[-1]
+    headers = {"token": dis.token}
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{dis.url}/api/uploads", headers=headers) as r:
+            files = (await r.json())["files"]
+        (entry,) = [f for f in files if f["name"] == name]
+        async with s.post(
+            f"{dis.url}/api/upload/delete", json={"id": entry["id"]}, headers=headers
+        ) as r:
+            assert (await r.json())["success"] is True
+
+
+async def test_an_image_deleted_behind_an_expired_url_is_gone_when_the_refresh_proves_it(
+    tmp_path: Path,
+) -> None:
+    """The host deleted one image for real: its expired URL answers 404 as the others'
+    do, and the refresh route renews nothing for it. Asked in the same request for
+    another image of the remote (one last seen alive), the route renews that one: a
+    definite answer that it no longer has this one. It is gone, the others renewed."""
+    clock = FakeClock()
+    async with serve_emulator(
+        "discordimages", signed_ttl=DAY, delete=True, clock=clock.wall
+    ) as dis:
+        cfg = _config(dis)
+        first = await _upload(cfg, tmp_path, 3)
+        opts = VerifyOptions(wall=clock.wall, transfers=1)
+        assert (await run_verify(cfg, ["dis:"], opts)).remotes[0].counts["alive"] == 3
+        victim = min(first)
+        await _delete_on_host(dis, first[victim])
+        clock.advance(2 * DAY)
+        for _ in range(2):  # and again: the verdict holds, nothing else moves
+            report = await run_verify(cfg, ["dis:"], opts)
+            (r,) = report.remotes
+            assert r.counts == {"alive": 2, "gone": 1, "altered": 0, "unreachable": 0}, r
+            (dead,) = r.problems
+            assert dead.remote_id == victim and dead.url == first[victim]
+            assert "no longer has it" in dead.detail, dead.detail
+            clock.advance(2 * DAY)
+
+
+async def test_without_a_definite_answer_an_image_behind_an_expired_url_stays_unreachable(
+    tmp_path: Path,
+) -> None:
+    """No proof, no verdict: the deleted image is the remote's only one (no other image
+    to ask about with it), or the refresh route fails (503) when asked: unreachable, not
+    gone, and nothing is re-hosted."""
+    clock = FakeClock()
+    async with serve_emulator(
+        "discordimages", signed_ttl=DAY, delete=True, clock=clock.wall
+    ) as dis:
+        cfg = _config(dis)
+        first = await _upload(cfg, tmp_path, 1)
+        opts = VerifyOptions(wall=clock.wall, transfers=1)
+        assert (await run_verify(cfg, ["dis:"], opts)).remotes[0].counts["alive"] == 1
+        await _delete_on_host(dis, next(iter(first.values())))
+        clock.advance(2 * DAY)
+        (r,) = (await run_verify(cfg, ["dis:"], opts)).remotes
+        assert r.counts == {"alive": 0, "gone": 0, "altered": 0, "unreachable": 1}, r
+    clock = FakeClock()
+    async with serve_emulator(
+        "discordimages", signed_ttl=DAY, delete=True, clock=clock.wall
+    ) as dis:
+        cfg = _config(dis)
+        (tmp_path / "two").mkdir()
+        first = await _upload(cfg, tmp_path / "two", 3)
+        opts = VerifyOptions(wall=clock.wall, transfers=1)
+        assert (await run_verify(cfg, ["dis:"], opts)).remotes[0].counts["alive"] == 3
+        await _delete_on_host(dis, first[min(first)])
+        clock.advance(2 * DAY)
+        dis.host.fail_next("5xx", 1000)  # the host answers 503 to everything
+        async with fast_client(attempts=2) as http:
+            report = await run_verify(cfg, ["dis:"], opts, http=http)
+        dis.host.scripted_faults.clear()
+        (r,) = report.remotes
+        assert r.counts["gone"] == 0 and r.counts["alive"] == 0, r
