@@ -27,7 +27,12 @@ old; a host that gives none (no refresh route: Discord Images documents none, an
 provider's is a guess; or one that answers with the same, or another expired, URL) leaves
 the location **unreachable** ("expired"), never gone. "Expired" allows for the host's
 clock being ahead of ours (:data:`CLOCK_SKEW`). A signed URL far from its expiry that
-answers 404 is gone like any other.
+answers 404 is gone like any other. An image the host deleted for real behind an expired
+URL is gone only on the host's definite word: the fresh URL answers 404, or the refresh
+route, asked in the same request about another image of the remote last seen alive (a
+control), renews that one and not this one. A refresh that fails (a 5xx, a timeout), a
+route that renews nothing (the control left out too) or no control to ask about leave it
+unreachable: a transient failure never makes a live image gone.
 
 A folder's location is checked by hashing the file (missing -> gone).
 
@@ -566,7 +571,18 @@ class Verifier:
         fresh = None
         try:
             if remote is not None:
-                fresh = await (await self._provider(remote)).refresh_url(t.url or "")
+                control = await checks.control_url(self.store, key, t.remote_id)
+                fresh = await (await self._provider(remote)).refresh_url(
+                    t.url or "", control=control
+                )
+        except NotFound as exc:
+            # the route renewed another image of this remote in the same request but not
+            # this one: the host's own answer that it no longer has it
+            return v._replace(
+                status="gone",
+                detail=f"{EXPIRED} {when}, and the host no longer has it: "
+                f"{redact(exc.detail)[:200]}",
+            )
         except ImgsyncError as exc:
             return v._replace(
                 status="unreachable",

@@ -473,9 +473,12 @@ class Provider(ABC):
                 url = urljoin(url, hop.location)
         raise ResponseError(f"more than {MAX_FILE_HOPS} redirects", remote=self.name)
 
-    async def refresh_url(self, url: str) -> str | None:
+    async def refresh_url(self, url: str, *, control: str | None = None) -> str | None:
         """A fresh URL for an image URL whose signature expired (Discord-style ``ex``/``hm``
-        URLs), or None when the host gives none. Raises ``ProviderError``."""
+        URLs), or None when the host gives none. ``control``: another image URL of this
+        remote, last seen alive, to ask about in the same request; when the host renews
+        that one but not ``url``, it has said it no longer has ``url``: ``NotFound`` is
+        raised. Raises ``ProviderError``."""
         return None
 
     # --- the required core -------------------------------------------------------------

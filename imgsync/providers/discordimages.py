@@ -270,35 +270,52 @@ class DiscordImagesProvider(Provider):
 
     # ---- transfer ----------------------------------------------------------------------
 
-    async def refresh_url(self, url: str) -> str | None:
+    async def refresh_url(self, url: str, *, control: str | None = None) -> str | None:
         """Fresh signatures for an expired signed file URL (``ex``/``is``/``hm``); None for
-        an unsigned URL, a host without the route, or a file it no longer has.
+        an unsigned URL, a host without the route, or one that renews nothing for it.
 
         NOT DOCUMENTED: Discord Images' docs mention neither signed URLs nor any way to
         renew one. This asks ``POST /api/attachments/refresh-urls`` in the shape of
         Discord's own CDN endpoint (``{"attachment_urls": [...]}`` ->
         ``{"refreshed_urls": [{"original", "refreshed"}]}``), a guess [INF]. A host without
         it answers 404 (-> None) or some other refusal (raised); the caller then leaves the
-        image unreachable, never gone."""
+        image unreachable, never gone.
+
+        ``control`` (another signed URL of this account, last seen alive) is asked about in
+        the same request: a reply that renews it but leaves ``url`` out is the route
+        working and saying it has no such file any more, and raises ``NotFound``. Without
+        that proof (no control, or the control left out too: the route renews nothing, or
+        the account's files are all gone) it is None: no news."""
         if not signed_expiry(url):
             return None
+        asked = [url] + ([control] if control and control != url and signed_expiry(control) else [])
         try:
             resp = await self.http.request(
                 "POST",
                 self.base_url + "/api/attachments/refresh-urls",
                 remote=self.name,
                 headers=self._headers,
-                json={"attachment_urls": [url]},
+                json={"attachment_urls": asked},
                 map_error=self._map_error,
                 idempotent=True,
             )
         except (NotFound, RemoteMisconfigured):
             return None
         data = resp.data if isinstance(resp.data, dict) else {}
+        fresh: dict[str, str] = {}
         for entry in data.get("refreshed_urls") or []:
-            if isinstance(entry, dict) and entry.get("original") == url:
-                fresh = entry.get("refreshed")
-                return fresh if isinstance(fresh, str) and fresh else None
+            if isinstance(entry, dict) and entry.get("original") in asked:
+                renewed = entry.get("refreshed")
+                if isinstance(renewed, str) and renewed:
+                    fresh[str(entry["original"])] = renewed
+        if url in fresh:
+            return fresh[url]
+        if len(asked) == 2 and asked[1] in fresh:
+            raise NotFound(
+                "the refresh route renewed another image of this account in the same "
+                "request, but not this one",
+                remote=self.name,
+            )
         return None
 
     def auth_headers(self) -> dict[str, str]:

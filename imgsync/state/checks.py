@@ -181,6 +181,21 @@ async def url_at(
     return None if row is None else (row[0], row[1])
 
 
+async def control_url(store: StateStore, remote: str, remote_id: str) -> str | None:
+    """The URL of another location of ``remote`` (not ``remote_id``) last checked alive,
+    the most recently checked first: what a refresh route is asked about beside an image
+    to prove it answers (see ``Provider.refresh_url``)."""
+    row = await store.fetchone(
+        "SELECT l.url FROM locations l JOIN checks c "
+        "ON c.remote = l.remote AND c.remote_id = l.remote_id "
+        "WHERE l.remote = ? AND l.remote_id != ? AND c.status = 'alive' "
+        "AND c.repaired_at IS NULL AND l.url IS NOT NULL "
+        "ORDER BY c.checked_at DESC, l.remote_id LIMIT 1",
+        (remote, remote_id),
+    )
+    return None if row is None else str(row[0])
+
+
 async def remotes_with_locations(store: StateStore) -> list[str]:
     return [r[0] for r in await store.fetchall("SELECT DISTINCT remote FROM locations ORDER BY 1")]
 
