@@ -64,12 +64,17 @@ def resolve(base: Path, href: str) -> Path:
     return (base / os.fsdecode(unquote_to_bytes(urlsplit(href).path))).resolve()
 
 
+def gallery_files(index: Path) -> list[Path]:
+    """The data files a gallery page loads (named in its ``meta`` script), in order."""
+    meta = report_meta(index)
+    return [resolve(index.parent, href) for href in meta["files"]]
+
+
 def gallery_items(index: Path) -> list[dict[str, Any]]:
-    """The items of a gallery: the data files its ``<script src>`` tags load, parsed."""
-    page = parse(index)
+    """The items of a gallery: the data files its ``meta`` script names, parsed."""
     items: list[dict[str, Any]] = []
-    for src in page.attr("script", "src"):
-        text = resolve(index.parent, src).read_text(encoding="utf-8")
+    for path in gallery_files(index):
+        text = path.read_text(encoding="utf-8")
         head, tail = "IMGSYNC_ITEMS.push(...[\n", "\n]);\n"
         assert text.startswith(head) and text.endswith(tail)
         items.extend(json.loads("[" + text[len(head) : -len(tail)] + "]"))

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import aiohttp
 from helpers import run_cli, run_cli_async, start_fake, write_config
-from pagecheck import assert_offline, gallery_items, is_relative, parse, report_items, resolve
+from pagecheck import (
+    assert_offline,
+    gallery_files,
+    gallery_items,
+    is_relative,
+    parse,
+    report_items,
+    resolve,
+)
 
 from imgsync.fakehosts.common import Knobs
 from imgsync.fakehosts.gyazo import GyazoFake
@@ -97,7 +105,7 @@ async def test_backup_writes_a_gallery_of_every_image_and_updates_it(tmp_path: P
             assert "<script>alert" not in text and "</script><b>" not in text
             assert "<img src=x" not in text
         assert not any(a.get("onerror") == "alert(1)" for _t, a in page.tags)
-        assert [t for t, _a in page.tags].count("script") == 1 + 1 + 1  # vars, data, code
+        assert [t for t, _a in page.tags].count("script") == 1 + 1  # the data's names, code
 
         before = _stats(out)
         for i in range(3):
@@ -188,7 +196,7 @@ async def test_updates_rewrite_only_the_data_files_that_changed(tmp_path: Path) 
         assert len(gallery_items(out / "index.html")) == 31
         names = {p.name for p in (out / DATA_DIR).iterdir()}
         assert "c-0000000000000000.js" not in names
-        srcs = {Path(s).name for s in parse(out / "index.html").attr("script", "src")}
+        srcs = {p.name for p in gallery_files(out / "index.html")}
         assert {n for n in names if n.startswith("c-")} == srcs
         conn.close()
     finally:
@@ -396,3 +404,87 @@ async def test_the_gallery_links_each_image_to_its_own_sidecar(tmp_path: Path) -
         side = json.loads(resolve(out, links[name]).read_text())
         assert side["remote_id"] == name.rpartition(".")[0]
     assert all((out / f"{n}.json").read_text() == '{"my": "notes"}' for n in names[:2])
+
+
+async def _seeded_gallery(tmp_path: Path, n: int, chunk_size: int) -> Path:
+    """A backup folder of ``n`` images recorded the way ``backup`` records them (titled
+    ``shot-<k>-x``, dated an hour apart), its gallery written in data files of
+    ``chunk_size``."""
+    from imgsync.hashing import digest_bytes
+    from imgsync.models import ItemMeta, RemoteItem
+    from imgsync.state import queries
+    from imgsync.state.store import StateStore
+
+    out = tmp_path / "backup"
+    out.mkdir()
+    state = tmp_path / "pages-state.db"
+    rows = []
+    for k in range(n):
+        data, ext = seed_image(k % 20)
+        data += k.to_bytes(4, "big")
+        d = digest_bytes(data, True)
+        name = f"{d.md5}.{ext}"
+        (out / name).write_bytes(data)
+        rows.append((d.sha256, d.size, d.md5 or "", name, k))
+    key = f"local:{out.resolve()}"
+    async with StateStore(state) as store:
+        await queries.record_objects(
+            store, [(s, size, m, "image/png") for s, size, m, _, _ in rows]
+        )
+        src, dst = [], []
+        for sha, size, md5, name, k in rows:
+            meta = ItemMeta(title=f"shot-{k}-x", created_at=1.6e9 + k * 3600)
+            src.append(
+                (sha, RemoteItem(md5, name, size, url=f"https://i.gyazo.com/{name}", meta=meta))
+            )
+            dst.append((sha, RemoteItem(name, name, size, meta=meta)))
+        await queries.record_locations(store, "gy", src)
+        await queries.record_locations(store, key, dst)
+    with must_open(state) as conn:
+        update_gallery(conn, out, key, source="gy", chunk_size=chunk_size)
+    return out
+
+
+async def test_the_gallerys_search_index_names_the_data_files_a_filter_can_match(
+    tmp_path: Path,
+) -> None:
+    """The gallery writes a search index beside its data files (one bitmap per file, of
+    the text its filter searches): each item's words are in its own file's bitmap (a
+    filter never skips a file holding a match), and a title's whole word is in no other
+    file's, so a filter for it loads one file of three."""
+    import base64
+    import re
+
+    from pagecheck import report_meta
+
+    from imgsync.pages.common import GRAM, TOKEN_MARK, gram_bit
+
+    out = await _seeded_gallery(tmp_path, 30, 10)
+    index = out / "index.html"
+    meta = report_meta(index)
+    files = gallery_files(index)
+    assert len(files) == 3 and meta["count"] == 30
+    text = resolve(out, meta["index"]).read_text(encoding="utf-8")
+    head = "IMGSYNC_GALLERY_INDEX(65536, 4, "
+    assert text.startswith(head) and text.endswith(");\n")
+    maps = [base64.b64decode(m) for m in json.loads(text[len(head) : -3])]
+    assert len(maps) == 3
+
+    def has(bitmap: bytes, piece: str) -> bool:
+        b = gram_bit(piece)
+        return bool(bitmap[b >> 3] & (1 << (b & 7)))
+
+    def may_hold(bitmap: bytes, word: str) -> bool:  # as the page's mayHold(wordBits(...))
+        pieces = [word[i : i + GRAM] for i in range(len(word) - GRAM + 1)]
+        pieces += [TOKEN_MARK + r for r in re.split(r"[^a-z0-9]+", word)[1:-1] if r]
+        return all(has(bitmap, p) for p in pieces)
+
+    for n, path in enumerate(files):
+        body = path.read_text(encoding="utf-8")
+        items = json.loads("[" + body.split("[\n", 1)[1].rsplit("\n]", 1)[0] + "]")
+        for it in items:
+            for word in (it["t"], it["n"].lower(), it["h"][:20], "2020-09-", f"-{it['t'][5:-2]}-"):
+                assert may_hold(maps[n], word), (n, word)
+        k = int(items[0]["t"].split("-")[1])
+        word = f"-{k}-"  # a whole word of one title: in one file's bitmap only
+        assert [may_hold(m, word) for m in maps].count(True) == 1, word

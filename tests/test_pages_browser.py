@@ -231,3 +231,25 @@ async def test_a_report_filter_loads_only_the_data_files_it_needs(tmp_path: Path
     dom, log = await render(page.as_uri() + "#q=no-such-item")  # in no file: none loaded
     assert body_data(dom, "shown") == "0" and body_data(dom, "files") == "0"
     assert not script_errors(log), script_errors(log)
+
+
+@pytest.mark.timeout(300)
+async def test_a_gallery_filter_loads_only_the_data_files_it_needs(tmp_path: Path) -> None:
+    """30 images in three data files of 10: the gallery opened without a filter loads all
+    three; opened with a filter by one title (a link with ``#q=``), only the file that can
+    hold it (through the page's small index); a word too short for the index, all."""
+    from test_gallery import _seeded_gallery
+
+    out = await _seeded_gallery(tmp_path, 30, 10)
+    index = (out / "index.html").as_uri()
+    dom, log = await render(index)
+    assert body_data(dom, "shown") == "30" and body_data(dom, "files") == "3"
+    assert not script_errors(log), script_errors(log)
+    dom, log = await render(index + "#q=shot-7-x")
+    assert body_data(dom, "shown") == "1" and "shot-7-x" in dom
+    assert body_data(dom, "files") == "1", body_data(dom, "files")
+    assert "(filtered from 30)" in dom
+    assert not script_errors(log), script_errors(log)
+    dom, log = await render(index + "#q=t-7")  # too short to look up: every file
+    assert body_data(dom, "shown") == "1" and body_data(dom, "files") == "3"
+    assert not script_errors(log), script_errors(log)
