@@ -186,6 +186,44 @@ def report_filters(report: Path) -> None:
         )
 
 
+def gallery_filters(root: Path) -> None:
+    """Filtering the gallery from a link (``index.html#q=...``): what the browser loads
+    for one item's checksum (an item of the last data file), against every data file.
+    Without chromium, the data files the index names for it (what the page would load)."""
+    import base64
+    import re
+
+    from imgsync.pages.common import GRAM, gram_bit
+
+    page = (root / "index.html").read_text(encoding="utf-8")
+    found = re.search(r'<script id="meta"[^>]*>(.*?)</script>', page, re.DOTALL)
+    assert found is not None, "not a gallery page"
+    meta = json.loads(found.group(1))
+    paths = [root / href.removeprefix("./") for href in meta["files"]]
+    sizes = [p.stat().st_size for p in paths]
+    index_path = root / meta["index"].removeprefix("./")
+    index = index_path.stat().st_size
+    last = paths[-1].read_text(encoding="utf-8")
+    word = json.loads("[" + last.split("[\n", 1)[1].rsplit("\n]", 1)[0] + "]")[-1]["h"][:16]
+    text = index_path.read_text(encoding="utf-8")
+    maps = json.loads(text[text.index("[") : text.rindex("]") + 1])
+    bits = [gram_bit(word[i : i + GRAM]) for i in range(len(word) - GRAM + 1)]
+    named = 0
+    for m in maps:
+        raw = base64.b64decode(m) if m is not None else None
+        named += raw is None or all(raw[b >> 3] & (1 << (b & 7)) for b in bits)
+    got = browser_run(root / "index.html", b'data-shown="1"', f"q={word}")
+    loaded = int(body_data(got[1], "files")) if got is not None else named
+    took = index + sum(sorted(sizes)[:loaded])  # about: the data files are of one size
+    how = f"{got[0]:.0f} ms, " if got is not None else "(no chromium: the index's answer) "
+    print(
+        f"  gallery filter by one item's checksum from a link: {how}loaded the index "
+        f"({index / 1000:.0f} KB) + {loaded} of {len(sizes)} data files = "
+        f"{took / 1e6:.2f} MB of {sum(sizes) / 1e6:.2f} MB (ratio {took / sum(sizes):.3f} of "
+        "loading all, as the page did before)"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--items", type=int, default=20000)
@@ -255,6 +293,7 @@ def main() -> int:
         if report_ms is not None:
             print(f"  headless chromium opens the report (first 100 rows): {report_ms:.0f} ms")
             report_filters(report)
+        gallery_filters(root)
         small_ms = browser_ms(small_root / "index.html")
         big_ms = browser_ms(root / "index.html")
         if small_ms is None or big_ms is None:

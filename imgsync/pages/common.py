@@ -20,7 +20,10 @@ import html
 import json
 import math
 import os
+import re
 import time
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -154,6 +157,35 @@ def page_start(title: str, kind: str, count: int) -> str:
 """
 
 
+INDEX_BITS = 1 << 16  # bits per data file in a search index (8 KB, about 11 KB as text)
+GRAM = 4  # characters per indexed piece
+TOKEN_MARK = "\x01"  # an indexed whole word (a run of a-z0-9) is hashed after this mark
+
+
+def gram_bit(gram: str) -> int:
+    """The index bit of a piece of text: the CRC-32 of its UTF-8, as the pages' script
+    computes it (``gramBit``)."""
+    return zlib.crc32(gram.encode("utf-8", "surrogatepass")) & (INDEX_BITS - 1)
+
+
+def text_bitmap(texts: Iterable[str]) -> bytes:
+    """A data file's search bitmap: every :data:`GRAM`-character piece of ``texts``,
+    lower-cased, and every whole word (run of a-z0-9: a word typed between two
+    separators, "1249" in "shot-1249-x", must be one of them, not just its pieces)."""
+    bits = bytearray(INDEX_BITS // 8)
+    seen: set[str] = set()
+    words = re.compile(r"[a-z0-9]+").findall
+    for value in texts:
+        text = value.lower()
+        seen.update([text[k : k + GRAM] for k in range(len(text) - GRAM + 1)])
+        seen.update(TOKEN_MARK + t for t in words(text))
+    crc, mask = zlib.crc32, INDEX_BITS - 1
+    for gram in seen:
+        b = crc(gram.encode("utf-8", "surrogatepass")) & mask
+        bits[b >> 3] |= 1 << (b & 7)
+    return bytes(bits)
+
+
 def page_end(script: str) -> str:
     """The end of every page: the shared script and the page's own, then the closing tags."""
     return f"""<script>{JS_COMMON}{script}</script>
@@ -246,6 +278,46 @@ function fmtSize(n) {
   const u = ["B", "KB", "MB", "GB", "TB"]; let i = 0; let s = n;
   while (s >= 1000 && i < u.length - 1) { s /= 1000; i++; }
   return i ? s.toFixed(1) + " " + u[i] : s + " B";
+}
+// search indexes (see text_bitmap): base64 bitmaps, the bits of what a filter types, and
+// whether a data file's bitmap can hold an item that matches
+function decodeMaps(maps) {
+  return maps.map((b) => {
+    if (b === null) return null;
+    const raw = atob(b), out = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+    return out;
+  });
+}
+let crcTable = null;
+function gramBit(cps, bits) {  // the CRC-32 of the piece's UTF-8, as imgsync wrote the index
+  if (!crcTable) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let c = 0xffffffff;
+  for (const byte of new TextEncoder().encode(cps.join("")))
+    c = crcTable[(c ^ byte) & 0xff] ^ (c >>> 8);
+  return ((c ^ 0xffffffff) >>> 0) & (bits - 1);
+}
+function wordBits(words, bits, gram) {
+  const out = [];
+  for (const w of words) {
+    const cps = Array.from(w);
+    for (let i = 0; i + gram <= cps.length; i++) out.push(gramBit(cps.slice(i, i + gram), bits));
+    // a run of a-z0-9 with a separator on both sides is a whole word of the item
+    for (const run of w.split(/[^a-z0-9]+/).slice(1, -1))
+      if (run) out.push(gramBit(Array.from("\x01" + run), bits));
+  }
+  return out;
+}
+function mayHold(map, wanted) { return !map || wanted.every((b) => map[b >> 3] & (1 << (b & 7))); }
+function indexable(words) {  // shorter words cannot be looked up: every file is loaded
+  return words.some((w) => Array.from(w).length >= 4 || /[^a-z0-9][a-z0-9]+[^a-z0-9]/.test(w));
 }
 function fmtDate(t) {
   if (t === null || t === undefined) return "";

@@ -4,11 +4,17 @@ Layout (all relative to the backup folder, so the folder can be moved or copied)
 
     index.html                     the page: style and script inline, no server, no CDN
     .imgsync-gallery/c-<hash>.js   the items' data, up to CHUNK items per file
+    .imgsync-gallery/i-<hash>.js   the search index: per data file, a bitmap of its text
     .imgsync-gallery/manifest.json which item is in which data file (for the next update)
 
 The thumbnails are the backed-up images themselves, loaded lazily by the browser, and
 only one page of them (60-240) exists in the document at a time, so 20,000 images open
-as fast as 120 do. No thumbnails are generated: that would need an image library with
+as fast as 120 do. The page loads its data files itself: all of them to show the folder
+in order (sorting needs every item), but a filter given in the address
+(``index.html#q=words``, a link someone shared) first loads the search index (each data
+file's bitmap of the hashed 4-character pieces and whole words of the text the filter
+searches, as the migration report has) and then only the data files that can hold a
+match; the rest are loaded when the filter is cleared. No thumbnails are generated: that would need an image library with
 native code (Pillow) as a dependency, decoding every image once (minutes for a large
 first backup on a small machine), and a second copy of the library on disk; browsers
 already scale images well, and the files are local.
@@ -26,6 +32,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +44,8 @@ from imgsync.localfs import key_path, stage
 from imgsync.models import is_image_name
 from imgsync.pages.common import (
     GENERATOR,
+    GRAM,
+    INDEX_BITS,
     esc,
     file_href,
     human_size,
@@ -45,6 +54,7 @@ from imgsync.pages.common import (
     page_end,
     page_start,
     place_name,
+    text_bitmap,
     utf8,
     write_atomic,
 )
@@ -55,7 +65,10 @@ DATA_DIR = ".imgsync-gallery"
 INDEX = "index.html"
 CHUNK = 1000
 MARKER = b'<meta name="generator" content="imgsync'
-_MANIFEST_VERSION = 2
+_MANIFEST_VERSION = 3
+INDEX_PREFIX = "i-"
+# a date the page shows (JavaScript's toISOString) the same way Python does: years 1970-9999
+_DATE_RANGE = (0.0, 253402300799.0)
 
 
 @dataclass
@@ -159,6 +172,52 @@ def build_record(
     return {k: v for k, v in rec.items() if v is not None}
 
 
+def searched(rec: dict[str, Any]) -> list[str] | None:
+    """The texts the page's filter searches in an item (its ``_q``: title, name, URLs,
+    checksum, date as shown, description, source URL, app, tags), or None when one of them
+    is not plain text the page would turn into the same string (a number, a date out of
+    range, a lone surrogate): that item's data file is then always loaded for a filter."""
+    meta = rec.get("m") or {}
+    texts: list[Any] = [rec.get(k) for k in ("t", "n", "u", "p", "h")]
+    when = rec.get("d")
+    if when is not None:
+        if not isinstance(when, int | float) or not _DATE_RANGE[0] <= when <= _DATE_RANGE[1]:
+            return None
+        texts.append(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when)))
+    texts += [meta.get("description"), meta.get("source_url"), meta.get("app")]
+    tags = meta.get("tags")
+    if tags:
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            return None
+        texts.append(" ".join(tags))
+    out: list[str] = []
+    for text in texts:
+        if text is None or text == "":
+            continue
+        if not isinstance(text, str):
+            return None
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+        out.append(text)
+    return out
+
+
+def chunk_bitmap(recs: list[dict[str, Any]]) -> str | None:
+    """One data file's search bitmap (base64), or None: load it for every filter."""
+    import base64
+
+    texts: list[str] = []
+    for rec in recs:
+        got = searched(rec)
+        if got is None:
+            return None
+        texts += got
+    return base64.b64encode(text_bitmap(texts)).decode("ascii")
+
+
 def _check_ours(root: Path, data_dir: Path) -> None:
     """Refuse (``OSError``) to write over an ``index.html`` imgsync did not write (a file
     the user keeps there, or one backed up from a host) or through a symlink."""
@@ -193,16 +252,19 @@ def _locked(data_dir: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _load_manifest(data_dir: Path) -> tuple[list[_Chunk], dict[str, list[Any]], Any]:
+def _load_manifest(
+    data_dir: Path,
+) -> tuple[list[_Chunk], dict[str, list[Any]], Any, dict[str, Any]]:
     try:
         data = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
         if data.get("version") != _MANIFEST_VERSION:
-            return [], {}, None
+            return [], {}, None, {}
         chunks = [_Chunk([str(k) for k in c["keys"]], str(c["file"])) for c in data["chunks"]]
         items = {str(k): list(v) for k, v in data["items"].items()}
+        maps = {str(c["file"]): c.get("map") for c in data["chunks"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return [], {}, None  # derived data: rebuilt from state
-    return chunks, items, data.get("mark")
+        return [], {}, None, {}  # derived data: rebuilt from state
+    return chunks, items, data.get("mark"), maps
 
 
 def _mark(db: StateReader, root: Path, dest_key: str, source: str | None) -> list[Any]:
@@ -252,7 +314,7 @@ def _update(
     chunk_size: int,
     result: GalleryResult,
 ) -> None:
-    old_chunks, old_items, old_mark = _load_manifest(data_dir)
+    old_chunks, old_items, old_mark, old_maps = _load_manifest(data_dir)
     if old_mark == _mark(db, root, dest_key, source) and _intact(root, data_dir, old_chunks):
         result.items = len(old_items)
         return  # nothing changed since the last update: not a byte to write
@@ -267,6 +329,7 @@ def _update(
     stored_by_key: dict[str, reports.StoredItem] = {}
     sources: dict[str, int] = {}
     texts: dict[str, str] = {}  # records drawn in this update, as page data
+    recs: dict[str, dict[str, Any]] = {}  # ... and as records (for the search index)
     listings = _Listings(root)
     for item in stored:
         key = item.remote_id
@@ -287,6 +350,7 @@ def _update(
             js = js_data(rec)
             digest = hashlib.sha256(utf8(js)).hexdigest()[:20]
             texts[key] = js
+            recs[key] = rec
             entries[key] = [stamp, sidecar, digest, rec.get("d"), rec.get("r")]
         stored_by_key[key] = item
         result.items += 1
@@ -294,11 +358,16 @@ def _update(
         if entries[key][4]:
             sources[entries[key][4]] = sources.get(entries[key][4], 0) + 1
 
-    def text_of(key: str) -> str:
-        if key not in texts:  # unchanged, but in a data file that is rewritten
+    def rec_of(key: str) -> dict[str, Any]:
+        if key not in recs:  # unchanged, but in a data file that is rewritten
             item = stored_by_key[key]
             src = source_of(places.get(item.sha256, []), source)
-            texts[key] = js_data(build_record(item, src, entries[key][1]))
+            recs[key] = build_record(item, src, entries[key][1])
+        return recs[key]
+
+    def text_of(key: str) -> str:
+        if key not in texts:
+            texts[key] = js_data(rec_of(key))
         return texts[key]
 
     chunks: list[_Chunk] = []
@@ -322,20 +391,35 @@ def _update(
     step = chunk_size
     chunks.extend(_Chunk(fresh[i : i + step], None) for i in range(0, len(fresh), step))
 
+    maps: dict[str, str | None] = {}
     for ch in chunks:
         if ch.file is not None:
+            kept = old_maps.get(ch.file, False)
+            maps[ch.file] = (
+                kept
+                if kept is None or isinstance(kept, str)
+                else chunk_bitmap([rec_of(k) for k in ch.keys])
+            )
             continue
         text = _chunk_text([text_of(k) for k in ch.keys])
         name = f"c-{hashlib.sha256(utf8(text)).hexdigest()[:16]}.js"
         ch.file = name
+        maps[name] = chunk_bitmap([rec_of(k) for k in ch.keys])
         target = data_dir / name
         if not target.is_file():  # the same content under its hash name is already there
             write_atomic(target, text)
             result.files_written.append(f"{DATA_DIR}/{name}")
 
     files = [ch.file for ch in chunks if ch.file]
+    index_text = (
+        f"IMGSYNC_GALLERY_INDEX({INDEX_BITS}, {GRAM}, {js_data([maps[f] for f in files])});\n"
+    )
+    index_name = f"{INDEX_PREFIX}{hashlib.sha256(utf8(index_text)).hexdigest()[:16]}.js"
+    if not (data_dir / index_name).is_file():
+        write_atomic(data_dir / index_name, index_text)
+        result.files_written.append(f"{DATA_DIR}/{index_name}")
     dates = [e[3] for e in entries.values() if isinstance(e[3], int | float)]
-    page = render_index(root, files, result.items, result.bytes, dates, sources)
+    page = render_index(root, files, result.items, result.bytes, dates, sources, index_name)
     index = root / INDEX
     if _read(index) != page:
         write_atomic(index, page)
@@ -344,7 +428,9 @@ def _update(
         {
             "version": _MANIFEST_VERSION,
             "mark": _mark(db, root, dest_key, source),
-            "chunks": [{"file": ch.file, "keys": ch.keys} for ch in chunks],
+            "chunks": [
+                {"file": ch.file, "keys": ch.keys, "map": maps.get(ch.file or "")} for ch in chunks
+            ],
             "items": entries,
         },
         ensure_ascii=False,
@@ -352,9 +438,10 @@ def _update(
     )
     if _read(data_dir / "manifest.json") != manifest:
         write_atomic(data_dir / "manifest.json", manifest)
-    keep = set(files)
+    keep = {*files, index_name}
     for name in os.listdir(data_dir):
-        stale_chunk = name.startswith("c-") and name.endswith(".js") and name not in keep
+        ours = name.startswith(("c-", INDEX_PREFIX)) and name.endswith(".js")
+        stale_chunk = ours and name not in keep
         if stale_chunk or ".imgsync-tmp-" in name:
             with contextlib.suppress(OSError):
                 os.unlink(data_dir / name)
@@ -375,19 +462,20 @@ def render_index(
     total: int,
     dates: list[float],
     sources: dict[str, int],
+    index: str | None = None,
 ) -> str:
     """The page itself. Deterministic for the same data, so an unchanged folder is not
-    rewritten."""
+    rewritten. ``index``: the search index's file name in the data folder."""
     newest = max(dates) if dates else None
     oldest = min(dates) if dates else None
     title = f"Backup: {root.name or root}"
     src_text = ", ".join(f"{name} ({n})" for name, n in sorted(sources.items())) or "-"
     span = f"{iso_date(oldest)[:10]} … {iso_date(newest)[:10]}" if newest is not None else ""
-    scripts = "\n".join(
-        f'<script src="{esc(file_href(f"{DATA_DIR}/{name}"))}" '
-        'onerror="IMGSYNC_MISSING++"></script>'
-        for name in chunk_files
-    )
+    meta = {
+        "count": count,
+        "files": [file_href(f"{DATA_DIR}/{name}") for name in chunk_files],
+        "index": file_href(f"{DATA_DIR}/{index}") if index else None,
+    }
     return (
         page_start(title, "gallery", count)
         + f"""<p class="sub" id="summary">{count} files · {esc(human_size(total))} · from {esc(src_text)}
@@ -410,8 +498,7 @@ files in this folder, each with a .json sidecar.</p></noscript>
 <nav class="pager" id="pager"></nav>
 </main>
 <dialog id="detail"></dialog>
-<script>var IMGSYNC_ITEMS = []; var IMGSYNC_MISSING = 0;</script>
-{scripts}
+<script id="meta" type="application/json">{js_data(meta)}</script>
 """
         + page_end(JS_GALLERY)
     )
@@ -419,12 +506,61 @@ files in this folder, each with a .json sidecar.</p></noscript>
 
 JS_GALLERY = r"""
 (function () {
-  const items = IMGSYNC_ITEMS;
+  const meta = JSON.parse(document.getElementById("meta").textContent);
+  const files = meta.files, total = meta.count, items = [];
+  const done = new Array(files.length).fill(false), waiting = {};
+  let missing = 0, fetched = 0, index = null, indexWait = null;
   const when = (it) => (it.d !== undefined ? it.d : it.b);
-  for (const it of items) {
-    const m = it.m || {};
-    it._q = [it.t, it.n, it.u, it.p, it.h, fmtDate(it.d), m.description, m.source_url,
-             m.app, (m.tags || []).join(" ")].filter(Boolean).join("\n").toLowerCase();
+  // what a data file calls: IMGSYNC_ITEMS.push(...[items])
+  window.IMGSYNC_ITEMS = {push: function () {
+    for (let i = 0; i < arguments.length; i++) {
+      const it = arguments[i], m = it.m || {};
+      it._q = [it.t, it.n, it.u, it.p, it.h, fmtDate(it.d), m.description, m.source_url,
+               m.app, (m.tags || []).join(" ")].filter(Boolean).join("\n").toLowerCase();
+      items.push(it);
+    }
+  }};
+  // the search index: per data file a bitmap of the hashed pieces of its text
+  window.IMGSYNC_GALLERY_INDEX = function (bits, gram, maps) {
+    index = {bits: bits, gram: gram, maps: decodeMaps(maps)};
+  };
+  function loadIndex(then) {
+    if (index || !meta.index) { then(); return; }
+    if (indexWait) { indexWait.push(then); return; }
+    indexWait = [then];
+    const s = document.createElement("script");
+    s.src = meta.index;
+    s.onload = s.onerror = () => { const calls = indexWait; indexWait = null;
+                                   if (!index) meta.index = null;  // missing: load them all
+                                   calls.forEach((f) => f()); };
+    document.head.append(s);
+  }
+  // load the data files numbered ``ids`` (each once), then call ``then``
+  function load(ids, then) {
+    let left = 1;
+    const one = () => { if (--left === 0) then(); };
+    for (const n of ids) {
+      if (done[n]) continue;
+      left++;
+      if (waiting[n]) { waiting[n].push(one); continue; }
+      waiting[n] = [one];
+      const s = document.createElement("script");
+      s.src = files[n];
+      s.onload = s.onerror = (e) => {
+        fetched++; document.body.dataset.files = String(fetched);
+        if (e.type === "error") missing++;
+        done[n] = true;
+        const calls = waiting[n]; delete waiting[n]; calls.forEach((f) => f());
+      };
+      document.head.append(s);
+    }
+    one();
+  }
+  const every = () => files.map((_f, n) => n);
+  function candidates(words) {  // the data files that can hold an item matching every word
+    if (!index) return every();
+    const wanted = wordBits(words, index.bits, index.gram);
+    return every().filter((n) => mayHold(index.maps[n], wanted));
   }
   const orders = {
     new: (a, b) => when(b) - when(a) || (a.n < b.n ? -1 : 1),
@@ -439,12 +575,16 @@ JS_GALLERY = r"""
   q.value = st.q || ""; if (orders[st.sort]) sortSel.value = st.sort;
   if (["60", "120", "240"].includes(st.per)) perSel.value = st.per;
   let page = Math.max(1, parseInt(st.page || "1", 10) || 1);
-  let sorted = null, sortedBy = null, view = [], broken = 0, loaded = 0;
+  let sorted = null, sortedBy = null, sortedLen = -1, view = [], broken = 0, loaded = 0;
+  let ticket = 0;
   let pending = (st.item || "").toLowerCase(), openItem = "";
   document.body.dataset.broken = "0"; document.body.dataset.loaded = "0";
+  document.body.dataset.files = "0";
   function filtered() {
-    if (sortedBy !== sortSel.value) { sorted = items.slice().sort(orders[sortSel.value]);
-                                      sortedBy = sortSel.value; }
+    if (sortedBy !== sortSel.value || sortedLen !== items.length) {
+      sorted = items.slice().sort(orders[sortSel.value]);
+      sortedBy = sortSel.value; sortedLen = items.length;
+    }
     const words = q.value.toLowerCase().split(/\s+/).filter(Boolean);
     return words.length ? sorted.filter((it) => words.every((w) => it._q.includes(w))) : sorted;
   }
@@ -467,7 +607,17 @@ JS_GALLERY = r"""
     c.addEventListener("keydown", (e) => { if (e.key === "Enter") openDetail(idx); });
     return c;
   }
-  function render() {
+  function render() {  // the data files the view needs first: all, or a filter's candidates
+    const mine = ++ticket;
+    const words = q.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const draw = (ids) => load(ids, () => { if (mine === ticket) show(); });
+    if (done.every(Boolean)) { show(); return; }
+    shown.textContent = "loading…";
+    if (words.length && indexable(words)) loadIndex(() => { if (mine === ticket)
+                                                             draw(candidates(words)); });
+    else draw(every());
+  }
+  function show() {
     view = filtered();
     const per = parseInt(perSel.value, 10);
     const pages = Math.max(1, Math.ceil(view.length / per));
@@ -477,11 +627,11 @@ JS_GALLERY = r"""
     page = Math.min(Math.max(1, page), pages);
     const start = (page - 1) * per, slice = view.slice(start, start + per);
     grid.replaceChildren(...slice.map((it, i) => card(it, start + i)));
-    if (!slice.length) grid.append(el("p", {cls: "empty", text: items.length ?
+    if (!slice.length) grid.append(el("p", {cls: "empty", text: total ?
         "Nothing matches the filter." : "Nothing backed up yet."}));
     shown.textContent = (view.length ? (start + 1) + "–" + (start + slice.length) : "0") +
-        " of " + view.length + (view.length !== items.length ? " (filtered from " +
-        items.length + ")" : "") + (IMGSYNC_MISSING ? " · " + IMGSYNC_MISSING +
+        " of " + view.length + (view.length !== total ? " (filtered from " +
+        total + ")" : "") + (missing ? " · " + missing +
         " data file(s) missing: run imgsync backup again" : "");
     pager(pagerBox, page, pages, (p) => { page = p; render(); scrollTo(0, 0); });
     document.body.dataset.shown = String(slice.length);

@@ -31,29 +31,33 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imgsync.pages.common import (
+    GRAM,
+    INDEX_BITS,
+    TOKEN_MARK,
     esc,
     file_href,
+    gram_bit,
     human_size,
     js_data,
     page_end,
     page_start,
     place_name,
+    text_bitmap,
     utf8,
     write_atomic,
 )
 from imgsync.state.reader import StateReader
 
+# the search index's pieces live in pages.common (the gallery's index is built the same way)
+__all__ = ["GRAM", "INDEX_BITS", "TOKEN_MARK", "gram_bit", "index_bitmap", "write_report"]
+
 PER_FILE = 500  # items per data file (about 300 KB)
 DATA_PREFIX = "r-"
-INDEX_BITS = 1 << 16  # bits per data file in the search index (8 KB, about 11 KB as text)
-GRAM = 4  # characters per indexed piece
-TOKEN_MARK = "\x01"  # an indexed whole word (a run of a-z0-9) is hashed after this mark
 # the fields the page's text filter searches (its ``_q``), in its order
 SEARCHED = ("id", "o", "op", "n", "np", "t", "e", "st", "h")
 
@@ -264,19 +268,10 @@ def file_counts(items: list[dict[str, Any]]) -> list[list[int]]:
     return out
 
 
-def gram_bit(gram: str) -> int:
-    """The index bit of a piece of text: the CRC-32 of its UTF-8, as the page's script
-    computes it."""
-    return zlib.crc32(gram.encode("utf-8", "surrogatepass")) & (INDEX_BITS - 1)
-
-
 def index_bitmap(items: list[dict[str, Any]]) -> bytes | None:
     """The bitmap of every :data:`GRAM`-character piece of ``items``' searched fields,
     lower-cased; None when a field is not text (the page then always loads that file)."""
-    import re
-
-    bits = bytearray(INDEX_BITS // 8)
-    seen: set[str] = set()
+    texts: list[str] = []
     for it in items:
         for key in SEARCHED:
             value = it.get(key)
@@ -284,16 +279,8 @@ def index_bitmap(items: list[dict[str, Any]]) -> bytes | None:
                 continue
             if not isinstance(value, str):
                 return None
-            text = value.lower()
-            seen.update([text[k : k + GRAM] for k in range(len(text) - GRAM + 1)])
-            # whole words too (runs of a-z0-9): a word typed between two separators
-            # ("1249" in "shot-1249-x") must be one of them, not just its pieces
-            seen.update(TOKEN_MARK + t for t in re.findall(r"[a-z0-9]+", text))
-    crc, mask = zlib.crc32, INDEX_BITS - 1
-    for gram in seen:
-        b = crc(gram.encode("utf-8", "surrogatepass")) & mask
-        bits[b >> 3] |= 1 << (b & 7)
-    return bytes(bits)
+            texts.append(value)
+    return text_bitmap(texts)
 
 
 def index_text(items: list[dict[str, Any]]) -> str:
@@ -446,11 +433,7 @@ JS_REPORT = r"""
   // the search index: per data file a bitmap of the hashed GRAM-character pieces it holds
   let index = null, indexWait = null;
   window.IMGSYNC_REPORT_INDEX = function (bits, gram, maps) {
-    index = {bits: bits, gram: gram, maps: maps.map((b) => {
-      if (b === null) return null;
-      const raw = atob(b), out = new Uint8Array(raw.length);
-      for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
-      return out; })};
+    index = {bits: bits, gram: gram, maps: decodeMaps(maps)};
   };
   function loadIndex(done) {
     if (index || !meta.index) { done(); return; }
@@ -463,37 +446,14 @@ JS_REPORT = r"""
                                    calls.forEach((f) => f()); };
     document.head.append(s);
   }
-  let crcTable = null;
-  function gramBit(cps) {  // the CRC-32 of the piece's UTF-8, as imgsync wrote the index
-    if (!crcTable) {
-      crcTable = new Uint32Array(256);
-      for (let n = 0; n < 256; n++) {
-        let c = n;
-        for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-        crcTable[n] = c >>> 0;
-      }
-    }
-    let c = 0xffffffff;
-    for (const byte of new TextEncoder().encode(cps.join("")))
-      c = crcTable[(c ^ byte) & 0xff] ^ (c >>> 8);
-    return ((c ^ 0xffffffff) >>> 0) & (index.bits - 1);
-  }
   // the data files that can hold an item of status ``st`` matching every word
   function candidates(words, st) {
-    const k = statuses.indexOf(st), bits = [];
-    if (index) for (const w of words) {
-      const cps = Array.from(w);
-      for (let i = 0; i + index.gram <= cps.length; i++)
-        bits.push(gramBit(cps.slice(i, i + index.gram)));
-      // a run of a-z0-9 with a separator on both sides is a whole word of the item
-      for (const run of w.split(/[^a-z0-9]+/).slice(1, -1))
-        if (run) bits.push(gramBit(Array.from("\x01" + run)));
-    }
+    const k = statuses.indexOf(st);
+    const wanted = index ? wordBits(words, index.bits, index.gram) : [];
     const out = [];
     for (let n = 0; n < files.length; n++) {
       if (st && counts && k >= 0 && !counts[n][k]) continue;
-      const map = index && index.maps[n];
-      if (map && !bits.every((b) => map[b >> 3] & (1 << (b & 7)))) continue;
+      if (index && !mayHold(index.maps[n], wanted)) continue;
       out.push(n);
     }
     return out;
@@ -617,8 +577,7 @@ JS_REPORT = r"""
         show(view.slice(start, start + per), start, view.length, pages);
       });
     };
-    if (words.some((w) => Array.from(w).length >= 4 || /[^a-z0-9][a-z0-9]+[^a-z0-9]/.test(w)))
-      loadIndex(filter);
+    if (indexable(words)) loadIndex(filter);
     else filter();
   }
   let timer = null;
