@@ -488,3 +488,18 @@ async def test_the_gallerys_search_index_names_the_data_files_a_filter_can_match
         k = int(items[0]["t"].split("-")[1])
         word = f"-{k}-"  # a whole word of one title: in one file's bitmap only
         assert [may_hold(m, word) for m in maps].count(True) == 1, word
+
+
+async def test_a_gallery_search_index_deleted_by_hand_is_written_again(tmp_path: Path) -> None:
+    """The next update with nothing new notices the index is missing and writes it (the
+    page would still work without it, loading every data file for a filter)."""
+    from pagecheck import report_meta
+
+    out = await _seeded_gallery(tmp_path, 12, 5)
+    index_file = resolve(out, report_meta(out / "index.html")["index"])
+    index_file.unlink()
+    key = f"local:{out.resolve()}"
+    with must_open(tmp_path / "pages-state.db") as conn:
+        update_gallery(conn, out, key, source="gy", chunk_size=5)
+    assert index_file.is_file()
+    assert resolve(out, report_meta(out / "index.html")["index"]) == index_file

@@ -262,6 +262,8 @@ def _load_manifest(
         chunks = [_Chunk([str(k) for k in c["keys"]], str(c["file"])) for c in data["chunks"]]
         items = {str(k): list(v) for k, v in data["items"].items()}
         maps = {str(c["file"]): c.get("map") for c in data["chunks"]}
+        if isinstance(data.get("index"), str):  # the search index's file: checked as intact
+            chunks.append(_Chunk([], str(data["index"])))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return [], {}, None, {}  # derived data: rebuilt from state
     return chunks, items, data.get("mark"), maps
@@ -318,6 +320,7 @@ def _update(
     if old_mark == _mark(db, root, dest_key, source) and _intact(root, data_dir, old_chunks):
         result.items = len(old_items)
         return  # nothing changed since the last update: not a byte to write
+    old_chunks = [ch for ch in old_chunks if ch.keys]  # (the index's entry)
     if not (isinstance(old_mark, list) and old_mark and old_mark[0] == _TEMPLATE):
         old_chunks, old_items = [], {}  # drawn by other code: draw every item again
     stored = db.stored_items(dest_key)
@@ -428,6 +431,7 @@ def _update(
         {
             "version": _MANIFEST_VERSION,
             "mark": _mark(db, root, dest_key, source),
+            "index": index_name,
             "chunks": [
                 {"file": ch.file, "keys": ch.keys, "map": maps.get(ch.file or "")} for ch in chunks
             ],
