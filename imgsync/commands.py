@@ -162,6 +162,7 @@ def _report_check(summary: Summary, as_json: bool) -> int:
             f"check {summary.shown_source} -> {summary.shown_dest}: {summary.checked} checked, "
             f"{summary.copied} missing at the destination, {summary.present} present, "
             f"{summary.failed} could not be checked"
+            + (f", skipped by filter: {summary.filtered}" if summary.filtered else "")
         )
     for item, err in summary.failures[:20]:
         print(f"  failed: {item}: {err}", file=sys.stderr)

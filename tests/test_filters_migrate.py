@@ -130,6 +130,11 @@ async def test_a_folder_sources_filtered_files_are_counted_in_the_summary(
     line = capsys.readouterr()
     assert code == 0, line
     assert "skipped by filter: 4" in line.out + line.err, line
+    # check says it too
+    code = await asyncio.to_thread(main, [*args[:2], "check", *args[3:], "--exclude", "sub/*"])
+    line = capsys.readouterr()
+    assert code == 0 and "0 missing at the destination" in line.out, line
+    assert line.out.rstrip().endswith("skipped by filter: 2"), line
     # the re-run's no-op path (its saved scan mark) counts them too
     code = await asyncio.to_thread(main, [*args, "--exclude", "sub/*", "--json"])
     got = json.loads(capsys.readouterr().out)
