@@ -406,7 +406,7 @@ async def test_the_gallery_links_each_image_to_its_own_sidecar(tmp_path: Path) -
     assert all((out / f"{n}.json").read_text() == '{"my": "notes"}' for n in names[:2])
 
 
-async def _seeded_gallery(tmp_path: Path, n: int, chunk_size: int) -> Path:
+async def _seeded_gallery(tmp_path: Path, n: int, chunk_size: int, index_from: int = 1) -> Path:
     """A backup folder of ``n`` images recorded the way ``backup`` records them (titled
     ``shot-<k>-x``, dated an hour apart), its gallery written in data files of
     ``chunk_size``."""
@@ -441,7 +441,7 @@ async def _seeded_gallery(tmp_path: Path, n: int, chunk_size: int) -> Path:
         await queries.record_locations(store, "gy", src)
         await queries.record_locations(store, key, dst)
     with must_open(state) as conn:
-        update_gallery(conn, out, key, source="gy", chunk_size=chunk_size)
+        update_gallery(conn, out, key, source="gy", chunk_size=chunk_size, index_from=index_from)
     return out
 
 
@@ -500,6 +500,25 @@ async def test_a_gallery_search_index_deleted_by_hand_is_written_again(tmp_path:
     index_file.unlink()
     key = f"local:{out.resolve()}"
     with must_open(tmp_path / "pages-state.db") as conn:
-        update_gallery(conn, out, key, source="gy", chunk_size=5)
+        update_gallery(conn, out, key, source="gy", chunk_size=5, index_from=1)
     assert index_file.is_file()
+    assert resolve(out, report_meta(out / "index.html")["index"]) == index_file
+
+
+async def test_a_small_gallery_has_no_search_index_and_gets_one_when_it_grows(
+    tmp_path: Path,
+) -> None:
+    """Below ``index_from`` data files the page loads them all for a filter (no index,
+    no CPU spent on one); from there on the index is written, the data files kept."""
+    from pagecheck import report_meta
+
+    out = await _seeded_gallery(tmp_path, 12, 5, index_from=4)
+    assert report_meta(out / "index.html")["index"] is None
+    assert not list((out / DATA_DIR).glob("i-*.js"))
+    before = {p.name for p in gallery_files(out / "index.html")}
+    key = f"local:{out.resolve()}"
+    with must_open(tmp_path / "pages-state.db") as conn:
+        update_gallery(conn, out, key, source="gy", chunk_size=5, index_from=3)
+    assert {p.name for p in gallery_files(out / "index.html")} == before
+    (index_file,) = (out / DATA_DIR).glob("i-*.js")
     assert resolve(out, report_meta(out / "index.html")["index"]) == index_file

@@ -67,6 +67,7 @@ CHUNK = 1000
 MARKER = b'<meta name="generator" content="imgsync'
 _MANIFEST_VERSION = 3
 INDEX_PREFIX = "i-"
+INDEX_FROM = 4  # data files (of CHUNK items) from which the page gets a search index
 # a date the page shows (JavaScript's toISOString) the same way Python does: years 1970-9999
 _DATE_RANGE = (0.0, 253402300799.0)
 
@@ -261,7 +262,8 @@ def _load_manifest(
             return [], {}, None, {}
         chunks = [_Chunk([str(k) for k in c["keys"]], str(c["file"])) for c in data["chunks"]]
         items = {str(k): list(v) for k, v in data["items"].items()}
-        maps = {str(c["file"]): c.get("map") for c in data["chunks"]}
+        # a data file's search bitmap (None: load it for every filter; False: none made)
+        maps = {str(c["file"]): c.get("map", False) for c in data["chunks"]}
         if isinstance(data.get("index"), str):  # the search index's file: checked as intact
             chunks.append(_Chunk([], str(data["index"])))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -269,10 +271,18 @@ def _load_manifest(
     return chunks, items, data.get("mark"), maps
 
 
-def _mark(db: StateReader, root: Path, dest_key: str, source: str | None) -> list[Any]:
+def _mark(
+    db: StateReader, root: Path, dest_key: str, source: str | None, index_from: int
+) -> list[Any]:
     """What the page depends on, cheaply: the code that draws it, the state it shows, and
     the folder (a file deleted by hand changes its mtime)."""
-    return [_TEMPLATE, source, *db.pages_generation(dest_key), root.stat().st_mtime_ns]
+    return [
+        _TEMPLATE,
+        source,
+        index_from,
+        *db.pages_generation(dest_key),
+        root.stat().st_mtime_ns,
+    ]
 
 
 def _intact(root: Path, data_dir: Path, chunks: list[_Chunk]) -> bool:
@@ -290,8 +300,10 @@ def update_gallery(
     *,
     source: str | None = None,
     chunk_size: int = CHUNK,
+    index_from: int = INDEX_FROM,
 ) -> GalleryResult:
-    """Write or update ``root/index.html`` for everything state records at ``dest_key``.
+    """Write or update ``root/index.html`` for everything state records at ``dest_key``
+    (with a search index when it has ``index_from`` data files or more).
 
     Raises ``OSError`` when the folder cannot be written.
     """
@@ -303,7 +315,7 @@ def update_gallery(
         for stale in root.glob(f".{INDEX}.imgsync-tmp-*"):  # a writer killed mid-write
             with contextlib.suppress(OSError):
                 stale.unlink()
-        _update(db, root, data_dir, dest_key, source, chunk_size, result)
+        _update(db, root, data_dir, dest_key, source, chunk_size, index_from, result)
     return result
 
 
@@ -314,10 +326,13 @@ def _update(
     dest_key: str,
     source: str | None,
     chunk_size: int,
+    index_from: int,
     result: GalleryResult,
 ) -> None:
     old_chunks, old_items, old_mark, old_maps = _load_manifest(data_dir)
-    if old_mark == _mark(db, root, dest_key, source) and _intact(root, data_dir, old_chunks):
+    if old_mark == _mark(db, root, dest_key, source, index_from) and _intact(
+        root, data_dir, old_chunks
+    ):
         result.items = len(old_items)
         return  # nothing changed since the last update: not a byte to write
     old_chunks = [ch for ch in old_chunks if ch.keys]  # (the index's entry)
@@ -394,33 +409,38 @@ def _update(
     step = chunk_size
     chunks.extend(_Chunk(fresh[i : i + step], None) for i in range(0, len(fresh), step))
 
-    maps: dict[str, str | None] = {}
     for ch in chunks:
         if ch.file is not None:
-            kept = old_maps.get(ch.file, False)
-            maps[ch.file] = (
-                kept
-                if kept is None or isinstance(kept, str)
-                else chunk_bitmap([rec_of(k) for k in ch.keys])
-            )
             continue
         text = _chunk_text([text_of(k) for k in ch.keys])
         name = f"c-{hashlib.sha256(utf8(text)).hexdigest()[:16]}.js"
         ch.file = name
-        maps[name] = chunk_bitmap([rec_of(k) for k in ch.keys])
         target = data_dir / name
         if not target.is_file():  # the same content under its hash name is already there
             write_atomic(target, text)
             result.files_written.append(f"{DATA_DIR}/{name}")
 
     files = [ch.file for ch in chunks if ch.file]
-    index_text = (
-        f"IMGSYNC_GALLERY_INDEX({INDEX_BITS}, {GRAM}, {js_data([maps[f] for f in files])});\n"
-    )
-    index_name = f"{INDEX_PREFIX}{hashlib.sha256(utf8(index_text)).hexdigest()[:16]}.js"
-    if not (data_dir / index_name).is_file():
-        write_atomic(data_dir / index_name, index_text)
-        result.files_written.append(f"{DATA_DIR}/{index_name}")
+    # the search index, from index_from data files on (a few files load at once anyway,
+    # and the bitmaps cost about as much CPU as drawing the items): each data file's
+    # bitmap is computed when it is written, and kept in the manifest for later updates
+    maps: dict[str, str | None] = {}
+    index_name: str | None = None
+    if len(files) >= index_from:
+        for ch in chunks:
+            kept = old_maps.get(ch.file or "", False)
+            maps[ch.file or ""] = (
+                kept
+                if kept is None or isinstance(kept, str)
+                else chunk_bitmap([rec_of(k) for k in ch.keys])
+            )
+        index_text = (
+            f"IMGSYNC_GALLERY_INDEX({INDEX_BITS}, {GRAM}, {js_data([maps[f] for f in files])});\n"
+        )
+        index_name = f"{INDEX_PREFIX}{hashlib.sha256(utf8(index_text)).hexdigest()[:16]}.js"
+        if not (data_dir / index_name).is_file():
+            write_atomic(data_dir / index_name, index_text)
+            result.files_written.append(f"{DATA_DIR}/{index_name}")
     dates = [e[3] for e in entries.values() if isinstance(e[3], int | float)]
     page = render_index(root, files, result.items, result.bytes, dates, sources, index_name)
     index = root / INDEX
@@ -430,10 +450,15 @@ def _update(
     manifest = json.dumps(
         {
             "version": _MANIFEST_VERSION,
-            "mark": _mark(db, root, dest_key, source),
+            "mark": _mark(db, root, dest_key, source, index_from),
             "index": index_name,
             "chunks": [
-                {"file": ch.file, "keys": ch.keys, "map": maps.get(ch.file or "")} for ch in chunks
+                {
+                    "file": ch.file,
+                    "keys": ch.keys,
+                    **({"map": maps[ch.file]} if ch.file in maps else {}),
+                }
+                for ch in chunks
             ],
             "items": entries,
         },
