@@ -207,7 +207,8 @@ def gallery_filters(root: Path) -> None:
     word = json.loads("[" + last.split("[\n", 1)[1].rsplit("\n]", 1)[0] + "]")[-1]["h"][:16]
     text = index_path.read_text(encoding="utf-8")
     maps = json.loads(text[text.index("[") : text.rindex("]") + 1])
-    bits = [gram_bit(word[i : i + GRAM]) for i in range(len(word) - GRAM + 1)]
+    size = int(text.split("(", 1)[1].split(",", 1)[0])  # IMGSYNC_GALLERY_INDEX(bits, ...
+    bits = [gram_bit(word[i : i + GRAM], size) for i in range(len(word) - GRAM + 1)]
     named = 0
     for m in maps:
         raw = base64.b64decode(m) if m is not None else None

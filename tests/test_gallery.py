@@ -458,6 +458,7 @@ async def test_the_gallerys_search_index_names_the_data_files_a_filter_can_match
     from pagecheck import report_meta
 
     from imgsync.pages.common import GRAM, TOKEN_MARK, gram_bit
+    from imgsync.pages.gallery import GALLERY_INDEX_BITS
 
     out = await _seeded_gallery(tmp_path, 30, 10)
     index = out / "index.html"
@@ -465,13 +466,13 @@ async def test_the_gallerys_search_index_names_the_data_files_a_filter_can_match
     files = gallery_files(index)
     assert len(files) == 3 and meta["count"] == 30
     text = resolve(out, meta["index"]).read_text(encoding="utf-8")
-    head = "IMGSYNC_GALLERY_INDEX(65536, 4, "
+    head = f"IMGSYNC_GALLERY_INDEX({GALLERY_INDEX_BITS}, 4, "
     assert text.startswith(head) and text.endswith(");\n")
     maps = [base64.b64decode(m) for m in json.loads(text[len(head) : -3])]
     assert len(maps) == 3
 
     def has(bitmap: bytes, piece: str) -> bool:
-        b = gram_bit(piece)
+        b = gram_bit(piece, GALLERY_INDEX_BITS)
         return bool(bitmap[b >> 3] & (1 << (b & 7)))
 
     def may_hold(bitmap: bytes, word: str) -> bool:  # as the page's mayHold(wordBits(...))

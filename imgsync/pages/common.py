@@ -162,24 +162,25 @@ GRAM = 4  # characters per indexed piece
 TOKEN_MARK = "\x01"  # an indexed whole word (a run of a-z0-9) is hashed after this mark
 
 
-def gram_bit(gram: str) -> int:
+def gram_bit(gram: str, bits: int = INDEX_BITS) -> int:
     """The index bit of a piece of text: the CRC-32 of its UTF-8, as the pages' script
-    computes it (``gramBit``)."""
-    return zlib.crc32(gram.encode("utf-8", "surrogatepass")) & (INDEX_BITS - 1)
+    computes it (``gramBit``), in a bitmap of ``bits``."""
+    return zlib.crc32(gram.encode("utf-8", "surrogatepass")) & (bits - 1)
 
 
-def text_bitmap(texts: Iterable[str]) -> bytes:
+def text_bitmap(texts: Iterable[str], size: int = INDEX_BITS) -> bytes:
     """A data file's search bitmap: every :data:`GRAM`-character piece of ``texts``,
     lower-cased, and every whole word (run of a-z0-9: a word typed between two
-    separators, "1249" in "shot-1249-x", must be one of them, not just its pieces)."""
-    bits = bytearray(INDEX_BITS // 8)
+    separators, "1249" in "shot-1249-x", must be one of them, not just its pieces), in a
+    bitmap of ``size`` bits (a power of two)."""
+    bits = bytearray(size // 8)
     seen: set[str] = set()
     words = re.compile(r"[a-z0-9]+").findall
     for value in texts:
         text = value.lower()
         seen.update([text[k : k + GRAM] for k in range(len(text) - GRAM + 1)])
         seen.update(TOKEN_MARK + t for t in words(text))
-    crc, mask = zlib.crc32, INDEX_BITS - 1
+    crc, mask = zlib.crc32, size - 1
     for gram in seen:
         b = crc(gram.encode("utf-8", "surrogatepass")) & mask
         bits[b >> 3] |= 1 << (b & 7)

@@ -45,7 +45,6 @@ from imgsync.models import is_image_name
 from imgsync.pages.common import (
     GENERATOR,
     GRAM,
-    INDEX_BITS,
     esc,
     file_href,
     human_size,
@@ -68,6 +67,10 @@ MARKER = b'<meta name="generator" content="imgsync'
 _MANIFEST_VERSION = 3
 INDEX_PREFIX = "i-"
 INDEX_FROM = 4  # data files (of CHUNK items) from which the page gets a search index
+# bits per data file in the gallery's index (32 KB, 43 KB as text): a data file's 1,000
+# items hold ~175,000 distinct pieces (checksums and ids are random text), which would
+# fill the report's 65,536 bits and let most words through; here about half the bits are set
+GALLERY_INDEX_BITS = 1 << 18
 # a date the page shows (JavaScript's toISOString) the same way Python does: years 1970-9999
 _DATE_RANGE = (0.0, 253402300799.0)
 
@@ -216,7 +219,7 @@ def chunk_bitmap(recs: list[dict[str, Any]]) -> str | None:
         if got is None:
             return None
         texts += got
-    return base64.b64encode(text_bitmap(texts)).decode("ascii")
+    return base64.b64encode(text_bitmap(texts, GALLERY_INDEX_BITS)).decode("ascii")
 
 
 def _check_ours(root: Path, data_dir: Path) -> None:
@@ -435,7 +438,8 @@ def _update(
                 else chunk_bitmap([rec_of(k) for k in ch.keys])
             )
         index_text = (
-            f"IMGSYNC_GALLERY_INDEX({INDEX_BITS}, {GRAM}, {js_data([maps[f] for f in files])});\n"
+            f"IMGSYNC_GALLERY_INDEX({GALLERY_INDEX_BITS}, {GRAM}, "
+            f"{js_data([maps[f] for f in files])});\n"
         )
         index_name = f"{INDEX_PREFIX}{hashlib.sha256(utf8(index_text)).hexdigest()[:16]}.js"
         if not (data_dir / index_name).is_file():
