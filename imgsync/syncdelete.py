@@ -103,7 +103,13 @@ def _candidates(
     if not any(row[1] in shas for row in dropped):
         return [row for row in dropped if row[1] not in shas]
     files = db.stamps_at(dst_key)
-    kept = {sha for rid, (_size, _stamp, sha) in files.items() if rid in rels} | arriving
+    # bytes at a path the source has now (or at the numbered name its copy was written
+    # under, beside the user's own file): a renamed file's old name may go
+    kept = {
+        sha
+        for rid, (_size, _stamp, sha) in files.items()
+        if rid in rels or _unnumbered(rid) in rels
+    } | arriving
     return [
         row
         for row in dropped

@@ -95,3 +95,24 @@ def test_sync_keeps_a_copy_written_under_another_name_beside_the_users_file(
     code, summary = _run("sync", str(src), str(dst))
     assert summary["deleted"] == 1
     assert sorted(tree_files(dst)) == ["img (1).png", "img.png", "later.png"]
+
+
+def test_sync_removes_the_old_path_when_the_new_one_held_a_users_file(tmp_path: Path) -> None:
+    """``a.png`` renamed ``n.png`` in the source while the user keeps a ``n.png`` of their
+    own at the destination: the copy is written as ``n (1).png`` (the user's file is never
+    touched), and the old ``a.png`` goes, as for any rename; it stayed for ever. Re-runs
+    delete nothing more: ``n (1).png`` holds the source's ``n.png``."""
+    src, dst = _src(tmp_path), tmp_path / "dst"
+    assert _run("sync", str(src), str(dst))[1]["copied"] == 3
+    moved = (src / "a.png").read_bytes()
+    (dst / "n.png").write_bytes(b"the user's own file")
+    os.rename(src / "a.png", src / "n.png")
+    code, summary = _run("sync", str(src), str(dst))
+    assert code == 0 and summary["copied"] == 1 and summary["deleted"] == 1, summary
+    files = tree_files(dst)
+    assert sorted(files) == ["b.png", "n (1).png", "n.png", "sub/c.png"]
+    assert files["n.png"] == b"the user's own file" and files["n (1).png"] == moved
+    for _ in range(2):
+        code, summary = _run("sync", str(src), str(dst))
+        assert code == 0 and summary["copied"] == summary["deleted"] == 0, summary
+    assert tree_files(dst) == files
