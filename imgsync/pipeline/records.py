@@ -4,6 +4,7 @@ and the one log line per transferred item."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -74,17 +75,21 @@ class Recorder:
     ) -> None:
         """The upload is committed to state (then its lease released) before the item
         counts as done."""
-        await queries.record_locations(
-            self.run.store, self.run.dst_key, [(d.sha256, item)], later=True
-        )
-        await queries.record_owners(
-            self.run.store, self.run.dst_key, self.run.src_key, [d.sha256], wrote=True
-        )
         # "verified" when the host reported a checksum the provider compared (Chevereto's
         # md5) of the bytes it stores; a host that re-encodes uploads stores other bytes
         features = self.run.dst.features
         stage = "verified" if features.checksums and not features.reencodes_uploads else "uploaded"
-        await self.journal(c, stage, error=duplicate_note, attempt=True)
+        fleet = self.run.store.fleet
+        # fleet mode: the whole record reaches this machine's state before the shared state
+        # is spoken to (lost there mid-record, the location was kept but not the journal)
+        with fleet.held() if fleet is not None else contextlib.nullcontext():
+            await queries.record_locations(
+                self.run.store, self.run.dst_key, [(d.sha256, item)], later=True
+            )
+            await queries.record_owners(
+                self.run.store, self.run.dst_key, self.run.src_key, [d.sha256], wrote=True
+            )
+            await self.journal(c, stage, error=duplicate_note, attempt=True)
         # committed with its lease's end: one transaction (and one thread hop) per upload
         await self.run.store.commit_and_release(self.run.dst_key, [d.sha256])
         self.run.summary.copied += 1

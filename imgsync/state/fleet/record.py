@@ -5,8 +5,9 @@ worker), so ``status``, progress and ``/metrics`` show the fleet's totals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -31,6 +32,7 @@ class SharedRecord(Connection):
         self._pending: dict[str, list[tuple[Any, ...]]] = {}
         self._pending_rows = 0
         self._pushed = time.monotonic()
+        self._held = 0
         self._runs: dict[int, int] = {}  # this worker's run id -> the fleet's
         self.totals: dict[str, dict[str, int]] = {}  # job -> stage -> items, fleet-wide
 
@@ -42,8 +44,22 @@ class SharedRecord(Connection):
             return
         self._pending.setdefault(statement, []).extend(rows)
         self._pending_rows += len(rows)
+        if self._held:
+            return
         if self._pending_rows >= PUSH_ROWS or time.monotonic() - self._pushed >= PUSH_EVERY:
             await self.push()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Rows queued inside wait for a push after it: the worker's own state takes every
+        row of one record (an upload's location, owners and journal) before the shared
+        state is spoken to, so a shared state lost mid-record leaves no row unwritten in
+        the worker's own (its re-run shares that record with the fleet)."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
 
     async def push(self) -> None:
         """Send what :meth:`queue` holds, and refresh :attr:`totals` of the jobs it touched.
