@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import resource
 import signal
@@ -307,6 +308,8 @@ def recovery(r: Result, window: float) -> tuple[float, int, float]:
         return 0.0, 0, 0.0
     at = next(s for s in r.samples if s[0] >= r.killed_t)
     end = [s for s in r.samples if s[0] <= at[0] + window][-1]
+    if math.isinf(window):  # to the last upload (not the workers' wind-down after it)
+        end = next(s for s in r.samples if s[1] >= r.samples[-1][1])
     span = end[0] - at[0]
     ups = end[1] - at[1]
     others = (end[2] - at[2]) - ups
@@ -380,6 +383,12 @@ async def main() -> None:
                 for name, path in runs:
                     rec = await scenario(pg, work, n, w, args.rate, True, path)
                     speed, others, span = recovery(rec, args.window)
+                    rest, others_all, rest_span = recovery(rec, math.inf)
+                    print(
+                        f"recovery ({name}): from the SIGKILL to the end {rest:.2f} uploads/s = "
+                        f"{rest / args.rate:.3f}x the limit over {rest_span:.1f}s, "
+                        f"{others_all} other destination requests"
+                    )
                     print(
                         f"recovery ({name}): {speed:.2f} uploads/s over the {span:.1f}s after "
                         f"the SIGKILL = {speed / args.rate:.3f}x the limit; {others} other "

@@ -36,7 +36,7 @@ class Delivery:
         self.deferred: list[Candidate] = []
         # the destination's listing read once for every lease this run takes over from a
         # holder that may have sent it (not once per lease): see ``pipeline.takeover``
-        self.search = SharedSearch(run.dst)
+        self.search = SharedSearch(run.dst, functools.partial(run.store.located, run.dst_key))
 
     async def deliver_group(self, items: list[Candidate]) -> None:
         """Upload fetched items to a host destination: dedupe, one lease for the group,

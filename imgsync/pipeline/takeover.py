@@ -9,6 +9,11 @@ limit). Here the run reads the listing newest first once, back to the oldest tim
 its taken-over leases may have been sent, and matches every taken-over image against
 that one copy (the provider's :meth:`~imgsync.providers.base.Provider.match_upload`).
 
+Only the items no worker recorded can be an upload whose worker died before recording it:
+the recorded ones (asked of the state once per item) are another image's, or this one's
+recorded meanwhile (found at once). So a host that must download an item to compare it
+(Guizhan) downloads only those.
+
 The copy stays good for a lease taken over before its newest page was read: the holder
 had stopped by then, so what it sent is in the copy. A lease taken over later (another
 worker died since) first tops the copy up: the newest pages are read until one shows an
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import anyio
 
@@ -32,8 +37,15 @@ from imgsync.providers.base import FIND_SINCE_PAGES, Provider, older_than
 class SharedSearch:
     """One newest-first copy of a destination's listing, shared by a run's takeovers."""
 
-    def __init__(self, dst: Provider) -> None:
+    def __init__(
+        self,
+        dst: Provider,
+        located: Callable[[Sequence[str]], Awaitable[dict[str, str]]] | None = None,
+    ) -> None:
         self.dst = dst
+        self._located = located  # remote ids -> the checksums recorded at them
+        self._recorded: dict[str, str] = {}  # remote_id -> sha256, of the items asked about
+        self._asked: set[str] = set()
         self.items: list[RemoteItem] = []  # newest first
         self._ids: set[str] = set()
         self._tick = 0  # orders "a lease was taken over" against "the newest page was read"
@@ -71,6 +83,15 @@ class SharedSearch:
                 raise
         slack = self.dst.search_slack
         window = [i for i in self.items if not older_than(i, since, slack=slack)]
+        if self._located is not None:
+            ask = [i.remote_id for i in window if i.remote_id not in self._asked]
+            if ask:
+                self._recorded.update(await self._located(ask))
+                self._asked.update(ask)
+            for item in window:
+                if self._recorded.get(item.remote_id) == src.sha256:
+                    return item  # recorded there meanwhile
+            window = [i for i in window if i.remote_id not in self._recorded]
         return await self.dst.match_upload(src, window, rel_path=rel_path, since=since)
 
     def _add(self, page: list[RemoteItem]) -> list[RemoteItem]:

@@ -210,6 +210,24 @@ class StateStore:
         for key in [k for k, v in _HELD.items() if v == id(self)]:
             del _HELD[key]
 
+    async def located(self, dest: str, remote_ids: Sequence[str]) -> dict[str, str]:
+        """Which of ``remote_ids`` at ``dest`` are recorded, with their checksums (remote_id
+        -> sha256): in this state and, in fleet mode, by any worker."""
+        out: dict[str, str] = {}
+        ids = sorted(set(remote_ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self.fetchall(
+                f"SELECT remote_id, sha256 FROM locations WHERE remote = ? "
+                f"AND remote_id IN ({marks})",
+                [dest, *chunk],
+            )
+            out.update((r[0], r[1]) for r in rows)
+        if self.fleet is not None and ids:
+            out.update(await self.fleet.located(dest, ids))
+        return out
+
     async def holders(self, dest: str, shas: Sequence[str]) -> dict[str, str]:
         """Who else holds a lease on each of ``shas`` for ``dest`` now (checksum -> owner):
         another process on this state or, in fleet mode, another worker of the fleet."""

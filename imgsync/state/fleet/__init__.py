@@ -267,6 +267,20 @@ class Fleet(SharedRecord):
         found: list[str] = await self.tx(work)
         return found
 
+    async def located(self, remote: str, remote_ids: Sequence[str]) -> dict[str, str]:
+        """remote_id -> sha256 of those of ``remote_ids`` any worker recorded at ``remote``."""
+
+        async def work(cur: Any) -> dict[str, str]:
+            await cur.execute(
+                "SELECT remote_id, sha256 FROM fleet_locations "
+                "WHERE remote = %s AND remote_id = ANY(%s::text[])",
+                (remote, sorted(set(remote_ids))),
+            )
+            return {str(r[0]): str(r[1]) for r in await cur.fetchall()}
+
+        found: dict[str, str] = await self.tx(work)
+        return found
+
     async def holders(self, dest: str, shas: Sequence[str]) -> dict[str, str]:
         """Which other worker holds a live lease on each of ``shas`` (checksum -> owner)."""
 
