@@ -119,6 +119,35 @@ async def test_a_worker_on_another_machine_whose_session_ended_is_taken_over_at_
             await f.close()
 
 
+async def test_a_dead_workers_page_is_taken_over_before_the_pages_still_free(
+    pg_url: str,
+) -> None:
+    """A worker (another machine) dies holding page 0 while page 1 is free: the next
+    claim gets page 0 at once, not after every free page of the pass (its takeover
+    searches then read the destination back seconds, not the whole pass)."""
+    from vclock import VirtualClock
+
+    from imgsync.state.fleet import pages
+
+    clock = VirtualClock()
+    killed = await Fleet(pg_url, "machine-a.example:21", clock=clock.time).open()
+    me = await Fleet(pg_url, "machine-b.example:22", clock=clock.time).open()
+    try:
+        round_ = await pages.begin_round(killed, "src", "dst", appends=False)
+        first = await pages.claim_page(killed, "src", "dst", round_)
+        assert first is not None and first.seq == 0
+        await pages.page_listed(killed, "src", "dst", first, "cursor-1")  # page 1 is free
+        assert killed._conn is not None
+        await killed._conn.close()  # killed: its session ends
+        claim = await pages.claim_page(me, "src", "dst", round_)
+        assert claim is not None and claim.seq == 0, claim
+        claim = await pages.claim_page(me, "src", "dst", round_)
+        assert claim is not None and claim.seq == 1 and claim.cursor == "cursor-1"
+    finally:
+        for f in (killed, me):
+            await f.close()
+
+
 async def test_the_store_leases_through_the_fleet_and_imports_its_locations(
     pg_url: str, tmp_path: Path
 ) -> None:

@@ -140,23 +140,21 @@ async def claim_page(fleet: Fleet, src: str, dst: str, round_: int) -> PageClaim
         return PageClaim(round_, int(row[0]), row[1])
 
     async def work(cur: Any) -> PageClaim | None:
-        got = await take(cur)
-        if got is not None:
-            return got
-        # pages held by a worker known dead (see ``dead_among``) are free now, not at expiry
+        # pages held by a worker known dead (see ``dead_among``) are free now, not at
+        # expiry, and come first (they are the earliest): their takeover searches then
+        # read the destination back a few seconds, not from the end of the pass
         await cur.execute(
             "SELECT DISTINCT owner FROM fleet_pages WHERE src = %s AND dst = %s AND round = %s "
-            "AND state <> 'done' AND owner IS NOT NULL AND owner <> %s",
-            (src, dst, round_, fleet.owner),
+            "AND state <> 'done' AND owner IS NOT NULL AND owner <> %s AND expires >= %s",
+            (src, dst, round_, fleet.owner, now),
         )
         dead = await dead_among(cur, [r[0] for r in await cur.fetchall()])
-        if not dead:
-            return None
-        await cur.execute(
-            "UPDATE fleet_pages SET owner = NULL, expires = 0 WHERE src = %s AND dst = %s "
-            "AND round = %s AND state <> 'done' AND owner = ANY(%s::text[])",
-            (src, dst, round_, dead),
-        )
+        if dead:
+            await cur.execute(
+                "UPDATE fleet_pages SET owner = NULL, expires = 0 WHERE src = %s AND dst = %s "
+                "AND round = %s AND state <> 'done' AND owner = ANY(%s::text[])",
+                (src, dst, round_, dead),
+            )
         return await take(cur)
 
     claim: PageClaim | None = await fleet.tx(work)
