@@ -134,6 +134,8 @@ async def test_ctrl_c_gives_back_the_leases_of_uploads_not_started(tmp_path: Pat
             sys.executable, "-m", "imgsync", "--config", str(cfg), "copy", str(src), "gy:",
             "--transfers", "1", "--no-progress",
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            # a test run started in the background hands its children SIGINT ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 (one call)
         )  # fmt: skip
         try:
             with anyio.fail_after(GUARD):
