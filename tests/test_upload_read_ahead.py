@@ -135,7 +135,7 @@ async def test_ctrl_c_gives_back_the_leases_of_uploads_not_started(tmp_path: Pat
             "--transfers", "1", "--no-progress",
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             # a test run started in the background hands its children SIGINT ignored
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 (one call)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
         try:
             with anyio.fail_after(GUARD):
