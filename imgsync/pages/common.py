@@ -316,6 +316,28 @@ function wordBits(words, bits, gram) {
   }
   return out;
 }
+// a page's search index: its script (meta.index) calls window[name](bits, gram, maps);
+// load(then) fetches it once, then calls then (a missing script drops meta.index, so every
+// data file is loaded); .now is the decoded index, null until it came
+function searchIndex(meta, name) {
+  const idx = {now: null, load: null};
+  let waiting = null;
+  window[name] = function (bits, gram, maps) {
+    idx.now = {bits: bits, gram: gram, maps: decodeMaps(maps)};
+  };
+  idx.load = function (then) {
+    if (idx.now || !meta.index) { then(); return; }
+    if (waiting) { waiting.push(then); return; }
+    waiting = [then];
+    const s = document.createElement("script");
+    s.src = meta.index;
+    s.onload = s.onerror = () => { const calls = waiting; waiting = null;
+                                   if (!idx.now) meta.index = null;  // missing: load them all
+                                   calls.forEach((f) => f()); };
+    document.head.append(s);
+  };
+  return idx;
+}
 function mayHold(map, wanted) { return !map || wanted.every((b) => map[b >> 3] & (1 << (b & 7))); }
 function indexable(words) {  // shorter words cannot be looked up: every file is loaded
   return words.some((w) => Array.from(w).length >= 4 || /[^a-z0-9][a-z0-9]+[^a-z0-9]/.test(w));

@@ -542,7 +542,7 @@ JS_GALLERY = r"""
   const meta = JSON.parse(document.getElementById("meta").textContent);
   const files = meta.files, total = meta.count, items = [];
   const done = new Array(files.length).fill(false), waiting = {};
-  let missing = 0, fetched = 0, index = null, indexWait = null;
+  let missing = 0, fetched = 0;
   const when = (it) => (it.d !== undefined ? it.d : it.b);
   // what a data file calls: IMGSYNC_ITEMS.push(...[items])
   window.IMGSYNC_ITEMS = {push: function () {
@@ -554,20 +554,7 @@ JS_GALLERY = r"""
     }
   }};
   // the search index: per data file a bitmap of the hashed pieces of its text
-  window.IMGSYNC_GALLERY_INDEX = function (bits, gram, maps) {
-    index = {bits: bits, gram: gram, maps: decodeMaps(maps)};
-  };
-  function loadIndex(then) {
-    if (index || !meta.index) { then(); return; }
-    if (indexWait) { indexWait.push(then); return; }
-    indexWait = [then];
-    const s = document.createElement("script");
-    s.src = meta.index;
-    s.onload = s.onerror = () => { const calls = indexWait; indexWait = null;
-                                   if (!index) meta.index = null;  // missing: load them all
-                                   calls.forEach((f) => f()); };
-    document.head.append(s);
-  }
+  const search = searchIndex(meta, "IMGSYNC_GALLERY_INDEX");
   // load the data files numbered ``ids`` (each once), then call ``then``
   function load(ids, then) {
     let left = 1;
@@ -591,6 +578,7 @@ JS_GALLERY = r"""
   }
   const every = () => files.map((_f, n) => n);
   function candidates(words) {  // the data files that can hold an item matching every word
+    const index = search.now;
     if (!index) return every();
     const wanted = wordBits(words, index.bits, index.gram);
     return every().filter((n) => mayHold(index.maps[n], wanted));
@@ -646,7 +634,7 @@ JS_GALLERY = r"""
     const draw = (ids) => load(ids, () => { if (mine === ticket) show(); });
     if (done.every(Boolean)) { show(); return; }
     shown.textContent = "loading…";
-    if (words.length && indexable(words)) loadIndex(() => { if (mine === ticket)
+    if (words.length && indexable(words)) search.load(() => { if (mine === ticket)
                                                              draw(candidates(words)); });
     else draw(every());
   }

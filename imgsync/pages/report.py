@@ -431,24 +431,10 @@ JS_REPORT = r"""
     got[n] = list;
   };
   // the search index: per data file a bitmap of the hashed GRAM-character pieces it holds
-  let index = null, indexWait = null;
-  window.IMGSYNC_REPORT_INDEX = function (bits, gram, maps) {
-    index = {bits: bits, gram: gram, maps: decodeMaps(maps)};
-  };
-  function loadIndex(done) {
-    if (index || !meta.index) { done(); return; }
-    if (indexWait) { indexWait.push(done); return; }
-    indexWait = [done];
-    const s = document.createElement("script");
-    s.src = meta.index;
-    s.onload = s.onerror = () => { const calls = indexWait; indexWait = null;
-                                   if (!index) meta.index = null;  // missing: load them all
-                                   calls.forEach((f) => f()); };
-    document.head.append(s);
-  }
+  const search = searchIndex(meta, "IMGSYNC_REPORT_INDEX");
   // the data files that can hold an item of status ``st`` matching every word
   function candidates(words, st) {
-    const k = statuses.indexOf(st);
+    const k = statuses.indexOf(st), index = search.now;
     const wanted = index ? wordBits(words, index.bits, index.gram) : [];
     const out = [];
     for (let n = 0; n < files.length; n++) {
@@ -577,7 +563,7 @@ JS_REPORT = r"""
         show(view.slice(start, start + per), start, view.length, pages);
       });
     };
-    if (indexable(words)) loadIndex(filter);
+    if (indexable(words)) search.load(filter);
     else filter();
   }
   let timer = null;
